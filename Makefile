@@ -1,0 +1,97 @@
+# speech-gateway build. Every tool is pinned below and installed into ./bin
+# (git-ignored) on first use; nothing global is assumed beyond Go.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+BIN := $(CURDIR)/bin
+export PATH := $(BIN):$(PATH)
+export GOBIN := $(BIN)
+
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+BUF_VERSION                := v1.75.0
+STATICCHECK_VERSION        := v0.8.2
+GRPCURL_VERSION            := v1.9.4
+
+BUF := $(BIN)/buf
+GO_PACKAGES := ./...
+
+.PHONY: help
+help: ## Show this help.
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+## Tools. Each stamp file records the version, so a version bump reinstalls.
+$(BIN)/.protoc-gen-go-$(PROTOC_GEN_GO_VERSION):
+	go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	@touch $@
+$(BIN)/.protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION):
+	go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	@touch $@
+# buf comes prebuilt from npm when npm is there (seconds), else it is compiled
+# with `go install` (about two minutes). Never a tool line in go.mod: buf needs
+# a protobuf pre-release that clashes with protoc-gen-go.
+$(BIN)/.buf-$(BUF_VERSION):
+	@mkdir -p $(BIN)
+	if command -v npm >/dev/null 2>&1; then \
+		npm install --silent --no-audit --no-fund --prefix $(BIN)/npm @bufbuild/buf@$(BUF_VERSION:v%=%) && \
+		ln -sf npm/node_modules/.bin/buf $(BIN)/buf; \
+	else go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION); fi
+	$(BUF) --version
+	@touch $@
+$(BIN)/.staticcheck-$(STATICCHECK_VERSION):
+	go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@touch $@
+$(BIN)/.grpcurl-$(GRPCURL_VERSION):
+	go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+	@touch $@
+
+PROTO_TOOLS := $(BIN)/.protoc-gen-go-$(PROTOC_GEN_GO_VERSION) $(BIN)/.protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION) $(BIN)/.buf-$(BUF_VERSION)
+
+.PHONY: tools
+tools: $(PROTO_TOOLS) $(BIN)/.staticcheck-$(STATICCHECK_VERSION) $(BIN)/.grpcurl-$(GRPCURL_VERSION) ## Install the pinned tools into ./bin.
+
+.PHONY: generate
+generate: $(PROTO_TOOLS) ## Regenerate gen/ from proto/.
+	$(BUF) format -w
+	$(BUF) generate
+
+.PHONY: check-generate
+check-generate: $(PROTO_TOOLS) ## Fail if gen/ is not what proto/ generates.
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(BUF) generate -o "$$tmp"; \
+	if ! diff -r gen "$$tmp/gen"; then echo "gen/ is stale: run 'make generate' and commit the result" >&2; exit 1; fi
+
+.PHONY: lint
+lint: $(PROTO_TOOLS) $(BIN)/.staticcheck-$(STATICCHECK_VERSION) ## go vet, gofmt, staticcheck, buf lint/format/breaking.
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:" $$unformatted >&2; exit 1; fi
+	go vet $(GO_PACKAGES)
+	staticcheck $(GO_PACKAGES)
+	$(BUF) lint
+	$(BUF) format -d --exit-code
+	@# Compare with main once main has the API; a first commit has nothing to break.
+	@if git cat-file -e main:proto/slng/speech/v1/tts.proto 2>/dev/null; then \
+		echo "$(BUF) breaking --against '.git#branch=main'"; \
+		$(BUF) breaking --against '.git#branch=main'; \
+	else echo "buf breaking: main has no proto yet, skipped"; fi
+
+.PHONY: test
+test: ## Run every test with the race detector.
+	go test -race -count=1 -timeout 10m $(GO_PACKAGES)
+
+.PHONY: build
+build: ## Build the binaries into ./bin.
+	go build -trimpath -o $(BIN)/ ./cmd/...
+
+.PHONY: run
+run: ## Run the gateway with the embedded SLNG simulator (no key needed).
+	go run ./cmd/speech-gateway --dev
+
+.PHONY: smoke
+smoke: build $(BIN)/.grpcurl-$(GRPCURL_VERSION) ## Start the real binary in dev mode and drive it with grpcurl.
+	./scripts/smoke.sh
+
+.PHONY: ci
+ci: lint check-generate test smoke ## Everything CI runs.
