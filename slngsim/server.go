@@ -1,0 +1,435 @@
+package slngsim
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+)
+
+// AudioForm is how the simulated TTS sends audio.
+type AudioForm int
+
+const (
+	// AudioBinary sends raw audio as binary frames, as SLNG's bridge does.
+	AudioBinary AudioForm = iota
+	// AudioJSON sends `audio_chunk` JSON messages with base64 data, the
+	// documented form.
+	AudioJSON
+)
+
+// Options configure a simulator. The zero value of every field is its
+// documented default.
+type Options struct {
+	// Addr is the listen address for Start. Default "127.0.0.1:0".
+	Addr string
+	// APIKey is the key the simulator accepts (Bearer or ?token=). Empty
+	// accepts any request, with or without a key.
+	APIKey string
+	// Realtime paces TTS audio at playback speed. Default: as fast as the
+	// client reads.
+	Realtime bool
+	// AudioForm selects binary frames (default) or audio_chunk JSON.
+	AudioForm AudioForm
+	// ChunkDuration is the audio per TTS frame. Default 20 ms.
+	ChunkDuration time.Duration
+	// IdleTimeout closes a socket whose client sent no text or binary frame
+	// for this long (pings do not count): error idle_timeout_exceeded, then
+	// close 1008. Default 30 s; negative disables.
+	IdleTimeout time.Duration
+	// MaxConnectionDuration closes any socket this old: error
+	// max_connection_duration_exceeded, then close 1008. Default 30 min;
+	// negative disables.
+	MaxConnectionDuration time.Duration
+	// MaxConcurrentPerKey limits open sockets per key; more are refused
+	// with HTTP 429. 0 means no limit.
+	MaxConcurrentPerKey int
+	// ConnectLatency delays every handshake; ReadyLatency delays `ready`
+	// after `init`; FirstAudioLatency delays each turn's first audio.
+	ConnectLatency, ReadyLatency, FirstAudioLatency time.Duration
+	// CloseAfterAudioEnd reports the models that close the socket (1000)
+	// after each audio_end, as some SLNG models do. Default: models whose
+	// name contains "rime/" or "cartesia/".
+	CloseAfterAudioEnd func(model string) bool
+	// Faults are injected per model; the key "*" applies to every model
+	// without an entry of its own. See ParseFault.
+	Faults map[string]Fault
+	// Script, when set, picks the fault for each connection and takes
+	// precedence over Faults; returning the zero Fault injects nothing.
+	Script func(ConnInfo) Fault
+	// BenchStamp writes the send time into the first 8 bytes of every TTS
+	// audio payload (big-endian Unix nanoseconds), for latency benchmarks.
+	// The audio is then no longer decodable.
+	BenchStamp bool
+	// Logger receives the simulator's logs; nil discards them. Keys are
+	// never logged.
+	Logger *zap.Logger
+}
+
+// ConnInfo describes a connection, for Options.Script.
+type ConnInfo struct {
+	Kind  string // "tts" or "stt"
+	Model string
+	Seq   int64 // 1 for the first connection the simulator accepted, and so on
+}
+
+// SessionInfo records one connection, for tests.
+type SessionInfo struct {
+	ID               string
+	Kind             string // "tts" or "stt"
+	Route            string // "bridge" or "direct"
+	Model            string
+	Region           string // X-Region-Override
+	WorldPart        string // X-World-Part-Override
+	ProviderKey      bool   // whether X-Slng-Provider-Key was sent (never its value)
+	TokenInQuery     bool   // whether the key came as ?token=
+	Init             json.RawMessage
+	Received         map[string]int // client messages by type; "binary" counts audio frames
+	Pings            int
+	CloseCode        int // the close code the simulator sent, 0 if none (e.g. the client closed first)
+	ProtocolErrors   int // client protocol violations (bare flush, bad JSON, unknown types)
+	Open             bool
+	ConnectedAt      time.Time
+	LastClientFrame  time.Time
+	AudioBytesSent   int64
+	AudioBytesHeard  int64
+	TurnsCompleted   int
+	FinalsSent       int
+	KeepalivesHeard  int
+	ClearsAnswered   int
+	UnknownTypesSent int
+}
+
+// Stats are the simulator's counters.
+type Stats struct {
+	Connections        int64 // accepted WebSocket connections
+	Active             int64 // open now
+	Rejected           int64 // refused handshakes (auth, route, limit, faults)
+	ProtocolViolations int64
+	TTSTurns           int64
+	STTFinals          int64
+}
+
+// Server is a running simulator. Its methods may be called concurrently.
+type Server struct {
+	opts Options
+	log  *zap.Logger
+
+	lis  net.Listener
+	http *http.Server
+	url  string
+
+	seq      atomic.Int64
+	mu       sync.Mutex
+	sessions []*session
+	perKey   map[string]int
+	closed   bool
+	conns    sync.WaitGroup
+	serveErr chan error
+
+	stats struct {
+		connections, active, rejected, violations, turns, finals atomic.Int64
+	}
+}
+
+// New returns a simulator that is not listening; serve it with Handler.
+func New(opts Options) (*Server, error) {
+	if opts.ChunkDuration < 0 || opts.MaxConcurrentPerKey < 0 {
+		return nil, errors.New("slngsim: negative ChunkDuration or MaxConcurrentPerKey")
+	}
+	if opts.ChunkDuration == 0 {
+		opts.ChunkDuration = 20 * time.Millisecond
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 30 * time.Second
+	}
+	if opts.MaxConnectionDuration == 0 {
+		opts.MaxConnectionDuration = 30 * time.Minute
+	}
+	if opts.CloseAfterAudioEnd == nil {
+		opts.CloseAfterAudioEnd = func(model string) bool {
+			return strings.Contains(model, "rime/") || strings.Contains(model, "cartesia/")
+		}
+	}
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	faults := make(map[string]Fault, len(opts.Faults))
+	for k, v := range opts.Faults {
+		faults[k] = v
+	}
+	opts.Faults = faults
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Server{opts: opts, log: log.Named("slngsim"), perKey: map[string]int{}}, nil
+}
+
+// Start returns a simulator listening on opts.Addr. The caller must Close it.
+func Start(opts Options) (*Server, error) {
+	s, err := New(opts)
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", s.opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("slngsim: %w", err)
+	}
+	s.lis = lis
+	s.url = "ws://" + lis.Addr().String()
+	s.http = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.serveErr = make(chan error, 1)
+	go func() { s.serveErr <- s.http.Serve(lis) }()
+	return s, nil
+}
+
+// URL is the base URL of a started simulator, e.g. "ws://127.0.0.1:8787".
+func (s *Server) URL() string { return s.url }
+
+// Close stops listening, closes every open socket without a close frame and
+// waits for all of the simulator's goroutines to exit.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	open := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		open = append(open, ss)
+	}
+	s.mu.Unlock()
+	var err error
+	if s.http != nil {
+		err = s.http.Close()
+		if serr := <-s.serveErr; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+			err = serr
+		}
+	}
+	for _, ss := range open {
+		ss.cancel()
+	}
+	s.conns.Wait()
+	return err
+}
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Connections:        s.stats.connections.Load(),
+		Active:             s.stats.active.Load(),
+		Rejected:           s.stats.rejected.Load(),
+		ProtocolViolations: s.stats.violations.Load(),
+		TTSTurns:           s.stats.turns.Load(),
+		STTFinals:          s.stats.finals.Load(),
+	}
+}
+
+// Sessions returns a snapshot of every connection so far, oldest first.
+func (s *Server) Sessions() []SessionInfo {
+	s.mu.Lock()
+	list := append([]*session(nil), s.sessions...)
+	s.mu.Unlock()
+	out := make([]SessionInfo, 0, len(list))
+	for _, ss := range list {
+		out = append(out, ss.snapshot())
+	}
+	return out
+}
+
+// modelPattern is SLNG's model variant syntax (slng-protocol.md section 1).
+var modelPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)+(?::[A-Za-z0-9][A-Za-z0-9._-]*)?$`)
+
+// Handler serves both SLNG route families:
+// /v1/bridges/unmute/{tts|stt}/{model} and /v1/{tts|stt}/{model}.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(s.serveHTTP)
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	route, kind, model, ok := parsePath(r.URL.Path)
+	if !ok {
+		s.reject(w, http.StatusNotFound, "unknown route")
+		return
+	}
+	if !modelPattern.MatchString(model) || len(model) > 128 {
+		s.reject(w, http.StatusBadRequest, "invalid model variant")
+		return
+	}
+	key, inQuery := credential(r)
+	if s.opts.APIKey != "" && subtle.ConstantTimeCompare([]byte(key), []byte(s.opts.APIKey)) != 1 {
+		s.reject(w, http.StatusUnauthorized, "Invalid or missing API key")
+		return
+	}
+	if s.opts.ConnectLatency > 0 && !sleepCtx(r.Context(), s.opts.ConnectLatency) {
+		return
+	}
+	seq := s.seq.Add(1)
+	fault := s.faultFor(ConnInfo{Kind: kind, Model: model, Seq: seq})
+	if fault.Kind == FaultHandshake {
+		s.reject(w, fault.HTTPStatus, http.StatusText(fault.HTTPStatus))
+		return
+	}
+	if !s.acquireKey(key) {
+		s.reject(w, http.StatusTooManyRequests, "Too many concurrent connections")
+		return
+	}
+	defer s.releaseKey(key)
+
+	ss := &session{
+		srv:   s,
+		fault: fault,
+		info: SessionInfo{
+			ID:           "sess_" + randomHex(8),
+			Kind:         kind,
+			Route:        route,
+			Model:        model,
+			Region:       r.Header.Get("X-Region-Override"),
+			WorldPart:    r.Header.Get("X-World-Part-Override"),
+			ProviderKey:  r.Header.Get("X-Slng-Provider-Key") != "",
+			TokenInQuery: inQuery,
+			Received:     map[string]int{},
+			Open:         true,
+			ConnectedAt:  time.Now(),
+		},
+		requestID: "req_" + randomHex(8),
+	}
+	w.Header().Set("X-Slng-Request-Id", ss.requestID)
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		CompressionMode: websocket.CompressionDisabled,
+		OnPingReceived: func(context.Context, []byte) bool {
+			ss.mu.Lock()
+			ss.info.Pings++
+			ss.mu.Unlock()
+			return true
+		},
+	})
+	if err != nil {
+		s.stats.rejected.Add(1)
+		return
+	}
+	// The session's context ends when the session does or when the
+	// simulator closes, whichever is first.
+	ss.ctx, ss.cancel = context.WithCancel(context.WithoutCancel(r.Context()))
+	ss.ws = c
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ss.cancel()
+		c.CloseNow()
+		return
+	}
+	s.conns.Add(1)
+	s.sessions = append(s.sessions, ss)
+	s.mu.Unlock()
+	defer s.conns.Done()
+	s.stats.connections.Add(1)
+	s.stats.active.Add(1)
+	defer s.stats.active.Add(-1)
+	ss.run()
+}
+
+func (s *Server) reject(w http.ResponseWriter, code int, msg string) {
+	s.stats.rejected.Add(1)
+	http.Error(w, msg, code)
+}
+
+func (s *Server) faultFor(ci ConnInfo) Fault {
+	if s.opts.Script != nil {
+		return s.opts.Script(ci)
+	}
+	f, ok := s.opts.Faults[ci.Model]
+	if !ok {
+		f = s.opts.Faults["*"]
+	}
+	if f.Once {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		key := ci.Model
+		if _, own := s.opts.Faults[key]; !own {
+			key = "*"
+		}
+		if cur, ok := s.opts.Faults[key]; !ok || cur.Kind == "" {
+			return Fault{}
+		}
+		delete(s.opts.Faults, key)
+	}
+	return f
+}
+
+func (s *Server) acquireKey(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.opts.MaxConcurrentPerKey > 0 && s.perKey[key] >= s.opts.MaxConcurrentPerKey {
+		return false
+	}
+	s.perKey[key]++
+	return true
+}
+
+func (s *Server) releaseKey(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.perKey[key]--
+	if s.perKey[key] <= 0 {
+		delete(s.perKey, key)
+	}
+}
+
+func parsePath(p string) (route, kind, model string, ok bool) {
+	rest, bridge := strings.CutPrefix(p, "/v1/bridges/unmute/")
+	route = "bridge"
+	if !bridge {
+		if rest, ok = strings.CutPrefix(p, "/v1/"); !ok {
+			return "", "", "", false
+		}
+		route = "direct"
+	}
+	kind, model, ok = strings.Cut(rest, "/")
+	if !ok || (kind != "tts" && kind != "stt") || model == "" {
+		return "", "", "", false
+	}
+	return route, kind, model, true
+}
+
+func credential(r *http.Request) (key string, inQuery bool) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if k, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return k, false
+		}
+		return "", false
+	}
+	if k := r.URL.Query().Get("token"); k != "" {
+		return k, true
+	}
+	return "", false
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// sleepCtx sleeps for d or until ctx ends; it reports whether it slept fully.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
