@@ -1,0 +1,190 @@
+package slngclient
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Routes selects SLNG's URL family.
+type Routes int
+
+const (
+	// RoutesBridge uses /v1/bridges/unmute/{tts|stt}/{model}, which always
+	// speaks the SLNG protocol. The default.
+	RoutesBridge Routes = iota
+	// RoutesDirect uses /v1/{tts|stt}/{model}. Some direct routes speak a
+	// provider's native protocol instead (slng-protocol.md section 7).
+	RoutesDirect
+)
+
+// Options configure a Client. The zero value of every field is its
+// documented default.
+type Options struct {
+	// BaseURL is SLNG's base URL. Default "wss://api.slng.ai". ws:// is
+	// allowed only for loopback hosts or with AllowInsecure.
+	BaseURL       string
+	AllowInsecure bool
+	// APIKey is the default SLNG key, sent as "Authorization: Bearer".
+	APIKey string
+	// TokenInQuery sends the key as ?token= instead of a header.
+	TokenInQuery bool
+	Routes       Routes
+	// Region, WorldPart and ProviderKey become X-Region-Override,
+	// X-World-Part-Override and X-Slng-Provider-Key when set.
+	Region, WorldPart, ProviderKey string
+	// ReadyTimeout bounds the wait for `ready` after `init`. Default 5 s,
+	// as SLNG's own clients use.
+	ReadyTimeout time.Duration
+	// TTSKeepalive and STTKeepalive: after this long without sending, a
+	// session sends {"type":"keepalive"}, because WebSocket pings do not
+	// reset SLNG's idle timer. Defaults 20 s and 5 s; negative disables.
+	TTSKeepalive, STTKeepalive time.Duration
+	// PingInterval and PingTimeout: WebSocket pings find dead peers. A pong
+	// later than PingTimeout ends the session with KindTimeout. Defaults
+	// 15 s and 10 s; a negative PingInterval disables pings.
+	PingInterval, PingTimeout time.Duration
+	// ReadLimit bounds one incoming message. Default 4 MiB.
+	ReadLimit int64
+	// HTTPClient performs the handshake. Default http.DefaultClient.
+	HTTPClient *http.Client
+	// Logger receives debug logs; nil discards them. The key is never
+	// logged.
+	Logger *zap.Logger
+}
+
+// Client dials SLNG sessions. It holds no connections itself and may be
+// used concurrently.
+type Client struct {
+	opts Options
+	base *url.URL
+	log  *zap.Logger
+}
+
+// New validates opts and returns a Client.
+func New(opts Options) (*Client, error) {
+	if opts.BaseURL == "" {
+		opts.BaseURL = "wss://api.slng.ai"
+	}
+	u, err := url.Parse(opts.BaseURL)
+	if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, errors.New("slngclient: BaseURL must be ws:// or wss:// host[:port] without query, fragment or credentials")
+	}
+	switch u.Scheme {
+	case "wss":
+	case "ws":
+		if !opts.AllowInsecure && !isLoopback(u.Hostname()) {
+			return nil, errors.New("slngclient: ws:// is allowed only for loopback hosts (or with AllowInsecure)")
+		}
+	default:
+		return nil, fmt.Errorf("slngclient: BaseURL scheme %q is not ws or wss", u.Scheme)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = 5 * time.Second
+	}
+	if opts.TTSKeepalive == 0 {
+		opts.TTSKeepalive = 20 * time.Second
+	}
+	if opts.STTKeepalive == 0 {
+		opts.STTKeepalive = 5 * time.Second
+	}
+	if opts.PingInterval == 0 {
+		opts.PingInterval = 15 * time.Second
+	}
+	if opts.PingTimeout <= 0 {
+		opts.PingTimeout = 10 * time.Second
+	}
+	if opts.ReadLimit <= 0 {
+		opts.ReadLimit = 4 << 20
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = http.DefaultClient
+	}
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Client{opts: opts, base: u, log: log.Named("slngclient")}, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Endpoint selects the model of one session and, optionally, overrides the
+// Client's credentials and routing headers for it.
+type Endpoint struct {
+	Model                                  string
+	APIKey, Region, WorldPart, ProviderKey string
+}
+
+// modelPattern is the model variant syntax SLNG's clients validate with
+// (slng-protocol.md section 1): provider/model[/...][:variant].
+var modelPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)+(?::[A-Za-z0-9][A-Za-z0-9._-]*)?$`)
+
+// MaxModelLength bounds a model name.
+const MaxModelLength = 128
+
+// ValidateModel reports whether model is an SLNG model variant such as
+// "deepgram/aura:2". Because the pattern admits only letters, digits, '.',
+// '_', '-', '/' and one ':', a valid name cannot inject a path, query or
+// fragment into the URL; "." and ".." segments are refused too.
+func ValidateModel(model string) error {
+	if len(model) > MaxModelLength || !modelPattern.MatchString(model) {
+		return ErrInvalidModel
+	}
+	for _, seg := range strings.Split(strings.SplitN(model, ":", 2)[0], "/") {
+		if strings.Trim(seg, ".") == "" {
+			return ErrInvalidModel
+		}
+	}
+	return nil
+}
+
+// endpointURL builds the session URL; the returned display form has the
+// key redacted and is the only form that may be logged.
+func (c *Client) endpointURL(kind string, model, key string) (full, display string) {
+	u := *c.base
+	if c.opts.Routes == RoutesDirect {
+		u.Path += "/v1/" + kind + "/" + model
+	} else {
+		u.Path += "/v1/bridges/unmute/" + kind + "/" + model
+	}
+	display = u.String()
+	if c.opts.TokenInQuery && key != "" {
+		u.RawQuery = url.Values{"token": {key}}.Encode()
+		display += "?token=REDACTED"
+	}
+	return u.String(), display
+}
+
+func (c *Client) headers(ep Endpoint, key string) http.Header {
+	h := http.Header{}
+	if key != "" && !c.opts.TokenInQuery {
+		h.Set("Authorization", "Bearer "+key)
+	}
+	set := func(name, v, def string) {
+		if v == "" {
+			v = def
+		}
+		if v != "" {
+			h.Set(name, v)
+		}
+	}
+	set("X-Region-Override", ep.Region, c.opts.Region)
+	set("X-World-Part-Override", ep.WorldPart, c.opts.WorldPart)
+	set("X-Slng-Provider-Key", ep.ProviderKey, c.opts.ProviderKey)
+	return h
+}

@@ -1,0 +1,230 @@
+package slngclient
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// STTConfig is the init configuration of an STT session.
+type STTConfig struct {
+	Language string
+	// Encoding ("linear16", "mp3", "opus", ...) and SampleRate of the audio
+	// sent. Defaults "linear16" and 16000.
+	Encoding                                     string
+	SampleRate                                   int
+	EnablePartials, EnableVAD, EnableDiarization bool
+	MinSpeakers, MaxSpeakers                     int
+	EnableWordTimestamps                         bool
+	// Extra holds model-specific init config keys, passed through; it
+	// cannot override the fields above.
+	Extra map[string]any
+}
+
+// STTEventKind names an STT event.
+type STTEventKind int
+
+// STT events.
+const (
+	STTPartial STTEventKind = iota + 1
+	STTFinal
+	STTUtteranceEnd
+	// STTWarning is an error frame; see TTSWarning.
+	STTWarning
+)
+
+// STTEvent is one event of an STT session.
+type STTEvent struct {
+	Kind        STTEventKind
+	Transcript  Transcript
+	LastWordEnd time.Duration // STTUtteranceEnd; 0 when not reported
+	Err         *UpstreamError
+}
+
+// Transcript is a partial or final transcript. Times count from the start
+// of this session's audio.
+type Transcript struct {
+	Text       string
+	Confidence float64
+	Language   string
+	// Start is where the transcript starts; HasStart is false when SLNG did
+	// not say.
+	Start        time.Duration
+	HasStart     bool
+	Duration     time.Duration
+	Words        []Word
+	FromFinalize bool
+}
+
+// Word is one recognized word.
+type Word struct {
+	Word, PunctuatedWord string
+	Start, End           time.Duration
+	Confidence           float64
+	// Speaker is the diarization label; HasSpeaker is false when absent.
+	Speaker    int
+	HasSpeaker bool
+}
+
+// STTSession is an open STT session, with the same concurrency rules as
+// TTSSession. The caller must Close or CloseNow it.
+type STTSession struct {
+	cn *conn
+}
+
+// DialSTT opens an STT session: handshake, init, and the wait for ready.
+func (c *Client) DialSTT(ctx context.Context, ep Endpoint, cfg STTConfig) (*STTSession, error) {
+	config := map[string]any{}
+	for k, v := range cfg.Extra {
+		config[k] = v
+	}
+	if cfg.Encoding == "" {
+		cfg.Encoding = "linear16"
+	}
+	if cfg.SampleRate == 0 {
+		cfg.SampleRate = 16000
+	}
+	config["encoding"] = cfg.Encoding
+	config["sample_rate"] = cfg.SampleRate
+	if cfg.Language != "" {
+		config["language"] = cfg.Language
+	}
+	// SLNG's clients send both spellings of the partials switch.
+	config["enable_partials"] = cfg.EnablePartials
+	config["enable_partial_transcripts"] = cfg.EnablePartials
+	config["enable_vad"] = cfg.EnableVAD
+	config["enable_diarization"] = cfg.EnableDiarization
+	config["enable_word_timestamps"] = cfg.EnableWordTimestamps
+	if cfg.MinSpeakers > 0 {
+		config["min_speakers"] = cfg.MinSpeakers
+	}
+	if cfg.MaxSpeakers > 0 {
+		config["max_speakers"] = cfg.MaxSpeakers
+	}
+	cn, err := c.dial(ctx, "stt", ep, map[string]any{"type": "init", "config": config}, c.opts.STTKeepalive)
+	if err != nil {
+		return nil, err
+	}
+	return &STTSession{cn: cn}, nil
+}
+
+// ID is SLNG's session id from `ready`.
+func (s *STTSession) ID() string { return s.cn.id }
+
+// RequestID is SLNG's request id, when it sent one.
+func (s *STTSession) RequestID() string { return s.cn.reqID }
+
+// Done is closed when the session has ended.
+func (s *STTSession) Done() <-chan struct{} { return s.cn.readerDone }
+
+// Err is why the session ended (see Recv), or nil while it is open.
+func (s *STTSession) Err() error {
+	select {
+	case <-s.cn.readerDone:
+		return s.cn.termErr
+	default:
+		return nil
+	}
+}
+
+// Stats returns the session's counters; AudioBytes counts audio sent.
+func (s *STTSession) Stats() Stats {
+	st := s.cn.stats()
+	return st
+}
+
+// SendAudio sends one chunk of audio as a binary frame (SLNG's bridge
+// rejects the JSON audio envelope). It returns ErrEmptyAudio for an empty
+// chunk.
+func (s *STTSession) SendAudio(ctx context.Context, audio []byte) error {
+	if len(audio) == 0 {
+		return ErrEmptyAudio
+	}
+	if err := s.cn.write(ctx, websocket.MessageBinary, audio); err != nil {
+		return err
+	}
+	s.cn.audioBytes.Add(int64(len(audio)))
+	return nil
+}
+
+// Finalize asks for the pending speech as a final transcript now.
+func (s *STTSession) Finalize(ctx context.Context) error {
+	return s.cn.write(ctx, websocket.MessageText, msgFinalize)
+}
+
+// Keepalive sends a keepalive message now.
+func (s *STTSession) Keepalive(ctx context.Context) error {
+	return s.cn.write(ctx, websocket.MessageText, msgKeepalive)
+}
+
+// CloseSend tells SLNG no more audio comes. Keep calling Recv: SLNG sends
+// the remaining finals, then closes, and Recv returns io.EOF.
+func (s *STTSession) CloseSend(ctx context.Context) error {
+	return s.cn.write(ctx, websocket.MessageText, msgClose)
+}
+
+// Recv returns the next event, like TTSSession.Recv.
+func (s *STTSession) Recv(ctx context.Context) (STTEvent, error) {
+	for {
+		f, err := s.cn.next(ctx)
+		if err != nil {
+			return STTEvent{}, err
+		}
+		if f.msg == nil {
+			s.cn.unknown.Add(1) // audio on an STT session: not ours to use
+			continue
+		}
+		m := f.msg
+		switch m.Type {
+		case "partial_transcript":
+			return STTEvent{Kind: STTPartial, Transcript: transcriptOf(m)}, nil
+		case "final_transcript":
+			return STTEvent{Kind: STTFinal, Transcript: transcriptOf(m)}, nil
+		case "utterance_end":
+			return STTEvent{Kind: STTUtteranceEnd, LastWordEnd: seconds(m.LastWordEnd)}, nil
+		case "error":
+			code, msg := errorOf(m)
+			return STTEvent{Kind: STTWarning, Err: &UpstreamError{Kind: KindErrorFrame, Code: code, Message: msg, Retryable: retryableCode(code)}}, nil
+		default:
+			s.cn.unknown.Add(1)
+		}
+	}
+}
+
+// Close ends the session gracefully; see TTSSession.Close. Finals that
+// arrive meanwhile are discarded: use CloseSend to receive them.
+func (s *STTSession) Close(ctx context.Context) error { return s.cn.close(ctx) }
+
+// CloseNow closes the socket at once and releases everything.
+func (s *STTSession) CloseNow() { s.cn.shutdown() }
+
+func transcriptOf(m *serverMsg) Transcript {
+	t := Transcript{
+		Text:         m.Transcript,
+		Confidence:   m.Confidence,
+		Language:     m.Language,
+		Duration:     seconds(m.Duration),
+		FromFinalize: m.FromFinalize,
+	}
+	if m.Start != nil && *m.Start >= 0 {
+		t.Start, t.HasStart = time.Duration(*m.Start*float64(time.Second)), true
+	}
+	for _, w := range m.Words {
+		word := Word{
+			Word:           w.Word,
+			PunctuatedWord: w.PunctuatedWord,
+			Start:          time.Duration(w.Start * float64(time.Second)),
+			End:            time.Duration(w.End * float64(time.Second)),
+			Confidence:     w.Confidence,
+		}
+		if sp := rawString(w.Speaker); sp != "" {
+			if n, err := strconv.Atoi(sp); err == nil {
+				word.Speaker, word.HasSpeaker = n, true
+			}
+		}
+		t.Words = append(t.Words, word)
+	}
+	return t
+}

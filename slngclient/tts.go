@@ -1,0 +1,232 @@
+package slngclient
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// TTSConfig is the init configuration of a TTS session.
+type TTSConfig struct {
+	// Voice is the model's voice id; empty lets the model choose.
+	Voice string
+	// Encoding ("linear16", "mp3", "opus", "mulaw", "alaw") and SampleRate
+	// are always sent: some models default to MP3 otherwise. Defaults
+	// "linear16" and 24000.
+	Encoding   string
+	SampleRate int
+	Language   string  // optional
+	Speed      float64 // optional; 0 = the model's default
+	// Extra holds model-specific init config keys, passed through; it
+	// cannot override the fields above.
+	Extra map[string]any
+}
+
+// TTSEventKind names a TTS event.
+type TTSEventKind int
+
+// TTS events, in the order SLNG sends a turn: segment_start, audio...,
+// segment_end, flushed, audio_end.
+const (
+	TTSAudio TTSEventKind = iota + 1
+	TTSSegmentStart
+	TTSSegmentEnd
+	TTSFlushed
+	TTSCleared
+	TTSAudioEnd
+	// TTSWarning is an error frame. If the socket closes right after it,
+	// Recv's terminal error carries the same code.
+	TTSWarning
+)
+
+// TTSEvent is one event of a TTS session.
+type TTSEvent struct {
+	Kind TTSEventKind
+	// Audio is valid until the next call to Recv: copy it to keep it.
+	Audio []byte
+	// Sequence is SLNG's audio_chunk sequence, 0 for binary frames.
+	Sequence  int64
+	SegmentID string
+	// Duration is audio_end's duration, 0 when not reported.
+	Duration time.Duration
+	Err      *UpstreamError // TTSWarning
+}
+
+// TTSSession is an open TTS session. Recv must be called from one goroutine
+// at a time; the other methods may be called concurrently with it and with
+// each other. The caller must Close or CloseNow it.
+type TTSSession struct {
+	cn *conn
+
+	mu      sync.Mutex
+	hasText bool // text sent since the last turn ended
+}
+
+// DialTTS opens a TTS session: handshake, init, and the wait for ready. ctx
+// bounds the dial only. Errors are *UpstreamError, ErrInvalidModel, or the
+// ctx's error.
+func (c *Client) DialTTS(ctx context.Context, ep Endpoint, cfg TTSConfig) (*TTSSession, error) {
+	config := map[string]any{}
+	for k, v := range cfg.Extra {
+		config[k] = v
+	}
+	if cfg.Encoding == "" {
+		cfg.Encoding = "linear16"
+	}
+	if cfg.SampleRate == 0 {
+		cfg.SampleRate = 24000
+	}
+	config["encoding"] = cfg.Encoding
+	config["sample_rate"] = cfg.SampleRate
+	if cfg.Language != "" {
+		config["language"] = cfg.Language
+	}
+	if cfg.Speed != 0 {
+		config["speed"] = cfg.Speed
+	}
+	init := map[string]any{"type": "init", "model": ep.Model, "config": config}
+	if cfg.Voice != "" {
+		init["voice"] = cfg.Voice
+	}
+	cn, err := c.dial(ctx, "tts", ep, init, c.opts.TTSKeepalive)
+	if err != nil {
+		return nil, err
+	}
+	return &TTSSession{cn: cn}, nil
+}
+
+// ID is SLNG's session id from `ready`.
+func (s *TTSSession) ID() string { return s.cn.id }
+
+// RequestID is SLNG's request id, when it sent one.
+func (s *TTSSession) RequestID() string { return s.cn.reqID }
+
+// Done is closed when the session has ended.
+func (s *TTSSession) Done() <-chan struct{} { return s.cn.readerDone }
+
+// Err is why the session ended (see Recv), or nil while it is open.
+func (s *TTSSession) Err() error {
+	select {
+	case <-s.cn.readerDone:
+		return s.cn.termErr
+	default:
+		return nil
+	}
+}
+
+// Stats returns the session's counters.
+func (s *TTSSession) Stats() Stats { return s.cn.stats() }
+
+type textMsg struct {
+	Type  string `json:"type"`
+	Text  string `json:"text"`
+	Flush bool   `json:"flush,omitempty"`
+}
+
+// Text sends text for the current turn; with flush, it also ends the turn.
+func (s *TTSSession) Text(ctx context.Context, text string, flush bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.cn.writeJSON(ctx, textMsg{Type: "text", Text: text}); err != nil {
+		return err
+	}
+	s.hasText = true
+	if flush {
+		return s.flushLocked(ctx)
+	}
+	return nil
+}
+
+// Flush ends the turn: SLNG speaks the text sent since the last turn. It
+// returns ErrNothingToFlush, sending nothing, when there is no such text.
+func (s *TTSSession) Flush(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.flushLocked(ctx)
+}
+
+// flushLocked sends a separate flush message rather than text's flag: per
+// SLNG's own clients, a model only sees the flag if it declares one.
+func (s *TTSSession) flushLocked(ctx context.Context) error {
+	if !s.hasText {
+		return ErrNothingToFlush
+	}
+	if err := s.cn.write(ctx, websocket.MessageText, msgFlush); err != nil {
+		return err
+	}
+	s.hasText = false
+	return nil
+}
+
+// Clear discards the current turn; SLNG answers with a TTSCleared event
+// after the last frame of the discarded turn.
+func (s *TTSSession) Clear(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hasText = false
+	return s.cn.write(ctx, websocket.MessageText, msgClear)
+}
+
+// Cancel discards the current turn; SLNG sends no acknowledgement.
+func (s *TTSSession) Cancel(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hasText = false
+	return s.cn.write(ctx, websocket.MessageText, msgCancel)
+}
+
+// Keepalive sends a keepalive message now. The session also sends them by
+// itself when idle.
+func (s *TTSSession) Keepalive(ctx context.Context) error {
+	return s.cn.write(ctx, websocket.MessageText, msgKeepalive)
+}
+
+// Recv returns the next event. It blocks until one arrives, the session
+// ends, or ctx ends (which leaves the session open). When the session ends
+// it returns io.EOF for a normal close by SLNG, ErrSessionClosed after
+// Close or CloseNow, or an *UpstreamError.
+func (s *TTSSession) Recv(ctx context.Context) (TTSEvent, error) {
+	for {
+		f, err := s.cn.next(ctx)
+		if err != nil {
+			return TTSEvent{}, err
+		}
+		if f.audio != nil {
+			return TTSEvent{Kind: TTSAudio, Audio: f.audio, Sequence: f.sequence}, nil
+		}
+		m := f.msg
+		switch m.Type {
+		case "segment_start":
+			return TTSEvent{Kind: TTSSegmentStart, SegmentID: m.SegmentID}, nil
+		case "segment_end":
+			return TTSEvent{Kind: TTSSegmentEnd, SegmentID: m.SegmentID}, nil
+		case "flushed":
+			return TTSEvent{Kind: TTSFlushed}, nil
+		case "cleared":
+			return TTSEvent{Kind: TTSCleared}, nil
+		case "audio_end":
+			return TTSEvent{Kind: TTSAudioEnd, Duration: seconds(m.Duration)}, nil
+		case "error":
+			code, msg := errorOf(m)
+			return TTSEvent{Kind: TTSWarning, Err: &UpstreamError{Kind: KindErrorFrame, Code: code, Message: msg, Retryable: retryableCode(code)}}, nil
+		default:
+			s.cn.unknown.Add(1)
+		}
+	}
+}
+
+// Close ends the session gracefully: it sends `close` and waits, within
+// ctx, for SLNG to close the socket. It always releases everything.
+func (s *TTSSession) Close(ctx context.Context) error { return s.cn.close(ctx) }
+
+// CloseNow closes the socket at once and releases everything.
+func (s *TTSSession) CloseNow() { s.cn.shutdown() }
+
+func seconds(f *float64) time.Duration {
+	if f == nil || *f <= 0 || *f > 1e6 {
+		return 0
+	}
+	return time.Duration(*f * float64(time.Second))
+}
