@@ -57,8 +57,6 @@ type decoded struct {
 	msg      *serverMsg
 }
 
-var errNotJSONObject = errors.New("frame is not a JSON object")
-
 // decodeFrame decodes one text frame. audio_chunk messages, the hot path,
 // are scanned by hand and their base64 decoded into dst (grown if needed)
 // without allocating when dst is large enough; every other message goes

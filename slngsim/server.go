@@ -205,10 +205,7 @@ func (s *Server) URL() string { return s.url }
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
-	open := make([]*session, 0, len(s.sessions))
-	for _, ss := range s.sessions {
-		open = append(open, ss)
-	}
+	open := append([]*session(nil), s.sessions...)
 	s.mu.Unlock()
 	var err error
 	if s.http != nil {

@@ -1,0 +1,16 @@
+# speech-gateway image: a static binary on a distroless base, running as
+# non-root. Build: docker build -t speech-gateway . (or buildah bud).
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/speech-gateway ./cmd/speech-gateway \
+ && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/slngsim ./cmd/slngsim
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/speech-gateway /out/slngsim /
+USER 65532:65532
+# 50051: gRPC. 9090: /metrics, /healthz, /readyz.
+EXPOSE 50051 9090
+ENTRYPOINT ["/speech-gateway"]

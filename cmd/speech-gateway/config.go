@@ -1,0 +1,180 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is everything the binary reads from flags and the environment.
+type config struct {
+	listen      string
+	adminListen string
+	dev         bool
+	devRealtime bool
+
+	baseURL      string
+	apiKey       string // never logged or printed
+	routes       string
+	region       string
+	worldPart    string
+	tokenInQuery bool
+
+	defaultTTSModel string
+	defaultVoice    string
+	defaultSTTModel string
+	models          []string
+
+	maxTextBytes       int
+	maxAudioChunkBytes int
+	maxStreamDuration  time.Duration
+	maxStreams         int
+	maxStreamsPerConn  int
+	finalsTimeout      time.Duration
+
+	shutdownDelay   time.Duration
+	shutdownTimeout time.Duration
+
+	logLevel  string
+	logFormat string
+}
+
+// parseConfig reads flags, falling back to environment variables for
+// their defaults, so that a Kubernetes manifest can use either.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("speech-gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: speech-gateway [flags]\n\n"+
+			"Streaming TTS and STT over gRPC, backed by SLNG. The SLNG key comes from\n"+
+			"SLNG_API_KEY or the file named by SLNG_API_KEY_FILE; --dev needs none.\n\nFlags (environment variable in brackets):\n")
+		fs.PrintDefaults()
+	}
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	var parseErrs []error
+	envBool := func(name string) bool {
+		v := getenv(name)
+		if v == "" {
+			return false
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			parseErrs = append(parseErrs, fmt.Errorf("%s=%q: not a boolean", name, v))
+		}
+		return b
+	}
+	envInt := func(name string, def int) int {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			parseErrs = append(parseErrs, fmt.Errorf("%s=%q: not an integer", name, v))
+		}
+		return n
+	}
+	envDur := func(name string, def time.Duration) time.Duration {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			parseErrs = append(parseErrs, fmt.Errorf("%s=%q: not a duration", name, v))
+		}
+		return d
+	}
+
+	fs.StringVar(&c.listen, "listen", env("LISTEN_ADDR", ":50051"), "gRPC listen address [LISTEN_ADDR]")
+	fs.StringVar(&c.adminListen, "admin-listen", env("ADMIN_ADDR", ":9090"), "admin HTTP address for /metrics, /healthz, /readyz; empty disables [ADMIN_ADDR]")
+	fs.BoolVar(&c.dev, "dev", envBool("SPEECH_GATEWAY_DEV"), "run an embedded SLNG simulator on loopback and use it; no key needed [SPEECH_GATEWAY_DEV]")
+	fs.BoolVar(&c.devRealtime, "dev-realtime", envBool("SPEECH_GATEWAY_DEV_REALTIME"), "with --dev, the simulator paces audio at playback speed [SPEECH_GATEWAY_DEV_REALTIME]")
+	fs.StringVar(&c.baseURL, "slng-base-url", env("SLNG_BASE_URL", "wss://api.slng.ai"), "SLNG base URL, e.g. wss://us-east.api.slng.ai [SLNG_BASE_URL]")
+	fs.StringVar(&c.routes, "slng-routes", env("SLNG_ROUTES", "bridge"), "SLNG route family: bridge (/v1/bridges/unmute/...) or direct (/v1/{tts|stt}/...) [SLNG_ROUTES]")
+	fs.StringVar(&c.region, "slng-region", env("SLNG_REGION", ""), "X-Region-Override, e.g. eu-north-1 [SLNG_REGION]")
+	fs.StringVar(&c.worldPart, "slng-world-part", env("SLNG_WORLD_PART", ""), "X-World-Part-Override: na, eu or ap [SLNG_WORLD_PART]")
+	fs.BoolVar(&c.tokenInQuery, "slng-token-in-query", envBool("SLNG_TOKEN_IN_QUERY"), "send the key as ?token= instead of an Authorization header [SLNG_TOKEN_IN_QUERY]")
+	fs.StringVar(&c.defaultTTSModel, "default-tts-model", env("DEFAULT_TTS_MODEL", "deepgram/aura:2"), "model for Synthesize streams that name none [DEFAULT_TTS_MODEL]")
+	fs.StringVar(&c.defaultVoice, "default-voice", env("DEFAULT_VOICE", "aura-2-thalia-en"), "voice for streams that name neither model nor voice [DEFAULT_VOICE]")
+	fs.StringVar(&c.defaultSTTModel, "default-stt-model", env("DEFAULT_STT_MODEL", "deepgram/nova:3"), "model for Transcribe streams that name none [DEFAULT_STT_MODEL]")
+	models := fs.String("models", env("MODEL_ALLOWLIST", ""), "comma-separated models callers may name; empty allows any valid name [MODEL_ALLOWLIST]")
+	fs.IntVar(&c.maxTextBytes, "max-text-bytes", envInt("MAX_TEXT_BYTES", 64<<10), "largest text in one request [MAX_TEXT_BYTES]")
+	fs.IntVar(&c.maxAudioChunkBytes, "max-audio-chunk-bytes", envInt("MAX_AUDIO_CHUNK_BYTES", 64<<10), "largest audio chunk in one request [MAX_AUDIO_CHUNK_BYTES]")
+	fs.DurationVar(&c.maxStreamDuration, "max-stream-duration", envDur("MAX_STREAM_DURATION", time.Hour), "longest stream; negative means no limit [MAX_STREAM_DURATION]")
+	fs.IntVar(&c.maxStreams, "max-streams", envInt("MAX_STREAMS", 0), "concurrent streams across the gateway; 0 means no limit [MAX_STREAMS]")
+	fs.IntVar(&c.maxStreamsPerConn, "max-streams-per-conn", envInt("MAX_STREAMS_PER_CONN", 1000), "HTTP/2 MaxConcurrentStreams per client connection [MAX_STREAMS_PER_CONN]")
+	fs.DurationVar(&c.finalsTimeout, "finals-timeout", envDur("FINALS_TIMEOUT", 10*time.Second), "wait for the last transcripts after a Transcribe half-close [FINALS_TIMEOUT]")
+	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", envDur("SHUTDOWN_DELAY", 0), "on SIGTERM, report not-ready this long before draining, so that load balancers stop sending [SHUTDOWN_DELAY]")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDur("SHUTDOWN_TIMEOUT", 25*time.Second), "on SIGTERM, how long streams may take to finish before they are cut [SHUTDOWN_TIMEOUT]")
+	fs.StringVar(&c.logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error [LOG_LEVEL]")
+	fs.StringVar(&c.logFormat, "log-format", env("LOG_FORMAT", ""), "json or console; default json, console with --dev [LOG_FORMAT]")
+
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if len(parseErrs) > 0 {
+		return nil, errors.Join(parseErrs...)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	for _, m := range strings.Split(*models, ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			c.models = append(c.models, m)
+		}
+	}
+	if c.logFormat == "" {
+		c.logFormat = "json"
+		if c.dev {
+			c.logFormat = "console"
+		}
+	}
+	if c.routes != "bridge" && c.routes != "direct" {
+		return nil, fmt.Errorf("--slng-routes must be bridge or direct, not %q", c.routes)
+	}
+	if !c.dev {
+		key, err := readKey(getenv)
+		if err != nil {
+			return nil, err
+		}
+		c.apiKey = key
+	}
+	return c, nil
+}
+
+// readKey reads the SLNG key from SLNG_API_KEY or SLNG_API_KEY_FILE (a
+// mounted Kubernetes secret). The error never contains the key.
+func readKey(getenv func(string) string) (string, error) {
+	key, file := getenv("SLNG_API_KEY"), getenv("SLNG_API_KEY_FILE")
+	switch {
+	case key != "" && file != "":
+		return "", errors.New("set SLNG_API_KEY or SLNG_API_KEY_FILE, not both")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read SLNG_API_KEY_FILE: %w", err)
+		}
+		key = strings.TrimSpace(string(b))
+		if key == "" {
+			return "", fmt.Errorf("SLNG_API_KEY_FILE %s is empty", file)
+		}
+	case key == "":
+		return "", errors.New("no SLNG key: set SLNG_API_KEY or SLNG_API_KEY_FILE, or run with --dev to use the embedded simulator")
+	}
+	if strings.ContainsAny(key, " \t\r\n") {
+		return "", errors.New("the SLNG key contains whitespace")
+	}
+	return key, nil
+}

@@ -1,0 +1,297 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	prom "github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/internal/slngtest"
+	"github.com/speech-gateway/speech-gateway/slngsim"
+)
+
+// httpClient keeps no idle connections, which goleak would report.
+var httpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// syncBuffer collects the gateway's log output from its goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func envFrom(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// gateway runs the real binary's run function until the test ends.
+type gateway struct {
+	addrs
+	cancel context.CancelFunc
+	done   chan error
+	logs   *syncBuffer
+}
+
+func startGateway(t *testing.T, args []string, env map[string]string) *gateway {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &gateway{cancel: cancel, done: make(chan error, 1), logs: &syncBuffer{}}
+	ready := make(chan addrs, 1)
+	args = append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, args...)
+	go func() { g.done <- runWith(ctx, args, envFrom(env), g.logs, ready) }()
+	select {
+	case g.addrs = <-ready:
+	case err := <-g.done:
+		cancel()
+		t.Fatalf("gateway exited: %v\n%s", err, g.logs)
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatalf("gateway did not start\n%s", g.logs)
+	}
+	t.Cleanup(func() {
+		g.cancel()
+		<-g.done
+	})
+	return g
+}
+
+// stop sends the equivalent of SIGTERM and waits for run to return.
+func (g *gateway) stop(t *testing.T) error {
+	t.Helper()
+	g.cancel()
+	select {
+	case err := <-g.done:
+		g.done <- err // for Cleanup
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("gateway did not stop")
+		return nil
+	}
+}
+
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func TestRunRefusesToStartWithoutKey(t *testing.T) {
+	t.Parallel()
+	var stderr bytes.Buffer
+	err := run(context.Background(), []string{"--listen", "127.0.0.1:0"}, envFrom(nil), &stderr)
+	if err == nil || !strings.Contains(err.Error(), "no SLNG key") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("err = %v, want one line about the missing key", err)
+	}
+}
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+	}{
+		{[]string{"--dev", "--slng-routes", "sideways"}, nil},
+		{[]string{"--dev"}, map[string]string{"MAX_STREAMS": "many"}},
+		{[]string{"--dev", "--log-level", "loud"}, nil},
+		{nil, map[string]string{"SLNG_API_KEY": "k", "SLNG_API_KEY_FILE": "/dev/null"}},
+		{[]string{"--dev", "--default-tts-model", "not a model"}, nil},
+	} {
+		err := run(context.Background(), append(tc.args, "--listen", "127.0.0.1:0", "--admin-listen", ""), envFrom(tc.env), io.Discard)
+		if err == nil {
+			t.Errorf("run(%v, %v) succeeded", tc.args, tc.env)
+		}
+	}
+}
+
+// TestRunServesWithKeyAndNeverLogsIt runs the gateway against a simulator
+// that demands a key, does a round trip, and checks that the key appears in
+// none of the gateway's logs, nor in the metrics.
+func TestRunServesWithKeyAndNeverLogsIt(t *testing.T) {
+	t.Parallel()
+	const key = "sk_live_SENTINEL_9f8e7d6c5b4a"
+	sim := slngtest.NewServer(t, slngsim.Options{APIKey: key})
+	g := startGateway(t, []string{"--log-level", "debug"}, map[string]string{
+		"SLNG_API_KEY":  key,
+		"SLNG_BASE_URL": sim.URL(),
+	})
+	conn := dial(t, g.grpc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	stream, err := speechv1.NewTextToSpeechServiceClient(conn).SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{Text: "Key check."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var audio []byte
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		audio = append(audio, m.GetAudio().GetData()...)
+	}
+	got, err := slngsim.Decode(audio, "linear16", 24000)
+	if err != nil || got != "Key check." {
+		t.Fatalf("decoded %q, %v", got, err)
+	}
+	// A failing call too: a model the simulator rejects.
+	_, _ = speechv1.NewTextToSpeechServiceClient(conn).SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{Text: "x", Config: &speechv1.SynthesisConfig{Model: "bad/model"}})
+
+	resp, err := httpClient.Get("http://" + g.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), "speech_gateway_streams_total") {
+		t.Fatal("metrics lack speech_gateway_streams_total")
+	}
+	if err := g.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range map[string]string{"logs": g.logs.String(), "metrics": string(metrics)} {
+		if strings.Contains(text, key) || strings.Contains(text, "SENTINEL") {
+			t.Errorf("the SLNG key appears in the %s", name)
+		}
+	}
+}
+
+// TestRunDrainsOnSIGTERM starts a real-time synthesis, sends the equivalent
+// of SIGTERM mid-turn, and checks that the turn still completes, the stream ends with SERVER_DRAINING, and run returns.
+func TestRunDrainsOnSIGTERM(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, []string{"--dev", "--dev-realtime"}, nil)
+	conn := dial(t, g.grpc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	hc, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "slng.speech.v1.TextToSpeechService"})
+	if err != nil || hc.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health = %v, %v", hc, err)
+	}
+	if code := httpStatus(t, "http://"+g.admin+"/readyz"); code != http.StatusOK {
+		t.Fatalf("readyz = %d", code)
+	}
+
+	const text = "Draining must not cut this sentence short."
+	stream, err := speechv1.NewTextToSpeechServiceClient(conn).Synthesize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Config{Config: &speechv1.SynthesisConfig{}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Text{Text: &speechv1.TextInput{Text: text, Flush: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	var audio []byte
+	for len(audio) == 0 {
+		m, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		audio = append(audio, m.GetAudio().GetData()...)
+	}
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- g.stop(t) }()
+
+	var ended bool
+	var streamErr error
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			streamErr = err
+			break
+		}
+		audio = append(audio, m.GetAudio().GetData()...)
+		if m.GetAudioEnd() != nil {
+			ended = true
+		}
+	}
+	if !ended {
+		t.Fatalf("the turn did not complete before the stream ended: %v", streamErr)
+	}
+	if st := status.Convert(streamErr); st.Code() != codes.Unavailable || !strings.Contains(st.Proto().String(), "SERVER_DRAINING") {
+		t.Fatalf("stream ended with %v, want UNAVAILABLE SERVER_DRAINING", streamErr)
+	}
+	if got, err := slngsim.Decode(audio, "linear16", 24000); err != nil || got != text {
+		t.Fatalf("decoded %q, %v; want the whole turn", got, err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("run returned %v", err)
+	}
+	if !strings.Contains(g.logs.String(), "stopped") {
+		t.Fatal("no 'stopped' log line")
+	}
+}
+
+func httpStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := httpClient.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestAdminHandler(t *testing.T) {
+	t.Parallel()
+	var serving atomic.Bool
+	serving.Store(true)
+	h := adminHandler(prom.NewRegistry(), &serving)
+	get := func(path string) int {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		return rec.Code
+	}
+	if get("/healthz") != 200 || get("/readyz") != 200 || get("/metrics") != 200 {
+		t.Fatal("admin endpoints not OK while serving")
+	}
+	serving.Store(false)
+	if get("/readyz") != http.StatusServiceUnavailable {
+		t.Fatal("readyz stays OK while draining")
+	}
+	if get("/healthz") != 200 {
+		t.Fatal("healthz must stay OK while draining: the process is alive")
+	}
+}

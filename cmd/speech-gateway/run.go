@@ -1,0 +1,306 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	prom "github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/service"
+	"github.com/speech-gateway/speech-gateway/slngclient"
+	"github.com/speech-gateway/speech-gateway/slngsim"
+)
+
+// run starts the gateway and blocks until ctx is cancelled (SIGTERM), then
+// shuts down gracefully. ready, when not nil, receives the bound addresses
+// once the gateway serves (for tests).
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	return runWith(ctx, args, getenv, stderr, nil)
+}
+
+// addrs are the addresses the gateway listens on.
+type addrs struct {
+	grpc, admin string
+}
+
+func runWith(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, ready chan<- addrs) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+
+	if cfg.dev {
+		sim, err := startSimulator(cfg, log)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = sim.Close() }()
+	}
+
+	routes := slngclient.RoutesBridge
+	if cfg.routes == "direct" {
+		routes = slngclient.RoutesDirect
+	}
+	client, err := slngclient.New(slngclient.Options{
+		BaseURL:      cfg.baseURL,
+		APIKey:       cfg.apiKey,
+		TokenInQuery: cfg.tokenInQuery,
+		Routes:       routes,
+		Region:       cfg.region,
+		WorldPart:    cfg.worldPart,
+		Logger:       log,
+	})
+	if err != nil {
+		return fmt.Errorf("slng client: %w", err)
+	}
+
+	reg := prom.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := service.New(client, log, service.NewMetrics(reg), service.Config{
+		DefaultTTSModel:    cfg.defaultTTSModel,
+		DefaultVoice:       cfg.defaultVoice,
+		DefaultSTTModel:    cfg.defaultSTTModel,
+		ModelAllowlist:     cfg.models,
+		MaxTextBytes:       cfg.maxTextBytes,
+		MaxAudioChunkBytes: cfg.maxAudioChunkBytes,
+		MaxStreamDuration:  cfg.maxStreamDuration,
+		FinalsTimeout:      cfg.finalsTimeout,
+		MaxStreams:         cfg.maxStreams,
+	})
+	if err != nil {
+		return err
+	}
+
+	grpcMetrics := prometheus.NewServerMetrics(prometheus.WithServerHandlingTimeHistogram())
+	reg.MustRegister(grpcMetrics)
+	gs := newGRPCServer(cfg, log, grpcMetrics)
+	srv.Register(gs)
+	healthSrv := health.NewServer()
+	healthpb.RegisterHealthServer(gs, healthSrv)
+	reflection.Register(gs)
+	grpcMetrics.InitializeMetrics(gs)
+	services := []string{"", speechv1.TextToSpeechService_ServiceDesc.ServiceName, speechv1.SpeechToTextService_ServiceDesc.ServiceName}
+	for _, name := range services {
+		healthSrv.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+
+	lis, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.listen, err)
+	}
+	var serving atomic.Bool
+	serving.Store(true)
+	var admin *http.Server
+	var adminLis net.Listener
+	if cfg.adminListen != "" {
+		adminLis, err = net.Listen("tcp", cfg.adminListen)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("listen %s: %w", cfg.adminListen, err)
+		}
+		admin = &http.Server{Handler: adminHandler(reg, &serving), ReadHeaderTimeout: 5 * time.Second}
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- gs.Serve(lis) }()
+	if admin != nil {
+		go func() {
+			if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("admin server: %w", err)
+				return
+			}
+			errc <- nil
+		}()
+	}
+	a := addrs{grpc: lis.Addr().String()}
+	if adminLis != nil {
+		a.admin = adminLis.Addr().String()
+	}
+	log.Info("serving", zap.String("grpc", a.grpc), zap.String("admin", a.admin),
+		zap.Bool("dev", cfg.dev), zap.String("slng_routes", cfg.routes))
+	if ready != nil {
+		ready <- a
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+		log.Error("server failed", zap.Error(serveErr))
+	}
+
+	// Shutdown: not ready first, so that load balancers and the mesh stop
+	// sending new streams; then ask streams to finish; then wait, bounded.
+	log.Info("shutting down", zap.Int("active_streams", srv.ActiveStreams()))
+	serving.Store(false)
+	for _, name := range services {
+		healthSrv.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+	if cfg.shutdownDelay > 0 {
+		sleep(cfg.shutdownDelay)
+	}
+	srv.Drain()
+	stopped := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(stopped)
+	}()
+	timer := time.NewTimer(cfg.shutdownTimeout)
+	select {
+	case <-stopped:
+		timer.Stop()
+	case <-timer.C:
+		log.Warn("shutdown timeout: cutting remaining streams", zap.Int("active_streams", srv.ActiveStreams()))
+		gs.Stop()
+		<-stopped
+	}
+	srv.Wait()
+	if admin != nil {
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_ = admin.Shutdown(shutdownCtx)
+		cancel()
+	}
+	log.Info("stopped")
+	return serveErr
+}
+
+func sleep(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	<-t.C
+}
+
+// newGRPCServer builds the gRPC server with its interceptors and transport
+// limits. Interceptor order, outermost first: metrics, logging, recovery
+// (innermost, so that a panic becomes INTERNAL before it is logged and
+// counted).
+func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetrics) *grpc.Server {
+	recoverFn := func(ctx context.Context, p any) error {
+		log.Error("panic in handler", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
+	}
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	maxStream := cfg.maxStreamDuration
+	if maxStream <= 0 {
+		maxStream = 24 * time.Hour
+	}
+	return grpc.NewServer(
+		grpc.ChainUnaryInterceptor(
+			metrics.UnaryServerInterceptor(),
+			logging.UnaryServerInterceptor(service.InterceptorLogger(log.Named("grpc")), logOpts...),
+			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(recoverFn)),
+		),
+		grpc.ChainStreamInterceptor(
+			metrics.StreamServerInterceptor(),
+			logging.StreamServerInterceptor(service.InterceptorLogger(log.Named("grpc")), logOpts...),
+			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(recoverFn)),
+		),
+		// Mesh sidecars and clients ping idle connections; accept pings
+		// every 10 s or slower, even with no stream open, and ping idle
+		// clients ourselves to find dead peers behind NATs.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    30 * time.Second,
+			Timeout: 10 * time.Second,
+			// Rotating connections lets the mesh rebalance long-lived
+			// clients; the grace period lets the longest stream finish.
+			MaxConnectionAge:      30 * time.Minute,
+			MaxConnectionAgeGrace: maxStream,
+		}),
+		grpc.MaxConcurrentStreams(uint32(cfg.maxStreamsPerConn)),
+		// Larger than any valid request, so that oversized text and audio
+		// get a BadRequest naming the field rather than a transport error.
+		grpc.MaxRecvMsgSize(max(cfg.maxTextBytes, cfg.maxAudioChunkBytes)+64<<10),
+		grpc.MaxSendMsgSize(4<<20),
+	)
+}
+
+// adminHandler serves /metrics, /healthz (the process is alive) and /readyz
+// (serving and not draining).
+func adminHandler(reg *prom.Registry, serving *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !serving.Load() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	return mux
+}
+
+func newLogger(cfg *config, stderr io.Writer) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(cfg.logLevel)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	var enc zapcore.Encoder
+	switch cfg.logFormat {
+	case "json":
+		ec := zap.NewProductionEncoderConfig()
+		ec.EncodeTime = zapcore.ISO8601TimeEncoder
+		enc = zapcore.NewJSONEncoder(ec)
+	case "console":
+		ec := zap.NewDevelopmentEncoderConfig()
+		ec.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
+		enc = zapcore.NewConsoleEncoder(ec)
+	default:
+		return nil, fmt.Errorf("--log-format must be json or console, not %q", cfg.logFormat)
+	}
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(stderr)), level)
+	return zap.New(core, zap.AddCaller()), nil
+}
+
+// startSimulator starts the embedded SLNG simulator for --dev and points the
+// config at it, with a random key so that the auth path is exercised too.
+func startSimulator(cfg *config, log *zap.Logger) (*slngsim.Server, error) {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	key := "dev_" + hex.EncodeToString(b[:])
+	sim, err := slngsim.Start(slngsim.Options{
+		Addr:     "127.0.0.1:0",
+		APIKey:   key,
+		Realtime: cfg.devRealtime,
+		Logger:   log.Named("slngsim"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start simulator: %w", err)
+	}
+	cfg.baseURL = sim.URL()
+	cfg.apiKey = key
+	log.Info("dev mode: using the embedded SLNG simulator", zap.String("url", sim.URL()))
+	return sim, nil
+}

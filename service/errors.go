@@ -1,0 +1,226 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/speech-gateway/speech-gateway/slngclient"
+)
+
+// ErrorDomain is the ErrorInfo domain of every error the gateway returns.
+const ErrorDomain = "speech-gateway"
+
+// ErrorInfo reasons. They are part of the API (docs/errors.md): callers
+// branch on them, so they never change meaning.
+const (
+	ReasonInvalidRequest          = "INVALID_REQUEST"
+	ReasonUpstreamAuthFailed      = "UPSTREAM_AUTH_FAILED"
+	ReasonUpstreamConfigRejected  = "UPSTREAM_CONFIG_REJECTED"
+	ReasonUpstreamRequestRejected = "UPSTREAM_REQUEST_REJECTED"
+	ReasonUpstreamModelNotFound   = "UPSTREAM_MODEL_NOT_FOUND"
+	ReasonUpstreamRateLimited     = "UPSTREAM_RATE_LIMITED"
+	ReasonGatewayOverloaded       = "GATEWAY_OVERLOADED"
+	ReasonUpstreamUnavailable     = "UPSTREAM_UNAVAILABLE"
+	ReasonUpstreamSessionExpired  = "UPSTREAM_SESSION_EXPIRED"
+	ReasonUpstreamCircuitOpen     = "UPSTREAM_CIRCUIT_OPEN"
+	ReasonUpstreamProtocolError   = "UPSTREAM_PROTOCOL_ERROR"
+	ReasonServerDraining          = "SERVER_DRAINING"
+	ReasonUpstreamUnknownError    = "UPSTREAM_UNKNOWN_ERROR"
+	ReasonStreamDurationExceeded  = "STREAM_DURATION_EXCEEDED"
+)
+
+// outcome is one row of the error table: what a failure becomes on the wire.
+type outcome struct {
+	code    codes.Code
+	reason  string
+	message string
+	// retry is the RetryInfo delay; negative means no RetryInfo.
+	retry time.Duration
+}
+
+const noRetry = -1
+
+// Retry delays. SLNG publishes none; its own guidance is exponential backoff
+// from 1 s, which callers apply on top of this first delay.
+const (
+	retrySoon = time.Second
+	retryNow  = 0
+)
+
+// upstreamCodes maps SLNG error codes (slng-protocol.md section 6) to rows of
+// the table. A code that is missing here is UNKNOWN.
+var upstreamCodes = map[string]outcome{
+	"auth_error":                       {codes.Unauthenticated, ReasonUpstreamAuthFailed, "upstream rejected the gateway's credentials", noRetry},
+	"config_error":                     {codes.InvalidArgument, ReasonUpstreamConfigRejected, "upstream rejected the configuration", noRetry},
+	"invalid_request":                  {codes.InvalidArgument, ReasonUpstreamRequestRejected, "upstream rejected the request", noRetry},
+	"payload_too_large":                {codes.InvalidArgument, ReasonUpstreamRequestRejected, "upstream rejected the request as too large", noRetry},
+	"rate_limit":                       {codes.ResourceExhausted, ReasonUpstreamRateLimited, "upstream rate limit reached", retrySoon},
+	"rate_limit_exceeded":              {codes.ResourceExhausted, ReasonUpstreamRateLimited, "upstream rate limit reached", retrySoon},
+	"provider_error":                   {codes.Unavailable, ReasonUpstreamUnavailable, "upstream model failed", retrySoon},
+	"backend_connection_failed":        {codes.Unavailable, ReasonUpstreamUnavailable, "upstream could not reach its model", retrySoon},
+	"backend_error":                    {codes.Unavailable, ReasonUpstreamUnavailable, "upstream model failed", retrySoon},
+	"not_ready":                        {codes.Unavailable, ReasonUpstreamUnavailable, "upstream model not ready", retrySoon},
+	"backpressure":                     {codes.Unavailable, ReasonUpstreamUnavailable, "upstream is overloaded", retrySoon},
+	"stt_metering_unavailable":         {codes.Unavailable, ReasonUpstreamUnavailable, "upstream metering unavailable", retrySoon},
+	"translation_error":                {codes.Unavailable, ReasonUpstreamUnavailable, "upstream translation failed", retrySoon},
+	"idle_timeout_exceeded":            {codes.Unavailable, ReasonUpstreamSessionExpired, "upstream session timed out", retryNow},
+	"max_connection_duration_exceeded": {codes.Unavailable, ReasonUpstreamSessionExpired, "upstream session reached its maximum duration", retryNow},
+}
+
+var (
+	rowUnavailable   = outcome{codes.Unavailable, ReasonUpstreamUnavailable, "upstream unavailable", retrySoon}
+	rowProtocol      = outcome{codes.Unavailable, ReasonUpstreamProtocolError, "upstream broke the protocol", retrySoon}
+	rowPolicyClose   = outcome{codes.InvalidArgument, ReasonUpstreamRequestRejected, "upstream closed the session for a policy violation", noRetry}
+	rowAuthHandshake = outcome{codes.Unauthenticated, ReasonUpstreamAuthFailed, "upstream rejected the gateway's credentials", noRetry}
+	rowConfigReject  = outcome{codes.InvalidArgument, ReasonUpstreamConfigRejected, "upstream rejected the configuration", noRetry}
+	rowNotFound      = outcome{codes.NotFound, ReasonUpstreamModelNotFound, "upstream does not know the model", noRetry}
+	rowRateLimited   = outcome{codes.ResourceExhausted, ReasonUpstreamRateLimited, "upstream rate limit reached", retrySoon}
+	rowUnknownCode   = outcome{codes.Unknown, ReasonUpstreamUnknownError, "upstream reported an unknown error", noRetry}
+	rowDraining      = outcome{codes.Unavailable, ReasonServerDraining, "server is shutting down", retryNow}
+	rowOverloaded    = outcome{codes.ResourceExhausted, ReasonGatewayOverloaded, "gateway stream limit reached", retrySoon}
+	rowTooLong       = outcome{codes.OutOfRange, ReasonStreamDurationExceeded, "stream reached the gateway's maximum duration", retryNow}
+	rowInternal      = outcome{codes.Internal, "", "internal error", noRetry}
+)
+
+// errDraining ends streams when the server shuts down.
+var errDraining = errors.New("server is draining")
+
+// errOverloaded rejects streams beyond the gateway's own limit.
+var errOverloaded = errors.New("gateway stream limit reached")
+
+// streamMeta is what ErrorInfo metadata reports about the failing stream.
+type streamMeta struct {
+	sessionID         string
+	model             string
+	upstreamSessionID string
+	upstreamRequestID string
+}
+
+// upstreamOutcome is the table lookup for an upstream failure.
+func upstreamOutcome(ue *slngclient.UpstreamError) outcome {
+	if ue.Code != "" {
+		if row, ok := upstreamCodes[ue.Code]; ok {
+			return row
+		}
+		return rowUnknownCode
+	}
+	switch ue.Kind {
+	case slngclient.KindHandshake:
+		switch {
+		case ue.HTTPStatus == http.StatusUnauthorized || ue.HTTPStatus == http.StatusForbidden:
+			return rowAuthHandshake
+		case ue.HTTPStatus == http.StatusBadRequest:
+			return rowConfigReject
+		case ue.HTTPStatus == http.StatusNotFound:
+			return rowNotFound
+		case ue.HTTPStatus == http.StatusTooManyRequests:
+			return rowRateLimited
+		}
+		return rowUnavailable
+	case slngclient.KindClose:
+		if ue.CloseCode == 1008 {
+			return rowPolicyClose
+		}
+		return rowUnavailable
+	case slngclient.KindProtocol:
+		return rowProtocol
+	}
+	return rowUnavailable
+}
+
+// toStatus converts any error that ends a stream into the status the caller
+// sees. It is the only place where errors become statuses. ctxErr is the
+// stream context's error, which wins: once the caller has gone, whatever
+// else failed is a consequence.
+func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, internal bool) {
+	if err == nil {
+		return status.New(codes.OK, ""), false
+	}
+	if ctxErr != nil {
+		return status.FromContextError(ctxErr), false
+	}
+	var verr *validationError
+	var ue *slngclient.UpstreamError
+	var row outcome
+	var extra map[string]string
+	switch {
+	case errors.As(err, &verr):
+		st := status.New(codes.InvalidArgument, verr.Error())
+		st, _ = st.WithDetails(
+			errorInfo(ReasonInvalidRequest, meta, nil),
+			&errdetails.BadRequest{FieldViolations: verr.violations},
+		)
+		return st, false
+	case errors.Is(err, context.Canceled):
+		return status.New(codes.Canceled, "stream cancelled"), false
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.New(codes.DeadlineExceeded, "stream deadline exceeded"), false
+	case errors.Is(err, errDraining):
+		row = rowDraining
+	case errors.Is(err, errOverloaded):
+		row = rowOverloaded
+	case errors.Is(err, errStreamTooLong):
+		row = rowTooLong
+	case errors.As(err, &ue):
+		row = upstreamOutcome(ue)
+		extra = upstreamMetadata(ue)
+	default:
+		if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
+			// A status from the gRPC transport itself, e.g. the caller's
+			// stream breaking: pass it on unchanged.
+			return s, false
+		}
+		row = rowInternal
+	}
+	st = status.New(row.code, row.message)
+	if row.reason == "" {
+		return st, row.code == codes.Internal
+	}
+	details := []protoadapt.MessageV1{errorInfo(row.reason, meta, extra)}
+	if row.retry >= 0 {
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(row.retry)})
+	}
+	st, _ = st.WithDetails(details...)
+	return st, false
+}
+
+func upstreamMetadata(ue *slngclient.UpstreamError) map[string]string {
+	md := map[string]string{}
+	if ue.Code != "" {
+		md["upstream_code"] = ue.Code
+	}
+	if ue.CloseCode > 0 {
+		md["upstream_close_code"] = strconv.Itoa(ue.CloseCode)
+	}
+	if ue.HTTPStatus > 0 {
+		md["upstream_http_status"] = strconv.Itoa(ue.HTTPStatus)
+	}
+	return md
+}
+
+func errorInfo(reason string, meta streamMeta, extra map[string]string) *errdetails.ErrorInfo {
+	md := map[string]string{}
+	for k, v := range map[string]string{
+		"session_id":          meta.sessionID,
+		"model":               meta.model,
+		"upstream_session_id": meta.upstreamSessionID,
+		"upstream_request_id": meta.upstreamRequestID,
+	} {
+		if v != "" {
+			md[k] = v
+		}
+	}
+	for k, v := range extra {
+		md[k] = v
+	}
+	return &errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: md}
+}

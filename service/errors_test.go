@@ -1,0 +1,143 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/speech-gateway/speech-gateway/slngclient"
+)
+
+// TestToStatusTable checks every row of docs/errors.md as a unit: code,
+// reason, RetryInfo and metadata.
+func TestToStatusTable(t *testing.T) {
+	t.Parallel()
+	frame := func(code string) error {
+		return fmt.Errorf("recv: %w", &slngclient.UpstreamError{Kind: slngclient.KindErrorFrame, Code: code, Message: "m", CloseCode: 1011})
+	}
+	handshake := func(st int) error {
+		return &slngclient.UpstreamError{Kind: slngclient.KindHandshake, HTTPStatus: st, CloseCode: -1}
+	}
+	closed := func(code int) error {
+		return &slngclient.UpstreamError{Kind: slngclient.KindClose, CloseCode: code}
+	}
+	tests := []struct {
+		name   string
+		err    error
+		code   codes.Code
+		reason string
+		retry  time.Duration // -1: no RetryInfo
+	}{
+		{"auth_error", frame("auth_error"), codes.Unauthenticated, ReasonUpstreamAuthFailed, -1},
+		{"http 401", handshake(401), codes.Unauthenticated, ReasonUpstreamAuthFailed, -1},
+		{"http 403", handshake(403), codes.Unauthenticated, ReasonUpstreamAuthFailed, -1},
+		{"config_error", frame("config_error"), codes.InvalidArgument, ReasonUpstreamConfigRejected, -1},
+		{"http 400", handshake(400), codes.InvalidArgument, ReasonUpstreamConfigRejected, -1},
+		{"invalid_request", frame("invalid_request"), codes.InvalidArgument, ReasonUpstreamRequestRejected, -1},
+		{"payload_too_large", frame("payload_too_large"), codes.InvalidArgument, ReasonUpstreamRequestRejected, -1},
+		{"close 1008", closed(1008), codes.InvalidArgument, ReasonUpstreamRequestRejected, -1},
+		{"http 404", handshake(404), codes.NotFound, ReasonUpstreamModelNotFound, -1},
+		{"rate_limit", frame("rate_limit"), codes.ResourceExhausted, ReasonUpstreamRateLimited, time.Second},
+		{"rate_limit_exceeded", frame("rate_limit_exceeded"), codes.ResourceExhausted, ReasonUpstreamRateLimited, time.Second},
+		{"http 429", handshake(429), codes.ResourceExhausted, ReasonUpstreamRateLimited, time.Second},
+		{"overloaded", errOverloaded, codes.ResourceExhausted, ReasonGatewayOverloaded, time.Second},
+		{"provider_error", frame("provider_error"), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"backend_connection_failed", frame("backend_connection_failed"), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"backend_error", frame("backend_error"), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"not_ready", frame("not_ready"), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"backpressure", frame("backpressure"), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"stt_metering_unavailable", frame("stt_metering_unavailable"), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"translation_error", frame("translation_error"), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"http 503", handshake(503), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"http 500", handshake(500), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"close 1006", &slngclient.UpstreamError{Kind: slngclient.KindTransport, CloseCode: 1006}, codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"close 1011", closed(1011), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"close 1012", closed(1012), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"ready timeout", &slngclient.UpstreamError{Kind: slngclient.KindTimeout}, codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"idle_timeout_exceeded", frame("idle_timeout_exceeded"), codes.Unavailable, ReasonUpstreamSessionExpired, 0},
+		{"max_connection_duration_exceeded", frame("max_connection_duration_exceeded"), codes.Unavailable, ReasonUpstreamSessionExpired, 0},
+		{"protocol", &slngclient.UpstreamError{Kind: slngclient.KindProtocol}, codes.Unavailable, ReasonUpstreamProtocolError, time.Second},
+		{"draining", errDraining, codes.Unavailable, ReasonServerDraining, 0},
+		{"too long", errStreamTooLong, codes.OutOfRange, ReasonStreamDurationExceeded, 0},
+		{"unknown code", frame("brand_new_code"), codes.Unknown, ReasonUpstreamUnknownError, -1},
+		{"invalid request", invalid("config", "missing"), codes.InvalidArgument, ReasonInvalidRequest, -1},
+		{"bug", errors.New("boom"), codes.Internal, "", -1},
+		{"cancelled", context.Canceled, codes.Canceled, "", -1},
+		{"deadline", context.DeadlineExceeded, codes.DeadlineExceeded, "", -1},
+	}
+	meta := streamMeta{sessionID: "gw_1", model: "deepgram/aura:2", upstreamSessionID: "sess_1"}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			st, internal := toStatus(tt.err, nil, meta)
+			if st.Code() != tt.code {
+				t.Fatalf("code = %v, want %v", st.Code(), tt.code)
+			}
+			if internal != (tt.code == codes.Internal) {
+				t.Errorf("internal = %v", internal)
+			}
+			if tt.code == codes.Internal && st.Message() != "internal error" {
+				t.Errorf("internal message %q leaks details", st.Message())
+			}
+			info, retry := details(st)
+			if tt.reason == "" {
+				if info != nil {
+					t.Errorf("unexpected ErrorInfo %v", info)
+				}
+				return
+			}
+			if info == nil || info.GetReason() != tt.reason || info.GetDomain() != ErrorDomain {
+				t.Fatalf("ErrorInfo = %v, want reason %s", info, tt.reason)
+			}
+			if info.GetMetadata()["session_id"] != "gw_1" || info.GetMetadata()["model"] != "deepgram/aura:2" {
+				t.Errorf("metadata = %v", info.GetMetadata())
+			}
+			var ue *slngclient.UpstreamError
+			if errors.As(tt.err, &ue) && ue.Code != "" && info.GetMetadata()["upstream_code"] != ue.Code {
+				t.Errorf("upstream_code = %q, want %q", info.GetMetadata()["upstream_code"], ue.Code)
+			}
+			switch {
+			case tt.retry < 0 && retry != nil:
+				t.Errorf("unexpected RetryInfo %v", retry)
+			case tt.retry >= 0 && (retry == nil || retry.GetRetryDelay().AsDuration() != tt.retry):
+				t.Errorf("RetryInfo = %v, want %v", retry, tt.retry)
+			}
+		})
+	}
+}
+
+// TestToStatusCallerContextWins checks that the caller's own cancellation
+// or deadline is reported as such, whatever the pumps failed with.
+func TestToStatusCallerContextWins(t *testing.T) {
+	t.Parallel()
+	upstream := &slngclient.UpstreamError{Kind: slngclient.KindTransport}
+	if st, _ := toStatus(upstream, context.Canceled, streamMeta{}); st.Code() != codes.Canceled {
+		t.Errorf("code = %v, want Canceled", st.Code())
+	}
+	if st, _ := toStatus(upstream, context.DeadlineExceeded, streamMeta{}); st.Code() != codes.DeadlineExceeded {
+		t.Errorf("code = %v, want DeadlineExceeded", st.Code())
+	}
+	if st, _ := toStatus(nil, nil, streamMeta{}); st.Code() != codes.OK {
+		t.Errorf("nil error gave %v", st.Code())
+	}
+}
+
+func details(st *status.Status) (*errdetails.ErrorInfo, *errdetails.RetryInfo) {
+	var info *errdetails.ErrorInfo
+	var retry *errdetails.RetryInfo
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			info = d
+		case *errdetails.RetryInfo:
+			retry = d
+		}
+	}
+	return info, retry
+}

@@ -1,0 +1,190 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/internal/slngtest"
+	"github.com/speech-gateway/speech-gateway/slngclient"
+	"github.com/speech-gateway/speech-gateway/slngsim"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const testKey = "sk_test_secret_key_0123456789"
+
+// harness is a real gateway (the Server on an in-memory gRPC transport)
+// in front of a real SLNG simulator on loopback, joined by the real client.
+type harness struct {
+	sim *slngsim.Server
+	srv *Server
+	tts speechv1.TextToSpeechServiceClient
+	stt speechv1.SpeechToTextServiceClient
+}
+
+func newHarness(t *testing.T, simOpts slngsim.Options, cfg Config) *harness {
+	t.Helper()
+	simOpts.APIKey = testKey
+	sim := slngtest.NewServer(t, simOpts)
+	client, err := slngclient.New(slngclient.Options{
+		BaseURL: sim.URL(),
+		APIKey:  testKey,
+		Logger:  zaptest.NewLogger(t).Named("client"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(client, zaptest.NewLogger(t), nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis := bufconn.Listen(1 << 20)
+	gs := grpc.NewServer()
+	srv.Register(gs)
+	served := make(chan error, 1)
+	go func() { served <- gs.Serve(lis) }()
+	conn, err := grpc.NewClient("passthrough:///gateway",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		gs.Stop()
+		<-served
+		srv.Wait()
+	})
+	return &harness{sim: sim, srv: srv,
+		tts: speechv1.NewTextToSpeechServiceClient(conn),
+		stt: speechv1.NewSpeechToTextServiceClient(conn)}
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// recvAll reads a response stream to its end.
+func recvAll[T any](t *testing.T, recv func() (T, error)) ([]T, error) {
+	t.Helper()
+	var out []T
+	for {
+		m, err := recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		out = append(out, m)
+	}
+}
+
+// wantStatus asserts a status code and ErrorInfo reason ("" = no ErrorInfo).
+func wantStatus(t *testing.T, err error, code codes.Code, reason string) *status.Status {
+	t.Helper()
+	st, ok := status.FromError(err)
+	if !ok {
+		t.Fatalf("error %v is not a status", err)
+	}
+	if st.Code() != code {
+		t.Fatalf("code = %v (%q), want %v", st.Code(), st.Message(), code)
+	}
+	info, _ := details(st)
+	got := info.GetReason()
+	if got != reason {
+		t.Fatalf("reason = %q, want %q (status %v)", got, reason, st)
+	}
+	if info != nil && info.GetDomain() != ErrorDomain {
+		t.Fatalf("domain = %q", info.GetDomain())
+	}
+	return st
+}
+
+// fieldViolations returns the BadRequest fields of a status.
+func fieldViolations(st *status.Status) []string {
+	var fields []string
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				fields = append(fields, v.GetField())
+			}
+		}
+	}
+	return fields
+}
+
+// synthesizeText runs SynthesizeText and returns its responses.
+func (h *harness) synthesizeText(t *testing.T, ctx context.Context, req *speechv1.SynthesizeTextRequest) ([]*speechv1.SynthesizeResponse, error) {
+	t.Helper()
+	stream, err := h.tts.SynthesizeText(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return recvAll(t, stream.Recv)
+}
+
+// audioOf concatenates the audio of responses.
+func audioOf(resps []*speechv1.SynthesizeResponse) []byte {
+	var b []byte
+	for _, r := range resps {
+		b = append(b, r.GetAudio().GetData()...)
+	}
+	return b
+}
+
+// transcribe sends audio in chunks of chunk bytes, half-closes, and returns
+// every response.
+func (h *harness) transcribe(t *testing.T, ctx context.Context, cfg *speechv1.RecognitionConfig, audio []byte, chunk int) ([]*speechv1.TranscribeResponse, error) {
+	t.Helper()
+	stream, err := h.stt.Transcribe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := stream.Send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Config{Config: cfg}}); err != nil {
+		return nil, err
+	}
+	for len(audio) > 0 {
+		n := min(chunk, len(audio))
+		if err := stream.Send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Audio{Audio: audio[:n]}}); err != nil {
+			break // the status comes from Recv
+		}
+		audio = audio[n:]
+	}
+	if err := stream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return recvAll(t, stream.Recv)
+}
+
+// finalText joins the final transcripts of responses.
+func finalText(resps []*speechv1.TranscribeResponse) string {
+	var s string
+	for _, r := range resps {
+		if f := r.GetFinalTranscript(); f != nil && f.GetText() != "" {
+			if s != "" {
+				s += " "
+			}
+			s += f.GetText()
+		}
+	}
+	return s
+}

@@ -1,0 +1,77 @@
+package service
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the service's own Prometheus metrics; RPC-level metrics come
+// from the go-grpc-middleware interceptors. Labels never carry keys, texts
+// or ids: only RPC names, codes, reasons and model names from the allowlist
+// or defaults.
+type Metrics struct {
+	streamsActive   *prometheus.GaugeVec
+	streamsTotal    *prometheus.CounterVec
+	upstreamDial    *prometheus.HistogramVec
+	upstreamErrors  *prometheus.CounterVec
+	warnings        *prometheus.CounterVec
+	audioBytes      *prometheus.CounterVec
+	firstAudio      prometheus.Histogram
+	transcriptDelay prometheus.Histogram
+}
+
+// NewMetrics creates the metrics and registers them on reg; a nil reg
+// leaves them unregistered (for tests and embedding).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		streamsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "speech_gateway_streams_active",
+			Help: "Streams being served, by RPC.",
+		}, []string{"rpc"}),
+		streamsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_streams_total",
+			Help: "Finished streams, by RPC and gRPC status code.",
+		}, []string{"rpc", "code"}),
+		upstreamDial: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "speech_gateway_upstream_dial_seconds",
+			Help:    "Time to open an SLNG session (handshake, init, ready), by kind and result.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"kind", "result"}),
+		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_upstream_errors_total",
+			Help: "Upstream failures that ended a stream, by ErrorInfo reason.",
+		}, []string{"reason"}),
+		warnings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_upstream_warnings_total",
+			Help: "Non-fatal upstream errors relayed as warnings, by kind.",
+		}, []string{"kind"}),
+		audioBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_audio_bytes_total",
+			Help: "Audio bytes relayed: direction=synthesized (to callers) or recognized (from callers).",
+		}, []string{"direction"}),
+		firstAudio: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "speech_gateway_tts_first_audio_seconds",
+			Help:    "Time from a turn's flush to its first audio chunk sent to the caller.",
+			Buckets: []float64{.01, .025, .05, .1, .2, .35, .5, 1, 2.5},
+		}),
+		transcriptDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "speech_gateway_stt_finalize_seconds",
+			Help:    "Time from a finalize or half-close to the final transcript that answers it.",
+			Buckets: []float64{.01, .025, .05, .1, .2, .35, .5, 1, 2.5},
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.streamsActive, m.streamsTotal, m.upstreamDial, m.upstreamErrors,
+			m.warnings, m.audioBytes, m.firstAudio, m.transcriptDelay)
+	}
+	return m
+}
+
+func (m *Metrics) observeDial(kind string, start time.Time, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.upstreamDial.WithLabelValues(kind, result).Observe(time.Since(start).Seconds())
+}

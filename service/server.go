@@ -1,0 +1,232 @@
+package service
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngclient"
+)
+
+// Upstream opens SLNG sessions. *slngclient.Client implements it.
+type Upstream interface {
+	DialTTS(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.TTSConfig) (*slngclient.TTSSession, error)
+	DialSTT(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.STTConfig) (*slngclient.STTSession, error)
+}
+
+// Config holds the service's knobs. The zero value of every field is the
+// documented default.
+type Config struct {
+	// DefaultTTSModel serves Synthesize streams that name no model.
+	// Default "deepgram/aura:2".
+	DefaultTTSModel string
+	// DefaultVoice is the voice for streams that name none and use
+	// DefaultTTSModel. Default "aura-2-thalia-en". Streams naming another
+	// model and no voice get the model's own default.
+	DefaultVoice string
+	// DefaultSTTModel serves Transcribe streams that name no model.
+	// Default "deepgram/nova:3".
+	DefaultSTTModel string
+	// ModelAllowlist, when not empty, is the set of models callers may
+	// name; the defaults are always allowed. Empty allows any model name
+	// that passes validation.
+	ModelAllowlist []string
+	// MaxTextBytes bounds one text input. Default 64 KiB.
+	MaxTextBytes int
+	// MaxAudioChunkBytes bounds one audio chunk. Default 64 KiB.
+	MaxAudioChunkBytes int
+	// MaxStreamDuration ends streams that run longer. Default 1 hour;
+	// negative disables it.
+	MaxStreamDuration time.Duration
+	// FinalsTimeout bounds the wait for the last transcripts after a
+	// Transcribe caller half-closes. Default 10 s.
+	FinalsTimeout time.Duration
+	// CloseTimeout bounds a graceful upstream close. Default 2 s.
+	CloseTimeout time.Duration
+	// MaxStreams bounds concurrent streams across the gateway; more are
+	// refused with RESOURCE_EXHAUSTED. 0 means no limit.
+	MaxStreams int
+}
+
+func (c Config) withDefaults() Config {
+	if c.DefaultTTSModel == "" {
+		c.DefaultTTSModel = "deepgram/aura:2"
+	}
+	if c.DefaultVoice == "" {
+		c.DefaultVoice = "aura-2-thalia-en"
+	}
+	if c.DefaultSTTModel == "" {
+		c.DefaultSTTModel = "deepgram/nova:3"
+	}
+	if c.MaxTextBytes <= 0 {
+		c.MaxTextBytes = 64 << 10
+	}
+	if c.MaxAudioChunkBytes <= 0 {
+		c.MaxAudioChunkBytes = 64 << 10
+	}
+	if c.MaxStreamDuration == 0 {
+		c.MaxStreamDuration = time.Hour
+	}
+	if c.FinalsTimeout <= 0 {
+		c.FinalsTimeout = 10 * time.Second
+	}
+	if c.CloseTimeout <= 0 {
+		c.CloseTimeout = 2 * time.Second
+	}
+	c.ModelAllowlist = append([]string(nil), c.ModelAllowlist...)
+	return c
+}
+
+// Server implements TextToSpeechService and SpeechToTextService on top of an
+// Upstream. Its methods may be called concurrently.
+type Server struct {
+	speechv1.UnimplementedTextToSpeechServiceServer
+	speechv1.UnimplementedSpeechToTextServiceServer
+
+	upstream Upstream
+	log      *zap.Logger
+	cfg      Config
+	allowed  map[string]bool
+	metrics  *Metrics
+
+	active atomic.Int64
+	// drainCtx is cancelled by Drain; streams watch it.
+	drainCtx context.Context
+	drain    context.CancelFunc
+	// pumps tracks up pumps that may outlive their handler (see runPumps).
+	pumps sync.WaitGroup
+}
+
+// New returns a Server. logger may be nil (no logs) and metrics may be nil
+// (no metrics). It returns an error when cfg names invalid models.
+func New(upstream Upstream, logger *zap.Logger, metrics *Metrics, cfg Config) (*Server, error) {
+	if upstream == nil {
+		return nil, errors.New("service: upstream is required")
+	}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	cfg = cfg.withDefaults()
+	s := &Server{
+		upstream: upstream,
+		log:      logger.Named("service"),
+		cfg:      cfg,
+		allowed:  map[string]bool{},
+		metrics:  metrics,
+	}
+	s.drainCtx, s.drain = context.WithCancel(context.Background())
+	for _, m := range append([]string{cfg.DefaultTTSModel, cfg.DefaultSTTModel}, cfg.ModelAllowlist...) {
+		if err := slngclient.ValidateModel(m); err != nil {
+			return nil, fmt.Errorf("service: model %q: %w", m, err)
+		}
+		s.allowed[m] = true
+	}
+	return s, nil
+}
+
+// Register registers both services on r.
+func (s *Server) Register(r grpc.ServiceRegistrar) {
+	speechv1.RegisterTextToSpeechServiceServer(r, s)
+	speechv1.RegisterSpeechToTextServiceServer(r, s)
+}
+
+// Drain asks every stream to finish: Synthesize streams end after the turn
+// in progress, Transcribe streams deliver their pending finals; both then
+// end with UNAVAILABLE / SERVER_DRAINING so that callers retry on another
+// replica. New streams are refused the same way. Drain does not block; the
+// gRPC server's GracefulStop waits for the handlers.
+func (s *Server) Drain() {
+	s.drain()
+}
+
+// Wait blocks until every goroutine the Server started has exited. Call it
+// after the gRPC server has stopped; it returns at once after that.
+func (s *Server) Wait() {
+	s.pumps.Wait()
+}
+
+// ActiveStreams reports the number of streams being served.
+func (s *Server) ActiveStreams() int { return int(s.active.Load()) }
+
+// admit counts a new stream in, or refuses it when draining or full. The
+// returned func counts it out.
+func (s *Server) admit(rpc string) (func(), error) {
+	if s.drainCtx.Err() != nil {
+		return nil, errDraining
+	}
+	n := s.active.Add(1)
+	if s.cfg.MaxStreams > 0 && n > int64(s.cfg.MaxStreams) {
+		s.active.Add(-1)
+		return nil, errOverloaded
+	}
+	s.metrics.streamsActive.WithLabelValues(rpc).Inc()
+	return func() {
+		s.active.Add(-1)
+		s.metrics.streamsActive.WithLabelValues(rpc).Dec()
+	}, nil
+}
+
+// newSessionID returns the gateway's id for one stream.
+func newSessionID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "gw_" + hex.EncodeToString(b[:])
+}
+
+// streamContext bounds a stream by MaxStreamDuration.
+func (s *Server) streamContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.cfg.MaxStreamDuration < 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeoutCause(ctx, s.cfg.MaxStreamDuration, errStreamTooLong)
+}
+
+// errStreamTooLong ends streams that reach MaxStreamDuration.
+var errStreamTooLong = errors.New("stream reached the gateway's maximum duration")
+
+// finish turns a handler's error into the status the caller sees, logs it
+// once, and records it.
+func (s *Server) finish(ctx context.Context, rpc string, err error, meta streamMeta, log *zap.Logger) error {
+	ctxErr := ctx.Err()
+	if ctxErr != nil && errors.Is(context.Cause(ctx), errStreamTooLong) {
+		// Our own limit, not the caller's deadline.
+		ctxErr = nil
+		err = errStreamTooLong
+	}
+	st, internal := toStatus(err, ctxErr, meta)
+	s.metrics.streamsTotal.WithLabelValues(rpc, st.Code().String()).Inc()
+	switch {
+	case err == nil:
+		return nil
+	case internal:
+		log.Error("stream failed", zap.Error(err))
+	default:
+		log.Info("stream ended", zap.String("code", st.Code().String()), zap.Error(err))
+	}
+	return st.Err()
+}
+
+// limits reports the limits in force, for `started`.
+func (s *Server) limits() *speechv1.StreamLimits {
+	l := &speechv1.StreamLimits{
+		MaxTextBytes:       int32(s.cfg.MaxTextBytes),
+		MaxAudioChunkBytes: int32(s.cfg.MaxAudioChunkBytes),
+	}
+	if s.cfg.MaxStreamDuration > 0 {
+		l.MaxStreamDuration = durationpb.New(s.cfg.MaxStreamDuration)
+	}
+	return l
+}

@@ -1,0 +1,767 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngclient"
+)
+
+// Default synthesis format: what SLNG's own clients use (slng-protocol.md
+// section 10).
+const (
+	defaultTTSSampleRate = 24000
+	defaultSTTSampleRate = 16000
+)
+
+// synthRequests is where a synthesis reads its requests from: the bidi
+// stream, or the single request of SynthesizeText.
+type synthRequests interface {
+	Recv() (*speechv1.SynthesizeRequest, error)
+}
+
+// synthResponses is where a synthesis sends its responses.
+type synthResponses interface {
+	Send(*speechv1.SynthesizeResponse) error
+}
+
+// Synthesize implements TextToSpeechService.Synthesize.
+func (s *Server) Synthesize(stream speechv1.TextToSpeechService_SynthesizeServer) error {
+	return s.synthesize(stream.Context(), "Synthesize", stream, stream)
+}
+
+// SynthesizeText implements TextToSpeechService.SynthesizeText as a
+// Synthesize stream of one flushed text followed by a half-close.
+func (s *Server) SynthesizeText(req *speechv1.SynthesizeTextRequest, stream speechv1.TextToSpeechService_SynthesizeTextServer) error {
+	if err := s.checkText("text", req.GetText()); err != nil {
+		return s.finish(stream.Context(), "SynthesizeText", err, streamMeta{}, s.log)
+	}
+	cfg := req.GetConfig()
+	if cfg == nil {
+		cfg = &speechv1.SynthesisConfig{}
+	}
+	reqs := &singleText{msgs: []*speechv1.SynthesizeRequest{
+		{Request: &speechv1.SynthesizeRequest_Config{Config: cfg}},
+		{Request: &speechv1.SynthesizeRequest_Text{Text: &speechv1.TextInput{Text: req.GetText(), Flush: true}}},
+	}}
+	return s.synthesize(stream.Context(), "SynthesizeText", reqs, stream)
+}
+
+// singleText replays a fixed list of requests, then reports a half-close.
+type singleText struct {
+	msgs []*speechv1.SynthesizeRequest
+}
+
+func (r *singleText) Recv() (*speechv1.SynthesizeRequest, error) {
+	if len(r.msgs) == 0 {
+		return nil, io.EOF
+	}
+	m := r.msgs[0]
+	r.msgs = r.msgs[1:]
+	return m, nil
+}
+
+func (s *Server) synthesize(ctx context.Context, rpc string, reqs synthRequests, out synthResponses) error {
+	meta := streamMeta{sessionID: newSessionID()}
+	log := s.log.With(zap.String("rpc", rpc), zap.String("session_id", meta.sessionID))
+	release, err := s.admit(rpc)
+	if err != nil {
+		return s.finish(ctx, rpc, err, meta, log)
+	}
+	defer release()
+	ctx, cancel := s.streamContext(ctx)
+	defer cancel()
+
+	st := &synthesis{srv: s, reqs: reqs, out: out, log: log, meta: meta}
+	err = st.run(ctx)
+	return s.finish(ctx, rpc, err, st.snapshotMeta(), log)
+}
+
+// synthesis is one Synthesize stream: its upstream session and the state of
+// its turns, shared by the two pumps under mu.
+type synthesis struct {
+	srv  *Server
+	reqs synthRequests
+	out  synthResponses
+	log  *zap.Logger
+
+	cfg     *speechv1.SynthesisConfig // effective config
+	ep      slngclient.Endpoint
+	ttsCfg  slngclient.TTSConfig
+	bytesPS float64 // bytes per second of audio; 0 for compressed encodings
+
+	// upMu serializes everything sent upstream with session replacement,
+	// so that a replayed turn reaches a new session before newer text.
+	upMu sync.Mutex
+
+	mu   sync.Mutex
+	meta streamMeta
+	sess *slngclient.TTSSession
+	// closed is set when the handler is done; a session dialled after that
+	// is closed at once.
+	closed bool
+	// gone is set when SLNG ended the session between turns (some models
+	// close after every audio_end); the next text dials a new one and hands
+	// it to the down pump through next.
+	gone bool
+	next chan *slngclient.TTSSession
+
+	seq      uint64  // last AudioChunk.sequence sent
+	lastTurn uint64  // last turn id assigned
+	open     *turn   // the turn receiving text, not yet flushed
+	pending  []*turn // flushed turns awaiting audio_end, oldest first
+	// clears are Clear/Cancel requests sent upstream whose `cleared` has
+	// not arrived; until it does, everything SLNG sends belongs to
+	// discarded turns and is dropped.
+	clears     []clearReq
+	halfClosed bool
+	draining   bool
+}
+
+// turn tracks one turn: text up to a flush and the audio that answers it.
+type turn struct {
+	id         uint64
+	text       strings.Builder // kept to replay the turn on a new session
+	flushedAt  time.Time
+	firstAudio bool
+	bytes      uint64
+	lastSeq    uint64
+}
+
+type clearReq struct {
+	cancel    bool // a Cancel (already acknowledged) rather than a Clear
+	turnID    uint64
+	delivered *speechv1.TurnDelivery
+}
+
+var errUpstreamClosedMidTurn = &slngclient.UpstreamError{
+	Kind:      slngclient.KindClose,
+	CloseCode: 1000,
+	Message:   "upstream closed the session during a turn",
+	Retryable: true,
+}
+
+func (st *synthesis) run(ctx context.Context) error {
+	first, err := st.reqs.Recv()
+	if errors.Is(err, io.EOF) {
+		return invalid("config", "the stream ended before a config message")
+	}
+	if err != nil {
+		return err
+	}
+	cfg := first.GetConfig()
+	if cfg == nil {
+		return invalid("config", "the first message must be a config")
+	}
+	if err := st.configure(cfg); err != nil {
+		return err
+	}
+	st.mu.Lock()
+	st.meta.model = st.ep.Model
+	st.mu.Unlock()
+
+	sess, err := st.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		st.mu.Lock()
+		st.closed = true
+		sess := st.sess
+		st.mu.Unlock()
+		sess.CloseNow()
+	}()
+
+	started := &speechv1.SynthesisStarted{
+		SessionId:         st.meta.sessionID,
+		UpstreamSessionId: sess.ID(),
+		UpstreamRequestId: sess.RequestID(),
+		Config:            st.cfg,
+		Limits:            st.srv.limits(),
+	}
+	if err := st.out.Send(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Started{Started: started}}); err != nil {
+		return err
+	}
+
+	err = st.srv.runPumps(ctx, st.pumpUp, st.pumpDown)
+	if err == nil {
+		st.mu.Lock()
+		sess := st.sess
+		st.mu.Unlock()
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.srv.cfg.CloseTimeout)
+		defer cancel()
+		_ = sess.Close(closeCtx) // best effort: every turn is already delivered
+	}
+	return err
+}
+
+// configure validates cfg and fills in the effective configuration.
+func (st *synthesis) configure(cfg *speechv1.SynthesisConfig) error {
+	s := st.srv
+	var v violations
+	eff := proto.Clone(cfg).(*speechv1.SynthesisConfig)
+	if eff.Model == "" {
+		eff.Model = s.cfg.DefaultTTSModel
+		if eff.Voice == "" {
+			eff.Voice = s.cfg.DefaultVoice
+		}
+	}
+	s.checkModel(&v, "config.model", eff.Model)
+	checkFormat(&v, "config.format", eff.Format)
+	if sp := eff.Speed; sp != 0 && (sp < minSpeed || sp > maxSpeed) {
+		v.add("config.speed", "%g is outside %g-%g", sp, minSpeed, maxSpeed)
+	}
+	opts := eff.GetModelOptions().AsMap()
+	checkOptions(&v, "config.model_options", opts, reservedTTSOptions)
+	if err := v.err(); err != nil {
+		return err
+	}
+	if eff.Format == nil {
+		eff.Format = &speechv1.AudioFormat{}
+	}
+	if eff.Format.Encoding == speechv1.AudioEncoding_AUDIO_ENCODING_UNSPECIFIED {
+		eff.Format.Encoding = speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16
+	}
+	if eff.Format.SampleRateHz == 0 {
+		eff.Format.SampleRateHz = defaultTTSSampleRate
+	}
+	st.cfg = eff
+	st.ep = slngclient.Endpoint{Model: eff.Model}
+	st.ttsCfg = slngclient.TTSConfig{
+		Voice:      eff.Voice,
+		Encoding:   encodingNames[eff.Format.Encoding],
+		SampleRate: int(eff.Format.SampleRateHz),
+		Language:   eff.Language,
+		Speed:      eff.Speed,
+		Extra:      opts,
+	}
+	st.bytesPS = bytesPerSecond(eff.Format)
+	return nil
+}
+
+// bytesPerSecond is the playback rate of uncompressed formats, 0 otherwise.
+func bytesPerSecond(f *speechv1.AudioFormat) float64 {
+	switch f.GetEncoding() {
+	case speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16:
+		return 2 * float64(f.GetSampleRateHz())
+	case speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, speechv1.AudioEncoding_AUDIO_ENCODING_ALAW:
+		return float64(f.GetSampleRateHz())
+	}
+	return 0
+}
+
+// dial opens a new upstream session and makes it the current one.
+func (st *synthesis) dial(ctx context.Context) (*slngclient.TTSSession, error) {
+	start := time.Now()
+	sess, err := st.srv.upstream.DialTTS(ctx, st.ep, st.ttsCfg)
+	st.srv.metrics.observeDial("tts", start, err)
+	if err != nil {
+		return nil, err
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.closed {
+		sess.CloseNow()
+		return nil, context.Canceled
+	}
+	st.sess = sess
+	st.meta.upstreamSessionID = sess.ID()
+	st.meta.upstreamRequestID = sess.RequestID()
+	return sess, nil
+}
+
+func (st *synthesis) snapshotMeta() streamMeta {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.meta
+}
+
+func (st *synthesis) session() *slngclient.TTSSession {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.sess
+}
+
+// pumpUp relays the caller's requests to SLNG.
+func (st *synthesis) pumpUp(ctx context.Context) error {
+	stopDrain := context.AfterFunc(st.srv.drainCtx, st.onDrain)
+	defer stopDrain()
+	for {
+		req, err := st.reqs.Recv()
+		if errors.Is(err, io.EOF) {
+			return st.halfClose(ctx)
+		}
+		if err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		switch r := req.GetRequest().(type) {
+		case *speechv1.SynthesizeRequest_Config:
+			return invalid("config", "config may be sent only once, as the first message")
+		case *speechv1.SynthesizeRequest_Text:
+			if err := st.srv.checkText("text.text", r.Text.GetText()); err != nil {
+				return err
+			}
+			if err := st.text(ctx, r.Text.GetText(), r.Text.GetFlush()); err != nil {
+				return err
+			}
+		case *speechv1.SynthesizeRequest_Flush:
+			if err := st.flush(ctx); err != nil {
+				return err
+			}
+		case *speechv1.SynthesizeRequest_Clear:
+			if err := st.clear(ctx, false); err != nil {
+				return err
+			}
+		case *speechv1.SynthesizeRequest_Cancel:
+			if err := st.clear(ctx, true); err != nil {
+				return err
+			}
+		default:
+			return invalid("request", "the request sets none of config, text, flush, clear, cancel")
+		}
+	}
+}
+
+// maxTurnText bounds the text of one turn, which the gateway keeps until the
+// turn is spoken so that it can replay it on a new upstream session.
+const maxTurnText = 1 << 20
+
+// text sends text for the open turn, redialling first if SLNG ended the
+// previous session, and flushes when asked.
+func (st *synthesis) text(ctx context.Context, text string, flush bool) error {
+	st.upMu.Lock()
+	defer st.upMu.Unlock()
+	st.mu.Lock()
+	if st.draining {
+		st.mu.Unlock()
+		return errDraining
+	}
+	if st.open == nil {
+		st.lastTurn++
+		st.open = &turn{id: st.lastTurn}
+	}
+	if st.open.text.Len()+len(text) > maxTurnText {
+		st.mu.Unlock()
+		return invalid("text.text", "a turn holds at most %d bytes of text: flush more often", maxTurnText)
+	}
+	st.open.text.WriteString(text)
+	gone := st.gone
+	st.mu.Unlock()
+
+	if gone {
+		if err := st.redialLocked(ctx); err != nil {
+			return err
+		}
+	}
+	if err := st.session().Text(ctx, text, false); err != nil {
+		return err
+	}
+	if flush {
+		return st.flushLocked(ctx)
+	}
+	return nil
+}
+
+// redialLocked replaces a session SLNG ended between turns and hands the
+// new one to the down pump, which waits for it. st.upMu is held.
+func (st *synthesis) redialLocked(ctx context.Context) error {
+	sess, err := st.dial(ctx)
+	if err != nil {
+		return err
+	}
+	st.mu.Lock()
+	st.gone = false
+	st.mu.Unlock()
+	select {
+	case st.next <- sess:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// resume replaces a session SLNG closed while turns were waiting to be
+// spoken: it dials again and replays them, flushed turns first, then the
+// open turn's text.
+func (st *synthesis) resume(ctx context.Context) (*slngclient.TTSSession, error) {
+	st.upMu.Lock()
+	defer st.upMu.Unlock()
+	sess, err := st.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st.mu.Lock()
+	var flushed []string
+	for _, t := range st.pending {
+		flushed = append(flushed, t.text.String())
+	}
+	var open string
+	if st.open != nil {
+		open = st.open.text.String()
+	}
+	st.mu.Unlock()
+	for _, text := range flushed {
+		if err := sess.Text(ctx, text, true); err != nil {
+			return nil, err
+		}
+	}
+	if open != "" {
+		if err := sess.Text(ctx, open, false); err != nil {
+			return nil, err
+		}
+	}
+	return sess, nil
+}
+
+// flush ends the open turn. A flush without text is ignored: SLNG treats a
+// bare flush as a protocol violation.
+func (st *synthesis) flush(ctx context.Context) error {
+	st.upMu.Lock()
+	defer st.upMu.Unlock()
+	return st.flushLocked(ctx)
+}
+
+func (st *synthesis) flushLocked(ctx context.Context) error {
+	st.mu.Lock()
+	t := st.open
+	if t == nil {
+		st.mu.Unlock()
+		return nil
+	}
+	st.open = nil
+	t.flushedAt = time.Now()
+	// Registered before the flush goes out, so that the down pump always
+	// finds the turn its audio belongs to.
+	st.pending = append(st.pending, t)
+	sess := st.sess
+	st.mu.Unlock()
+	return sess.Flush(ctx)
+}
+
+// clear discards the open turn and every pending one. SLNG answers its
+// `clear` with `cleared` after the last frame of the discarded turns, which
+// is what lets the down pump drop them. A Cancel is acknowledged at once
+// (barge-in wants no wait); a Clear when `cleared` arrives.
+func (st *synthesis) clear(ctx context.Context, cancel bool) error {
+	st.upMu.Lock()
+	defer st.upMu.Unlock()
+	st.mu.Lock()
+	req := clearReq{cancel: cancel}
+	var cur *turn
+	switch {
+	case len(st.pending) > 0:
+		cur = st.pending[0]
+	case st.open != nil:
+		cur = st.open
+	}
+	if cur != nil {
+		req.turnID = cur.id
+		req.delivered = st.delivery(cur)
+	} else {
+		req.delivered = &speechv1.TurnDelivery{}
+	}
+	st.pending = nil
+	st.open = nil
+	gone := st.gone
+	if !gone {
+		st.clears = append(st.clears, req)
+	}
+	var sendErr error
+	if cancel || gone {
+		// With no session there is nothing to clear upstream: acknowledge
+		// now.
+		sendErr = st.sendLocked(ackFor(req))
+	}
+	sess := st.sess
+	st.mu.Unlock()
+	if sendErr != nil {
+		return sendErr
+	}
+	if gone {
+		return nil
+	}
+	return sess.Clear(ctx)
+}
+
+func ackFor(req clearReq) *speechv1.SynthesizeResponse {
+	if req.cancel {
+		return &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Cancelled{
+			Cancelled: &speechv1.Cancelled{TurnId: req.turnID, Delivered: req.delivered}}}
+	}
+	return &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Cleared{
+		Cleared: &speechv1.Cleared{TurnId: req.turnID, Delivered: req.delivered}}}
+}
+
+// halfClose handles the caller's half-close: unflushed text is discarded,
+// flushed turns complete, then the stream ends.
+func (st *synthesis) halfClose(ctx context.Context) error {
+	st.mu.Lock()
+	st.halfClosed = true
+	st.open = nil
+	idle := st.idleLocked()
+	gone := st.gone
+	sess := st.sess
+	st.mu.Unlock()
+	if !idle {
+		return nil // the down pump ends after the last turn
+	}
+	if gone {
+		// The down pump waits for a new session: tell it there is none.
+		select {
+		case st.next <- nil:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	closeCtx, cancel := context.WithTimeout(ctx, st.srv.cfg.CloseTimeout)
+	defer cancel()
+	_ = sess.Close(closeCtx) // the down pump sees the close and ends cleanly
+	return nil
+}
+
+// onDrain runs when the server starts draining: an idle stream ends now, a
+// busy one after its flushed turns.
+func (st *synthesis) onDrain() {
+	st.mu.Lock()
+	st.draining = true
+	idle := st.idleLocked()
+	sess := st.sess
+	st.mu.Unlock()
+	if idle && sess != nil {
+		sess.CloseNow() // unblocks the down pump, which reports errDraining
+	}
+}
+
+func (st *synthesis) idleLocked() bool {
+	return len(st.pending) == 0 && len(st.clears) == 0
+}
+
+// pumpDown relays SLNG's events to the caller.
+func (st *synthesis) pumpDown(ctx context.Context) error {
+	sess := st.session()
+	for {
+		ev, err := sess.Recv(ctx)
+		if err != nil {
+			next, err := st.upstreamEnded(ctx, err)
+			if err != nil || next == nil {
+				return err
+			}
+			sess = next
+			continue
+		}
+		done, err := st.deliver(ev)
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+// upstreamEnded decides what the end of an upstream session means: the end
+// of the stream, a failure, or (for models that close after every turn) a
+// wait for the session of the next turn.
+func (st *synthesis) upstreamEnded(ctx context.Context, recvErr error) (*slngclient.TTSSession, error) {
+	if ctx.Err() != nil {
+		return nil, context.Cause(ctx)
+	}
+	closedNormally := errors.Is(recvErr, io.EOF) || errors.Is(recvErr, slngclient.ErrSessionClosed)
+	// One critical section decides and records the outcome, so that a
+	// half-close racing with the close cannot miss that the down pump waits.
+	st.mu.Lock()
+	if closedNormally {
+		// A closed socket will not acknowledge clears: do it here.
+		for _, req := range st.clears {
+			if !req.cancel {
+				if err := st.sendLocked(ackFor(req)); err != nil {
+					st.mu.Unlock()
+					return nil, err
+				}
+			}
+		}
+		st.clears = nil
+	}
+	idle := st.idleLocked()
+	openText := st.open != nil && st.open.text.Len() > 0
+	switch {
+	case idle && st.halfClosed:
+		st.mu.Unlock()
+		return nil, nil
+	case idle && st.draining:
+		st.mu.Unlock()
+		return nil, errDraining
+	case !errors.Is(recvErr, io.EOF):
+		st.mu.Unlock()
+		return nil, recvErr
+	case !idle && (st.pending[0].bytes > 0):
+		// Part of the turn reached the caller: replaying it would repeat
+		// audio.
+		st.mu.Unlock()
+		return nil, errUpstreamClosedMidTurn
+	case !idle || openText:
+		// SLNG closed with turns still to speak (models that close after
+		// every audio_end drop the turns queued behind): replay them.
+		st.mu.Unlock()
+		return st.resume(ctx)
+	}
+	// A normal close between turns: the next text dials again.
+	if st.next == nil {
+		st.next = make(chan *slngclient.TTSSession)
+	}
+	st.gone = true
+	next := st.next
+	st.mu.Unlock()
+	select {
+	case sess := <-next:
+		if sess == nil { // half-closed while waiting
+			return nil, nil
+		}
+		return sess, nil
+	case <-st.srv.drainCtx.Done():
+		return nil, errDraining
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+// deliver translates one upstream event; done reports the end of the stream.
+func (st *synthesis) deliver(ev slngclient.TTSEvent) (done bool, err error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if ev.Kind == slngclient.TTSWarning {
+		st.srv.metrics.warnings.WithLabelValues("tts").Inc()
+		return false, st.sendLocked(warningResponse(ev.Err))
+	}
+	if ev.Kind == slngclient.TTSCleared {
+		if len(st.clears) == 0 {
+			return false, nil // not ours to acknowledge
+		}
+		req := st.clears[0]
+		st.clears = st.clears[1:]
+		if !req.cancel {
+			if err := st.sendLocked(ackFor(req)); err != nil {
+				return false, err
+			}
+		}
+		return st.finishedLocked()
+	}
+	if len(st.clears) > 0 {
+		return false, nil // a frame of a discarded turn
+	}
+	t := st.currentLocked()
+	var resp *speechv1.SynthesizeResponse
+	switch ev.Kind {
+	case slngclient.TTSAudio:
+		if len(ev.Audio) == 0 {
+			return false, nil
+		}
+		st.seq++
+		t.bytes += uint64(len(ev.Audio))
+		t.lastSeq = st.seq
+		if !t.firstAudio {
+			t.firstAudio = true
+			if !t.flushedAt.IsZero() {
+				st.srv.metrics.firstAudio.Observe(time.Since(t.flushedAt).Seconds())
+			}
+		}
+		st.srv.metrics.audioBytes.WithLabelValues("synthesized").Add(float64(len(ev.Audio)))
+		resp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Audio{
+			Audio: &speechv1.AudioChunk{Data: ev.Audio, Sequence: st.seq, TurnId: t.id}}}
+	case slngclient.TTSSegmentStart:
+		resp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_SegmentStart{
+			SegmentStart: &speechv1.SegmentStart{SegmentId: ev.SegmentID, TurnId: t.id}}}
+	case slngclient.TTSSegmentEnd:
+		resp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_SegmentEnd{
+			SegmentEnd: &speechv1.SegmentEnd{SegmentId: ev.SegmentID, TurnId: t.id}}}
+	case slngclient.TTSFlushed:
+		resp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Flushed{
+			Flushed: &speechv1.Flushed{TurnId: t.id}}}
+	case slngclient.TTSAudioEnd:
+		resp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_AudioEnd{
+			AudioEnd: &speechv1.AudioEnd{TurnId: t.id, Duration: durationOrNil(ev.Duration), Delivered: st.delivery(t)}}}
+		if len(st.pending) > 0 && st.pending[0] == t {
+			st.pending = st.pending[1:]
+		} else if st.open == t {
+			// The model ended a turn the caller had not flushed.
+			st.open = nil
+		}
+	default:
+		return false, nil
+	}
+	if err := st.sendLocked(resp); err != nil {
+		return false, err
+	}
+	return st.finishedLocked()
+}
+
+// finishedLocked reports whether the stream is complete after an event.
+func (st *synthesis) finishedLocked() (bool, error) {
+	if !st.idleLocked() {
+		return false, nil
+	}
+	if st.halfClosed {
+		return true, nil
+	}
+	if st.draining {
+		return true, errDraining
+	}
+	return false, nil
+}
+
+// currentLocked is the turn SLNG's next frame belongs to: the oldest flushed
+// one, else the open one (models may speak before the flush).
+func (st *synthesis) currentLocked() *turn {
+	if len(st.pending) > 0 {
+		return st.pending[0]
+	}
+	if st.open == nil {
+		// Frames with no turn of the caller's (e.g. stray audio): account
+		// them to a fresh turn rather than drop them silently.
+		st.lastTurn++
+		st.open = &turn{id: st.lastTurn}
+	}
+	return st.open
+}
+
+func (st *synthesis) delivery(t *turn) *speechv1.TurnDelivery {
+	d := &speechv1.TurnDelivery{AudioBytes: t.bytes, LastSequence: t.lastSeq}
+	if st.bytesPS > 0 {
+		d.AudioDuration = durationpb.New(time.Duration(float64(t.bytes) / st.bytesPS * float64(time.Second)))
+	}
+	return d
+}
+
+// sendLocked sends one response; st.mu serializes sends from both pumps.
+func (st *synthesis) sendLocked(resp *speechv1.SynthesizeResponse) error {
+	return st.out.Send(resp)
+}
+
+func durationOrNil(d time.Duration) *durationpb.Duration {
+	if d <= 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+func warningResponse(ue *slngclient.UpstreamError) *speechv1.SynthesizeResponse {
+	return &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Warning{Warning: warningOf(ue)}}
+}
+
+// warningOf turns a non-fatal upstream error into a Warning, bounding the
+// message so that an upstream cannot stuff the caller's stream.
+func warningOf(ue *slngclient.UpstreamError) *speechv1.Warning {
+	if ue == nil {
+		return &speechv1.Warning{Code: "unknown"}
+	}
+	return &speechv1.Warning{Code: truncate(ue.Code, 64), Message: truncate(ue.Message, 256)}
+}

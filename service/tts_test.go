@@ -1,0 +1,489 @@
+package service
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngsim"
+)
+
+// kinds lists the response kinds in order, for order assertions.
+func kinds(resps []*speechv1.SynthesizeResponse) string {
+	var out []string
+	last := ""
+	for _, r := range resps {
+		var k string
+		switch r.GetResponse().(type) {
+		case *speechv1.SynthesizeResponse_Started:
+			k = "started"
+		case *speechv1.SynthesizeResponse_Audio:
+			k = "audio"
+		case *speechv1.SynthesizeResponse_SegmentStart:
+			k = "segment_start"
+		case *speechv1.SynthesizeResponse_SegmentEnd:
+			k = "segment_end"
+		case *speechv1.SynthesizeResponse_Flushed:
+			k = "flushed"
+		case *speechv1.SynthesizeResponse_AudioEnd:
+			k = "audio_end"
+		case *speechv1.SynthesizeResponse_Cleared:
+			k = "cleared"
+		case *speechv1.SynthesizeResponse_Cancelled:
+			k = "cancelled"
+		case *speechv1.SynthesizeResponse_Warning:
+			k = "warning"
+		}
+		if k == "audio" && last == "audio" {
+			continue // runs of audio collapse to one
+		}
+		out = append(out, k)
+		last = k
+	}
+	return strings.Join(out, " ")
+}
+
+// checkSequences asserts that audio sequences run 1, 2, 3... across the
+// whole stream.
+func checkSequences(t *testing.T, resps []*speechv1.SynthesizeResponse) {
+	t.Helper()
+	want := uint64(1)
+	for _, r := range resps {
+		if a := r.GetAudio(); a != nil {
+			if a.GetSequence() != want {
+				t.Fatalf("audio sequence %d, want %d", a.GetSequence(), want)
+			}
+			want++
+		}
+	}
+}
+
+func TestSynthesizeTextRoundTrip(t *testing.T) {
+	t.Parallel()
+	for _, form := range []struct {
+		name string
+		form slngsim.AudioForm
+	}{{"binary", slngsim.AudioBinary}, {"audio_chunk", slngsim.AudioJSON}} {
+		t.Run(form.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, slngsim.Options{AudioForm: form.form}, Config{})
+			text := strings.Repeat("The gateway keeps every byte in order. ", 52)[:1999] + "!"
+			resps, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: text})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := kinds(resps); got != "started segment_start audio segment_end flushed audio_end" {
+				t.Fatalf("responses: %s", got)
+			}
+			st := resps[0].GetStarted()
+			if st.GetSessionId() == "" || st.GetUpstreamSessionId() == "" || st.GetUpstreamRequestId() == "" {
+				t.Errorf("started lacks ids: %v", st)
+			}
+			cfg := st.GetConfig()
+			if cfg.GetModel() != "deepgram/aura:2" || cfg.GetVoice() != "aura-2-thalia-en" ||
+				cfg.GetFormat().GetEncoding() != speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16 || cfg.GetFormat().GetSampleRateHz() != 24000 {
+				t.Errorf("effective config = %v", cfg)
+			}
+			if st.GetLimits().GetMaxTextBytes() != 64<<10 {
+				t.Errorf("limits = %v", st.GetLimits())
+			}
+			checkSequences(t, resps)
+			audio := audioOf(resps)
+			got, err := slngsim.Decode(audio, "linear16", 24000)
+			if err != nil || got != text {
+				t.Fatalf("round trip lost the text: %v", err)
+			}
+			end := resps[len(resps)-1].GetAudioEnd()
+			if end.GetTurnId() != 1 || end.GetDelivered().GetAudioBytes() != uint64(len(audio)) ||
+				end.GetDuration().AsDuration() <= 0 {
+				t.Errorf("audio_end = %v (audio %d bytes)", end, len(audio))
+			}
+			wantDur := time.Duration(float64(len(audio)) / 48000 * float64(time.Second))
+			if d := end.GetDelivered().GetAudioDuration().AsDuration(); d != wantDur {
+				t.Errorf("delivered duration %v, want %v", d, wantDur)
+			}
+		})
+	}
+}
+
+func TestSynthesizeEncodings(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, slngsim.Options{}, Config{})
+	for enc, name := range map[speechv1.AudioEncoding]string{
+		speechv1.AudioEncoding_AUDIO_ENCODING_MULAW: "mulaw",
+		speechv1.AudioEncoding_AUDIO_ENCODING_ALAW:  "alaw",
+	} {
+		resps, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{
+			Text:   "Telephony audio.",
+			Config: &speechv1.SynthesisConfig{Format: &speechv1.AudioFormat{Encoding: enc, SampleRateHz: 8000}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := slngsim.Decode(audioOf(resps), name, 8000); err != nil || got != "Telephony audio." {
+			t.Fatalf("%s: decoded %q, %v", name, got, err)
+		}
+		init := string(h.sim.Sessions()[len(h.sim.Sessions())-1].Init)
+		if !strings.Contains(init, `"encoding":"`+name+`"`) || !strings.Contains(init, `"sample_rate":8000`) {
+			t.Fatalf("init = %s", init)
+		}
+	}
+}
+
+// bidi is a Synthesize stream under test.
+type bidi struct {
+	t      *testing.T
+	stream speechv1.TextToSpeechService_SynthesizeClient
+}
+
+func (h *harness) synthesize(t *testing.T, ctx context.Context, cfg *speechv1.SynthesisConfig) *bidi {
+	t.Helper()
+	stream, err := h.tts.Synthesize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bidi{t: t, stream: stream}
+	b.send(ttsConfig(cfg))
+	return b
+}
+
+func (b *bidi) send(r *speechv1.SynthesizeRequest) {
+	b.t.Helper()
+	if err := b.stream.Send(r); err != nil {
+		b.t.Fatalf("send: %v", err)
+	}
+}
+
+// until receives until pred matches, returning everything received.
+func (b *bidi) until(pred func(*speechv1.SynthesizeResponse) bool) []*speechv1.SynthesizeResponse {
+	b.t.Helper()
+	var out []*speechv1.SynthesizeResponse
+	for {
+		m, err := b.stream.Recv()
+		if err != nil {
+			b.t.Fatalf("recv: %v (after %s)", err, kinds(out))
+		}
+		out = append(out, m)
+		if pred(m) {
+			return out
+		}
+	}
+}
+
+func TestSynthesizeMultiTurn(t *testing.T) {
+	t.Parallel()
+	for _, model := range []string{"deepgram/aura:2", "slng/rime/arcana:3-en"} {
+		t.Run(model, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, slngsim.Options{}, Config{})
+			b := h.synthesize(t, testContext(t), &speechv1.SynthesisConfig{Model: model})
+			// A flush before any text is ignored, not sent upstream.
+			b.send(&speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Flush{Flush: &speechv1.Flush{}}})
+			texts := []string{"First turn, in two parts.", "Second turn.", "Third turn!"}
+			b.send(ttsText("First turn, ", false))
+			b.send(ttsText("in two parts.", true))
+			b.send(ttsText(texts[1], false))
+			b.send(&speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Flush{Flush: &speechv1.Flush{}}})
+			b.send(ttsText(texts[2], true))
+			b.send(ttsText("Never flushed, so never spoken.", false))
+			if err := b.stream.CloseSend(); err != nil {
+				t.Fatal(err)
+			}
+			resps, err := recvAll(t, b.stream.Recv)
+			if err != nil {
+				t.Fatalf("stream failed: %v", err)
+			}
+			turn := "segment_start audio segment_end flushed audio_end"
+			if got, want := kinds(resps), "started "+turn+" "+turn+" "+turn; got != want {
+				t.Fatalf("responses:\n got %s\nwant %s", got, want)
+			}
+			checkSequences(t, resps)
+			perTurn := map[uint64][]byte{}
+			for _, r := range resps {
+				if a := r.GetAudio(); a != nil {
+					perTurn[a.GetTurnId()] = append(perTurn[a.GetTurnId()], a.GetData()...)
+				}
+			}
+			for i, want := range texts {
+				got, err := slngsim.Decode(perTurn[uint64(i+1)], "linear16", 24000)
+				if err != nil || got != want {
+					t.Errorf("turn %d: %q, %v; want %q", i+1, got, err, want)
+				}
+			}
+			if v := h.sim.Stats().ProtocolViolations; v != 0 {
+				t.Errorf("simulator saw %d protocol violations", v)
+			}
+			wantConns := int64(1)
+			if strings.Contains(model, "rime/") {
+				wantConns = 3 // the model closes after every turn
+			}
+			if c := h.sim.Stats().Connections; c != wantConns {
+				t.Errorf("upstream connections = %d, want %d", c, wantConns)
+			}
+		})
+	}
+}
+
+// TestSynthesizeClearAndCancel interrupts real-time turns: nothing of an
+// interrupted turn arrives after its acknowledgement, and the stream goes
+// on with the next turn.
+func TestSynthesizeClearAndCancel(t *testing.T) {
+	t.Parallel()
+	for _, cancel := range []bool{false, true} {
+		name := "clear"
+		if cancel {
+			name = "cancel"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, slngsim.Options{Realtime: true}, Config{})
+			b := h.synthesize(t, testContext(t), nil)
+			b.send(ttsText(strings.Repeat("A long turn that will be interrupted. ", 20), true))
+			b.until(func(m *speechv1.SynthesizeResponse) bool { return m.GetAudio() != nil })
+			if cancel {
+				b.send(&speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Cancel{Cancel: &speechv1.Cancel{}}})
+			} else {
+				b.send(&speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Clear{Clear: &speechv1.Clear{}}})
+			}
+			resps := b.until(func(m *speechv1.SynthesizeResponse) bool { return m.GetCleared() != nil || m.GetCancelled() != nil })
+			ack := resps[len(resps)-1]
+			var delivered *speechv1.TurnDelivery
+			var turnID uint64
+			if cancel {
+				delivered, turnID = ack.GetCancelled().GetDelivered(), ack.GetCancelled().GetTurnId()
+			} else {
+				delivered, turnID = ack.GetCleared().GetDelivered(), ack.GetCleared().GetTurnId()
+			}
+			if turnID != 1 || delivered.GetAudioBytes() == 0 || delivered.GetLastSequence() == 0 {
+				t.Fatalf("ack = %v", ack)
+			}
+			b.send(ttsText("Next turn.", true))
+			if err := b.stream.CloseSend(); err != nil {
+				t.Fatal(err)
+			}
+			rest, err := recvAll(t, b.stream.Recv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var next []byte
+			for _, r := range rest {
+				if a := r.GetAudio(); a != nil {
+					if a.GetTurnId() == 1 {
+						t.Fatalf("audio of the interrupted turn after its acknowledgement: %s", kinds(rest))
+					}
+					next = append(next, a.GetData()...)
+				}
+				if r.GetAudioEnd() != nil && r.GetAudioEnd().GetTurnId() != 2 {
+					t.Fatalf("audio_end for turn %d", r.GetAudioEnd().GetTurnId())
+				}
+			}
+			if got, err := slngsim.Decode(next, "linear16", 24000); err != nil || got != "Next turn." {
+				t.Fatalf("next turn decoded %q, %v", got, err)
+			}
+		})
+	}
+}
+
+func TestSynthesizeWarningKeepsStreaming(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, slngsim.Options{Faults: slngsim.MustFaults("*=error:pronunciation_not_found@first-audio")}, Config{})
+	resps, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "Still spoken."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := kinds(resps); got != "started segment_start warning audio segment_end flushed audio_end" {
+		t.Fatalf("responses: %s", got)
+	}
+	if w := resps[2].GetWarning(); w.GetCode() != "pronunciation_not_found" || w.GetMessage() == "" {
+		t.Fatalf("warning = %v", w)
+	}
+	if got, _ := slngsim.Decode(audioOf(resps), "linear16", 24000); got != "Still spoken." {
+		t.Fatalf("decoded %q", got)
+	}
+}
+
+// TestUpstreamErrorTable drives each row of docs/errors.md that comes from
+// SLNG through the simulator, on SynthesizeText and Transcribe.
+func TestUpstreamErrorTable(t *testing.T) {
+	t.Parallel()
+	rows := []struct {
+		fault  string
+		code   codes.Code
+		reason string
+	}{
+		{"handshake:401", codes.Unauthenticated, ReasonUpstreamAuthFailed},
+		{"handshake:403", codes.Unauthenticated, ReasonUpstreamAuthFailed},
+		{"handshake:400", codes.InvalidArgument, ReasonUpstreamConfigRejected},
+		{"handshake:404", codes.NotFound, ReasonUpstreamModelNotFound},
+		{"handshake:429", codes.ResourceExhausted, ReasonUpstreamRateLimited},
+		{"handshake:503", codes.Unavailable, ReasonUpstreamUnavailable},
+		{"handshake:500", codes.Unavailable, ReasonUpstreamUnavailable},
+		{"error:auth_error@ready,fatal,close=1008", codes.Unauthenticated, ReasonUpstreamAuthFailed},
+		{"error:config_error@ready,fatal,close=1008", codes.InvalidArgument, ReasonUpstreamConfigRejected},
+		{"error:invalid_request@ready,fatal,close=1008", codes.InvalidArgument, ReasonUpstreamRequestRejected},
+		{"error:payload_too_large@ready,fatal,close=1008", codes.InvalidArgument, ReasonUpstreamRequestRejected},
+		{"error:rate_limit@ready,fatal,close=1008", codes.ResourceExhausted, ReasonUpstreamRateLimited},
+		{"error:rate_limit_exceeded@ready,fatal,close=1008", codes.ResourceExhausted, ReasonUpstreamRateLimited},
+		{"error:provider_error@ready,fatal", codes.Unavailable, ReasonUpstreamUnavailable},
+		{"error:backend_connection_failed@ready,fatal", codes.Unavailable, ReasonUpstreamUnavailable},
+		{"error:backend_error@ready,fatal", codes.Unavailable, ReasonUpstreamUnavailable},
+		{"error:not_ready@ready,fatal", codes.Unavailable, ReasonUpstreamUnavailable},
+		{"error:backpressure@ready,fatal", codes.Unavailable, ReasonUpstreamUnavailable},
+		{"error:stt_metering_unavailable@ready,fatal", codes.Unavailable, ReasonUpstreamUnavailable},
+		{"error:translation_error@ready,fatal", codes.Unavailable, ReasonUpstreamUnavailable},
+		{"error:idle_timeout_exceeded@ready,fatal,close=1008", codes.Unavailable, ReasonUpstreamSessionExpired},
+		{"error:max_connection_duration_exceeded@ready,fatal,close=1008", codes.Unavailable, ReasonUpstreamSessionExpired},
+		{"error:brand_new_error@ready,fatal", codes.Unknown, ReasonUpstreamUnknownError},
+		{"close:1008@ready", codes.InvalidArgument, ReasonUpstreamRequestRejected},
+		{"close:1011@ready", codes.Unavailable, ReasonUpstreamUnavailable},
+		{"close:1012@ready", codes.Unavailable, ReasonUpstreamUnavailable},
+		{"drop@ready", codes.Unavailable, ReasonUpstreamUnavailable},
+		{"oversized@ready", codes.Unavailable, ReasonUpstreamProtocolError},
+	}
+	for _, row := range rows {
+		t.Run(row.fault, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, slngsim.Options{Faults: slngsim.MustFaults("*=" + row.fault)}, Config{})
+			ctx := testContext(t)
+			_, err := h.synthesizeText(t, ctx, &speechv1.SynthesizeTextRequest{Text: "Hello."})
+			st := wantStatus(t, err, row.code, row.reason)
+			info, _ := details(st)
+			if info.GetMetadata()["model"] != "deepgram/aura:2" || info.GetMetadata()["session_id"] == "" {
+				t.Errorf("metadata = %v", info.GetMetadata())
+			}
+			if strings.Contains(st.Message(), testKey) || strings.Contains(st.String(), testKey) {
+				t.Fatal("the key leaked into the status")
+			}
+			_, err = h.transcribe(t, ctx, &speechv1.RecognitionConfig{}, slngsim.Synthesize("Hi.", "linear16", 16000), 3200)
+			wantStatus(t, err, row.code, row.reason)
+		})
+	}
+}
+
+func TestSynthesizeUpstreamFailsMidTurn(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, slngsim.Options{Faults: slngsim.MustFaults("*=drop@chunks:2")}, Config{})
+	_, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: strings.Repeat("x", 200)})
+	wantStatus(t, err, codes.Unavailable, ReasonUpstreamUnavailable)
+}
+
+func TestSynthesizeIgnoresUnknownAndMalformedFrames(t *testing.T) {
+	t.Parallel()
+	for _, fault := range []string{"*=unknown@ready", "*=malformed@ready"} {
+		h := newHarness(t, slngsim.Options{Faults: slngsim.MustFaults(fault)}, Config{})
+		resps, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "Robust."})
+		if err != nil {
+			t.Fatalf("%s: %v", fault, err)
+		}
+		if got, _ := slngsim.Decode(audioOf(resps), "linear16", 24000); got != "Robust." {
+			t.Fatalf("%s: decoded %q", fault, got)
+		}
+	}
+}
+
+func TestSynthesizeCallerCancelClosesUpstream(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, slngsim.Options{Realtime: true}, Config{})
+	ctx, cancel := context.WithCancel(testContext(t))
+	b := h.synthesize(t, ctx, nil)
+	b.send(ttsText(strings.Repeat("Interrupted by the caller. ", 20), true))
+	b.until(func(m *speechv1.SynthesizeResponse) bool { return m.GetAudio() != nil })
+	cancel()
+	_, err := recvAll(t, b.stream.Recv)
+	wantStatus(t, err, codes.Canceled, "")
+	waitFor(t, func() bool { return h.sim.Stats().Active == 0 }, "the upstream session to close")
+}
+
+func TestSynthesizeDeadline(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, slngsim.Options{Realtime: true}, Config{})
+	ctx, cancel := context.WithTimeout(testContext(t), 300*time.Millisecond)
+	defer cancel()
+	_, err := h.synthesizeText(t, ctx, &speechv1.SynthesizeTextRequest{Text: strings.Repeat("Too slow. ", 40)})
+	wantStatus(t, err, codes.DeadlineExceeded, "")
+	waitFor(t, func() bool { return h.sim.Stats().Active == 0 }, "the upstream session to close")
+}
+
+func TestStreamLimits(t *testing.T) {
+	t.Parallel()
+	t.Run("max stream duration", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, slngsim.Options{Realtime: true}, Config{MaxStreamDuration: 200 * time.Millisecond})
+		_, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: strings.Repeat("Long. ", 50)})
+		wantStatus(t, err, codes.OutOfRange, ReasonStreamDurationExceeded)
+	})
+	t.Run("max streams", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, slngsim.Options{Realtime: true}, Config{MaxStreams: 1})
+		b := h.synthesize(t, testContext(t), nil)
+		b.send(ttsText(strings.Repeat("Holding the only slot. ", 10), true))
+		b.until(func(m *speechv1.SynthesizeResponse) bool { return m.GetAudio() != nil })
+		_, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "No room."})
+		wantStatus(t, err, codes.ResourceExhausted, ReasonGatewayOverloaded)
+	})
+}
+
+// TestDrain checks shutdown: a stream mid-turn finishes the turn and then
+// ends with SERVER_DRAINING; an idle one ends at once; new ones are refused.
+func TestDrain(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, slngsim.Options{Realtime: true}, Config{})
+	ctx := testContext(t)
+	busy := h.synthesize(t, ctx, nil)
+	const text = "This turn completes despite the drain."
+	busy.send(ttsText(text, true))
+	first := busy.until(func(m *speechv1.SynthesizeResponse) bool { return m.GetAudio() != nil })
+	idle := h.synthesize(t, ctx, nil)
+	idle.until(func(m *speechv1.SynthesizeResponse) bool { return m.GetStarted() != nil })
+
+	stt, err := h.stt.Transcribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stt.Send(sttConfig(nil)); err != nil {
+		t.Fatal(err)
+	}
+	audio := slngsim.Synthesize("Heard before the drain.", "linear16", 16000)
+	if err := stt.Send(sttAudio(audio)); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := stt.Recv(); err != nil || m.GetStarted() == nil {
+		t.Fatalf("started: %v %v", m, err)
+	}
+	// Wait until the simulator has heard the audio, so the drain has
+	// something to deliver.
+	waitFor(t, func() bool { return h.sim.Stats().STTFinals >= 1 }, "the simulator to transcribe")
+
+	h.srv.Drain()
+
+	rest, err := recvAll(t, busy.stream.Recv)
+	wantStatus(t, err, codes.Unavailable, ReasonServerDraining)
+	all := append(first, rest...)
+	if got, _ := slngsim.Decode(audioOf(all), "linear16", 24000); got != text {
+		t.Fatalf("the busy turn was cut: %q", got)
+	}
+	_, err = recvAll(t, idle.stream.Recv)
+	wantStatus(t, err, codes.Unavailable, ReasonServerDraining)
+	finals, err := recvAll(t, stt.Recv)
+	wantStatus(t, err, codes.Unavailable, ReasonServerDraining)
+	if got := finalText(finals); got != "Heard before the drain." {
+		t.Fatalf("finals during drain: %q", got)
+	}
+	_, err = h.synthesizeText(t, ctx, &speechv1.SynthesizeTextRequest{Text: "Too late."})
+	wantStatus(t, err, codes.Unavailable, ReasonServerDraining)
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

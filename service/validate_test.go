@@ -1,0 +1,140 @@
+package service
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngsim"
+)
+
+func ttsConfig(c *speechv1.SynthesisConfig) *speechv1.SynthesizeRequest {
+	return &speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Config{Config: c}}
+}
+
+func ttsText(s string, flush bool) *speechv1.SynthesizeRequest {
+	return &speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Text{Text: &speechv1.TextInput{Text: s, Flush: flush}}}
+}
+
+func sttConfig(c *speechv1.RecognitionConfig) *speechv1.TranscribeRequest {
+	return &speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Config{Config: c}}
+}
+
+func sttAudio(b []byte) *speechv1.TranscribeRequest {
+	return &speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Audio{Audio: b}}
+}
+
+// TestValidation drives every invalid request of docs/errors.md through
+// the real gateway and checks INVALID_ARGUMENT, INVALID_REQUEST and the
+// BadRequest field.
+func TestValidation(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, slngsim.Options{}, Config{
+		MaxTextBytes:       100,
+		MaxAudioChunkBytes: 100,
+		ModelAllowlist:     []string{"deepgram/aura:2", "cartesia/sonic:3"},
+	})
+	opts, err := structpb.NewStruct(map[string]any{"sample_rate": 8000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("a", 101)
+
+	ttsCases := []struct {
+		name  string
+		reqs  []*speechv1.SynthesizeRequest
+		field string
+	}{
+		{"no messages", nil, "config"},
+		{"text before config", []*speechv1.SynthesizeRequest{ttsText("hi", true)}, "config"},
+		{"config twice", []*speechv1.SynthesizeRequest{ttsConfig(nil), ttsConfig(nil)}, "config"},
+		{"malformed model", []*speechv1.SynthesizeRequest{ttsConfig(&speechv1.SynthesisConfig{Model: "aura/../../v1?x=1"})}, "config.model"},
+		{"model without provider", []*speechv1.SynthesizeRequest{ttsConfig(&speechv1.SynthesisConfig{Model: "aura"})}, "config.model"},
+		{"model not allowed", []*speechv1.SynthesizeRequest{ttsConfig(&speechv1.SynthesisConfig{Model: "elevenlabs/eleven:3"})}, "config.model"},
+		{"unknown encoding", []*speechv1.SynthesizeRequest{ttsConfig(&speechv1.SynthesisConfig{Format: &speechv1.AudioFormat{Encoding: 42}})}, "config.format.encoding"},
+		{"rate too low", []*speechv1.SynthesizeRequest{ttsConfig(&speechv1.SynthesisConfig{Format: &speechv1.AudioFormat{SampleRateHz: 7999}})}, "config.format.sample_rate_hz"},
+		{"rate too high", []*speechv1.SynthesizeRequest{ttsConfig(&speechv1.SynthesisConfig{Format: &speechv1.AudioFormat{SampleRateHz: 48001}})}, "config.format.sample_rate_hz"},
+		{"speed", []*speechv1.SynthesizeRequest{ttsConfig(&speechv1.SynthesisConfig{Speed: 9})}, "config.speed"},
+		{"reserved option", []*speechv1.SynthesizeRequest{ttsConfig(&speechv1.SynthesisConfig{ModelOptions: opts})}, "config.model_options"},
+		{"empty text", []*speechv1.SynthesizeRequest{ttsConfig(nil), ttsText("", true)}, "text.text"},
+		{"oversized text", []*speechv1.SynthesizeRequest{ttsConfig(nil), ttsText(long, true)}, "text.text"},
+		{"empty request", []*speechv1.SynthesizeRequest{ttsConfig(nil), {}}, "request"},
+	}
+	for _, tc := range ttsCases {
+		t.Run("Synthesize/"+tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := testContext(t)
+			stream, err := h.tts.Synthesize(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range tc.reqs {
+				if err := stream.Send(r); err != nil {
+					break
+				}
+			}
+			_ = stream.CloseSend()
+			_, err = recvAll(t, stream.Recv)
+			st := wantStatus(t, err, codes.InvalidArgument, ReasonInvalidRequest)
+			if f := fieldViolations(st); !slices.Contains(f, tc.field) {
+				t.Fatalf("fields = %v, want %s", f, tc.field)
+			}
+		})
+	}
+
+	t.Run("SynthesizeText/empty", func(t *testing.T) {
+		t.Parallel()
+		_, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{})
+		st := wantStatus(t, err, codes.InvalidArgument, ReasonInvalidRequest)
+		if f := fieldViolations(st); !slices.Equal(f, []string{"text"}) {
+			t.Fatalf("fields = %v", f)
+		}
+	})
+	t.Run("SynthesizeText/oversized", func(t *testing.T) {
+		t.Parallel()
+		_, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: long})
+		wantStatus(t, err, codes.InvalidArgument, ReasonInvalidRequest)
+	})
+
+	sttCases := []struct {
+		name  string
+		reqs  []*speechv1.TranscribeRequest
+		field string
+	}{
+		{"no messages", nil, "config"},
+		{"audio before config", []*speechv1.TranscribeRequest{sttAudio([]byte{1, 2})}, "config"},
+		{"config twice", []*speechv1.TranscribeRequest{sttConfig(nil), sttConfig(nil)}, "config"},
+		{"malformed model", []*speechv1.TranscribeRequest{sttConfig(&speechv1.RecognitionConfig{Model: "nova#3"})}, "config.model"},
+		{"unknown encoding", []*speechv1.TranscribeRequest{sttConfig(&speechv1.RecognitionConfig{Format: &speechv1.AudioFormat{Encoding: -1}})}, "config.format.encoding"},
+		{"rate", []*speechv1.TranscribeRequest{sttConfig(&speechv1.RecognitionConfig{Format: &speechv1.AudioFormat{SampleRateHz: 96000}})}, "config.format.sample_rate_hz"},
+		{"speakers", []*speechv1.TranscribeRequest{sttConfig(&speechv1.RecognitionConfig{MinSpeakers: 3, MaxSpeakers: 2})}, "config.max_speakers"},
+		{"empty audio", []*speechv1.TranscribeRequest{sttConfig(nil), sttAudio(nil)}, "audio"},
+		{"oversized audio", []*speechv1.TranscribeRequest{sttConfig(nil), sttAudio(make([]byte, 101))}, "audio"},
+		{"empty request", []*speechv1.TranscribeRequest{sttConfig(nil), {}}, "request"},
+	}
+	for _, tc := range sttCases {
+		t.Run("Transcribe/"+tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := testContext(t)
+			stream, err := h.stt.Transcribe(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range tc.reqs {
+				if err := stream.Send(r); err != nil {
+					break
+				}
+			}
+			_ = stream.CloseSend()
+			_, err = recvAll(t, stream.Recv)
+			st := wantStatus(t, err, codes.InvalidArgument, ReasonInvalidRequest)
+			if f := fieldViolations(st); !slices.Contains(f, tc.field) {
+				t.Fatalf("fields = %v, want %s", f, tc.field)
+			}
+		})
+	}
+}
