@@ -44,7 +44,7 @@ type slot struct {
 // reader goroutine, the liveness goroutine and serialized writes.
 type conn struct {
 	ws        *websocket.Conn
-	log       *zap.Logger
+	log       atomic.Pointer[zap.Logger] // gains the session id once ready
 	id, reqID string
 
 	ctx    context.Context // ends when the session ends
@@ -90,13 +90,13 @@ func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, k
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	cn := &conn{
 		ws:         ws,
-		log:        log,
 		ctx:        lctx,
 		cancel:     cancel,
 		frames:     make(chan frame),
 		readerDone: make(chan struct{}),
 		liveDone:   make(chan struct{}),
 	}
+	cn.log.Store(log)
 	if resp != nil {
 		cn.reqID = resp.Header.Get("X-Slng-Request-Id")
 	}
@@ -113,8 +113,9 @@ func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, k
 	}
 	cn.liveOn = true
 	go cn.liveness(keepalive, c.opts.PingInterval, c.opts.PingTimeout)
-	cn.log = log.With(zap.String("upstream_session_id", cn.id))
-	cn.log.Debug("session ready")
+	// The reader goroutine logs too, so the logger is swapped atomically.
+	cn.log.Store(log.With(zap.String("upstream_session_id", cn.id)))
+	cn.log.Load().Debug("session ready")
 	return cn, nil
 }
 
@@ -198,7 +199,7 @@ func (cn *conn) readLoop() {
 				d, err := decodeFrame(s.raw, s.dec)
 				if err != nil {
 					cn.malformed.Add(1)
-					cn.log.Debug("ignoring malformed frame", zap.Int("bytes", len(s.raw)))
+					cn.log.Load().Debug("ignoring malformed frame", zap.Int("bytes", len(s.raw)))
 					continue
 				}
 				if d.msg == nil {

@@ -116,7 +116,10 @@ func (s *STTSession) ID() string { return s.cn.id }
 // RequestID is SLNG's request id, when it sent one.
 func (s *STTSession) RequestID() string { return s.cn.reqID }
 
-// Done is closed when the session has ended.
+// Done is closed when the session has ended and every frame received
+// before the end has been handed to Recv: a caller that stops calling Recv
+// holds the session open (that is the backpressure), so drain with Recv or
+// call CloseNow.
 func (s *STTSession) Done() <-chan struct{} { return s.cn.readerDone }
 
 // Err is why the session ended (see Recv), or nil while it is open.

@@ -103,7 +103,8 @@ func (s *TTSSession) ID() string { return s.cn.id }
 // RequestID is SLNG's request id, when it sent one.
 func (s *TTSSession) RequestID() string { return s.cn.reqID }
 
-// Done is closed when the session has ended.
+// Done is closed when the session has ended and every frame received
+// before the end has been handed to Recv (see STTSession.Done).
 func (s *TTSSession) Done() <-chan struct{} { return s.cn.readerDone }
 
 // Err is why the session ended (see Recv), or nil while it is open.
