@@ -7,6 +7,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // serverMsg is any JSON message SLNG sends, TTS or STT. Fields absent from a
@@ -235,10 +236,19 @@ func errorOf(m *serverMsg) (code, message string) {
 			}
 		}
 	}
-	if len(message) > 512 {
-		message = message[:512]
+	// Bounded, and cut on a rune boundary: the message reaches protobuf
+	// strings, which must be valid UTF-8.
+	return truncate(code, 128), truncate(message, 512)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return code, message
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // rawString reads a JSON string or number as a string.
