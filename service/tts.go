@@ -365,7 +365,7 @@ func (st *synthesis) text(ctx context.Context, text string, flush bool) error {
 			return err
 		}
 	}
-	if err := st.session().Text(ctx, text, false); err != nil {
+	if err := st.session().Text(ctx, text, false); err != nil && !closedCleanly(err) {
 		return err
 	}
 	if flush {
@@ -447,7 +447,19 @@ func (st *synthesis) flushLocked(ctx context.Context) error {
 	st.pending = append(st.pending, t)
 	sess := st.sess
 	st.mu.Unlock()
-	return sess.Flush(ctx)
+	if err := sess.Flush(ctx); err != nil && !closedCleanly(err) {
+		return err
+	}
+	return nil
+}
+
+// closedCleanly reports a write that failed because SLNG had just closed the
+// socket normally, as models that close after audio_end do. The text is
+// already recorded in its turn, and the down pump, on seeing the close,
+// replays it on a new session (see resume), so the write is not an error.
+func closedCleanly(err error) bool {
+	ue, ok := slngclient.AsUpstreamError(err)
+	return ok && ue.Kind == slngclient.KindClose && ue.CloseCode == 1000
 }
 
 // clear discards the open turn and every pending one. SLNG answers its
