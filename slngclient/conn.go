@@ -25,6 +25,11 @@ type Stats struct {
 	Malformed      int64 // text frames that were not valid JSON, ignored
 	KeepalivesSent int64
 	PingsSent      int64
+	// Handshake is how long the WebSocket handshake took; Ready, the wait
+	// from sending init to receiving ready.
+	Handshake, Ready time.Duration
+	// ReadyAt is when the session became ready.
+	ReadyAt time.Time
 }
 
 // frame is one message handed from the reader goroutine to Recv.
@@ -62,6 +67,9 @@ type conn struct {
 	pingLost atomic.Bool  // a ping went unanswered
 
 	framesIn, audioBytes, unknown, malformed, keepalives, pings atomic.Int64
+
+	handshake, ready time.Duration // set by dial before the session is returned
+	readyAt          time.Time
 }
 
 // dial opens a socket, sends init and waits for ready. kind is "tts" or
@@ -76,6 +84,7 @@ func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, k
 	}
 	full, display := c.endpointURL(kind, ep.Model, key)
 	log := c.log.With(zap.String("url", display), zap.String("kind", kind))
+	dialStart := time.Now()
 	ws, resp, err := websocket.Dial(ctx, full, &websocket.DialOptions{
 		HTTPClient: c.opts.HTTPClient,
 		HTTPHeader: c.headers(ep, key),
@@ -97,12 +106,14 @@ func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, k
 		liveDone:   make(chan struct{}),
 	}
 	cn.log.Store(log)
+	cn.handshake = time.Since(dialStart)
 	if resp != nil {
 		cn.reqID = resp.Header.Get("X-Slng-Request-Id")
 	}
 	cn.lastSend.Store(time.Now().UnixNano())
 	go cn.readLoop()
 
+	initAt := time.Now()
 	if err := cn.writeJSON(ctx, init); err != nil {
 		cn.shutdown()
 		return nil, err
@@ -111,6 +122,8 @@ func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, k
 		cn.shutdown()
 		return nil, err
 	}
+	cn.readyAt = time.Now()
+	cn.ready = cn.readyAt.Sub(initAt)
 	cn.liveOn = true
 	go cn.liveness(keepalive, c.opts.PingInterval, c.opts.PingTimeout)
 	// The reader goroutine logs too, so the logger is swapped atomically.
@@ -333,6 +346,38 @@ func (cn *conn) liveness(keepalive, pingEvery, pingTimeout time.Duration) {
 	}
 }
 
+// ping sends a WebSocket ping and waits, within ctx, for its pong.
+func (cn *conn) ping(ctx context.Context) error {
+	select {
+	case <-cn.readerDone:
+		if cn.termErr != nil {
+			return cn.termErr
+		}
+		return ErrSessionClosed
+	default:
+	}
+	cn.pings.Add(1)
+	// The pong never comes if the reader stops: end the wait then too.
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(cn.ctx, cancel)()
+	if err := cn.ws.Ping(pctx); err != nil {
+		select {
+		case <-cn.readerDone:
+			if cn.termErr != nil {
+				return cn.termErr
+			}
+			return ErrSessionClosed
+		default:
+		}
+		if ctx.Err() != nil {
+			return &UpstreamError{Kind: KindTimeout, Message: "no pong", Retryable: true, Err: err}
+		}
+		return &UpstreamError{Kind: KindTransport, Message: "ping failed", CloseCode: 1006, Retryable: true, Err: err}
+	}
+	return nil
+}
+
 var (
 	msgKeepalive = []byte(`{"type":"keepalive"}`)
 	msgFlush     = []byte(`{"type":"flush"}`)
@@ -436,5 +481,8 @@ func (cn *conn) stats() Stats {
 		Malformed:      cn.malformed.Load(),
 		KeepalivesSent: cn.keepalives.Load(),
 		PingsSent:      cn.pings.Load(),
+		Handshake:      cn.handshake,
+		Ready:          cn.ready,
+		ReadyAt:        cn.readyAt,
 	}
 }

@@ -157,3 +157,29 @@ func redact(err error, secrets ...string) error {
 	}
 	return errors.New(s)
 }
+
+// Unwell reports whether the error says that SLNG or its provider is
+// failing, as opposed to the request being wrong, the caller going away or
+// a limit being reached: transport failures, timeouts, HTTP 5xx handshakes,
+// abnormal closes and provider or backend error frames. Circuit breakers
+// count these and nothing else.
+func (e *UpstreamError) Unwell() bool {
+	switch e.Kind {
+	case KindTransport, KindTimeout, KindProtocol:
+		return true
+	case KindHandshake:
+		return e.HTTPStatus >= 500
+	case KindClose:
+		switch e.CloseCode {
+		case 1006, 1011, 1012, 1013, 1014:
+			return true
+		}
+	case KindErrorFrame:
+		switch e.Code {
+		case "provider_error", "backend_connection_failed", "backend_error", "not_ready",
+			"internal_error", "server_error", "translation_error", "stt_metering_unavailable":
+			return true
+		}
+	}
+	return false
+}

@@ -168,6 +168,10 @@ func (s *STTSession) CloseSend(ctx context.Context) error {
 	return s.cn.write(ctx, websocket.MessageText, msgClose)
 }
 
+// Ping checks, with one round trip, that SLNG still answers on the
+// socket. Pings do not reset SLNG's idle timer.
+func (s *STTSession) Ping(ctx context.Context) error { return s.cn.ping(ctx) }
+
 // Recv returns the next event, like TTSSession.Recv.
 func (s *STTSession) Recv(ctx context.Context) (STTEvent, error) {
 	for {

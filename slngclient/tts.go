@@ -184,6 +184,10 @@ func (s *TTSSession) Keepalive(ctx context.Context) error {
 	return s.cn.write(ctx, websocket.MessageText, msgKeepalive)
 }
 
+// Ping checks, with one round trip, that SLNG still answers on the
+// socket. Pings do not reset SLNG's idle timer.
+func (s *TTSSession) Ping(ctx context.Context) error { return s.cn.ping(ctx) }
+
 // Recv returns the next event. It blocks until one arrives, the session
 // ends, or ctx ends (which leaves the session open). When the session ends
 // it returns io.EOF for a normal close by SLNG, ErrSessionClosed after

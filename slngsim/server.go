@@ -3,6 +3,7 @@ package slngsim
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
@@ -37,8 +38,10 @@ type Options struct {
 	// Addr is the listen address for Start. Default "127.0.0.1:0".
 	Addr string
 	// APIKey is the key the simulator accepts (Bearer or ?token=). Empty
-	// accepts any request, with or without a key.
+	// accepts any request, with or without a key, unless APIKeys is set.
 	APIKey string
+	// APIKeys are more accepted keys, for tests with several credentials.
+	APIKeys []string
 	// Realtime paces TTS audio at playback speed. Default: as fast as the
 	// client reads.
 	Realtime bool
@@ -96,6 +99,7 @@ type SessionInfo struct {
 	WorldPart        string // X-World-Part-Override
 	ProviderKey      bool   // whether X-Slng-Provider-Key was sent (never its value)
 	TokenInQuery     bool   // whether the key came as ?token=
+	KeyID            string // KeyID of the key presented, "" without one
 	Init             json.RawMessage
 	Received         map[string]int // client messages by type; "binary" counts audio frames
 	Pings            int
@@ -265,7 +269,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key, inQuery := credential(r)
-	if s.opts.APIKey != "" && subtle.ConstantTimeCompare([]byte(key), []byte(s.opts.APIKey)) != 1 {
+	if !s.accepts(key) {
 		s.reject(w, http.StatusUnauthorized, "Invalid or missing API key")
 		return
 	}
@@ -296,6 +300,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			WorldPart:    r.Header.Get("X-World-Part-Override"),
 			ProviderKey:  r.Header.Get("X-Slng-Provider-Key") != "",
 			TokenInQuery: inQuery,
+			KeyID:        KeyID(key),
 			Received:     map[string]int{},
 			Open:         true,
 			ConnectedAt:  time.Now(),
@@ -363,6 +368,46 @@ func (s *Server) faultFor(ci ConnInfo) Fault {
 		delete(s.opts.Faults, key)
 	}
 	return f
+}
+
+func (s *Server) accepts(key string) bool {
+	if s.opts.APIKey == "" && len(s.opts.APIKeys) == 0 {
+		return true
+	}
+	ok := false
+	for _, k := range append([]string{s.opts.APIKey}, s.opts.APIKeys...) {
+		if k != "" && subtle.ConstantTimeCompare([]byte(key), []byte(k)) == 1 {
+			ok = true
+		}
+	}
+	return ok
+}
+
+// KeyID identifies a key in SessionInfo without revealing it: the first 8
+// bytes of its SHA-256, in hex; "" for no key.
+func KeyID(key string) string {
+	if key == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:8])
+}
+
+// Kill cuts, without a close frame, every open connection whose info
+// matches, as a network failure or a reaped socket would; it returns how
+// many it cut.
+func (s *Server) Kill(match func(SessionInfo) bool) int {
+	s.mu.Lock()
+	list := append([]*session(nil), s.sessions...)
+	s.mu.Unlock()
+	n := 0
+	for _, ss := range list {
+		if info := ss.snapshot(); info.Open && match(info) {
+			ss.drop()
+			n++
+		}
+	}
+	return n
 }
 
 func (s *Server) acquireKey(key string) bool {

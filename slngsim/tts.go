@@ -234,17 +234,21 @@ func (ss *session) turn(cfg initConfig, text string, n int, turnGen int64, gen *
 		return true
 	}
 	dur := AudioDuration(len(audio), cfg.Encoding, cfg.SampleRate)
-	for _, m := range []map[string]any{
+	for i, m := range []map[string]any{
 		{"type": "segment_end", "segment_id": segID},
 		{"type": "flushed"},
 		{"type": "audio_end", "duration": dur},
 	} {
+		if i == 2 {
+			// Counted before audio_end goes out, so that a client that has
+			// seen audio_end finds the turn counted.
+			ss.srv.stats.turns.Add(1)
+			ss.record(func(i *SessionInfo) { i.TurnsCompleted++ })
+		}
 		if !ss.writeJSON(m) {
 			return false
 		}
 	}
-	ss.srv.stats.turns.Add(1)
-	ss.record(func(i *SessionInfo) { i.TurnsCompleted++ })
 	if opts.CloseAfterAudioEnd(ss.info.Model) {
 		ss.closeWith(websocket.StatusNormalClosure, "turn complete")
 		return false

@@ -1,0 +1,817 @@
+// Package slngpool hands out SLNG sessions: warm standby sessions kept ready
+// per configuration, a cap on the number of upstream sessions, dial retries
+// with backoff and jitter, and a circuit breaker per model and region.
+//
+// A warm session is one that has connected, sent `init` and received
+// `ready`, which costs a TLS handshake and several round trips that a
+// caller would otherwise wait for. Sessions are keyed by kind, model,
+// region, credential and init config, so a session never serves a
+// configuration or a credential other than the one it was opened with.
+package slngpool
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+	"go.uber.org/zap"
+
+	"github.com/speech-gateway/speech-gateway/slngclient"
+)
+
+// ErrExhausted is returned when no upstream session could be had within
+// AcquireTimeout because MaxSessions are in use.
+var ErrExhausted = errors.New("slng session pool exhausted")
+
+// ErrClosed is returned by Acquire after Close.
+var ErrClosed = errors.New("slng session pool closed")
+
+// Options configure a Pool. The zero value of every field is its documented
+// default.
+type Options struct {
+	// DisableWarm turns off standby sessions and reuse: every acquire
+	// dials and every release closes. Caps, retries and breakers remain.
+	DisableWarm bool
+	// MaxSessions caps upstream sessions, in use, idle and being dialled,
+	// since SLNG limits concurrent connections per key. Default 256.
+	MaxSessions int
+	// MaxIdle caps standby sessions across all configurations (default 32)
+	// and MaxIdlePerKey per configuration (default 2).
+	MaxIdle, MaxIdlePerKey int
+	// MaxIdleAge retires a standby session idle this long. It stays below
+	// SLNG's idle timeout (not published; about 30 s is assumed), so that a
+	// standby is never one SLNG is about to reap, even for a model that
+	// ignores keepalives. Default 25 s.
+	MaxIdleAge time.Duration
+	// MaxSessionAge: a session older than this is not handed out, since
+	// SLNG ends connections at a maximum duration (30 minutes on some
+	// plans), even mid-reply. Default 20 min.
+	MaxSessionAge time.Duration
+	// RecentTTL keeps one standby session for each configuration used in
+	// the last RecentTTL. Default 2 min; negative disables it (only
+	// Prewarm profiles are kept warm).
+	RecentTTL time.Duration
+	// MaxRecent bounds the configurations remembered. Default 64.
+	MaxRecent int
+	// Prewarm lists configurations kept warm from the start.
+	Prewarm []Profile
+	// CheckoutPingTimeout bounds the ping that checks a standby session
+	// just before it is handed out. Default 500 ms; negative skips it.
+	CheckoutPingTimeout time.Duration
+	// AcquireTimeout bounds the wait for capacity when MaxSessions are in
+	// use. Default 2 s.
+	AcquireTimeout time.Duration
+	// DialAttempts bounds dials per acquire for retryable failures
+	// (default 3), waiting BackoffBase, doubling up to BackoffMax, with
+	// jitter, between them (defaults 100 ms and 2 s). Retries stay within
+	// the caller's deadline.
+	DialAttempts            int
+	BackoffBase, BackoffMax time.Duration
+	// BreakerFailures consecutive failures that say SLNG is unwell open the
+	// breaker of a model and region (default 5); it stays open for
+	// BreakerOpenTimeout (default 10 s), then lets one probe through.
+	BreakerFailures    int
+	BreakerOpenTimeout time.Duration
+	// EarlyDeath: a session that ends with an upstream error within this
+	// long of ready counts against its breaker even when the error alone
+	// would not. Default 5 s.
+	EarlyDeath time.Duration
+	// MaxBreakers bounds the breakers kept. Default 1024.
+	MaxBreakers int
+	// Logger receives state changes; nil discards them.
+	Logger *zap.Logger
+	// Metrics may be nil.
+	Metrics *Metrics
+}
+
+func (o Options) withDefaults() Options {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&o.MaxSessions, 256)
+	def(&o.MaxIdle, 32)
+	def(&o.MaxIdlePerKey, 2)
+	def(&o.MaxRecent, 64)
+	def(&o.DialAttempts, 3)
+	def(&o.BreakerFailures, 5)
+	def(&o.MaxBreakers, 1024)
+	defDur(&o.MaxIdleAge, 25*time.Second)
+	defDur(&o.MaxSessionAge, 20*time.Minute)
+	defDur(&o.RecentTTL, 2*time.Minute)
+	defDur(&o.CheckoutPingTimeout, 500*time.Millisecond)
+	defDur(&o.AcquireTimeout, 2*time.Second)
+	defDur(&o.BackoffBase, 100*time.Millisecond)
+	defDur(&o.BackoffMax, 2*time.Second)
+	defDur(&o.BreakerOpenTimeout, 10*time.Second)
+	defDur(&o.EarlyDeath, 5*time.Second)
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	return o
+}
+
+// Profile is a configuration to keep warm. Exactly one of TTS and STT is
+// set.
+type Profile struct {
+	Endpoint slngclient.Endpoint
+	TTS      *slngclient.TTSConfig
+	STT      *slngclient.STTConfig
+	// Count is the number of standby sessions, default 1 (at most
+	// MaxIdlePerKey).
+	Count int
+}
+
+// session is what the pool needs of a TTS or STT session.
+type session interface {
+	ID() string
+	Done() <-chan struct{}
+	Ping(ctx context.Context) error
+	Stats() slngclient.Stats
+	CloseNow()
+}
+
+// dialFunc opens one session of a configuration.
+type dialFunc func(ctx context.Context) (session, error)
+
+// poolKey identifies a configuration: sessions are interchangeable only
+// within one key.
+type poolKey struct {
+	kind, model, region, worldPart string
+	cred                           string // fingerprint of the credentials, never the key
+	config                         string // canonical JSON of the init config
+}
+
+// idleSession is a standby session and the goroutine watching it: SLNG
+// must send nothing to an idle session, so anything it sends, or the
+// session ending, spoils it.
+type idleSession struct {
+	key     poolKey
+	s       session
+	since   time.Time
+	stop    context.CancelFunc
+	watched chan struct{} // closed when the watcher exits
+	spoiled bool          // set by the watcher before watched closes
+}
+
+// recent is a configuration seen lately, with what it takes to dial it.
+type recent struct {
+	dial     dialFunc
+	lastUsed time.Time
+	target   int
+	profile  bool // from Prewarm: never forgotten
+}
+
+// Pool hands out sessions. Its methods may be called concurrently.
+type Pool struct {
+	client *slngclient.Client
+	opts   Options
+	log    *zap.Logger
+	m      *Metrics
+	br     *breakers
+
+	slots chan struct{} // one token per upstream session, in use, idle or dialling
+
+	ctx    context.Context // ends at Close; owns background dials
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	kick   chan struct{}
+
+	mu      sync.Mutex
+	closed  bool
+	idle    map[poolKey][]*idleSession // most recently idle last
+	nIdle   int
+	dialing map[poolKey]int
+	recent  map[poolKey]*recent
+}
+
+// New returns a pool dialling with client and starts its maintenance
+// goroutine, which Close stops.
+func New(client *slngclient.Client, opts Options) (*Pool, error) {
+	if client == nil {
+		return nil, errors.New("slngpool: client is required")
+	}
+	opts = opts.withDefaults()
+	p := &Pool{
+		client:  client,
+		opts:    opts,
+		log:     opts.Logger.Named("pool"),
+		m:       opts.Metrics,
+		slots:   make(chan struct{}, opts.MaxSessions),
+		kick:    make(chan struct{}, 1),
+		idle:    map[poolKey][]*idleSession{},
+		dialing: map[poolKey]int{},
+		recent:  map[poolKey]*recent{},
+	}
+	p.br = &breakers{m: map[string]*breaker{}, max: opts.MaxBreakers, opts: &p.opts, log: p.log, metrics: p.m}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	for _, pr := range opts.Prewarm {
+		var k poolKey
+		var dial dialFunc
+		switch {
+		case pr.TTS != nil && pr.STT == nil:
+			k, dial = p.ttsKey(pr.Endpoint, *pr.TTS)
+		case pr.STT != nil && pr.TTS == nil:
+			k, dial = p.sttKey(pr.Endpoint, *pr.STT)
+		default:
+			return nil, errors.New("slngpool: a prewarm profile sets exactly one of TTS and STT")
+		}
+		if err := slngclient.ValidateModel(pr.Endpoint.Model); err != nil {
+			return nil, err
+		}
+		n := min(max(pr.Count, 1), opts.MaxIdlePerKey)
+		p.recent[k] = &recent{dial: dial, target: n, profile: true}
+	}
+	p.wg.Add(1)
+	go p.maintain()
+	p.wake()
+	return p, nil
+}
+
+// Lease is a session handed to one caller; Release returns it.
+type Lease struct {
+	p    *Pool
+	key  poolKey
+	br   *breaker
+	s    session
+	once sync.Once
+	// TTS or STT is the session, by kind.
+	TTS *slngclient.TTSSession
+	STT *slngclient.STTSession
+	// Warm reports that a standby session served the acquire.
+	Warm bool
+}
+
+// AcquireTTS returns a TTS session for ep and cfg: a warm one when there is
+// one, else a new one. Errors are *CircuitOpenError, ErrExhausted,
+// ErrClosed, the ctx's error, or slngclient's dial errors.
+func (p *Pool) AcquireTTS(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.TTSConfig) (*Lease, error) {
+	k, dial := p.ttsKey(ep, cfg)
+	l, err := p.acquire(ctx, k, ep, dial)
+	if err != nil {
+		return nil, err
+	}
+	l.TTS = l.s.(*slngclient.TTSSession)
+	return l, nil
+}
+
+// AcquireSTT is AcquireTTS for speech to text.
+func (p *Pool) AcquireSTT(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.STTConfig) (*Lease, error) {
+	k, dial := p.sttKey(ep, cfg)
+	l, err := p.acquire(ctx, k, ep, dial)
+	if err != nil {
+		return nil, err
+	}
+	l.STT = l.s.(*slngclient.STTSession)
+	return l, nil
+}
+
+func (p *Pool) ttsKey(ep slngclient.Endpoint, cfg slngclient.TTSConfig) (poolKey, dialFunc) {
+	return p.key("tts", ep, cfg), func(ctx context.Context) (session, error) {
+		s, err := p.client.DialTTS(ctx, ep, cfg)
+		if err != nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return s, nil
+	}
+}
+
+func (p *Pool) sttKey(ep slngclient.Endpoint, cfg slngclient.STTConfig) (poolKey, dialFunc) {
+	return p.key("stt", ep, cfg), func(ctx context.Context) (session, error) {
+		s, err := p.client.DialSTT(ctx, ep, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+}
+
+func (p *Pool) key(kind string, ep slngclient.Endpoint, cfg any) poolKey {
+	// encoding/json sorts map keys, so equal configs encode equally.
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		b = []byte("unencodable") // its dial fails the same way
+	}
+	h := sha256.New()
+	h.Write([]byte(ep.APIKey))
+	h.Write([]byte{0})
+	h.Write([]byte(ep.ProviderKey))
+	return poolKey{
+		kind: kind, model: ep.Model, region: ep.Region, worldPart: ep.WorldPart,
+		cred:   hex.EncodeToString(h.Sum(nil)[:16]),
+		config: string(b),
+	}
+}
+
+func (p *Pool) acquire(ctx context.Context, k poolKey, ep slngclient.Endpoint, dial dialFunc) (*Lease, error) {
+	if err := slngclient.ValidateModel(ep.Model); err != nil {
+		return nil, err
+	}
+	if p.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	br := p.br.get(ep.Model, ep.Region)
+	// Noted after the warm check, so that the standby this may start is
+	// for the next caller.
+	defer p.noteUse(k, dial)
+	if s := p.takeWarm(ctx, k); s != nil {
+		p.m.acquires.WithLabelValues(k.kind, "hit").Inc()
+		p.m.inUse.WithLabelValues(k.kind).Inc()
+		p.wake() // replace the standby just taken
+		return &Lease{p: p, key: k, br: br, s: s, Warm: true}, nil
+	}
+	// Fail fast while the breaker is open, before waiting for capacity.
+	if br.cb.State() == gobreaker.StateOpen {
+		if _, err := br.allow(); err != nil {
+			p.m.acquires.WithLabelValues(k.kind, "circuit_open").Inc()
+			return nil, err
+		}
+	}
+	if err := p.takeSlot(ctx); err != nil {
+		if errors.Is(err, ErrExhausted) {
+			p.m.acquires.WithLabelValues(k.kind, "exhausted").Inc()
+		}
+		return nil, err
+	}
+	s, err := p.dialRetrying(ctx, k, br, dial)
+	if err != nil {
+		<-p.slots
+		var coe *CircuitOpenError
+		if errors.As(err, &coe) {
+			p.m.acquires.WithLabelValues(k.kind, "circuit_open").Inc()
+		} else {
+			p.m.acquires.WithLabelValues(k.kind, "error").Inc()
+		}
+		return nil, err
+	}
+	p.m.acquires.WithLabelValues(k.kind, "miss").Inc()
+	p.m.inUse.WithLabelValues(k.kind).Inc()
+	return &Lease{p: p, key: k, br: br, s: s}, nil
+}
+
+// dialRetrying dials, retrying retryable failures with exponential backoff
+// and jitter while the breaker allows and the caller's deadline leaves
+// time.
+func (p *Pool) dialRetrying(ctx context.Context, k poolKey, br *breaker, dial dialFunc) (session, error) {
+	wait := p.opts.BackoffBase
+	for attempt := 1; ; attempt++ {
+		done, err := br.allow()
+		if err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		s, err := dial(ctx)
+		done(err)
+		var st slngclient.Stats
+		if err == nil {
+			st = s.Stats()
+		}
+		p.m.observeDial(k.kind, start, st, err)
+		if err == nil {
+			return s, nil
+		}
+		ue, ok := slngclient.AsUpstreamError(err)
+		if !ok || !ue.Retryable || attempt >= p.opts.DialAttempts || ctx.Err() != nil {
+			return nil, err
+		}
+		// Full jitter, and never sooner than SLNG asked.
+		sleep := max(time.Duration(rand.Int64N(int64(wait)+1)), ue.RetryAfter)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < sleep {
+			return nil, err
+		}
+		p.log.Debug("retrying slng dial", zap.String("model", k.model), zap.Int("attempt", attempt),
+			zap.Duration("after", sleep), zap.Error(err))
+		t := time.NewTimer(sleep)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		}
+		wait = min(2*wait, p.opts.BackoffMax)
+	}
+}
+
+// takeSlot reserves capacity for one new session. When all are taken it
+// first retires a standby session of any configuration, then waits up to
+// AcquireTimeout.
+func (p *Pool) takeSlot(ctx context.Context) error {
+	select {
+	case p.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	if p.evictOne() {
+		select {
+		case p.slots <- struct{}{}:
+			return nil
+		default:
+		}
+	}
+	t := time.NewTimer(p.opts.AcquireTimeout)
+	defer t.Stop()
+	select {
+	case p.slots <- struct{}{}:
+		return nil
+	case <-t.C:
+		return ErrExhausted
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.ctx.Done():
+		return ErrClosed
+	}
+}
+
+// takeWarm returns a standby session of k that is still good, or nil.
+// Spoiled, aged or unresponsive standbys are closed on the way; that costs
+// the caller no retry.
+func (p *Pool) takeWarm(ctx context.Context, k poolKey) session {
+	if p.opts.DisableWarm {
+		return nil
+	}
+	for {
+		p.mu.Lock()
+		list := p.idle[k]
+		if len(list) == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		is := list[len(list)-1]
+		p.removeIdleLocked(is)
+		p.mu.Unlock()
+
+		is.stop()
+		<-is.watched
+		if reason := p.unusable(ctx, is); reason != "" {
+			p.discard(is.s, k.kind, reason)
+			p.wake()
+			continue
+		}
+		return is.s
+	}
+}
+
+// unusable reports why a standby just taken from the pool must not be
+// handed out, or "".
+func (p *Pool) unusable(ctx context.Context, is *idleSession) string {
+	switch {
+	case is.spoiled:
+		return "spoiled"
+	case isDone(is.s):
+		return "spoiled"
+	case time.Since(is.since) > p.opts.MaxIdleAge || time.Since(is.s.Stats().ReadyAt) > p.opts.MaxSessionAge:
+		return "aged"
+	}
+	if p.opts.CheckoutPingTimeout > 0 {
+		// The watcher sees a close as soon as the socket reports it; a
+		// peer that vanished silently only shows up on a round trip.
+		pctx, cancel := context.WithTimeout(ctx, p.opts.CheckoutPingTimeout)
+		defer cancel()
+		if err := is.s.Ping(pctx); err != nil {
+			return "ping"
+		}
+	}
+	return ""
+}
+
+func isDone(s session) bool {
+	select {
+	case <-s.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// discard closes a session that will serve nobody and frees its slot.
+func (p *Pool) discard(s session, kind, reason string) {
+	s.CloseNow()
+	<-p.slots
+	p.m.discards.WithLabelValues(kind, reason).Inc()
+}
+
+// Release ends the lease. err is why the stream ended, nil if it ended
+// well; upstream failures count against the breaker. reusable says that
+// the session is quiescent, with every turn complete and the socket open;
+// the pool then keeps it as a standby when there is room. Otherwise, or
+// when the caller has already closed it, the session is closed. Release
+// may be called more than once; only the first call counts.
+func (l *Lease) Release(err error, reusable bool) {
+	l.once.Do(func() { l.p.release(l, err, reusable) })
+}
+
+func (p *Pool) release(l *Lease, err error, reusable bool) {
+	p.m.inUse.WithLabelValues(l.key.kind).Dec()
+	if err != nil {
+		p.m.upstreamError(l.key.kind, err)
+		ue, upstream := slngclient.AsUpstreamError(err)
+		switch {
+		case counted(err):
+			l.br.report(err)
+		case upstream && ue.Kind == slngclient.KindClose && time.Since(l.s.Stats().ReadyAt) < p.opts.EarlyDeath:
+			// SLNG closed a session right after ready: whatever the
+			// close code says, that is SLNG failing.
+			l.br.report(&slngclient.UpstreamError{Kind: slngclient.KindTransport, Message: "session closed right after ready", Err: err})
+		}
+	}
+	if err != nil || !reusable || p.opts.DisableWarm || isDone(l.s) ||
+		time.Since(l.s.Stats().ReadyAt) > p.opts.MaxSessionAge {
+		l.s.CloseNow()
+		<-p.slots
+		return
+	}
+	p.mu.Lock()
+	if !p.putIdleLocked(l.key, l.s) {
+		p.mu.Unlock()
+		p.discard(l.s, l.key.kind, "full")
+		return
+	}
+	p.mu.Unlock()
+}
+
+// putIdleLocked makes s a standby of k and starts its watcher, or reports
+// false when there is no room.
+func (p *Pool) putIdleLocked(k poolKey, s session) bool {
+	if p.closed || len(p.idle[k]) >= p.opts.MaxIdlePerKey || p.nIdle >= p.opts.MaxIdle {
+		return false
+	}
+	wctx, stop := context.WithCancel(p.ctx)
+	is := &idleSession{key: k, s: s, since: time.Now(), stop: stop, watched: make(chan struct{})}
+	p.idle[k] = append(p.idle[k], is)
+	p.nIdle++
+	p.m.idle.WithLabelValues(k.kind).Inc()
+	p.wg.Add(1)
+	go p.watch(wctx, is)
+	return true
+}
+
+// watch waits on an idle session for anything at all: SLNG sends nothing to
+// an idle session, so an event or the end spoils it. The session is then
+// closed at once rather than when a caller trips over it.
+func (p *Pool) watch(ctx context.Context, is *idleSession) {
+	defer p.wg.Done()
+	var err error
+	switch s := is.s.(type) {
+	case *slngclient.TTSSession:
+		_, err = s.Recv(ctx)
+	case *slngclient.STTSession:
+		_, err = s.Recv(ctx)
+	}
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		close(is.watched) // taken, or the pool closed
+		return
+	}
+	is.spoiled = true
+	close(is.watched)
+	p.mu.Lock()
+	mine := p.removeIdleLocked(is)
+	p.mu.Unlock()
+	if mine {
+		p.log.Debug("standby session spoiled", zap.String("model", is.key.model), zap.Error(err))
+		p.discard(is.s, is.key.kind, "spoiled")
+		p.wake()
+	}
+}
+
+// removeIdleLocked takes is out of the idle lists; false if it was not
+// there (already taken).
+func (p *Pool) removeIdleLocked(is *idleSession) bool {
+	list := p.idle[is.key]
+	i := slices.Index(list, is)
+	if i < 0 {
+		return false
+	}
+	list = slices.Delete(list, i, i+1)
+	if len(list) == 0 {
+		delete(p.idle, is.key)
+	} else {
+		p.idle[is.key] = list
+	}
+	p.nIdle--
+	p.m.idle.WithLabelValues(is.key.kind).Dec()
+	return true
+}
+
+// evictOne closes the longest-idle standby session to make room.
+func (p *Pool) evictOne() bool {
+	p.mu.Lock()
+	var oldest *idleSession
+	for _, list := range p.idle {
+		if len(list) > 0 && (oldest == nil || list[0].since.Before(oldest.since)) {
+			oldest = list[0]
+		}
+	}
+	if oldest == nil {
+		p.mu.Unlock()
+		return false
+	}
+	p.removeIdleLocked(oldest)
+	p.mu.Unlock()
+	oldest.stop()
+	<-oldest.watched
+	p.discard(oldest.s, oldest.key.kind, "evicted")
+	return true
+}
+
+// noteUse remembers a configuration so that it is kept warm for a while.
+func (p *Pool) noteUse(k poolKey, dial dialFunc) {
+	if p.opts.DisableWarm || p.opts.RecentTTL < 0 {
+		return
+	}
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r := p.recent[k]; r != nil {
+		r.lastUsed = now
+		return
+	}
+	if len(p.recent) >= p.opts.MaxRecent {
+		var oldestKey poolKey
+		var oldest *recent
+		for key, r := range p.recent {
+			if !r.profile && (oldest == nil || r.lastUsed.Before(oldest.lastUsed)) {
+				oldestKey, oldest = key, r
+			}
+		}
+		if oldest == nil {
+			return
+		}
+		delete(p.recent, oldestKey)
+	}
+	p.recent[k] = &recent{dial: dial, lastUsed: now, target: 1}
+	p.wake()
+}
+
+func (p *Pool) wake() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// maintain retires aged standbys and dials replacements, on a tick and
+// whenever a standby is taken or spoiled.
+func (p *Pool) maintain() {
+	defer p.wg.Done()
+	tick := time.NewTicker(max(min(p.opts.MaxIdleAge/5, time.Second), 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-tick.C:
+		case <-p.kick:
+		}
+		p.retireAged()
+		p.refill()
+	}
+}
+
+func (p *Pool) retireAged() {
+	var old []*idleSession
+	p.mu.Lock()
+	for _, list := range p.idle {
+		for _, is := range list {
+			if time.Since(is.since) > p.opts.MaxIdleAge || time.Since(is.s.Stats().ReadyAt) > p.opts.MaxSessionAge {
+				old = append(old, is)
+			}
+		}
+	}
+	for _, is := range old {
+		p.removeIdleLocked(is)
+	}
+	p.mu.Unlock()
+	for _, is := range old {
+		is.stop()
+		<-is.watched
+		p.discard(is.s, is.key.kind, "aged")
+	}
+}
+
+// refill starts background dials for configurations below their standby
+// target, when capacity and their breaker allow. A refill never waits for
+// capacity: callers come first.
+func (p *Pool) refill() {
+	if p.opts.DisableWarm {
+		return
+	}
+	now := time.Now()
+	type job struct {
+		k    poolKey
+		dial dialFunc
+	}
+	var jobs []job
+	p.mu.Lock()
+	for k, r := range p.recent {
+		if !r.profile && now.Sub(r.lastUsed) > p.opts.RecentTTL {
+			delete(p.recent, k)
+			continue
+		}
+		for n := len(p.idle[k]) + p.dialing[k]; n < r.target && p.nIdle+len(jobs) < p.opts.MaxIdle; n++ {
+			jobs = append(jobs, job{k, r.dial})
+			p.dialing[k]++
+		}
+	}
+	p.mu.Unlock()
+	for _, j := range jobs {
+		br := p.br.get(j.k.model, j.k.region)
+		started := false
+		if br.cb.State() != gobreaker.StateOpen {
+			select {
+			case p.slots <- struct{}{}:
+				started = true
+				p.wg.Add(1)
+				go p.dialStandby(j.k, br, j.dial)
+			default:
+			}
+		}
+		if !started {
+			p.mu.Lock()
+			p.doneDialingLocked(j.k)
+			p.mu.Unlock()
+		}
+	}
+}
+
+func (p *Pool) doneDialingLocked(k poolKey) {
+	if p.dialing[k]--; p.dialing[k] <= 0 {
+		delete(p.dialing, k)
+	}
+}
+
+// dialStandby opens one standby session; it holds a slot already.
+func (p *Pool) dialStandby(k poolKey, br *breaker, dial dialFunc) {
+	defer p.wg.Done()
+	done, err := br.allow()
+	var s session
+	if err == nil {
+		ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+		start := time.Now()
+		s, err = dial(ctx)
+		cancel()
+		done(err)
+		var st slngclient.Stats
+		if err == nil {
+			st = s.Stats()
+		}
+		p.m.observeDial(k.kind, start, st, err)
+	}
+	p.mu.Lock()
+	p.doneDialingLocked(k)
+	if err == nil && p.putIdleLocked(k, s) {
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	if err == nil {
+		p.discard(s, k.kind, "full")
+		return
+	}
+	<-p.slots
+	p.log.Debug("standby dial failed", zap.String("model", k.model), zap.Error(err))
+}
+
+// Close stops the pool: standby sessions are closed, background dials
+// cancelled and waited for. Leases still out stay valid; releasing them
+// closes their sessions.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	var all []*idleSession
+	for _, list := range p.idle {
+		all = append(all, list...)
+	}
+	for _, is := range all {
+		p.removeIdleLocked(is)
+	}
+	p.mu.Unlock()
+	p.cancel()
+	for _, is := range all {
+		<-is.watched
+		p.discard(is.s, is.key.kind, "closed")
+	}
+	p.wg.Wait()
+}
+
+// IdleCount reports the standby sessions held, for tests and logs.
+func (p *Pool) IdleCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nIdle
+}
