@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/speech-gateway/speech-gateway/slngclient"
+	"github.com/speech-gateway/speech-gateway/slngpool"
 )
 
 // ErrorDomain is the ErrorInfo domain of every error the gateway returns.
@@ -32,6 +33,7 @@ const (
 	ReasonUpstreamUnavailable     = "UPSTREAM_UNAVAILABLE"
 	ReasonUpstreamSessionExpired  = "UPSTREAM_SESSION_EXPIRED"
 	ReasonUpstreamCircuitOpen     = "UPSTREAM_CIRCUIT_OPEN"
+	ReasonUpstreamCapacity        = "UPSTREAM_CAPACITY_EXHAUSTED"
 	ReasonUpstreamProtocolError   = "UPSTREAM_PROTOCOL_ERROR"
 	ReasonServerDraining          = "SERVER_DRAINING"
 	ReasonUpstreamUnknownError    = "UPSTREAM_UNKNOWN_ERROR"
@@ -89,6 +91,8 @@ var (
 	rowOverloaded    = outcome{codes.ResourceExhausted, ReasonGatewayOverloaded, "gateway stream limit reached", retrySoon}
 	rowTooLong       = outcome{codes.OutOfRange, ReasonStreamDurationExceeded, "stream reached the gateway's maximum duration", retryNow}
 	rowInternal      = outcome{codes.Internal, "", "internal error", noRetry}
+	rowCircuitOpen   = outcome{codes.Unavailable, ReasonUpstreamCircuitOpen, "upstream is failing for this model; not trying it for now", retrySoon}
+	rowCapacity      = outcome{codes.ResourceExhausted, ReasonUpstreamCapacity, "gateway's upstream session limit reached", retrySoon}
 )
 
 // errDraining ends streams when the server shuts down.
@@ -150,6 +154,7 @@ func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, inte
 	}
 	var verr *validationError
 	var ue *slngclient.UpstreamError
+	var coe *slngpool.CircuitOpenError
 	var row outcome
 	var extra map[string]string
 	switch {
@@ -164,8 +169,16 @@ func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, inte
 		return status.New(codes.Canceled, "stream cancelled"), false
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.New(codes.DeadlineExceeded, "stream deadline exceeded"), false
-	case errors.Is(err, errDraining):
+	case errors.Is(err, errDraining), errors.Is(err, slngpool.ErrClosed):
 		row = rowDraining
+	case errors.As(err, &coe):
+		row = rowCircuitOpen
+		row.retry = coe.RetryAfter
+		if coe.Region != "" {
+			extra = map[string]string{"region": coe.Region}
+		}
+	case errors.Is(err, slngpool.ErrExhausted):
+		row = rowCapacity
 	case errors.Is(err, errOverloaded):
 		row = rowOverloaded
 	case errors.Is(err, errStreamTooLong):
@@ -173,6 +186,9 @@ func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, inte
 	case errors.As(err, &ue):
 		row = upstreamOutcome(ue)
 		extra = upstreamMetadata(ue)
+		if ue.RetryAfter > 0 && row.retry >= 0 {
+			row.retry = ue.RetryAfter // SLNG's own Retry-After wins
+		}
 	default:
 		if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
 			// A status from the gRPC transport itself, e.g. the caller's

@@ -20,6 +20,7 @@ import (
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/internal/slngtest"
 	"github.com/speech-gateway/speech-gateway/slngclient"
+	"github.com/speech-gateway/speech-gateway/slngpool"
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
@@ -32,15 +33,26 @@ const testKey = "sk_test_secret_key_0123456789"
 // harness is a real gateway (the Server on an in-memory gRPC transport)
 // in front of a real SLNG simulator on loopback, joined by the real client.
 type harness struct {
-	sim *slngsim.Server
-	srv *Server
-	tts speechv1.TextToSpeechServiceClient
-	stt speechv1.SpeechToTextServiceClient
+	sim  *slngsim.Server
+	srv  *Server
+	pool *slngpool.Pool
+	tts  speechv1.TextToSpeechServiceClient
+	stt  speechv1.SpeechToTextServiceClient
 }
 
+// newHarness runs the gateway without standby sessions, dial retries or
+// breakers, so that every stream dials exactly once; newPooledHarness
+// chooses the pool's options.
 func newHarness(t *testing.T, simOpts slngsim.Options, cfg Config) *harness {
 	t.Helper()
-	simOpts.APIKey = testKey
+	return newPooledHarness(t, simOpts, cfg, slngpool.Options{DisableWarm: true, DialAttempts: 1, BreakerFailures: 1 << 20})
+}
+
+func newPooledHarness(t *testing.T, simOpts slngsim.Options, cfg Config, poolOpts slngpool.Options) *harness {
+	t.Helper()
+	if simOpts.APIKey == "" {
+		simOpts.APIKey = testKey
+	}
 	sim := slngtest.NewServer(t, simOpts)
 	client, err := slngclient.New(slngclient.Options{
 		BaseURL: sim.URL(),
@@ -50,7 +62,12 @@ func newHarness(t *testing.T, simOpts slngsim.Options, cfg Config) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(client, zaptest.NewLogger(t), nil, cfg)
+	poolOpts.Logger = zaptest.NewLogger(t).Named("pool")
+	pool, err := slngpool.New(client, poolOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(pool, zaptest.NewLogger(t), nil, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,8 +87,9 @@ func newHarness(t *testing.T, simOpts slngsim.Options, cfg Config) *harness {
 		gs.Stop()
 		<-served
 		srv.Wait()
+		pool.Close()
 	})
-	return &harness{sim: sim, srv: srv,
+	return &harness{sim: sim, srv: srv, pool: pool,
 		tts: speechv1.NewTextToSpeechServiceClient(conn),
 		stt: speechv1.NewSpeechToTextServiceClient(conn)}
 }

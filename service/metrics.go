@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/speech-gateway/speech-gateway/slngpool"
 )
 
 // Metrics are the service's own Prometheus metrics; RPC-level metrics come
@@ -13,7 +15,7 @@ import (
 type Metrics struct {
 	streamsActive   *prometheus.GaugeVec
 	streamsTotal    *prometheus.CounterVec
-	upstreamDial    *prometheus.HistogramVec
+	upstreamAcquire *prometheus.HistogramVec
 	upstreamErrors  *prometheus.CounterVec
 	warnings        *prometheus.CounterVec
 	audioBytes      *prometheus.CounterVec
@@ -33,10 +35,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "speech_gateway_streams_total",
 			Help: "Finished streams, by RPC and gRPC status code.",
 		}, []string{"rpc", "code"}),
-		upstreamDial: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "speech_gateway_upstream_dial_seconds",
-			Help:    "Time to open an SLNG session (handshake, init, ready), by kind and result.",
-			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		upstreamAcquire: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "speech_gateway_upstream_acquire_seconds",
+			Help: "Time for a stream to get its SLNG session, by kind and result: warm (a standby), " +
+				"dialled, or error.",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"kind", "result"}),
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "speech_gateway_upstream_errors_total",
@@ -62,16 +65,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.streamsActive, m.streamsTotal, m.upstreamDial, m.upstreamErrors,
+		reg.MustRegister(m.streamsActive, m.streamsTotal, m.upstreamAcquire, m.upstreamErrors,
 			m.warnings, m.audioBytes, m.firstAudio, m.transcriptDelay)
 	}
 	return m
 }
 
-func (m *Metrics) observeDial(kind string, start time.Time, err error) {
-	result := "ok"
-	if err != nil {
+func (m *Metrics) observeAcquire(kind string, start time.Time, l *slngpool.Lease, err error) {
+	result := "dialled"
+	switch {
+	case err != nil:
 		result = "error"
+	case l.Warm:
+		result = "warm"
 	}
-	m.upstreamDial.WithLabelValues(kind, result).Observe(time.Since(start).Seconds())
+	m.upstreamAcquire.WithLabelValues(kind, result).Observe(time.Since(start).Seconds())
 }

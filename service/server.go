@@ -6,22 +6,25 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/slngclient"
+	"github.com/speech-gateway/speech-gateway/slngpool"
 )
 
-// Upstream opens SLNG sessions. *slngclient.Client implements it.
+// Upstream hands out SLNG sessions. *slngpool.Pool implements it.
 type Upstream interface {
-	DialTTS(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.TTSConfig) (*slngclient.TTSSession, error)
-	DialSTT(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.STTConfig) (*slngclient.STTSession, error)
+	AcquireTTS(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.TTSConfig) (*slngpool.Lease, error)
+	AcquireSTT(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.STTConfig) (*slngpool.Lease, error)
 }
 
 // Config holds the service's knobs. The zero value of every field is the
@@ -56,7 +59,15 @@ type Config struct {
 	// MaxStreams bounds concurrent streams across the gateway; more are
 	// refused with RESOURCE_EXHAUSTED. 0 means no limit.
 	MaxStreams int
+	// AllowCallerKey lets callers send their own SLNG key in the
+	// x-slng-api-key request metadata. Off by default: such a request is
+	// then refused, rather than silently served with the gateway's key.
+	AllowCallerKey bool
 }
+
+// CallerKeyHeader is the request metadata that carries a caller's own SLNG
+// key when Config.AllowCallerKey is set.
+const CallerKeyHeader = "x-slng-api-key"
 
 func (c Config) withDefaults() Config {
 	if c.DefaultTTSModel == "" {
@@ -156,6 +167,50 @@ func (s *Server) Drain() {
 // after the gRPC server has stopped; it returns at once after that.
 func (s *Server) Wait() {
 	s.pumps.Wait()
+}
+
+// Profiles turns Synthesize and Transcribe configs, as callers send them,
+// into pool profiles to keep warm: a standby serves a stream only when its
+// config comes out exactly the same, so the profile goes through the same
+// validation and defaults as a stream's config.
+func (s *Server) Profiles(tts []*speechv1.SynthesisConfig, stt []*speechv1.RecognitionConfig) ([]slngpool.Profile, error) {
+	var out []slngpool.Profile
+	for _, c := range tts {
+		st := &synthesis{srv: s}
+		if err := st.configure(c); err != nil {
+			return nil, fmt.Errorf("prewarm synthesis config: %w", err)
+		}
+		out = append(out, slngpool.Profile{Endpoint: st.ep, TTS: &st.ttsCfg})
+	}
+	for _, c := range stt {
+		tr := &transcription{srv: s}
+		cfg, err := tr.configure(c)
+		if err != nil {
+			return nil, fmt.Errorf("prewarm recognition config: %w", err)
+		}
+		out = append(out, slngpool.Profile{Endpoint: slngclient.Endpoint{Model: tr.cfg.Model}, STT: &cfg})
+	}
+	return out, nil
+}
+
+// callerKey returns the caller's own SLNG key from the request metadata, or
+// "" to use the gateway's. The key is never logged or echoed.
+func (s *Server) callerKey(ctx context.Context) (string, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get(CallerKeyHeader)
+	if len(vals) == 0 {
+		return "", nil
+	}
+	const field = "metadata." + CallerKeyHeader
+	switch {
+	case !s.cfg.AllowCallerKey:
+		return "", invalid(field, "this gateway does not accept callers' own SLNG keys")
+	case len(vals) > 1:
+		return "", invalid(field, "sent more than once")
+	case len(vals[0]) == 0 || len(vals[0]) > 512 || strings.ContainsAny(vals[0], " \t\r\n"):
+		return "", invalid(field, "not a valid key")
+	}
+	return vals[0], nil
 }
 
 // ActiveStreams reports the number of streams being served.

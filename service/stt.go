@@ -71,7 +71,7 @@ type transcription struct {
 	prevFinalEnd time.Duration
 }
 
-func (tr *transcription) run(ctx context.Context) error {
+func (tr *transcription) run(ctx context.Context) (runErr error) {
 	first, err := tr.stream.Recv()
 	if errors.Is(err, io.EOF) {
 		return invalid("config", "the stream ended before a config message")
@@ -89,13 +89,22 @@ func (tr *transcription) run(ctx context.Context) error {
 	}
 	tr.meta.model = tr.cfg.Model
 
+	ep := slngclient.Endpoint{Model: tr.cfg.Model}
+	if ep.APIKey, err = tr.srv.callerKey(ctx); err != nil {
+		return err
+	}
 	start := time.Now()
-	sess, err := tr.srv.upstream.DialSTT(ctx, slngclient.Endpoint{Model: tr.cfg.Model}, sttCfg)
-	tr.srv.metrics.observeDial("stt", start, err)
+	lease, err := tr.srv.upstream.AcquireSTT(ctx, ep, sttCfg)
+	tr.srv.metrics.observeAcquire("stt", start, lease, err)
 	if err != nil {
 		return err
 	}
-	defer sess.CloseNow()
+	sess := lease.STT
+	// A used STT session is never reused: the half-close ends it upstream.
+	defer func() {
+		sess.CloseNow()
+		lease.Release(runErr, false)
+	}()
 	tr.sess = sess
 	tr.meta.upstreamSessionID = sess.ID()
 	tr.meta.upstreamRequestID = sess.RequestID()
@@ -106,6 +115,7 @@ func (tr *transcription) run(ctx context.Context) error {
 		UpstreamRequestId: sess.RequestID(),
 		Config:            tr.cfg,
 		Limits:            tr.srv.limits(),
+		WarmSession:       lease.Warm,
 	}
 	if err := tr.stream.Send(&speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_Started{Started: started}}); err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/slngclient"
+	"github.com/speech-gateway/speech-gateway/slngpool"
 )
 
 // Default synthesis format: what SLNG's own clients use (slng-protocol.md
@@ -103,9 +104,19 @@ type synthesis struct {
 	// so that a replayed turn reaches a new session before newer text.
 	upMu sync.Mutex
 
-	mu   sync.Mutex
-	meta streamMeta
-	sess *slngclient.TTSSession
+	mu    sync.Mutex
+	meta  streamMeta
+	sess  *slngclient.TTSSession
+	lease *slngpool.Lease // sess's lease
+	// dirty is set when the current session saw anything but clean turns
+	// (a clear, a cancel, a warning, text never flushed): it is then not
+	// returned to the pool.
+	dirty bool
+	// quiet, when cancelled, stops the down pump without closing the
+	// session, which goes back to the pool (see halfClose).
+	quiet        context.Context
+	stopQuiet    context.CancelFunc
+	returnToPool bool
 	// closed is set when the handler is done; a session dialled after that
 	// is closed at once.
 	closed bool
@@ -169,17 +180,17 @@ func (st *synthesis) run(ctx context.Context) error {
 	st.meta.model = st.ep.Model
 	st.mu.Unlock()
 
+	if st.ep.APIKey, err = st.srv.callerKey(ctx); err != nil {
+		return err
+	}
+	st.quiet, st.stopQuiet = context.WithCancel(context.Background())
+	defer st.stopQuiet()
 	sess, err := st.dial(ctx)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		st.mu.Lock()
-		st.closed = true
-		sess := st.sess
-		st.mu.Unlock()
-		sess.CloseNow()
-	}()
+	var runErr error
+	defer func() { st.release(runErr) }()
 
 	started := &speechv1.SynthesisStarted{
 		SessionId:         st.meta.sessionID,
@@ -187,13 +198,15 @@ func (st *synthesis) run(ctx context.Context) error {
 		UpstreamRequestId: sess.RequestID(),
 		Config:            st.cfg,
 		Limits:            st.srv.limits(),
+		WarmSession:       st.lease.Warm,
 	}
 	if err := st.out.Send(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Started{Started: started}}); err != nil {
+		runErr = err
 		return err
 	}
 
-	err = st.srv.runPumps(ctx, st.pumpUp, st.pumpDown)
-	if err == nil {
+	runErr = st.srv.runPumps(ctx, st.pumpUp, st.pumpDown)
+	if runErr == nil && !st.reusable() {
 		st.mu.Lock()
 		sess := st.sess
 		st.mu.Unlock()
@@ -201,7 +214,33 @@ func (st *synthesis) run(ctx context.Context) error {
 		defer cancel()
 		_ = sess.Close(closeCtx) // best effort: every turn is already delivered
 	}
-	return err
+	return runErr
+}
+
+// reusable reports, once the pumps are done, whether the session may serve
+// another stream: every turn finished cleanly, the caller half-closed, and
+// SLNG left the socket open.
+func (st *synthesis) reusable() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.returnToPool {
+		return true
+	}
+	st.returnToPool = st.halfClosed && st.idleLocked() && !st.gone && !st.dirty && !st.draining && st.sess.Err() == nil
+	return st.returnToPool
+}
+
+// release hands the session back to the pool when it is reusable and
+// closes it otherwise.
+func (st *synthesis) release(err error) {
+	st.mu.Lock()
+	st.closed = true
+	lease, reuse := st.lease, st.returnToPool && err == nil
+	st.mu.Unlock()
+	if !reuse {
+		lease.TTS.CloseNow()
+	}
+	lease.Release(err, reuse)
 }
 
 // configure validates cfg and fills in the effective configuration.
@@ -262,17 +301,24 @@ func bytesPerSecond(f *speechv1.AudioFormat) float64 {
 // dial opens a new upstream session and makes it the current one.
 func (st *synthesis) dial(ctx context.Context) (*slngclient.TTSSession, error) {
 	start := time.Now()
-	sess, err := st.srv.upstream.DialTTS(ctx, st.ep, st.ttsCfg)
-	st.srv.metrics.observeDial("tts", start, err)
+	lease, err := st.srv.upstream.AcquireTTS(ctx, st.ep, st.ttsCfg)
+	st.srv.metrics.observeAcquire("tts", start, lease, err)
 	if err != nil {
 		return nil, err
 	}
+	sess := lease.TTS
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.closed {
-		sess.CloseNow()
+		lease.Release(nil, false)
 		return nil, context.Canceled
 	}
+	if st.lease != nil {
+		// The session this replaces was closed by SLNG, normally.
+		st.lease.Release(nil, false)
+	}
+	st.lease = lease
+	st.dirty = false
 	st.sess = sess
 	st.meta.upstreamSessionID = sess.ID()
 	st.meta.upstreamRequestID = sess.RequestID()
@@ -486,6 +532,7 @@ func (st *synthesis) clear(ctx context.Context, cancel bool) error {
 	}
 	st.pending = nil
 	st.open = nil
+	st.dirty = true
 	gone := st.gone
 	if !gone {
 		st.clears = append(st.clears, req)
@@ -521,6 +568,11 @@ func ackFor(req clearReq) *speechv1.SynthesizeResponse {
 func (st *synthesis) halfClose(ctx context.Context) error {
 	st.mu.Lock()
 	st.halfClosed = true
+	if st.open != nil && st.open.text.Len() > 0 {
+		// SLNG holds text that was never flushed: the session must not
+		// serve another stream, whose first flush would speak it.
+		st.dirty = true
+	}
 	st.open = nil
 	idle := st.idleLocked()
 	gone := st.gone
@@ -528,6 +580,10 @@ func (st *synthesis) halfClose(ctx context.Context) error {
 	st.mu.Unlock()
 	if !idle {
 		return nil // the down pump ends after the last turn
+	}
+	if !gone && st.reusable() {
+		st.stopQuiet() // the down pump stops; the session stays open
+		return nil
 	}
 	if gone {
 		// The down pump waits for a new session: tell it there is none.
@@ -563,8 +619,14 @@ func (st *synthesis) idleLocked() bool {
 // pumpDown relays SLNG's events to the caller.
 func (st *synthesis) pumpDown(ctx context.Context) error {
 	sess := st.session()
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(st.quiet, cancel)()
 	for {
-		ev, err := sess.Recv(ctx)
+		ev, err := sess.Recv(rctx)
+		if err != nil && ctx.Err() == nil && st.quiet.Err() != nil {
+			return nil // the session goes back to the pool
+		}
 		if err != nil {
 			next, err := st.upstreamEnded(ctx, err)
 			if err != nil || next == nil {
@@ -652,6 +714,7 @@ func (st *synthesis) deliver(ev slngclient.TTSEvent) (done bool, err error) {
 	defer st.mu.Unlock()
 	if ev.Kind == slngclient.TTSWarning {
 		st.srv.metrics.warnings.WithLabelValues("tts").Inc()
+		st.dirty = true
 		return false, st.sendLocked(warningResponse(ev.Err))
 	}
 	if ev.Kind == slngclient.TTSCleared {

@@ -222,26 +222,41 @@ func New(client *slngclient.Client, opts Options) (*Pool, error) {
 	p.br = &breakers{m: map[string]*breaker{}, max: opts.MaxBreakers, opts: &p.opts, log: p.log, metrics: p.m}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	for _, pr := range opts.Prewarm {
-		var k poolKey
-		var dial dialFunc
-		switch {
-		case pr.TTS != nil && pr.STT == nil:
-			k, dial = p.ttsKey(pr.Endpoint, *pr.TTS)
-		case pr.STT != nil && pr.TTS == nil:
-			k, dial = p.sttKey(pr.Endpoint, *pr.STT)
-		default:
-			return nil, errors.New("slngpool: a prewarm profile sets exactly one of TTS and STT")
-		}
-		if err := slngclient.ValidateModel(pr.Endpoint.Model); err != nil {
+		if err := p.Prewarm(pr); err != nil {
 			return nil, err
 		}
-		n := min(max(pr.Count, 1), opts.MaxIdlePerKey)
-		p.recent[k] = &recent{dial: dial, target: n, profile: true}
 	}
 	p.wg.Add(1)
 	go p.maintain()
 	p.wake()
 	return p, nil
+}
+
+// Prewarm keeps pr's configuration warm from now on. It is ignored when
+// DisableWarm is set.
+func (p *Pool) Prewarm(pr Profile) error {
+	var k poolKey
+	var dial dialFunc
+	switch {
+	case pr.TTS != nil && pr.STT == nil:
+		k, dial = p.ttsKey(pr.Endpoint, *pr.TTS)
+	case pr.STT != nil && pr.TTS == nil:
+		k, dial = p.sttKey(pr.Endpoint, *pr.STT)
+	default:
+		return errors.New("slngpool: a prewarm profile sets exactly one of TTS and STT")
+	}
+	if err := slngclient.ValidateModel(pr.Endpoint.Model); err != nil {
+		return err
+	}
+	if p.opts.DisableWarm {
+		return nil
+	}
+	n := min(max(pr.Count, 1), p.opts.MaxIdlePerKey)
+	p.mu.Lock()
+	p.recent[k] = &recent{dial: dial, target: n, profile: true}
+	p.mu.Unlock()
+	p.wake()
+	return nil
 }
 
 // Lease is a session handed to one caller; Release returns it.

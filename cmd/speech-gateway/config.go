@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 )
 
 // config is everything the binary reads from flags and the environment.
@@ -40,6 +46,20 @@ type config struct {
 	shutdownDelay   time.Duration
 	shutdownTimeout time.Duration
 
+	allowCallerKey     bool
+	poolWarm           bool
+	poolMaxSessions    int
+	poolMaxIdle        int
+	poolMaxIdlePerKey  int
+	poolMaxIdleAge     time.Duration
+	poolRecentTTL      time.Duration
+	poolAcquireTimeout time.Duration
+	dialAttempts       int
+	breakerFailures    int
+	breakerOpenTimeout time.Duration
+	prewarmTTS         []*speechv1.SynthesisConfig
+	prewarmSTT         []*speechv1.RecognitionConfig
+
 	logLevel  string
 	logFormat string
 }
@@ -63,10 +83,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return def
 	}
 	var parseErrs []error
-	envBool := func(name string) bool {
+	envBoolDef := func(name string, def bool) bool {
 		v := getenv(name)
 		if v == "" {
-			return false
+			return def
 		}
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -74,6 +94,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		}
 		return b
 	}
+	envBool := func(name string) bool { return envBoolDef(name, false) }
 	envInt := func(name string, def int) int {
 		v := getenv(name)
 		if v == "" {
@@ -118,6 +139,19 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.finalsTimeout, "finals-timeout", envDur("FINALS_TIMEOUT", 10*time.Second), "wait for the last transcripts after a Transcribe half-close [FINALS_TIMEOUT]")
 	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", envDur("SHUTDOWN_DELAY", 0), "on SIGTERM, report not-ready this long before draining, so that load balancers stop sending [SHUTDOWN_DELAY]")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDur("SHUTDOWN_TIMEOUT", 25*time.Second), "on SIGTERM, how long streams may take to finish before they are cut [SHUTDOWN_TIMEOUT]")
+	fs.BoolVar(&c.allowCallerKey, "allow-caller-key", envBool("ALLOW_CALLER_KEY"), "let callers send their own SLNG key in x-slng-api-key metadata [ALLOW_CALLER_KEY]")
+	fs.BoolVar(&c.poolWarm, "pool-warm", envBoolDef("POOL_WARM", true), "keep warm standby SLNG sessions and reuse clean ones [POOL_WARM]")
+	fs.IntVar(&c.poolMaxSessions, "pool-max-sessions", envInt("POOL_MAX_SESSIONS", 256), "upstream SLNG sessions at most, in use, standby or dialling [POOL_MAX_SESSIONS]")
+	fs.IntVar(&c.poolMaxIdle, "pool-max-idle", envInt("POOL_MAX_IDLE", 32), "standby sessions at most [POOL_MAX_IDLE]")
+	fs.IntVar(&c.poolMaxIdlePerKey, "pool-max-idle-per-config", envInt("POOL_MAX_IDLE_PER_CONFIG", 2), "standby sessions at most per configuration [POOL_MAX_IDLE_PER_CONFIG]")
+	fs.DurationVar(&c.poolMaxIdleAge, "pool-max-idle-age", envDur("POOL_MAX_IDLE_AGE", 25*time.Second), "retire standby sessions idle this long; keep below SLNG's idle timeout [POOL_MAX_IDLE_AGE]")
+	fs.DurationVar(&c.poolRecentTTL, "pool-recent-ttl", envDur("POOL_RECENT_TTL", 2*time.Minute), "keep one standby for each configuration used this recently; negative disables [POOL_RECENT_TTL]")
+	fs.DurationVar(&c.poolAcquireTimeout, "pool-acquire-timeout", envDur("POOL_ACQUIRE_TIMEOUT", 2*time.Second), "wait this long for a session slot at the cap, then RESOURCE_EXHAUSTED [POOL_ACQUIRE_TIMEOUT]")
+	fs.IntVar(&c.dialAttempts, "dial-attempts", envInt("DIAL_ATTEMPTS", 3), "dials per stream for retryable failures, with backoff, before any output [DIAL_ATTEMPTS]")
+	fs.IntVar(&c.breakerFailures, "breaker-failures", envInt("BREAKER_FAILURES", 5), "consecutive upstream failures that open a model's circuit breaker [BREAKER_FAILURES]")
+	fs.DurationVar(&c.breakerOpenTimeout, "breaker-open-timeout", envDur("BREAKER_OPEN_TIMEOUT", 10*time.Second), "how long an open breaker refuses before a probe [BREAKER_OPEN_TIMEOUT]")
+	prewarmTTS := fs.String("prewarm-tts", env("PREWARM_TTS", ""), "SynthesisConfig JSON (or a JSON array of them) to keep warm from the start [PREWARM_TTS]")
+	prewarmSTT := fs.String("prewarm-stt", env("PREWARM_STT", ""), "RecognitionConfig JSON (or a JSON array of them) to keep warm from the start [PREWARM_STT]")
 	fs.StringVar(&c.logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error [LOG_LEVEL]")
 	fs.StringVar(&c.logFormat, "log-format", env("LOG_FORMAT", ""), "json or console; default json, console with --dev [LOG_FORMAT]")
 
@@ -129,6 +163,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	var err error
+	if c.prewarmTTS, err = parseConfigs[*speechv1.SynthesisConfig](*prewarmTTS, "--prewarm-tts"); err != nil {
+		return nil, err
+	}
+	if c.prewarmSTT, err = parseConfigs[*speechv1.RecognitionConfig](*prewarmSTT, "--prewarm-stt"); err != nil {
+		return nil, err
 	}
 	for _, m := range strings.Split(*models, ",") {
 		if m = strings.TrimSpace(m); m != "" {
@@ -177,4 +218,31 @@ func readKey(getenv func(string) string) (string, error) {
 		return "", errors.New("the SLNG key contains whitespace")
 	}
 	return key, nil
+}
+
+// parseConfigs reads a JSON object, or an array of them, as protobuf
+// messages of type T, in the same JSON form grpcurl users send.
+func parseConfigs[T proto.Message](text, flagName string) ([]T, error) {
+	text = strings.TrimSpace(text)
+	if text == "" {
+		return nil, nil
+	}
+	var raws []json.RawMessage
+	if strings.HasPrefix(text, "[") {
+		if err := json.Unmarshal([]byte(text), &raws); err != nil {
+			return nil, fmt.Errorf("%s: %w", flagName, err)
+		}
+	} else {
+		raws = []json.RawMessage{json.RawMessage(text)}
+	}
+	var out []T
+	for _, raw := range raws {
+		var m T
+		m = m.ProtoReflect().Type().New().Interface().(T)
+		if err := protojson.Unmarshal(raw, m); err != nil {
+			return nil, fmt.Errorf("%s: %w", flagName, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }

@@ -32,6 +32,7 @@ import (
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/service"
 	"github.com/speech-gateway/speech-gateway/slngclient"
+	"github.com/speech-gateway/speech-gateway/slngpool"
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
@@ -85,7 +86,26 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 
 	reg := prom.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := service.New(client, log, service.NewMetrics(reg), service.Config{
+	pool, err := slngpool.New(client, slngpool.Options{
+		DisableWarm:        !cfg.poolWarm,
+		MaxSessions:        cfg.poolMaxSessions,
+		MaxIdle:            cfg.poolMaxIdle,
+		MaxIdlePerKey:      cfg.poolMaxIdlePerKey,
+		MaxIdleAge:         cfg.poolMaxIdleAge,
+		RecentTTL:          cfg.poolRecentTTL,
+		AcquireTimeout:     cfg.poolAcquireTimeout,
+		DialAttempts:       cfg.dialAttempts,
+		BreakerFailures:    cfg.breakerFailures,
+		BreakerOpenTimeout: cfg.breakerOpenTimeout,
+		Logger:             log,
+		Metrics:            slngpool.NewMetrics(reg),
+	})
+	if err != nil {
+		return fmt.Errorf("slng pool: %w", err)
+	}
+	// Closed after the gRPC server has stopped (defers run last first).
+	defer pool.Close()
+	srv, err := service.New(pool, log, service.NewMetrics(reg), service.Config{
 		DefaultTTSModel:    cfg.defaultTTSModel,
 		DefaultVoice:       cfg.defaultVoice,
 		DefaultSTTModel:    cfg.defaultSTTModel,
@@ -95,9 +115,19 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		MaxStreamDuration:  cfg.maxStreamDuration,
 		FinalsTimeout:      cfg.finalsTimeout,
 		MaxStreams:         cfg.maxStreams,
+		AllowCallerKey:     cfg.allowCallerKey,
 	})
 	if err != nil {
 		return err
+	}
+	profiles, err := srv.Profiles(cfg.prewarmTTS, cfg.prewarmSTT)
+	if err != nil {
+		return err
+	}
+	for _, pr := range profiles {
+		if err := pool.Prewarm(pr); err != nil {
+			return err
+		}
 	}
 
 	grpcMetrics := prometheus.NewServerMetrics(prometheus.WithServerHandlingTimeHistogram())
