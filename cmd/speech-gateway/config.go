@@ -54,6 +54,7 @@ type config struct {
 	poolMaxIdleAge     time.Duration
 	poolRecentTTL      time.Duration
 	poolAcquireTimeout time.Duration
+	poolCheckoutPing   time.Duration
 	dialAttempts       int
 	breakerFailures    int
 	breakerOpenTimeout time.Duration
@@ -147,6 +148,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.poolMaxIdleAge, "pool-max-idle-age", envDur("POOL_MAX_IDLE_AGE", 25*time.Second), "retire standby sessions idle this long; keep below SLNG's idle timeout [POOL_MAX_IDLE_AGE]")
 	fs.DurationVar(&c.poolRecentTTL, "pool-recent-ttl", envDur("POOL_RECENT_TTL", 2*time.Minute), "keep one standby for each configuration used this recently; negative disables [POOL_RECENT_TTL]")
 	fs.DurationVar(&c.poolAcquireTimeout, "pool-acquire-timeout", envDur("POOL_ACQUIRE_TIMEOUT", 2*time.Second), "wait this long for a session slot at the cap, then RESOURCE_EXHAUSTED [POOL_ACQUIRE_TIMEOUT]")
+	fs.DurationVar(&c.poolCheckoutPing, "pool-checkout-ping-timeout", envDur("POOL_CHECKOUT_PING_TIMEOUT", 500*time.Millisecond), "ping a standby before handing it out, waiting this long for the pong; negative skips the ping [POOL_CHECKOUT_PING_TIMEOUT]")
 	fs.IntVar(&c.dialAttempts, "dial-attempts", envInt("DIAL_ATTEMPTS", 3), "dials per stream for retryable failures, with backoff, before any output [DIAL_ATTEMPTS]")
 	fs.IntVar(&c.breakerFailures, "breaker-failures", envInt("BREAKER_FAILURES", 5), "consecutive upstream failures that open a model's circuit breaker [BREAKER_FAILURES]")
 	fs.DurationVar(&c.breakerOpenTimeout, "breaker-open-timeout", envDur("BREAKER_OPEN_TIMEOUT", 10*time.Second), "how long an open breaker refuses before a probe [BREAKER_OPEN_TIMEOUT]")

@@ -130,11 +130,31 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{[]string{"--dev", "--log-level", "loud"}, nil},
 		{nil, map[string]string{"SLNG_API_KEY": "k", "SLNG_API_KEY_FILE": "/dev/null"}},
 		{[]string{"--dev", "--default-tts-model", "not a model"}, nil},
+		{[]string{"--dev", "--prewarm-tts", `{"model": 5}`}, nil},
+		{[]string{"--dev"}, map[string]string{"PREWARM_STT": `[{"format": {"sampleRateHz": 1}}]`}},
+		{[]string{"--dev"}, map[string]string{"POOL_WARM": "sometimes"}},
 	} {
 		err := run(context.Background(), append(tc.args, "--listen", "127.0.0.1:0", "--admin-listen", ""), envFrom(tc.env), io.Discard)
 		if err == nil {
 			t.Errorf("run(%v, %v) succeeded", tc.args, tc.env)
 		}
+	}
+}
+
+func TestParsePoolConfig(t *testing.T) {
+	t.Parallel()
+	c, err := parseConfig([]string{"--dev", "--pool-max-sessions", "7"}, envFrom(map[string]string{
+		"POOL_WARM":   "false",
+		"PREWARM_TTS": `[{"model": "deepgram/aura:2", "voice": "aura-2-thalia-en"}, {"format": {"encoding": "AUDIO_ENCODING_MULAW", "sampleRateHz": 8000}}]`,
+		"PREWARM_STT": `{"model": "deepgram/nova:3", "enablePartials": true}`,
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.poolWarm || c.poolMaxSessions != 7 || len(c.prewarmTTS) != 2 || len(c.prewarmSTT) != 1 ||
+		c.prewarmTTS[0].GetVoice() != "aura-2-thalia-en" || c.prewarmTTS[1].GetFormat().GetSampleRateHz() != 8000 ||
+		!c.prewarmSTT[0].GetEnablePartials() {
+		t.Fatalf("parsed %+v", c)
 	}
 }
 

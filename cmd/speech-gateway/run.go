@@ -87,18 +87,19 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	reg := prom.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pool, err := slngpool.New(client, slngpool.Options{
-		DisableWarm:        !cfg.poolWarm,
-		MaxSessions:        cfg.poolMaxSessions,
-		MaxIdle:            cfg.poolMaxIdle,
-		MaxIdlePerKey:      cfg.poolMaxIdlePerKey,
-		MaxIdleAge:         cfg.poolMaxIdleAge,
-		RecentTTL:          cfg.poolRecentTTL,
-		AcquireTimeout:     cfg.poolAcquireTimeout,
-		DialAttempts:       cfg.dialAttempts,
-		BreakerFailures:    cfg.breakerFailures,
-		BreakerOpenTimeout: cfg.breakerOpenTimeout,
-		Logger:             log,
-		Metrics:            slngpool.NewMetrics(reg),
+		DisableWarm:         !cfg.poolWarm,
+		MaxSessions:         cfg.poolMaxSessions,
+		MaxIdle:             cfg.poolMaxIdle,
+		MaxIdlePerKey:       cfg.poolMaxIdlePerKey,
+		MaxIdleAge:          cfg.poolMaxIdleAge,
+		RecentTTL:           cfg.poolRecentTTL,
+		AcquireTimeout:      cfg.poolAcquireTimeout,
+		CheckoutPingTimeout: cfg.poolCheckoutPing,
+		DialAttempts:        cfg.dialAttempts,
+		BreakerFailures:     cfg.breakerFailures,
+		BreakerOpenTimeout:  cfg.breakerOpenTimeout,
+		Logger:              log,
+		Metrics:             slngpool.NewMetrics(reg),
 	})
 	if err != nil {
 		return fmt.Errorf("slng pool: %w", err)

@@ -30,7 +30,8 @@ const (
 //
 // Errors end the RPC with a gRPC status carrying google.rpc.ErrorInfo exactly
 // as described for TextToSpeechService (same domain, reasons and codes);
-// docs/errors.md has the full table.
+// docs/errors.md has the full table. The "x-slng-api-key" request metadata
+// works as described there too.
 type SpeechToTextServiceClient interface {
 	// Transcribe is a bidirectional session: send a RecognitionConfig first,
 	// then audio chunks. Transcripts stream back as the model produces them.
@@ -73,7 +74,8 @@ type SpeechToTextService_TranscribeClient = grpc.BidiStreamingClient[TranscribeR
 //
 // Errors end the RPC with a gRPC status carrying google.rpc.ErrorInfo exactly
 // as described for TextToSpeechService (same domain, reasons and codes);
-// docs/errors.md has the full table.
+// docs/errors.md has the full table. The "x-slng-api-key" request metadata
+// works as described there too.
 type SpeechToTextServiceServer interface {
 	// Transcribe is a bidirectional session: send a RecognitionConfig first,
 	// then audio chunks. Transcripts stream back as the model produces them.

@@ -42,8 +42,10 @@ const (
 //   - UNAUTHENTICATED: reason UPSTREAM_AUTH_FAILED, SLNG refused the
 //     gateway's key (an operator problem, not the caller's).
 //   - NOT_FOUND: reason UPSTREAM_MODEL_NOT_FOUND, SLNG does not know the model.
-//   - RESOURCE_EXHAUSTED: reason UPSTREAM_RATE_LIMITED (SLNG's limits) or
-//     GATEWAY_OVERLOADED (the gateway's own limits), with RetryInfo.
+//   - RESOURCE_EXHAUSTED: reason UPSTREAM_RATE_LIMITED (SLNG's limits),
+//     GATEWAY_OVERLOADED (the gateway's stream limit) or
+//     UPSTREAM_CAPACITY_EXHAUSTED (the gateway's upstream session limit),
+//     with RetryInfo.
 //   - UNAVAILABLE: reason UPSTREAM_UNAVAILABLE, UPSTREAM_SESSION_EXPIRED,
 //     UPSTREAM_CIRCUIT_OPEN, UPSTREAM_PROTOCOL_ERROR or SERVER_DRAINING, with
 //     RetryInfo. Retrying repeats any audio already received.
@@ -51,6 +53,11 @@ const (
 //     gateway does not know; metadata "upstream_code" has it.
 //   - CANCELLED, DEADLINE_EXCEEDED: the caller's own cancellation or deadline.
 //   - INTERNAL: a gateway bug; the message never carries details.
+//
+// Request metadata "x-slng-api-key" carries the caller's own SLNG key, on
+// gateways that allow it (otherwise INVALID_ARGUMENT); without it the
+// gateway's key is used. Sessions opened with a caller's key serve only
+// that key.
 type TextToSpeechServiceClient interface {
 	// Synthesize is a bidirectional session: send a SynthesisConfig first, then
 	// any number of turns of text, each ended by a flush. Audio streams back as
@@ -127,8 +134,10 @@ type TextToSpeechService_SynthesizeTextClient = grpc.ServerStreamingClient[Synth
 //   - UNAUTHENTICATED: reason UPSTREAM_AUTH_FAILED, SLNG refused the
 //     gateway's key (an operator problem, not the caller's).
 //   - NOT_FOUND: reason UPSTREAM_MODEL_NOT_FOUND, SLNG does not know the model.
-//   - RESOURCE_EXHAUSTED: reason UPSTREAM_RATE_LIMITED (SLNG's limits) or
-//     GATEWAY_OVERLOADED (the gateway's own limits), with RetryInfo.
+//   - RESOURCE_EXHAUSTED: reason UPSTREAM_RATE_LIMITED (SLNG's limits),
+//     GATEWAY_OVERLOADED (the gateway's stream limit) or
+//     UPSTREAM_CAPACITY_EXHAUSTED (the gateway's upstream session limit),
+//     with RetryInfo.
 //   - UNAVAILABLE: reason UPSTREAM_UNAVAILABLE, UPSTREAM_SESSION_EXPIRED,
 //     UPSTREAM_CIRCUIT_OPEN, UPSTREAM_PROTOCOL_ERROR or SERVER_DRAINING, with
 //     RetryInfo. Retrying repeats any audio already received.
@@ -136,6 +145,11 @@ type TextToSpeechService_SynthesizeTextClient = grpc.ServerStreamingClient[Synth
 //     gateway does not know; metadata "upstream_code" has it.
 //   - CANCELLED, DEADLINE_EXCEEDED: the caller's own cancellation or deadline.
 //   - INTERNAL: a gateway bug; the message never carries details.
+//
+// Request metadata "x-slng-api-key" carries the caller's own SLNG key, on
+// gateways that allow it (otherwise INVALID_ARGUMENT); without it the
+// gateway's key is used. Sessions opened with a caller's key serve only
+// that key.
 type TextToSpeechServiceServer interface {
 	// Synthesize is a bidirectional session: send a SynthesisConfig first, then
 	// any number of turns of text, each ended by a flush. Audio streams back as
