@@ -95,6 +95,21 @@ var (
 	rowCapacity      = outcome{codes.ResourceExhausted, ReasonUpstreamCapacity, "gateway's upstream session limit reached", retrySoon}
 )
 
+// metadataError adds ErrorInfo metadata to the error it wraps.
+type metadataError struct {
+	err error
+	md  map[string]string
+}
+
+func (e *metadataError) Error() string { return e.err.Error() }
+func (e *metadataError) Unwrap() error { return e.err }
+
+// withMetadata attaches ErrorInfo metadata to err, e.g. where a caller can
+// resume.
+func withMetadata(err error, md map[string]string) error {
+	return &metadataError{err: err, md: md}
+}
+
 // errDraining ends streams when the server shuts down.
 var errDraining = errors.New("server is draining")
 
@@ -196,6 +211,15 @@ func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, inte
 			return s, false
 		}
 		row = rowInternal
+	}
+	var me *metadataError
+	if errors.As(err, &me) {
+		if extra == nil {
+			extra = map[string]string{}
+		}
+		for k, v := range me.md {
+			extra[k] = v
+		}
 	}
 	st = status.New(row.code, row.message)
 	if row.reason == "" {

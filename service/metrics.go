@@ -21,6 +21,7 @@ type Metrics struct {
 	audioBytes      *prometheus.CounterVec
 	firstAudio      prometheus.Histogram
 	transcriptDelay prometheus.Histogram
+	reconnects      *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them on reg; a nil reg
@@ -63,10 +64,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from a finalize or half-close to the final transcript that answers it.",
 			Buckets: []float64{.01, .025, .05, .1, .2, .35, .5, 1, 2.5},
 		}),
+		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_upstream_reconnects_total",
+			Help: "Upstream sessions replaced inside a stream, by kind and reason (SLNG's error code, connection_lost, closed or rollover).",
+		}, []string{"kind", "reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.streamsActive, m.streamsTotal, m.upstreamAcquire, m.upstreamErrors,
-			m.warnings, m.audioBytes, m.firstAudio, m.transcriptDelay)
+			m.warnings, m.audioBytes, m.firstAudio, m.transcriptDelay, m.reconnects)
 	}
 	return m
 }
@@ -80,4 +85,17 @@ func (m *Metrics) observeAcquire(kind string, start time.Time, l *slngpool.Lease
 		result = "warm"
 	}
 	m.upstreamAcquire.WithLabelValues(kind, result).Observe(time.Since(start).Seconds())
+}
+
+// reconnect counts a replaced upstream session; SLNG's codes outside the
+// error table count as "other", to bound the label.
+func (m *Metrics) reconnect(kind, reason string) {
+	switch reason {
+	case "rollover", "connection_lost", "closed":
+	default:
+		if _, known := upstreamCodes[reason]; !known {
+			reason = "other"
+		}
+	}
+	m.reconnects.WithLabelValues(kind, reason).Inc()
 }

@@ -59,6 +59,20 @@ type Config struct {
 	// MaxStreams bounds concurrent streams across the gateway; more are
 	// refused with RESOURCE_EXHAUSTED. 0 means no limit.
 	MaxStreams int
+	// TranscribeReplayBytes bounds the audio a Transcribe stream keeps
+	// after its last final transcript, to replay to a new upstream session
+	// when the old one fails. Default 2 MiB (about 65 s of 16 kHz LINEAR16);
+	// negative disables reconnecting.
+	TranscribeReplayBytes int
+	// MaxUpstreamSessionAge: at the first final transcript after an
+	// upstream session reaches this age, a Transcribe stream moves to a new
+	// session, before SLNG's maximum connection duration (30 minutes on
+	// some plans) ends it in the middle of speech. Default 25 min; negative
+	// disables.
+	MaxUpstreamSessionAge time.Duration
+	// DrainGrace is the grace period announced to streams when the server
+	// drains (ServerDraining.grace). Default 25 s.
+	DrainGrace time.Duration
 	// AllowCallerKey lets callers send their own SLNG key in the
 	// x-slng-api-key request metadata. Off by default: such a request is
 	// then refused, rather than silently served with the gateway's key.
@@ -93,6 +107,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CloseTimeout <= 0 {
 		c.CloseTimeout = 2 * time.Second
+	}
+	switch {
+	case c.TranscribeReplayBytes == 0:
+		c.TranscribeReplayBytes = 2 << 20
+	case c.TranscribeReplayBytes < 0:
+		c.TranscribeReplayBytes = 0
+	}
+	if c.MaxUpstreamSessionAge == 0 {
+		c.MaxUpstreamSessionAge = 25 * time.Minute
+	}
+	if c.DrainGrace <= 0 {
+		c.DrainGrace = 25 * time.Second
 	}
 	c.ModelAllowlist = append([]string(nil), c.ModelAllowlist...)
 	return c

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -14,6 +14,7 @@ import (
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/slngclient"
+	"github.com/speech-gateway/speech-gateway/slngpool"
 )
 
 var (
@@ -46,30 +47,44 @@ func (s *Server) Transcribe(stream speechv1.SpeechToTextService_TranscribeServer
 
 	tr := &transcription{srv: s, stream: stream, log: log, meta: meta, downDone: make(chan struct{})}
 	err = tr.run(ctx)
-	return s.finish(ctx, rpc, err, tr.meta, log)
+	return s.finish(ctx, rpc, err, tr.snapshotMeta(), log)
 }
 
-// transcription is one Transcribe stream.
+// transcription is one Transcribe stream. Its upstream session may be
+// replaced while it runs (see reconnect); upMu orders everything sent
+// upstream with those replacements.
 type transcription struct {
 	srv    *Server
 	stream speechv1.SpeechToTextService_TranscribeServer
 	log    *zap.Logger
-	meta   streamMeta // written before the pumps start, read after
 
-	cfg  *speechv1.RecognitionConfig // effective config
-	sess *slngclient.STTSession
+	cfg    *speechv1.RecognitionConfig // effective config
+	ep     slngclient.Endpoint
+	sttCfg slngclient.STTConfig
+	clock  pcmClock
 
-	// audioBytes counts audio forwarded upstream (up pump writes, down
-	// pump reads).
-	audioBytes atomic.Int64
-	downDone   chan struct{}
+	downDone chan struct{}
+	sendMu   sync.Mutex // serializes stream.Send
 
-	mu           sync.Mutex
-	closing      bool // the upstream has been told no more audio comes
-	draining     bool
-	finalizeAt   time.Time
-	prevFinalEnd time.Duration
+	upMu   sync.Mutex
+	replay replayBuffer // under upMu
+
+	mu              sync.Mutex
+	meta            streamMeta
+	lease           *slngpool.Lease
+	sess            *slngclient.STTSession
+	base            time.Duration // stream time of the current session's first audio byte
+	closing         bool          // the upstream has been told no more audio comes
+	draining        bool
+	finalizeAt      time.Time
+	finalizePending bool          // a finalize awaits its final
+	prevFinalEnd    time.Duration // stream time
+	failures        int           // reconnects since the last final with text
 }
+
+// maxReconnects bounds reconnects that bring no final transcript: a
+// session that fails again at once will not be saved by another.
+const maxReconnects = 3
 
 func (tr *transcription) run(ctx context.Context) (runErr error) {
 	first, err := tr.stream.Recv()
@@ -83,44 +98,72 @@ func (tr *transcription) run(ctx context.Context) (runErr error) {
 	if cfg == nil {
 		return invalid("config", "the first message must be a config")
 	}
-	sttCfg, err := tr.configure(cfg)
-	if err != nil {
+	if tr.sttCfg, err = tr.configure(cfg); err != nil {
 		return err
 	}
 	tr.meta.model = tr.cfg.Model
-
-	ep := slngclient.Endpoint{Model: tr.cfg.Model}
-	if ep.APIKey, err = tr.srv.callerKey(ctx); err != nil {
+	tr.ep = slngclient.Endpoint{Model: tr.cfg.Model}
+	if tr.ep.APIKey, err = tr.srv.callerKey(ctx); err != nil {
 		return err
 	}
-	start := time.Now()
-	lease, err := tr.srv.upstream.AcquireSTT(ctx, ep, sttCfg)
-	tr.srv.metrics.observeAcquire("stt", start, lease, err)
+	if bps := bytesPerSecond(tr.cfg.Format); bps > 0 {
+		tr.clock = pcmClock{rate: bps, frame: int64(bps / float64(tr.cfg.Format.SampleRateHz))}
+		tr.replay.max = tr.srv.cfg.TranscribeReplayBytes
+	}
+
+	lease, err := tr.acquire(ctx)
 	if err != nil {
 		return err
 	}
-	sess := lease.STT
-	// A used STT session is never reused: the half-close ends it upstream.
+	tr.lease, tr.sess = lease, lease.STT
 	defer func() {
-		sess.CloseNow()
+		// A used STT session is never reused: the half-close ends it.
+		tr.mu.Lock()
+		lease := tr.lease
+		tr.mu.Unlock()
+		lease.STT.CloseNow()
 		lease.Release(runErr, false)
 	}()
-	tr.sess = sess
-	tr.meta.upstreamSessionID = sess.ID()
-	tr.meta.upstreamRequestID = sess.RequestID()
+	tr.meta.upstreamSessionID = lease.STT.ID()
+	tr.meta.upstreamRequestID = lease.STT.RequestID()
 
 	started := &speechv1.RecognitionStarted{
 		SessionId:         tr.meta.sessionID,
-		UpstreamSessionId: sess.ID(),
-		UpstreamRequestId: sess.RequestID(),
+		UpstreamSessionId: lease.STT.ID(),
+		UpstreamRequestId: lease.STT.RequestID(),
 		Config:            tr.cfg,
 		Limits:            tr.srv.limits(),
 		WarmSession:       lease.Warm,
 	}
-	if err := tr.stream.Send(&speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_Started{Started: started}}); err != nil {
+	if err := tr.send(&speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_Started{Started: started}}); err != nil {
 		return err
 	}
 	return tr.srv.runPumps(ctx, tr.pumpUp, tr.pumpDown)
+}
+
+func (tr *transcription) acquire(ctx context.Context) (*slngpool.Lease, error) {
+	start := time.Now()
+	lease, err := tr.srv.upstream.AcquireSTT(ctx, tr.ep, tr.sttCfg)
+	tr.srv.metrics.observeAcquire("stt", start, lease, err)
+	return lease, err
+}
+
+func (tr *transcription) send(resp *speechv1.TranscribeResponse) error {
+	tr.sendMu.Lock()
+	defer tr.sendMu.Unlock()
+	return tr.stream.Send(resp)
+}
+
+func (tr *transcription) session() *slngclient.STTSession {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.sess
+}
+
+func (tr *transcription) snapshotMeta() streamMeta {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.meta
 }
 
 // configure validates cfg, fills in the effective configuration and returns
@@ -169,9 +212,12 @@ func (tr *transcription) configure(cfg *speechv1.RecognitionConfig) (slngclient.
 	}, nil
 }
 
-// pumpUp relays the caller's audio and finalize requests to SLNG.
+// pumpUp relays the caller's audio and finalize requests to SLNG. Audio is
+// kept for replay first; a write that fails because the session died is
+// not an error here: the down pump sees the end and reconnects, replaying
+// that audio.
 func (tr *transcription) pumpUp(ctx context.Context) error {
-	stopDrain := context.AfterFunc(tr.srv.drainCtx, func() { tr.endAudio(ctx, true) })
+	stopDrain := context.AfterFunc(tr.srv.drainCtx, func() { tr.onDrain(ctx) })
 	defer stopDrain()
 	for {
 		req, err := tr.stream.Recv()
@@ -195,10 +241,13 @@ func (tr *transcription) pumpUp(ctx context.Context) error {
 			if tr.isClosing() {
 				continue // draining: the upstream takes no more audio
 			}
-			if err := tr.sess.SendAudio(ctx, r.Audio); err != nil {
+			tr.upMu.Lock()
+			tr.replay.add(r.Audio)
+			err := tr.session().SendAudio(ctx, r.Audio)
+			tr.upMu.Unlock()
+			if err != nil && !tr.recoverable(err) {
 				return err
 			}
-			tr.audioBytes.Add(int64(len(r.Audio)))
 			tr.srv.metrics.audioBytes.WithLabelValues("recognized").Add(float64(len(r.Audio)))
 		case *speechv1.TranscribeRequest_Finalize:
 			if tr.isClosing() {
@@ -206,8 +255,12 @@ func (tr *transcription) pumpUp(ctx context.Context) error {
 			}
 			tr.mu.Lock()
 			tr.finalizeAt = time.Now()
+			tr.finalizePending = true
 			tr.mu.Unlock()
-			if err := tr.sess.Finalize(ctx); err != nil {
+			tr.upMu.Lock()
+			err := tr.session().Finalize(ctx)
+			tr.upMu.Unlock()
+			if err != nil && !tr.recoverable(err) {
 				return err
 			}
 		default:
@@ -220,6 +273,14 @@ func (tr *transcription) isClosing() bool {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	return tr.closing
+}
+
+// onDrain tells the caller that the server is shutting down, then ends the
+// audio so that SLNG finalizes what it heard.
+func (tr *transcription) onDrain(ctx context.Context) {
+	_ = tr.send(&speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_Draining{
+		Draining: &speechv1.ServerDraining{Grace: durationOrNil(tr.srv.cfg.DrainGrace)}}})
+	tr.endAudio(ctx, true)
 }
 
 // endAudio tells SLNG that no more audio comes; SLNG then sends its last
@@ -237,7 +298,9 @@ func (tr *transcription) endAudio(ctx context.Context, drain bool) {
 	tr.mu.Unlock()
 	if !already {
 		// An error here shows up as the down pump's Recv error.
-		_ = tr.sess.CloseSend(ctx)
+		tr.upMu.Lock()
+		_ = tr.session().CloseSend(ctx)
+		tr.upMu.Unlock()
 	}
 }
 
@@ -255,11 +318,13 @@ func (tr *transcription) awaitFinals(ctx context.Context) error {
 	}
 }
 
-// pumpDown relays SLNG's transcripts to the caller.
+// pumpDown relays SLNG's transcripts to the caller, and replaces the
+// upstream session when it fails or grows old.
 func (tr *transcription) pumpDown(ctx context.Context) error {
 	defer close(tr.downDone)
 	for {
-		ev, err := tr.sess.Recv(ctx)
+		sess := tr.session()
+		ev, err := sess.Recv(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
@@ -273,18 +338,136 @@ func (tr *transcription) pumpDown(ctx context.Context) error {
 			case errors.Is(err, io.EOF) && closing:
 				return nil
 			case errors.Is(err, io.EOF):
-				return errUpstreamClosedEarly
+				err = errUpstreamClosedEarly
 			}
-			return err
+			if err := tr.reconnect(ctx, err); err != nil {
+				return err
+			}
+			continue
 		}
 		resp := tr.translate(ev)
 		if resp == nil {
 			continue
 		}
-		if err := tr.stream.Send(resp); err != nil {
+		if err := tr.send(resp); err != nil {
 			return err
 		}
+		if f := resp.GetFinalTranscript(); f != nil && tr.clock.ok() {
+			// Audio up to here is transcribed for good: no replay needs it.
+			tr.upMu.Lock()
+			tr.replay.trim(tr.clock.offset(f.GetEndOffset().AsDuration()))
+			tr.upMu.Unlock()
+		}
+		if resp.GetFinalTranscript() != nil && tr.srv.cfg.MaxUpstreamSessionAge > 0 &&
+			time.Since(sess.Stats().ReadyAt) > tr.srv.cfg.MaxUpstreamSessionAge && !tr.isClosing() {
+			// Roll over at a transcript boundary, before SLNG's maximum
+			// connection duration cuts the session in the middle of speech.
+			if err := tr.reconnect(ctx, nil); err != nil {
+				return err
+			}
+		}
 	}
+}
+
+// recoverable reports whether a failure of the upstream session can be
+// survived by replacing it: the stream's audio can be replayed, and the
+// failure is SLNG's rather than the request's.
+func (tr *transcription) recoverable(err error) bool {
+	ue, ok := slngclient.AsUpstreamError(err)
+	return tr.clock.ok() && ok && ue.Retryable
+}
+
+// reconnect replaces the upstream session: cause is why the old one ended,
+// nil for a rollover. The new session hears again the audio that followed
+// the last final transcript, so nothing is lost and, since its offsets are
+// rebased to where that audio starts, nothing is transcribed twice.
+func (tr *transcription) reconnect(ctx context.Context, cause error) error {
+	failedAt := time.Now()
+	fail := func(err error) error {
+		tr.mu.Lock()
+		last := tr.prevFinalEnd
+		tr.mu.Unlock()
+		return withMetadata(err, map[string]string{"last_final_end_offset_ms": strconv.FormatInt(last.Milliseconds(), 10)})
+	}
+	if cause != nil && !tr.recoverable(cause) {
+		return fail(cause)
+	}
+	tr.upMu.Lock()
+	defer tr.upMu.Unlock()
+	tr.mu.Lock()
+	tr.failures++
+	failures, closing, finalize := tr.failures, tr.closing, tr.finalizePending
+	old := tr.lease
+	tr.mu.Unlock()
+	if cause != nil && (tr.replay.overflow || failures > maxReconnects) {
+		tr.log.Info("upstream lost and not recoverable", zap.Bool("replay_overflow", tr.replay.overflow), zap.Int("attempts", failures))
+		return fail(cause)
+	}
+	lease, err := tr.acquire(ctx)
+	if err != nil {
+		if cause == nil {
+			return err
+		}
+		return fail(cause)
+	}
+	sess := lease.STT
+	audio := tr.replay.buf
+	chunk := max(int(tr.clock.rate/10), 1) // 100 ms frames, as a live caller sends
+	for len(audio) > 0 {
+		n := min(chunk, len(audio))
+		if err := sess.SendAudio(ctx, audio[:n]); err != nil {
+			sess.CloseNow()
+			lease.Release(err, false)
+			return fail(err)
+		}
+		audio = audio[n:]
+	}
+	if finalize {
+		_ = sess.Finalize(ctx) // a failure shows up in Recv
+	}
+	if closing {
+		_ = sess.CloseSend(ctx)
+	}
+	tr.mu.Lock()
+	prevID := tr.meta.upstreamSessionID
+	tr.lease, tr.sess = lease, sess
+	tr.base = tr.clock.duration(tr.replay.start)
+	tr.meta.upstreamSessionID, tr.meta.upstreamRequestID = sess.ID(), sess.RequestID()
+	tr.mu.Unlock()
+	old.STT.CloseNow()
+	old.Release(cause, false)
+
+	reason := reconnectReason(cause)
+	replayed := tr.clock.duration(int64(len(tr.replay.buf)))
+	tr.log.Info("upstream session replaced", zap.String("reason", reason), zap.NamedError("cause", cause),
+		zap.String("previous_upstream_session_id", prevID), zap.String("upstream_session_id", sess.ID()),
+		zap.Duration("replayed", replayed))
+	tr.srv.metrics.reconnect("stt", reason)
+	return tr.send(&speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_Reconnected{
+		Reconnected: &speechv1.UpstreamReconnected{
+			Reason:                    reason,
+			PreviousUpstreamSessionId: prevID,
+			UpstreamSessionId:         sess.ID(),
+			AudioReplayed:             durationpb.New(replayed),
+			Gap:                       durationpb.New(time.Since(failedAt)),
+			WarmSession:               lease.Warm,
+		}}})
+}
+
+// reconnectReason names why a session was replaced, for the caller.
+func reconnectReason(cause error) string {
+	if cause == nil {
+		return "rollover"
+	}
+	if ue, ok := slngclient.AsUpstreamError(cause); ok {
+		switch {
+		case ue.Code != "":
+			return ue.Code
+		case ue.Kind == slngclient.KindClose && ue.CloseCode == 1000:
+			return "closed"
+		}
+	}
+	return "connection_lost"
 }
 
 // translate maps one upstream event to a response; nil drops it.
@@ -294,8 +477,11 @@ func (tr *transcription) translate(ev slngclient.STTEvent) *speechv1.TranscribeR
 		return &speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_PartialTranscript{
 			PartialTranscript: tr.transcript(ev.Transcript, false)}}
 	case slngclient.STTFinal:
-		return &speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_FinalTranscript{
-			FinalTranscript: tr.transcript(ev.Transcript, true)}}
+		t := tr.transcript(ev.Transcript, true)
+		if t == nil {
+			return nil
+		}
+		return &speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_FinalTranscript{FinalTranscript: t}}
 	case slngclient.STTUtteranceEnd:
 		return &speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_UtteranceEnd{
 			UtteranceEnd: &speechv1.UtteranceEnd{LastWordEnd: durationOrNil(ev.LastWordEnd)}}}
@@ -316,11 +502,14 @@ func (tr *transcription) transcript(t slngclient.Transcript, final bool) *speech
 	start := tr.prevFinalEnd
 	switch {
 	case t.HasStart:
-		start = t.Start
+		start = tr.base + t.Start
 	case len(t.Words) > 0:
-		start = t.Words[0].Start
+		start = tr.base + t.Words[0].Start
 	}
 	end := start + t.Duration
+	if final && t.Text != "" && end <= tr.prevFinalEnd {
+		return nil // already delivered, from the session before a reconnect
+	}
 	out := &speechv1.Transcript{
 		Text:         t.Text,
 		Confidence:   float32(t.Confidence),
@@ -342,14 +531,20 @@ func (tr *transcription) transcript(t slngclient.Transcript, final bool) *speech
 		out.Words = append(out.Words, &speechv1.WordInfo{
 			Word:           w.Word,
 			PunctuatedWord: pw,
-			StartOffset:    durationpb.New(w.Start),
-			EndOffset:      durationpb.New(w.End),
+			StartOffset:    durationpb.New(tr.base + w.Start),
+			EndOffset:      durationpb.New(tr.base + w.End),
 			Confidence:     float32(w.Confidence),
 			Speaker:        speaker,
 		})
 	}
 	if final {
-		tr.prevFinalEnd = end
+		tr.prevFinalEnd = max(tr.prevFinalEnd, end)
+		if t.Text != "" {
+			tr.failures = 0
+		}
+		if t.FromFinalize {
+			tr.finalizePending = false
+		}
 		if t.FromFinalize && !tr.finalizeAt.IsZero() {
 			tr.srv.metrics.transcriptDelay.Observe(time.Since(tr.finalizeAt).Seconds())
 			tr.finalizeAt = time.Time{}

@@ -604,6 +604,9 @@ func (st *synthesis) halfClose(ctx context.Context) error {
 func (st *synthesis) onDrain() {
 	st.mu.Lock()
 	st.draining = true
+	// A failed send shows up in the down pump, which sends too.
+	_ = st.sendLocked(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Draining{
+		Draining: &speechv1.ServerDraining{Grace: durationOrNil(st.srv.cfg.DrainGrace)}}})
 	idle := st.idleLocked()
 	sess := st.sess
 	st.mu.Unlock()

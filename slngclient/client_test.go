@@ -658,3 +658,20 @@ func TestNewRejectsInsecureRemote(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestConnectionLossIsNotEOF: a dropped connection ends Recv with a
+// transport error that errors.Is does not mistake for io.EOF, which means
+// a normal close.
+func TestConnectionLossIsNotEOF(t *testing.T) {
+	t.Parallel()
+	_, c := setup(t, slngsim.Options{Faults: slngsim.MustFaults("*=drop@ready")}, slngclient.Options{})
+	s, err := c.DialSTT(testCtx(t), nova, slngclient.STTConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.CloseNow()
+	_, err = s.Recv(testCtx(t))
+	if ue, ok := slngclient.AsUpstreamError(err); !ok || ue.Kind != slngclient.KindTransport || errors.Is(err, io.EOF) {
+		t.Fatalf("err = %v (errors.Is io.EOF: %v)", err, errors.Is(err, io.EOF))
+	}
+}

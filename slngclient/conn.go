@@ -146,7 +146,7 @@ func handshakeError(ctx context.Context, resp *http.Response, err error) error {
 		// The caller's own deadline or cancellation, not SLNG's failure.
 		return fmt.Errorf("slng dial: %w", ctx.Err())
 	}
-	return &UpstreamError{Kind: KindTransport, Message: "dial failed", Retryable: true, Err: err}
+	return &UpstreamError{Kind: KindTransport, Message: "dial failed", Retryable: true, Err: opaque(err)}
 }
 
 // awaitReady waits for `ready`, ignoring unknown messages; an error frame or
@@ -294,7 +294,7 @@ func (cn *conn) classify(err error, lastErr *UpstreamError) error {
 		return &UpstreamError{Kind: KindClose, CloseCode: code, CloseReason: reason,
 			Retryable: code != int(websocket.StatusPolicyViolation) && code != int(websocket.StatusUnsupportedData)}
 	}
-	return &UpstreamError{Kind: KindTransport, Message: "connection lost", CloseCode: 1006, Retryable: true, Err: err}
+	return &UpstreamError{Kind: KindTransport, Message: "connection lost", CloseCode: 1006, Retryable: true, Err: opaque(err)}
 }
 
 // liveness sends keepalive messages when the session has been quiet and
@@ -373,7 +373,7 @@ func (cn *conn) ping(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return &UpstreamError{Kind: KindTimeout, Message: "no pong", Retryable: true, Err: err}
 		}
-		return &UpstreamError{Kind: KindTransport, Message: "ping failed", CloseCode: 1006, Retryable: true, Err: err}
+		return &UpstreamError{Kind: KindTransport, Message: "ping failed", CloseCode: 1006, Retryable: true, Err: opaque(err)}
 	}
 	return nil
 }
@@ -422,7 +422,7 @@ func (cn *conn) write(ctx context.Context, typ websocket.MessageType, b []byte) 
 		return cn.termErr
 	case <-time.After(100 * time.Millisecond):
 	}
-	return &UpstreamError{Kind: KindTransport, Message: "write failed", CloseCode: 1006, Retryable: true, Err: err}
+	return &UpstreamError{Kind: KindTransport, Message: "write failed", CloseCode: 1006, Retryable: true, Err: opaque(err)}
 }
 
 // next waits for the next frame.
@@ -485,4 +485,14 @@ func (cn *conn) stats() Stats {
 		Ready:          cn.ready,
 		ReadyAt:        cn.readyAt,
 	}
+}
+
+// opaque keeps an error's text but not its chain when the chain holds
+// io.EOF: a lost connection must not pass for the normal close that Recv
+// reports as io.EOF, and errors.Is(err, io.EOF) would say it does.
+func opaque(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return errors.New(err.Error())
+	}
+	return err
 }

@@ -286,6 +286,167 @@ func (x *StreamLimits) GetIdleTimeout() *durationpb.Duration {
 	return nil
 }
 
+// UpstreamReconnected reports that the stream's upstream SLNG session ended
+// and the gateway carried on with a new one, inside the same gRPC stream.
+// Nothing is lost: Transcribe sends the new session the audio that followed
+// the last final transcript again, and keeps offsets counted from the start
+// of the gRPC stream; Synthesize speaks again the turns none of whose audio
+// had reached the caller. No final transcript and no audio chunk is
+// delivered twice.
+type UpstreamReconnected struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why the old session ended: SLNG's error code when it sent one (e.g.
+	// "max_connection_duration_exceeded", "provider_error"), else
+	// "connection_lost", "closed" (SLNG closed the socket normally) or
+	// "rollover" (the gateway replaced an old session at a transcript
+	// boundary, before SLNG's maximum connection duration).
+	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// SLNG's ids of the old and the new session, when known.
+	PreviousUpstreamSessionId string `protobuf:"bytes,2,opt,name=previous_upstream_session_id,json=previousUpstreamSessionId,proto3" json:"previous_upstream_session_id,omitempty"`
+	UpstreamSessionId         string `protobuf:"bytes,3,opt,name=upstream_session_id,json=upstreamSessionId,proto3" json:"upstream_session_id,omitempty"`
+	// Transcribe: the audio sent again to the new session.
+	AudioReplayed *durationpb.Duration `protobuf:"bytes,4,opt,name=audio_replayed,json=audioReplayed,proto3" json:"audio_replayed,omitempty"`
+	// How long the stream had no upstream session: from the moment the old one
+	// failed to the new one being ready.
+	Gap *durationpb.Duration `protobuf:"bytes,5,opt,name=gap,proto3" json:"gap,omitempty"`
+	// True when the new session was a warm standby.
+	WarmSession bool `protobuf:"varint,6,opt,name=warm_session,json=warmSession,proto3" json:"warm_session,omitempty"`
+	// Synthesize: the turns spoken again on the new session.
+	TurnsReplayed uint32 `protobuf:"varint,7,opt,name=turns_replayed,json=turnsReplayed,proto3" json:"turns_replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpstreamReconnected) Reset() {
+	*x = UpstreamReconnected{}
+	mi := &file_slng_speech_v1_audio_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpstreamReconnected) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpstreamReconnected) ProtoMessage() {}
+
+func (x *UpstreamReconnected) ProtoReflect() protoreflect.Message {
+	mi := &file_slng_speech_v1_audio_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpstreamReconnected.ProtoReflect.Descriptor instead.
+func (*UpstreamReconnected) Descriptor() ([]byte, []int) {
+	return file_slng_speech_v1_audio_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UpstreamReconnected) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *UpstreamReconnected) GetPreviousUpstreamSessionId() string {
+	if x != nil {
+		return x.PreviousUpstreamSessionId
+	}
+	return ""
+}
+
+func (x *UpstreamReconnected) GetUpstreamSessionId() string {
+	if x != nil {
+		return x.UpstreamSessionId
+	}
+	return ""
+}
+
+func (x *UpstreamReconnected) GetAudioReplayed() *durationpb.Duration {
+	if x != nil {
+		return x.AudioReplayed
+	}
+	return nil
+}
+
+func (x *UpstreamReconnected) GetGap() *durationpb.Duration {
+	if x != nil {
+		return x.Gap
+	}
+	return nil
+}
+
+func (x *UpstreamReconnected) GetWarmSession() bool {
+	if x != nil {
+		return x.WarmSession
+	}
+	return false
+}
+
+func (x *UpstreamReconnected) GetTurnsReplayed() uint32 {
+	if x != nil {
+		return x.TurnsReplayed
+	}
+	return 0
+}
+
+// ServerDraining tells the caller that this gateway replica is shutting
+// down. The stream finishes what is in progress (Synthesize: the flushed
+// turns; Transcribe: the speech sent so far, as final transcripts), then
+// ends with UNAVAILABLE and reason SERVER_DRAINING, or OK if the caller
+// finished first. Start new work on a new stream, which reaches another
+// replica.
+type ServerDraining struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How long the stream may still take before the server cuts it.
+	Grace         *durationpb.Duration `protobuf:"bytes,1,opt,name=grace,proto3" json:"grace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServerDraining) Reset() {
+	*x = ServerDraining{}
+	mi := &file_slng_speech_v1_audio_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServerDraining) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServerDraining) ProtoMessage() {}
+
+func (x *ServerDraining) ProtoReflect() protoreflect.Message {
+	mi := &file_slng_speech_v1_audio_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServerDraining.ProtoReflect.Descriptor instead.
+func (*ServerDraining) Descriptor() ([]byte, []int) {
+	return file_slng_speech_v1_audio_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ServerDraining) GetGrace() *durationpb.Duration {
+	if x != nil {
+		return x.Grace
+	}
+	return nil
+}
+
 var File_slng_speech_v1_audio_proto protoreflect.FileDescriptor
 
 const file_slng_speech_v1_audio_proto_rawDesc = "" +
@@ -301,7 +462,17 @@ const file_slng_speech_v1_audio_proto_rawDesc = "" +
 	"\x0emax_text_bytes\x18\x01 \x01(\x05R\fmaxTextBytes\x121\n" +
 	"\x15max_audio_chunk_bytes\x18\x02 \x01(\x05R\x12maxAudioChunkBytes\x12I\n" +
 	"\x13max_stream_duration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x11maxStreamDuration\x12<\n" +
-	"\fidle_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout*\xb0\x01\n" +
+	"\fidle_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\"\xd7\x02\n" +
+	"\x13UpstreamReconnected\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12?\n" +
+	"\x1cprevious_upstream_session_id\x18\x02 \x01(\tR\x19previousUpstreamSessionId\x12.\n" +
+	"\x13upstream_session_id\x18\x03 \x01(\tR\x11upstreamSessionId\x12@\n" +
+	"\x0eaudio_replayed\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\raudioReplayed\x12+\n" +
+	"\x03gap\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03gap\x12!\n" +
+	"\fwarm_session\x18\x06 \x01(\bR\vwarmSession\x12%\n" +
+	"\x0eturns_replayed\x18\a \x01(\rR\rturnsReplayed\"A\n" +
+	"\x0eServerDraining\x12/\n" +
+	"\x05grace\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x05grace*\xb0\x01\n" +
 	"\rAudioEncoding\x12\x1e\n" +
 	"\x1aAUDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17AUDIO_ENCODING_LINEAR16\x10\x01\x12\x16\n" +
@@ -325,23 +496,28 @@ func file_slng_speech_v1_audio_proto_rawDescGZIP() []byte {
 }
 
 var file_slng_speech_v1_audio_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_slng_speech_v1_audio_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_slng_speech_v1_audio_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_slng_speech_v1_audio_proto_goTypes = []any{
 	(AudioEncoding)(0),          // 0: slng.speech.v1.AudioEncoding
 	(*AudioFormat)(nil),         // 1: slng.speech.v1.AudioFormat
 	(*Warning)(nil),             // 2: slng.speech.v1.Warning
 	(*StreamLimits)(nil),        // 3: slng.speech.v1.StreamLimits
-	(*durationpb.Duration)(nil), // 4: google.protobuf.Duration
+	(*UpstreamReconnected)(nil), // 4: slng.speech.v1.UpstreamReconnected
+	(*ServerDraining)(nil),      // 5: slng.speech.v1.ServerDraining
+	(*durationpb.Duration)(nil), // 6: google.protobuf.Duration
 }
 var file_slng_speech_v1_audio_proto_depIdxs = []int32{
 	0, // 0: slng.speech.v1.AudioFormat.encoding:type_name -> slng.speech.v1.AudioEncoding
-	4, // 1: slng.speech.v1.StreamLimits.max_stream_duration:type_name -> google.protobuf.Duration
-	4, // 2: slng.speech.v1.StreamLimits.idle_timeout:type_name -> google.protobuf.Duration
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	6, // 1: slng.speech.v1.StreamLimits.max_stream_duration:type_name -> google.protobuf.Duration
+	6, // 2: slng.speech.v1.StreamLimits.idle_timeout:type_name -> google.protobuf.Duration
+	6, // 3: slng.speech.v1.UpstreamReconnected.audio_replayed:type_name -> google.protobuf.Duration
+	6, // 4: slng.speech.v1.UpstreamReconnected.gap:type_name -> google.protobuf.Duration
+	6, // 5: slng.speech.v1.ServerDraining.grace:type_name -> google.protobuf.Duration
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_slng_speech_v1_audio_proto_init() }
@@ -355,7 +531,7 @@ func file_slng_speech_v1_audio_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slng_speech_v1_audio_proto_rawDesc), len(file_slng_speech_v1_audio_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   3,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -323,6 +323,8 @@ type TranscribeResponse struct {
 	//	*TranscribeResponse_FinalTranscript
 	//	*TranscribeResponse_UtteranceEnd
 	//	*TranscribeResponse_Warning
+	//	*TranscribeResponse_Reconnected
+	//	*TranscribeResponse_Draining
 	Response      isTranscribeResponse_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -410,6 +412,24 @@ func (x *TranscribeResponse) GetWarning() *Warning {
 	return nil
 }
 
+func (x *TranscribeResponse) GetReconnected() *UpstreamReconnected {
+	if x != nil {
+		if x, ok := x.Response.(*TranscribeResponse_Reconnected); ok {
+			return x.Reconnected
+		}
+	}
+	return nil
+}
+
+func (x *TranscribeResponse) GetDraining() *ServerDraining {
+	if x != nil {
+		if x, ok := x.Response.(*TranscribeResponse_Draining); ok {
+			return x.Draining
+		}
+	}
+	return nil
+}
+
 type isTranscribeResponse_Response interface {
 	isTranscribeResponse_Response()
 }
@@ -442,6 +462,18 @@ type TranscribeResponse_Warning struct {
 	Warning *Warning `protobuf:"bytes,5,opt,name=warning,proto3,oneof"`
 }
 
+type TranscribeResponse_Reconnected struct {
+	// The upstream session was replaced; the stream goes on without losing
+	// or repeating a final transcript.
+	Reconnected *UpstreamReconnected `protobuf:"bytes,6,opt,name=reconnected,proto3,oneof"`
+}
+
+type TranscribeResponse_Draining struct {
+	// The server is shutting down: the speech sent so far is finalized,
+	// then the stream ends.
+	Draining *ServerDraining `protobuf:"bytes,7,opt,name=draining,proto3,oneof"`
+}
+
 func (*TranscribeResponse_Started) isTranscribeResponse_Response() {}
 
 func (*TranscribeResponse_PartialTranscript) isTranscribeResponse_Response() {}
@@ -451,6 +483,10 @@ func (*TranscribeResponse_FinalTranscript) isTranscribeResponse_Response() {}
 func (*TranscribeResponse_UtteranceEnd) isTranscribeResponse_Response() {}
 
 func (*TranscribeResponse_Warning) isTranscribeResponse_Response() {}
+
+func (*TranscribeResponse_Reconnected) isTranscribeResponse_Response() {}
+
+func (*TranscribeResponse_Draining) isTranscribeResponse_Response() {}
 
 // RecognitionStarted opens every Transcribe response stream.
 type RecognitionStarted struct {
@@ -823,13 +859,15 @@ const file_slng_speech_v1_stt_proto_rawDesc = "" +
 	"\fmax_speakers\x18\b \x01(\x05R\vmaxSpeakers\x124\n" +
 	"\x16enable_word_timestamps\x18\t \x01(\bR\x14enableWordTimestamps\x12<\n" +
 	"\rmodel_options\x18\n" +
-	" \x01(\v2\x17.google.protobuf.StructR\fmodelOptions\"\xf0\x02\n" +
+	" \x01(\v2\x17.google.protobuf.StructR\fmodelOptions\"\xf7\x03\n" +
 	"\x12TranscribeResponse\x12>\n" +
 	"\astarted\x18\x01 \x01(\v2\".slng.speech.v1.RecognitionStartedH\x00R\astarted\x12K\n" +
 	"\x12partial_transcript\x18\x02 \x01(\v2\x1a.slng.speech.v1.TranscriptH\x00R\x11partialTranscript\x12G\n" +
 	"\x10final_transcript\x18\x03 \x01(\v2\x1a.slng.speech.v1.TranscriptH\x00R\x0ffinalTranscript\x12C\n" +
 	"\rutterance_end\x18\x04 \x01(\v2\x1c.slng.speech.v1.UtteranceEndH\x00R\futteranceEnd\x123\n" +
-	"\awarning\x18\x05 \x01(\v2\x17.slng.speech.v1.WarningH\x00R\awarningB\n" +
+	"\awarning\x18\x05 \x01(\v2\x17.slng.speech.v1.WarningH\x00R\awarning\x12G\n" +
+	"\vreconnected\x18\x06 \x01(\v2#.slng.speech.v1.UpstreamReconnectedH\x00R\vreconnected\x12<\n" +
+	"\bdraining\x18\a \x01(\v2\x1e.slng.speech.v1.ServerDrainingH\x00R\bdrainingB\n" +
 	"\n" +
 	"\bresponse\"\xa7\x02\n" +
 	"\x12RecognitionStarted\x12\x1d\n" +
@@ -895,8 +933,10 @@ var file_slng_speech_v1_stt_proto_goTypes = []any{
 	(*AudioFormat)(nil),         // 8: slng.speech.v1.AudioFormat
 	(*structpb.Struct)(nil),     // 9: google.protobuf.Struct
 	(*Warning)(nil),             // 10: slng.speech.v1.Warning
-	(*StreamLimits)(nil),        // 11: slng.speech.v1.StreamLimits
-	(*durationpb.Duration)(nil), // 12: google.protobuf.Duration
+	(*UpstreamReconnected)(nil), // 11: slng.speech.v1.UpstreamReconnected
+	(*ServerDraining)(nil),      // 12: slng.speech.v1.ServerDraining
+	(*StreamLimits)(nil),        // 13: slng.speech.v1.StreamLimits
+	(*durationpb.Duration)(nil), // 14: google.protobuf.Duration
 }
 var file_slng_speech_v1_stt_proto_depIdxs = []int32{
 	2,  // 0: slng.speech.v1.TranscribeRequest.config:type_name -> slng.speech.v1.RecognitionConfig
@@ -908,22 +948,24 @@ var file_slng_speech_v1_stt_proto_depIdxs = []int32{
 	5,  // 6: slng.speech.v1.TranscribeResponse.final_transcript:type_name -> slng.speech.v1.Transcript
 	7,  // 7: slng.speech.v1.TranscribeResponse.utterance_end:type_name -> slng.speech.v1.UtteranceEnd
 	10, // 8: slng.speech.v1.TranscribeResponse.warning:type_name -> slng.speech.v1.Warning
-	2,  // 9: slng.speech.v1.RecognitionStarted.config:type_name -> slng.speech.v1.RecognitionConfig
-	11, // 10: slng.speech.v1.RecognitionStarted.limits:type_name -> slng.speech.v1.StreamLimits
-	12, // 11: slng.speech.v1.Transcript.start_offset:type_name -> google.protobuf.Duration
-	12, // 12: slng.speech.v1.Transcript.end_offset:type_name -> google.protobuf.Duration
-	12, // 13: slng.speech.v1.Transcript.duration:type_name -> google.protobuf.Duration
-	6,  // 14: slng.speech.v1.Transcript.words:type_name -> slng.speech.v1.WordInfo
-	12, // 15: slng.speech.v1.WordInfo.start_offset:type_name -> google.protobuf.Duration
-	12, // 16: slng.speech.v1.WordInfo.end_offset:type_name -> google.protobuf.Duration
-	12, // 17: slng.speech.v1.UtteranceEnd.last_word_end:type_name -> google.protobuf.Duration
-	0,  // 18: slng.speech.v1.SpeechToTextService.Transcribe:input_type -> slng.speech.v1.TranscribeRequest
-	3,  // 19: slng.speech.v1.SpeechToTextService.Transcribe:output_type -> slng.speech.v1.TranscribeResponse
-	19, // [19:20] is the sub-list for method output_type
-	18, // [18:19] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	11, // 9: slng.speech.v1.TranscribeResponse.reconnected:type_name -> slng.speech.v1.UpstreamReconnected
+	12, // 10: slng.speech.v1.TranscribeResponse.draining:type_name -> slng.speech.v1.ServerDraining
+	2,  // 11: slng.speech.v1.RecognitionStarted.config:type_name -> slng.speech.v1.RecognitionConfig
+	13, // 12: slng.speech.v1.RecognitionStarted.limits:type_name -> slng.speech.v1.StreamLimits
+	14, // 13: slng.speech.v1.Transcript.start_offset:type_name -> google.protobuf.Duration
+	14, // 14: slng.speech.v1.Transcript.end_offset:type_name -> google.protobuf.Duration
+	14, // 15: slng.speech.v1.Transcript.duration:type_name -> google.protobuf.Duration
+	6,  // 16: slng.speech.v1.Transcript.words:type_name -> slng.speech.v1.WordInfo
+	14, // 17: slng.speech.v1.WordInfo.start_offset:type_name -> google.protobuf.Duration
+	14, // 18: slng.speech.v1.WordInfo.end_offset:type_name -> google.protobuf.Duration
+	14, // 19: slng.speech.v1.UtteranceEnd.last_word_end:type_name -> google.protobuf.Duration
+	0,  // 20: slng.speech.v1.SpeechToTextService.Transcribe:input_type -> slng.speech.v1.TranscribeRequest
+	3,  // 21: slng.speech.v1.SpeechToTextService.Transcribe:output_type -> slng.speech.v1.TranscribeResponse
+	21, // [21:22] is the sub-list for method output_type
+	20, // [20:21] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_slng_speech_v1_stt_proto_init() }
@@ -943,6 +985,8 @@ func file_slng_speech_v1_stt_proto_init() {
 		(*TranscribeResponse_FinalTranscript)(nil),
 		(*TranscribeResponse_UtteranceEnd)(nil),
 		(*TranscribeResponse_Warning)(nil),
+		(*TranscribeResponse_Reconnected)(nil),
+		(*TranscribeResponse_Draining)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

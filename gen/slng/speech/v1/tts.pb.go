@@ -510,6 +510,8 @@ type SynthesizeResponse struct {
 	//	*SynthesizeResponse_AudioEnd
 	//	*SynthesizeResponse_Warning
 	//	*SynthesizeResponse_Cancelled
+	//	*SynthesizeResponse_Reconnected
+	//	*SynthesizeResponse_Draining
 	Response      isSynthesizeResponse_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -633,6 +635,24 @@ func (x *SynthesizeResponse) GetCancelled() *Cancelled {
 	return nil
 }
 
+func (x *SynthesizeResponse) GetReconnected() *UpstreamReconnected {
+	if x != nil {
+		if x, ok := x.Response.(*SynthesizeResponse_Reconnected); ok {
+			return x.Reconnected
+		}
+	}
+	return nil
+}
+
+func (x *SynthesizeResponse) GetDraining() *ServerDraining {
+	if x != nil {
+		if x, ok := x.Response.(*SynthesizeResponse_Draining); ok {
+			return x.Draining
+		}
+	}
+	return nil
+}
+
 type isSynthesizeResponse_Response interface {
 	isSynthesizeResponse_Response()
 }
@@ -682,6 +702,16 @@ type SynthesizeResponse_Cancelled struct {
 	Cancelled *Cancelled `protobuf:"bytes,9,opt,name=cancelled,proto3,oneof"`
 }
 
+type SynthesizeResponse_Reconnected struct {
+	// The upstream session was replaced; the stream goes on.
+	Reconnected *UpstreamReconnected `protobuf:"bytes,10,opt,name=reconnected,proto3,oneof"`
+}
+
+type SynthesizeResponse_Draining struct {
+	// The server is shutting down: finish up and start new work elsewhere.
+	Draining *ServerDraining `protobuf:"bytes,11,opt,name=draining,proto3,oneof"`
+}
+
 func (*SynthesizeResponse_Started) isSynthesizeResponse_Response() {}
 
 func (*SynthesizeResponse_Audio) isSynthesizeResponse_Response() {}
@@ -699,6 +729,10 @@ func (*SynthesizeResponse_AudioEnd) isSynthesizeResponse_Response() {}
 func (*SynthesizeResponse_Warning) isSynthesizeResponse_Response() {}
 
 func (*SynthesizeResponse_Cancelled) isSynthesizeResponse_Response() {}
+
+func (*SynthesizeResponse_Reconnected) isSynthesizeResponse_Response() {}
+
+func (*SynthesizeResponse_Draining) isSynthesizeResponse_Response() {}
 
 // SynthesisStarted opens every response stream.
 type SynthesisStarted struct {
@@ -1290,7 +1324,7 @@ const file_slng_speech_v1_tts_proto_rawDesc = "" +
 	"\x06Cancel\"d\n" +
 	"\x15SynthesizeTextRequest\x127\n" +
 	"\x06config\x18\x01 \x01(\v2\x1f.slng.speech.v1.SynthesisConfigR\x06config\x12\x12\n" +
-	"\x04text\x18\x02 \x01(\tR\x04text\"\xa9\x04\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\"\xb0\x05\n" +
 	"\x12SynthesizeResponse\x12<\n" +
 	"\astarted\x18\x01 \x01(\v2 .slng.speech.v1.SynthesisStartedH\x00R\astarted\x122\n" +
 	"\x05audio\x18\x02 \x01(\v2\x1a.slng.speech.v1.AudioChunkH\x00R\x05audio\x12C\n" +
@@ -1301,7 +1335,10 @@ const file_slng_speech_v1_tts_proto_rawDesc = "" +
 	"\acleared\x18\x06 \x01(\v2\x17.slng.speech.v1.ClearedH\x00R\acleared\x127\n" +
 	"\taudio_end\x18\a \x01(\v2\x18.slng.speech.v1.AudioEndH\x00R\baudioEnd\x123\n" +
 	"\awarning\x18\b \x01(\v2\x17.slng.speech.v1.WarningH\x00R\awarning\x129\n" +
-	"\tcancelled\x18\t \x01(\v2\x19.slng.speech.v1.CancelledH\x00R\tcancelledB\n" +
+	"\tcancelled\x18\t \x01(\v2\x19.slng.speech.v1.CancelledH\x00R\tcancelled\x12G\n" +
+	"\vreconnected\x18\n" +
+	" \x01(\v2#.slng.speech.v1.UpstreamReconnectedH\x00R\vreconnected\x12<\n" +
+	"\bdraining\x18\v \x01(\v2\x1e.slng.speech.v1.ServerDrainingH\x00R\bdrainingB\n" +
 	"\n" +
 	"\bresponse\"\xa3\x02\n" +
 	"\x10SynthesisStarted\x12\x1d\n" +
@@ -1383,8 +1420,10 @@ var file_slng_speech_v1_tts_proto_goTypes = []any{
 	(*AudioFormat)(nil),           // 17: slng.speech.v1.AudioFormat
 	(*structpb.Struct)(nil),       // 18: google.protobuf.Struct
 	(*Warning)(nil),               // 19: slng.speech.v1.Warning
-	(*StreamLimits)(nil),          // 20: slng.speech.v1.StreamLimits
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
+	(*UpstreamReconnected)(nil),   // 20: slng.speech.v1.UpstreamReconnected
+	(*ServerDraining)(nil),        // 21: slng.speech.v1.ServerDraining
+	(*StreamLimits)(nil),          // 22: slng.speech.v1.StreamLimits
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
 }
 var file_slng_speech_v1_tts_proto_depIdxs = []int32{
 	1,  // 0: slng.speech.v1.SynthesizeRequest.config:type_name -> slng.speech.v1.SynthesisConfig
@@ -1404,22 +1443,24 @@ var file_slng_speech_v1_tts_proto_depIdxs = []int32{
 	13, // 14: slng.speech.v1.SynthesizeResponse.audio_end:type_name -> slng.speech.v1.AudioEnd
 	19, // 15: slng.speech.v1.SynthesizeResponse.warning:type_name -> slng.speech.v1.Warning
 	15, // 16: slng.speech.v1.SynthesizeResponse.cancelled:type_name -> slng.speech.v1.Cancelled
-	1,  // 17: slng.speech.v1.SynthesisStarted.config:type_name -> slng.speech.v1.SynthesisConfig
-	20, // 18: slng.speech.v1.SynthesisStarted.limits:type_name -> slng.speech.v1.StreamLimits
-	21, // 19: slng.speech.v1.AudioEnd.duration:type_name -> google.protobuf.Duration
-	16, // 20: slng.speech.v1.AudioEnd.delivered:type_name -> slng.speech.v1.TurnDelivery
-	16, // 21: slng.speech.v1.Cleared.delivered:type_name -> slng.speech.v1.TurnDelivery
-	16, // 22: slng.speech.v1.Cancelled.delivered:type_name -> slng.speech.v1.TurnDelivery
-	21, // 23: slng.speech.v1.TurnDelivery.audio_duration:type_name -> google.protobuf.Duration
-	0,  // 24: slng.speech.v1.TextToSpeechService.Synthesize:input_type -> slng.speech.v1.SynthesizeRequest
-	6,  // 25: slng.speech.v1.TextToSpeechService.SynthesizeText:input_type -> slng.speech.v1.SynthesizeTextRequest
-	7,  // 26: slng.speech.v1.TextToSpeechService.Synthesize:output_type -> slng.speech.v1.SynthesizeResponse
-	7,  // 27: slng.speech.v1.TextToSpeechService.SynthesizeText:output_type -> slng.speech.v1.SynthesizeResponse
-	26, // [26:28] is the sub-list for method output_type
-	24, // [24:26] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	20, // 17: slng.speech.v1.SynthesizeResponse.reconnected:type_name -> slng.speech.v1.UpstreamReconnected
+	21, // 18: slng.speech.v1.SynthesizeResponse.draining:type_name -> slng.speech.v1.ServerDraining
+	1,  // 19: slng.speech.v1.SynthesisStarted.config:type_name -> slng.speech.v1.SynthesisConfig
+	22, // 20: slng.speech.v1.SynthesisStarted.limits:type_name -> slng.speech.v1.StreamLimits
+	23, // 21: slng.speech.v1.AudioEnd.duration:type_name -> google.protobuf.Duration
+	16, // 22: slng.speech.v1.AudioEnd.delivered:type_name -> slng.speech.v1.TurnDelivery
+	16, // 23: slng.speech.v1.Cleared.delivered:type_name -> slng.speech.v1.TurnDelivery
+	16, // 24: slng.speech.v1.Cancelled.delivered:type_name -> slng.speech.v1.TurnDelivery
+	23, // 25: slng.speech.v1.TurnDelivery.audio_duration:type_name -> google.protobuf.Duration
+	0,  // 26: slng.speech.v1.TextToSpeechService.Synthesize:input_type -> slng.speech.v1.SynthesizeRequest
+	6,  // 27: slng.speech.v1.TextToSpeechService.SynthesizeText:input_type -> slng.speech.v1.SynthesizeTextRequest
+	7,  // 28: slng.speech.v1.TextToSpeechService.Synthesize:output_type -> slng.speech.v1.SynthesizeResponse
+	7,  // 29: slng.speech.v1.TextToSpeechService.SynthesizeText:output_type -> slng.speech.v1.SynthesizeResponse
+	28, // [28:30] is the sub-list for method output_type
+	26, // [26:28] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_slng_speech_v1_tts_proto_init() }
@@ -1445,6 +1486,8 @@ func file_slng_speech_v1_tts_proto_init() {
 		(*SynthesizeResponse_AudioEnd)(nil),
 		(*SynthesizeResponse_Warning)(nil),
 		(*SynthesizeResponse_Cancelled)(nil),
+		(*SynthesizeResponse_Reconnected)(nil),
+		(*SynthesizeResponse_Draining)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

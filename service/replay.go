@@ -1,0 +1,68 @@
+package service
+
+import (
+	"math"
+	"time"
+)
+
+// replayBuffer keeps the audio a Transcribe caller sent after the last final
+// transcript, so that a new upstream session can hear it again. Its size is
+// bounded; when it overflows, a reconnect can no longer be exact and the
+// stream fails instead.
+type replayBuffer struct {
+	buf      []byte
+	start    int64 // stream byte offset of buf[0]
+	end      int64 // stream byte offset after the last byte received
+	max      int
+	overflow bool // audio after the last final was dropped
+}
+
+func (r *replayBuffer) add(b []byte) {
+	r.end += int64(len(b))
+	if r.max <= 0 {
+		r.start = r.end
+		r.overflow = true
+		return
+	}
+	r.buf = append(r.buf, b...)
+	if over := len(r.buf) - r.max; over > 0 {
+		r.buf = r.buf[over:]
+		r.start += int64(over)
+		r.overflow = true
+	}
+}
+
+// trim forgets the audio before off, which a final transcript covered.
+func (r *replayBuffer) trim(off int64) {
+	if off < r.start {
+		return // still missing audio between the final and the buffer
+	}
+	off = min(off, r.end)
+	r.buf = r.buf[off-r.start:]
+	r.start = off
+	r.overflow = false
+	if cap(r.buf) > 2*r.max && len(r.buf) < r.max/2 {
+		// Let go of a large array that holds mostly forgotten audio.
+		r.buf = append([]byte(nil), r.buf...)
+	}
+}
+
+// pcmClock converts between stream byte offsets and stream time for
+// uncompressed audio. Compressed formats have no such mapping, so their
+// streams cannot be resumed (rate is 0).
+type pcmClock struct {
+	rate  float64 // bytes per second
+	frame int64   // bytes per sample
+}
+
+func (c pcmClock) ok() bool { return c.rate > 0 }
+
+func (c pcmClock) duration(off int64) time.Duration {
+	return time.Duration(float64(off) / c.rate * float64(time.Second))
+}
+
+// offset is the byte offset of stream time d, on a sample boundary.
+func (c pcmClock) offset(d time.Duration) int64 {
+	samples := math.Round(d.Seconds() * c.rate / float64(c.frame))
+	return int64(samples) * c.frame
+}
