@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -117,6 +118,10 @@ type synthesis struct {
 	quiet        context.Context
 	stopQuiet    context.CancelFunc
 	returnToPool bool
+	// failures counts upstream failures since audio last arrived.
+	failures int
+	// heldSegment is a segment_start not yet sent (see deliver).
+	heldSegment *speechv1.SynthesizeResponse
 	// closed is set when the handler is done; a session dialled after that
 	// is closed at once.
 	closed bool
@@ -441,14 +446,22 @@ func (st *synthesis) redialLocked(ctx context.Context) error {
 // resume replaces a session SLNG closed while turns were waiting to be
 // spoken: it dials again and replays them, flushed turns first, then the
 // open turn's text.
-func (st *synthesis) resume(ctx context.Context) (*slngclient.TTSSession, error) {
+func (st *synthesis) resume(ctx context.Context, cause error) (*slngclient.TTSSession, error) {
+	failedAt := time.Now()
 	st.upMu.Lock()
 	defer st.upMu.Unlock()
+	prevID := st.snapshotMeta().upstreamSessionID
 	sess, err := st.dial(ctx)
 	if err != nil {
+		if cause != nil {
+			st.mu.Lock()
+			err = st.turnFailedLocked(err)
+			st.mu.Unlock()
+		}
 		return nil, err
 	}
 	st.mu.Lock()
+	st.heldSegment = nil // its segment never spoke
 	var flushed []string
 	for _, t := range st.pending {
 		flushed = append(flushed, t.text.String())
@@ -468,7 +481,47 @@ func (st *synthesis) resume(ctx context.Context) (*slngclient.TTSSession, error)
 			return nil, err
 		}
 	}
-	return sess, nil
+	if cause == nil {
+		return sess, nil // the model's own close after a turn: nothing to report
+	}
+	reason := reconnectReason(cause)
+	st.log.Info("upstream session replaced", zap.String("reason", reason), zap.NamedError("cause", cause),
+		zap.String("previous_upstream_session_id", prevID), zap.String("upstream_session_id", sess.ID()),
+		zap.Int("turns_replayed", len(flushed)))
+	st.srv.metrics.reconnect("tts", reason)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return sess, st.sendLocked(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Reconnected{
+		Reconnected: &speechv1.UpstreamReconnected{
+			Reason:                    reason,
+			PreviousUpstreamSessionId: prevID,
+			UpstreamSessionId:         sess.ID(),
+			Gap:                       durationpb.New(time.Since(failedAt)),
+			WarmSession:               st.lease.Warm,
+			TurnsReplayed:             uint32(len(flushed)),
+		}}})
+}
+
+// turnFailedLocked is the error that ends the stream when its upstream
+// failed for good: metadata names the turn in progress and how much of its
+// audio the caller got, so that the caller can resume from there.
+func (st *synthesis) turnFailedLocked(cause error) error {
+	var t *turn
+	switch {
+	case len(st.pending) > 0:
+		t = st.pending[0]
+	case st.open != nil:
+		t = st.open
+	default:
+		return cause
+	}
+	d := st.delivery(t)
+	return withMetadata(cause, map[string]string{
+		"turn_id":            strconv.FormatUint(t.id, 10),
+		"delivered_bytes":    strconv.FormatUint(d.GetAudioBytes(), 10),
+		"delivered_audio_ms": strconv.FormatInt(d.GetAudioDuration().AsDuration().Milliseconds(), 10),
+		"last_sequence":      strconv.FormatUint(d.GetLastSequence(), 10),
+	})
 }
 
 // flush ends the open turn. A flush without text is ignored: SLNG treats a
@@ -493,19 +546,23 @@ func (st *synthesis) flushLocked(ctx context.Context) error {
 	st.pending = append(st.pending, t)
 	sess := st.sess
 	st.mu.Unlock()
-	if err := sess.Flush(ctx); err != nil && !closedCleanly(err) {
+	// ErrNothingToFlush means the turn's text never reached the session
+	// (its write failed as the session died): the turn is replayed with its
+	// flush on the next session, or the stream fails, as for the write.
+	if err := sess.Flush(ctx); err != nil && !closedCleanly(err) && !errors.Is(err, slngclient.ErrNothingToFlush) {
 		return err
 	}
 	return nil
 }
 
 // closedCleanly reports a write that failed because SLNG had just closed the
-// socket normally, as models that close after audio_end do. The text is
-// already recorded in its turn, and the down pump, on seeing the close,
-// replays it on a new session (see resume), so the write is not an error.
+// socket, normally (as models that close after audio_end do) or with a
+// failure it may recover from. The text is already recorded in its turn,
+// and the down pump, on seeing the end, replays it on a new session (see
+// resume) or ends the stream, so the write itself is not an error.
 func closedCleanly(err error) bool {
 	ue, ok := slngclient.AsUpstreamError(err)
-	return ok && ue.Kind == slngclient.KindClose && ue.CloseCode == 1000
+	return ok && ue.Retryable
 }
 
 // clear discards the open turn and every pending one. SLNG answers its
@@ -652,11 +709,17 @@ func (st *synthesis) upstreamEnded(ctx context.Context, recvErr error) (*slngcli
 	if ctx.Err() != nil {
 		return nil, context.Cause(ctx)
 	}
-	closedNormally := errors.Is(recvErr, io.EOF) || errors.Is(recvErr, slngclient.ErrSessionClosed)
+	// io.EOF is SLNG's normal close; ErrSessionClosed our own close (a
+	// half-close or a drain). A failure SLNG may recover from is treated like
+	// a close, except that a turn must not have started reaching the caller.
+	normal := recvErr == io.EOF
+	closedNormally := normal || errors.Is(recvErr, slngclient.ErrSessionClosed)
+	ue, isUpstream := slngclient.AsUpstreamError(recvErr)
+	recoverable := normal || (isUpstream && ue.Retryable)
 	// One critical section decides and records the outcome, so that a
 	// half-close racing with the close cannot miss that the down pump waits.
 	st.mu.Lock()
-	if closedNormally {
+	if closedNormally || recoverable {
 		// A closed socket will not acknowledge clears: do it here.
 		for _, req := range st.clears {
 			if !req.cancel {
@@ -670,6 +733,9 @@ func (st *synthesis) upstreamEnded(ctx context.Context, recvErr error) (*slngcli
 	}
 	idle := st.idleLocked()
 	openText := st.open != nil && st.open.text.Len() > 0
+	if !normal && recoverable {
+		st.failures++
+	}
 	switch {
 	case idle && st.halfClosed:
 		st.mu.Unlock()
@@ -677,19 +743,29 @@ func (st *synthesis) upstreamEnded(ctx context.Context, recvErr error) (*slngcli
 	case idle && st.draining:
 		st.mu.Unlock()
 		return nil, errDraining
-	case !errors.Is(recvErr, io.EOF):
+	case !recoverable || st.failures > maxReconnects:
+		err := st.turnFailedLocked(recvErr)
 		st.mu.Unlock()
-		return nil, recvErr
+		return nil, err
 	case !idle && (st.pending[0].bytes > 0):
 		// Part of the turn reached the caller: replaying it would repeat
 		// audio.
+		cause := recvErr
+		if normal {
+			cause = errUpstreamClosedMidTurn
+		}
+		err := st.turnFailedLocked(cause)
 		st.mu.Unlock()
-		return nil, errUpstreamClosedMidTurn
+		return nil, err
 	case !idle || openText:
-		// SLNG closed with turns still to speak (models that close after
-		// every audio_end drop the turns queued behind): replay them.
+		// SLNG closed, or failed, with turns still to speak (models that
+		// close after every audio_end drop the turns queued behind):
+		// replay them on a new session.
 		st.mu.Unlock()
-		return st.resume(ctx)
+		if normal {
+			return st.resume(ctx, nil)
+		}
+		return st.resume(ctx, recvErr)
 	}
 	// A normal close between turns: the next text dials again.
 	if st.next == nil {
@@ -744,6 +820,7 @@ func (st *synthesis) deliver(ev slngclient.TTSEvent) (done bool, err error) {
 			return false, nil
 		}
 		st.seq++
+		st.failures = 0
 		t.bytes += uint64(len(ev.Audio))
 		t.lastSeq = st.seq
 		if !t.firstAudio {
@@ -756,8 +833,12 @@ func (st *synthesis) deliver(ev slngclient.TTSEvent) (done bool, err error) {
 		resp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Audio{
 			Audio: &speechv1.AudioChunk{Data: ev.Audio, Sequence: st.seq, TurnId: t.id}}}
 	case slngclient.TTSSegmentStart:
-		resp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_SegmentStart{
+		// Held until the segment's first audio (or its end), so that a turn
+		// replayed on a new session does not show the caller a segment
+		// that never spoke.
+		st.heldSegment = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_SegmentStart{
 			SegmentStart: &speechv1.SegmentStart{SegmentId: ev.SegmentID, TurnId: t.id}}}
+		return false, nil
 	case slngclient.TTSSegmentEnd:
 		resp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_SegmentEnd{
 			SegmentEnd: &speechv1.SegmentEnd{SegmentId: ev.SegmentID, TurnId: t.id}}}
@@ -775,6 +856,12 @@ func (st *synthesis) deliver(ev slngclient.TTSEvent) (done bool, err error) {
 		}
 	default:
 		return false, nil
+	}
+	if held := st.heldSegment; held != nil {
+		st.heldSegment = nil
+		if err := st.sendLocked(held); err != nil {
+			return false, err
+		}
 	}
 	if err := st.sendLocked(resp); err != nil {
 		return false, err

@@ -37,6 +37,10 @@ func kinds(resps []*speechv1.SynthesizeResponse) string {
 			k = "cancelled"
 		case *speechv1.SynthesizeResponse_Warning:
 			k = "warning"
+		case *speechv1.SynthesizeResponse_Reconnected:
+			k = "reconnected"
+		case *speechv1.SynthesizeResponse_Draining:
+			k = "draining"
 		}
 		if k == "audio" && last == "audio" {
 			continue // runs of audio collapse to one
@@ -295,10 +299,10 @@ func TestSynthesizeWarningKeepsStreaming(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := kinds(resps); got != "started segment_start warning audio segment_end flushed audio_end" {
+	if got := kinds(resps); got != "started warning segment_start audio segment_end flushed audio_end" {
 		t.Fatalf("responses: %s", got)
 	}
-	if w := resps[2].GetWarning(); w.GetCode() != "pronunciation_not_found" || w.GetMessage() == "" {
+	if w := resps[1].GetWarning(); w.GetCode() != "pronunciation_not_found" || w.GetMessage() == "" {
 		t.Fatalf("warning = %v", w)
 	}
 	if got, _ := slngsim.Decode(audioOf(resps), "linear16", 24000); got != "Still spoken." {
