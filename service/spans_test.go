@@ -120,7 +120,7 @@ func TestSynthesizeFailsAfterAudio(t *testing.T) {
 	wantMD := map[string]string{
 		"turn_id": "1", "delivered_bytes": strconv.FormatUint(bytes, 10),
 		"last_sequence": strconv.FormatUint(last, 10), "upstream_code": "provider_error",
-		"delivered_audio_ms": strconv.FormatInt((time.Duration(bytes)*time.Second/48000).Milliseconds(), 10),
+		"delivered_audio_ms": strconv.FormatInt((time.Duration(bytes) * time.Second / 48000).Milliseconds(), 10),
 	}
 	for k, v := range wantMD {
 		if md[k] != v {
