@@ -38,6 +38,7 @@ const (
 	ReasonServerDraining          = "SERVER_DRAINING"
 	ReasonUpstreamUnknownError    = "UPSTREAM_UNKNOWN_ERROR"
 	ReasonStreamDurationExceeded  = "STREAM_DURATION_EXCEEDED"
+	ReasonCallerIdle              = "CALLER_IDLE_TIMEOUT"
 )
 
 // outcome is one row of the error table: what a failure becomes on the wire.
@@ -90,6 +91,7 @@ var (
 	rowDraining      = outcome{codes.Unavailable, ReasonServerDraining, "server is shutting down", retryNow}
 	rowOverloaded    = outcome{codes.ResourceExhausted, ReasonGatewayOverloaded, "gateway stream limit reached", retrySoon}
 	rowTooLong       = outcome{codes.OutOfRange, ReasonStreamDurationExceeded, "stream reached the gateway's maximum duration", retryNow}
+	rowCallerIdle    = outcome{codes.OutOfRange, ReasonCallerIdle, "the caller sent nothing within the gateway's idle timeout", retryNow}
 	rowInternal      = outcome{codes.Internal, "", "internal error", noRetry}
 	rowCircuitOpen   = outcome{codes.Unavailable, ReasonUpstreamCircuitOpen, "upstream is failing for this model; not trying it for now", retrySoon}
 	rowCapacity      = outcome{codes.ResourceExhausted, ReasonUpstreamCapacity, "gateway's upstream session limit reached", retrySoon}
@@ -198,6 +200,8 @@ func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, inte
 		row = rowOverloaded
 	case errors.Is(err, errStreamTooLong):
 		row = rowTooLong
+	case errors.Is(err, errCallerIdle):
+		row = rowCallerIdle
 	case errors.As(err, &ue):
 		row = upstreamOutcome(ue)
 		extra = upstreamMetadata(ue)

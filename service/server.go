@@ -59,6 +59,11 @@ type Config struct {
 	// MaxStreams bounds concurrent streams across the gateway; more are
 	// refused with RESOURCE_EXHAUSTED. 0 means no limit.
 	MaxStreams int
+	// CallerIdleTimeout ends a stream whose caller has sent nothing for
+	// this long while nothing is in progress (Synthesize: no turn being
+	// spoken); it frees the upstream session a forgotten stream holds.
+	// Default 5 min; negative disables.
+	CallerIdleTimeout time.Duration
 	// TranscribeReplayBytes bounds the audio a Transcribe stream keeps
 	// after its last final transcript, to replay to a new upstream session
 	// when the old one fails. Default 2 MiB (about 65 s of 16 kHz LINEAR16);
@@ -113,6 +118,9 @@ func (c Config) withDefaults() Config {
 		c.TranscribeReplayBytes = 2 << 20
 	case c.TranscribeReplayBytes < 0:
 		c.TranscribeReplayBytes = 0
+	}
+	if c.CallerIdleTimeout == 0 {
+		c.CallerIdleTimeout = 5 * time.Minute
 	}
 	if c.MaxUpstreamSessionAge == 0 {
 		c.MaxUpstreamSessionAge = 25 * time.Minute
@@ -267,25 +275,56 @@ func newSessionID() string {
 	return "gw_" + hex.EncodeToString(b[:])
 }
 
-// streamContext bounds a stream by MaxStreamDuration.
-func (s *Server) streamContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if s.cfg.MaxStreamDuration < 0 {
-		return context.WithCancel(ctx)
+// streamContext bounds a stream by MaxStreamDuration and by
+// CallerIdleTimeout: the stream ends when the caller has sent nothing for
+// that long while busy reports nothing in progress. The returned activity
+// func records a message from the caller; cancel stops everything.
+func (s *Server) streamContext(ctx context.Context, busy func() bool) (context.Context, func(), context.CancelFunc) {
+	var cancelDur context.CancelFunc = func() {}
+	if s.cfg.MaxStreamDuration > 0 {
+		ctx, cancelDur = context.WithTimeoutCause(ctx, s.cfg.MaxStreamDuration, errStreamTooLong)
 	}
-	return context.WithTimeoutCause(ctx, s.cfg.MaxStreamDuration, errStreamTooLong)
+	ctx, cancel := context.WithCancelCause(ctx)
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	activity := func() { last.Store(time.Now().UnixNano()) }
+	if s.cfg.CallerIdleTimeout <= 0 {
+		return ctx, activity, func() { cancel(nil); cancelDur() }
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(max(s.cfg.CallerIdleTimeout/4, 10*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if time.Since(time.Unix(0, last.Load())) > s.cfg.CallerIdleTimeout && !busy() {
+					cancel(errCallerIdle)
+					return
+				}
+			}
+		}
+	}()
+	return ctx, activity, func() { cancel(nil); <-done; cancelDur() }
 }
 
 // errStreamTooLong ends streams that reach MaxStreamDuration.
 var errStreamTooLong = errors.New("stream reached the gateway's maximum duration")
 
+// errCallerIdle ends streams whose caller went quiet for CallerIdleTimeout.
+var errCallerIdle = errors.New("the caller sent nothing within the gateway's idle timeout")
+
 // finish turns a handler's error into the status the caller sees, logs it
 // once, and records it.
 func (s *Server) finish(ctx context.Context, rpc string, err error, meta streamMeta, log *zap.Logger) error {
 	ctxErr := ctx.Err()
-	if ctxErr != nil && errors.Is(context.Cause(ctx), errStreamTooLong) {
+	if cause := context.Cause(ctx); ctxErr != nil && (errors.Is(cause, errStreamTooLong) || errors.Is(cause, errCallerIdle)) {
 		// Our own limit, not the caller's deadline.
 		ctxErr = nil
-		err = errStreamTooLong
+		err = cause
 	}
 	st, internal := toStatus(err, ctxErr, meta)
 	s.metrics.streamsTotal.WithLabelValues(rpc, st.Code().String()).Inc()
@@ -308,6 +347,9 @@ func (s *Server) limits() *speechv1.StreamLimits {
 	}
 	if s.cfg.MaxStreamDuration > 0 {
 		l.MaxStreamDuration = durationpb.New(s.cfg.MaxStreamDuration)
+	}
+	if s.cfg.CallerIdleTimeout > 0 {
+		l.IdleTimeout = durationpb.New(s.cfg.CallerIdleTimeout)
 	}
 	return l
 }

@@ -254,3 +254,40 @@ func wantCode(err error, code codes.Code, reason string) string {
 	}
 	return ""
 }
+
+// TestCallerIdleTimeout: a stream whose caller goes quiet ends with
+// OUT_OF_RANGE / CALLER_IDLE_TIMEOUT, but never while a turn is spoken.
+func TestCallerIdleTimeout(t *testing.T) {
+	t.Parallel()
+	const idle = 300 * time.Millisecond
+	h := newHarness(t, slngsim.Options{Realtime: true}, Config{CallerIdleTimeout: idle})
+	ctx := testContext(t)
+
+	b := h.synthesize(t, ctx, nil)
+	started := b.until(func(m *speechv1.SynthesizeResponse) bool { return m.GetStarted() != nil })
+	if got := started[0].GetStarted().GetLimits().GetIdleTimeout().AsDuration(); got != idle {
+		t.Fatalf("limits.idle_timeout = %s", got)
+	}
+	// A turn that takes longer than the idle timeout to speak.
+	const text = "A real-time turn that takes longer to speak than the idle timeout."
+	b.send(ttsText(text, true))
+	start := time.Now()
+	resps, err := recvAll(t, b.stream.Recv)
+	wantStatus(t, err, codes.OutOfRange, ReasonCallerIdle)
+	if got, _ := slngsim.Decode(audioOf(resps), "linear16", 24000); got != text {
+		t.Fatalf("the turn was cut by the idle timeout: %q", got)
+	}
+	if took := time.Since(start); took < idle {
+		t.Fatalf("ended after %s", took)
+	}
+
+	s, err := h.stt.Transcribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(sttConfig(nil)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = recvAll(t, s.Recv)
+	wantStatus(t, err, codes.OutOfRange, ReasonCallerIdle)
+}

@@ -42,10 +42,12 @@ func (s *Server) Transcribe(stream speechv1.SpeechToTextService_TranscribeServer
 		return s.finish(ctx, rpc, err, meta, log)
 	}
 	defer release()
-	ctx, cancel := s.streamContext(ctx)
-	defer cancel()
-
 	tr := &transcription{srv: s, stream: stream, log: log, meta: meta, downDone: make(chan struct{})}
+	// After the half-close, the wait for the last finals is not idleness
+	// (FinalsTimeout bounds it).
+	ctx, activity, cancel := s.streamContext(ctx, tr.isClosing)
+	defer cancel()
+	tr.activity = activity
 	err = tr.run(ctx)
 	return s.finish(ctx, rpc, err, tr.snapshotMeta(), log)
 }
@@ -54,9 +56,10 @@ func (s *Server) Transcribe(stream speechv1.SpeechToTextService_TranscribeServer
 // replaced while it runs (see reconnect); upMu orders everything sent
 // upstream with those replacements.
 type transcription struct {
-	srv    *Server
-	stream speechv1.SpeechToTextService_TranscribeServer
-	log    *zap.Logger
+	srv      *Server
+	activity func() // records a message from the caller
+	stream   speechv1.SpeechToTextService_TranscribeServer
+	log      *zap.Logger
 
 	cfg    *speechv1.RecognitionConfig // effective config
 	ep     slngclient.Endpoint
@@ -228,6 +231,7 @@ func (tr *transcription) pumpUp(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		tr.activity()
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}

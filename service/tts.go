@@ -80,10 +80,14 @@ func (s *Server) synthesize(ctx context.Context, rpc string, reqs synthRequests,
 		return s.finish(ctx, rpc, err, meta, log)
 	}
 	defer release()
-	ctx, cancel := s.streamContext(ctx)
-	defer cancel()
-
 	st := &synthesis{srv: s, reqs: reqs, out: out, log: log, meta: meta}
+	ctx, activity, cancel := s.streamContext(ctx, func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return !st.idleLocked()
+	})
+	defer cancel()
+	st.activity = activity
 	err = st.run(ctx)
 	return s.finish(ctx, rpc, err, st.snapshotMeta(), log)
 }
@@ -91,10 +95,11 @@ func (s *Server) synthesize(ctx context.Context, rpc string, reqs synthRequests,
 // synthesis is one Synthesize stream: its upstream session and the state of
 // its turns, shared by the two pumps under mu.
 type synthesis struct {
-	srv  *Server
-	reqs synthRequests
-	out  synthResponses
-	log  *zap.Logger
+	srv      *Server
+	activity func() // records a message from the caller
+	reqs     synthRequests
+	out      synthResponses
+	log      *zap.Logger
 
 	cfg     *speechv1.SynthesisConfig // effective config
 	ep      slngclient.Endpoint
@@ -354,6 +359,7 @@ func (st *synthesis) pumpUp(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		st.activity()
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}

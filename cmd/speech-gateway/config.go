@@ -42,6 +42,9 @@ type config struct {
 	maxStreams         int
 	maxStreamsPerConn  int
 	finalsTimeout      time.Duration
+	callerIdleTimeout  time.Duration
+	replayBytes        int
+	maxUpstreamAge     time.Duration
 
 	shutdownDelay   time.Duration
 	shutdownTimeout time.Duration
@@ -138,6 +141,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.maxStreams, "max-streams", envInt("MAX_STREAMS", 0), "concurrent streams across the gateway; 0 means no limit [MAX_STREAMS]")
 	fs.IntVar(&c.maxStreamsPerConn, "max-streams-per-conn", envInt("MAX_STREAMS_PER_CONN", 1000), "HTTP/2 MaxConcurrentStreams per client connection [MAX_STREAMS_PER_CONN]")
 	fs.DurationVar(&c.finalsTimeout, "finals-timeout", envDur("FINALS_TIMEOUT", 10*time.Second), "wait for the last transcripts after a Transcribe half-close [FINALS_TIMEOUT]")
+	fs.DurationVar(&c.callerIdleTimeout, "caller-idle-timeout", envDur("CALLER_IDLE_TIMEOUT", 5*time.Minute), "end streams whose caller sent nothing this long while nothing is in progress; negative disables [CALLER_IDLE_TIMEOUT]")
+	fs.IntVar(&c.replayBytes, "transcribe-replay-bytes", envInt("TRANSCRIBE_REPLAY_BYTES", 2<<20), "audio kept after the last final to replay to a new upstream session; negative disables reconnecting [TRANSCRIBE_REPLAY_BYTES]")
+	fs.DurationVar(&c.maxUpstreamAge, "max-upstream-session-age", envDur("MAX_UPSTREAM_SESSION_AGE", 25*time.Minute), "move a Transcribe stream to a new upstream session at the first final after this age; negative disables [MAX_UPSTREAM_SESSION_AGE]")
 	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", envDur("SHUTDOWN_DELAY", 0), "on SIGTERM, report not-ready this long before draining, so that load balancers stop sending [SHUTDOWN_DELAY]")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDur("SHUTDOWN_TIMEOUT", 25*time.Second), "on SIGTERM, how long streams may take to finish before they are cut [SHUTDOWN_TIMEOUT]")
 	fs.BoolVar(&c.allowCallerKey, "allow-caller-key", envBool("ALLOW_CALLER_KEY"), "let callers send their own SLNG key in x-slng-api-key metadata [ALLOW_CALLER_KEY]")

@@ -107,16 +107,20 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	// Closed after the gRPC server has stopped (defers run last first).
 	defer pool.Close()
 	srv, err := service.New(pool, log, service.NewMetrics(reg), service.Config{
-		DefaultTTSModel:    cfg.defaultTTSModel,
-		DefaultVoice:       cfg.defaultVoice,
-		DefaultSTTModel:    cfg.defaultSTTModel,
-		ModelAllowlist:     cfg.models,
-		MaxTextBytes:       cfg.maxTextBytes,
-		MaxAudioChunkBytes: cfg.maxAudioChunkBytes,
-		MaxStreamDuration:  cfg.maxStreamDuration,
-		FinalsTimeout:      cfg.finalsTimeout,
-		MaxStreams:         cfg.maxStreams,
-		AllowCallerKey:     cfg.allowCallerKey,
+		DefaultTTSModel:       cfg.defaultTTSModel,
+		DefaultVoice:          cfg.defaultVoice,
+		DefaultSTTModel:       cfg.defaultSTTModel,
+		ModelAllowlist:        cfg.models,
+		MaxTextBytes:          cfg.maxTextBytes,
+		MaxAudioChunkBytes:    cfg.maxAudioChunkBytes,
+		MaxStreamDuration:     cfg.maxStreamDuration,
+		FinalsTimeout:         cfg.finalsTimeout,
+		MaxStreams:            cfg.maxStreams,
+		AllowCallerKey:        cfg.allowCallerKey,
+		CallerIdleTimeout:     cfg.callerIdleTimeout,
+		TranscribeReplayBytes: cfg.replayBytes,
+		MaxUpstreamSessionAge: cfg.maxUpstreamAge,
+		DrainGrace:            cfg.shutdownTimeout,
 	})
 	if err != nil {
 		return err

@@ -32,6 +32,16 @@ const (
 // as described for TextToSpeechService (same domain, reasons and codes);
 // docs/errors.md has the full table. The "x-slng-api-key" request metadata
 // works as described there too.
+//
+// A Transcribe stream outlives its upstream session: when SLNG drops the
+// connection, ends it at its maximum duration or fails in a way worth
+// retrying, the gateway opens a new session, sends it again the audio that
+// followed the last final transcript, and reports `reconnected`; offsets
+// stay counted from the start of the gRPC stream and no final is delivered
+// twice. When that is impossible (the audio since the last final exceeded
+// the gateway's replay buffer, or new sessions keep failing), the stream
+// ends with UNAVAILABLE and metadata "last_final_end_offset_ms": resume by
+// sending the audio from that offset on a new stream.
 type SpeechToTextServiceClient interface {
 	// Transcribe is a bidirectional session: send a RecognitionConfig first,
 	// then audio chunks. Transcripts stream back as the model produces them.
@@ -76,6 +86,16 @@ type SpeechToTextService_TranscribeClient = grpc.BidiStreamingClient[TranscribeR
 // as described for TextToSpeechService (same domain, reasons and codes);
 // docs/errors.md has the full table. The "x-slng-api-key" request metadata
 // works as described there too.
+//
+// A Transcribe stream outlives its upstream session: when SLNG drops the
+// connection, ends it at its maximum duration or fails in a way worth
+// retrying, the gateway opens a new session, sends it again the audio that
+// followed the last final transcript, and reports `reconnected`; offsets
+// stay counted from the start of the gRPC stream and no final is delivered
+// twice. When that is impossible (the audio since the last final exceeded
+// the gateway's replay buffer, or new sessions keep failing), the stream
+// ends with UNAVAILABLE and metadata "last_final_end_offset_ms": resume by
+// sending the audio from that offset on a new stream.
 type SpeechToTextServiceServer interface {
 	// Transcribe is a bidirectional session: send a RecognitionConfig first,
 	// then audio chunks. Transcripts stream back as the model produces them.

@@ -48,9 +48,18 @@ const (
 //     with RetryInfo.
 //   - UNAVAILABLE: reason UPSTREAM_UNAVAILABLE, UPSTREAM_SESSION_EXPIRED,
 //     UPSTREAM_CIRCUIT_OPEN, UPSTREAM_PROTOCOL_ERROR or SERVER_DRAINING, with
-//     RetryInfo. Retrying repeats any audio already received.
+//     RetryInfo. Retrying repeats any audio already received; when a turn
+//     had started, metadata "turn_id", "delivered_bytes",
+//     "delivered_audio_ms" and "last_sequence" say how much of it arrived.
+//     Upstream failures before any of a turn's audio reached the caller are
+//     not errors: the gateway speaks the turn on a new session and sends
+//     `reconnected`.
 //   - UNKNOWN: reason UPSTREAM_UNKNOWN_ERROR, an upstream error code the
 //     gateway does not know; metadata "upstream_code" has it.
+//   - OUT_OF_RANGE: reason STREAM_DURATION_EXCEEDED (the stream reached
+//     StreamLimits.max_stream_duration) or CALLER_IDLE_TIMEOUT (the caller
+//     sent nothing for StreamLimits.idle_timeout while nothing was in
+//     progress), with RetryInfo 0: continue on a new stream.
 //   - CANCELLED, DEADLINE_EXCEEDED: the caller's own cancellation or deadline.
 //   - INTERNAL: a gateway bug; the message never carries details.
 //
@@ -140,9 +149,18 @@ type TextToSpeechService_SynthesizeTextClient = grpc.ServerStreamingClient[Synth
 //     with RetryInfo.
 //   - UNAVAILABLE: reason UPSTREAM_UNAVAILABLE, UPSTREAM_SESSION_EXPIRED,
 //     UPSTREAM_CIRCUIT_OPEN, UPSTREAM_PROTOCOL_ERROR or SERVER_DRAINING, with
-//     RetryInfo. Retrying repeats any audio already received.
+//     RetryInfo. Retrying repeats any audio already received; when a turn
+//     had started, metadata "turn_id", "delivered_bytes",
+//     "delivered_audio_ms" and "last_sequence" say how much of it arrived.
+//     Upstream failures before any of a turn's audio reached the caller are
+//     not errors: the gateway speaks the turn on a new session and sends
+//     `reconnected`.
 //   - UNKNOWN: reason UPSTREAM_UNKNOWN_ERROR, an upstream error code the
 //     gateway does not know; metadata "upstream_code" has it.
+//   - OUT_OF_RANGE: reason STREAM_DURATION_EXCEEDED (the stream reached
+//     StreamLimits.max_stream_duration) or CALLER_IDLE_TIMEOUT (the caller
+//     sent nothing for StreamLimits.idle_timeout while nothing was in
+//     progress), with RetryInfo 0: continue on a new stream.
 //   - CANCELLED, DEADLINE_EXCEEDED: the caller's own cancellation or deadline.
 //   - INTERNAL: a gateway bug; the message never carries details.
 //
