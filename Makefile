@@ -93,5 +93,12 @@ run: ## Run the gateway with the embedded SLNG simulator (no key needed).
 smoke: build $(BIN)/.grpcurl-$(GRPCURL_VERSION) ## Start the real binary in dev mode and drive it with grpcurl.
 	./scripts/smoke.sh
 
+.PHONY: bench bench-quick
+bench: build ## Measure the gateway against a direct client (several minutes); writes bench/results.json.
+	$(BIN)/speechbench --gateway $(BIN)/speech-gateway --sim $(BIN)/slngsim --out bench/results.json
+
+bench-quick: build ## A reduced benchmark run that proves the harness works (asserts nothing about speed).
+	$(BIN)/speechbench --quick --gateway $(BIN)/speech-gateway --sim $(BIN)/slngsim --out $(BIN)/bench-quick.json
+
 .PHONY: ci
-ci: lint check-generate test smoke ## Everything CI runs.
+ci: lint check-generate test smoke bench-quick ## Everything CI runs.

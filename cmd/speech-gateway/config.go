@@ -21,6 +21,7 @@ import (
 type config struct {
 	listen      string
 	adminListen string
+	adminPprof  bool
 	dev         bool
 	devRealtime bool
 
@@ -124,6 +125,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 
 	fs.StringVar(&c.listen, "listen", env("LISTEN_ADDR", ":50051"), "gRPC listen address [LISTEN_ADDR]")
 	fs.StringVar(&c.adminListen, "admin-listen", env("ADMIN_ADDR", ":9090"), "admin HTTP address for /metrics, /healthz, /readyz; empty disables [ADMIN_ADDR]")
+	fs.BoolVar(&c.adminPprof, "admin-pprof", envBool("ADMIN_PPROF"), "serve Go's /debug/pprof on the admin address [ADMIN_PPROF]")
 	fs.BoolVar(&c.dev, "dev", envBool("SPEECH_GATEWAY_DEV"), "run an embedded SLNG simulator on loopback and use it; no key needed [SPEECH_GATEWAY_DEV]")
 	fs.BoolVar(&c.devRealtime, "dev-realtime", envBool("SPEECH_GATEWAY_DEV_REALTIME"), "with --dev, the simulator paces audio at playback speed [SPEECH_GATEWAY_DEV_REALTIME]")
 	fs.StringVar(&c.baseURL, "slng-base-url", env("SLNG_BASE_URL", "wss://api.slng.ai"), "SLNG base URL, e.g. wss://us-east.api.slng.ai [SLNG_BASE_URL]")

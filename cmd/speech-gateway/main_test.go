@@ -298,7 +298,7 @@ func TestAdminHandler(t *testing.T) {
 	t.Parallel()
 	var serving atomic.Bool
 	serving.Store(true)
-	h := adminHandler(prom.NewRegistry(), &serving)
+	h := adminHandler(prom.NewRegistry(), &serving, false)
 	get := func(path string) int {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))

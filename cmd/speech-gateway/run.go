@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -162,7 +163,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 			lis.Close()
 			return fmt.Errorf("listen %s: %w", cfg.adminListen, err)
 		}
-		admin = &http.Server{Handler: adminHandler(reg, &serving), ReadHeaderTimeout: 5 * time.Second}
+		admin = &http.Server{Handler: adminHandler(reg, &serving, cfg.adminPprof), ReadHeaderTimeout: 5 * time.Second}
 	}
 
 	errc := make(chan error, 2)
@@ -281,8 +282,14 @@ func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetri
 
 // adminHandler serves /metrics, /healthz (the process is alive) and /readyz
 // (serving and not draining).
-func adminHandler(reg *prom.Registry, serving *atomic.Bool) http.Handler {
+func adminHandler(reg *prom.Registry, serving *atomic.Bool, profiling bool) http.Handler {
 	mux := http.NewServeMux()
+	if profiling {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")

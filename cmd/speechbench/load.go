@@ -1,0 +1,389 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngclient"
+	"github.com/speech-gateway/speech-gateway/slngsim"
+)
+
+// samples collects latencies from many goroutines.
+type samples struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (s *samples) add(d time.Duration) {
+	s.mu.Lock()
+	s.d = append(s.d, d)
+	s.mu.Unlock()
+}
+
+func (s *samples) addAll(ds []time.Duration) {
+	s.mu.Lock()
+	s.d = append(s.d, ds...)
+	s.mu.Unlock()
+}
+
+// quantile returns the q-quantile in milliseconds (0 without samples).
+func (s *samples) quantile(q float64) float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.d) == 0 {
+		return 0
+	}
+	slices.Sort(s.d)
+	i := min(int(q*float64(len(s.d))), len(s.d)-1)
+	return float64(s.d[i]) / float64(time.Millisecond)
+}
+
+func (s *samples) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.d)
+}
+
+// gatewayClients dials n connections to a gateway, so that many streams
+// spread over several HTTP/2 connections, as many callers would.
+func gatewayClients(addr string, n int) ([]*grpc.ClientConn, error) {
+	var conns []*grpc.ClientConn
+	for range n {
+		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, err
+		}
+		conns = append(conns, c)
+	}
+	return conns, nil
+}
+
+// stamp is the simulator's send time written into a chunk (bench mode).
+func stamp(chunk []byte) (time.Time, bool) {
+	if len(chunk) < 8 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(chunk))), true
+}
+
+// speechText returns text that takes about d to speak at 24 kHz: each
+// character is two 96-sample symbols.
+func speechText(d time.Duration, rate int) string {
+	chars := int(d.Seconds() * float64(rate) / 192)
+	return strings.Repeat("The gateway adds almost nothing. ", chars/33+1)[:max(chars, 1)]
+}
+
+// ttsResult is what one wave of TTS streams measured.
+type ttsResult struct {
+	latency *samples
+	errors  atomic.Int64
+	bytes   atomic.Int64
+}
+
+// ttsGateway runs n Synthesize streams through the gateway, each speaking
+// text once, recording each chunk's latency from the simulator's stamp.
+func ttsGateway(ctx context.Context, conns []*grpc.ClientConn, n int, text string) *ttsResult {
+	r := &ttsResult{latency: &samples{}}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := speechv1.NewTextToSpeechServiceClient(conns[i%len(conns)])
+			stream, err := client.SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{Text: text})
+			if err != nil {
+				r.errors.Add(1)
+				return
+			}
+			local := make([]time.Duration, 0, 512)
+			for {
+				m, err := stream.Recv()
+				if err != nil {
+					if !isEOF(err) {
+						r.errors.Add(1)
+					}
+					break
+				}
+				if a := m.GetAudio(); a != nil {
+					now := time.Now()
+					if t, ok := stamp(a.GetData()); ok {
+						local = append(local, now.Sub(t))
+					}
+					r.bytes.Add(int64(len(a.GetData())))
+				}
+			}
+			r.latency.addAll(local)
+		}()
+	}
+	wg.Wait()
+	return r
+}
+
+// ttsDirect does the same work with slngclient straight to the simulator,
+// as a service that dials SLNG itself would.
+func ttsDirect(ctx context.Context, client *slngclient.Client, n int, text string) *ttsResult {
+	r := &ttsResult{latency: &samples{}}
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := client.DialTTS(ctx, slngclient.Endpoint{Model: "deepgram/aura:2"}, slngclient.TTSConfig{Voice: "aura-2-thalia-en"})
+			if err != nil {
+				r.errors.Add(1)
+				return
+			}
+			defer s.CloseNow()
+			if err := s.Text(ctx, text, true); err != nil {
+				r.errors.Add(1)
+				return
+			}
+			local := make([]time.Duration, 0, 512)
+			for {
+				ev, err := s.Recv(ctx)
+				if err != nil {
+					r.errors.Add(1)
+					break
+				}
+				if ev.Kind == slngclient.TTSAudio {
+					now := time.Now()
+					if t, ok := stamp(ev.Audio); ok {
+						local = append(local, now.Sub(t))
+					}
+					r.bytes.Add(int64(len(ev.Audio)))
+				}
+				if ev.Kind == slngclient.TTSAudioEnd {
+					break
+				}
+			}
+			r.latency.addAll(local)
+		}()
+	}
+	wg.Wait()
+	return r
+}
+
+// sttResult measures the delay from the last audio of an utterance to its
+// final transcript.
+type sttResult struct {
+	finalDelay *samples
+	errors     atomic.Int64
+	finals     atomic.Int64
+}
+
+// utterances is the audio a Transcribe stream sends: sentences of
+// simulator speech at 16 kHz, and the byte offset where each ends.
+func utterances(n int) ([]byte, []int) {
+	var audio []byte
+	var ends []int
+	for i := range n {
+		audio = append(audio, slngsim.Synthesize(fmt.Sprintf("Utterance %d is short.", i), "linear16", 16000)...)
+		ends = append(ends, len(audio))
+	}
+	return audio, ends
+}
+
+// sttPaced sends audio in 20 ms chunks at playback speed through send,
+// noting when each utterance's last byte went out.
+func sttPaced(ctx context.Context, audio []byte, ends []int, send func([]byte) error, sentAt func(i int, t time.Time)) error {
+	const chunk = 640 // 20 ms at 16 kHz LINEAR16
+	next := time.Now()
+	u := 0
+	for off := 0; off < len(audio); off += chunk {
+		end := min(off+chunk, len(audio))
+		if err := send(audio[off:end]); err != nil {
+			return err
+		}
+		for u < len(ends) && ends[u] <= end {
+			sentAt(u, time.Now())
+			u++
+		}
+		next = next.Add(20 * time.Millisecond)
+		select {
+		case <-time.After(time.Until(next)):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func sttGateway(ctx context.Context, conns []*grpc.ClientConn, n int, audio []byte, ends []int) *sttResult {
+	r := &sttResult{finalDelay: &samples{}}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := speechv1.NewSpeechToTextServiceClient(conns[i%len(conns)])
+			stream, err := client.Transcribe(ctx)
+			if err == nil {
+				err = stream.Send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Config{Config: &speechv1.RecognitionConfig{}}})
+			}
+			if err != nil {
+				r.errors.Add(1)
+				return
+			}
+			sent := make([]atomic.Int64, len(ends))
+			recvDone := make(chan struct{})
+			go func() {
+				defer close(recvDone)
+				u := 0
+				for {
+					m, err := stream.Recv()
+					if err != nil {
+						if !isEOF(err) {
+							r.errors.Add(1)
+						}
+						return
+					}
+					if f := m.GetFinalTranscript(); f != nil && f.GetText() != "" && u < len(sent) {
+						if t := sent[u].Load(); t > 0 {
+							r.finalDelay.add(time.Since(time.Unix(0, t)))
+						}
+						r.finals.Add(1)
+						u++
+					}
+				}
+			}()
+			err = sttPaced(ctx, audio, ends, func(b []byte) error {
+				return stream.Send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Audio{Audio: b}})
+			}, func(i int, t time.Time) { sent[i].Store(t.UnixNano()) })
+			if err != nil {
+				r.errors.Add(1)
+			}
+			_ = stream.CloseSend()
+			<-recvDone
+		}()
+	}
+	wg.Wait()
+	return r
+}
+
+func sttDirect(ctx context.Context, client *slngclient.Client, n int, audio []byte, ends []int) *sttResult {
+	r := &sttResult{finalDelay: &samples{}}
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := client.DialSTT(ctx, slngclient.Endpoint{Model: "deepgram/nova:3"}, slngclient.STTConfig{Encoding: "linear16", SampleRate: 16000})
+			if err != nil {
+				r.errors.Add(1)
+				return
+			}
+			defer s.CloseNow()
+			sent := make([]atomic.Int64, len(ends))
+			recvDone := make(chan struct{})
+			go func() {
+				defer close(recvDone)
+				u := 0
+				for {
+					ev, err := s.Recv(ctx)
+					if err != nil {
+						if !isEOF(err) {
+							r.errors.Add(1)
+						}
+						return
+					}
+					if ev.Kind == slngclient.STTFinal && ev.Transcript.Text != "" && u < len(sent) {
+						if t := sent[u].Load(); t > 0 {
+							r.finalDelay.add(time.Since(time.Unix(0, t)))
+						}
+						r.finals.Add(1)
+						u++
+					}
+				}
+			}()
+			err = sttPaced(ctx, audio, ends, func(b []byte) error { return s.SendAudio(ctx, b) },
+				func(i int, t time.Time) { sent[i].Store(t.UnixNano()) })
+			if err != nil {
+				r.errors.Add(1)
+			}
+			_ = s.CloseSend(ctx)
+			<-recvDone
+		}()
+	}
+	wg.Wait()
+	return r
+}
+
+// ttfaGateway measures time to first audio of SynthesizeText, runs times,
+// pausing between runs so that a standby session can be replaced.
+func ttfaGateway(ctx context.Context, conn *grpc.ClientConn, runs int, pause time.Duration) (*samples, error) {
+	s := &samples{}
+	client := speechv1.NewTextToSpeechServiceClient(conn)
+	for range runs {
+		time.Sleep(pause)
+		start := time.Now()
+		stream, err := client.SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{Text: "First audio, please."})
+		if err != nil {
+			return nil, err
+		}
+		first := true
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				if !isEOF(err) {
+					return nil, err
+				}
+				break
+			}
+			if m.GetAudio() != nil && first {
+				s.add(time.Since(start))
+				first = false
+			}
+		}
+	}
+	return s, nil
+}
+
+// ttfaDirect measures dial + text + first audio with slngclient, a new
+// session per turn as a service without a pool would.
+func ttfaDirect(ctx context.Context, client *slngclient.Client, runs int) (*samples, error) {
+	s := &samples{}
+	for range runs {
+		start := time.Now()
+		sess, err := client.DialTTS(ctx, slngclient.Endpoint{Model: "deepgram/aura:2"}, slngclient.TTSConfig{Voice: "aura-2-thalia-en"})
+		if err != nil {
+			return nil, err
+		}
+		if err := sess.Text(ctx, "First audio, please.", true); err != nil {
+			sess.CloseNow()
+			return nil, err
+		}
+		for {
+			ev, err := sess.Recv(ctx)
+			if err != nil {
+				sess.CloseNow()
+				return nil, err
+			}
+			if ev.Kind == slngclient.TTSAudio {
+				s.add(time.Since(start))
+				break
+			}
+		}
+		sess.CloseNow()
+	}
+	return s, nil
+}
+
+func isEOF(err error) bool { return errors.Is(err, io.EOF) }
+
+// directClient is a slngclient for the simulator at url, with the same key
+// the gateway uses.
+func directClient(url string) (*slngclient.Client, error) {
+	return slngclient.New(slngclient.Options{BaseURL: url, APIKey: "bench-key"})
+}

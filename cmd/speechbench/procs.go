@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// proc is a child process: a simulator or a gateway.
+type proc struct {
+	name  string
+	cmd   *exec.Cmd
+	addr  string // the simulator's URL or the gateway's gRPC address
+	admin string // the gateway's admin address, when it has one
+	done  chan error
+}
+
+// startSim starts slngsim with args and waits for the URL it prints.
+func startSim(ctx context.Context, bin string, args ...string) (*proc, error) {
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--listen", "127.0.0.1:0", "--log-level", "error"}, args...)...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &proc{name: "slngsim " + strings.Join(args, " "), cmd: cmd, done: make(chan error, 1)}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		_ = cmd.Process.Kill()
+		return nil, fmt.Errorf("slngsim did not print its URL: %w", err)
+	}
+	p.addr = strings.TrimSpace(line)
+	go func() {
+		_, _ = io.Copy(io.Discard, out)
+		p.done <- cmd.Wait()
+	}()
+	return p, nil
+}
+
+// startGateway starts speech-gateway against simURL and waits until it
+// serves; args add flags.
+func startGateway(ctx context.Context, bin, simURL string, args ...string) (*proc, error) {
+	all := append([]string{"--listen", "127.0.0.1:0", "--slng-base-url", simURL,
+		"--log-format", "json", "--log-level", "info", "--max-streams-per-conn", "10000"}, args...)
+	cmd := exec.CommandContext(ctx, bin, all...)
+	cmd.Env = append(os.Environ(), "SLNG_API_KEY=bench-key")
+	errPipe, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &proc{name: "speech-gateway " + strings.Join(args, " "), cmd: cmd, done: make(chan error, 1)}
+	addr := make(chan [2]string, 1)
+	go func() {
+		sc := bufio.NewScanner(errPipe)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		sent := false
+		for sc.Scan() {
+			var m struct {
+				Msg   string `json:"msg"`
+				GRPC  string `json:"grpc"`
+				Admin string `json:"admin"`
+			}
+			if json.Unmarshal(sc.Bytes(), &m) == nil && m.Msg == "serving" && !sent {
+				addr <- [2]string{m.GRPC, m.Admin}
+				sent = true
+				continue
+			}
+			if strings.Contains(sc.Text(), `"level":"error"`) || strings.Contains(sc.Text(), `"level":"warn"`) {
+				fmt.Fprintf(os.Stderr, "gateway: %s\n", sc.Text())
+			}
+		}
+		p.done <- cmd.Wait()
+	}()
+	select {
+	case a := <-addr:
+		p.addr, p.admin = a[0], a[1]
+		return p, nil
+	case err := <-p.done:
+		return nil, fmt.Errorf("speech-gateway exited before serving: %v", err)
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		return nil, errors.New("speech-gateway did not start in 20 s")
+	}
+}
+
+func (p *proc) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// usage is a process's CPU time and resident memory, from /proc.
+type usage struct {
+	cpu time.Duration
+	rss int64 // bytes
+}
+
+func (p *proc) usage() (usage, error) {
+	pid := p.cmd.Process.Pid
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return usage{}, err
+	}
+	// Fields after the command name, which is in parentheses.
+	s := string(stat)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	const clockTicks = 100 // USER_HZ on Linux
+	u := usage{cpu: time.Duration(utime+stime) * time.Second / clockTicks}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return usage{}, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			u.rss = kb << 10
+		}
+	}
+	return u, nil
+}
+
+// profile fetches a CPU profile of d from a gateway started with
+// --admin-pprof, into path.
+func (p *proc) profile(ctx context.Context, d time.Duration, path string) error {
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.admin, int(d.Seconds()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
