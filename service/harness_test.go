@@ -3,12 +3,18 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -28,7 +34,77 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-const testKey = "sk_test_secret_key_0123456789"
+const (
+	testKey   = "sk_test_secret_key_0123456789"
+	callerKey = "sk_caller_own_key_987654321"
+)
+
+// secrets must never appear in a log line, a status or a metric: every
+// test through the harness checks.
+var secrets = []string{testKey, callerKey}
+
+// sentinelLogger logs to t and fails the test if an entry carries a secret.
+func sentinelLogger(t *testing.T) *zap.Logger {
+	return zaptest.NewLogger(t, zaptest.WrapOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return &secretCheck{Core: c, t: t}
+	})))
+}
+
+type secretCheck struct {
+	zapcore.Core
+	t *testing.T
+}
+
+func (s *secretCheck) check(e zapcore.Entry, fields []zapcore.Field) {
+	buf, err := zapcore.NewJSONEncoder(zap.NewDevelopmentEncoderConfig()).EncodeEntry(e, fields)
+	if err != nil {
+		return
+	}
+	defer buf.Free()
+	for _, secret := range secrets {
+		if strings.Contains(buf.String(), secret) {
+			s.t.Errorf("a key leaked into a log line: %s", buf.String())
+		}
+	}
+}
+
+func (s *secretCheck) With(fields []zapcore.Field) zapcore.Core {
+	s.check(zapcore.Entry{}, fields)
+	return &secretCheck{Core: s.Core.With(fields), t: s.t}
+}
+
+func (s *secretCheck) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if s.Enabled(e.Level) {
+		return ce.AddCore(e, s)
+	}
+	return ce
+}
+
+func (s *secretCheck) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	s.check(e, fields)
+	return s.Core.Write(e, fields)
+}
+
+// checkMetricsForSecrets fails the test if a metric name, label or value
+// carries a secret.
+func checkMetricsForSecrets(t *testing.T, reg *prometheus.Registry) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Errorf("gather metrics: %v", err)
+		return
+	}
+	var b strings.Builder
+	for _, mf := range mfs {
+		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
+			t.Errorf("encode metrics: %v", err)
+		}
+	}
+	for _, secret := range secrets {
+		if strings.Contains(b.String(), secret) {
+			t.Errorf("a key leaked into the metrics")
+		}
+	}
+}
 
 // harness is a real gateway (the Server on an in-memory gRPC transport)
 // in front of a real SLNG simulator on loopback, joined by the real client.
@@ -57,17 +133,19 @@ func newPooledHarness(t *testing.T, simOpts slngsim.Options, cfg Config, poolOpt
 	client, err := slngclient.New(slngclient.Options{
 		BaseURL: sim.URL(),
 		APIKey:  testKey,
-		Logger:  zaptest.NewLogger(t).Named("client"),
+		Logger:  sentinelLogger(t).Named("client"),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	poolOpts.Logger = zaptest.NewLogger(t).Named("pool")
+	reg := prometheus.NewRegistry()
+	poolOpts.Logger = sentinelLogger(t).Named("pool")
+	poolOpts.Metrics = slngpool.NewMetrics(reg)
 	pool, err := slngpool.New(client, poolOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(pool, zaptest.NewLogger(t), nil, cfg)
+	srv, err := New(pool, sentinelLogger(t), NewMetrics(reg), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +166,7 @@ func newPooledHarness(t *testing.T, simOpts slngsim.Options, cfg Config, poolOpt
 		<-served
 		srv.Wait()
 		pool.Close()
+		checkMetricsForSecrets(t, reg)
 	})
 	return &harness{sim: sim, srv: srv, pool: pool,
 		tts: speechv1.NewTextToSpeechServiceClient(conn),
@@ -125,6 +204,11 @@ func wantStatus(t *testing.T, err error, code codes.Code, reason string) *status
 	}
 	if st.Code() != code {
 		t.Fatalf("code = %v (%q), want %v", st.Code(), st.Message(), code)
+	}
+	for _, secret := range secrets {
+		if strings.Contains(st.String(), secret) || strings.Contains(fmt.Sprint(st.Proto()), secret) {
+			t.Fatalf("a key leaked into a status: %v", st.Proto())
+		}
 	}
 	info, _ := details(st)
 	got := info.GetReason()

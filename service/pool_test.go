@@ -236,7 +236,6 @@ func TestCircuitBreakerThroughTheGateway(t *testing.T) {
 
 func TestCallerKey(t *testing.T) {
 	t.Parallel()
-	const callerKey = "sk_caller_own_key_987654321"
 	sim := slngsim.Options{APIKeys: []string{callerKey}}
 	withKey := func(ctx context.Context) context.Context {
 		return metadata.AppendToOutgoingContext(ctx, CallerKeyHeader, callerKey)

@@ -138,3 +138,40 @@ func TestValidation(t *testing.T) {
 		})
 	}
 }
+
+// TestHostileModelNames: names that could change the upstream URL, or are
+// not model names at all, are refused before any dial.
+func TestHostileModelNames(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, slngsim.Options{}, Config{})
+	names := []string{
+		"deepgram/../aura:2", "deepgram/aura:2?token=x", "deepgram/aura:2#frag", "deepgram%2faura:2",
+		"deepgram/%2e%2e/aura", "deepgram/aura 2", "deepgram/aura:2\n", "deepgram/\x00aura", "deepgram/äura:2",
+		"deepgram/aura:2:3", "/deepgram/aura", "deepgram//aura", "deepgram/aura/", ".", "..", strings.Repeat("a/", 100) + "b",
+	}
+	for _, name := range names {
+		ctx := testContext(t)
+		stream, err := h.tts.Synthesize(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = stream.Send(ttsConfig(&speechv1.SynthesisConfig{Model: name}))
+		_ = stream.CloseSend()
+		_, err = recvAll(t, stream.Recv)
+		st := wantStatus(t, err, codes.InvalidArgument, ReasonInvalidRequest)
+		if f := fieldViolations(st); !slices.Contains(f, "config.model") {
+			t.Fatalf("%q: fields %v", name, f)
+		}
+		s, err := h.stt.Transcribe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = s.Send(sttConfig(&speechv1.RecognitionConfig{Model: name}))
+		_ = s.CloseSend()
+		_, err = recvAll(t, s.Recv)
+		wantStatus(t, err, codes.InvalidArgument, ReasonInvalidRequest)
+	}
+	if n := len(h.sim.Sessions()); n != 0 || h.sim.Stats().Rejected != 0 {
+		t.Fatalf("the simulator saw %d sessions and %d rejected handshakes", n, h.sim.Stats().Rejected)
+	}
+}
