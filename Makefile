@@ -93,6 +93,18 @@ run: ## Run the gateway with the embedded SLNG simulator (no key needed).
 smoke: build $(BIN)/.grpcurl-$(GRPCURL_VERSION) ## Start the real binary in dev mode and drive it with grpcurl.
 	./scripts/smoke.sh
 
+FUZZTIME ?= 10s
+FAULT_STREAMS ?= 20
+
+.PHONY: fuzz faults
+fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).
+	go test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./slngclient/
+	go test -run '^$$' -fuzz '^FuzzConfigs$$' -fuzztime $(FUZZTIME) ./service/
+
+faults: ## Run the fault matrix with FAULT_STREAMS streams of each RPC per fault (default 20) and print it.
+	FAULT_STREAMS=$(FAULT_STREAMS) go test -race -count=1 -run '^TestFaultMatrix$$' -v ./service/ 2>&1 | \
+		grep -v 'logger.go' | grep -E '^(ok|FAIL|--- FAIL)|faults_test.go|^ {10}[a-z]'
+
 .PHONY: bench bench-quick
 bench: build ## Measure the gateway against a direct client (several minutes); writes bench/results.json.
 	$(BIN)/speechbench --gateway $(BIN)/speech-gateway --sim $(BIN)/slngsim --out bench/results.json

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"sync"
@@ -326,8 +327,13 @@ func (tr *transcription) awaitFinals(ctx context.Context) error {
 // upstream session when it fails or grows old.
 func (tr *transcription) pumpDown(ctx context.Context) error {
 	defer close(tr.downDone)
+	var last *slngclient.STTSession
+	heard := false // the current session sent a transcript
 	for {
 		sess := tr.session()
+		if sess != last {
+			last, heard = sess, false
+		}
 		ev, err := sess.Recv(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -340,7 +346,7 @@ func (tr *transcription) pumpDown(ctx context.Context) error {
 			case errors.Is(err, io.EOF) && draining:
 				return errDraining
 			case errors.Is(err, io.EOF) && closing:
-				return nil
+				return tr.warnUntranscribed(heard)
 			case errors.Is(err, io.EOF):
 				err = errUpstreamClosedEarly
 			}
@@ -348,6 +354,9 @@ func (tr *transcription) pumpDown(ctx context.Context) error {
 				return err
 			}
 			continue
+		}
+		if ev.Kind == slngclient.STTPartial || ev.Kind == slngclient.STTFinal {
+			heard = true
 		}
 		resp := tr.translate(ev)
 		if resp == nil {
@@ -371,6 +380,33 @@ func (tr *transcription) pumpDown(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// untranscribedWarning is how much audio after the last final makes the
+// end of a stream worth a warning: SLNG's normal close after `close` says
+// it transcribed everything, but a close that crossed ours looks the same,
+// and a long tail without a final may be speech it never heard.
+const untranscribedWarning = time.Second
+
+// warnUntranscribed tells the caller, at the end of the stream, how much
+// audio no final transcript covered when that is more than a pause, or
+// when the last session closed without a word about audio it was sent.
+func (tr *transcription) warnUntranscribed(heard bool) error {
+	if !tr.clock.ok() {
+		return nil
+	}
+	tr.upMu.Lock()
+	tail := tr.clock.duration(tr.replay.end - tr.replay.start)
+	overflow := tr.replay.overflow
+	tr.upMu.Unlock()
+	if tail < untranscribedWarning && !overflow && (heard || tail < untranscribedWarning/4) {
+		return nil
+	}
+	return tr.send(&speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_Warning{Warning: &speechv1.Warning{
+		Code: "untranscribed_audio",
+		Message: fmt.Sprintf("the upstream session ended with %s of audio after the last final transcript; "+
+			"if that was speech, it was not transcribed", tail.Round(time.Millisecond)),
+	}}})
 }
 
 // recoverable reports whether a failure of the upstream session can be

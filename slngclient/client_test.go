@@ -1,6 +1,7 @@
 package slngclient_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -673,5 +674,47 @@ func TestConnectionLossIsNotEOF(t *testing.T) {
 	_, err = s.Recv(testCtx(t))
 	if ue, ok := slngclient.AsUpstreamError(err); !ok || ue.Kind != slngclient.KindTransport || errors.Is(err, io.EOF) {
 		t.Fatalf("err = %v (errors.Is io.EOF: %v)", err, errors.Is(err, io.EOF))
+	}
+}
+
+// TestSkippedFramesKeepAudioIntact: the audio Recv returned stays intact
+// until the next Recv, even when the reader skips a malformed or unknown
+// frame and reads on meanwhile.
+func TestSkippedFramesKeepAudioIntact(t *testing.T) {
+	t.Parallel()
+	for _, fault := range []string{"malformed@chunks:2", "unknown@chunks:2"} {
+		_, c := setup(t, slngsim.Options{Faults: slngsim.MustFaults("*=" + fault)}, slngclient.Options{})
+		ctx := testCtx(t)
+		s, err := c.DialTTS(ctx, aura, slngclient.TTSConfig{SampleRate: 16000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const text = "Every byte of this turn survives a skipped frame."
+		if err := s.Text(ctx, text, true); err != nil {
+			t.Fatal(err)
+		}
+		var audio []byte
+		for {
+			ev, err := s.Recv(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Kind == slngclient.TTSAudioEnd {
+				break
+			}
+			if ev.Kind != slngclient.TTSAudio {
+				continue
+			}
+			held := append([]byte(nil), ev.Audio...)
+			time.Sleep(2 * time.Millisecond) // the reader reads ahead meanwhile
+			if !bytes.Equal(held, ev.Audio) {
+				t.Fatalf("%s: the audio changed under the caller before the next Recv", fault)
+			}
+			audio = append(audio, ev.Audio...)
+		}
+		s.CloseNow()
+		if got, err := slngsim.Decode(audio, "linear16", 16000); err != nil || got != text {
+			t.Fatalf("%s: decoded %q, %v", fault, got, err)
+		}
 	}
 }

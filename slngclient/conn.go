@@ -194,8 +194,10 @@ func (cn *conn) readLoop() {
 			if err != nil {
 				return err
 			}
+			// The slot of the frame handed over before this one may still
+			// be in use; i moves on only when a frame is handed over, so
+			// a skipped frame never overwrites it.
 			s := &slots[i&1]
-			i++
 			s.raw, err = readAll(r, s.raw[:0])
 			if err != nil {
 				return err
@@ -234,6 +236,7 @@ func (cn *conn) readLoop() {
 			}
 			select {
 			case cn.frames <- f:
+				i++
 			case <-cn.ctx.Done():
 				return cn.ctx.Err()
 			}
