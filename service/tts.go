@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -81,10 +82,17 @@ func (s *Server) synthesize(ctx context.Context, rpc string, reqs synthRequests,
 	}
 	defer release()
 	st := &synthesis{srv: s, reqs: reqs, out: out, log: log, meta: meta}
+	st.lastSent.Store(time.Now().UnixNano())
 	ctx, activity, cancel := s.streamContext(ctx, func() bool {
-		st.mu.Lock()
+		// Busy means a turn is in progress and reaching the caller. A
+		// caller that stops reading blocks a Send while holding st.mu, so
+		// a held lock counts as busy only while sends still complete.
+		recent := time.Since(time.Unix(0, st.lastSent.Load())) < s.cfg.CallerIdleTimeout
+		if !st.mu.TryLock() {
+			return recent
+		}
 		defer st.mu.Unlock()
-		return !st.idleLocked()
+		return !st.idleLocked() && recent
 	})
 	defer cancel()
 	st.activity = activity
@@ -125,6 +133,9 @@ type synthesis struct {
 	returnToPool bool
 	// failures counts upstream failures since audio last arrived.
 	failures int
+	// lastSent is when a response last reached the caller's stream (Unix
+	// nanoseconds); the idle watchdog reads it without the lock.
+	lastSent atomic.Int64
 	// heldSegment is a segment_start not yet sent (see deliver).
 	heldSegment *speechv1.SynthesizeResponse
 	// closed is set when the handler is done; a session dialled after that
@@ -914,7 +925,11 @@ func (st *synthesis) delivery(t *turn) *speechv1.TurnDelivery {
 
 // sendLocked sends one response; st.mu serializes sends from both pumps.
 func (st *synthesis) sendLocked(resp *speechv1.SynthesizeResponse) error {
-	return st.out.Send(resp)
+	if err := st.out.Send(resp); err != nil {
+		return err
+	}
+	st.lastSent.Store(time.Now().UnixNano())
+	return nil
 }
 
 func durationOrNil(d time.Duration) *durationpb.Duration {
