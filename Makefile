@@ -14,6 +14,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 BUF_VERSION                := v1.75.0
 STATICCHECK_VERSION        := v0.8.2
 GRPCURL_VERSION            := v1.9.4
+GHZ_VERSION                := v0.93.0
 
 BUF := $(BIN)/buf
 GO_PACKAGES := ./...
@@ -45,6 +46,9 @@ $(BIN)/.staticcheck-$(STATICCHECK_VERSION):
 	@touch $@
 $(BIN)/.grpcurl-$(GRPCURL_VERSION):
 	go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+	@touch $@
+$(BIN)/.ghz-$(GHZ_VERSION):
+	go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
 	@touch $@
 
 PROTO_TOOLS := $(BIN)/.protoc-gen-go-$(PROTOC_GEN_GO_VERSION) $(BIN)/.protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION) $(BIN)/.buf-$(BUF_VERSION)
@@ -104,6 +108,17 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).
 faults: ## Run the fault matrix with FAULT_STREAMS streams of each RPC per fault (default 20) and print it.
 	FAULT_STREAMS=$(FAULT_STREAMS) go test -race -count=1 -run '^TestFaultMatrix$$' -v ./service/ 2>&1 | \
 		grep -v 'logger.go' | grep -E '^(ok|FAIL|--- FAIL)|faults_test.go|^ {10}[a-z]'
+
+SOAK_DURATION ?= 10m
+SOAK_STREAMS ?= 200
+LOAD_CONCURRENCY ?= 1000
+
+.PHONY: soak load
+soak: build ## Churn SOAK_STREAMS streams for SOAK_DURATION; print RSS, goroutines and errors at start and end.
+	$(BIN)/speechbench --soak $(SOAK_DURATION) --soak-streams $(SOAK_STREAMS) --gateway $(BIN)/speech-gateway --sim $(BIN)/slngsim --out $(BIN)/soak.json
+
+load: build $(BIN)/.ghz-$(GHZ_VERSION) ## ghz: LOAD_CONCURRENCY concurrent SynthesizeText calls against the gateway in dev mode.
+	./scripts/load.sh $(LOAD_CONCURRENCY)
 
 .PHONY: bench bench-quick
 bench: build ## Measure the gateway against a direct client (several minutes); writes bench/results.json.

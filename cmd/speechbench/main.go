@@ -41,6 +41,8 @@ type options struct {
 	ttfaRuns                int
 	only                    string
 	profileDir              string
+	soak                    time.Duration
+	soakStreams             int
 }
 
 func parseLevels(s string) ([]int, error) {
@@ -67,6 +69,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&stt, "stt-levels", "100,250,500,1000", "concurrent real-time STT streams to try")
 	fs.DurationVar(&o.wave, "wave", 6*time.Second, "audio per stream in each wave")
 	fs.IntVar(&o.ttfaRuns, "ttfa-runs", 20, "time-to-first-audio samples per setup")
+	fs.DurationVar(&o.soak, "soak", 0, "instead of the benchmark, churn streams for this long and report RSS and goroutines")
+	fs.IntVar(&o.soakStreams, "soak-streams", 200, "concurrent streams during --soak")
 	fs.StringVar(&o.only, "only", "", "run only these parts, comma-separated: tts, stt, ttfa, throughput")
 	fs.StringVar(&o.profileDir, "profile", "", "write CPU profiles of the gateway during the first TTS and STT waves into this directory")
 	if err := fs.Parse(args); err != nil {
@@ -84,6 +88,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	b := &bench{o: o, out: stdout, res: map[string]any{}}
 	defer b.stopAll()
+	if o.soak > 0 {
+		if err := b.soak(ctx, o.soak, o.soakStreams); err != nil {
+			return err
+		}
+		return b.write()
+	}
 	if err := b.runAll(ctx); err != nil {
 		return err
 	}

@@ -81,7 +81,7 @@ func startGateway(ctx context.Context, bin, simURL string, args ...string) (*pro
 				sent = true
 				continue
 			}
-			if strings.Contains(sc.Text(), `"level":"error"`) || strings.Contains(sc.Text(), `"level":"warn"`) {
+			if strings.Contains(sc.Text(), `"level":"error"`) {
 				fmt.Fprintf(os.Stderr, "gateway: %s\n", sc.Text())
 			}
 		}
