@@ -60,7 +60,24 @@ if [[ "$got" != "$TEXT" ]]; then
 fi
 echo "smoke: transcribed back: $got"
 
-# 3. SIGTERM: clean exit, status 0.
+# 3. The same round trip with speechctl: a WAV file and back.
+"$BIN/speechctl" health --addr "$addr" >/dev/null
+"$BIN/speechctl" synthesize --addr "$addr" --text "$TEXT" --rate 16000 --out "$work/ctl.wav" 2>"$work/ctl.log"
+got=$("$BIN/speechctl" transcribe --addr "$addr" "$work/ctl.wav" 2>>"$work/ctl.log" | paste -sd ' ')
+if [[ "$got" != "$TEXT" ]]; then
+	cat "$work/ctl.log" >&2
+	echo "smoke: speechctl round trip: got \"$got\"" >&2
+	exit 1
+fi
+echo "smoke: speechctl transcribed its own WAV back"
+# A bad request prints the status, the reason and what to do, and fails.
+if "$BIN/speechctl" synthesize --addr "$addr" --out "$work/bad.raw" </dev/null 2>"$work/bad.log"; then
+	echo "smoke: speechctl accepted empty text" >&2
+	exit 1
+fi
+grep -q 'InvalidArgument' "$work/bad.log" && grep -q 'reason: INVALID_REQUEST' "$work/bad.log"
+
+# 4. SIGTERM: clean exit, status 0.
 kill -TERM "$gw_pid"
 rc=0
 wait "$gw_pid" || rc=$?

@@ -1,0 +1,71 @@
+// Command speechctl talks to speech-gateway from a terminal:
+//
+//	speechctl synthesize --text "Hello." --out hello.wav
+//	speechctl transcribe hello.wav
+//	speechctl health
+//
+// Every subcommand takes --addr (default localhost:50051).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, errUsage) {
+			fmt.Fprintln(os.Stderr, describe(err))
+		}
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+const usage = `Usage: speechctl <command> [flags]
+
+Commands:
+  synthesize   speak text: --text, --file or stdin; --out FILE (WAV for linear16)
+  transcribe   transcribe a WAV file (16-bit PCM, mu-law or A-law, mono)
+  health       check the gateway's health
+
+Every command takes --addr host:port (default localhost:50051).
+Run "speechctl <command> -h" for its flags.
+`
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch args[0] {
+	case "synthesize":
+		return synthesize(ctx, args[1:], stdin, stdout, stderr)
+	case "transcribe":
+		return transcribe(ctx, args[1:], stdout, stderr)
+	case "health":
+		return health(ctx, args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "speechctl: unknown command %q\n\n%s", args[0], usage)
+	return errUsage
+}
+
+// flags returns a flag set with the shared --addr flag.
+func flags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("speechctl "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "localhost:50051", "the gateway's gRPC address")
+	return fs, addr
+}
