@@ -47,6 +47,8 @@ func (b *bench) soak(ctx context.Context, d time.Duration, n int) error {
 	idle := snapshot("before load")
 	audio, ends := utterances(2)
 	var streams, failures atomic.Int64
+	var errMu sync.Mutex
+	errs := map[string]int{}
 	lctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -55,15 +57,13 @@ func (b *bench) soak(ctx context.Context, d time.Duration, n int) error {
 		go func() {
 			defer wg.Done()
 			tts := speechv1.NewTextToSpeechServiceClient(conns[i%len(conns)])
+			stt := speechv1.NewSpeechToTextServiceClient(conns[i%len(conns)])
 			for j := 0; lctx.Err() == nil; j++ {
 				var err error
 				if (i+j)%2 == 0 {
 					err = soakTTS(lctx, tts)
 				} else {
-					r := sttGateway(lctx, conns[i%len(conns):i%len(conns)+1], 1, audio, ends)
-					if r.errors.Load() > 0 {
-						err = fmt.Errorf("transcribe failed")
-					}
+					err = soakSTT(lctx, stt, audio, ends)
 				}
 				if lctx.Err() != nil {
 					return // the soak ended mid-stream: not a failure
@@ -71,6 +71,11 @@ func (b *bench) soak(ctx context.Context, d time.Duration, n int) error {
 				streams.Add(1)
 				if err != nil {
 					failures.Add(1)
+					errMu.Lock()
+					if len(errs) < 20 || errs[err.Error()] > 0 {
+						errs[err.Error()]++
+					}
+					errMu.Unlock()
 				}
 			}
 		}()
@@ -81,10 +86,14 @@ func (b *bench) soak(ctx context.Context, d time.Duration, n int) error {
 	end := snapshot("at the end")
 	time.Sleep(5 * time.Second)
 	after := snapshot("5 s after the load")
-	b.printf("streams completed %d, failed %d\n\n", streams.Load(), failures.Load())
+	b.printf("streams completed %d, failed %d\n", streams.Load(), failures.Load())
+	for e, n := range errs {
+		b.printf("  %6d  %s\n", n, e)
+	}
+	b.printf("\n")
 	b.res["soak"] = map[string]any{
 		"duration_seconds": d.Seconds(), "workers": n, "streams": streams.Load(), "errors": failures.Load(),
-		"before": idle, "start": start, "end": end, "after": after,
+		"before": idle, "start": start, "end": end, "after": after, "error_kinds": errs,
 	}
 	return nil
 }
@@ -124,4 +133,45 @@ func goroutines(ctx context.Context, admin string) int {
 		}
 	}
 	return -1
+}
+
+func soakSTT(ctx context.Context, client speechv1.SpeechToTextServiceClient, audio []byte, ends []int) error {
+	stream, err := client.Transcribe(ctx)
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Config{Config: &speechv1.RecognitionConfig{}}}); err != nil {
+		return err
+	}
+	sendErr := make(chan error, 1)
+	go func() {
+		err := sttPaced(ctx, audio, ends, func(b []byte) error {
+			return stream.Send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Audio{Audio: b}})
+		}, func(int, time.Time) {})
+		if err == nil {
+			err = stream.CloseSend()
+		}
+		sendErr <- err
+	}()
+	finals := 0
+	for {
+		m, err := stream.Recv()
+		if isEOF(err) {
+			break
+		}
+		if err != nil {
+			<-sendErr
+			return err
+		}
+		if f := m.GetFinalTranscript(); f != nil && f.GetText() != "" {
+			finals++
+		}
+	}
+	if err := <-sendErr; err != nil && !isEOF(err) {
+		return err
+	}
+	if finals != len(ends) {
+		return fmt.Errorf("%d finals for %d utterances", finals, len(ends))
+	}
+	return nil
 }
