@@ -15,6 +15,7 @@ BUF_VERSION                := v1.75.0
 STATICCHECK_VERSION        := v0.8.2
 GRPCURL_VERSION            := v1.9.4
 GHZ_VERSION                := v0.93.0
+KUBECTL_VALIDATE_VERSION   := v0.0.4
 
 BUF := $(BIN)/buf
 GO_PACKAGES := ./...
@@ -49,6 +50,9 @@ $(BIN)/.grpcurl-$(GRPCURL_VERSION):
 	@touch $@
 $(BIN)/.ghz-$(GHZ_VERSION):
 	go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+	@touch $@
+$(BIN)/.kubectl-validate-$(KUBECTL_VALIDATE_VERSION):
+	go install sigs.k8s.io/kubectl-validate@$(KUBECTL_VALIDATE_VERSION)
 	@touch $@
 
 PROTO_TOOLS := $(BIN)/.protoc-gen-go-$(PROTOC_GEN_GO_VERSION) $(BIN)/.protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION) $(BIN)/.buf-$(BUF_VERSION)
@@ -120,6 +124,10 @@ soak: build ## Churn SOAK_STREAMS streams for SOAK_DURATION; print RSS, goroutin
 
 load: build $(BIN)/.ghz-$(GHZ_VERSION) ## ghz: LOAD_CONCURRENCY concurrent SynthesizeText calls against the gateway in dev mode.
 	./scripts/load.sh $(LOAD_CONCURRENCY)
+
+.PHONY: validate-manifests
+validate-manifests: $(BIN)/.kubectl-validate-$(KUBECTL_VALIDATE_VERSION) ## Validate deploy/kubernetes offline against Kubernetes 1.30.
+	$(BIN)/kubectl-validate --version 1.30 $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
 
 .PHONY: bench bench-quick
 bench: build ## Measure the gateway against a direct client (several minutes); writes bench/results.json.
