@@ -125,6 +125,10 @@ soak: build ## Churn SOAK_STREAMS streams for SOAK_DURATION; print RSS, goroutin
 load: build $(BIN)/.ghz-$(GHZ_VERSION) ## ghz: LOAD_CONCURRENCY concurrent SynthesizeText calls against the gateway in dev mode.
 	./scripts/load.sh $(LOAD_CONCURRENCY)
 
+.PHONY: examples
+examples: build $(PROTO_TOOLS) ## Run the Go and Python client examples against the gateway in dev mode.
+	./examples/run.sh
+
 .PHONY: validate-manifests
 validate-manifests: $(BIN)/.kubectl-validate-$(KUBECTL_VALIDATE_VERSION) ## Validate deploy/kubernetes offline against Kubernetes 1.30.
 	$(BIN)/kubectl-validate --version 1.30 $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Calls speech-gateway from Python: a bidi Synthesize session, a Transcribe
+of the audio it produced, and an error decoded from its google.rpc details.
+
+    python3 example.py localhost:50051
+
+Stubs come from buf.gen.python.yaml (see run.sh); they must be on
+PYTHONPATH, with google/rpc/status_pb2 and error_details_pb2.
+"""
+import json
+import sys
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from slng.speech.v1 import audio_pb2, stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
+
+# Match the server's keepalive enforcement (pings no more often than every
+# 10 s) and retry only UNAVAILABLE, only for calls that produced nothing yet:
+# gRPC retries a stream only before its first response.
+SERVICE_CONFIG = json.dumps({
+    "methodConfig": [{
+        "name": [{"service": "slng.speech.v1.TextToSpeechService", "method": "SynthesizeText"}],
+        "retryPolicy": {
+            "maxAttempts": 3,
+            "initialBackoff": "0.5s",
+            "maxBackoff": "5s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }]
+})
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30000),
+    ("grpc.keepalive_timeout_ms", 10000),
+    ("grpc.enable_retries", 1),
+    ("grpc.service_config", SERVICE_CONFIG),
+]
+
+RATE = 16000
+TURNS = ["Hello from Python.", "A second turn on the same stream."]
+
+
+def synthesize(channel):
+    """Two turns on one Synthesize stream; returns the audio of each turn."""
+    stub = tts_pb2_grpc.TextToSpeechServiceStub(channel)
+    fmt = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_LINEAR16, sample_rate_hz=RATE)
+
+    def requests():
+        yield tts_pb2.SynthesizeRequest(config=tts_pb2.SynthesisConfig(format=fmt))
+        for text in TURNS:
+            yield tts_pb2.SynthesizeRequest(text=tts_pb2.TextInput(text=text, flush=True))
+
+    audio = {}
+    for resp in stub.Synthesize(requests(), timeout=30):
+        kind = resp.WhichOneof("response")
+        if kind == "started":
+            print("synthesis session", resp.started.session_id, "warm:", resp.started.warm_session)
+        elif kind == "audio":
+            audio.setdefault(resp.audio.turn_id, bytearray()).extend(resp.audio.data)
+        elif kind == "audio_end":
+            print("turn", resp.audio_end.turn_id, "done:", resp.audio_end.delivered.audio_bytes, "bytes")
+    return [bytes(audio[t]) for t in sorted(audio)]
+
+
+def transcribe(channel, pcm):
+    stub = stt_pb2_grpc.SpeechToTextServiceStub(channel)
+    fmt = audio_pb2.AudioFormat(encoding=audio_pb2.AUDIO_ENCODING_LINEAR16, sample_rate_hz=RATE)
+
+    def requests():
+        yield stt_pb2.TranscribeRequest(config=stt_pb2.RecognitionConfig(format=fmt))
+        chunk = RATE * 2 // 10  # 100 ms
+        for i in range(0, len(pcm), chunk):
+            yield stt_pb2.TranscribeRequest(audio=pcm[i:i + chunk])
+
+    finals = []
+    for resp in stub.Transcribe(requests(), timeout=30):
+        if resp.WhichOneof("response") == "final_transcript" and resp.final_transcript.text:
+            finals.append(resp.final_transcript.text)
+    return finals
+
+
+def error_details(err):
+    """The google.rpc.Status details of a failed call, decoded."""
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            st = status_pb2.Status.FromString(value)
+            out = []
+            for any_msg in st.details:
+                for cls in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest, error_details_pb2.RetryInfo):
+                    if any_msg.Is(cls.DESCRIPTOR):
+                        msg = cls()
+                        any_msg.Unpack(msg)
+                        out.append(msg)
+            return out
+    return []
+
+
+def main():
+    addr = sys.argv[1] if len(sys.argv) > 1 else "localhost:50051"
+    with grpc.insecure_channel(addr, options=CHANNEL_OPTIONS) as channel:
+        turns = synthesize(channel)
+        assert len(turns) == len(TURNS), "one audio stream per turn"
+        finals = transcribe(channel, b"".join(turns))
+        print("transcribed:", finals)
+        assert finals == TURNS, finals
+
+        stub = tts_pb2_grpc.TextToSpeechServiceStub(channel)
+        try:
+            for _ in stub.SynthesizeText(tts_pb2.SynthesizeTextRequest(text=""), timeout=10):
+                pass
+            raise AssertionError("empty text was accepted")
+        except grpc.RpcError as err:
+            details = error_details(err)
+            info = next(d for d in details if isinstance(d, error_details_pb2.ErrorInfo))
+            bad = next(d for d in details if isinstance(d, error_details_pb2.BadRequest))
+            print("error:", err.code().name, info.reason, [(v.field, v.description) for v in bad.field_violations])
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.reason == "INVALID_REQUEST" and info.domain == "speech-gateway"
+    print("python example: ok")
+
+
+if __name__ == "__main__":
+    main()
