@@ -129,6 +129,10 @@ load: build $(BIN)/.ghz-$(GHZ_VERSION) ## ghz: LOAD_CONCURRENCY concurrent Synth
 examples: build $(PROTO_TOOLS) ## Run the Go and Python client examples against the gateway in dev mode.
 	./examples/run.sh
 
+.PHONY: image-check
+image-check: build ## Build the FROM-scratch image with buildah, run it with chroot isolation and probe it (needs buildah).
+	./scripts/image-check.sh
+
 .PHONY: validate-manifests
 validate-manifests: $(BIN)/.kubectl-validate-$(KUBECTL_VALIDATE_VERSION) ## Validate deploy/kubernetes offline against Kubernetes 1.30.
 	$(BIN)/kubectl-validate --version 1.30 $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
