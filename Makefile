@@ -125,6 +125,10 @@ soak: build ## Churn SOAK_STREAMS streams for SOAK_DURATION; print RSS, goroutin
 load: build $(BIN)/.ghz-$(GHZ_VERSION) ## ghz: LOAD_CONCURRENCY concurrent SynthesizeText calls against the gateway in dev mode.
 	./scripts/load.sh $(LOAD_CONCURRENCY)
 
+.PHONY: walkthrough
+walkthrough: build $(BIN)/.grpcurl-$(GRPCURL_VERSION) ## Run the README's grpcurl walkthrough as written against the gateway on :50051.
+	./scripts/walkthrough.sh
+
 .PHONY: examples
 examples: build $(PROTO_TOOLS) ## Run the Go and Python client examples against the gateway in dev mode.
 	./examples/run.sh
