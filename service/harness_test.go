@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"github.com/prometheus/common/expfmt"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
@@ -150,7 +151,11 @@ func newPooledHarness(t *testing.T, simOpts slngsim.Options, cfg Config, poolOpt
 		t.Fatal(err)
 	}
 	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
+	var serverOpts []grpc.ServerOption
+	if cfg.TracerProvider != nil {
+		serverOpts = append(serverOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(cfg.TracerProvider))))
+	}
+	gs := grpc.NewServer(serverOpts...)
 	srv.Register(gs)
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(lis) }()

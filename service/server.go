@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -78,6 +80,9 @@ type Config struct {
 	// DrainGrace is the grace period announced to streams when the server
 	// drains (ServerDraining.grace). Default 25 s.
 	DrainGrace time.Duration
+	// TracerProvider records a span per upstream SLNG session; nil records
+	// nothing. The gRPC server's own spans come from its stats handler.
+	TracerProvider trace.TracerProvider
 	// AllowCallerKey lets callers send their own SLNG key in the
 	// x-slng-api-key request metadata. Off by default: such a request is
 	// then refused, rather than silently served with the gateway's key.
@@ -143,6 +148,7 @@ type Server struct {
 	cfg      Config
 	allowed  map[string]bool
 	metrics  *Metrics
+	tracer   trace.Tracer
 
 	active atomic.Int64
 	// drainCtx is cancelled by Drain; streams watch it.
@@ -165,7 +171,12 @@ func New(upstream Upstream, logger *zap.Logger, metrics *Metrics, cfg Config) (*
 		metrics = NewMetrics(nil)
 	}
 	cfg = cfg.withDefaults()
+	tp := cfg.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
 	s := &Server{
+		tracer:   tp.Tracer(tracerName),
 		upstream: upstream,
 		log:      logger.Named("service"),
 		cfg:      cfg,

@@ -75,7 +75,7 @@ type transcription struct {
 
 	mu              sync.Mutex
 	meta            streamMeta
-	lease           *slngpool.Lease
+	lease           *upstreamLease
 	sess            *slngclient.STTSession
 	base            time.Duration // stream time of the current session's first audio byte
 	closing         bool          // the upstream has been told no more audio comes
@@ -126,7 +126,7 @@ func (tr *transcription) run(ctx context.Context) (runErr error) {
 		lease := tr.lease
 		tr.mu.Unlock()
 		lease.STT.CloseNow()
-		lease.Release(runErr, false)
+		lease.release(runErr, false)
 	}()
 	tr.meta.upstreamSessionID = lease.STT.ID()
 	tr.meta.upstreamRequestID = lease.STT.RequestID()
@@ -145,11 +145,10 @@ func (tr *transcription) run(ctx context.Context) (runErr error) {
 	return tr.srv.runPumps(ctx, tr.pumpUp, tr.pumpDown)
 }
 
-func (tr *transcription) acquire(ctx context.Context) (*slngpool.Lease, error) {
-	start := time.Now()
-	lease, err := tr.srv.upstream.AcquireSTT(ctx, tr.ep, tr.sttCfg)
-	tr.srv.metrics.observeAcquire("stt", start, lease, err)
-	return lease, err
+func (tr *transcription) acquire(ctx context.Context) (*upstreamLease, error) {
+	return tr.srv.acquire(ctx, "stt", tr.ep, func(ctx context.Context) (*slngpool.Lease, error) {
+		return tr.srv.upstream.AcquireSTT(ctx, tr.ep, tr.sttCfg)
+	})
 }
 
 func (tr *transcription) send(resp *speechv1.TranscribeResponse) error {
@@ -457,7 +456,7 @@ func (tr *transcription) reconnect(ctx context.Context, cause error) error {
 		n := min(chunk, len(audio))
 		if err := sess.SendAudio(ctx, audio[:n]); err != nil {
 			sess.CloseNow()
-			lease.Release(err, false)
+			lease.release(err, false)
 			return fail(err)
 		}
 		audio = audio[n:]
@@ -475,7 +474,7 @@ func (tr *transcription) reconnect(ctx context.Context, cause error) error {
 	tr.meta.upstreamSessionID, tr.meta.upstreamRequestID = sess.ID(), sess.RequestID()
 	tr.mu.Unlock()
 	old.STT.CloseNow()
-	old.Release(cause, false)
+	old.release(cause, false)
 
 	reason := reconnectReason(cause)
 	replayed := tr.clock.duration(int64(len(tr.replay.buf)))

@@ -121,7 +121,7 @@ type synthesis struct {
 	mu    sync.Mutex
 	meta  streamMeta
 	sess  *slngclient.TTSSession
-	lease *slngpool.Lease // sess's lease
+	lease *upstreamLease // sess's lease
 	// dirty is set when the current session saw anything but clean turns
 	// (a clear, a cancel, a warning, text never flushed): it is then not
 	// returned to the pool.
@@ -261,7 +261,7 @@ func (st *synthesis) release(err error) {
 	if !reuse {
 		lease.TTS.CloseNow()
 	}
-	lease.Release(err, reuse)
+	lease.release(err, reuse)
 }
 
 // configure validates cfg and fills in the effective configuration.
@@ -321,9 +321,9 @@ func bytesPerSecond(f *speechv1.AudioFormat) float64 {
 
 // dial opens a new upstream session and makes it the current one.
 func (st *synthesis) dial(ctx context.Context) (*slngclient.TTSSession, error) {
-	start := time.Now()
-	lease, err := st.srv.upstream.AcquireTTS(ctx, st.ep, st.ttsCfg)
-	st.srv.metrics.observeAcquire("tts", start, lease, err)
+	lease, err := st.srv.acquire(ctx, "tts", st.ep, func(ctx context.Context) (*slngpool.Lease, error) {
+		return st.srv.upstream.AcquireTTS(ctx, st.ep, st.ttsCfg)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -331,12 +331,12 @@ func (st *synthesis) dial(ctx context.Context) (*slngclient.TTSSession, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.closed {
-		lease.Release(nil, false)
+		lease.release(nil, false)
 		return nil, context.Canceled
 	}
 	if st.lease != nil {
 		// The session this replaces was closed by SLNG, normally.
-		st.lease.Release(nil, false)
+		st.lease.release(nil, false)
 	}
 	st.lease = lease
 	st.dirty = false

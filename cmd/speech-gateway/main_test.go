@@ -315,3 +315,31 @@ func TestAdminHandler(t *testing.T) {
 		t.Fatal("healthz must stay OK while draining: the process is alive")
 	}
 }
+
+func TestSetupTracing(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		env map[string]string
+		on  bool
+	}{
+		{nil, false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}, true},
+		{map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4317"}, true},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, true},
+		{map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}, false},
+		{map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}, false},
+	} {
+		tp, err := setupTracing(t.Context(), envFrom(tc.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (tp != nil) != tc.on {
+			t.Errorf("env %v: tracing on = %v", tc.env, tp != nil)
+		}
+		if tp != nil {
+			if err := tp.Shutdown(t.Context()); err != nil {
+				t.Errorf("shutdown: %v", err)
+			}
+		}
+	}
+}

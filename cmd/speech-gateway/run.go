@@ -20,6 +20,8 @@ import (
 	prom "github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
@@ -59,6 +61,25 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+
+	var tracer trace.TracerProvider // nil: no spans
+	var serverOpts []grpc.ServerOption
+	tp, err := setupTracing(ctx, getenv)
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	if tp != nil {
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = tp.Shutdown(sctx)
+		}()
+		tracer = tp
+		// Spans per RPC, with no event per message: audio streams would
+		// make thousands.
+		serverOpts = append(serverOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp))))
+		log.Info("tracing to OpenTelemetry")
+	}
 
 	if cfg.dev {
 		sim, err := startSimulator(cfg, log)
@@ -118,6 +139,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		FinalsTimeout:         cfg.finalsTimeout,
 		MaxStreams:            cfg.maxStreams,
 		AllowCallerKey:        cfg.allowCallerKey,
+		TracerProvider:        tracer,
 		CallerIdleTimeout:     cfg.callerIdleTimeout,
 		TranscribeReplayBytes: cfg.replayBytes,
 		MaxUpstreamSessionAge: cfg.maxUpstreamAge,
@@ -138,7 +160,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 
 	grpcMetrics := prometheus.NewServerMetrics(prometheus.WithServerHandlingTimeHistogram())
 	reg.MustRegister(grpcMetrics)
-	gs := newGRPCServer(cfg, log, grpcMetrics)
+	gs := newGRPCServer(cfg, log, grpcMetrics, serverOpts...)
 	srv.Register(gs)
 	healthSrv := health.NewServer()
 	healthpb.RegisterHealthServer(gs, healthSrv)
@@ -239,7 +261,7 @@ func sleep(d time.Duration) {
 // limits. Interceptor order, outermost first: metrics, logging, recovery
 // (innermost, so that a panic becomes INTERNAL before it is logged and
 // counted).
-func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetrics) *grpc.Server {
+func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetrics, extra ...grpc.ServerOption) *grpc.Server {
 	recoverFn := func(ctx context.Context, p any) error {
 		log.Error("panic in handler", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
@@ -249,7 +271,7 @@ func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetri
 	if maxStream <= 0 {
 		maxStream = 24 * time.Hour
 	}
-	return grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(
 			metrics.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(service.InterceptorLogger(log.Named("grpc")), logOpts...),
@@ -275,9 +297,10 @@ func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetri
 		grpc.MaxConcurrentStreams(uint32(cfg.maxStreamsPerConn)),
 		// Larger than any valid request, so that oversized text and audio
 		// get a BadRequest naming the field rather than a transport error.
-		grpc.MaxRecvMsgSize(max(cfg.maxTextBytes, cfg.maxAudioChunkBytes)+64<<10),
-		grpc.MaxSendMsgSize(4<<20),
-	)
+		grpc.MaxRecvMsgSize(max(cfg.maxTextBytes, cfg.maxAudioChunkBytes) + 64<<10),
+		grpc.MaxSendMsgSize(4 << 20),
+	}
+	return grpc.NewServer(append(opts, extra...)...)
 }
 
 // adminHandler serves /metrics, /healthz (the process is alive) and /readyz
