@@ -9,24 +9,11 @@ cd "$(dirname "$0")/.."
 
 BIN=${BIN:-./bin}
 work=$(mktemp -d)
-gw_pid=
-cleanup() {
-	if [[ -n "$gw_pid" ]] && kill -0 "$gw_pid" 2>/dev/null; then kill -KILL "$gw_pid" || true; fi
-	rm -rf "$work"
-}
-trap cleanup EXIT
+me=examples
+. scripts/gateway.sh
+trap cleanup_gateway EXIT
 
-"$BIN/speech-gateway" --dev --listen 127.0.0.1:0 --admin-listen '' --log-format json 2>"$work/gateway.log" &
-gw_pid=$!
-addr=
-for _ in $(seq 1 100); do
-	if line=$(grep -m1 '"msg":"serving"' "$work/gateway.log" 2>/dev/null); then
-		addr=$(sed -E 's/.*"grpc":"([^"]+)".*/\1/' <<<"$line")
-		break
-	fi
-	sleep 0.1
-done
-[[ -n "$addr" ]] || { cat "$work/gateway.log" >&2; echo "examples: gateway did not start" >&2; exit 1; }
+start_gateway --dev --listen 127.0.0.1:0 --admin-listen ''
 echo "examples: gateway on $addr"
 
 go run ./examples/go --addr "$addr"
@@ -39,7 +26,5 @@ PATH="/usr/bin:$PATH" "$BIN/buf" generate --template buf.gen.python.yaml -o "$wo
 /usr/bin/protoc -I "$gp" --python_out="$work/py" google/rpc/status.proto google/rpc/error_details.proto
 PYTHONPATH="$work/py" /usr/bin/python3 examples/python/example.py "$addr"
 
-kill -TERM "$gw_pid"
-wait "$gw_pid"
-gw_pid=
+stop_gateway
 echo "examples: ok"

@@ -12,25 +12,11 @@ CONCURRENCY=${1:-1000}
 MAX_STREAMS=${MAX_STREAMS:-$((CONCURRENCY / 2))}
 TOTAL=${TOTAL:-$((CONCURRENCY * 5))}
 work=$(mktemp -d)
-gw_pid=
-cleanup() {
-	if [[ -n "$gw_pid" ]] && kill -0 "$gw_pid" 2>/dev/null; then kill -KILL "$gw_pid" || true; fi
-	rm -rf "$work"
-}
-trap cleanup EXIT
+me=load
+. scripts/gateway.sh
+trap cleanup_gateway EXIT
 
-"$BIN/speech-gateway" --dev --listen 127.0.0.1:0 --admin-listen '' --log-format json \
-	--max-streams "$MAX_STREAMS" --max-streams-per-conn 10000 2>"$work/gateway.log" &
-gw_pid=$!
-addr=
-for _ in $(seq 1 100); do
-	if line=$(grep -m1 '"msg":"serving"' "$work/gateway.log" 2>/dev/null); then
-		addr=$(sed -E 's/.*"grpc":"([^"]+)".*/\1/' <<<"$line")
-		break
-	fi
-	sleep 0.1
-done
-[[ -n "$addr" ]] || { cat "$work/gateway.log" >&2; echo "load: gateway did not start" >&2; exit 1; }
+start_gateway --dev --listen 127.0.0.1:0 --admin-listen '' --max-streams "$MAX_STREAMS" --max-streams-per-conn 10000
 echo "load: gateway on $addr, --max-streams $MAX_STREAMS, $TOTAL calls at concurrency $CONCURRENCY"
 
 "$BIN/ghz" --insecure --call slng.speech.v1.TextToSpeechService/SynthesizeText \

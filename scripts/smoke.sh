@@ -10,28 +10,11 @@ BIN=${BIN:-./bin}
 GRPCURL=${GRPCURL:-$BIN/grpcurl}
 TEXT=${TEXT:-"Hello from the speech gateway smoke test. Nothing lost, nothing reordered!"}
 work=$(mktemp -d)
-gw_pid=
-cleanup() {
-	if [[ -n "$gw_pid" ]] && kill -0 "$gw_pid" 2>/dev/null; then kill -KILL "$gw_pid" || true; fi
-	rm -rf "$work"
-}
-trap cleanup EXIT
+me=smoke
+. scripts/gateway.sh
+trap cleanup_gateway EXIT
 
-"$BIN/speech-gateway" --dev --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-format json \
-	2>"$work/gateway.log" &
-gw_pid=$!
-
-addr= admin=
-for _ in $(seq 1 100); do
-	if line=$(grep -m1 '"msg":"serving"' "$work/gateway.log" 2>/dev/null); then
-		addr=$(sed -E 's/.*"grpc":"([^"]+)".*/\1/' <<<"$line")
-		admin=$(sed -E 's/.*"admin":"([^"]+)".*/\1/' <<<"$line")
-		break
-	fi
-	if ! kill -0 "$gw_pid" 2>/dev/null; then cat "$work/gateway.log" >&2; echo "smoke: gateway exited early" >&2; exit 1; fi
-	sleep 0.1
-done
-[[ -n "$addr" ]] || { cat "$work/gateway.log" >&2; echo "smoke: gateway did not start" >&2; exit 1; }
+start_gateway --dev --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
 echo "smoke: gateway on $addr (admin $admin)"
 
 "$GRPCURL" -plaintext "$addr" grpc.health.v1.Health/Check | grep -q SERVING
@@ -78,10 +61,8 @@ fi
 grep -q 'InvalidArgument' "$work/bad.log" && grep -q 'reason: INVALID_REQUEST' "$work/bad.log"
 
 # 4. SIGTERM: clean exit, status 0.
-kill -TERM "$gw_pid"
 rc=0
-wait "$gw_pid" || rc=$?
-gw_pid=
+stop_gateway || rc=$?
 if [[ $rc -ne 0 ]]; then cat "$work/gateway.log" >&2; echo "smoke: gateway exited with $rc after SIGTERM" >&2; exit 1; fi
 grep -q '"msg":"stopped"' "$work/gateway.log"
 if grep -q 'dev_[0-9a-f]\{32\}' "$work/gateway.log"; then echo "smoke: the key leaked into the log" >&2; exit 1; fi

@@ -6,19 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 work=$(mktemp -d)
-gw_pid=
-cleanup() {
-	if [[ -n "$gw_pid" ]] && kill -0 "$gw_pid" 2>/dev/null; then kill -TERM "$gw_pid" || true; wait "$gw_pid" || true; fi
-	rm -rf "$work"
-}
-trap cleanup EXIT
+BIN=./bin
+me=walkthrough
+. scripts/gateway.sh
+trap cleanup_gateway EXIT
 
-./bin/speech-gateway --dev --admin-listen 127.0.0.1:0 --log-format json 2>"$work/gateway.log" &
-gw_pid=$!
-for _ in $(seq 1 100); do
-	grep -q '"msg":"serving"' "$work/gateway.log" 2>/dev/null && break
-	sleep 0.1
-done
+# --listen is the default, :50051, which the README uses.
+start_gateway --dev --admin-listen 127.0.0.1:0
 
 # The README's sh blocks of that section, one file each.
 python3 - "$root/README.md" "$work" <<'PY'
@@ -44,4 +38,6 @@ done
 got=$(python3 scripts/grpcurl_audio.py finals stt.json)
 [[ "$got" == "Hello from the gateway." ]] || { echo "walkthrough: transcribed \"$got\"" >&2; exit 1; }
 file hello.wav 2>/dev/null | grep -q 'WAVE audio' || python3 -c "import wave; wave.open('hello.wav').getnframes()"
+cd "$root"
+stop_gateway
 echo "walkthrough: ok"
