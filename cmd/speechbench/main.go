@@ -22,6 +22,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/speech-gateway/speech-gateway/slngclient"
 )
 
 func main() {
@@ -163,27 +167,13 @@ func (b *bench) runAll(ctx context.Context) error {
 // directly, and finds the largest wave whose added p99 stays within 5 ms
 // without errors.
 func (b *bench) ttsCapacity(ctx context.Context) error {
-	sim, err := b.sim(ctx, "--realtime", "--bench-stamp", "--max-duration", "1h")
+	st, err := b.stack(ctx, []string{"--realtime", "--bench-stamp", "--max-duration", "1h"},
+		[]string{"--pool-max-sessions", "100000", "--max-streams", "0"}, 8)
 	if err != nil {
 		return err
 	}
-	gw, err := b.gateway(ctx, sim.addr, "--pool-max-sessions", "100000", "--max-streams", "0")
-	if err != nil {
-		return err
-	}
-	conns, err := gatewayClients(gw.addr, 8)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		for _, c := range conns {
-			_ = c.Close()
-		}
-	}()
-	direct, err := directClient(sim.addr)
-	if err != nil {
-		return err
-	}
+	defer st.close()
+	gw, conns, direct := st.gw, st.conns, st.direct
 	text := speechText(b.o.wave, 24000)
 	b.printf("Real-time TTS, 24 kHz LINEAR16 in 20 ms chunks, %s of audio per stream; chunk latency from the simulator's send stamp\n", b.o.wave)
 	b.printf("%8s | %9s %9s %9s | %9s %9s | %9s %9s | %6s %6s | %10s %9s\n", "streams", "gw p50", "gw p99", "gw p99.9", "dir p50", "dir p99", "add p50", "add p99", "gw err", "d err", "cpu s/min", "rss KiB")
@@ -241,27 +231,12 @@ func (b *bench) ttsCapacity(ctx context.Context) error {
 // sttCapacity does the same for real-time Transcribe streams, measuring
 // the delay from an utterance's last audio to its final transcript.
 func (b *bench) sttCapacity(ctx context.Context) error {
-	sim, err := b.sim(ctx, "--max-duration", "1h")
+	st, err := b.stack(ctx, []string{"--max-duration", "1h"}, []string{"--pool-max-sessions", "100000"}, 8)
 	if err != nil {
 		return err
 	}
-	gw, err := b.gateway(ctx, sim.addr, "--pool-max-sessions", "100000")
-	if err != nil {
-		return err
-	}
-	conns, err := gatewayClients(gw.addr, 8)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		for _, c := range conns {
-			_ = c.Close()
-		}
-	}()
-	direct, err := directClient(sim.addr)
-	if err != nil {
-		return err
-	}
+	defer st.close()
+	gw, conns, direct := st.gw, st.conns, st.direct
 	// Each utterance is about 0.5 s of audio.
 	audio, ends := utterances(max(int(b.o.wave.Seconds()*2), 1))
 	b.printf("Real-time STT, 16 kHz LINEAR16 in 20 ms chunks; delay from an utterance's last audio to its final\n")
@@ -356,27 +331,12 @@ func (b *bench) ttfa(ctx context.Context) error {
 
 // throughput streams unpaced audio through the gateway and directly.
 func (b *bench) throughput(ctx context.Context) error {
-	sim, err := b.sim(ctx)
+	st, err := b.stack(ctx, nil, nil, 2)
 	if err != nil {
 		return err
 	}
-	gw, err := b.gateway(ctx, sim.addr)
-	if err != nil {
-		return err
-	}
-	conns, err := gatewayClients(gw.addr, 2)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		for _, c := range conns {
-			_ = c.Close()
-		}
-	}()
-	direct, err := directClient(sim.addr)
-	if err != nil {
-		return err
-	}
+	defer st.close()
+	conns, direct := st.conns, st.direct
 	const streams = 8
 	text := speechText(4*b.o.wave, 24000)
 	start := time.Now()
@@ -391,6 +351,41 @@ func (b *bench) throughput(ctx context.Context) error {
 	b.res["throughput_gateway_mbps"] = gm
 	b.res["throughput_direct_mbps"] = dm
 	return nil
+}
+
+// stack is a simulator, a gateway in front of it, gRPC connections to the
+// gateway and a direct client to the simulator: the two paths a benchmark
+// compares.
+type stack struct {
+	sim, gw *proc
+	conns   []*grpc.ClientConn
+	direct  *slngclient.Client
+}
+
+func (b *bench) stack(ctx context.Context, simArgs, gwArgs []string, nconns int) (*stack, error) {
+	sim, err := b.sim(ctx, simArgs...)
+	if err != nil {
+		return nil, err
+	}
+	gw, err := b.gateway(ctx, sim.addr, gwArgs...)
+	if err != nil {
+		return nil, err
+	}
+	conns, err := gatewayClients(gw.addr, nconns)
+	if err != nil {
+		return nil, err
+	}
+	direct, err := directClient(sim.addr)
+	if err != nil {
+		return nil, err
+	}
+	return &stack{sim: sim, gw: gw, conns: conns, direct: direct}, nil
+}
+
+func (st *stack) close() {
+	for _, c := range st.conns {
+		_ = c.Close()
+	}
 }
 
 // watchRSS samples p's RSS every 100 ms until the returned func is called,
