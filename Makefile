@@ -130,7 +130,7 @@ walkthrough: build $(BIN)/.grpcurl-$(GRPCURL_VERSION) ## Run the README's grpcur
 	./scripts/walkthrough.sh
 
 .PHONY: examples
-examples: build $(PROTO_TOOLS) ## Run the Go and Python client examples against the gateway in dev mode.
+examples: build $(PROTO_TOOLS) ## Run the Go, Python and Java client examples against the gateway in dev mode.
 	./examples/run.sh
 
 .PHONY: image-check
