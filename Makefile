@@ -106,9 +106,9 @@ FAULT_STREAMS ?= 20
 
 .PHONY: fuzz faults
 fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).
-	go test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./slngclient/
-	go test -run '^$$' -fuzz '^FuzzConfigs$$' -fuzztime $(FUZZTIME) ./service/
-	go test -run '^$$' -fuzz '^FuzzParseWAV$$' -fuzztime $(FUZZTIME) ./cmd/speechctl/
+	go test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./slngclient/
+	go test -run '^$$' -fuzz '^FuzzConfigs$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./service/
+	go test -run '^$$' -fuzz '^FuzzParseWAV$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./cmd/speechctl/
 
 faults: ## Run the fault matrix with FAULT_STREAMS streams of each RPC per fault (default 20) and print it.
 	FAULT_STREAMS=$(FAULT_STREAMS) go test -race -count=1 -run '^TestFaultMatrix$$' -v ./service/ 2>&1 | \
