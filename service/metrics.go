@@ -19,6 +19,8 @@ type Metrics struct {
 	upstreamErrors  *prometheus.CounterVec
 	warnings        *prometheus.CounterVec
 	audioBytes      *prometheus.CounterVec
+	// The two audioBytes counters, looked up once: they count every chunk.
+	synthesizedBytes, recognizedBytes prometheus.Counter
 	firstAudio      prometheus.Histogram
 	transcriptDelay prometheus.Histogram
 	reconnects      *prometheus.CounterVec
@@ -69,6 +71,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Upstream sessions replaced inside a stream, by kind and reason (SLNG's error code, connection_lost, closed or rollover).",
 		}, []string{"kind", "reason"}),
 	}
+	m.synthesizedBytes = m.audioBytes.WithLabelValues("synthesized")
+	m.recognizedBytes = m.audioBytes.WithLabelValues("recognized")
 	if reg != nil {
 		reg.MustRegister(m.streamsActive, m.streamsTotal, m.upstreamAcquire, m.upstreamErrors,
 			m.warnings, m.audioBytes, m.firstAudio, m.transcriptDelay, m.reconnects)

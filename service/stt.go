@@ -252,7 +252,7 @@ func (tr *transcription) pumpUp(ctx context.Context) error {
 			if err != nil && !tr.recoverable(err) {
 				return err
 			}
-			tr.srv.metrics.audioBytes.WithLabelValues("recognized").Add(float64(len(r.Audio)))
+			tr.srv.metrics.recognizedBytes.Add(float64(len(r.Audio)))
 		case *speechv1.TranscribeRequest_Finalize:
 			if tr.isClosing() {
 				continue

@@ -846,7 +846,7 @@ func (st *synthesis) deliver(ev slngclient.TTSEvent) (done bool, err error) {
 				st.srv.metrics.firstAudio.Observe(time.Since(t.flushedAt).Seconds())
 			}
 		}
-		st.srv.metrics.audioBytes.WithLabelValues("synthesized").Add(float64(len(ev.Audio)))
+		st.srv.metrics.synthesizedBytes.Add(float64(len(ev.Audio)))
 		resp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Audio{
 			Audio: &speechv1.AudioChunk{Data: ev.Audio, Sequence: st.seq, TurnId: t.id}}}
 	case slngclient.TTSSegmentStart:
