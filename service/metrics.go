@@ -21,9 +21,9 @@ type Metrics struct {
 	audioBytes      *prometheus.CounterVec
 	// The two audioBytes counters, looked up once: they count every chunk.
 	synthesizedBytes, recognizedBytes prometheus.Counter
-	firstAudio      prometheus.Histogram
-	transcriptDelay prometheus.Histogram
-	reconnects      *prometheus.CounterVec
+	firstAudio                        prometheus.Histogram
+	transcriptDelay                   prometheus.Histogram
+	reconnects                        *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them on reg; a nil reg
