@@ -190,7 +190,10 @@ func (cn *conn) readLoop() {
 	var i int
 	err := func() error {
 		for {
-			typ, r, err := cn.ws.Reader(cn.ctx)
+			// No context: the socket is closed to stop the reader
+			// (shutdown, liveness), and a cancellable context would cost
+			// coder/websocket a context.AfterFunc on every read.
+			typ, r, err := cn.ws.Reader(context.Background())
 			if err != nil {
 				return err
 			}
