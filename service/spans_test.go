@@ -323,3 +323,15 @@ func TestCallerStopsReading(t *testing.T) {
 	_, err = recvAll(t, stream.Recv)
 	wantStatus(t, err, codes.OutOfRange, ReasonCallerIdle)
 }
+
+// TestSynthesizeUpstreamClosesWithoutSpeaking: an upstream that closes
+// normally before speaking, every time, is not redialled forever.
+func TestSynthesizeUpstreamClosesWithoutSpeaking(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, slngsim.Options{Faults: slngsim.MustFaults("*=close:1000@first-audio")}, Config{})
+	_, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "Never spoken."})
+	st := wantStatus(t, err, codes.Unavailable, ReasonUpstreamUnavailable)
+	if n := len(h.sim.Sessions()); n != maxReconnects+1 {
+		t.Fatalf("%d upstream sessions, want %d (the first and %d retries): %v", n, maxReconnects+1, maxReconnects, st)
+	}
+}

@@ -175,6 +175,13 @@ type clearReq struct {
 	delivered *speechv1.TurnDelivery
 }
 
+var errUpstreamClosedBeforeSpeaking = &slngclient.UpstreamError{
+	Kind:      slngclient.KindClose,
+	CloseCode: 1000,
+	Message:   "upstream kept closing the session before speaking the turn",
+	Retryable: true,
+}
+
 var errUpstreamClosedMidTurn = &slngclient.UpstreamError{
 	Kind:      slngclient.KindClose,
 	CloseCode: 1000,
@@ -750,7 +757,10 @@ func (st *synthesis) upstreamEnded(ctx context.Context, recvErr error) (*slngcli
 	}
 	idle := st.idleLocked()
 	openText := st.open != nil && st.open.text.Len() > 0
-	if !normal && recoverable {
+	if recoverable && (!idle || openText) {
+		// A session that ends again before speaking, failing or closing
+		// normally, counts: an upstream that keeps doing that must not be
+		// redialled forever.
 		st.failures++
 	}
 	switch {
@@ -761,7 +771,11 @@ func (st *synthesis) upstreamEnded(ctx context.Context, recvErr error) (*slngcli
 		st.mu.Unlock()
 		return nil, errDraining
 	case !recoverable || st.failures > maxReconnects:
-		err := st.turnFailedLocked(recvErr)
+		cause := recvErr
+		if normal {
+			cause = errUpstreamClosedBeforeSpeaking
+		}
+		err := st.turnFailedLocked(cause)
 		st.mu.Unlock()
 		return nil, err
 	case !idle && (st.pending[0].bytes > 0):
