@@ -440,7 +440,7 @@ func (st *synthesis) text(ctx context.Context, text string, flush bool) error {
 			return err
 		}
 	}
-	if err := st.session().Text(ctx, text, false); err != nil && !closedCleanly(err) {
+	if err := st.session().Text(ctx, text, false); err != nil && !writeRecoverable(err) {
 		return err
 	}
 	if flush {
@@ -573,18 +573,18 @@ func (st *synthesis) flushLocked(ctx context.Context) error {
 	// ErrNothingToFlush means the turn's text never reached the session
 	// (its write failed as the session died): the turn is replayed with its
 	// flush on the next session, or the stream fails, as for the write.
-	if err := sess.Flush(ctx); err != nil && !closedCleanly(err) && !errors.Is(err, slngclient.ErrNothingToFlush) {
+	if err := sess.Flush(ctx); err != nil && !writeRecoverable(err) && !errors.Is(err, slngclient.ErrNothingToFlush) {
 		return err
 	}
 	return nil
 }
 
-// closedCleanly reports a write that failed because SLNG had just closed the
+// writeRecoverable reports a write that failed because SLNG had just closed the
 // socket, normally (as models that close after audio_end do) or with a
 // failure it may recover from. The text is already recorded in its turn,
 // and the down pump, on seeing the end, replays it on a new session (see
 // resume) or ends the stream, so the write itself is not an error.
-func closedCleanly(err error) bool {
+func writeRecoverable(err error) bool {
 	ue, ok := slngclient.AsUpstreamError(err)
 	return ok && ue.Retryable
 }
