@@ -3,6 +3,8 @@ package service
 import (
 	"math"
 	"time"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 )
 
 // replayBuffer keeps the audio a Transcribe caller sent after the last final
@@ -53,6 +55,15 @@ func (r *replayBuffer) trim(off int64) {
 type pcmClock struct {
 	rate  float64 // bytes per second
 	frame int64   // bytes per sample
+}
+
+// clockOf is the clock of f; its zero value for compressed encodings.
+func clockOf(f *speechv1.AudioFormat) pcmClock {
+	bps := bytesPerSecond(f)
+	if bps <= 0 {
+		return pcmClock{}
+	}
+	return pcmClock{rate: bps, frame: int64(bps / float64(f.GetSampleRateHz()))}
 }
 
 func (c pcmClock) ok() bool { return c.rate > 0 }

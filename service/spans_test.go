@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/slngsim"
@@ -244,13 +243,8 @@ func hasDrainNotice(kinds string) bool {
 
 // wantCode is wantStatus for goroutines: it returns what is wrong, or "".
 func wantCode(err error, code codes.Code, reason string) string {
-	st, ok := status.FromError(err)
-	if !ok {
-		return fmt.Sprintf("%v is not a status", err)
-	}
-	info, _ := details(st)
-	if st.Code() != code || info.GetReason() != reason {
-		return fmt.Sprintf("%v %q (%s), want %v %s", st.Code(), st.Message(), info.GetReason(), code, reason)
+	if got, want := outcomeOf(err), code.String()+"/"+reason; got != want {
+		return fmt.Sprintf("%s (%v), want %s", got, err, want)
 	}
 	return ""
 }

@@ -110,8 +110,7 @@ func (tr *transcription) run(ctx context.Context) (runErr error) {
 	if tr.ep.APIKey, err = tr.srv.callerKey(ctx); err != nil {
 		return err
 	}
-	if bps := bytesPerSecond(tr.cfg.Format); bps > 0 {
-		tr.clock = pcmClock{rate: bps, frame: int64(bps / float64(tr.cfg.Format.SampleRateHz))}
+	if tr.clock = clockOf(tr.cfg.Format); tr.clock.ok() {
 		tr.replay.max = tr.srv.cfg.TranscribeReplayBytes
 	}
 
@@ -242,12 +241,16 @@ func (tr *transcription) pumpUp(ctx context.Context) error {
 			if err := tr.srv.checkAudio(r.Audio); err != nil {
 				return err
 			}
-			if tr.isClosing() {
+			tr.upMu.Lock()
+			tr.mu.Lock()
+			closing, sess := tr.closing, tr.sess
+			tr.mu.Unlock()
+			if closing {
+				tr.upMu.Unlock()
 				continue // draining: the upstream takes no more audio
 			}
-			tr.upMu.Lock()
 			tr.replay.add(r.Audio)
-			err := tr.session().SendAudio(ctx, r.Audio)
+			err := sess.SendAudio(ctx, r.Audio)
 			tr.upMu.Unlock()
 			if err != nil && !tr.recoverable(err) {
 				return err

@@ -109,10 +109,10 @@ type synthesis struct {
 	out      synthResponses
 	log      *zap.Logger
 
-	cfg     *speechv1.SynthesisConfig // effective config
-	ep      slngclient.Endpoint
-	ttsCfg  slngclient.TTSConfig
-	bytesPS float64 // bytes per second of audio; 0 for compressed encodings
+	cfg    *speechv1.SynthesisConfig // effective config
+	ep     slngclient.Endpoint
+	ttsCfg slngclient.TTSConfig
+	clock  pcmClock // audio bytes to time; zero for compressed encodings
 
 	// upMu serializes everything sent upstream with session replacement,
 	// so that a replayed turn reaches a new session before newer text.
@@ -311,7 +311,7 @@ func (st *synthesis) configure(cfg *speechv1.SynthesisConfig) error {
 		Speed:      eff.Speed,
 		Extra:      opts,
 	}
-	st.bytesPS = bytesPerSecond(eff.Format)
+	st.clock = clockOf(eff.Format)
 	return nil
 }
 
@@ -526,17 +526,21 @@ func (st *synthesis) resume(ctx context.Context, cause error) (*slngclient.TTSSe
 		}}})
 }
 
+// inProgressLocked is the turn being spoken or, failing that, the one
+// receiving text; nil when there is neither.
+func (st *synthesis) inProgressLocked() *turn {
+	if len(st.pending) > 0 {
+		return st.pending[0]
+	}
+	return st.open
+}
+
 // turnFailedLocked is the error that ends the stream when its upstream
 // failed for good: metadata names the turn in progress and how much of its
 // audio the caller got, so that the caller can resume from there.
 func (st *synthesis) turnFailedLocked(cause error) error {
-	var t *turn
-	switch {
-	case len(st.pending) > 0:
-		t = st.pending[0]
-	case st.open != nil:
-		t = st.open
-	default:
+	t := st.inProgressLocked()
+	if t == nil {
 		return cause
 	}
 	d := st.delivery(t)
@@ -598,14 +602,7 @@ func (st *synthesis) clear(ctx context.Context, cancel bool) error {
 	defer st.upMu.Unlock()
 	st.mu.Lock()
 	req := clearReq{cancel: cancel}
-	var cur *turn
-	switch {
-	case len(st.pending) > 0:
-		cur = st.pending[0]
-	case st.open != nil:
-		cur = st.open
-	}
-	if cur != nil {
+	if cur := st.inProgressLocked(); cur != nil {
 		req.turnID = cur.id
 		req.delivered = st.delivery(cur)
 	} else {
@@ -931,8 +928,8 @@ func (st *synthesis) currentLocked() *turn {
 
 func (st *synthesis) delivery(t *turn) *speechv1.TurnDelivery {
 	d := &speechv1.TurnDelivery{AudioBytes: t.bytes, LastSequence: t.lastSeq}
-	if st.bytesPS > 0 {
-		d.AudioDuration = durationpb.New(time.Duration(float64(t.bytes) / st.bytesPS * float64(time.Second)))
+	if st.clock.ok() {
+		d.AudioDuration = durationpb.New(st.clock.duration(int64(t.bytes)))
 	}
 	return d
 }

@@ -354,13 +354,8 @@ func (cn *conn) liveness(keepalive, pingEvery, pingTimeout time.Duration) {
 
 // ping sends a WebSocket ping and waits, within ctx, for its pong.
 func (cn *conn) ping(ctx context.Context) error {
-	select {
-	case <-cn.readerDone:
-		if cn.termErr != nil {
-			return cn.termErr
-		}
-		return ErrSessionClosed
-	default:
+	if err := cn.ended(); err != nil {
+		return err
 	}
 	cn.pings.Add(1)
 	// The pong never comes if the reader stops: end the wait then too.
@@ -368,13 +363,8 @@ func (cn *conn) ping(ctx context.Context) error {
 	defer cancel()
 	defer context.AfterFunc(cn.ctx, cancel)()
 	if err := cn.ws.Ping(pctx); err != nil {
-		select {
-		case <-cn.readerDone:
-			if cn.termErr != nil {
-				return cn.termErr
-			}
-			return ErrSessionClosed
-		default:
+		if err := cn.ended(); err != nil {
+			return err
 		}
 		if ctx.Err() != nil {
 			return &UpstreamError{Kind: KindTimeout, Message: "no pong", Retryable: true, Err: err}
@@ -382,6 +372,19 @@ func (cn *conn) ping(ctx context.Context) error {
 		return &UpstreamError{Kind: KindTransport, Message: "ping failed", CloseCode: 1006, Retryable: true, Err: opaque(err)}
 	}
 	return nil
+}
+
+// ended returns why the session ended, or nil while the reader runs.
+func (cn *conn) ended() error {
+	select {
+	case <-cn.readerDone:
+		if cn.termErr != nil {
+			return cn.termErr
+		}
+		return ErrSessionClosed
+	default:
+		return nil
+	}
 }
 
 var (
