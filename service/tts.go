@@ -574,10 +574,7 @@ func (st *synthesis) flushLocked(ctx context.Context) error {
 	st.pending = append(st.pending, t)
 	sess := st.sess
 	st.mu.Unlock()
-	// ErrNothingToFlush means the turn's text never reached the session
-	// (its write failed as the session died): the turn is replayed with its
-	// flush on the next session, or the stream fails, as for the write.
-	if err := sess.Flush(ctx); err != nil && !writeRecoverable(err) && !errors.Is(err, slngclient.ErrNothingToFlush) {
+	if err := sess.Flush(ctx); err != nil && !writeRecoverable(err) {
 		return err
 	}
 	return nil

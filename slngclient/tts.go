@@ -130,10 +130,12 @@ type textMsg struct {
 func (s *TTSSession) Text(ctx context.Context, text string, flush bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Set before the write: a flush after a failed write reports the
+	// session's failure, not ErrNothingToFlush.
+	s.hasText = true
 	if err := s.cn.writeJSON(ctx, textMsg{Type: "text", Text: text}); err != nil {
 		return err
 	}
-	s.hasText = true
 	if flush {
 		return s.flushLocked(ctx)
 	}
