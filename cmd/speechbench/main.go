@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -76,7 +77,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&o.soak, "soak", 0, "instead of the benchmark, churn streams for this long and report RSS and goroutines")
 	fs.IntVar(&o.soakStreams, "soak-streams", 200, "concurrent streams during --soak")
 	fs.StringVar(&o.only, "only", "", "run only these parts, comma-separated: tts, stt, ttfa, throughput")
-	fs.StringVar(&o.profileDir, "profile", "", "write CPU profiles of the gateway during the first TTS and STT waves into this directory")
+	fs.StringVar(&o.profileDir, "profile", "", "write CPU and allocation profiles and execution traces of the gateway during the first TTS and STT waves into this directory")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -121,9 +122,11 @@ func (b *bench) sim(ctx context.Context, args ...string) (*proc, error) {
 }
 
 func (b *bench) gateway(ctx context.Context, simURL string, args ...string) (*proc, error) {
-	admin := []string{"--admin-listen", ""}
+	// The admin server serves /metrics, where the allocation count comes
+	// from, and pprof when profiling.
+	admin := []string{"--admin-listen", "127.0.0.1:0"}
 	if b.o.profileDir != "" {
-		admin = []string{"--admin-listen", "127.0.0.1:0", "--admin-pprof"}
+		admin = append(admin, "--admin-pprof")
 	}
 	p, err := startGateway(ctx, b.o.gatewayBin, simURL, append(admin, args...)...)
 	if err == nil {
@@ -176,7 +179,7 @@ func (b *bench) ttsCapacity(ctx context.Context) error {
 	gw, conns, direct := st.gw, st.conns, st.direct
 	text := speechText(b.o.wave, 24000)
 	b.printf("Real-time TTS, 24 kHz LINEAR16 in 20 ms chunks, %s of audio per stream; chunk latency from the simulator's send stamp\n", b.o.wave)
-	b.printf("%8s | %9s %9s %9s | %9s %9s | %9s %9s | %6s %6s | %10s %9s\n", "streams", "gw p50", "gw p99", "gw p99.9", "dir p50", "dir p99", "add p50", "add p99", "gw err", "d err", "cpu s/min", "rss KiB")
+	b.printf("%8s | %9s %9s %9s | %9s %9s | %9s %9s | %6s %6s | %10s %9s %8s\n", "streams", "gw p50", "gw p99", "gw p99.9", "dir p50", "dir p99", "add p50", "add p99", "gw err", "d err", "cpu s/min", "rss KiB", "allocs")
 	var levels []map[string]any
 	capacity := 0
 	var at500 map[string]any
@@ -196,9 +199,12 @@ func (b *bench) ttsCapacity(ctx context.Context) error {
 		streamMinutes := float64(n) * b.o.wave.Minutes()
 		cpuPerMin := (after.cpu - before.cpu).Seconds() / streamMinutes
 		rssPer := float64(peakRSS-before.rss) / float64(n) / 1024
-		b.printf("%8d | %9.3f %9.3f %9.3f | %9.3f %9.3f | %9.3f %9.3f | %6d %6d | %10.3f %9.1f\n",
+		// Every allocation of the gateway during the wave, stream setup
+		// included, per chunk delivered.
+		allocsPer := (after.mallocs - before.mallocs) / float64(max(g.latency.count(), 1))
+		b.printf("%8d | %9.3f %9.3f %9.3f | %9.3f %9.3f | %9.3f %9.3f | %6d %6d | %10.3f %9.1f %8.1f\n",
 			n, g.latency.quantile(.5), g.latency.quantile(.99), g.latency.quantile(.999),
-			d.latency.quantile(.5), d.latency.quantile(.99), add50, add99, g.errors.Load(), d.errors.Load(), cpuPerMin, rssPer)
+			d.latency.quantile(.5), d.latency.quantile(.99), add50, add99, g.errors.Load(), d.errors.Load(), cpuPerMin, rssPer, allocsPer)
 		lv := map[string]any{
 			"streams": n, "gateway_p50_ms": g.latency.quantile(.5), "gateway_p99_ms": g.latency.quantile(.99),
 			"gateway_p999_ms": g.latency.quantile(.999), "direct_p50_ms": d.latency.quantile(.5),
@@ -206,7 +212,7 @@ func (b *bench) ttsCapacity(ctx context.Context) error {
 			"added_p50_ms": add50, "added_p99_ms": add99, "gateway_errors": g.errors.Load(), "direct_errors": d.errors.Load(),
 			"chunks": g.latency.count(), "wave_seconds": elapsed.Seconds(),
 			"gateway_cpu_seconds_per_stream_minute": cpuPerMin, "gateway_rss_per_stream_kib": rssPer,
-			"gateway_peak_rss_mib": float64(peakRSS) / (1 << 20),
+			"gateway_peak_rss_mib": float64(peakRSS) / (1 << 20), "gateway_allocs_per_chunk": allocsPer,
 		}
 		levels = append(levels, lv)
 		if g.errors.Load() == 0 && add99 <= 5 {
@@ -433,19 +439,21 @@ func (b *bench) write() error {
 	return nil
 }
 
-// profile starts a CPU profile of gw during the first wave of a part, when
-// profiling is on; the returned func waits for it.
+// profile takes a CPU profile, an allocation profile and an execution trace
+// of gw during the first wave of a part, when profiling is on; the returned
+// func waits for them.
 func (b *bench) profile(ctx context.Context, gw *proc, wave int, part string) func() {
 	if b.o.profileDir == "" || wave != 0 {
 		return func() {}
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		path := filepath.Join(b.o.profileDir, part+"-cpu.pprof")
-		if err := gw.profile(ctx, max(b.o.wave-time.Second, time.Second), path); err != nil {
-			fmt.Fprintln(os.Stderr, "speechbench: profile:", err)
-		}
-	}()
-	return func() { <-done }
+	d := max(b.o.wave-time.Second, time.Second)
+	var wg sync.WaitGroup
+	for kind, file := range map[string]string{"profile": part + "-cpu.pprof", "allocs": part + "-allocs.pprof", "trace": part + ".trace"} {
+		wg.Go(func() {
+			if err := gw.profile(ctx, kind, d, filepath.Join(b.o.profileDir, file)); err != nil {
+				fmt.Fprintln(os.Stderr, "speechbench:", err)
+			}
+		})
+	}
+	return wg.Wait
 }

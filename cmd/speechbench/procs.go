@@ -109,10 +109,12 @@ func (p *proc) stop() {
 	}
 }
 
-// usage is a process's CPU time and resident memory, from /proc.
+// usage is a process's CPU time and resident memory, from /proc, and for
+// the gateway its heap allocations so far, from its /metrics.
 type usage struct {
-	cpu time.Duration
-	rss int64 // bytes
+	cpu     time.Duration
+	rss     int64 // bytes
+	mallocs float64
 }
 
 func (p *proc) usage() (usage, error) {
@@ -138,13 +140,39 @@ func (p *proc) usage() (usage, error) {
 			u.rss = kb << 10
 		}
 	}
+	if p.admin != "" {
+		u.mallocs, err = p.metric("go_memstats_mallocs_total")
+		if err != nil {
+			return usage{}, err
+		}
+	}
 	return u, nil
 }
 
-// profile fetches a CPU profile of d from a gateway started with
+// metric reads one unlabelled value from the gateway's /metrics.
+func (p *proc) metric(name string) (float64, error) {
+	resp, err := http.Get("http://" + p.admin + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("%s not in /metrics", name)
+}
+
+// profile fetches a CPU profile ("profile"), the allocations ("allocs") or
+// an execution trace ("trace") of d from a gateway started with
 // --admin-pprof, into path.
-func (p *proc) profile(ctx context.Context, d time.Duration, path string) error {
-	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.admin, int(d.Seconds()))
+func (p *proc) profile(ctx context.Context, kind string, d time.Duration, path string) error {
+	url := fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", p.admin, kind, int(d.Seconds()))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
@@ -155,7 +183,7 @@ func (p *proc) profile(ctx context.Context, d time.Duration, path string) error 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("profile: %s", resp.Status)
+		return fmt.Errorf("%s: %s", kind, resp.Status)
 	}
 	f, err := os.Create(path)
 	if err != nil {
