@@ -151,7 +151,7 @@ func newPooledHarness(t *testing.T, simOpts slngsim.Options, cfg Config, poolOpt
 		t.Fatal(err)
 	}
 	lis := bufconn.Listen(1 << 20)
-	var serverOpts []grpc.ServerOption
+	serverOpts := []grpc.ServerOption{grpc.ForceServerCodecV2(Codec())}
 	if cfg.TracerProvider != nil {
 		serverOpts = append(serverOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(cfg.TracerProvider))))
 	}

@@ -81,7 +81,8 @@ func (s *Server) synthesize(ctx context.Context, rpc string, reqs synthRequests,
 		return s.finish(ctx, rpc, err, meta, log)
 	}
 	defer release()
-	st := &synthesis{srv: s, reqs: reqs, out: out, log: log, meta: meta}
+	st := &synthesis{srv: s, reqs: reqs, out: out, log: log, meta: meta, chunk: &speechv1.AudioChunk{}}
+	st.audioResp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Audio{Audio: st.chunk}}
 	st.lastSent.Store(time.Now().UnixNano())
 	ctx, activity, cancel := s.streamContext(ctx, func() bool {
 		// Busy means a turn is in progress and reaching the caller. A
@@ -146,6 +147,11 @@ type synthesis struct {
 	// it to the down pump through next.
 	gone bool
 	next chan *slngclient.TTSSession
+
+	// audioResp wraps chunk; both are reused for every chunk, because
+	// Send has marshalled a message by the time it returns.
+	audioResp *speechv1.SynthesizeResponse
+	chunk     *speechv1.AudioChunk
 
 	seq      uint64  // last AudioChunk.sequence sent
 	lastTurn uint64  // last turn id assigned
@@ -855,8 +861,8 @@ func (st *synthesis) deliver(ev slngclient.TTSEvent) (done bool, err error) {
 			}
 		}
 		st.srv.metrics.synthesizedBytes.Add(float64(len(ev.Audio)))
-		resp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Audio{
-			Audio: &speechv1.AudioChunk{Data: ev.Audio, Sequence: st.seq, TurnId: t.id}}}
+		st.chunk.Data, st.chunk.Sequence, st.chunk.TurnId = ev.Audio, st.seq, t.id
+		resp = st.audioResp
 	case slngclient.TTSSegmentStart:
 		// Held until the segment's first audio (or its end), so that a turn
 		// replayed on a new session does not show the caller a segment
@@ -888,7 +894,9 @@ func (st *synthesis) deliver(ev slngclient.TTSEvent) (done bool, err error) {
 			return false, err
 		}
 	}
-	if err := st.sendLocked(resp); err != nil {
+	err = st.sendLocked(resp)
+	st.chunk.Data = nil // the session's buffer, valid until its next Recv
+	if err != nil {
 		return false, err
 	}
 	return st.finishedLocked()

@@ -299,6 +299,7 @@ func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetri
 		// get a BadRequest naming the field rather than a transport error.
 		grpc.MaxRecvMsgSize(max(cfg.maxTextBytes, cfg.maxAudioChunkBytes) + 64<<10),
 		grpc.MaxSendMsgSize(4 << 20),
+		grpc.ForceServerCodecV2(service.Codec()),
 	}
 	return grpc.NewServer(append(opts, extra...)...)
 }
