@@ -77,7 +77,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&o.soak, "soak", 0, "instead of the benchmark, churn streams for this long and report RSS and goroutines")
 	fs.IntVar(&o.soakStreams, "soak-streams", 200, "concurrent streams during --soak")
 	fs.StringVar(&o.only, "only", "", "run only these parts, comma-separated: tts, stt, ttfa, throughput")
-	fs.StringVar(&o.profileDir, "profile", "", "write CPU and allocation profiles and execution traces of the gateway during the first TTS and STT waves into this directory")
+	fs.StringVar(&o.profileDir, "profile", "", "write CPU and allocation profiles of the gateway during the first TTS and STT waves into this directory")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -439,16 +439,16 @@ func (b *bench) write() error {
 	return nil
 }
 
-// profile takes a CPU profile, an allocation profile and an execution trace
-// of gw during the first wave of a part, when profiling is on; the returned
-// func waits for them.
+// profile takes a CPU profile and an allocation profile of gw during the
+// first wave of a part, when profiling is on; the returned func waits for
+// both.
 func (b *bench) profile(ctx context.Context, gw *proc, wave int, part string) func() {
 	if b.o.profileDir == "" || wave != 0 {
 		return func() {}
 	}
 	d := max(b.o.wave-time.Second, time.Second)
 	var wg sync.WaitGroup
-	for kind, file := range map[string]string{"profile": part + "-cpu.pprof", "allocs": part + "-allocs.pprof", "trace": part + ".trace"} {
+	for kind, file := range map[string]string{"profile": part + "-cpu.pprof", "allocs": part + "-allocs.pprof"} {
 		wg.Go(func() {
 			if err := gw.profile(ctx, kind, d, filepath.Join(b.o.profileDir, file)); err != nil {
 				fmt.Fprintln(os.Stderr, "speechbench:", err)

@@ -168,9 +168,8 @@ func (p *proc) metric(name string) (float64, error) {
 	return 0, fmt.Errorf("%s not in /metrics", name)
 }
 
-// profile fetches a CPU profile ("profile"), the allocations ("allocs") or
-// an execution trace ("trace") of d from a gateway started with
-// --admin-pprof, into path.
+// profile fetches a CPU profile ("profile") or the allocations ("allocs")
+// over d from a gateway started with --admin-pprof, into path.
 func (p *proc) profile(ctx context.Context, kind string, d time.Duration, path string) error {
 	url := fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", p.admin, kind, int(d.Seconds()))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
