@@ -196,19 +196,21 @@ func utterances(n int) ([]byte, []int) {
 }
 
 // sttPaced sends audio in 20 ms chunks at playback speed through send,
-// noting when each utterance's last byte went out.
+// noting when each utterance's last byte was handed to send. The time is
+// taken before the send, not after: a final can arrive before send returns.
 func sttPaced(ctx context.Context, audio []byte, ends []int, send func([]byte) error, sentAt func(i int, t time.Time)) error {
 	const chunk = 640 // 20 ms at 16 kHz LINEAR16
 	next := time.Now()
 	u := 0
 	for off := 0; off < len(audio); off += chunk {
 		end := min(off+chunk, len(audio))
+		now := time.Now()
+		for u < len(ends) && ends[u] <= end {
+			sentAt(u, now)
+			u++
+		}
 		if err := send(audio[off:end]); err != nil {
 			return err
-		}
-		for u < len(ends) && ends[u] <= end {
-			sentAt(u, time.Now())
-			u++
 		}
 		next = next.Add(20 * time.Millisecond)
 		select {
