@@ -45,7 +45,7 @@ const (
 var secrets = []string{testKey, callerKey}
 
 // sentinelLogger logs to t and fails the test if an entry carries a secret.
-func sentinelLogger(t *testing.T) *zap.Logger {
+func sentinelLogger(t testing.TB) *zap.Logger {
 	return zaptest.NewLogger(t, zaptest.WrapOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
 		return &secretCheck{Core: c, t: t}
 	})))
@@ -53,7 +53,7 @@ func sentinelLogger(t *testing.T) *zap.Logger {
 
 type secretCheck struct {
 	zapcore.Core
-	t *testing.T
+	t testing.TB
 }
 
 func (s *secretCheck) check(e zapcore.Entry, fields []zapcore.Field) {
@@ -88,7 +88,7 @@ func (s *secretCheck) Write(e zapcore.Entry, fields []zapcore.Field) error {
 
 // checkMetricsForSecrets fails the test if a metric name, label or value
 // carries a secret.
-func checkMetricsForSecrets(t *testing.T, reg *prometheus.Registry) {
+func checkMetricsForSecrets(t testing.TB, reg *prometheus.Registry) {
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Errorf("gather metrics: %v", err)
@@ -120,12 +120,12 @@ type harness struct {
 // newHarness runs the gateway without standby sessions, dial retries or
 // breakers, so that every stream dials exactly once; newPooledHarness
 // chooses the pool's options.
-func newHarness(t *testing.T, simOpts slngsim.Options, cfg Config) *harness {
+func newHarness(t testing.TB, simOpts slngsim.Options, cfg Config) *harness {
 	t.Helper()
 	return newPooledHarness(t, simOpts, cfg, slngpool.Options{DisableWarm: true, DialAttempts: 1, BreakerFailures: 1 << 20})
 }
 
-func newPooledHarness(t *testing.T, simOpts slngsim.Options, cfg Config, poolOpts slngpool.Options) *harness {
+func newPooledHarness(t testing.TB, simOpts slngsim.Options, cfg Config, poolOpts slngpool.Options) *harness {
 	t.Helper()
 	if simOpts.APIKey == "" {
 		simOpts.APIKey = testKey
