@@ -22,8 +22,10 @@ type config struct {
 	listen      string
 	adminListen string
 	adminPprof  bool
-	dev         bool
-	devRealtime bool
+	// memProfileRate, with adminPprof, sets runtime.MemProfileRate.
+	memProfileRate int
+	dev            bool
+	devRealtime    bool
 
 	baseURL      string
 	apiKey       string // never logged or printed
@@ -126,6 +128,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.listen, "listen", env("LISTEN_ADDR", ":50051"), "gRPC listen address [LISTEN_ADDR]")
 	fs.StringVar(&c.adminListen, "admin-listen", env("ADMIN_ADDR", ":9090"), "admin HTTP address for /metrics, /healthz, /readyz; empty disables [ADMIN_ADDR]")
 	fs.BoolVar(&c.adminPprof, "admin-pprof", envBool("ADMIN_PPROF"), "serve Go's /debug/pprof on the admin address [ADMIN_PPROF]")
+	fs.IntVar(&c.memProfileRate, "admin-mem-profile-rate", envInt("ADMIN_MEM_PROFILE_RATE", 0), "with --admin-pprof, sample one allocation per this many bytes; 1 records every allocation, for exact counts at a large CPU cost; 0 keeps Go's default [ADMIN_MEM_PROFILE_RATE]")
 	fs.BoolVar(&c.dev, "dev", envBool("SPEECH_GATEWAY_DEV"), "run an embedded SLNG simulator on loopback and use it; no key needed [SPEECH_GATEWAY_DEV]")
 	fs.BoolVar(&c.devRealtime, "dev-realtime", envBool("SPEECH_GATEWAY_DEV_REALTIME"), "with --dev, the simulator paces audio at playback speed [SPEECH_GATEWAY_DEV_REALTIME]")
 	fs.StringVar(&c.baseURL, "slng-base-url", env("SLNG_BASE_URL", "wss://api.slng.ai"), "SLNG base URL, e.g. wss://us-east.api.slng.ai [SLNG_BASE_URL]")
@@ -191,6 +194,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		if c.dev {
 			c.logFormat = "console"
 		}
+	}
+	if c.memProfileRate < 0 || (c.memProfileRate > 0 && !c.adminPprof) {
+		return nil, errors.New("--admin-mem-profile-rate must be 0, or positive with --admin-pprof")
 	}
 	if c.routes != "bridge" && c.routes != "direct" {
 		return nil, fmt.Errorf("--slng-routes must be bridge or direct, not %q", c.routes)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -186,6 +187,10 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 			return fmt.Errorf("listen %s: %w", cfg.adminListen, err)
 		}
 		admin = &http.Server{Handler: adminHandler(reg, &serving, cfg.adminPprof), ReadHeaderTimeout: 5 * time.Second}
+		if cfg.memProfileRate > 0 {
+			// Set once, before the servers allocate anything worth profiling.
+			runtime.MemProfileRate = cfg.memProfileRate
+		}
 	}
 
 	errc := make(chan error, 2)

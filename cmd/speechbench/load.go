@@ -93,9 +93,9 @@ type ttsResult struct {
 }
 
 // ttsGateway runs n Synthesize streams through the gateway, each speaking
-// text once, recording each chunk's latency from the simulator's stamp.
-func ttsGateway(ctx context.Context, conns []*grpc.ClientConn, n int, text string) *ttsResult {
-	r := &ttsResult{latency: &samples{}}
+// text once, recording each chunk's latency from the simulator's stamp into
+// r, which callers may watch while it runs.
+func ttsGateway(ctx context.Context, conns []*grpc.ClientConn, n int, text string, r *ttsResult) *ttsResult {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Add(1)

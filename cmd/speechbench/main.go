@@ -46,6 +46,7 @@ type options struct {
 	ttfaRuns                int
 	only                    string
 	profileDir              string
+	memProfileRate          int
 	soak                    time.Duration
 	soakStreams             int
 }
@@ -78,6 +79,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.soakStreams, "soak-streams", 200, "concurrent streams during --soak")
 	fs.StringVar(&o.only, "only", "", "run only these parts, comma-separated: tts, stt, ttfa, throughput")
 	fs.StringVar(&o.profileDir, "profile", "", "write CPU and allocation profiles of the gateway during the first TTS and STT waves into this directory")
+	fs.IntVar(&o.memProfileRate, "profile-mem-rate", 0, "with --profile, the gateway's --admin-mem-profile-rate: 1 counts every allocation (and slows the gateway)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -126,7 +128,7 @@ func (b *bench) gateway(ctx context.Context, simURL string, args ...string) (*pr
 	// from, and pprof when profiling.
 	admin := []string{"--admin-listen", "127.0.0.1:0"}
 	if b.o.profileDir != "" {
-		admin = append(admin, "--admin-pprof")
+		admin = append(admin, "--admin-pprof", "--admin-mem-profile-rate", strconv.Itoa(b.o.memProfileRate))
 	}
 	p, err := startGateway(ctx, b.o.gatewayBin, simURL, append(admin, args...)...)
 	if err == nil {
@@ -179,7 +181,7 @@ func (b *bench) ttsCapacity(ctx context.Context) error {
 	gw, conns, direct := st.gw, st.conns, st.direct
 	text := speechText(b.o.wave, 24000)
 	b.printf("Real-time TTS, 24 kHz LINEAR16 in 20 ms chunks, %s of audio per stream; chunk latency from the simulator's send stamp\n", b.o.wave)
-	b.printf("%8s | %9s %9s %9s | %9s %9s | %9s %9s | %6s %6s | %10s %9s %8s\n", "streams", "gw p50", "gw p99", "gw p99.9", "dir p50", "dir p99", "add p50", "add p99", "gw err", "d err", "cpu s/min", "rss KiB", "allocs")
+	b.printf("%8s | %9s %9s %9s | %9s %9s | %9s %9s | %6s %6s | %10s %9s %8s %8s\n", "streams", "gw p50", "gw p99", "gw p99.9", "dir p50", "dir p99", "add p50", "add p99", "gw err", "d err", "cpu s/min", "rss KiB", "allocs", "steady")
 	var levels []map[string]any
 	capacity := 0
 	var at500 map[string]any
@@ -188,8 +190,11 @@ func (b *bench) ttsCapacity(ctx context.Context) error {
 		before, _ := gw.usage()
 		peak := watchRSS(gw)
 		start := time.Now()
-		g := ttsGateway(ctx, conns, n, text)
+		g := &ttsResult{latency: &samples{}}
+		steady := watchAllocs(gw, g, b.o.wave)
+		ttsGateway(ctx, conns, n, text, g)
 		elapsed := time.Since(start)
+		steadyAllocs := steady()
 		after, _ := gw.usage()
 		peakRSS := peak()
 		stopProfile()
@@ -202,9 +207,9 @@ func (b *bench) ttsCapacity(ctx context.Context) error {
 		// Every allocation of the gateway during the wave, stream setup
 		// included, per chunk delivered.
 		allocsPer := (after.mallocs - before.mallocs) / float64(max(g.latency.count(), 1))
-		b.printf("%8d | %9.3f %9.3f %9.3f | %9.3f %9.3f | %9.3f %9.3f | %6d %6d | %10.3f %9.1f %8.1f\n",
+		b.printf("%8d | %9.3f %9.3f %9.3f | %9.3f %9.3f | %9.3f %9.3f | %6d %6d | %10.3f %9.1f %8.1f %8.1f\n",
 			n, g.latency.quantile(.5), g.latency.quantile(.99), g.latency.quantile(.999),
-			d.latency.quantile(.5), d.latency.quantile(.99), add50, add99, g.errors.Load(), d.errors.Load(), cpuPerMin, rssPer, allocsPer)
+			d.latency.quantile(.5), d.latency.quantile(.99), add50, add99, g.errors.Load(), d.errors.Load(), cpuPerMin, rssPer, allocsPer, steadyAllocs)
 		lv := map[string]any{
 			"streams": n, "gateway_p50_ms": g.latency.quantile(.5), "gateway_p99_ms": g.latency.quantile(.99),
 			"gateway_p999_ms": g.latency.quantile(.999), "direct_p50_ms": d.latency.quantile(.5),
@@ -213,6 +218,7 @@ func (b *bench) ttsCapacity(ctx context.Context) error {
 			"chunks": g.latency.count(), "wave_seconds": elapsed.Seconds(),
 			"gateway_cpu_seconds_per_stream_minute": cpuPerMin, "gateway_rss_per_stream_kib": rssPer,
 			"gateway_peak_rss_mib": float64(peakRSS) / (1 << 20), "gateway_allocs_per_chunk": allocsPer,
+			"gateway_steady_allocs_per_chunk": steadyAllocs,
 		}
 		levels = append(levels, lv)
 		if g.errors.Load() == 0 && add99 <= 5 {
@@ -346,7 +352,7 @@ func (b *bench) throughput(ctx context.Context) error {
 	const streams = 8
 	text := speechText(4*b.o.wave, 24000)
 	start := time.Now()
-	g := ttsGateway(ctx, conns, streams, text)
+	g := ttsGateway(ctx, conns, streams, text, &ttsResult{latency: &samples{}})
 	gs := time.Since(start)
 	start = time.Now()
 	d := ttsDirect(ctx, direct, streams, text)
@@ -391,6 +397,50 @@ func (b *bench) stack(ctx context.Context, simArgs, gwArgs []string, nconns int)
 func (st *stack) close() {
 	for _, c := range st.conns {
 		_ = c.Close()
+	}
+}
+
+// watchAllocs counts the gateway's allocations per chunk in the middle
+// third of a wave, when every stream is speaking and none is starting or
+// ending, until the returned func is called (0 if the wave was too short
+// to tell). Reading /metrics allocates too: a second read right after the
+// first measures that, and it is taken off.
+func watchAllocs(gw *proc, r *ttsResult, wave time.Duration) func() float64 {
+	res := make(chan float64, 1)
+	stop := make(chan struct{})
+	go func() {
+		var m [3]float64
+		var b [2]float64
+		for i := range 3 {
+			if i != 1 {
+				select {
+				case <-time.After(wave / 3):
+				case <-stop:
+					res <- 0
+					return
+				}
+			}
+			u, err := gw.usage()
+			if err != nil {
+				res <- 0
+				return
+			}
+			m[i] = u.mallocs
+			if i != 1 {
+				b[i/2] = float64(r.bytes.Load())
+			}
+		}
+		scrape := m[1] - m[0]
+		const chunk = 960 // 20 ms of 24 kHz LINEAR16
+		if chunks := (b[1] - b[0]) / chunk; chunks > 0 {
+			res <- max(m[2]-m[0]-2*scrape, 0) / chunks
+			return
+		}
+		res <- 0
+	}()
+	return func() float64 {
+		close(stop)
+		return <-res
 	}
 }
 
