@@ -44,10 +44,13 @@ type config struct {
 	maxStreamDuration  time.Duration
 	maxStreams         int
 	maxStreamsPerConn  int
-	finalsTimeout      time.Duration
-	callerIdleTimeout  time.Duration
-	replayBytes        int
-	maxUpstreamAge     time.Duration
+	// streamWindow and connWindow fix the HTTP/2 receive windows; 0 leaves
+	// grpc-go's dynamic ones.
+	streamWindow, connWindow int
+	finalsTimeout            time.Duration
+	callerIdleTimeout        time.Duration
+	replayBytes              int
+	maxUpstreamAge           time.Duration
 
 	shutdownDelay   time.Duration
 	shutdownTimeout time.Duration
@@ -145,6 +148,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.maxStreamDuration, "max-stream-duration", envDur("MAX_STREAM_DURATION", time.Hour), "longest stream; negative means no limit [MAX_STREAM_DURATION]")
 	fs.IntVar(&c.maxStreams, "max-streams", envInt("MAX_STREAMS", 0), "concurrent streams across the gateway; 0 means no limit [MAX_STREAMS]")
 	fs.IntVar(&c.maxStreamsPerConn, "max-streams-per-conn", envInt("MAX_STREAMS_PER_CONN", 1000), "HTTP/2 MaxConcurrentStreams per client connection [MAX_STREAMS_PER_CONN]")
+	fs.IntVar(&c.streamWindow, "http2-stream-window", envInt("HTTP2_STREAM_WINDOW", 256<<10), "bytes a caller may send on one stream before the gateway reads them; at least 65536, or 0 for grpc-go's dynamic window [HTTP2_STREAM_WINDOW]")
+	fs.IntVar(&c.connWindow, "http2-conn-window", envInt("HTTP2_CONN_WINDOW", 4<<20), "the same for all streams of one connection [HTTP2_CONN_WINDOW]")
 	fs.DurationVar(&c.finalsTimeout, "finals-timeout", envDur("FINALS_TIMEOUT", 10*time.Second), "wait for the last transcripts after a Transcribe half-close [FINALS_TIMEOUT]")
 	fs.DurationVar(&c.callerIdleTimeout, "caller-idle-timeout", envDur("CALLER_IDLE_TIMEOUT", 5*time.Minute), "end streams whose caller sent nothing this long while nothing is in progress; negative disables [CALLER_IDLE_TIMEOUT]")
 	fs.IntVar(&c.replayBytes, "transcribe-replay-bytes", envInt("TRANSCRIBE_REPLAY_BYTES", 2<<20), "audio kept after the last final to replay to a new upstream session; negative disables reconnecting [TRANSCRIBE_REPLAY_BYTES]")
@@ -194,6 +199,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		if c.dev {
 			c.logFormat = "console"
 		}
+	}
+	if (c.streamWindow != 0 && c.streamWindow < 64<<10) || (c.connWindow != 0 && c.connWindow < 64<<10) ||
+		(c.streamWindow == 0) != (c.connWindow == 0) {
+		return nil, errors.New("--http2-stream-window and --http2-conn-window must both be 0, or both at least 65536")
 	}
 	if c.memProfileRate < 0 || (c.memProfileRate > 0 && !c.adminPprof) {
 		return nil, errors.New("--admin-mem-profile-rate must be 0, or positive with --admin-pprof")

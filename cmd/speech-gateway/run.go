@@ -306,6 +306,13 @@ func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetri
 		grpc.MaxSendMsgSize(4 << 20),
 		grpc.ForceServerCodecV2(service.Codec()),
 	}
+	if cfg.streamWindow > 0 {
+		// Fixed windows bound what callers can have in flight per stream and
+		// per connection, and turn off grpc-go's bandwidth-delay estimation,
+		// whose pings cost a write for every few audio chunks received. A
+		// real-time stream needs 32 KB/s; the defaults carry it over any RTT.
+		opts = append(opts, grpc.InitialWindowSize(int32(cfg.streamWindow)), grpc.InitialConnWindowSize(int32(cfg.connWindow)))
+	}
 	return grpc.NewServer(append(opts, extra...)...)
 }
 

@@ -57,11 +57,18 @@ func (s *samples) count() int {
 }
 
 // gatewayClients dials n connections to a gateway, so that many streams
-// spread over several HTTP/2 connections, as many callers would.
-func gatewayClients(addr string, n int) ([]*grpc.ClientConn, error) {
+// spread over several HTTP/2 connections, as many callers would. window, if
+// positive, fixes each stream's HTTP/2 flow-control window (and 16 times
+// that for the connection), which turns off grpc-go's BDP estimation and
+// its pings; 0 keeps grpc-go's defaults.
+func gatewayClients(addr string, n, window int) ([]*grpc.ClientConn, error) {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if window > 0 {
+		opts = append(opts, grpc.WithInitialWindowSize(int32(window)), grpc.WithInitialConnWindowSize(int32(16*window)))
+	}
 	var conns []*grpc.ClientConn
 	for range n {
-		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err := grpc.NewClient(addr, opts...)
 		if err != nil {
 			return nil, err
 		}

@@ -47,6 +47,7 @@ type options struct {
 	only                    string
 	profileDir              string
 	memProfileRate          int
+	clientWindow            int
 	soak                    time.Duration
 	soakStreams             int
 }
@@ -79,6 +80,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.soakStreams, "soak-streams", 200, "concurrent streams during --soak")
 	fs.StringVar(&o.only, "only", "", "run only these parts, comma-separated: tts, stt, ttfa, throughput")
 	fs.StringVar(&o.profileDir, "profile", "", "write CPU and allocation profiles of the gateway during the first TTS and STT waves into this directory")
+	fs.IntVar(&o.clientWindow, "client-window", 0, "fix the gRPC clients' HTTP/2 stream window at this many bytes, which turns off grpc-go's BDP pings; 0 keeps grpc-go's defaults")
 	fs.IntVar(&o.memProfileRate, "profile-mem-rate", 0, "with --profile, the gateway's --admin-mem-profile-rate: 1 counts every allocation (and slows the gateway)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -252,23 +254,28 @@ func (b *bench) sttCapacity(ctx context.Context) error {
 	// Each utterance is about 0.5 s of audio.
 	audio, ends := utterances(max(int(b.o.wave.Seconds()*2), 1))
 	b.printf("Real-time STT, 16 kHz LINEAR16 in 20 ms chunks; delay from an utterance's last audio to its final\n")
-	b.printf("%8s | %9s %9s | %9s %9s | %9s | %6s %6s | %8s\n", "streams", "gw p50", "gw p99", "dir p50", "dir p99", "add p99", "gw err", "d err", "finals")
+	b.printf("%8s | %9s %9s | %9s %9s | %9s | %6s %6s | %8s | %10s\n", "streams", "gw p50", "gw p99", "dir p50", "dir p99", "add p99", "gw err", "d err", "finals", "cpu s/min")
 	var levels []map[string]any
 	capacity := 0
 	for i, n := range b.o.sttLevels {
 		stopProfile := b.profile(ctx, gw, i, "stt")
+		before, _ := gw.usage()
+		start := time.Now()
 		g := sttGateway(ctx, conns, n, audio, ends)
+		elapsed := time.Since(start)
+		after, _ := gw.usage()
 		stopProfile()
+		cpuPerMin := (after.cpu - before.cpu).Seconds() / (float64(n) * elapsed.Minutes())
 		d := sttDirect(ctx, direct, n, audio, ends)
 		add99 := g.finalDelay.quantile(.99) - d.finalDelay.quantile(.99)
-		b.printf("%8d | %9.3f %9.3f | %9.3f %9.3f | %9.3f | %6d %6d | %8d\n", n,
+		b.printf("%8d | %9.3f %9.3f | %9.3f %9.3f | %9.3f | %6d %6d | %8d | %10.3f\n", n,
 			g.finalDelay.quantile(.5), g.finalDelay.quantile(.99), d.finalDelay.quantile(.5), d.finalDelay.quantile(.99),
-			add99, g.errors.Load(), d.errors.Load(), g.finals.Load())
+			add99, g.errors.Load(), d.errors.Load(), g.finals.Load(), cpuPerMin)
 		levels = append(levels, map[string]any{
 			"streams": n, "gateway_p50_ms": g.finalDelay.quantile(.5), "gateway_p99_ms": g.finalDelay.quantile(.99),
 			"direct_p50_ms": d.finalDelay.quantile(.5), "direct_p99_ms": d.finalDelay.quantile(.99), "added_p99_ms": add99,
 			"gateway_errors": g.errors.Load(), "direct_errors": d.errors.Load(), "finals": g.finals.Load(),
-			"finals_expected": int64(n * len(ends)),
+			"finals_expected": int64(n * len(ends)), "gateway_cpu_seconds_per_stream_minute": cpuPerMin,
 		})
 		if g.errors.Load() == 0 && add99 <= 5 && g.finals.Load() == int64(n*len(ends)) {
 			capacity = n
@@ -304,11 +311,11 @@ func (b *bench) ttfa(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		wc, err := gatewayClients(warm.addr, 1)
+		wc, err := gatewayClients(warm.addr, 1, b.o.clientWindow)
 		if err != nil {
 			return err
 		}
-		oc, err := gatewayClients(off.addr, 1)
+		oc, err := gatewayClients(off.addr, 1, b.o.clientWindow)
 		if err != nil {
 			return err
 		}
@@ -383,7 +390,7 @@ func (b *bench) stack(ctx context.Context, simArgs, gwArgs []string, nconns int)
 	if err != nil {
 		return nil, err
 	}
-	conns, err := gatewayClients(gw.addr, nconns)
+	conns, err := gatewayClients(gw.addr, nconns, b.o.clientWindow)
 	if err != nil {
 		return nil, err
 	}

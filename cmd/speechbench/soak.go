@@ -28,7 +28,7 @@ func (b *bench) soak(ctx context.Context, d time.Duration, n int) error {
 		return err
 	}
 	b.procs = append(b.procs, gw)
-	conns, err := gatewayClients(gw.addr, 4)
+	conns, err := gatewayClients(gw.addr, 4, b.o.clientWindow)
 	if err != nil {
 		return err
 	}
