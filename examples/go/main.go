@@ -46,7 +46,12 @@ func run(addr string) error {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(serviceConfig),
 		// The server accepts pings every 10 s or more.
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}))
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// Fixed windows (both, or grpc-go falls back to 64 KiB for the
+		// other) turn off bandwidth-delay estimation, whose pings would
+		// follow every few audio chunks.
+		grpc.WithInitialWindowSize(1<<20),
+		grpc.WithInitialConnWindowSize(16<<20))
 	if err != nil {
 		return err
 	}

@@ -61,6 +61,9 @@ class ExampleTest {
         .usePlaintext()
         .keepAliveTime(30, TimeUnit.SECONDS)
         .keepAliveTimeout(10, TimeUnit.SECONDS)
+        // A fixed window turns off flow-control tuning and its pings; audio
+        // needs little bandwidth.
+        .flowControlWindow(1 << 20)
         .defaultServiceConfig(serviceConfig)
         .enableRetry()
         .build();

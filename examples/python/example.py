@@ -35,6 +35,8 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_timeout_ms", 10000),
     ("grpc.enable_retries", 1),
     ("grpc.service_config", SERVICE_CONFIG),
+    # Audio needs little bandwidth: no bandwidth-delay probing pings.
+    ("grpc.http2.bdp_probe", 0),
 ]
 
 RATE = 16000
