@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -200,9 +201,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 			c.logFormat = "console"
 		}
 	}
-	if (c.streamWindow != 0 && c.streamWindow < 64<<10) || (c.connWindow != 0 && c.connWindow < 64<<10) ||
-		(c.streamWindow == 0) != (c.connWindow == 0) {
-		return nil, errors.New("--http2-stream-window and --http2-conn-window must both be 0, or both at least 65536")
+	// HTTP/2 windows are at most 2^31-1; grpc-go ignores one under 64 KiB,
+	// and setting one alone leaves the other at 64 KiB.
+	validWindow := func(n int) bool { return n >= 64<<10 && n <= math.MaxInt32 }
+	if (c.streamWindow != 0 || c.connWindow != 0) && (!validWindow(c.streamWindow) || !validWindow(c.connWindow)) {
+		return nil, errors.New("--http2-stream-window and --http2-conn-window must both be 0, or both from 65536 to 2147483647")
 	}
 	if c.memProfileRate < 0 || (c.memProfileRate > 0 && !c.adminPprof) {
 		return nil, errors.New("--admin-mem-profile-rate must be 0, or positive with --admin-pprof")

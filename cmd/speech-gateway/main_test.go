@@ -136,6 +136,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{[]string{"--dev", "--admin-mem-profile-rate", "1"}, nil}, // without --admin-pprof
 		{[]string{"--dev", "--http2-stream-window", "1000"}, nil},
 		{[]string{"--dev", "--http2-conn-window", "0"}, nil},
+		{[]string{"--dev", "--http2-stream-window", "4294967296"}, nil},
 		{[]string{"--dev", "--admin-pprof", "--admin-mem-profile-rate", "-1"}, nil},
 	} {
 		err := run(context.Background(), append(tc.args, "--listen", "127.0.0.1:0", "--admin-listen", ""), envFrom(tc.env), io.Discard)

@@ -310,7 +310,8 @@ func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetri
 		// Fixed windows bound what callers can have in flight per stream and
 		// per connection, and turn off grpc-go's bandwidth-delay estimation,
 		// whose pings cost a write for every few audio chunks received. A
-		// real-time stream needs 32 KB/s; the defaults carry it over any RTT.
+		// real-time stream needs 32 KB/s; the default 256 KiB per stream
+		// carries that over any round trip shorter than 8 s.
 		opts = append(opts, grpc.InitialWindowSize(int32(cfg.streamWindow)), grpc.InitialConnWindowSize(int32(cfg.connWindow)))
 	}
 	return grpc.NewServer(append(opts, extra...)...)
