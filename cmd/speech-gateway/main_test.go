@@ -348,3 +348,23 @@ func TestSetupTracing(t *testing.T) {
 		}
 	}
 }
+
+func TestParseWindows(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args               []string
+		stream, connection int
+	}{
+		{[]string{"--dev"}, 256 << 10, 4 << 20},
+		{[]string{"--dev", "--http2-stream-window", "0", "--http2-conn-window", "0"}, 0, 0},
+		{[]string{"--dev", "--http2-stream-window", "65536", "--http2-conn-window", "1048576"}, 64 << 10, 1 << 20},
+	} {
+		c, err := parseConfig(tc.args, envFrom(nil), io.Discard)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if c.streamWindow != tc.stream || c.connWindow != tc.connection {
+			t.Errorf("%v: windows %d and %d, want %d and %d", tc.args, c.streamWindow, c.connWindow, tc.stream, tc.connection)
+		}
+	}
+}
