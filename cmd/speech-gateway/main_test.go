@@ -368,3 +368,58 @@ func TestParseWindows(t *testing.T) {
 		}
 	}
 }
+
+// TestUploadLargerThanWindows sends a Transcribe stream many times larger
+// than the smallest fixed HTTP/2 windows, unpaced, and gets every sentence
+// back: the gateway's window updates keep a fast upload flowing.
+func TestUploadLargerThanWindows(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, []string{"--dev", "--http2-stream-window", "65536", "--http2-conn-window", "65536"}, nil)
+	conn := dial(t, g.grpc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var audio []byte
+	var want []string
+	for i := 0; len(audio) < 1<<20; i++ { // 1 MiB: 16 times each window
+		s := "Sentence " + string(rune('a'+i%26)) + " of the upload."
+		audio = append(audio, slngsim.Synthesize(s, "linear16", 16000)...)
+		want = append(want, s)
+	}
+	stream, err := speechv1.NewSpeechToTextServiceClient(conn).Transcribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Config{Config: &speechv1.RecognitionConfig{}}}); err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan error, 1)
+	go func() {
+		for off := 0; off < len(audio); off += 8 << 10 {
+			chunk := audio[off:min(off+8<<10, len(audio))]
+			if err := stream.Send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Audio{Audio: chunk}}); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- stream.CloseSend()
+	}()
+	var got []string
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := m.GetFinalTranscript(); f != nil && f.GetText() != "" {
+			got = append(got, f.GetText())
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("got %d finals, want %d: %q", len(got), len(want), got)
+	}
+}
