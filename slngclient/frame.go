@@ -102,7 +102,10 @@ func decodeFrame(b []byte, dst []byte) (decoded, error) {
 // scanAudioChunk recognizes a flat JSON object {"type":"audio_chunk",
 // "data":"<base64>", ...} whose strings have no escapes, returning the raw
 // base64 and the sequence. Anything else reports ok=false and takes the
-// encoding/json path.
+// encoding/json path, including what encoding/json reads differently from
+// a plain scan: a key of its own in other letter case ("Data" is data to
+// encoding/json), a key twice (the last wins there), or a value of the
+// wrong kind.
 func scanAudioChunk(b []byte) (data []byte, seq int64, ok bool) {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
@@ -110,6 +113,7 @@ func scanAudioChunk(b []byte) (data []byte, seq int64, ok bool) {
 	}
 	i++
 	var isChunk bool
+	var seen [3]bool // type, data, sequence
 	for {
 		i = skipSpace(b, i)
 		if i < len(b) && b[i] == '}' {
@@ -126,6 +130,20 @@ func scanAudioChunk(b []byte) (data []byte, seq int64, ok bool) {
 		i = skipSpace(b, i+1)
 		if i >= len(b) {
 			return nil, 0, false
+		}
+		if k := knownKey(key); k >= 0 {
+			wantKind := byte('"')
+			if k == 2 {
+				wantKind = '0' // sequence: a number
+			}
+			kind := b[i]
+			if kind == '-' || (kind >= '0' && kind <= '9') {
+				kind = '0'
+			}
+			if seen[k] || string(key) != knownKeys[k] || kind != wantKind {
+				return nil, 0, false
+			}
+			seen[k] = true
 		}
 		switch {
 		case b[i] == '"':
@@ -179,6 +197,20 @@ func scanAudioChunk(b []byte) (data []byte, seq int64, ok bool) {
 		return nil, 0, false
 	}
 	return data, seq, isChunk && data != nil
+}
+
+// knownKeys are the keys scanAudioChunk reads, by index.
+var knownKeys = [3]string{"type", "data", "sequence"}
+
+// knownKey is the index of key in knownKeys in any letter case, as
+// encoding/json matches them, or -1.
+func knownKey(key []byte) int {
+	for k, name := range knownKeys {
+		if bytes.EqualFold(key, []byte(name)) {
+			return k
+		}
+	}
+	return -1
 }
 
 func skipSpace(b []byte, i int) int {
