@@ -17,9 +17,10 @@ type serverMsg struct {
 	SessionID string `json:"session_id"`
 	RequestID string `json:"slng_request_id"`
 
-	// audio_chunk (slow path only; see decodeFrame)
+	// audio_chunk (slow path only; see decodeFrame). The sequence is only
+	// informative: one of an unexpected kind must not cost the audio.
 	Data     json.RawMessage `json:"data"`
-	Sequence int64           `json:"sequence"`
+	Sequence json.RawMessage `json:"sequence"`
 
 	SegmentID string   `json:"segment_id"`
 	Duration  *float64 `json:"duration"`
@@ -94,9 +95,25 @@ func decodeFrame(b []byte, dst []byte) (decoded, error) {
 		if err != nil {
 			return decoded{}, err
 		}
-		return decoded{audio: dst[:m], sequence: msg.Sequence}, nil
+		return decoded{audio: dst[:m], sequence: sequenceOf(msg.Sequence)}, nil
 	}
 	return decoded{msg: &msg}, nil
+}
+
+// sequenceOf reads an audio_chunk sequence: an integer, or an integer in a
+// string; 0 for anything else.
+func sequenceOf(raw json.RawMessage) int64 {
+	var n int64
+	if json.Unmarshal(raw, &n) == nil {
+		return n
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		if n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64); err == nil {
+			return n
+		}
+	}
+	return 0
 }
 
 // scanAudioChunk recognizes a flat JSON object {"type":"audio_chunk",
