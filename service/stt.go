@@ -221,6 +221,11 @@ func (tr *transcription) configure(cfg *speechv1.RecognitionConfig) (slngclient.
 func (tr *transcription) pumpUp(ctx context.Context) error {
 	stopDrain := context.AfterFunc(tr.srv.drainCtx, func() { tr.onDrain(ctx) })
 	defer stopDrain()
+	// Audio goes up without a cancellable context: with one, coder/websocket
+	// registers a context.AfterFunc for every frame written. A write blocked
+	// on a full socket still ends: the session is closed when the stream
+	// ends (release) and when its pings go unanswered (liveness).
+	audioCtx := context.WithoutCancel(ctx)
 	for {
 		req, err := tr.stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -250,7 +255,7 @@ func (tr *transcription) pumpUp(ctx context.Context) error {
 				continue // draining: the upstream takes no more audio
 			}
 			tr.replay.add(r.Audio)
-			err := sess.SendAudio(ctx, r.Audio)
+			err := sess.SendAudio(audioCtx, r.Audio)
 			tr.upMu.Unlock()
 			if err != nil && !tr.recoverable(err) {
 				return err
