@@ -40,13 +40,17 @@ func (r *replayBuffer) trim(off int64) {
 		return // still missing audio between the final and the buffer
 	}
 	off = min(off, r.end)
-	r.buf = r.buf[off-r.start:]
+	if cap(r.buf) > 2*r.max && len(r.buf)-int(off-r.start) < r.max/2 {
+		// Let go of a large array that holds mostly forgotten audio.
+		r.buf = append([]byte(nil), r.buf[off-r.start:]...)
+	} else {
+		// Move what is left to the front of the same array, usually less
+		// than an utterance, so that add does not need a new array after
+		// every final.
+		r.buf = r.buf[:copy(r.buf, r.buf[off-r.start:])]
+	}
 	r.start = off
 	r.overflow = false
-	if cap(r.buf) > 2*r.max && len(r.buf) < r.max/2 {
-		// Let go of a large array that holds mostly forgotten audio.
-		r.buf = append([]byte(nil), r.buf...)
-	}
 }
 
 // pcmClock converts between stream byte offsets and stream time for
