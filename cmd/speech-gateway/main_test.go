@@ -166,6 +166,23 @@ func TestParsePoolConfig(t *testing.T) {
 // TestRunServesWithKeyAndNeverLogsIt runs the gateway against a simulator
 // that demands a key, does a round trip, and checks that the key appears in
 // none of the gateway's logs, nor in the metrics.
+// recvAll reads a response stream to its end and fails the test on an
+// error.
+func recvAll[T any](t *testing.T, recv func() (T, error)) []T {
+	t.Helper()
+	var out []T
+	for {
+		m, err := recv()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+}
+
 func TestRunServesWithKeyAndNeverLogsIt(t *testing.T) {
 	t.Parallel()
 	const key = "sk_live_SENTINEL_9f8e7d6c5b4a"
@@ -183,14 +200,7 @@ func TestRunServesWithKeyAndNeverLogsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	var audio []byte
-	for {
-		m, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range recvAll(t, stream.Recv) {
 		audio = append(audio, m.GetAudio().GetData()...)
 	}
 	got, err := slngsim.Decode(audio, "linear16", 24000)
@@ -404,14 +414,7 @@ func TestUploadLargerThanWindows(t *testing.T) {
 		sent <- stream.CloseSend()
 	}()
 	var got []string
-	for {
-		m, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range recvAll(t, stream.Recv) {
 		if f := m.GetFinalTranscript(); f != nil && f.GetText() != "" {
 			got = append(got, f.GetText())
 		}
