@@ -151,7 +151,12 @@ func newPooledHarness(t testing.TB, simOpts slngsim.Options, cfg Config, poolOpt
 		t.Fatal(err)
 	}
 	lis := bufconn.Listen(1 << 20)
-	serverOpts := []grpc.ServerOption{grpc.ForceServerCodecV2(Codec())}
+	serverOpts := []grpc.ServerOption{
+		grpc.ForceServerCodecV2(Codec()),
+		// Stop then waits for the handlers too, whose last log line must
+		// come before the test ends.
+		grpc.WaitForHandlers(true),
+	}
 	if cfg.TracerProvider != nil {
 		serverOpts = append(serverOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(cfg.TracerProvider))))
 	}
