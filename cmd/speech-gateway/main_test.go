@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -424,5 +427,40 @@ func TestUploadLargerThanWindows(t *testing.T) {
 	}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("got %d finals, want %d: %q", len(got), len(want), got)
+	}
+}
+
+// TestReadmeListsEveryFlag keeps the README's configuration table and the
+// flags in step.
+func TestReadmeListsEveryFlag(t *testing.T) {
+	t.Parallel()
+	var usage bytes.Buffer
+	if _, err := parseConfig([]string{"--help"}, envFrom(nil), &usage); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	flags := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`).FindAllStringSubmatch(usage.String(), -1) {
+		flags[m[1]] = true
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `--([a-z0-9-]+)`").FindAllStringSubmatch(string(readme), -1) {
+		documented[m[1]] = true
+	}
+	if len(flags) == 0 {
+		t.Fatal("no flags in the usage text")
+	}
+	for f := range flags {
+		if !documented[f] {
+			t.Errorf("--%s is not in the README's table", f)
+		}
+	}
+	for f := range documented {
+		if !flags[f] {
+			t.Errorf("the README documents --%s, which does not exist", f)
+		}
 	}
 }
