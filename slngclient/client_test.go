@@ -77,6 +77,23 @@ func recvTurn(t *testing.T, ctx context.Context, s *slngclient.TTSSession) ([]sl
 	}
 }
 
+// recvUntil reads TTS events until one of kind want and returns the kinds
+// before it.
+func recvUntil(t *testing.T, ctx context.Context, s *slngclient.TTSSession, want slngclient.TTSEventKind) []slngclient.TTSEventKind {
+	t.Helper()
+	var before []slngclient.TTSEventKind
+	for {
+		ev, err := s.Recv(ctx)
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		if ev.Kind == want {
+			return before
+		}
+		before = append(before, ev.Kind)
+	}
+}
+
 // TestRoundTrip2000 is the package's acceptance test: 2,000 characters
 // through the simulator's TTS at 24 kHz linear16, in both audio forms, fed
 // back through the simulator's STT, give back the same text.
@@ -183,28 +200,13 @@ func TestTTSControlMessages(t *testing.T) {
 	if err := s.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		ev, err := s.Recv(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ev.Kind == slngclient.TTSAudio {
-			break
-		}
-	}
+	recvUntil(t, ctx, s, slngclient.TTSAudio)
 	if err := s.Clear(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		ev, err := s.Recv(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ev.Kind == slngclient.TTSCleared {
-			break
-		}
-		if ev.Kind != slngclient.TTSAudio {
-			t.Fatalf("unexpected %v before cleared", ev.Kind)
+	for _, kind := range recvUntil(t, ctx, s, slngclient.TTSCleared) {
+		if kind != slngclient.TTSAudio {
+			t.Fatalf("unexpected %v before cleared", kind)
 		}
 	}
 	// Cancel: no acknowledgement; the next turn is whole.
