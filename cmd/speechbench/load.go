@@ -115,14 +115,7 @@ func ttsGateway(ctx context.Context, conns []*grpc.ClientConn, n int, text strin
 				return
 			}
 			local := make([]time.Duration, 0, 512)
-			for {
-				m, err := stream.Recv()
-				if err != nil {
-					if !isEOF(err) {
-						r.errors.Add(1)
-					}
-					break
-				}
+			eachMessage(stream.Recv, &r.errors, func(m *speechv1.SynthesizeResponse) {
 				if a := m.GetAudio(); a != nil {
 					now := time.Now()
 					if t, ok := stamp(a.GetData()); ok {
@@ -130,7 +123,7 @@ func ttsGateway(ctx context.Context, conns []*grpc.ClientConn, n int, text strin
 					}
 					r.bytes.Add(int64(len(a.GetData())))
 				}
-			}
+			})
 			r.latency.addAll(local)
 		}()
 	}
@@ -245,31 +238,19 @@ func sttGateway(ctx context.Context, conns []*grpc.ClientConn, n int, audio []by
 				r.errors.Add(1)
 				return
 			}
-			sent := make([]atomic.Int64, len(ends))
+			clock := newFinalClock(len(ends))
 			recvDone := make(chan struct{})
 			go func() {
 				defer close(recvDone)
-				u := 0
-				for {
-					m, err := stream.Recv()
-					if err != nil {
-						if !isEOF(err) {
-							r.errors.Add(1)
-						}
-						return
+				eachMessage(stream.Recv, &r.errors, func(m *speechv1.TranscribeResponse) {
+					if f := m.GetFinalTranscript(); f != nil && f.GetText() != "" {
+						clock.final(r)
 					}
-					if f := m.GetFinalTranscript(); f != nil && f.GetText() != "" && u < len(sent) {
-						if t := sent[u].Load(); t > 0 {
-							r.finalDelay.add(time.Since(time.Unix(0, t)))
-						}
-						r.finals.Add(1)
-						u++
-					}
-				}
+				})
 			}()
 			err = sttPaced(ctx, audio, ends, func(b []byte) error {
 				return stream.Send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Audio{Audio: b}})
-			}, func(i int, t time.Time) { sent[i].Store(t.UnixNano()) })
+			}, clock.sentAt)
 			if err != nil {
 				r.errors.Add(1)
 			}
@@ -294,30 +275,18 @@ func sttDirect(ctx context.Context, client *slngclient.Client, n int, audio []by
 				return
 			}
 			defer s.CloseNow()
-			sent := make([]atomic.Int64, len(ends))
+			clock := newFinalClock(len(ends))
 			recvDone := make(chan struct{})
 			go func() {
 				defer close(recvDone)
-				u := 0
-				for {
-					ev, err := s.Recv(ctx)
-					if err != nil {
-						if !isEOF(err) {
-							r.errors.Add(1)
-						}
-						return
+				recv := func() (slngclient.STTEvent, error) { return s.Recv(ctx) }
+				eachMessage(recv, &r.errors, func(ev slngclient.STTEvent) {
+					if ev.Kind == slngclient.STTFinal && ev.Transcript.Text != "" {
+						clock.final(r)
 					}
-					if ev.Kind == slngclient.STTFinal && ev.Transcript.Text != "" && u < len(sent) {
-						if t := sent[u].Load(); t > 0 {
-							r.finalDelay.add(time.Since(time.Unix(0, t)))
-						}
-						r.finals.Add(1)
-						u++
-					}
-				}
+				})
 			}()
-			err = sttPaced(ctx, audio, ends, func(b []byte) error { return s.SendAudio(ctx, b) },
-				func(i int, t time.Time) { sent[i].Store(t.UnixNano()) })
+			err = sttPaced(ctx, audio, ends, func(b []byte) error { return s.SendAudio(ctx, b) }, clock.sentAt)
 			if err != nil {
 				r.errors.Add(1)
 			}
@@ -390,6 +359,46 @@ func ttfaDirect(ctx context.Context, client *slngclient.Client, runs int) (*samp
 }
 
 func isEOF(err error) bool { return errors.Is(err, io.EOF) }
+
+// eachMessage calls fn with every message recv returns until the stream
+// ends, counting an end other than io.EOF in errs.
+func eachMessage[T any](recv func() (T, error), errs *atomic.Int64, fn func(T)) {
+	for {
+		m, err := recv()
+		if err != nil {
+			if !isEOF(err) {
+				errs.Add(1)
+			}
+			return
+		}
+		fn(m)
+	}
+}
+
+// finalClock pairs each utterance's send time with its final transcript:
+// the sender notes the times, the receiver the finals, in order.
+type finalClock struct {
+	sent []atomic.Int64 // Unix nanoseconds; 0 until sent
+	next int            // the receiver's next utterance
+}
+
+func newFinalClock(utterances int) *finalClock {
+	return &finalClock{sent: make([]atomic.Int64, utterances)}
+}
+
+func (c *finalClock) sentAt(i int, t time.Time) { c.sent[i].Store(t.UnixNano()) }
+
+// final records the delay of the next utterance's final into r.
+func (c *finalClock) final(r *sttResult) {
+	if c.next >= len(c.sent) {
+		return
+	}
+	if t := c.sent[c.next].Load(); t > 0 {
+		r.finalDelay.add(time.Since(time.Unix(0, t)))
+	}
+	r.finals.Add(1)
+	c.next++
+}
 
 // directClient is a slngclient for the simulator at url, with the same key
 // the gateway uses.
