@@ -233,7 +233,7 @@ func (s *Server) Profiles(tts []*speechv1.SynthesisConfig, stt []*speechv1.Recog
 		if err != nil {
 			return nil, fmt.Errorf("prewarm recognition config: %w", err)
 		}
-		out = append(out, slngpool.Profile{Endpoint: slngclient.Endpoint{Model: tr.cfg.Model}, STT: &cfg})
+		out = append(out, slngpool.Profile{Endpoint: tr.ep, STT: &cfg})
 	}
 	return out, nil
 }

@@ -106,7 +106,6 @@ func (tr *transcription) run(ctx context.Context) (runErr error) {
 		return err
 	}
 	tr.meta.model = tr.cfg.Model
-	tr.ep = slngclient.Endpoint{Model: tr.cfg.Model}
 	if tr.ep.APIKey, err = tr.srv.callerKey(ctx); err != nil {
 		return err
 	}
@@ -168,8 +167,8 @@ func (tr *transcription) snapshotMeta() streamMeta {
 	return tr.meta
 }
 
-// configure validates cfg, fills in the effective configuration and returns
-// SLNG's init config.
+// configure validates cfg, fills in the effective configuration and the
+// endpoint, and returns SLNG's init config.
 func (tr *transcription) configure(cfg *speechv1.RecognitionConfig) (slngclient.STTConfig, error) {
 	s := tr.srv
 	var v violations
@@ -200,6 +199,7 @@ func (tr *transcription) configure(cfg *speechv1.RecognitionConfig) (slngclient.
 		eff.Format.SampleRateHz = defaultSTTSampleRate
 	}
 	tr.cfg = eff
+	tr.ep = slngclient.Endpoint{Model: eff.Model}
 	return slngclient.STTConfig{
 		Language:             eff.Language,
 		Encoding:             encodingNames[eff.Format.Encoding],
