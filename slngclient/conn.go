@@ -337,9 +337,8 @@ func (cn *conn) liveness(keepalive, pingEvery, pingTimeout time.Duration) {
 		}
 		if pingEvery > 0 && now.Sub(lastPing) >= pingEvery {
 			lastPing = now
-			cn.pings.Add(1)
 			pctx, cancel := context.WithTimeout(cn.ctx, pingTimeout)
-			err := cn.ws.Ping(pctx)
+			err := cn.ping(pctx)
 			cancel()
 			if err != nil {
 				if cn.ctx.Err() == nil {
