@@ -37,6 +37,7 @@ type FaultPoint string
 
 // The fault points. PointChunks uses Fault.After.
 const (
+	PointInit       FaultPoint = "init"        // instead of `ready`: the answer to `init`
 	PointReady      FaultPoint = "ready"       // right after `ready`
 	PointFirstAudio FaultPoint = "first-audio" // before the first audio of the first turn
 	PointChunks     FaultPoint = "chunks"      // after Fault.After audio chunks (TTS) or after Fault.After binary frames received (STT)
@@ -71,6 +72,7 @@ type Fault struct {
 //	*=oversized@ready,size=8388608
 //	*=unknown@ready
 //	*=error:rate_limit@ready,fatal,once
+//	*=error:auth_error@init,fatal,close=1008     (answers init with the error, never ready)
 //
 // MODEL "*" applies to every model. The default point is ready (connect for
 // handshake faults).
@@ -112,7 +114,7 @@ func ParseFault(spec string) (model string, f Fault, err error) {
 		p, n, _ := strings.Cut(point, ":")
 		f.Point = FaultPoint(p)
 		switch f.Point {
-		case PointReady, PointFirstAudio, PointFirstFinal:
+		case PointInit, PointReady, PointFirstAudio, PointFirstFinal:
 		case PointChunks:
 			if f.After, err = strconv.Atoi(n); err != nil || f.After < 0 {
 				return "", Fault{}, fmt.Errorf("fault %q: chunks needs a count", spec)

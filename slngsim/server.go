@@ -57,6 +57,12 @@ type Options struct {
 	// max_connection_duration_exceeded, then close 1008. Default 30 min;
 	// negative disables.
 	MaxConnectionDuration time.Duration
+	// TTSTextTimeout closes a TTS session that receives no `text` within
+	// this long of `ready`, without an error frame, as SLNG's bridge does
+	// on some routes (pipecat-slng measured 5.05 s on soniox/tts-rt:v1).
+	// The close code is TTSTextTimeoutClose, default 1008. 0 disables.
+	TTSTextTimeout      time.Duration
+	TTSTextTimeoutClose int
 	// MaxConcurrentPerKey limits open sockets per key; more are refused
 	// with HTTP 429. 0 means no limit.
 	MaxConcurrentPerKey int
@@ -170,6 +176,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Addr == "" {
 		opts.Addr = "127.0.0.1:0"
+	}
+	if opts.TTSTextTimeoutClose == 0 {
+		opts.TTSTextTimeoutClose = int(websocket.StatusPolicyViolation)
 	}
 	faults := make(map[string]Fault, len(opts.Faults))
 	for k, v := range opts.Faults {

@@ -105,6 +105,18 @@ func (ss *session) run() {
 	if ss.srv.opts.ReadyLatency > 0 && !sleepCtx(ss.ctx, ss.srv.opts.ReadyLatency) {
 		return
 	}
+	if ss.fault.Kind != "" && ss.fault.Point == PointInit {
+		// A fault that answers init replaces ready. After a non-fatal one
+		// the socket stays open, but the session never becomes ready.
+		if !ss.maybeFault(PointInit, 0) {
+			for {
+				if _, _, err := ss.read(); err != nil {
+					return
+				}
+			}
+		}
+		return
+	}
 	ready := map[string]any{"type": "ready", "session_id": ss.info.ID, "slng_request_id": ss.requestID}
 	if ss.fault.Kind == FaultUnknown {
 		// A correct client ignores unknown types even before `ready`.

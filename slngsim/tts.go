@@ -39,6 +39,16 @@ func (ss *session) serveTTS(cfg initConfig) {
 	defer func() { <-speakerDone }()
 	defer ss.cancel()
 
+	// gotText stops the text timeout, when there is one.
+	gotText := func() {}
+	if d := ss.srv.opts.TTSTextTimeout; d > 0 {
+		t := time.AfterFunc(d, func() {
+			ss.closeWith(websocket.StatusCode(ss.srv.opts.TTSTextTimeoutClose), "no text received")
+		})
+		defer t.Stop()
+		gotText = func() { t.Stop() }
+	}
+
 	enqueue := func(c ttsCmd) bool {
 		select {
 		case cmds <- c:
@@ -77,6 +87,7 @@ func (ss *session) serveTTS(cfg initConfig) {
 		var c ttsCmd
 		switch m.Type {
 		case "text":
+			gotText()
 			c = ttsCmd{kind: "text", text: m.Text, flush: m.Flush}
 		case "flush":
 			c = ttsCmd{kind: "flush"}
