@@ -603,10 +603,17 @@ type Transcript struct {
 	// set and the model reports them. Empty in partial transcripts of most
 	// models.
 	Words []*WordInfo `protobuf:"bytes,7,rep,name=words,proto3" json:"words,omitempty"`
-	// True when this final answers a Finalize request.
-	FromFinalize  bool `protobuf:"varint,8,opt,name=from_finalize,json=fromFinalize,proto3" json:"from_finalize,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// True when this final answers a Finalize request. Where the upstream
+	// route does not say which final answers a finalize, the first final after
+	// it does.
+	FromFinalize bool `protobuf:"varint,8,opt,name=from_finalize,json=fromFinalize,proto3" json:"from_finalize,omitempty"`
+	// True when the upstream route reported no timing for this transcript
+	// (SLNG's bridge often sends none): start_offset is then where the previous
+	// final ended, and end_offset is the end of the audio the gateway had sent
+	// upstream when the transcript arrived.
+	OffsetsEstimated bool `protobuf:"varint,9,opt,name=offsets_estimated,json=offsetsEstimated,proto3" json:"offsets_estimated,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Transcript) Reset() {
@@ -691,6 +698,13 @@ func (x *Transcript) GetWords() []*WordInfo {
 func (x *Transcript) GetFromFinalize() bool {
 	if x != nil {
 		return x.FromFinalize
+	}
+	return false
+}
+
+func (x *Transcript) GetOffsetsEstimated() bool {
+	if x != nil {
+		return x.OffsetsEstimated
 	}
 	return false
 }
@@ -877,7 +891,7 @@ const file_slng_speech_v1_stt_proto_rawDesc = "" +
 	"\x13upstream_request_id\x18\x03 \x01(\tR\x11upstreamRequestId\x129\n" +
 	"\x06config\x18\x04 \x01(\v2!.slng.speech.v1.RecognitionConfigR\x06config\x12!\n" +
 	"\fwarm_session\x18\x05 \x01(\bR\vwarmSession\x124\n" +
-	"\x06limits\x18\x06 \x01(\v2\x1c.slng.speech.v1.StreamLimitsR\x06limits\"\xe0\x02\n" +
+	"\x06limits\x18\x06 \x01(\v2\x1c.slng.speech.v1.StreamLimitsR\x06limits\"\x8d\x03\n" +
 	"\n" +
 	"Transcript\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x1e\n" +
@@ -890,7 +904,8 @@ const file_slng_speech_v1_stt_proto_rawDesc = "" +
 	"end_offset\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\tendOffset\x125\n" +
 	"\bduration\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12.\n" +
 	"\x05words\x18\a \x03(\v2\x18.slng.speech.v1.WordInfoR\x05words\x12#\n" +
-	"\rfrom_finalize\x18\b \x01(\bR\ffromFinalize\"\xf9\x01\n" +
+	"\rfrom_finalize\x18\b \x01(\bR\ffromFinalize\x12+\n" +
+	"\x11offsets_estimated\x18\t \x01(\bR\x10offsetsEstimated\"\xf9\x01\n" +
 	"\bWordInfo\x12\x12\n" +
 	"\x04word\x18\x01 \x01(\tR\x04word\x12'\n" +
 	"\x0fpunctuated_word\x18\x02 \x01(\tR\x0epunctuatedWord\x12<\n" +

@@ -512,6 +512,7 @@ type SynthesizeResponse struct {
 	//	*SynthesizeResponse_Cancelled
 	//	*SynthesizeResponse_Reconnected
 	//	*SynthesizeResponse_Draining
+	//	*SynthesizeResponse_TurnFailed
 	Response      isSynthesizeResponse_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -653,6 +654,15 @@ func (x *SynthesizeResponse) GetDraining() *ServerDraining {
 	return nil
 }
 
+func (x *SynthesizeResponse) GetTurnFailed() *TurnFailed {
+	if x != nil {
+		if x, ok := x.Response.(*SynthesizeResponse_TurnFailed); ok {
+			return x.TurnFailed
+		}
+	}
+	return nil
+}
+
 type isSynthesizeResponse_Response interface {
 	isSynthesizeResponse_Response()
 }
@@ -712,6 +722,12 @@ type SynthesizeResponse_Draining struct {
 	Draining *ServerDraining `protobuf:"bytes,11,opt,name=draining,proto3,oneof"`
 }
 
+type SynthesizeResponse_TurnFailed struct {
+	// The upstream could not finish a turn; it ends the turn instead of
+	// `flushed` and `audio_end`. The stream goes on.
+	TurnFailed *TurnFailed `protobuf:"bytes,12,opt,name=turn_failed,json=turnFailed,proto3,oneof"`
+}
+
 func (*SynthesizeResponse_Started) isSynthesizeResponse_Response() {}
 
 func (*SynthesizeResponse_Audio) isSynthesizeResponse_Response() {}
@@ -733,6 +749,105 @@ func (*SynthesizeResponse_Cancelled) isSynthesizeResponse_Response() {}
 func (*SynthesizeResponse_Reconnected) isSynthesizeResponse_Response() {}
 
 func (*SynthesizeResponse_Draining) isSynthesizeResponse_Response() {}
+
+func (*SynthesizeResponse_TurnFailed) isSynthesizeResponse_Response() {}
+
+// TurnFailed ends a turn that the upstream could not finish: SLNG answered
+// it with an error frame and never finished it, or nothing of it arrived
+// for the gateway's turn timeout. The upstream session is replaced and turns
+// queued behind this one are spoken on the new session; the failed turn is
+// not retried, because the same text would meet the same error.
+type TurnFailed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The turn, as in AudioEnd.turn_id.
+	TurnId uint64 `protobuf:"varint,1,opt,name=turn_id,json=turnId,proto3" json:"turn_id,omitempty"`
+	// The gRPC status code (a google.rpc.Code value) the failure maps to, as
+	// docs/errors.md lists it; the stream itself goes on.
+	Code int32 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	// The google.rpc.ErrorInfo reason of that status, e.g.
+	// UPSTREAM_REQUEST_REJECTED or UPSTREAM_TURN_TIMEOUT.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// A short, client-safe description.
+	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// SLNG's error code, when an error frame ended the turn.
+	UpstreamCode string `protobuf:"bytes,5,opt,name=upstream_code,json=upstreamCode,proto3" json:"upstream_code,omitempty"`
+	// What the gateway delivered of the turn before it failed.
+	Delivered     *TurnDelivery `protobuf:"bytes,6,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TurnFailed) Reset() {
+	*x = TurnFailed{}
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TurnFailed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TurnFailed) ProtoMessage() {}
+
+func (x *TurnFailed) ProtoReflect() protoreflect.Message {
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TurnFailed.ProtoReflect.Descriptor instead.
+func (*TurnFailed) Descriptor() ([]byte, []int) {
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TurnFailed) GetTurnId() uint64 {
+	if x != nil {
+		return x.TurnId
+	}
+	return 0
+}
+
+func (x *TurnFailed) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *TurnFailed) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *TurnFailed) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *TurnFailed) GetUpstreamCode() string {
+	if x != nil {
+		return x.UpstreamCode
+	}
+	return ""
+}
+
+func (x *TurnFailed) GetDelivered() *TurnDelivery {
+	if x != nil {
+		return x.Delivered
+	}
+	return nil
+}
 
 // SynthesisStarted opens every response stream.
 type SynthesisStarted struct {
@@ -759,7 +874,7 @@ type SynthesisStarted struct {
 
 func (x *SynthesisStarted) Reset() {
 	*x = SynthesisStarted{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[8]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +886,7 @@ func (x *SynthesisStarted) String() string {
 func (*SynthesisStarted) ProtoMessage() {}
 
 func (x *SynthesisStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[8]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +899,7 @@ func (x *SynthesisStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynthesisStarted.ProtoReflect.Descriptor instead.
 func (*SynthesisStarted) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{8}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SynthesisStarted) GetSessionId() string {
@@ -848,7 +963,7 @@ type AudioChunk struct {
 
 func (x *AudioChunk) Reset() {
 	*x = AudioChunk{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[9]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -860,7 +975,7 @@ func (x *AudioChunk) String() string {
 func (*AudioChunk) ProtoMessage() {}
 
 func (x *AudioChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[9]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -873,7 +988,7 @@ func (x *AudioChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AudioChunk.ProtoReflect.Descriptor instead.
 func (*AudioChunk) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{9}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AudioChunk) GetData() []byte {
@@ -911,7 +1026,7 @@ type SegmentStart struct {
 
 func (x *SegmentStart) Reset() {
 	*x = SegmentStart{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[10]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +1038,7 @@ func (x *SegmentStart) String() string {
 func (*SegmentStart) ProtoMessage() {}
 
 func (x *SegmentStart) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[10]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1051,7 @@ func (x *SegmentStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentStart.ProtoReflect.Descriptor instead.
 func (*SegmentStart) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{10}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SegmentStart) GetSegmentId() string {
@@ -966,7 +1081,7 @@ type SegmentEnd struct {
 
 func (x *SegmentEnd) Reset() {
 	*x = SegmentEnd{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[11]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1093,7 @@ func (x *SegmentEnd) String() string {
 func (*SegmentEnd) ProtoMessage() {}
 
 func (x *SegmentEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[11]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1106,7 @@ func (x *SegmentEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentEnd.ProtoReflect.Descriptor instead.
 func (*SegmentEnd) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{11}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SegmentEnd) GetSegmentId() string {
@@ -1019,7 +1134,7 @@ type Flushed struct {
 
 func (x *Flushed) Reset() {
 	*x = Flushed{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[12]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1146,7 @@ func (x *Flushed) String() string {
 func (*Flushed) ProtoMessage() {}
 
 func (x *Flushed) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[12]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1159,7 @@ func (x *Flushed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Flushed.ProtoReflect.Descriptor instead.
 func (*Flushed) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{12}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Flushed) GetTurnId() uint64 {
@@ -1071,7 +1186,7 @@ type AudioEnd struct {
 
 func (x *AudioEnd) Reset() {
 	*x = AudioEnd{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[13]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1198,7 @@ func (x *AudioEnd) String() string {
 func (*AudioEnd) ProtoMessage() {}
 
 func (x *AudioEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[13]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1211,7 @@ func (x *AudioEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AudioEnd.ProtoReflect.Descriptor instead.
 func (*AudioEnd) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{13}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AudioEnd) GetTurnId() uint64 {
@@ -1134,7 +1249,7 @@ type Cleared struct {
 
 func (x *Cleared) Reset() {
 	*x = Cleared{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[14]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1261,7 @@ func (x *Cleared) String() string {
 func (*Cleared) ProtoMessage() {}
 
 func (x *Cleared) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[14]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1274,7 @@ func (x *Cleared) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cleared.ProtoReflect.Descriptor instead.
 func (*Cleared) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{14}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Cleared) GetTurnId() uint64 {
@@ -1190,7 +1305,7 @@ type Cancelled struct {
 
 func (x *Cancelled) Reset() {
 	*x = Cancelled{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[15]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1317,7 @@ func (x *Cancelled) String() string {
 func (*Cancelled) ProtoMessage() {}
 
 func (x *Cancelled) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[15]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1330,7 @@ func (x *Cancelled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancelled.ProtoReflect.Descriptor instead.
 func (*Cancelled) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{15}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Cancelled) GetTurnId() uint64 {
@@ -1248,7 +1363,7 @@ type TurnDelivery struct {
 
 func (x *TurnDelivery) Reset() {
 	*x = TurnDelivery{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[16]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1375,7 @@ func (x *TurnDelivery) String() string {
 func (*TurnDelivery) ProtoMessage() {}
 
 func (x *TurnDelivery) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[16]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1388,7 @@ func (x *TurnDelivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TurnDelivery.ProtoReflect.Descriptor instead.
 func (*TurnDelivery) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{16}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TurnDelivery) GetAudioDuration() *durationpb.Duration {
@@ -1324,7 +1439,7 @@ const file_slng_speech_v1_tts_proto_rawDesc = "" +
 	"\x06Cancel\"d\n" +
 	"\x15SynthesizeTextRequest\x127\n" +
 	"\x06config\x18\x01 \x01(\v2\x1f.slng.speech.v1.SynthesisConfigR\x06config\x12\x12\n" +
-	"\x04text\x18\x02 \x01(\tR\x04text\"\xb0\x05\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\"\xef\x05\n" +
 	"\x12SynthesizeResponse\x12<\n" +
 	"\astarted\x18\x01 \x01(\v2 .slng.speech.v1.SynthesisStartedH\x00R\astarted\x122\n" +
 	"\x05audio\x18\x02 \x01(\v2\x1a.slng.speech.v1.AudioChunkH\x00R\x05audio\x12C\n" +
@@ -1338,9 +1453,19 @@ const file_slng_speech_v1_tts_proto_rawDesc = "" +
 	"\tcancelled\x18\t \x01(\v2\x19.slng.speech.v1.CancelledH\x00R\tcancelled\x12G\n" +
 	"\vreconnected\x18\n" +
 	" \x01(\v2#.slng.speech.v1.UpstreamReconnectedH\x00R\vreconnected\x12<\n" +
-	"\bdraining\x18\v \x01(\v2\x1e.slng.speech.v1.ServerDrainingH\x00R\bdrainingB\n" +
+	"\bdraining\x18\v \x01(\v2\x1e.slng.speech.v1.ServerDrainingH\x00R\bdraining\x12=\n" +
+	"\vturn_failed\x18\f \x01(\v2\x1a.slng.speech.v1.TurnFailedH\x00R\n" +
+	"turnFailedB\n" +
 	"\n" +
-	"\bresponse\"\xa3\x02\n" +
+	"\bresponse\"\xcc\x01\n" +
+	"\n" +
+	"TurnFailed\x12\x17\n" +
+	"\aturn_id\x18\x01 \x01(\x04R\x06turnId\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12#\n" +
+	"\rupstream_code\x18\x05 \x01(\tR\fupstreamCode\x12:\n" +
+	"\tdelivered\x18\x06 \x01(\v2\x1c.slng.speech.v1.TurnDeliveryR\tdelivered\"\xa3\x02\n" +
 	"\x10SynthesisStarted\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12.\n" +
@@ -1398,7 +1523,7 @@ func file_slng_speech_v1_tts_proto_rawDescGZIP() []byte {
 	return file_slng_speech_v1_tts_proto_rawDescData
 }
 
-var file_slng_speech_v1_tts_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_slng_speech_v1_tts_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_slng_speech_v1_tts_proto_goTypes = []any{
 	(*SynthesizeRequest)(nil),     // 0: slng.speech.v1.SynthesizeRequest
 	(*SynthesisConfig)(nil),       // 1: slng.speech.v1.SynthesisConfig
@@ -1408,22 +1533,23 @@ var file_slng_speech_v1_tts_proto_goTypes = []any{
 	(*Cancel)(nil),                // 5: slng.speech.v1.Cancel
 	(*SynthesizeTextRequest)(nil), // 6: slng.speech.v1.SynthesizeTextRequest
 	(*SynthesizeResponse)(nil),    // 7: slng.speech.v1.SynthesizeResponse
-	(*SynthesisStarted)(nil),      // 8: slng.speech.v1.SynthesisStarted
-	(*AudioChunk)(nil),            // 9: slng.speech.v1.AudioChunk
-	(*SegmentStart)(nil),          // 10: slng.speech.v1.SegmentStart
-	(*SegmentEnd)(nil),            // 11: slng.speech.v1.SegmentEnd
-	(*Flushed)(nil),               // 12: slng.speech.v1.Flushed
-	(*AudioEnd)(nil),              // 13: slng.speech.v1.AudioEnd
-	(*Cleared)(nil),               // 14: slng.speech.v1.Cleared
-	(*Cancelled)(nil),             // 15: slng.speech.v1.Cancelled
-	(*TurnDelivery)(nil),          // 16: slng.speech.v1.TurnDelivery
-	(*AudioFormat)(nil),           // 17: slng.speech.v1.AudioFormat
-	(*structpb.Struct)(nil),       // 18: google.protobuf.Struct
-	(*Warning)(nil),               // 19: slng.speech.v1.Warning
-	(*UpstreamReconnected)(nil),   // 20: slng.speech.v1.UpstreamReconnected
-	(*ServerDraining)(nil),        // 21: slng.speech.v1.ServerDraining
-	(*StreamLimits)(nil),          // 22: slng.speech.v1.StreamLimits
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*TurnFailed)(nil),            // 8: slng.speech.v1.TurnFailed
+	(*SynthesisStarted)(nil),      // 9: slng.speech.v1.SynthesisStarted
+	(*AudioChunk)(nil),            // 10: slng.speech.v1.AudioChunk
+	(*SegmentStart)(nil),          // 11: slng.speech.v1.SegmentStart
+	(*SegmentEnd)(nil),            // 12: slng.speech.v1.SegmentEnd
+	(*Flushed)(nil),               // 13: slng.speech.v1.Flushed
+	(*AudioEnd)(nil),              // 14: slng.speech.v1.AudioEnd
+	(*Cleared)(nil),               // 15: slng.speech.v1.Cleared
+	(*Cancelled)(nil),             // 16: slng.speech.v1.Cancelled
+	(*TurnDelivery)(nil),          // 17: slng.speech.v1.TurnDelivery
+	(*AudioFormat)(nil),           // 18: slng.speech.v1.AudioFormat
+	(*structpb.Struct)(nil),       // 19: google.protobuf.Struct
+	(*Warning)(nil),               // 20: slng.speech.v1.Warning
+	(*UpstreamReconnected)(nil),   // 21: slng.speech.v1.UpstreamReconnected
+	(*ServerDraining)(nil),        // 22: slng.speech.v1.ServerDraining
+	(*StreamLimits)(nil),          // 23: slng.speech.v1.StreamLimits
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
 }
 var file_slng_speech_v1_tts_proto_depIdxs = []int32{
 	1,  // 0: slng.speech.v1.SynthesizeRequest.config:type_name -> slng.speech.v1.SynthesisConfig
@@ -1431,36 +1557,38 @@ var file_slng_speech_v1_tts_proto_depIdxs = []int32{
 	3,  // 2: slng.speech.v1.SynthesizeRequest.flush:type_name -> slng.speech.v1.Flush
 	4,  // 3: slng.speech.v1.SynthesizeRequest.clear:type_name -> slng.speech.v1.Clear
 	5,  // 4: slng.speech.v1.SynthesizeRequest.cancel:type_name -> slng.speech.v1.Cancel
-	17, // 5: slng.speech.v1.SynthesisConfig.format:type_name -> slng.speech.v1.AudioFormat
-	18, // 6: slng.speech.v1.SynthesisConfig.model_options:type_name -> google.protobuf.Struct
+	18, // 5: slng.speech.v1.SynthesisConfig.format:type_name -> slng.speech.v1.AudioFormat
+	19, // 6: slng.speech.v1.SynthesisConfig.model_options:type_name -> google.protobuf.Struct
 	1,  // 7: slng.speech.v1.SynthesizeTextRequest.config:type_name -> slng.speech.v1.SynthesisConfig
-	8,  // 8: slng.speech.v1.SynthesizeResponse.started:type_name -> slng.speech.v1.SynthesisStarted
-	9,  // 9: slng.speech.v1.SynthesizeResponse.audio:type_name -> slng.speech.v1.AudioChunk
-	10, // 10: slng.speech.v1.SynthesizeResponse.segment_start:type_name -> slng.speech.v1.SegmentStart
-	11, // 11: slng.speech.v1.SynthesizeResponse.segment_end:type_name -> slng.speech.v1.SegmentEnd
-	12, // 12: slng.speech.v1.SynthesizeResponse.flushed:type_name -> slng.speech.v1.Flushed
-	14, // 13: slng.speech.v1.SynthesizeResponse.cleared:type_name -> slng.speech.v1.Cleared
-	13, // 14: slng.speech.v1.SynthesizeResponse.audio_end:type_name -> slng.speech.v1.AudioEnd
-	19, // 15: slng.speech.v1.SynthesizeResponse.warning:type_name -> slng.speech.v1.Warning
-	15, // 16: slng.speech.v1.SynthesizeResponse.cancelled:type_name -> slng.speech.v1.Cancelled
-	20, // 17: slng.speech.v1.SynthesizeResponse.reconnected:type_name -> slng.speech.v1.UpstreamReconnected
-	21, // 18: slng.speech.v1.SynthesizeResponse.draining:type_name -> slng.speech.v1.ServerDraining
-	1,  // 19: slng.speech.v1.SynthesisStarted.config:type_name -> slng.speech.v1.SynthesisConfig
-	22, // 20: slng.speech.v1.SynthesisStarted.limits:type_name -> slng.speech.v1.StreamLimits
-	23, // 21: slng.speech.v1.AudioEnd.duration:type_name -> google.protobuf.Duration
-	16, // 22: slng.speech.v1.AudioEnd.delivered:type_name -> slng.speech.v1.TurnDelivery
-	16, // 23: slng.speech.v1.Cleared.delivered:type_name -> slng.speech.v1.TurnDelivery
-	16, // 24: slng.speech.v1.Cancelled.delivered:type_name -> slng.speech.v1.TurnDelivery
-	23, // 25: slng.speech.v1.TurnDelivery.audio_duration:type_name -> google.protobuf.Duration
-	0,  // 26: slng.speech.v1.TextToSpeechService.Synthesize:input_type -> slng.speech.v1.SynthesizeRequest
-	6,  // 27: slng.speech.v1.TextToSpeechService.SynthesizeText:input_type -> slng.speech.v1.SynthesizeTextRequest
-	7,  // 28: slng.speech.v1.TextToSpeechService.Synthesize:output_type -> slng.speech.v1.SynthesizeResponse
-	7,  // 29: slng.speech.v1.TextToSpeechService.SynthesizeText:output_type -> slng.speech.v1.SynthesizeResponse
-	28, // [28:30] is the sub-list for method output_type
-	26, // [26:28] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	9,  // 8: slng.speech.v1.SynthesizeResponse.started:type_name -> slng.speech.v1.SynthesisStarted
+	10, // 9: slng.speech.v1.SynthesizeResponse.audio:type_name -> slng.speech.v1.AudioChunk
+	11, // 10: slng.speech.v1.SynthesizeResponse.segment_start:type_name -> slng.speech.v1.SegmentStart
+	12, // 11: slng.speech.v1.SynthesizeResponse.segment_end:type_name -> slng.speech.v1.SegmentEnd
+	13, // 12: slng.speech.v1.SynthesizeResponse.flushed:type_name -> slng.speech.v1.Flushed
+	15, // 13: slng.speech.v1.SynthesizeResponse.cleared:type_name -> slng.speech.v1.Cleared
+	14, // 14: slng.speech.v1.SynthesizeResponse.audio_end:type_name -> slng.speech.v1.AudioEnd
+	20, // 15: slng.speech.v1.SynthesizeResponse.warning:type_name -> slng.speech.v1.Warning
+	16, // 16: slng.speech.v1.SynthesizeResponse.cancelled:type_name -> slng.speech.v1.Cancelled
+	21, // 17: slng.speech.v1.SynthesizeResponse.reconnected:type_name -> slng.speech.v1.UpstreamReconnected
+	22, // 18: slng.speech.v1.SynthesizeResponse.draining:type_name -> slng.speech.v1.ServerDraining
+	8,  // 19: slng.speech.v1.SynthesizeResponse.turn_failed:type_name -> slng.speech.v1.TurnFailed
+	17, // 20: slng.speech.v1.TurnFailed.delivered:type_name -> slng.speech.v1.TurnDelivery
+	1,  // 21: slng.speech.v1.SynthesisStarted.config:type_name -> slng.speech.v1.SynthesisConfig
+	23, // 22: slng.speech.v1.SynthesisStarted.limits:type_name -> slng.speech.v1.StreamLimits
+	24, // 23: slng.speech.v1.AudioEnd.duration:type_name -> google.protobuf.Duration
+	17, // 24: slng.speech.v1.AudioEnd.delivered:type_name -> slng.speech.v1.TurnDelivery
+	17, // 25: slng.speech.v1.Cleared.delivered:type_name -> slng.speech.v1.TurnDelivery
+	17, // 26: slng.speech.v1.Cancelled.delivered:type_name -> slng.speech.v1.TurnDelivery
+	24, // 27: slng.speech.v1.TurnDelivery.audio_duration:type_name -> google.protobuf.Duration
+	0,  // 28: slng.speech.v1.TextToSpeechService.Synthesize:input_type -> slng.speech.v1.SynthesizeRequest
+	6,  // 29: slng.speech.v1.TextToSpeechService.SynthesizeText:input_type -> slng.speech.v1.SynthesizeTextRequest
+	7,  // 30: slng.speech.v1.TextToSpeechService.Synthesize:output_type -> slng.speech.v1.SynthesizeResponse
+	7,  // 31: slng.speech.v1.TextToSpeechService.SynthesizeText:output_type -> slng.speech.v1.SynthesizeResponse
+	30, // [30:32] is the sub-list for method output_type
+	28, // [28:30] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_slng_speech_v1_tts_proto_init() }
@@ -1488,6 +1616,7 @@ func file_slng_speech_v1_tts_proto_init() {
 		(*SynthesizeResponse_Cancelled)(nil),
 		(*SynthesizeResponse_Reconnected)(nil),
 		(*SynthesizeResponse_Draining)(nil),
+		(*SynthesizeResponse_TurnFailed)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1495,7 +1624,7 @@ func file_slng_speech_v1_tts_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slng_speech_v1_tts_proto_rawDesc), len(file_slng_speech_v1_tts_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -72,15 +72,23 @@ type TextToSpeechServiceClient interface {
 	// any number of turns of text, each ended by a flush. Audio streams back as
 	// it is produced.
 	//
-	// The response stream starts with `started`, then, per turn:
-	// `segment_start`, `audio`..., `segment_end`, `flushed`, `audio_end`. A
-	// client half-close means "no more text": the server finishes the turn in
-	// progress (if any text was flushed), then ends the RPC with OK. Text that
-	// was sent but never flushed is discarded at half-close.
+	// The response stream starts with `started`, then, per turn: `audio`...,
+	// `flushed`, `audio_end`, whatever the upstream route sends to end a turn
+	// (some send only one of the two, some close the socket after the audio).
+	// `segment_start` and `segment_end` appear only where the route reports
+	// segments; nothing depends on them. A turn that the upstream cannot
+	// finish (an error frame in the middle of it, or no progress for the
+	// gateway's turn timeout) ends with `turn_failed` instead of `flushed` and
+	// `audio_end`; the stream goes on, on a new upstream session, with the
+	// turns queued behind it. A client half-close means "no more text": the
+	// server finishes the turns in progress (if any text was flushed), then
+	// ends the RPC with OK. Text that was sent but never flushed is discarded
+	// at half-close.
 	Synthesize(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SynthesizeRequest, SynthesizeResponse], error)
 	// SynthesizeText speaks one text: the same responses as one Synthesize
 	// turn, ending with `audio_end` and then OK. Handy for grpcurl and for
-	// callers that have the whole text up front.
+	// callers that have the whole text up front. Where a Synthesize turn would
+	// end with `turn_failed`, SynthesizeText ends with that status instead.
 	SynthesizeText(ctx context.Context, in *SynthesizeTextRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SynthesizeResponse], error)
 }
 
@@ -173,15 +181,23 @@ type TextToSpeechServiceServer interface {
 	// any number of turns of text, each ended by a flush. Audio streams back as
 	// it is produced.
 	//
-	// The response stream starts with `started`, then, per turn:
-	// `segment_start`, `audio`..., `segment_end`, `flushed`, `audio_end`. A
-	// client half-close means "no more text": the server finishes the turn in
-	// progress (if any text was flushed), then ends the RPC with OK. Text that
-	// was sent but never flushed is discarded at half-close.
+	// The response stream starts with `started`, then, per turn: `audio`...,
+	// `flushed`, `audio_end`, whatever the upstream route sends to end a turn
+	// (some send only one of the two, some close the socket after the audio).
+	// `segment_start` and `segment_end` appear only where the route reports
+	// segments; nothing depends on them. A turn that the upstream cannot
+	// finish (an error frame in the middle of it, or no progress for the
+	// gateway's turn timeout) ends with `turn_failed` instead of `flushed` and
+	// `audio_end`; the stream goes on, on a new upstream session, with the
+	// turns queued behind it. A client half-close means "no more text": the
+	// server finishes the turns in progress (if any text was flushed), then
+	// ends the RPC with OK. Text that was sent but never flushed is discarded
+	// at half-close.
 	Synthesize(grpc.BidiStreamingServer[SynthesizeRequest, SynthesizeResponse]) error
 	// SynthesizeText speaks one text: the same responses as one Synthesize
 	// turn, ending with `audio_end` and then OK. Handy for grpcurl and for
-	// callers that have the whole text up front.
+	// callers that have the whole text up front. Where a Synthesize turn would
+	// end with `turn_failed`, SynthesizeText ends with that status instead.
 	SynthesizeText(*SynthesizeTextRequest, grpc.ServerStreamingServer[SynthesizeResponse]) error
 	mustEmbedUnimplementedTextToSpeechServiceServer()
 }
