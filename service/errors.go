@@ -39,6 +39,7 @@ const (
 	ReasonUpstreamUnknownError    = "UPSTREAM_UNKNOWN_ERROR"
 	ReasonStreamDurationExceeded  = "STREAM_DURATION_EXCEEDED"
 	ReasonCallerIdle              = "CALLER_IDLE_TIMEOUT"
+	ReasonUpstreamTurnTimeout     = "UPSTREAM_TURN_TIMEOUT"
 )
 
 // outcome is one row of the error table: what a failure becomes on the wire.
@@ -66,6 +67,7 @@ var upstreamCodes = map[string]outcome{
 	"config_error":                     {codes.InvalidArgument, ReasonUpstreamConfigRejected, "upstream rejected the configuration", noRetry},
 	"invalid_request":                  {codes.InvalidArgument, ReasonUpstreamRequestRejected, "upstream rejected the request", noRetry},
 	"payload_too_large":                {codes.InvalidArgument, ReasonUpstreamRequestRejected, "upstream rejected the request as too large", noRetry},
+	"pronunciation_not_found":          {codes.InvalidArgument, ReasonUpstreamRequestRejected, "upstream does not know the pronunciation dictionary", noRetry},
 	"rate_limit":                       {codes.ResourceExhausted, ReasonUpstreamRateLimited, "upstream rate limit reached", retrySoon},
 	"rate_limit_exceeded":              {codes.ResourceExhausted, ReasonUpstreamRateLimited, "upstream rate limit reached", retrySoon},
 	"provider_error":                   {codes.Unavailable, ReasonUpstreamUnavailable, "upstream model failed", retrySoon},
@@ -82,7 +84,8 @@ var upstreamCodes = map[string]outcome{
 var (
 	rowUnavailable   = outcome{codes.Unavailable, ReasonUpstreamUnavailable, "upstream unavailable", retrySoon}
 	rowProtocol      = outcome{codes.Unavailable, ReasonUpstreamProtocolError, "upstream broke the protocol", retrySoon}
-	rowPolicyClose   = outcome{codes.InvalidArgument, ReasonUpstreamRequestRejected, "upstream closed the session for a policy violation", noRetry}
+	rowReaped        = outcome{codes.Unavailable, ReasonUpstreamSessionExpired, "upstream ended the session", retryNow}
+	rowTurnTimeout   = outcome{codes.Unavailable, ReasonUpstreamTurnTimeout, "upstream made no progress on the turn in time", retrySoon}
 	rowAuthHandshake = outcome{codes.Unauthenticated, ReasonUpstreamAuthFailed, "upstream rejected the gateway's credentials", noRetry}
 	rowConfigReject  = outcome{codes.InvalidArgument, ReasonUpstreamConfigRejected, "upstream rejected the configuration", noRetry}
 	rowNotFound      = outcome{codes.NotFound, ReasonUpstreamModelNotFound, "upstream does not know the model", noRetry}
@@ -148,12 +151,26 @@ func upstreamOutcome(ue *slngclient.UpstreamError) outcome {
 		}
 		return rowUnavailable
 	case slngclient.KindClose:
-		if ue.CloseCode == 1008 {
-			return rowPolicyClose
+		if ue.Reaped() {
+			// SLNG reaps idle and over-long sessions, often with no error
+			// frame: the close code is the only account, and it is SLNG's
+			// housekeeping, never the caller's fault.
+			return rowReaped
 		}
 		return rowUnavailable
 	case slngclient.KindProtocol:
 		return rowProtocol
+	}
+	return rowUnavailable
+}
+
+// turnOutcome is the table row for the failure of one turn.
+func turnOutcome(err error) outcome {
+	if errors.Is(err, errTurnTimeout) {
+		return rowTurnTimeout
+	}
+	if ue, ok := slngclient.AsUpstreamError(err); ok {
+		return upstreamOutcome(ue)
 	}
 	return rowUnavailable
 }
@@ -202,6 +219,8 @@ func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, inte
 		row = rowTooLong
 	case errors.Is(err, errCallerIdle):
 		row = rowCallerIdle
+	case errors.Is(err, errTurnTimeout):
+		row = rowTurnTimeout
 	case errors.As(err, &ue):
 		row = upstreamOutcome(ue)
 		extra = upstreamMetadata(ue)

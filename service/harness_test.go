@@ -113,8 +113,10 @@ type harness struct {
 	sim  *slngsim.Server
 	srv  *Server
 	pool *slngpool.Pool
-	tts  speechv1.TextToSpeechServiceClient
-	stt  speechv1.SpeechToTextServiceClient
+	// metrics are the gateway's, for tests that show a metric moves.
+	metrics *Metrics
+	tts     speechv1.TextToSpeechServiceClient
+	stt     speechv1.SpeechToTextServiceClient
 }
 
 // newHarness runs the gateway without standby sessions, dial retries or
@@ -146,7 +148,8 @@ func newPooledHarness(t testing.TB, simOpts slngsim.Options, cfg Config, poolOpt
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(pool, sentinelLogger(t), NewMetrics(reg), cfg)
+	metrics := NewMetrics(reg)
+	srv, err := New(pool, sentinelLogger(t), metrics, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +181,7 @@ func newPooledHarness(t testing.TB, simOpts slngsim.Options, cfg Config, poolOpt
 		pool.Close()
 		checkMetricsForSecrets(t, reg)
 	})
-	return &harness{sim: sim, srv: srv, pool: pool,
+	return &harness{sim: sim, srv: srv, pool: pool, metrics: metrics,
 		tts: speechv1.NewTextToSpeechServiceClient(conn),
 		stt: speechv1.NewSpeechToTextServiceClient(conn)}
 }

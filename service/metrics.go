@@ -24,6 +24,11 @@ type Metrics struct {
 	firstAudio                        prometheus.Histogram
 	transcriptDelay                   prometheus.Histogram
 	reconnects                        *prometheus.CounterVec
+	turnsFailed                       *prometheus.CounterVec
+	violations                        *prometheus.CounterVec
+	finalsDropped                     *prometheus.CounterVec
+	finalsEstimated                   prometheus.Counter
+	unknownFrames                     *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them on reg; a nil reg
@@ -70,12 +75,35 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "speech_gateway_upstream_reconnects_total",
 			Help: "Upstream sessions replaced inside a stream, by kind and reason (SLNG's error code, connection_lost, closed or rollover).",
 		}, []string{"kind", "reason"}),
+		turnsFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_tts_turns_failed_total",
+			Help: "Synthesize turns ended with turn_failed (or SynthesizeText ended) because the upstream could not finish them, by ErrorInfo reason.",
+		}, []string{"reason"}),
+		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_upstream_protocol_violations_total",
+			Help: "Upstream frames that broke the route's own protocol and were dropped with a warning, by kind and violation " +
+				"(audio_outside_turn, end_outside_turn, final_without_audio).",
+		}, []string{"kind", "violation"}),
+		finalsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_stt_finals_dropped_total",
+			Help: "Final transcripts not delivered, by reason (duplicate: already delivered from the session before a reconnect; " +
+				"no_audio: a final for audio never sent).",
+		}, []string{"reason"}),
+		finalsEstimated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "speech_gateway_stt_finals_estimated_total",
+			Help: "Final transcripts delivered with estimated offsets, because the upstream route reported no timing.",
+		}),
+		unknownFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_upstream_unknown_frames_total",
+			Help: "Upstream messages of a type the gateway does not know, ignored, by kind.",
+		}, []string{"kind"}),
 	}
 	m.synthesizedBytes = m.audioBytes.WithLabelValues("synthesized")
 	m.recognizedBytes = m.audioBytes.WithLabelValues("recognized")
 	if reg != nil {
 		reg.MustRegister(m.streamsActive, m.streamsTotal, m.upstreamAcquire, m.upstreamErrors,
-			m.warnings, m.audioBytes, m.firstAudio, m.transcriptDelay, m.reconnects)
+			m.warnings, m.audioBytes, m.firstAudio, m.transcriptDelay, m.reconnects,
+			m.turnsFailed, m.violations, m.finalsDropped, m.finalsEstimated, m.unknownFrames)
 	}
 	return m
 }
@@ -95,11 +123,22 @@ func (m *Metrics) observeAcquire(kind string, start time.Time, l *slngpool.Lease
 // error table count as "other", to bound the label.
 func (m *Metrics) reconnect(kind, reason string) {
 	switch reason {
-	case "rollover", "connection_lost", "closed":
+	case "rollover", "connection_lost", "closed", "reaped", "turn_timeout":
 	default:
 		if _, known := upstreamCodes[reason]; !known {
 			reason = "other"
 		}
 	}
 	m.reconnects.WithLabelValues(kind, reason).Inc()
+}
+
+// turnFailed counts a turn the upstream could not finish.
+func (m *Metrics) turnFailed(reason string) {
+	m.turnsFailed.WithLabelValues(reason).Inc()
+}
+
+// protocolViolation counts an upstream frame that broke its route's
+// protocol.
+func (m *Metrics) protocolViolation(kind, violation string) {
+	m.violations.WithLabelValues(kind, violation).Inc()
 }

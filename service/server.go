@@ -77,6 +77,12 @@ type Config struct {
 	// some plans) ends it in the middle of speech. Default 25 min; negative
 	// disables.
 	MaxUpstreamSessionAge time.Duration
+	// TurnTimeout ends a Synthesize turn that makes no progress (no audio,
+	// no end of turn) for this long after its flush, with turn_failed and a
+	// new upstream session for the turns behind it: some routes answer a
+	// turn with an error frame and never finish it. Default 15 s; negative
+	// disables.
+	TurnTimeout time.Duration
 	// DrainGrace is the grace period announced to streams when the server
 	// drains (ServerDraining.grace). Default 25 s.
 	DrainGrace time.Duration
@@ -130,6 +136,12 @@ func (c Config) withDefaults() Config {
 	if c.MaxUpstreamSessionAge == 0 {
 		c.MaxUpstreamSessionAge = 25 * time.Minute
 	}
+	switch {
+	case c.TurnTimeout == 0:
+		c.TurnTimeout = 15 * time.Second
+	case c.TurnTimeout < 0:
+		c.TurnTimeout = 0
+	}
 	if c.DrainGrace <= 0 {
 		c.DrainGrace = 25 * time.Second
 	}
@@ -156,6 +168,31 @@ type Server struct {
 	drain    context.CancelFunc
 	// pumps tracks up pumps that may outlive their handler (see runPumps).
 	pumps sync.WaitGroup
+	// endStyles remembers, per TTS model, how its route ends a turn
+	// (endStyle), so that later streams need not find out; at most
+	// maxEndStyles models.
+	endStyles sync.Map
+	nStyles   atomic.Int64
+}
+
+// maxEndStyles bounds Server.endStyles: callers may name any valid model.
+const maxEndStyles = 1024
+
+func (s *Server) endStyle(model string) endStyle {
+	if v, ok := s.endStyles.Load(model); ok {
+		return v.(endStyle)
+	}
+	return styleUnknown
+}
+
+func (s *Server) learnEndStyle(model string, style endStyle) {
+	if style == styleUnknown || s.endStyle(model) == style {
+		return
+	}
+	if _, loaded := s.endStyles.Swap(model, style); !loaded && s.nStyles.Add(1) > maxEndStyles {
+		s.endStyles.Delete(model)
+		s.nStyles.Add(-1)
+	}
 }
 
 // New returns a Server. logger may be nil (no logs) and metrics may be nil

@@ -506,12 +506,17 @@ func reconnectReason(cause error) string {
 	if cause == nil {
 		return "rollover"
 	}
+	if errors.Is(cause, errTurnTimeout) {
+		return "turn_timeout"
+	}
 	if ue, ok := slngclient.AsUpstreamError(cause); ok {
 		switch {
 		case ue.Code != "":
 			return ue.Code
 		case ue.Kind == slngclient.KindClose && ue.CloseCode == 1000:
 			return "closed"
+		case ue.Reaped():
+			return "reaped"
 		}
 	}
 	return "connection_lost"

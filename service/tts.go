@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,19 +80,15 @@ func (s *Server) synthesize(ctx context.Context, rpc string, reqs synthRequests,
 		return s.finish(ctx, rpc, err, meta, log)
 	}
 	defer release()
-	st := &synthesis{srv: s, reqs: reqs, out: out, log: log, meta: meta, chunk: &speechv1.AudioChunk{}}
-	st.audioResp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Audio{Audio: st.chunk}}
+	st := &synthesis{srv: s, reqs: reqs, out: out, log: log, meta: meta, failFast: rpc == "SynthesizeText"}
 	st.lastSent.Store(time.Now().UnixNano())
 	ctx, activity, cancel := s.streamContext(ctx, func() bool {
-		// Busy means a turn is in progress and reaching the caller. A
-		// caller that stops reading blocks a Send while holding st.mu, so
-		// a held lock counts as busy only while sends still complete.
+		// Busy means a turn is in progress and reaching the caller: a
+		// caller that stops reading is idle however many turns wait.
 		recent := time.Since(time.Unix(0, st.lastSent.Load())) < s.cfg.CallerIdleTimeout
-		if !st.mu.TryLock() {
-			return recent
-		}
+		st.mu.Lock()
 		defer st.mu.Unlock()
-		return !st.idleLocked() && recent
+		return recent && st.book != nil && !st.book.idle()
 	})
 	defer cancel()
 	st.activity = activity
@@ -101,28 +96,37 @@ func (s *Server) synthesize(ctx context.Context, rpc string, reqs synthRequests,
 	return s.finish(ctx, rpc, err, st.snapshotMeta(), log)
 }
 
-// synthesis is one Synthesize stream: its upstream session and the state of
-// its turns, shared by the two pumps under mu.
+// synthesis is one Synthesize stream: its upstream session and its turns.
+//
+// Locks, always taken in this order: upMu serializes everything sent
+// upstream with session replacement, so that a replayed turn reaches a new
+// session before newer text; sendMu orders responses, held from computing a
+// response (under mu) to sending it, so that the pumps' responses reach the
+// caller in the order of the events that made them; mu guards the state.
+// mu is never held during a Send: a caller that stops reading blocks the
+// sender, never the state.
 type synthesis struct {
 	srv      *Server
 	activity func() // records a message from the caller
 	reqs     synthRequests
 	out      synthResponses
 	log      *zap.Logger
+	// failFast ends the stream with the status of a failed turn instead of
+	// sending turn_failed (SynthesizeText, which has one turn).
+	failFast bool
 
 	cfg    *speechv1.SynthesisConfig // effective config
 	ep     slngclient.Endpoint
 	ttsCfg slngclient.TTSConfig
-	clock  pcmClock // audio bytes to time; zero for compressed encodings
 
-	// upMu serializes everything sent upstream with session replacement,
-	// so that a replayed turn reaches a new session before newer text.
-	upMu sync.Mutex
+	upMu   sync.Mutex
+	sendMu sync.Mutex
 
 	mu    sync.Mutex
 	meta  streamMeta
 	sess  *slngclient.TTSSession
 	lease *upstreamLease // sess's lease
+	book  *turnBook
 	// dirty is set when the current session saw anything but clean turns
 	// (a clear, a cancel, a warning, text never flushed): it is then not
 	// returned to the pool.
@@ -134,51 +138,26 @@ type synthesis struct {
 	returnToPool bool
 	// failures counts upstream failures since audio last arrived.
 	failures int
-	// lastSent is when a response last reached the caller's stream (Unix
-	// nanoseconds); the idle watchdog reads it without the lock.
-	lastSent atomic.Int64
-	// heldSegment is a segment_start not yet sent (see deliver).
-	heldSegment *speechv1.SynthesizeResponse
 	// closed is set when the handler is done; a session dialled after that
 	// is closed at once.
 	closed bool
-	// gone is set when SLNG ended the session between turns (some models
-	// close after every audio_end); the next text dials a new one and hands
-	// it to the down pump through next.
-	gone bool
-	next chan *slngclient.TTSSession
-
-	// audioResp wraps chunk; both are reused for every chunk, because
-	// Send has marshalled a message by the time it returns.
-	audioResp *speechv1.SynthesizeResponse
-	chunk     *speechv1.AudioChunk
-
-	seq      uint64  // last AudioChunk.sequence sent
-	lastTurn uint64  // last turn id assigned
-	open     *turn   // the turn receiving text, not yet flushed
-	pending  []*turn // flushed turns awaiting audio_end, oldest first
-	// clears are Clear/Cancel requests sent upstream whose `cleared` has
-	// not arrived; until it does, everything SLNG sends belongs to
-	// discarded turns and is dropped.
-	clears     []clearReq
+	// gone is set when the session ended between turns (some models close
+	// after every audio_end; the gateway rolls over old sessions); the next
+	// text dials a new one and hands it to the down pump through next.
+	gone       bool
+	next       chan *slngclient.TTSSession
 	halfClosed bool
 	draining   bool
-}
+	// recvCancel cancels the down pump's current Recv; the turn watchdog
+	// uses it with errTurnTimeout.
+	recvCancel context.CancelCauseFunc
+	echoTimer  *time.Timer
 
-// turn tracks one turn: text up to a flush and the audio that answers it.
-type turn struct {
-	id         uint64
-	text       strings.Builder // kept to replay the turn on a new session
-	flushedAt  time.Time
-	firstAudio bool
-	bytes      uint64
-	lastSeq    uint64
-}
-
-type clearReq struct {
-	cancel    bool // a Cancel (already acknowledged) rather than a Clear
-	turnID    uint64
-	delivered *speechv1.TurnDelivery
+	// lastSent is when a response last reached the caller's stream, and
+	// progress when the turn being spoken last moved (Unix nanoseconds).
+	lastSent  atomic.Int64
+	progress  atomic.Int64
+	turnTimer *time.Timer
 }
 
 var errUpstreamClosedBeforeSpeaking = &slngclient.UpstreamError{
@@ -188,12 +167,8 @@ var errUpstreamClosedBeforeSpeaking = &slngclient.UpstreamError{
 	Retryable: true,
 }
 
-var errUpstreamClosedMidTurn = &slngclient.UpstreamError{
-	Kind:      slngclient.KindClose,
-	CloseCode: 1000,
-	Message:   "upstream closed the session during a turn",
-	Retryable: true,
-}
+// errTurnTimeout ends a turn that made no progress for Config.TurnTimeout.
+var errTurnTimeout = errors.New("upstream made no progress on the turn within the turn timeout")
 
 func (st *synthesis) run(ctx context.Context) error {
 	first, err := st.reqs.Recv()
@@ -212,6 +187,8 @@ func (st *synthesis) run(ctx context.Context) error {
 	}
 	st.mu.Lock()
 	st.meta.model = st.ep.Model
+	st.book = newTurnBook(clockOf(st.cfg.Format))
+	st.book.style = st.srv.endStyle(st.ep.Model)
 	st.mu.Unlock()
 
 	if st.ep.APIKey, err = st.srv.callerKey(ctx); err != nil {
@@ -219,12 +196,22 @@ func (st *synthesis) run(ctx context.Context) error {
 	}
 	st.quiet, st.stopQuiet = context.WithCancel(context.Background())
 	defer st.stopQuiet()
-	sess, err := st.dial(ctx)
+	sess, err := st.dial(ctx, nil)
 	if err != nil {
 		return err
 	}
 	var runErr error
 	defer func() { st.release(runErr) }()
+	st.turnTimer = time.AfterFunc(time.Hour, st.checkTurn)
+	st.turnTimer.Stop()
+	defer func() {
+		st.turnTimer.Stop()
+		st.mu.Lock()
+		if st.echoTimer != nil {
+			st.echoTimer.Stop()
+		}
+		st.mu.Unlock()
+	}()
 
 	started := &speechv1.SynthesisStarted{
 		SessionId:         st.meta.sessionID,
@@ -260,7 +247,8 @@ func (st *synthesis) reusable() bool {
 	if st.returnToPool {
 		return true
 	}
-	st.returnToPool = st.halfClosed && st.idleLocked() && !st.gone && !st.dirty && !st.draining && st.sess.Err() == nil
+	st.returnToPool = st.halfClosed && st.book.idle() && !st.book.awaitingEcho() &&
+		!st.gone && !st.dirty && !st.draining && st.sess.Err() == nil
 	return st.returnToPool
 }
 
@@ -269,6 +257,7 @@ func (st *synthesis) reusable() bool {
 func (st *synthesis) release(err error) {
 	st.mu.Lock()
 	st.closed = true
+	st.srv.learnEndStyle(st.ep.Model, st.book.style)
 	lease, reuse := st.lease, st.returnToPool && err == nil
 	st.mu.Unlock()
 	if !reuse {
@@ -317,7 +306,6 @@ func (st *synthesis) configure(cfg *speechv1.SynthesisConfig) error {
 		Speed:      eff.Speed,
 		Extra:      opts,
 	}
-	st.clock = clockOf(eff.Format)
 	return nil
 }
 
@@ -332,8 +320,10 @@ func bytesPerSecond(f *speechv1.AudioFormat) float64 {
 	return 0
 }
 
-// dial opens a new upstream session and makes it the current one.
-func (st *synthesis) dial(ctx context.Context) (*slngclient.TTSSession, error) {
+// dial opens a new upstream session and makes it the current one. The
+// session it replaces, if any, has ended; prevErr is why (nil for a normal
+// close or a rollover), for the pool's breaker.
+func (st *synthesis) dial(ctx context.Context, prevErr error) (*slngclient.TTSSession, error) {
 	lease, err := st.srv.acquire(ctx, "tts", st.ep, func(ctx context.Context) (*slngpool.Lease, error) {
 		return st.srv.upstream.AcquireTTS(ctx, st.ep, st.ttsCfg)
 	})
@@ -348,8 +338,8 @@ func (st *synthesis) dial(ctx context.Context) (*slngclient.TTSSession, error) {
 		return nil, context.Canceled
 	}
 	if st.lease != nil {
-		// The session this replaces was closed by SLNG, normally.
-		st.lease.release(nil, false)
+		st.lease.TTS.CloseNow()
+		st.lease.release(prevErr, false)
 	}
 	st.lease = lease
 	st.dirty = false
@@ -369,6 +359,29 @@ func (st *synthesis) session() *slngclient.TTSSession {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.sess
+}
+
+// emit computes responses with f under mu and sends them in order. f must
+// return responses from the turn book (or its own); they are sent after mu
+// is released and before sendMu is, so nothing else reuses them meanwhile.
+func (st *synthesis) emit(f func() []*speechv1.SynthesizeResponse) error {
+	st.sendMu.Lock()
+	defer st.sendMu.Unlock()
+	st.mu.Lock()
+	out := f()
+	st.mu.Unlock()
+	return st.sendAll(out)
+}
+
+// sendAll sends responses; sendMu is held.
+func (st *synthesis) sendAll(out []*speechv1.SynthesizeResponse) error {
+	for _, resp := range out {
+		if err := st.out.Send(resp); err != nil {
+			return err
+		}
+		st.lastSent.Store(time.Now().UnixNano())
+	}
+	return nil
 }
 
 // pumpUp relays the caller's requests to SLNG.
@@ -419,8 +432,8 @@ func (st *synthesis) pumpUp(ctx context.Context) error {
 // turn is spoken so that it can replay it on a new upstream session.
 const maxTurnText = 1 << 20
 
-// text sends text for the open turn, redialling first if SLNG ended the
-// previous session, and flushes when asked.
+// text sends text for the open turn, redialling first if the previous
+// session ended, and flushes when asked.
 func (st *synthesis) text(ctx context.Context, text string, flush bool) error {
 	st.upMu.Lock()
 	defer st.upMu.Unlock()
@@ -429,25 +442,21 @@ func (st *synthesis) text(ctx context.Context, text string, flush bool) error {
 		st.mu.Unlock()
 		return errDraining
 	}
-	if st.open == nil {
-		st.lastTurn++
-		st.open = &turn{id: st.lastTurn}
-	}
-	if st.open.text.Len()+len(text) > maxTurnText {
-		st.mu.Unlock()
-		return invalid("text.text", "a turn holds at most %d bytes of text: flush more often", maxTurnText)
-	}
-	st.open.text.WriteString(text)
+	send, err := st.book.addText(text, maxTurnText)
 	gone := st.gone
 	st.mu.Unlock()
-
-	if gone {
-		if err := st.redialLocked(ctx); err != nil {
+	if err != nil {
+		return invalid("text.text", "a turn holds at most %d bytes of text: flush more often", maxTurnText)
+	}
+	if send {
+		if gone {
+			if err := st.redialLocked(ctx); err != nil {
+				return err
+			}
+		}
+		if err := st.session().Text(ctx, text, false); err != nil && !writeRecoverable(err) {
 			return err
 		}
-	}
-	if err := st.session().Text(ctx, text, false); err != nil && !writeRecoverable(err) {
-		return err
 	}
 	if flush {
 		return st.flushLocked(ctx)
@@ -455,10 +464,10 @@ func (st *synthesis) text(ctx context.Context, text string, flush bool) error {
 	return nil
 }
 
-// redialLocked replaces a session SLNG ended between turns and hands the
+// redialLocked replaces a session that ended between turns and hands the
 // new one to the down pump, which waits for it. st.upMu is held.
 func (st *synthesis) redialLocked(ctx context.Context) error {
-	sess, err := st.dial(ctx)
+	sess, err := st.dial(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -473,15 +482,16 @@ func (st *synthesis) redialLocked(ctx context.Context) error {
 	}
 }
 
-// resume replaces a session SLNG closed while turns were waiting to be
+// resume replaces a session that ended while turns were waiting to be
 // spoken: it dials again and replays them, flushed turns first, then the
-// open turn's text.
+// open turn's text. cause is why the old session ended, nil for a model's
+// normal close after a turn (nothing to report then).
 func (st *synthesis) resume(ctx context.Context, cause error) (*slngclient.TTSSession, error) {
 	failedAt := time.Now()
 	st.upMu.Lock()
 	defer st.upMu.Unlock()
 	prevID := st.snapshotMeta().upstreamSessionID
-	sess, err := st.dial(ctx)
+	sess, err := st.dial(ctx, cause)
 	if err != nil {
 		if cause != nil {
 			st.mu.Lock()
@@ -491,15 +501,7 @@ func (st *synthesis) resume(ctx context.Context, cause error) (*slngclient.TTSSe
 		return nil, err
 	}
 	st.mu.Lock()
-	st.heldSegment = nil // its segment never spoke
-	var flushed []string
-	for _, t := range st.pending {
-		flushed = append(flushed, t.text.String())
-	}
-	var open string
-	if st.open != nil {
-		open = st.open.text.String()
-	}
+	flushed, open := st.book.queued()
 	st.mu.Unlock()
 	for _, text := range flushed {
 		if err := sess.Text(ctx, text, true); err != nil {
@@ -512,44 +514,41 @@ func (st *synthesis) resume(ctx context.Context, cause error) (*slngclient.TTSSe
 		}
 	}
 	if cause == nil {
-		return sess, nil // the model's own close after a turn: nothing to report
+		return sess, nil
 	}
 	reason := reconnectReason(cause)
 	st.log.Info("upstream session replaced", zap.String("reason", reason), zap.NamedError("cause", cause),
 		zap.String("previous_upstream_session_id", prevID), zap.String("upstream_session_id", sess.ID()),
 		zap.Int("turns_replayed", len(flushed)))
 	st.srv.metrics.reconnect("tts", reason)
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return sess, st.sendLocked(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Reconnected{
-		Reconnected: &speechv1.UpstreamReconnected{
-			Reason:                    reason,
-			PreviousUpstreamSessionId: prevID,
-			UpstreamSessionId:         sess.ID(),
-			Gap:                       durationpb.New(time.Since(failedAt)),
-			WarmSession:               st.lease.Warm,
-			TurnsReplayed:             uint32(len(flushed)),
-		}}})
-}
-
-// inProgressLocked is the turn being spoken or, failing that, the one
-// receiving text; nil when there is neither.
-func (st *synthesis) inProgressLocked() *turn {
-	if len(st.pending) > 0 {
-		return st.pending[0]
-	}
-	return st.open
+	return sess, st.emit(func() []*speechv1.SynthesizeResponse {
+		return []*speechv1.SynthesizeResponse{{Response: &speechv1.SynthesizeResponse_Reconnected{
+			Reconnected: &speechv1.UpstreamReconnected{
+				Reason:                    reason,
+				PreviousUpstreamSessionId: prevID,
+				UpstreamSessionId:         sess.ID(),
+				Gap:                       durationpb.New(time.Since(failedAt)),
+				WarmSession:               st.lease.Warm,
+				TurnsReplayed:             uint32(len(flushed)),
+			}}}}
+	})
 }
 
 // turnFailedLocked is the error that ends the stream when its upstream
 // failed for good: metadata names the turn in progress and how much of its
 // audio the caller got, so that the caller can resume from there.
 func (st *synthesis) turnFailedLocked(cause error) error {
-	t := st.inProgressLocked()
+	t := st.book.inProgress()
 	if t == nil {
 		return cause
 	}
-	d := st.delivery(t)
+	return st.turnError(t, cause)
+}
+
+// turnError attaches to cause where turn t stood: how much of its audio
+// the caller got.
+func (st *synthesis) turnError(t *turn, cause error) error {
+	d := st.book.delivery(t)
 	return withMetadata(cause, map[string]string{
 		"turn_id":            strconv.FormatUint(t.id, 10),
 		"delivered_bytes":    strconv.FormatUint(d.GetAudioBytes(), 10),
@@ -568,22 +567,60 @@ func (st *synthesis) flush(ctx context.Context) error {
 
 func (st *synthesis) flushLocked(ctx context.Context) error {
 	st.mu.Lock()
-	t := st.open
-	if t == nil {
-		st.mu.Unlock()
-		return nil
-	}
-	st.open = nil
-	t.flushedAt = time.Now()
 	// Registered before the flush goes out, so that the down pump always
 	// finds the turn its audio belongs to.
-	st.pending = append(st.pending, t)
+	t := st.book.flush(time.Now())
+	first := t != nil && len(st.book.pending) == 1
 	sess := st.sess
 	st.mu.Unlock()
+	if t == nil {
+		return nil
+	}
+	if first {
+		// The watchdog runs while turns are pending; it sleeps otherwise.
+		st.progress.Store(time.Now().UnixNano())
+		st.armTurnTimer(st.srv.cfg.TurnTimeout)
+	}
 	if err := sess.Flush(ctx); err != nil && !writeRecoverable(err) {
 		return err
 	}
 	return nil
+}
+
+// armTurnTimer (re)starts the turn watchdog.
+func (st *synthesis) armTurnTimer(d time.Duration) {
+	if st.srv.cfg.TurnTimeout > 0 {
+		st.turnTimer.Reset(d)
+	}
+}
+
+// checkTurn is the turn watchdog: when the turn being spoken has made no
+// progress for the turn timeout, it ends the down pump's Recv with
+// errTurnTimeout. It never blocks.
+func (st *synthesis) checkTurn() {
+	st.mu.Lock()
+	busy := !st.book.idle()
+	cancel := st.recvCancel
+	st.mu.Unlock()
+	if !busy {
+		return // flushLocked arms it again
+	}
+	if left := st.turnStale(); left > 0 {
+		st.armTurnTimer(left)
+		return
+	}
+	if cancel != nil {
+		cancel(errTurnTimeout)
+	}
+}
+
+// turnStale returns how long the turn in progress may still go without
+// progress; zero or less means it has timed out. Progress is an event of
+// the turn from upstream or a response reaching the caller, so a caller
+// that reads slowly never makes a turn look stuck.
+func (st *synthesis) turnStale() time.Duration {
+	last := max(st.progress.Load(), st.lastSent.Load())
+	return st.srv.cfg.TurnTimeout - time.Since(time.Unix(0, last))
 }
 
 // writeRecoverable reports a write that failed because SLNG had just closed the
@@ -591,7 +628,13 @@ func (st *synthesis) flushLocked(ctx context.Context) error {
 // failure it may recover from. The text is already recorded in its turn,
 // and the down pump, on seeing the end, replays it on a new session (see
 // resume) or ends the stream, so the write itself is not an error.
+//
+// ErrSessionClosed counts too: the down pump closes a session it replaces
+// (after a failed turn) while the up pump may be writing to it.
 func writeRecoverable(err error) bool {
+	if errors.Is(err, slngclient.ErrSessionClosed) {
+		return true
+	}
 	ue, ok := slngclient.AsUpstreamError(err)
 	return ok && ue.Retryable
 }
@@ -603,45 +646,24 @@ func writeRecoverable(err error) bool {
 func (st *synthesis) clear(ctx context.Context, cancel bool) error {
 	st.upMu.Lock()
 	defer st.upMu.Unlock()
-	st.mu.Lock()
-	req := clearReq{cancel: cancel}
-	if cur := st.inProgressLocked(); cur != nil {
-		req.turnID = cur.id
-		req.delivered = st.delivery(cur)
-	} else {
-		req.delivered = &speechv1.TurnDelivery{}
+	var gone bool
+	var sess *slngclient.TTSSession
+	err := st.emit(func() []*speechv1.SynthesizeResponse {
+		st.dirty = true
+		gone, sess = st.gone, st.sess
+		// With no session there is nothing to clear upstream: the
+		// acknowledgement goes out now.
+		return st.book.clear(cancel, !gone)
+	})
+	if err != nil || gone {
+		return err
 	}
-	st.pending = nil
-	st.open = nil
-	st.dirty = true
-	gone := st.gone
-	if !gone {
-		st.clears = append(st.clears, req)
+	if err := sess.Clear(ctx); err != nil && !writeRecoverable(err) {
+		return err
 	}
-	var sendErr error
-	if cancel || gone {
-		// With no session there is nothing to clear upstream: acknowledge
-		// now.
-		sendErr = st.sendLocked(ackFor(req))
-	}
-	sess := st.sess
-	st.mu.Unlock()
-	if sendErr != nil {
-		return sendErr
-	}
-	if gone {
-		return nil
-	}
-	return sess.Clear(ctx)
-}
-
-func ackFor(req clearReq) *speechv1.SynthesizeResponse {
-	if req.cancel {
-		return &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Cancelled{
-			Cancelled: &speechv1.Cancelled{TurnId: req.turnID, Delivered: req.delivered}}}
-	}
-	return &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Cleared{
-		Cleared: &speechv1.Cleared{TurnId: req.turnID, Delivered: req.delivered}}}
+	// A session that ends before `cleared` arrives: upstreamClosed
+	// acknowledges the clear.
+	return nil
 }
 
 // halfClose handles the caller's half-close: unflushed text is discarded,
@@ -649,13 +671,13 @@ func ackFor(req clearReq) *speechv1.SynthesizeResponse {
 func (st *synthesis) halfClose(ctx context.Context) error {
 	st.mu.Lock()
 	st.halfClosed = true
-	if st.open != nil && st.open.text.Len() > 0 {
+	if st.book.openText() {
 		// SLNG holds text that was never flushed: the session must not
 		// serve another stream, whose first flush would speak it.
 		st.dirty = true
 	}
-	st.open = nil
-	idle := st.idleLocked()
+	st.book.open = nil
+	idle := st.book.idle()
 	gone := st.gone
 	sess := st.sess
 	st.mu.Unlock()
@@ -683,46 +705,261 @@ func (st *synthesis) halfClose(ctx context.Context) error {
 // onDrain runs when the server starts draining: an idle stream ends now, a
 // busy one after its flushed turns.
 func (st *synthesis) onDrain() {
-	st.mu.Lock()
-	st.draining = true
+	var idle bool
+	var sess *slngclient.TTSSession
 	// A failed send shows up in the down pump, which sends too.
-	_ = st.sendLocked(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Draining{
-		Draining: &speechv1.ServerDraining{Grace: durationOrNil(st.srv.cfg.DrainGrace)}}})
-	idle := st.idleLocked()
-	sess := st.sess
-	st.mu.Unlock()
+	_ = st.emit(func() []*speechv1.SynthesizeResponse {
+		st.draining = true
+		idle, sess = st.book.idle(), st.sess
+		return []*speechv1.SynthesizeResponse{{Response: &speechv1.SynthesizeResponse_Draining{
+			Draining: &speechv1.ServerDraining{Grace: durationOrNil(st.srv.cfg.DrainGrace)}}}}
+	})
 	if idle && sess != nil {
 		sess.CloseNow() // unblocks the down pump, which reports errDraining
 	}
 }
 
-func (st *synthesis) idleLocked() bool {
-	return len(st.pending) == 0 && len(st.clears) == 0
-}
-
-// pumpDown relays SLNG's events to the caller.
+// pumpDown relays SLNG's events to the caller. Each pass of the loop reads
+// with a context of its own, which the turn watchdog may cancel.
 func (st *synthesis) pumpDown(ctx context.Context) error {
 	sess := st.session()
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(st.quiet, cancel)()
+	for {
+		rctx, cancel := context.WithCancelCause(ctx)
+		stop := context.AfterFunc(st.quiet, func() { cancel(nil) })
+		st.mu.Lock()
+		st.recvCancel = cancel
+		st.mu.Unlock()
+		next, err := st.relay(ctx, rctx, sess)
+		stop()
+		cancel(nil)
+		if err != nil || next == nil {
+			return err
+		}
+		sess = next
+	}
+}
+
+// relay reads sess until the stream ends (nil, err) or the watchdog ends
+// the read (the session to read next).
+func (st *synthesis) relay(ctx, rctx context.Context, sess *slngclient.TTSSession) (*slngclient.TTSSession, error) {
 	for {
 		ev, err := sess.Recv(rctx)
 		if err != nil && ctx.Err() == nil && st.quiet.Err() != nil {
-			return nil // the session goes back to the pool
+			return nil, nil // the session goes back to the pool
+		}
+		if err != nil && ctx.Err() == nil && errors.Is(context.Cause(rctx), errEchoGrace) {
+			return nil, nil // the route sends one end-of-turn signal
+		}
+		if err != nil && ctx.Err() == nil && errors.Is(context.Cause(rctx), errTurnTimeout) {
+			if st.turnStale() > 0 {
+				return sess, nil // progress since the watchdog fired
+			}
+			return st.replace(ctx, sess, errTurnTimeout)
 		}
 		if err != nil {
 			next, err := st.upstreamEnded(ctx, err)
 			if err != nil || next == nil {
-				return err
+				return nil, err
 			}
 			sess = next
 			continue
 		}
-		done, err := st.deliver(ev)
+		done, replace, err := st.deliver(ev)
 		if err != nil || done {
-			return err
+			return nil, err
 		}
+		if replace {
+			return st.replace(ctx, sess, ev.Err)
+		}
+		if st.rolloverDue(sess) {
+			return st.rollover(ctx, sess)
+		}
+	}
+}
+
+// deliver translates one upstream event. done reports the end of the
+// stream; replace that an error frame arrived during a turn, so the session
+// must be replaced.
+func (st *synthesis) deliver(ev slngclient.TTSEvent) (done, replace bool, err error) {
+	st.sendMu.Lock()
+	defer st.sendMu.Unlock()
+	st.mu.Lock()
+	out, res := st.book.event(ev)
+	if res.warning {
+		st.dirty = true
+	}
+	if res.audio > 0 || res.ended != nil {
+		st.failures = 0
+		st.progress.Store(time.Now().UnixNano())
+	}
+	var failErr error
+	failed := res.failed != nil
+	if failed && st.failFast {
+		failErr = st.turnError(res.failed, ev.Err)
+	}
+	st.mu.Unlock()
+
+	m := st.srv.metrics
+	switch {
+	case res.audio > 0:
+		m.synthesizedBytes.Add(float64(res.audio))
+	case res.warning && !failed:
+		m.warnings.WithLabelValues("tts").Inc()
+		if res.replace {
+			st.log.Info("upstream error before the turn's audio; replacing the session", zap.Error(ev.Err))
+		}
+	case res.violation != "":
+		m.protocolViolation("tts", res.violation)
+	}
+	if t := res.firstAudio; t != nil && !t.flushedAt.IsZero() {
+		m.firstAudio.Observe(time.Since(t.flushedAt).Seconds())
+	}
+	if failed {
+		m.turnFailed(turnOutcome(ev.Err).reason)
+	}
+	if failErr != nil {
+		return true, false, failErr
+	}
+	err = st.sendAll(out)
+	st.book.chunk.Data = nil // the session's buffer, valid until its next Recv
+	if err != nil {
+		return false, false, err
+	}
+	done, err = st.finished()
+	return done, res.replace && !done, err
+}
+
+// finished reports whether the stream is complete after an event. A stream
+// whose session may go back to the pool first waits, briefly, for the
+// route's second end-of-turn signal (see awaitingEcho).
+func (st *synthesis) finished() (bool, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	switch {
+	case !st.book.idle():
+		return false, nil
+	case st.halfClosed && st.book.awaitingEcho() && !st.dirty && !st.gone && !st.draining:
+		if st.echoTimer == nil {
+			cancel := st.recvCancel
+			st.echoTimer = time.AfterFunc(echoGrace, func() { cancel(errEchoGrace) })
+		}
+		return false, nil
+	case st.halfClosed:
+		return true, nil
+	case st.draining:
+		return true, errDraining
+	}
+	return false, nil
+}
+
+// echoGrace bounds the wait for a route's second end-of-turn signal at the
+// end of a stream. It is paid once per model, until the gateway has seen
+// how the route ends turns.
+const echoGrace = 250 * time.Millisecond
+
+// errEchoGrace ends the wait for the second end-of-turn signal.
+var errEchoGrace = errors.New("no second end-of-turn signal")
+
+// replace ends a session that cannot finish the turn in progress: SLNG
+// answered it with an error frame (cause; the turn already ended with
+// turn_failed, and the same socket would keep answering so), or the turn
+// made no progress for the turn timeout (cause is errTurnTimeout; the turn
+// ends with turn_failed here). The session is closed, and the turns queued
+// behind go to a new one.
+func (st *synthesis) replace(ctx context.Context, sess *slngclient.TTSSession, cause error) (*slngclient.TTSSession, error) {
+	var end *slngclient.UpstreamError
+	if errors.Is(cause, errTurnTimeout) {
+		var failErr error
+		err := st.emit(func() []*speechv1.SynthesizeResponse {
+			out, t := st.book.failInProgress(cause)
+			if t != nil && st.failFast {
+				failErr = st.turnError(t, cause)
+				return nil
+			}
+			return out
+		})
+		st.srv.metrics.turnFailed(ReasonUpstreamTurnTimeout)
+		st.log.Info("turn timed out", zap.Duration("turn_timeout", st.srv.cfg.TurnTimeout),
+			zap.String("upstream_session_id", sess.ID()))
+		if failErr != nil {
+			return nil, failErr
+		}
+		if err != nil {
+			return nil, err
+		}
+		// A stuck session counts as SLNG being unwell.
+		end = &slngclient.UpstreamError{Kind: slngclient.KindTimeout, Message: "no progress on the turn", Retryable: true, Err: errTurnTimeout}
+	} else {
+		ue, _ := slngclient.AsUpstreamError(cause)
+		if ue == nil {
+			ue = &slngclient.UpstreamError{Kind: slngclient.KindErrorFrame, Code: "unknown"}
+		}
+		// The session is given up, not the stream: what it failed on is
+		// already reported in turn_failed.
+		cp := *ue
+		cp.Retryable = true
+		end = &cp
+	}
+	st.mu.Lock()
+	st.dirty = true
+	st.mu.Unlock()
+	sess.CloseNow()
+	return st.upstreamEnded(ctx, end)
+}
+
+// rolloverDue reports whether the session should be replaced at this turn
+// boundary, before SLNG's maximum connection duration (30 minutes on some
+// plans) ends it in the middle of a turn.
+func (st *synthesis) rolloverDue(sess *slngclient.TTSSession) bool {
+	age := st.srv.cfg.MaxUpstreamSessionAge
+	if age <= 0 || time.Since(sess.Stats().ReadyAt) < age {
+		return false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.book.idle() && !st.book.openText() && !st.halfClosed && !st.draining && !st.gone
+}
+
+// rollover closes an old session between turns; the next text dials a new
+// one.
+func (st *synthesis) rollover(ctx context.Context, sess *slngclient.TTSSession) (*slngclient.TTSSession, error) {
+	st.upMu.Lock()
+	st.mu.Lock()
+	ok := st.book.idle() && !st.book.openText() && !st.halfClosed && !st.draining && !st.gone
+	if ok {
+		st.gone = true
+		if st.next == nil {
+			st.next = make(chan *slngclient.TTSSession)
+		}
+	}
+	st.mu.Unlock()
+	st.upMu.Unlock()
+	if !ok {
+		return sess, nil
+	}
+	closeCtx, cancel := context.WithTimeout(ctx, st.srv.cfg.CloseTimeout)
+	_ = sess.Close(closeCtx)
+	cancel()
+	st.srv.metrics.reconnect("tts", "rollover")
+	st.log.Info("upstream session rolled over between turns", zap.String("upstream_session_id", sess.ID()))
+	return st.waitNext(ctx)
+}
+
+// waitNext waits, while gone, for the session the next text dials.
+func (st *synthesis) waitNext(ctx context.Context) (*slngclient.TTSSession, error) {
+	st.mu.Lock()
+	next := st.next
+	st.mu.Unlock()
+	select {
+	case sess := <-next:
+		if sess == nil { // half-closed while waiting
+			return nil, nil
+		}
+		return sess, nil
+	case <-st.srv.drainCtx.Done():
+		return nil, errDraining
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
 	}
 }
 
@@ -740,212 +977,85 @@ func (st *synthesis) upstreamEnded(ctx context.Context, recvErr error) (*slngcli
 	closedNormally := normal || errors.Is(recvErr, slngclient.ErrSessionClosed)
 	ue, isUpstream := slngclient.AsUpstreamError(recvErr)
 	recoverable := normal || (isUpstream && ue.Retryable)
+
+	type verdict int
+	const (
+		vDone verdict = iota
+		vDrain
+		vFail
+		vResume
+		vWait
+	)
+	var v verdict
+	var failErr error
 	// One critical section decides and records the outcome, so that a
 	// half-close racing with the close cannot miss that the down pump waits.
-	st.mu.Lock()
-	if closedNormally || recoverable {
-		// A closed socket will not acknowledge clears: do it here.
-		for _, req := range st.clears {
-			if !req.cancel {
-				if err := st.sendLocked(ackFor(req)); err != nil {
-					st.mu.Unlock()
-					return nil, err
-				}
+	err := st.emit(func() []*speechv1.SynthesizeResponse {
+		var out []*speechv1.SynthesizeResponse
+		if closedNormally || recoverable {
+			// A clean close after a turn's audio ends that turn (routes
+			// that close after every turn); clears are acknowledged.
+			var ended *turn
+			out, ended = st.book.upstreamClosed(normal)
+			if ended != nil {
+				st.failures = 0
 			}
 		}
-		st.clears = nil
+		idle := st.book.idle()
+		openText := st.book.openText()
+		if recoverable && (!idle || openText) {
+			// A session that ends again before speaking, failing or closing
+			// normally, counts: an upstream that keeps doing that must not be
+			// redialled forever.
+			st.failures++
+		}
+		switch {
+		case idle && st.halfClosed:
+			v = vDone
+		case idle && st.draining:
+			v = vDrain
+		case !recoverable || st.failures > maxReconnects:
+			cause := recvErr
+			if normal {
+				cause = errUpstreamClosedBeforeSpeaking
+			}
+			v, failErr = vFail, st.turnFailedLocked(cause)
+		case !idle && st.book.pending[0].bytes > 0:
+			// Part of the turn reached the caller: replaying it would
+			// repeat audio.
+			v, failErr = vFail, st.turnFailedLocked(recvErr)
+		case !idle || openText:
+			v = vResume
+		default:
+			// A normal close between turns: the next text dials again.
+			if st.next == nil {
+				st.next = make(chan *slngclient.TTSSession)
+			}
+			st.gone = true
+			v = vWait
+		}
+		return out
+	})
+	if err != nil {
+		return nil, err
 	}
-	idle := st.idleLocked()
-	openText := st.open != nil && st.open.text.Len() > 0
-	if recoverable && (!idle || openText) {
-		// A session that ends again before speaking, failing or closing
-		// normally, counts: an upstream that keeps doing that must not be
-		// redialled forever.
-		st.failures++
-	}
-	switch {
-	case idle && st.halfClosed:
-		st.mu.Unlock()
+	switch v {
+	case vDone:
 		return nil, nil
-	case idle && st.draining:
-		st.mu.Unlock()
+	case vDrain:
 		return nil, errDraining
-	case !recoverable || st.failures > maxReconnects:
-		cause := recvErr
-		if normal {
-			cause = errUpstreamClosedBeforeSpeaking
-		}
-		err := st.turnFailedLocked(cause)
-		st.mu.Unlock()
-		return nil, err
-	case !idle && (st.pending[0].bytes > 0):
-		// Part of the turn reached the caller: replaying it would repeat
-		// audio.
-		cause := recvErr
-		if normal {
-			cause = errUpstreamClosedMidTurn
-		}
-		err := st.turnFailedLocked(cause)
-		st.mu.Unlock()
-		return nil, err
-	case !idle || openText:
+	case vFail:
+		return nil, failErr
+	case vResume:
 		// SLNG closed, or failed, with turns still to speak (models that
 		// close after every audio_end drop the turns queued behind):
 		// replay them on a new session.
-		st.mu.Unlock()
 		if normal {
 			return st.resume(ctx, nil)
 		}
 		return st.resume(ctx, recvErr)
 	}
-	// A normal close between turns: the next text dials again.
-	if st.next == nil {
-		st.next = make(chan *slngclient.TTSSession)
-	}
-	st.gone = true
-	next := st.next
-	st.mu.Unlock()
-	select {
-	case sess := <-next:
-		if sess == nil { // half-closed while waiting
-			return nil, nil
-		}
-		return sess, nil
-	case <-st.srv.drainCtx.Done():
-		return nil, errDraining
-	case <-ctx.Done():
-		return nil, context.Cause(ctx)
-	}
-}
-
-// deliver translates one upstream event; done reports the end of the stream.
-func (st *synthesis) deliver(ev slngclient.TTSEvent) (done bool, err error) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if ev.Kind == slngclient.TTSWarning {
-		st.srv.metrics.warnings.WithLabelValues("tts").Inc()
-		st.dirty = true
-		return false, st.sendLocked(warningResponse(ev.Err))
-	}
-	if ev.Kind == slngclient.TTSCleared {
-		if len(st.clears) == 0 {
-			return false, nil // not ours to acknowledge
-		}
-		req := st.clears[0]
-		st.clears = st.clears[1:]
-		if !req.cancel {
-			if err := st.sendLocked(ackFor(req)); err != nil {
-				return false, err
-			}
-		}
-		return st.finishedLocked()
-	}
-	if len(st.clears) > 0 {
-		return false, nil // a frame of a discarded turn
-	}
-	t := st.currentLocked()
-	var resp *speechv1.SynthesizeResponse
-	switch ev.Kind {
-	case slngclient.TTSAudio:
-		if len(ev.Audio) == 0 {
-			return false, nil
-		}
-		st.seq++
-		st.failures = 0
-		t.bytes += uint64(len(ev.Audio))
-		t.lastSeq = st.seq
-		if !t.firstAudio {
-			t.firstAudio = true
-			if !t.flushedAt.IsZero() {
-				st.srv.metrics.firstAudio.Observe(time.Since(t.flushedAt).Seconds())
-			}
-		}
-		st.srv.metrics.synthesizedBytes.Add(float64(len(ev.Audio)))
-		st.chunk.Data, st.chunk.Sequence, st.chunk.TurnId = ev.Audio, st.seq, t.id
-		resp = st.audioResp
-	case slngclient.TTSSegmentStart:
-		// Held until the segment's first audio (or its end), so that a turn
-		// replayed on a new session does not show the caller a segment
-		// that never spoke.
-		st.heldSegment = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_SegmentStart{
-			SegmentStart: &speechv1.SegmentStart{SegmentId: ev.SegmentID, TurnId: t.id}}}
-		return false, nil
-	case slngclient.TTSSegmentEnd:
-		resp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_SegmentEnd{
-			SegmentEnd: &speechv1.SegmentEnd{SegmentId: ev.SegmentID, TurnId: t.id}}}
-	case slngclient.TTSFlushed:
-		resp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Flushed{
-			Flushed: &speechv1.Flushed{TurnId: t.id}}}
-	case slngclient.TTSAudioEnd:
-		resp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_AudioEnd{
-			AudioEnd: &speechv1.AudioEnd{TurnId: t.id, Duration: durationOrNil(ev.Duration), Delivered: st.delivery(t)}}}
-		if len(st.pending) > 0 && st.pending[0] == t {
-			st.pending = st.pending[1:]
-		} else if st.open == t {
-			// The model ended a turn the caller had not flushed.
-			st.open = nil
-		}
-	default:
-		return false, nil
-	}
-	if held := st.heldSegment; held != nil {
-		st.heldSegment = nil
-		if err := st.sendLocked(held); err != nil {
-			return false, err
-		}
-	}
-	err = st.sendLocked(resp)
-	st.chunk.Data = nil // the session's buffer, valid until its next Recv
-	if err != nil {
-		return false, err
-	}
-	return st.finishedLocked()
-}
-
-// finishedLocked reports whether the stream is complete after an event.
-func (st *synthesis) finishedLocked() (bool, error) {
-	if !st.idleLocked() {
-		return false, nil
-	}
-	if st.halfClosed {
-		return true, nil
-	}
-	if st.draining {
-		return true, errDraining
-	}
-	return false, nil
-}
-
-// currentLocked is the turn SLNG's next frame belongs to: the oldest flushed
-// one, else the open one (models may speak before the flush).
-func (st *synthesis) currentLocked() *turn {
-	if len(st.pending) > 0 {
-		return st.pending[0]
-	}
-	if st.open == nil {
-		// Frames with no turn of the caller's (e.g. stray audio): account
-		// them to a fresh turn rather than drop them silently.
-		st.lastTurn++
-		st.open = &turn{id: st.lastTurn}
-	}
-	return st.open
-}
-
-func (st *synthesis) delivery(t *turn) *speechv1.TurnDelivery {
-	d := &speechv1.TurnDelivery{AudioBytes: t.bytes, LastSequence: t.lastSeq}
-	if st.clock.ok() {
-		d.AudioDuration = durationpb.New(st.clock.duration(int64(t.bytes)))
-	}
-	return d
-}
-
-// sendLocked sends one response; st.mu serializes sends from both pumps.
-func (st *synthesis) sendLocked(resp *speechv1.SynthesizeResponse) error {
-	if err := st.out.Send(resp); err != nil {
-		return err
-	}
-	st.lastSent.Store(time.Now().UnixNano())
-	return nil
+	return st.waitNext(ctx)
 }
 
 func durationOrNil(d time.Duration) *durationpb.Duration {

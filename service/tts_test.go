@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"strings"
 	"testing"
 	"time"
@@ -102,8 +103,9 @@ func TestSynthesizeTextRoundTrip(t *testing.T) {
 				t.Fatalf("round trip lost the text: %v", err)
 			}
 			end := resps[len(resps)-1].GetAudioEnd()
-			if end.GetTurnId() != 1 || end.GetDelivered().GetAudioBytes() != uint64(len(audio)) ||
-				end.GetDuration().AsDuration() <= 0 {
+			// AudioEnd.duration is the model's, when the signal that
+			// ended the turn carried it; the delivery is always there.
+			if end.GetTurnId() != 1 || end.GetDelivered().GetAudioBytes() != uint64(len(audio)) {
 				t.Errorf("audio_end = %v (audio %d bytes)", end, len(audio))
 			}
 			wantDur := time.Duration(float64(len(audio)) / 48000 * float64(time.Second))
@@ -292,18 +294,99 @@ func TestSynthesizeClearAndCancel(t *testing.T) {
 	}
 }
 
-func TestSynthesizeWarningKeepsStreaming(t *testing.T) {
+// TestSynthesizeMidTurnErrorFailsTheTurn: an error frame in the middle of a
+// turn on a socket SLNG keeps open means the turn will never finish
+// (slng-real-clients.md). The turn ends with turn_failed at once; the turns
+// queued behind it are spoken on a new session; the stream goes on.
+func TestSynthesizeMidTurnErrorFailsTheTurn(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, slngsim.Options{Faults: slngsim.MustFaults("*=error:pronunciation_not_found@first-audio")}, Config{})
-	resps, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "Still spoken."})
+	h := newHarness(t, slngsim.Options{Script: func(ci slngsim.ConnInfo) slngsim.Fault {
+		if ci.Seq == 1 {
+			_, f, _ := slngsim.ParseFault("*=error:pronunciation_not_found@chunks:2")
+			return f
+		}
+		return slngsim.Fault{}
+	}}, Config{})
+	m := h.metrics
+	b := h.synthesize(t, testContext(t), &speechv1.SynthesisConfig{})
+	texts := []string{"This turn meets an error.", "Second turn.", "Third turn."}
+	for _, text := range texts {
+		b.send(ttsText(text, true))
+	}
+	if err := b.stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	resps, err := recvAll(t, b.stream.Recv)
+	if err != nil {
+		t.Fatalf("stream failed: %v", err)
+	}
+	var failed *speechv1.TurnFailed
+	perTurn := map[uint64][]byte{}
+	ended := map[uint64]int{}
+	for _, r := range resps {
+		if f := r.GetTurnFailed(); f != nil {
+			failed = f
+			ended[f.GetTurnId()]++
+		}
+		if a := r.GetAudio(); a != nil {
+			perTurn[a.GetTurnId()] = append(perTurn[a.GetTurnId()], a.GetData()...)
+		}
+		if e := r.GetAudioEnd(); e != nil {
+			ended[e.GetTurnId()]++
+		}
+	}
+	if failed.GetTurnId() != 1 || codes.Code(failed.GetCode()) != codes.InvalidArgument ||
+		failed.GetReason() != ReasonUpstreamRequestRejected || failed.GetUpstreamCode() != "pronunciation_not_found" ||
+		failed.GetDelivered().GetAudioBytes() != uint64(len(perTurn[1])) || len(perTurn[1]) == 0 {
+		t.Fatalf("turn_failed = %v (turn 1 got %d bytes); responses %s", failed, len(perTurn[1]), kinds(resps))
+	}
+	for id := uint64(1); id <= 3; id++ {
+		if ended[id] != 1 {
+			t.Errorf("turn %d ended %d times: %s", id, ended[id], kinds(resps))
+		}
+	}
+	for i, want := range texts[1:] {
+		if got, err := slngsim.Decode(perTurn[uint64(i+2)], "linear16", 24000); err != nil || got != want {
+			t.Errorf("turn %d: %q, %v; want %q", i+2, got, err, want)
+		}
+	}
+	if n := len(h.sim.Sessions()); n != 2 {
+		t.Errorf("%d upstream sessions, want 2: the erring one is replaced, not reused", n)
+	}
+	if v := testutil.ToFloat64(m.turnsFailed.WithLabelValues(ReasonUpstreamRequestRejected)); v != 1 {
+		t.Errorf("turns failed metric = %v, want 1", v)
+	}
+
+	// SynthesizeText has one turn: it ends with the mapped status.
+	_, err = h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "Only turn."})
+	if err != nil {
+		t.Fatalf("second session, no fault: %v", err)
+	}
+	h2 := newHarness(t, slngsim.Options{Faults: slngsim.MustFaults("*=error:pronunciation_not_found@chunks:2")}, Config{})
+	_, err = h2.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "Never finished."})
+	st := wantStatus(t, err, codes.InvalidArgument, ReasonUpstreamRequestRejected)
+	if info, _ := details(st); info.GetMetadata()["turn_id"] != "1" || info.GetMetadata()["delivered_bytes"] == "0" {
+		t.Errorf("metadata %v", info.GetMetadata())
+	}
+}
+
+// TestSynthesizeWarningBetweenTurns: an error frame while no turn is in
+// progress is a warning, and the next turn is spoken.
+func TestSynthesizeWarningBetweenTurns(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, slngsim.Options{Faults: slngsim.MustFaults("*=error:pronunciation_not_found@ready")}, Config{})
+	b := h.synthesize(t, testContext(t), &speechv1.SynthesisConfig{})
+	b.until(func(r *speechv1.SynthesizeResponse) bool { return r.GetWarning() != nil })
+	b.send(ttsText("Still spoken.", true))
+	if err := b.stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	resps, err := recvAll(t, b.stream.Recv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := kinds(resps); got != "started warning segment_start audio segment_end flushed audio_end" {
+	if got := kinds(resps); got != "segment_start audio segment_end flushed audio_end" {
 		t.Fatalf("responses: %s", got)
-	}
-	if w := resps[1].GetWarning(); w.GetCode() != "pronunciation_not_found" || w.GetMessage() == "" {
-		t.Fatalf("warning = %v", w)
 	}
 	if got, _ := slngsim.Decode(audioOf(resps), "linear16", 24000); got != "Still spoken." {
 		t.Fatalf("decoded %q", got)
@@ -342,9 +425,9 @@ func TestUpstreamErrorTable(t *testing.T) {
 		{"error:idle_timeout_exceeded@ready,fatal,close=1008", codes.Unavailable, ReasonUpstreamSessionExpired},
 		{"error:max_connection_duration_exceeded@ready,fatal,close=1008", codes.Unavailable, ReasonUpstreamSessionExpired},
 		{"error:brand_new_error@ready,fatal", codes.Unknown, ReasonUpstreamUnknownError},
-		{"close:1008@ready", codes.InvalidArgument, ReasonUpstreamRequestRejected},
-		{"close:1011@ready", codes.Unavailable, ReasonUpstreamUnavailable},
-		{"close:1012@ready", codes.Unavailable, ReasonUpstreamUnavailable},
+		{"close:1008@ready", codes.Unavailable, ReasonUpstreamSessionExpired},
+		{"close:1011@ready", codes.Unavailable, ReasonUpstreamSessionExpired},
+		{"close:1012@ready", codes.Unavailable, ReasonUpstreamSessionExpired},
 		{"drop@ready", codes.Unavailable, ReasonUpstreamUnavailable},
 		{"oversized@ready", codes.Unavailable, ReasonUpstreamProtocolError},
 	}

@@ -1,0 +1,436 @@
+package service
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngclient"
+)
+
+// endSignal is one of the forms in which an upstream route ends a turn.
+// SLNG's routes differ (slng-real-clients.md, "TTS: how a turn ends"): some
+// send `flushed` and `audio_end`, some only one of them, some close the
+// socket after the audio. The gateway ends a turn on the first signal of
+// any form and sends the caller `flushed` then `audio_end` itself.
+type endSignal uint8
+
+const (
+	endNone endSignal = iota
+	endFlushed
+	endAudioEnd
+)
+
+// endStyle is what a route was seen to send at the end of a turn.
+type endStyle uint8
+
+const (
+	styleUnknown endStyle = iota
+	// styleSingle: one end signal per turn (or a close).
+	styleSingle
+	// styleBoth: `flushed` and `audio_end`, in either order.
+	styleBoth
+)
+
+// turn tracks one turn: text up to a flush and the audio that answers it.
+type turn struct {
+	id         uint64
+	text       strings.Builder // kept to replay the turn on a new session
+	flushed    bool
+	flushedAt  time.Time
+	firstAudio bool
+	// failed is set on an open turn that failed before its flush: the rest
+	// of its text is dropped until the caller flushes it.
+	failed  bool
+	bytes   uint64
+	lastSeq uint64
+}
+
+type clearReq struct {
+	cancel    bool // a Cancel (already acknowledged) rather than a Clear
+	turnID    uint64
+	delivered *speechv1.TurnDelivery
+}
+
+// turnResult reports what an upstream event did, beyond the responses.
+type turnResult struct {
+	// ended is a turn that the event completed.
+	ended *turn
+	// failed is a turn that an error frame ended.
+	failed *turn
+	// replace is set when an error frame arrived during a turn: the
+	// session must be replaced, since the same socket keeps answering with
+	// the same error. Without failed, the turn had no audio yet and the
+	// error may pass: the turn is spoken again on the new session.
+	replace bool
+	// firstAudio is a turn whose first audio the event carried.
+	firstAudio *turn
+	// audio is the number of audio bytes relayed.
+	audio int
+	// warning is set when the event was an upstream error frame.
+	warning bool
+	// violation names how the route broke its own protocol, "" if it did
+	// not: audio_outside_turn, end_outside_turn.
+	violation string
+}
+
+// turnBook is the bookkeeping of one Synthesize stream's turns: text
+// queued, flushed, audio delivered, ended, cleared, failed. It does no I/O
+// and holds no lock: fed what the caller and the upstream did, it returns
+// the responses to send, in order. The stream serializes calls to it.
+//
+// Invariants: every flushed turn ends exactly once, with `flushed` and
+// `audio_end`, `turn_failed`, or the acknowledgement of a clear or cancel
+// that discarded it; no audio of a turn follows its end; sequence numbers
+// rise by one per chunk across the stream.
+type turnBook struct {
+	clock  pcmClock
+	lastID uint64
+	seq    uint64 // last AudioChunk.sequence sent
+	// open is the turn receiving text, not yet flushed.
+	open *turn
+	// pending are flushed turns not yet ended, oldest first; pending[0]
+	// is the one being spoken.
+	pending []*turn
+	// clears are Clear/Cancel requests sent upstream whose `cleared` has
+	// not arrived; until it does, everything SLNG sends belongs to
+	// discarded turns and is dropped.
+	clears []clearReq
+	// held is a segment_start not yet sent: it goes out with the segment's
+	// first audio or its end, so that a turn replayed on a new session does
+	// not show the caller a segment that never spoke.
+	held *speechv1.SynthesizeResponse
+	// echo is the signal that ended the last turn while no audio has
+	// arrived since: the route's other end signal for that same turn is an
+	// echo, not the end of the next turn.
+	echo endSignal
+	// style is what the route sends at the end of a turn, learned from
+	// what follows an end signal.
+	style endStyle
+	// strayWarned is set once the caller has been warned of audio outside
+	// any turn, until a turn makes progress again: one warning per burst.
+	strayWarned bool
+
+	// chunk and audioResp are reused for every chunk: Send has marshalled
+	// a message by the time it returns.
+	chunk     *speechv1.AudioChunk
+	audioResp *speechv1.SynthesizeResponse
+	out       []*speechv1.SynthesizeResponse
+}
+
+func newTurnBook(clock pcmClock) *turnBook {
+	b := &turnBook{clock: clock, chunk: &speechv1.AudioChunk{}}
+	b.audioResp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Audio{Audio: b.chunk}}
+	return b
+}
+
+// errTurnTooLong rejects text beyond maxTurnText in one turn.
+var errTurnTooLong = errors.New("turn text too long")
+
+// addText appends text to the open turn, opening one if needed. send is
+// false when the text belongs to a turn that already failed, and must not
+// go upstream.
+func (b *turnBook) addText(text string, limit int) (send bool, err error) {
+	if b.open == nil {
+		b.lastID++
+		b.open = &turn{id: b.lastID}
+	}
+	if b.open.failed {
+		return false, nil
+	}
+	if b.open.text.Len()+len(text) > limit {
+		return false, errTurnTooLong
+	}
+	b.open.text.WriteString(text)
+	return true, nil
+}
+
+// flush ends the open turn's text and queues it to be spoken. It returns
+// nil when there is nothing to send upstream: no open turn, or one that
+// already failed.
+func (b *turnBook) flush(now time.Time) *turn {
+	t := b.open
+	if t == nil {
+		return nil
+	}
+	b.open = nil
+	if t.failed {
+		return nil
+	}
+	t.flushed, t.flushedAt = true, now
+	b.pending = append(b.pending, t)
+	return t
+}
+
+// inProgress is the turn being spoken or, failing that, the one receiving
+// text; nil when there is neither.
+func (b *turnBook) inProgress() *turn {
+	if len(b.pending) > 0 {
+		return b.pending[0]
+	}
+	if b.open != nil && !b.open.failed && b.open.text.Len() > 0 {
+		return b.open
+	}
+	return nil
+}
+
+// idle reports that no turn awaits audio and no clear awaits `cleared`.
+func (b *turnBook) idle() bool {
+	return len(b.pending) == 0 && len(b.clears) == 0
+}
+
+// awaitingEcho reports whether the last turn ended on one signal and the
+// route may still send the other: a session handed back to the pool with
+// that frame unread would look spoiled.
+func (b *turnBook) awaitingEcho() bool {
+	return b.echo != endNone && b.style != styleSingle
+}
+
+// openText reports whether the open turn holds text SLNG has heard.
+func (b *turnBook) openText() bool {
+	return b.open != nil && !b.open.failed && b.open.text.Len() > 0
+}
+
+// clear discards the open turn and every pending one. With the upstream
+// session open, a Clear is acknowledged when `cleared` arrives (SLNG sends
+// it after the last frame of the discarded turns); a Cancel, or any clear
+// with no session to clear, is acknowledged now.
+func (b *turnBook) clear(cancel, upstreamOpen bool) []*speechv1.SynthesizeResponse {
+	b.out = b.out[:0]
+	req := clearReq{cancel: cancel, delivered: &speechv1.TurnDelivery{}}
+	if cur := b.inProgress(); cur != nil {
+		req.turnID = cur.id
+		req.delivered = b.delivery(cur)
+	}
+	b.pending = nil
+	b.open = nil
+	b.held = nil
+	b.echo = endNone
+	if upstreamOpen {
+		b.clears = append(b.clears, req)
+	}
+	if cancel || !upstreamOpen {
+		b.out = append(b.out, ackFor(req))
+	}
+	return b.out
+}
+
+// event feeds one upstream event and returns the responses it makes.
+func (b *turnBook) event(ev slngclient.TTSEvent) ([]*speechv1.SynthesizeResponse, turnResult) {
+	b.out = b.out[:0]
+	var res turnResult
+	if ev.Kind == slngclient.TTSWarning {
+		res.warning = true
+		if t := b.inProgress(); t != nil && len(b.clears) == 0 {
+			res.replace = true
+			if ev.Err == nil || !ev.Err.Retryable || t.bytes > 0 {
+				// SLNG answered the turn with an error and will not
+				// finish it (e.g. text with no letters, text too long,
+				// an unknown pronunciation dictionary), or failed it
+				// after some of its audio, which a retry would repeat.
+				res.failed = t
+				return b.fail(t, ev.Err), res
+			}
+		}
+		b.out = append(b.out, warningResponse(ev.Err))
+		return b.out, res
+	}
+	if ev.Kind == slngclient.TTSCleared {
+		if len(b.clears) == 0 {
+			return b.out, res // not ours to acknowledge
+		}
+		req := b.clears[0]
+		b.clears = b.clears[1:]
+		b.echo = endNone
+		if !req.cancel {
+			b.out = append(b.out, ackFor(req))
+		}
+		return b.out, res
+	}
+	if len(b.clears) > 0 {
+		return b.out, res // a frame of a discarded turn
+	}
+	t := b.inProgress()
+	switch ev.Kind {
+	case slngclient.TTSAudio:
+		if len(ev.Audio) == 0 {
+			return b.out, res
+		}
+		if t == nil {
+			// Audio after its turn ended, or before any text: a route
+			// breaking its own protocol. Dropped, with one warning.
+			res.violation = "audio_outside_turn"
+			if !b.strayWarned {
+				b.strayWarned = true
+				b.out = append(b.out, &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Warning{
+					Warning: &speechv1.Warning{Code: "upstream_protocol", Message: "the upstream sent audio outside any turn; it was dropped"}}})
+			}
+			return b.out, res
+		}
+		if b.echo != endNone {
+			b.style = styleSingle
+		}
+		b.echo, b.strayWarned = endNone, false
+		b.seq++
+		t.bytes += uint64(len(ev.Audio))
+		t.lastSeq = b.seq
+		if !t.firstAudio {
+			t.firstAudio = true
+			res.firstAudio = t
+		}
+		res.audio = len(ev.Audio)
+		b.releaseHeld()
+		b.chunk.Data, b.chunk.Sequence, b.chunk.TurnId = ev.Audio, b.seq, t.id
+		b.out = append(b.out, b.audioResp)
+	case slngclient.TTSSegmentStart:
+		if t != nil {
+			b.held = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_SegmentStart{
+				SegmentStart: &speechv1.SegmentStart{SegmentId: ev.SegmentID, TurnId: t.id}}}
+		}
+	case slngclient.TTSSegmentEnd:
+		if t != nil {
+			b.releaseHeld()
+			b.out = append(b.out, &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_SegmentEnd{
+				SegmentEnd: &speechv1.SegmentEnd{SegmentId: ev.SegmentID, TurnId: t.id}}})
+		}
+	case slngclient.TTSFlushed, slngclient.TTSAudioEnd:
+		sig := endFlushed
+		if ev.Kind == slngclient.TTSAudioEnd {
+			sig = endAudioEnd
+		}
+		if b.echo != endNone && b.echo != sig {
+			b.echo = endNone // the other half of the last turn's end
+			b.style = styleBoth
+			return b.out, res
+		}
+		if b.echo == sig {
+			b.style = styleSingle
+		}
+		if t == nil || (!t.flushed && t.bytes == 0) {
+			res.violation = "end_outside_turn"
+			return b.out, res
+		}
+		b.end(t, ev.Duration)
+		b.echo = sig
+		res.ended = t
+	}
+	return b.out, res
+}
+
+// upstreamClosed records the end of the upstream session: a closed socket
+// acknowledges no clears, so they are acknowledged here; and a clean close
+// after a turn's audio is how some routes end a turn (Rime, Cartesia).
+func (b *turnBook) upstreamClosed(clean bool) ([]*speechv1.SynthesizeResponse, *turn) {
+	b.out = b.out[:0]
+	for _, req := range b.clears {
+		if !req.cancel {
+			b.out = append(b.out, ackFor(req))
+		}
+	}
+	b.clears = nil
+	b.echo = endNone
+	var ended *turn
+	if t := b.inProgress(); clean && t != nil && t.bytes > 0 {
+		b.end(t, 0)
+		ended = t
+	}
+	b.held = nil // its segment never spoke
+	return b.out, ended
+}
+
+// failInProgress ends the turn in progress with turn_failed, if there is
+// one.
+func (b *turnBook) failInProgress(cause error) ([]*speechv1.SynthesizeResponse, *turn) {
+	b.out = b.out[:0]
+	t := b.inProgress()
+	if t == nil {
+		return b.out, nil
+	}
+	return b.fail(t, cause), t
+}
+
+// fail ends t with turn_failed; b.out collects the response.
+func (b *turnBook) fail(t *turn, cause error) []*speechv1.SynthesizeResponse {
+	row := turnOutcome(cause)
+	tf := &speechv1.TurnFailed{
+		TurnId:    t.id,
+		Code:      int32(row.code),
+		Reason:    row.reason,
+		Message:   row.message,
+		Delivered: b.delivery(t),
+	}
+	if ue, ok := slngclient.AsUpstreamError(cause); ok {
+		tf.UpstreamCode = truncate(ue.Code, 64)
+	}
+	b.remove(t)
+	if t == b.open {
+		t.failed = true
+	}
+	b.held = nil
+	b.echo = endNone
+	b.out = append(b.out, &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_TurnFailed{TurnFailed: tf}})
+	return b.out
+}
+
+// end completes t: the caller always sees `flushed` then `audio_end`,
+// whichever of them the route sent.
+func (b *turnBook) end(t *turn, reported time.Duration) {
+	b.releaseHeld()
+	b.out = append(b.out,
+		&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Flushed{Flushed: &speechv1.Flushed{TurnId: t.id}}},
+		&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_AudioEnd{AudioEnd: &speechv1.AudioEnd{
+			TurnId: t.id, Duration: durationOrNil(reported), Delivered: b.delivery(t)}}})
+	b.remove(t)
+}
+
+// remove takes t out of the pending or open turn.
+func (b *turnBook) remove(t *turn) {
+	if len(b.pending) > 0 && b.pending[0] == t {
+		b.pending[0] = nil
+		b.pending = b.pending[1:]
+		return
+	}
+	if b.open == t {
+		// The model ended (or failed) a turn the caller had not flushed.
+		b.open = nil
+	}
+}
+
+func (b *turnBook) releaseHeld() {
+	if b.held != nil {
+		b.out = append(b.out, b.held)
+		b.held = nil
+	}
+}
+
+func (b *turnBook) delivery(t *turn) *speechv1.TurnDelivery {
+	d := &speechv1.TurnDelivery{AudioBytes: t.bytes, LastSequence: t.lastSeq}
+	if b.clock.ok() {
+		d.AudioDuration = durationpb.New(b.clock.duration(int64(t.bytes)))
+	}
+	return d
+}
+
+// queued returns the texts to replay on a new session: every flushed turn
+// not yet ended, then the open turn's text.
+func (b *turnBook) queued() (flushed []string, open string) {
+	for _, t := range b.pending {
+		flushed = append(flushed, t.text.String())
+	}
+	if b.openText() {
+		open = b.open.text.String()
+	}
+	return flushed, open
+}
+
+func ackFor(req clearReq) *speechv1.SynthesizeResponse {
+	if req.cancel {
+		return &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Cancelled{
+			Cancelled: &speechv1.Cancelled{TurnId: req.turnID, Delivered: req.delivered}}}
+	}
+	return &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Cleared{
+		Cleared: &speechv1.Cleared{TurnId: req.turnID, Delivered: req.delivered}}}
+}
