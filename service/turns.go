@@ -365,9 +365,11 @@ func (b *turnBook) fail(t *turn, cause error) []*speechv1.SynthesizeResponse {
 	if ue, ok := slngclient.AsUpstreamError(cause); ok {
 		tf.UpstreamCode = truncate(ue.Code, 64)
 	}
-	b.remove(t)
 	if t == b.open {
+		// The rest of its text, up to the caller's flush, is dropped.
 		t.failed = true
+	} else {
+		b.remove(t)
 	}
 	b.held = nil
 	b.echo = endNone
