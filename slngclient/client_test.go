@@ -621,7 +621,7 @@ func TestDeadPeer(t *testing.T) {
 
 func TestRoutesAndHeaders(t *testing.T) {
 	t.Parallel()
-	sim, c := setup(t, slngsim.Options{}, slngclient.Options{Routes: slngclient.RoutesDirect, Region: "eu-north-1", WorldPart: "eu", ProviderKey: "pk_SENTINEL"})
+	sim, c := setup(t, slngsim.Options{}, slngclient.Options{Routes: slngclient.RoutesDirect, RegionOverride: "eu-north-1", WorldPartOverride: "eu", ProviderKey: "pk_SENTINEL"})
 	s, err := c.DialTTS(testCtx(t), slngclient.Endpoint{Model: "slng/deepgram/aura:2-en"}, slngclient.TTSConfig{})
 	if err != nil {
 		t.Fatal(err)
