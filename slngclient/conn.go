@@ -19,9 +19,12 @@ import (
 
 // Stats counts what one session saw and did.
 type Stats struct {
-	FramesIn       int64 // messages received, text and binary
-	AudioBytes     int64 // audio bytes received (TTS) or sent (STT)
-	UnknownTypes   int64 // messages of a type this client does not know, ignored
+	FramesIn   int64 // messages received, text and binary
+	AudioBytes int64 // audio bytes received (TTS) or sent (STT)
+	// UnknownTypes counts messages ignored because this client does not
+	// know their type or they carry nothing it uses: JSON audio frames
+	// without audio ({"audio": null}), and audio on an STT session.
+	UnknownTypes   int64
 	Malformed      int64 // text frames that were not valid JSON, ignored
 	KeepalivesSent int64
 	PingsSent      int64
@@ -170,6 +173,8 @@ func (cn *conn) awaitReady(ctx context.Context, timeout time.Duration) error {
 			case "error":
 				code, msg := errorOf(f.msg)
 				return &UpstreamError{Kind: KindErrorFrame, Code: code, Message: msg, Retryable: retryableCode(code)}
+			default:
+				cn.unknown.Add(1)
 			}
 		case <-cn.readerDone:
 			return cn.termErr
