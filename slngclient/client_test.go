@@ -446,13 +446,14 @@ func TestCloseCodes(t *testing.T) {
 		kind      slngclient.ErrorKind // 0: io.EOF
 		closeCode int
 		retryable bool
+		reaped    bool
 	}{
-		{"close:1000@chunks:2", 0, 1000, false},
-		{"close:1008@chunks:2", slngclient.KindClose, 1008, false},
-		{"close:1011@chunks:2", slngclient.KindClose, 1011, true},
-		{"close:1012@chunks:2", slngclient.KindClose, 1012, true},
-		{"drop@chunks:2", slngclient.KindTransport, 1006, true},
-		{"oversized@chunks:2", slngclient.KindProtocol, 1009, true},
+		{"close:1000@chunks:2", 0, 1000, false, false},
+		{"close:1008@chunks:2", slngclient.KindClose, 1008, true, true},
+		{"close:1011@chunks:2", slngclient.KindClose, 1011, true, true},
+		{"close:1012@chunks:2", slngclient.KindClose, 1012, true, true},
+		{"drop@chunks:2", slngclient.KindTransport, 1006, true, false},
+		{"oversized@chunks:2", slngclient.KindProtocol, 1009, true, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.fault, func(t *testing.T) {
@@ -480,8 +481,8 @@ func TestCloseCodes(t *testing.T) {
 				return
 			}
 			ue, ok := slngclient.AsUpstreamError(err)
-			if !ok || ue.Kind != tc.kind || ue.Retryable != tc.retryable || (tc.closeCode != 1009 && ue.CloseCode != tc.closeCode) {
-				t.Fatalf("err = %#v", err)
+			if !ok || ue.Kind != tc.kind || ue.Retryable != tc.retryable || ue.Reaped() != tc.reaped || (tc.closeCode != 1009 && ue.CloseCode != tc.closeCode) {
+				t.Fatalf("err = %#v, reaped %v", err, ue.Reaped())
 			}
 		})
 	}
