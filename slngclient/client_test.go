@@ -446,13 +446,14 @@ func TestCloseCodes(t *testing.T) {
 		kind      slngclient.ErrorKind // 0: io.EOF
 		closeCode int
 		retryable bool
+		reaped    bool
 	}{
-		{"close:1000@chunks:2", 0, 1000, false},
-		{"close:1008@chunks:2", slngclient.KindClose, 1008, false},
-		{"close:1011@chunks:2", slngclient.KindClose, 1011, true},
-		{"close:1012@chunks:2", slngclient.KindClose, 1012, true},
-		{"drop@chunks:2", slngclient.KindTransport, 1006, true},
-		{"oversized@chunks:2", slngclient.KindProtocol, 1009, true},
+		{"close:1000@chunks:2", 0, 1000, false, false},
+		{"close:1008@chunks:2", slngclient.KindClose, 1008, true, true},
+		{"close:1011@chunks:2", slngclient.KindClose, 1011, true, true},
+		{"close:1012@chunks:2", slngclient.KindClose, 1012, true, true},
+		{"drop@chunks:2", slngclient.KindTransport, 1006, true, false},
+		{"oversized@chunks:2", slngclient.KindProtocol, 1009, true, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.fault, func(t *testing.T) {
@@ -480,8 +481,8 @@ func TestCloseCodes(t *testing.T) {
 				return
 			}
 			ue, ok := slngclient.AsUpstreamError(err)
-			if !ok || ue.Kind != tc.kind || ue.Retryable != tc.retryable || (tc.closeCode != 1009 && ue.CloseCode != tc.closeCode) {
-				t.Fatalf("err = %#v", err)
+			if !ok || ue.Kind != tc.kind || ue.Retryable != tc.retryable || ue.Reaped() != tc.reaped || (tc.closeCode != 1009 && ue.CloseCode != tc.closeCode) {
+				t.Fatalf("err = %#v, reaped %v", err, ue.Reaped())
 			}
 		})
 	}
@@ -621,7 +622,7 @@ func TestDeadPeer(t *testing.T) {
 
 func TestRoutesAndHeaders(t *testing.T) {
 	t.Parallel()
-	sim, c := setup(t, slngsim.Options{}, slngclient.Options{Routes: slngclient.RoutesDirect, Region: "eu-north-1", WorldPart: "eu", ProviderKey: "pk_SENTINEL"})
+	sim, c := setup(t, slngsim.Options{}, slngclient.Options{Routes: slngclient.RoutesDirect, RegionOverride: "eu-north-1", WorldPartOverride: "eu", ProviderKey: "pk_SENTINEL"})
 	s, err := c.DialTTS(testCtx(t), slngclient.Endpoint{Model: "slng/deepgram/aura:2-en"}, slngclient.TTSConfig{})
 	if err != nil {
 		t.Fatal(err)

@@ -19,9 +19,12 @@ import (
 
 // Stats counts what one session saw and did.
 type Stats struct {
-	FramesIn       int64 // messages received, text and binary
-	AudioBytes     int64 // audio bytes received (TTS) or sent (STT)
-	UnknownTypes   int64 // messages of a type this client does not know, ignored
+	FramesIn   int64 // messages received, text and binary
+	AudioBytes int64 // audio bytes received (TTS) or sent (STT)
+	// UnknownTypes counts messages ignored because this client does not
+	// know their type or they carry nothing it uses: JSON audio frames
+	// without audio ({"audio": null}), and audio on an STT session.
+	UnknownTypes   int64
 	Malformed      int64 // text frames that were not valid JSON, ignored
 	KeepalivesSent int64
 	PingsSent      int64
@@ -93,7 +96,8 @@ func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, k
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	if err != nil {
-		return nil, handshakeError(ctx, resp, redact(err, key, ep.ProviderKey, c.opts.ProviderKey))
+		secrets := []string{key, ep.ProviderKey, c.opts.ProviderKey}
+		return nil, handshakeError(ctx, resp, redact(err, secrets...), secrets)
 	}
 	ws.SetReadLimit(c.opts.ReadLimit)
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -120,7 +124,7 @@ func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, k
 	}
 	if err := cn.awaitReady(ctx, c.opts.ReadyTimeout); err != nil {
 		cn.shutdown()
-		return nil, err
+		return nil, notReady(err)
 	}
 	cn.readyAt = time.Now()
 	cn.ready = cn.readyAt.Sub(initAt)
@@ -132,9 +136,20 @@ func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, k
 	return cn, nil
 }
 
-func handshakeError(ctx context.Context, resp *http.Response, err error) error {
+// handshakeError classifies a failed dial. A refused handshake's body says
+// why (e.g. "BYOK is only supported for external STT/TTS routes"), so a
+// sanitized start of it becomes the error's Message; secrets are redacted
+// from it.
+func handshakeError(ctx context.Context, resp *http.Response, err error, secrets []string) error {
 	if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 		ue := &UpstreamError{Kind: KindHandshake, HTTPStatus: resp.StatusCode, Retryable: retryableStatus(resp.StatusCode)}
+		if resp.Body != nil {
+			// coder/websocket has already read the first 1 KiB of the body
+			// into memory and closed the connection; the limit is ours too,
+			// in case that changes.
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, maxHandshakeBody))
+			ue.Message = handshakeMessage(b, len(b) == maxHandshakeBody, secrets)
+		}
 		if s := resp.Header.Get("Retry-After"); s != "" {
 			if n, perr := strconv.Atoi(s); perr == nil && n >= 0 {
 				ue.RetryAfter = time.Duration(n) * time.Second
@@ -147,6 +162,22 @@ func handshakeError(ctx context.Context, resp *http.Response, err error) error {
 		return fmt.Errorf("slng dial: %w", ctx.Err())
 	}
 	return &UpstreamError{Kind: KindTransport, Message: "dial failed", Retryable: true, Err: opaque(err)}
+}
+
+// notReady marks a close that ended a dial before `ready`: SLNG failing to
+// open the session, not a reap (UpstreamError.Reaped), and a normal close
+// there is a failure too, not the io.EOF that ends an open session.
+func notReady(err error) error {
+	if errors.Is(err, io.EOF) {
+		return &UpstreamError{Kind: KindClose, CloseCode: 1000, Message: "upstream closed the session before ready",
+			Retryable: true, beforeReady: true}
+	}
+	if ue, ok := AsUpstreamError(err); ok && ue.Kind == KindClose {
+		c := *ue
+		c.beforeReady = true
+		return &c
+	}
+	return err
 }
 
 // awaitReady waits for `ready`, ignoring unknown messages; an error frame or
@@ -170,6 +201,8 @@ func (cn *conn) awaitReady(ctx context.Context, timeout time.Duration) error {
 			case "error":
 				code, msg := errorOf(f.msg)
 				return &UpstreamError{Kind: KindErrorFrame, Code: code, Message: msg, Retryable: retryableCode(code)}
+			default:
+				cn.unknown.Add(1)
 			}
 		case <-cn.readerDone:
 			return cn.termErr
@@ -297,8 +330,12 @@ func (cn *conn) classify(err error, lastErr *UpstreamError) error {
 	case code == int(websocket.StatusMessageTooBig) || (code == -1 && strings.Contains(err.Error(), "read limited")):
 		return &UpstreamError{Kind: KindProtocol, Message: "upstream message exceeds the read limit", CloseCode: code, Retryable: true}
 	case code != -1:
+		// A bare 1008 is retryable: SLNG reaps connections with it (see
+		// UpstreamError.Reaped); a request it rejects gets an error frame
+		// first, handled above. 1003 says the frames themselves were
+		// wrong, which a retry repeats.
 		return &UpstreamError{Kind: KindClose, CloseCode: code, CloseReason: reason,
-			Retryable: code != int(websocket.StatusPolicyViolation) && code != int(websocket.StatusUnsupportedData)}
+			Retryable: code != int(websocket.StatusUnsupportedData)}
 	}
 	return &UpstreamError{Kind: KindTransport, Message: "connection lost", CloseCode: 1006, Retryable: true, Err: opaque(err)}
 }

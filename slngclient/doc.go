@@ -10,9 +10,20 @@
 // peers. Close or CloseNow stops both and waits for them.
 //
 // Every failure that comes from SLNG is an *UpstreamError: an error frame's
-// code, a close code, a refused handshake's HTTP status, a lost connection
-// or a timeout, with whether retrying can help. The API key never appears in
-// an error, a log field or a printed URL.
+// code, a close code, a refused handshake's HTTP status and body, a lost
+// connection or a timeout, with whether retrying can help and whether SLNG
+// merely reaped the connection (UpstreamError.Reaped). The API key never
+// appears in an error, a log field or a printed URL.
+//
+// The client reads what SLNG's routes really send, which varies by route
+// more than the protocol documents (see slng-real-clients.md): every
+// spelling of the end of a TTS turn (flushed, audio_end, done, end, in any
+// letter case), JSON audio in every shape besides binary frames, error
+// frames in every shape, and transcripts without timing. It does not
+// decide when a turn has ended: callers end a turn on the first of those
+// events or on a normal close after its audio. By default it dials the
+// regional host wss://na.api.slng.ai (Options.WorldPart) and sends only
+// the Authorization header.
 //
 // The package does not import gRPC or the gateway's API: it is usable and
 // testable on its own.

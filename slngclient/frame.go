@@ -17,29 +17,36 @@ type serverMsg struct {
 	SessionID string `json:"session_id"`
 	RequestID string `json:"slng_request_id"`
 
-	// audio_chunk (slow path only; see decodeFrame). The sequence is only
-	// informative: one of an unexpected kind must not cost the audio.
+	// JSON audio (slow path only; see decodeFrame): the payload is in data
+	// (a string or an object holding audio) or in audio. The sequence is
+	// only informative: one of an unexpected kind must not cost the audio.
 	Data     json.RawMessage `json:"data"`
+	Audio    json.RawMessage `json:"audio"`
 	Sequence json.RawMessage `json:"sequence"`
 
 	SegmentID string   `json:"segment_id"`
 	Duration  *float64 `json:"duration"`
 
 	// error: SLNG's shape is {code, message}; clients also meet
-	// {description}, {error}, numeric status_code and a nested data object.
+	// {description}, {error} as a string or an object, numeric
+	// status_code and a nested data object.
 	Code        json.RawMessage `json:"code"`
 	StatusCode  json.RawMessage `json:"status_code"`
-	Message     string          `json:"message"`
-	Description string          `json:"description"`
+	ErrCode     json.RawMessage `json:"err_code"`
+	Message     json.RawMessage `json:"message"`
+	Description json.RawMessage `json:"description"`
 	Error       json.RawMessage `json:"error"`
 
-	Transcript   string     `json:"transcript"`
-	Confidence   float64    `json:"confidence"`
-	Language     string     `json:"language"`
-	Start        *float64   `json:"start"`
-	Words        []wireWord `json:"words"`
-	FromFinalize bool       `json:"from_finalize"`
-	LastWordEnd  *float64   `json:"last_word_end"`
+	Transcript string     `json:"transcript"`
+	Confidence float64    `json:"confidence"`
+	Language   string     `json:"language"`
+	Start      *float64   `json:"start"`
+	Words      []wireWord `json:"words"`
+	// FromFinalize is raw so that its presence is known: the bridge's
+	// AsyncAPI shape has no such field, and then any final answers an
+	// outstanding finalize.
+	FromFinalize json.RawMessage `json:"from_finalize"`
+	LastWordEnd  *float64        `json:"last_word_end"`
 }
 
 type wireWord struct {
@@ -51,53 +58,128 @@ type wireWord struct {
 	Speaker        json.RawMessage `json:"speaker"` // int on WebSockets, string in some docs
 }
 
-// decoded is one decoded text frame. For an audio_chunk, audio holds the
-// decoded bytes (in the dst buffer given to decodeFrame) and msg is nil.
+// decoded is one decoded text frame. For JSON audio, audio holds the
+// decoded bytes (in the dst buffer given to decodeFrame, never empty) and
+// msg is nil; otherwise msg is set.
 type decoded struct {
 	audio    []byte
 	sequence int64
 	msg      *serverMsg
 }
 
-// decodeFrame decodes one text frame. audio_chunk messages, the hot path,
-// are scanned by hand and their base64 decoded into dst (grown if needed)
-// without allocating when dst is large enough; every other message goes
-// through encoding/json. Work and memory are bounded by len(b).
+// audioTypes are the message types that carry JSON audio, lower-cased:
+// SLNG's own audio_chunk and the spellings LiveKit's SLNG plugin accepts
+// from routes that pass a provider's messages through.
+var audioTypes = map[string]bool{"audio_chunk": true, "audio": true, "chunk": true}
+
+// errNoAudioPayload reports a JSON audio message whose payload is missing
+// or not a string: malformed, unlike an empty payload, which is no audio.
+var errNoAudioPayload = errors.New("audio message without a string payload")
+
+// decodeFrame decodes one text frame. Flat audio_chunk messages, the hot
+// path, are scanned by hand and their base64 decoded into dst (grown if
+// needed) without allocating when dst is large enough; every other message
+// goes through encoding/json. Work and memory are bounded by len(b).
+//
+// JSON audio comes in several shapes (slng-real-clients.md): a type of
+// audio_chunk, audio or chunk in any letter case, with the base64 payload
+// in data, in data.audio or in audio; or no type at all and the payload in
+// audio, as ElevenLabs routes pass it through ({"audio": "...",
+// "isFinal": false}). A payload that is an empty string or null is no
+// audio: such a frame is returned as a message, which sessions count as an
+// unknown type, so that a caller never sees an empty audio event.
 func decodeFrame(b []byte, dst []byte) (decoded, error) {
 	if data, seq, ok := scanAudioChunk(b); ok {
-		n := base64.StdEncoding.DecodedLen(len(data))
-		if cap(dst) < n {
-			dst = make([]byte, n)
-		}
-		dst = dst[:n]
-		m, err := base64.StdEncoding.Decode(dst, data)
+		audio, err := decodeBase64(data, dst)
 		if err != nil {
 			return decoded{}, err
 		}
-		return decoded{audio: dst[:m], sequence: seq}, nil
+		if len(audio) == 0 {
+			return decoded{msg: &serverMsg{Type: "audio_chunk"}}, nil
+		}
+		return decoded{audio: audio, sequence: seq}, nil
 	}
 	var msg serverMsg
 	if err := json.Unmarshal(b, &msg); err != nil {
 		return decoded{}, err
 	}
-	msg.Type = strings.ToLower(msg.Type) // some gateways send "Error"
-	if msg.Type == "audio_chunk" {
-		// The slow path: escapes or unusual layout in an audio_chunk.
-		var s string
-		if err := json.Unmarshal(msg.Data, &s); err != nil {
-			return decoded{}, errors.New("audio_chunk without string data")
+	msg.Type = strings.ToLower(msg.Type) // some gateways send "Error", "Flushed", "Audio"
+	var payload []byte
+	switch {
+	case audioTypes[msg.Type]:
+		p, ok := audioPayload(&msg)
+		if !ok {
+			return decoded{}, errNoAudioPayload
 		}
-		n := base64.StdEncoding.DecodedLen(len(s))
-		if cap(dst) < n {
-			dst = make([]byte, n)
-		}
-		m, err := base64.StdEncoding.Decode(dst[:n], []byte(s))
-		if err != nil {
-			return decoded{}, err
-		}
-		return decoded{audio: dst[:m], sequence: sequenceOf(msg.Sequence)}, nil
+		payload = p
+	case msg.Type == "":
+		// No type: ElevenLabs pass-through audio, or something unknown.
+		// A null audio (its last message, {"audio":null,"isFinal":true})
+		// or one that is not a string is no audio.
+		payload, _ = jsonString(msg.Audio)
 	}
-	return decoded{msg: &msg}, nil
+	if len(payload) == 0 {
+		return decoded{msg: &msg}, nil
+	}
+	audio, err := decodeBase64(payload, dst)
+	if err != nil {
+		return decoded{}, err
+	}
+	if len(audio) == 0 { // only line breaks, which base64 skips
+		return decoded{msg: &msg}, nil
+	}
+	return decoded{audio: audio, sequence: sequenceOf(msg.Sequence)}, nil
+}
+
+// audioPayload finds the base64 payload of a typed JSON audio message: data
+// as a string, else data.audio, else audio. ok is false when none of them
+// is a string (null counts as absent).
+func audioPayload(m *serverMsg) (payload []byte, ok bool) {
+	if p, ok := jsonString(m.Data); ok {
+		return p, true
+	}
+	if len(m.Data) > 0 && m.Data[0] == '{' {
+		var nested struct {
+			Audio json.RawMessage `json:"audio"`
+		}
+		if json.Unmarshal(m.Data, &nested) == nil {
+			if p, ok := jsonString(nested.Audio); ok {
+				return p, true
+			}
+		}
+	}
+	return jsonString(m.Audio)
+}
+
+// jsonString reads a raw JSON value that is a string. Base64 has no
+// characters JSON must escape, so a string without escapes is used in
+// place, without copying; one with escapes is unquoted.
+func jsonString(r json.RawMessage) (s []byte, ok bool) {
+	if len(r) == 0 || r[0] != '"' {
+		return nil, false // absent, null, or not a string
+	}
+	if v, next, ok := scanString(r, 0); ok && next == len(r) {
+		return v, true
+	}
+	var str string
+	if json.Unmarshal(r, &str) != nil {
+		return nil, false
+	}
+	return []byte(str), true
+}
+
+// decodeBase64 decodes standard base64 into dst, grown if needed. The
+// result is empty only when the input is.
+func decodeBase64(src, dst []byte) ([]byte, error) {
+	n := base64.StdEncoding.DecodedLen(len(src))
+	if cap(dst) < n {
+		dst = make([]byte, n)
+	}
+	m, err := base64.StdEncoding.Decode(dst[:n], src)
+	if err != nil {
+		return nil, err
+	}
+	return dst[:m], nil
 }
 
 // sequenceOf reads an audio_chunk sequence: an integer, or an integer in a
@@ -254,40 +336,59 @@ func scanString(b []byte, i int) (val []byte, next int, ok bool) {
 	return nil, 0, false
 }
 
-// errorOf extracts an error frame's code and message, leniently.
+// errorOf extracts an error frame's code and message, leniently, from
+// every shape SLNG's clients meet (slng-real-clients.md): top-level code
+// or numeric status_code (or err_code) with message or description; error
+// as a string, or as an object holding message and maybe code; and the
+// same fields nested in a data object. Top-level fields win.
 func errorOf(m *serverMsg) (code, message string) {
-	code = rawString(m.Code)
-	if code == "" {
-		code = rawString(m.StatusCode)
-	}
-	message = m.Message
-	if message == "" {
-		message = m.Description
-	}
-	if message == "" {
-		message = rawString(m.Error)
+	code = firstNonEmpty(rawString(m.Code), rawString(m.StatusCode), rawString(m.ErrCode))
+	message = firstNonEmpty(rawString(m.Message), rawString(m.Description))
+	if code == "" || message == "" {
+		c, msg := errorObject(m.Error)
+		code, message = firstNonEmpty(code, c), firstNonEmpty(message, msg)
 	}
 	if (code == "" || message == "") && len(m.Data) > 0 && m.Data[0] == '{' {
 		var nested struct {
 			Code        json.RawMessage `json:"code"`
 			StatusCode  json.RawMessage `json:"status_code"`
 			ErrCode     json.RawMessage `json:"err_code"`
-			Message     string          `json:"message"`
-			Description string          `json:"description"`
-			Error       string          `json:"error"`
+			Message     json.RawMessage `json:"message"`
+			Description json.RawMessage `json:"description"`
+			Error       json.RawMessage `json:"error"`
 		}
 		if json.Unmarshal(m.Data, &nested) == nil {
-			if code == "" {
-				code = firstNonEmpty(rawString(nested.Code), rawString(nested.StatusCode), rawString(nested.ErrCode))
-			}
-			if message == "" {
-				message = firstNonEmpty(nested.Message, nested.Description, nested.Error)
-			}
+			c, msg := errorObject(nested.Error)
+			code = firstNonEmpty(code, rawString(nested.Code), rawString(nested.StatusCode), rawString(nested.ErrCode), c)
+			message = firstNonEmpty(message, rawString(nested.Message), rawString(nested.Description), msg)
 		}
 	}
 	// Bounded, and cut on a rune boundary: the message reaches protobuf
 	// strings, which must be valid UTF-8.
 	return truncate(code, 128), truncate(message, 512)
+}
+
+// errorObject reads an `error` field: a string is the message; an object
+// holds message (or description) and maybe code (or status_code, type).
+func errorObject(r json.RawMessage) (code, message string) {
+	if s := rawString(r); s != "" {
+		return "", s
+	}
+	if len(r) == 0 || r[0] != '{' {
+		return "", ""
+	}
+	var obj struct {
+		Code        json.RawMessage `json:"code"`
+		StatusCode  json.RawMessage `json:"status_code"`
+		Type        json.RawMessage `json:"type"`
+		Message     json.RawMessage `json:"message"`
+		Description json.RawMessage `json:"description"`
+	}
+	if json.Unmarshal(r, &obj) != nil {
+		return "", ""
+	}
+	return firstNonEmpty(rawString(obj.Code), rawString(obj.StatusCode), rawString(obj.Type)),
+		firstNonEmpty(rawString(obj.Message), rawString(obj.Description))
 }
 
 func truncate(s string, n int) string {

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -34,6 +36,30 @@ func TestDecodeFrame(t *testing.T) {
 		{name: "Error upper case", in: `{"type":"Error","code":"x"}`, typ: "error"},
 		{name: "truncated", in: `{"type":"audio_chunk","data":"AAAA"`, wantErr: true},
 		{name: "not json", in: `hello`, wantErr: true},
+
+		// JSON audio in every shape LiveKit's SLNG plugin accepts.
+		{name: "type audio, data", in: `{"type":"audio","data":"` + b64 + `"}`, audio: pcm},
+		{name: "type Audio, data", in: `{"type":"Audio","data":"` + b64 + `","sequence":4}`, audio: pcm, seq: 4},
+		{name: "type chunk, data", in: `{"type":"chunk","data":"` + b64 + `"}`, audio: pcm},
+		{name: "type audio, data.audio", in: `{"type":"audio","data":{"audio":"` + b64 + `","format":"pcm"}}`, audio: pcm},
+		{name: "type audio_chunk, data.audio", in: `{"type":"audio_chunk","data":{"audio":"` + b64 + `"},"sequence":9}`, audio: pcm, seq: 9},
+		{name: "type chunk, top-level audio", in: `{"type":"chunk","audio":"` + b64 + `"}`, audio: pcm},
+		{name: "type audio, data null, top-level audio", in: `{"type":"audio","data":null,"audio":"` + b64 + `"}`, audio: pcm},
+		{name: "data wins over audio", in: `{"type":"audio","data":"` + b64 + `","audio":"AAAA"}`, audio: pcm},
+		{name: "no type: ElevenLabs pass-through", in: `{"audio":"` + b64 + `","isFinal":false,"normalizedAlignment":{"chars":["a"]}}`, audio: pcm},
+		{name: "no type, null audio is not audio", in: `{"audio":null,"isFinal":true}`, typ: ""},
+		{name: "no type, empty audio is not audio", in: `{"audio":"","isFinal":false}`, typ: ""},
+		{name: "no type, audio not a string", in: `{"audio":[1,2],"isFinal":false}`, typ: ""},
+		{name: "no type, nothing", in: `{"isFinal":true}`, typ: ""},
+		{name: "empty data is not audio", in: `{"type":"audio_chunk","data":""}`, typ: "audio_chunk"},
+		{name: "empty data on the slow path is not audio", in: `{"type":"Audio","data":{"audio":""}}`, typ: "audio"},
+		{name: "line breaks only are not audio", in: `{"type":"audio","data":"\r\n"}`, typ: "audio"},
+		{name: "typed audio without a payload", in: `{"type":"audio"}`, wantErr: true},
+		{name: "typed audio with null data", in: `{"type":"chunk","data":null}`, wantErr: true},
+		{name: "typed audio with a numeric payload", in: `{"type":"audio","data":{"audio":5}}`, wantErr: true},
+		{name: "typed audio, bad base64", in: `{"type":"audio","audio":"!!!"}`, wantErr: true},
+		{name: "a transcript's audio field is not audio", in: `{"type":"final_transcript","transcript":"x","audio":"` + b64 + `"}`, typ: "final_transcript"},
+		{name: "Flushed", in: `{"type":"Flushed"}`, typ: "flushed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, err := decodeFrame([]byte(tc.in), nil)
@@ -43,9 +69,9 @@ func TestDecodeFrame(t *testing.T) {
 			if err != nil {
 				return
 			}
-			if tc.typ != "" {
-				if d.msg == nil || d.msg.Type != tc.typ {
-					t.Fatalf("decoded %+v, want type %q", d, tc.typ)
+			if tc.audio == nil {
+				if d.msg == nil || d.msg.Type != tc.typ || d.audio != nil {
+					t.Fatalf("decoded %+v, want a message of type %q", d, tc.typ)
 				}
 				return
 			}
@@ -57,28 +83,98 @@ func TestDecodeFrame(t *testing.T) {
 }
 
 func TestErrorOf(t *testing.T) {
-	for _, tc := range []struct{ in, code, msg string }{
-		{`{"type":"error","code":"rate_limit_exceeded","message":"slow down"}`, "rate_limit_exceeded", "slow down"},
-		{`{"type":"error","status_code":429,"description":"slow down"}`, "429", "slow down"},
-		{`{"type":"error","error":"boom"}`, "", "boom"},
-		{`{"type":"error","data":{"err_code":1008,"error":"nested"}}`, "1008", "nested"},
-		{`{"type":"error","code":"x","message":"` + strings.Repeat("é", 400) + `"}`, "x", strings.Repeat("é", 256)},
+	t.Parallel()
+	for _, tc := range []struct{ name, in, code, msg string }{
+		{"code and message", `{"type":"error","code":"rate_limit_exceeded","message":"slow down"}`, "rate_limit_exceeded", "slow down"},
+		{"Error capitalised", `{"type":"Error","code":"provider_error","message":"upstream failed"}`, "provider_error", "upstream failed"},
+		{"numeric status_code and description", `{"type":"error","status_code":429,"description":"slow down"}`, "429", "slow down"},
+		{"top-level description only", `{"type":"error","description":"no such voice"}`, "", "no such voice"},
+		{"error as a string", `{"type":"error","error":"boom"}`, "", "boom"},
+		{"error as an object with message", `{"type":"error","error":{"message":"Text is too long"}}`, "", "Text is too long"},
+		{"error as an object with code and message", `{"type":"error","error":{"code":"pronunciation_not_found","message":"no such word"}}`, "pronunciation_not_found", "no such word"},
+		{"error object with numeric status_code and description", `{"type":"error","error":{"status_code":408,"description":"idle"}}`, "408", "idle"},
+		{"error object typed", `{"type":"error","error":{"type":"invalid_request_error","message":"bad"}}`, "invalid_request_error", "bad"},
+		{"top-level code wins over the error object's", `{"type":"error","code":"a","error":{"code":"b","message":"m"}}`, "a", "m"},
+		{"nested data with err_code and error", `{"type":"error","data":{"err_code":1008,"error":"nested"}}`, "1008", "nested"},
+		{"nested data with code and message", `{"type":"error","data":{"code":"backend_error","message":"down"}}`, "backend_error", "down"},
+		{"nested data with status_code and description", `{"type":"error","data":{"status_code":503,"description":"busy"}}`, "503", "busy"},
+		{"nested data with an error object", `{"type":"error","data":{"error":{"code":"x","message":"deep"}}}`, "x", "deep"},
+		{"top-level err_code", `{"type":"error","err_code":"backend_connection_failed","message":"BYOK key rejected"}`, "backend_connection_failed", "BYOK key rejected"},
+		{"message as a number", `{"type":"error","code":"x","message":42}`, "x", "42"},
+		{"message of another kind is ignored", `{"type":"error","code":"x","message":{"a":1},"description":"d"}`, "x", "d"},
+		{"nothing", `{"type":"error"}`, "", ""},
+		{"bounded on a rune boundary", `{"type":"error","code":"x","message":"` + strings.Repeat("é", 400) + `"}`, "x", strings.Repeat("é", 256)},
+		{"code bounded", `{"type":"error","code":"` + strings.Repeat("c", 200) + `"}`, strings.Repeat("c", 128), ""},
 	} {
-		d, err := decodeFrame([]byte(tc.in), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		code, msg := errorOf(d.msg)
-		if code != tc.code || msg != tc.msg {
-			t.Errorf("%s: got (%q, %q), want (%q, %q)", tc.in, code, msg, tc.code, tc.msg)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d, err := decodeFrame([]byte(tc.in), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, msg := errorOf(d.msg)
+			if code != tc.code || msg != tc.msg {
+				t.Errorf("errorOf(%s) = (%q, %q), want (%q, %q)", tc.in, code, msg, tc.code, tc.msg)
+			}
+		})
+	}
+}
+
+func TestTranscriptOf(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		in   string
+		want Transcript
+	}{
+		{"AsyncAPI shape: no start, duration or from_finalize",
+			`{"type":"final_transcript","transcript":"hi","confidence":0.9,"language":"en"}`,
+			Transcript{Text: "hi", Confidence: 0.9, Language: "en"}},
+		{"duration only",
+			`{"type":"final_transcript","transcript":"hi","duration":1.5}`,
+			Transcript{Text: "hi", Duration: 1500 * time.Millisecond, HasDuration: true}},
+		{"duration zero is present",
+			`{"type":"final_transcript","transcript":"","duration":0}`,
+			Transcript{HasDuration: true}},
+		{"words without start: times in the words",
+			`{"type":"final_transcript","transcript":"hi there","words":[{"word":"hi","start":1.25,"end":1.5},{"word":"there","start":1.5,"end":2}]}`,
+			Transcript{Text: "hi there", Words: []Word{{Word: "hi", Start: 1250 * time.Millisecond, End: 1500 * time.Millisecond}, {Word: "there", Start: 1500 * time.Millisecond, End: 2 * time.Second}}}},
+		{"rich shape",
+			`{"type":"final_transcript","transcript":"a","start":2,"duration":0.5,"from_finalize":false}`,
+			Transcript{Text: "a", Start: 2 * time.Second, HasStart: true, Duration: 500 * time.Millisecond, HasDuration: true, HasFromFinalize: true}},
+		{"from_finalize true",
+			`{"type":"final_transcript","transcript":"a","from_finalize":true}`,
+			Transcript{Text: "a", FromFinalize: true, HasFromFinalize: true}},
+		{"from_finalize null is absent",
+			`{"type":"final_transcript","transcript":"a","from_finalize":null}`,
+			Transcript{Text: "a"}},
+		{"from_finalize of another kind is absent, and costs nothing else",
+			`{"type":"final_transcript","transcript":"a","from_finalize":"yes","start":1}`,
+			Transcript{Text: "a", Start: time.Second, HasStart: true}},
+		{"negative and absurd times are absent",
+			`{"type":"final_transcript","transcript":"a","start":-1,"duration":1e300}`,
+			Transcript{Text: "a"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d, err := decodeFrame([]byte(tc.in), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := transcriptOf(d.msg); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("transcriptOf(%s) = %+v, want %+v", tc.in, got, tc.want)
+			}
+		})
 	}
 }
 
 // FuzzDecodeFrame checks that no frame panics the decoder, that its output
-// is bounded by its input, that error codes and messages stay valid UTF-8
-// within their bounds, and that the hand-written audio_chunk scanner agrees
-// with encoding/json on every valid JSON object it accepts.
+// is bounded by its input, that audio is never empty (an empty payload is a
+// message, counted as unknown), that error codes and messages stay valid
+// UTF-8 within their bounds, that transcript times are never negative, and
+// that the hand-written audio_chunk scanner agrees with encoding/json on
+// every valid JSON object it accepts. The seeds in testdata cover every
+// audio, end-of-turn, error and transcript shape SLNG's clients meet.
 func FuzzDecodeFrame(f *testing.F) {
 	for _, seed := range []string{
 		`{"type":"audio_chunk","data":"AAECAw==","sequence":1}`,
@@ -87,8 +183,14 @@ func FuzzDecodeFrame(f *testing.F) {
 		`{"type":"ready","session_id":"sess_1","slng_request_id":"req_1"}`,
 		`{"type":"error","code":"rate_limit_exceeded","message":"slow down"}`,
 		`{"type":"error","data":{"status_code":503,"description":"busy"}}`,
+		`{"type":"error","error":{"code":"x","message":"object"}}`,
 		`{"type":"final_transcript","transcript":"hi","words":[{"word":"hi","start":0,"end":0.1,"speaker":"1"}]}`,
+		`{"type":"final_transcript","transcript":"hi","confidence":0.9,"language":"en"}`,
 		`{"type":"utterance_end","last_word_end":1.5}`,
+		`{"type":"Audio","data":{"audio":"AAECAw=="}}`,
+		`{"type":"chunk","audio":"AAECAw=="}`,
+		`{"audio":"AAECAw==","isFinal":false}`,
+		`{"audio":null,"isFinal":true}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -100,10 +202,21 @@ func FuzzDecodeFrame(f *testing.F) {
 		if len(d.audio) > len(b) {
 			t.Fatalf("%d bytes of audio from a %d-byte frame", len(d.audio), len(b))
 		}
+		if d.msg == nil && len(d.audio) == 0 {
+			t.Fatalf("%q decoded to empty audio", b)
+		}
 		if d.msg != nil {
+			if d.audio != nil {
+				t.Fatalf("%q decoded to both audio and a message", b)
+			}
 			code, msg := errorOf(d.msg)
 			if len(code) > 128 || len(msg) > 512 || !utf8.ValidString(code) || !utf8.ValidString(msg) {
 				t.Fatalf("errorOf = (%q, %q)", code, msg)
+			}
+			tr := transcriptOf(d.msg)
+			if tr.Start < 0 || tr.Duration < 0 || tr.HasStart != (d.msg.Start != nil && *d.msg.Start >= 0 && *d.msg.Start <= maxSeconds) ||
+				(tr.FromFinalize && !tr.HasFromFinalize) {
+				t.Fatalf("transcriptOf(%q) = %+v", b, tr)
 			}
 			return
 		}
@@ -148,6 +261,29 @@ func BenchmarkDecodeAudioChunk(b *testing.B) {
 		if err != nil || len(d.audio) != 960 {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkDecodeJSONAudioShapes measures the JSON audio shapes that go
+// through encoding/json: 20 ms of audio each.
+func BenchmarkDecodeJSONAudioShapes(b *testing.B) {
+	pcm := make([]byte, 960)
+	b64 := base64.StdEncoding.EncodeToString(pcm)
+	for name, frame := range map[string]string{
+		"elevenlabs": `{"audio":"` + b64 + `","isFinal":false}`,
+		"data.audio": `{"type":"audio","data":{"audio":"` + b64 + `"}}`,
+	} {
+		b.Run(name, func(b *testing.B) {
+			dst := make([]byte, 0, 1024)
+			b.SetBytes(960)
+			b.ReportAllocs()
+			for b.Loop() {
+				d, err := decodeFrame([]byte(frame), dst)
+				if err != nil || len(d.audio) != 960 {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

@@ -28,18 +28,31 @@ const (
 // Options configure a Client. The zero value of every field is its
 // documented default.
 type Options struct {
-	// BaseURL is SLNG's base URL. Default "wss://api.slng.ai". ws:// is
-	// allowed only for loopback hosts or with AllowInsecure.
+	// BaseURL is SLNG's base URL, e.g. "wss://eu.api.slng.ai". Default:
+	// the regional host of WorldPart. ws:// is allowed only for loopback
+	// hosts or with AllowInsecure.
 	BaseURL       string
 	AllowInsecure bool
+	// WorldPart selects SLNG's regional host, wss://{WorldPart}.api.slng.ai,
+	// when BaseURL is empty: a DNS label such as "na", "eu", "ap" or
+	// "us-east". Default "na". SLNG's current clients use regional hosts
+	// and say the global api.slng.ai host is no longer supported for
+	// speech (slng-real-clients.md). Some regional names are reported not
+	// to resolve, so BaseURL can name any host.
+	WorldPart string
 	// APIKey is the default SLNG key, sent as "Authorization: Bearer".
 	APIKey string
 	// TokenInQuery sends the key as ?token= instead of a header.
 	TokenInQuery bool
 	Routes       Routes
-	// Region, WorldPart and ProviderKey become X-Region-Override,
-	// X-World-Part-Override and X-Slng-Provider-Key when set.
-	Region, WorldPart, ProviderKey string
+	// RegionOverride and WorldPartOverride, when set, are sent as the
+	// X-Region-Override and X-World-Part-Override headers. SLNG's current
+	// clients send neither (Authorization is their only header) and say
+	// they are retired for speech; they are sent only when asked for.
+	// Letters, digits, '.', '_' and '-', at most 64 bytes.
+	RegionOverride, WorldPartOverride string
+	// ProviderKey, when set, is sent as X-Slng-Provider-Key (BYOK).
+	ProviderKey string
 	// ReadyTimeout bounds the wait for `ready` after `init`. Default 5 s,
 	// as SLNG's own clients use.
 	ReadyTimeout time.Duration
@@ -68,10 +81,34 @@ type Client struct {
 	log  *zap.Logger
 }
 
-// New validates opts and returns a Client.
+// DefaultWorldPart is the world part whose regional host a Client uses
+// when neither Options.BaseURL nor Options.WorldPart is set.
+const DefaultWorldPart = "na"
+
+// worldPartPattern is a DNS label: the world part becomes a host name.
+var worldPartPattern = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// overridePattern bounds override header values to what region names use.
+var overridePattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// New validates opts and returns a Client. It returns an error for a
+// BaseURL that is not ws:// or wss:// as described there, a WorldPart that
+// is not a DNS label, or an override that is not a plain name.
 func New(opts Options) (*Client, error) {
+	if opts.WorldPart == "" {
+		opts.WorldPart = DefaultWorldPart
+	}
+	opts.WorldPart = strings.ToLower(opts.WorldPart)
+	if !worldPartPattern.MatchString(opts.WorldPart) {
+		return nil, fmt.Errorf("slngclient: WorldPart %q is not a DNS label such as na, eu or ap", opts.WorldPart)
+	}
+	for _, o := range [...]struct{ name, v string }{{"RegionOverride", opts.RegionOverride}, {"WorldPartOverride", opts.WorldPartOverride}} {
+		if o.v != "" && !overridePattern.MatchString(o.v) {
+			return nil, fmt.Errorf("slngclient: %s %q must be letters, digits, '.', '_' or '-'", o.name, o.v)
+		}
+	}
 	if opts.BaseURL == "" {
-		opts.BaseURL = "wss://api.slng.ai"
+		opts.BaseURL = "wss://" + opts.WorldPart + ".api.slng.ai"
 	}
 	u, err := url.Parse(opts.BaseURL)
 	if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
@@ -115,6 +152,11 @@ func New(opts Options) (*Client, error) {
 	return &Client{opts: opts, base: u, log: log.Named("slngclient")}, nil
 }
 
+// Host is the base URL the Client dials, e.g. "wss://na.api.slng.ai": the
+// configured BaseURL or WorldPart's regional host. It holds no secret
+// (New refuses credentials and queries in BaseURL) and may be logged.
+func (c *Client) Host() string { return c.base.String() }
+
 func isLoopback(host string) bool {
 	if host == "localhost" {
 		return true
@@ -124,10 +166,18 @@ func isLoopback(host string) bool {
 }
 
 // Endpoint selects the model of one session and, optionally, overrides the
-// Client's credentials and routing headers for it.
+// Client's credentials and override headers for it. It never changes the
+// host: that is the Client's (Options.BaseURL, Options.WorldPart).
 type Endpoint struct {
-	Model                                  string
-	APIKey, Region, WorldPart, ProviderKey string
+	Model string
+	// APIKey and ProviderKey replace Options.APIKey and
+	// Options.ProviderKey for this session when set.
+	APIKey, ProviderKey string
+	// Region and WorldPart replace Options.RegionOverride and
+	// Options.WorldPartOverride for this session when set: they are sent
+	// as the X-Region-Override and X-World-Part-Override headers, which
+	// SLNG's current clients say are retired for speech.
+	Region, WorldPart string
 }
 
 // modelPattern is the model variant syntax SLNG's clients validate with
@@ -183,8 +233,8 @@ func (c *Client) headers(ep Endpoint, key string) http.Header {
 			h.Set(name, v)
 		}
 	}
-	set("X-Region-Override", ep.Region, c.opts.Region)
-	set("X-World-Part-Override", ep.WorldPart, c.opts.WorldPart)
+	set("X-Region-Override", ep.Region, c.opts.RegionOverride)
+	set("X-World-Part-Override", ep.WorldPart, c.opts.WorldPartOverride)
 	set("X-Slng-Provider-Key", ep.ProviderKey, c.opts.ProviderKey)
 	return h
 }

@@ -1,6 +1,7 @@
 package slngclient
 
 import (
+	"bytes"
 	"context"
 	"strconv"
 	"time"
@@ -50,12 +51,22 @@ type Transcript struct {
 	Confidence float64
 	Language   string
 	// Start is where the transcript starts; HasStart is false when SLNG did
-	// not say.
-	Start        time.Duration
-	HasStart     bool
-	Duration     time.Duration
-	Words        []Word
-	FromFinalize bool
+	// not say. The bridge's AsyncAPI shape has no start: when Words are
+	// present, their own times still say where the speech was
+	// (Words[0].Start, as LiveKit reads them).
+	Start    time.Duration
+	HasStart bool
+	// Duration is the transcript's length; HasDuration is false when SLNG
+	// did not say (duration is optional in the AsyncAPI shape). A final
+	// with neither start nor duration is still a final.
+	Duration    time.Duration
+	HasDuration bool
+	Words       []Word
+	// FromFinalize is true when the final answers a `finalize`.
+	// HasFromFinalize is false when the frame had no from_finalize field
+	// at all, as on the bridge, which has no finalize correlation: then
+	// any final answers an outstanding finalize.
+	FromFinalize, HasFromFinalize bool
 }
 
 // Word is one recognized word.
@@ -209,14 +220,22 @@ func (s *STTSession) CloseNow() { s.cn.shutdown() }
 
 func transcriptOf(m *serverMsg) Transcript {
 	t := Transcript{
-		Text:         m.Transcript,
-		Confidence:   m.Confidence,
-		Language:     m.Language,
-		Duration:     seconds(m.Duration),
-		FromFinalize: m.FromFinalize,
+		Text:       m.Transcript,
+		Confidence: m.Confidence,
+		Language:   m.Language,
 	}
-	if m.Start != nil && *m.Start >= 0 {
+	if m.Start != nil && *m.Start >= 0 && *m.Start <= maxSeconds {
 		t.Start, t.HasStart = time.Duration(*m.Start*float64(time.Second)), true
+	}
+	if m.Duration != nil && *m.Duration >= 0 && *m.Duration <= maxSeconds {
+		t.Duration, t.HasDuration = seconds(m.Duration), true
+	}
+	// A from_finalize of another kind (null, a string) counts as absent.
+	switch string(bytes.TrimSpace(m.FromFinalize)) {
+	case "true":
+		t.FromFinalize, t.HasFromFinalize = true, true
+	case "false":
+		t.HasFromFinalize = true
 	}
 	for _, w := range m.Words {
 		word := Word{

@@ -27,17 +27,28 @@ type TTSConfig struct {
 // TTSEventKind names a TTS event.
 type TTSEventKind int
 
-// TTS events, in the order SLNG sends a turn: segment_start, audio...,
-// segment_end, flushed, audio_end.
+// TTS events, in the order SLNG documents a turn: segment_start, audio...,
+// segment_end, flushed, audio_end. Real routes differ (slng-real-clients.md):
+// some send only flushed, some only audio_end, some neither and close the
+// socket with 1000 after the audio; segment events may be missing. A caller
+// should end a turn on the first TTSFlushed or TTSAudioEnd, or on io.EOF
+// after the turn's audio, and ignore the other until the next text.
 const (
+	// TTSAudio is audio: a binary frame, or JSON audio in any of the
+	// shapes decodeFrame reads (audio_chunk, audio, chunk, or no type).
 	TTSAudio TTSEventKind = iota + 1
 	TTSSegmentStart
 	TTSSegmentEnd
+	// TTSFlushed is `flushed` (any letter case).
 	TTSFlushed
+	// TTSCleared is `cleared` (any letter case).
 	TTSCleared
+	// TTSAudioEnd is `audio_end`, and also `done` and `end`, which
+	// LiveKit's SLNG plugin treats as the end of a turn too.
 	TTSAudioEnd
 	// TTSWarning is an error frame. If the socket closes right after it,
-	// Recv's terminal error carries the same code.
+	// Recv's terminal error carries the same code. A route may also send
+	// one mid-turn and keep the socket open without finishing the turn.
 	TTSWarning
 )
 
@@ -46,10 +57,12 @@ type TTSEvent struct {
 	Kind TTSEventKind
 	// Audio is valid until the next call to Recv: copy it to keep it.
 	Audio []byte
-	// Sequence is SLNG's audio_chunk sequence, 0 for binary frames.
+	// Sequence is SLNG's audio_chunk sequence, 0 for binary frames and
+	// when not reported.
 	Sequence  int64
 	SegmentID string
-	// Duration is audio_end's duration, 0 when not reported.
+	// Duration is the end-of-turn message's duration, 0 when not
+	// reported.
 	Duration time.Duration
 	Err      *UpstreamError // TTSWarning
 }
@@ -213,7 +226,7 @@ func (s *TTSSession) Recv(ctx context.Context) (TTSEvent, error) {
 			return TTSEvent{Kind: TTSFlushed}, nil
 		case "cleared":
 			return TTSEvent{Kind: TTSCleared}, nil
-		case "audio_end":
+		case "audio_end", "done", "end":
 			return TTSEvent{Kind: TTSAudioEnd, Duration: seconds(m.Duration)}, nil
 		case "error":
 			code, msg := errorOf(m)
@@ -231,8 +244,14 @@ func (s *TTSSession) Close(ctx context.Context) error { return s.cn.close(ctx) }
 // CloseNow closes the socket at once and releases everything.
 func (s *TTSSession) CloseNow() { s.cn.shutdown() }
 
+// maxSeconds bounds the times SLNG reports (about 11.5 days); larger ones
+// are nonsense, and far larger ones would overflow a time.Duration.
+const maxSeconds = 1e6
+
+// seconds converts SLNG's seconds to a duration, 0 when absent, negative
+// or beyond maxSeconds.
 func seconds(f *float64) time.Duration {
-	if f == nil || *f <= 0 || *f > 1e6 {
+	if f == nil || *f <= 0 || *f > maxSeconds {
 		return 0
 	}
 	return time.Duration(*f * float64(time.Second))

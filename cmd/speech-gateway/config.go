@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngclient"
 )
 
 // config is everything the binary reads from flags and the environment.
@@ -28,11 +29,15 @@ type config struct {
 	dev            bool
 	devRealtime    bool
 
-	baseURL      string
-	apiKey       string // never logged or printed
-	routes       string
-	region       string
-	worldPart    string
+	baseURL string // empty: worldPart's regional host
+	apiKey  string // never logged or printed
+	routes  string
+	// worldPart selects the regional host; regionOverride and
+	// worldPartOverride are sent as headers only when set.
+	worldPart, regionOverride, worldPartOverride string
+	// legacyRegion says that the deprecated --slng-region set
+	// regionOverride, for a warning at start-up.
+	legacyRegion bool
 	tokenInQuery bool
 
 	defaultTTSModel string
@@ -135,10 +140,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.memProfileRate, "admin-mem-profile-rate", envInt("ADMIN_MEM_PROFILE_RATE", 0), "with --admin-pprof, sample one allocation per this many bytes; 1 records every allocation, for exact counts at a large CPU cost; 0 keeps Go's default [ADMIN_MEM_PROFILE_RATE]")
 	fs.BoolVar(&c.dev, "dev", envBool("SPEECH_GATEWAY_DEV"), "run an embedded SLNG simulator on loopback and use it; no key needed [SPEECH_GATEWAY_DEV]")
 	fs.BoolVar(&c.devRealtime, "dev-realtime", envBool("SPEECH_GATEWAY_DEV_REALTIME"), "with --dev, the simulator paces audio at playback speed [SPEECH_GATEWAY_DEV_REALTIME]")
-	fs.StringVar(&c.baseURL, "slng-base-url", env("SLNG_BASE_URL", "wss://api.slng.ai"), "SLNG base URL, e.g. wss://us-east.api.slng.ai [SLNG_BASE_URL]")
+	fs.StringVar(&c.baseURL, "slng-base-url", env("SLNG_BASE_URL", ""), "SLNG base URL, e.g. wss://eu.api.slng.ai; empty uses the regional host of --slng-world-part [SLNG_BASE_URL]")
 	fs.StringVar(&c.routes, "slng-routes", env("SLNG_ROUTES", "bridge"), "SLNG route family: bridge (/v1/bridges/unmute/...) or direct (/v1/{tts|stt}/...) [SLNG_ROUTES]")
-	fs.StringVar(&c.region, "slng-region", env("SLNG_REGION", ""), "X-Region-Override, e.g. eu-north-1 [SLNG_REGION]")
-	fs.StringVar(&c.worldPart, "slng-world-part", env("SLNG_WORLD_PART", ""), "X-World-Part-Override: na, eu or ap [SLNG_WORLD_PART]")
+	fs.StringVar(&c.worldPart, "slng-world-part", env("SLNG_WORLD_PART", slngclient.DefaultWorldPart), "with no --slng-base-url, use the regional host wss://{world part}.api.slng.ai: na, eu or ap [SLNG_WORLD_PART]")
+	fs.StringVar(&c.regionOverride, "slng-region-override", env("SLNG_REGION_OVERRIDE", ""), "send X-Region-Override, e.g. eu-north-1; retired for speech by SLNG's current clients [SLNG_REGION_OVERRIDE]")
+	fs.StringVar(&c.worldPartOverride, "slng-world-part-override", env("SLNG_WORLD_PART_OVERRIDE", ""), "send X-World-Part-Override: na, eu or ap; retired for speech by SLNG's current clients [SLNG_WORLD_PART_OVERRIDE]")
+	legacyRegion := fs.String("slng-region", env("SLNG_REGION", ""), "deprecated: the same as --slng-region-override [SLNG_REGION]")
 	fs.BoolVar(&c.tokenInQuery, "slng-token-in-query", envBool("SLNG_TOKEN_IN_QUERY"), "send the key as ?token= instead of an Authorization header [SLNG_TOKEN_IN_QUERY]")
 	fs.StringVar(&c.defaultTTSModel, "default-tts-model", env("DEFAULT_TTS_MODEL", "deepgram/aura:2"), "model for Synthesize streams that name none [DEFAULT_TTS_MODEL]")
 	fs.StringVar(&c.defaultVoice, "default-voice", env("DEFAULT_VOICE", "aura-2-thalia-en"), "voice for streams that name neither model nor voice [DEFAULT_VOICE]")
@@ -209,6 +216,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if c.memProfileRate < 0 || (c.memProfileRate > 0 && !c.adminPprof) {
 		return nil, errors.New("--admin-mem-profile-rate must be 0, or positive with --admin-pprof")
+	}
+	if *legacyRegion != "" {
+		if c.regionOverride != "" && c.regionOverride != *legacyRegion {
+			return nil, errors.New("--slng-region is a deprecated name of --slng-region-override: set one of them")
+		}
+		c.regionOverride, c.legacyRegion = *legacyRegion, true
 	}
 	if c.routes != "bridge" && c.routes != "direct" {
 		return nil, fmt.Errorf("--slng-routes must be bridge or direct, not %q", c.routes)

@@ -141,6 +141,9 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{[]string{"--dev", "--http2-conn-window", "0"}, nil},
 		{[]string{"--dev", "--http2-stream-window", "4294967296"}, nil},
 		{[]string{"--dev", "--admin-pprof", "--admin-mem-profile-rate", "-1"}, nil},
+		{[]string{"--dev", "--slng-world-part", "eu.example.com/x"}, nil},
+		{[]string{"--dev", "--slng-region-override", "eu north"}, nil},
+		{[]string{"--dev", "--slng-region", "eu-north-1", "--slng-region-override", "ap-south-1"}, nil},
 	} {
 		err := run(context.Background(), append(tc.args, "--listen", "127.0.0.1:0", "--admin-listen", ""), envFrom(tc.env), io.Discard)
 		if err == nil {
@@ -224,6 +227,9 @@ func TestRunServesWithKeyAndNeverLogsIt(t *testing.T) {
 	}
 	if err := g.stop(t); err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(g.logs.String(), `"slng_host":"`+sim.URL()+`"`) {
+		t.Errorf("no start-up log line with slng_host %s", sim.URL())
 	}
 	for name, text := range map[string]string{"logs": g.logs.String(), "metrics": string(metrics)} {
 		if strings.Contains(text, key) || strings.Contains(text, "SENTINEL") {
@@ -427,6 +433,61 @@ func TestUploadLargerThanWindows(t *testing.T) {
 	}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("got %d finals, want %d: %q", len(got), len(want), got)
+	}
+}
+
+func TestParseHostConfig(t *testing.T) {
+	t.Parallel()
+	key := map[string]string{"SLNG_API_KEY": "k"}
+	with := func(m map[string]string) map[string]string {
+		out := map[string]string{"SLNG_API_KEY": "k"}
+		for k, v := range m {
+			out[k] = v
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name                                    string
+		args                                    []string
+		env                                     map[string]string
+		baseURL, worldPart, region, worldPartOv string
+		legacy                                  bool
+	}{
+		{"defaults: the na regional host, no overrides", nil, key, "", "na", "", "", false},
+		{"world part from the environment", nil, with(map[string]string{"SLNG_WORLD_PART": "eu"}), "", "eu", "", "", false},
+		{"base URL", []string{"--slng-base-url", "wss://api.slng.ai"}, key, "wss://api.slng.ai", "na", "", "", false},
+		{"overrides", []string{"--slng-region-override", "eu-north-1", "--slng-world-part-override", "eu"}, key, "", "na", "eu-north-1", "eu", false},
+		{"overrides from the environment", nil, with(map[string]string{"SLNG_REGION_OVERRIDE": "eu-north-1", "SLNG_WORLD_PART_OVERRIDE": "eu"}), "", "na", "eu-north-1", "eu", false},
+		{"deprecated --slng-region", []string{"--slng-region", "eu-north-1"}, key, "", "na", "eu-north-1", "", true},
+		{"deprecated SLNG_REGION", nil, with(map[string]string{"SLNG_REGION": "eu-north-1"}), "", "na", "eu-north-1", "", true},
+		{"both names, the same value", []string{"--slng-region", "x", "--slng-region-override", "x"}, key, "", "na", "x", "", true},
+	} {
+		c, err := parseConfig(tc.args, envFrom(tc.env), io.Discard)
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if c.baseURL != tc.baseURL || c.worldPart != tc.worldPart || c.regionOverride != tc.region ||
+			c.worldPartOverride != tc.worldPartOv || c.legacyRegion != tc.legacy {
+			t.Errorf("%s: parsed base %q world part %q overrides %q %q legacy %v", tc.name,
+				c.baseURL, c.worldPart, c.regionOverride, c.worldPartOverride, c.legacyRegion)
+		}
+	}
+}
+
+// TestRunLogsRegionalHost: with no base URL, the gateway uses and names the
+// regional host of its world part (nothing dials it until a stream comes).
+func TestRunLogsRegionalHost(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, []string{"--slng-world-part", "eu", "--slng-region", "eu-north-1"}, map[string]string{"SLNG_API_KEY": "sk_SENTINEL"})
+	if err := g.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	logs := g.logs.String()
+	for _, want := range []string{`"slng_host":"wss://eu.api.slng.ai"`, `"slng_region_override":"eu-north-1"`, "--slng-region (SLNG_REGION) is deprecated"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the start-up logs lack %s:\n%s", want, logs)
+		}
 	}
 }
 

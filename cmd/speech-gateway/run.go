@@ -95,17 +95,31 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		routes = slngclient.RoutesDirect
 	}
 	client, err := slngclient.New(slngclient.Options{
-		BaseURL:      cfg.baseURL,
-		APIKey:       cfg.apiKey,
-		TokenInQuery: cfg.tokenInQuery,
-		Routes:       routes,
-		Region:       cfg.region,
-		WorldPart:    cfg.worldPart,
-		Logger:       log,
+		BaseURL:           cfg.baseURL,
+		WorldPart:         cfg.worldPart,
+		APIKey:            cfg.apiKey,
+		TokenInQuery:      cfg.tokenInQuery,
+		Routes:            routes,
+		RegionOverride:    cfg.regionOverride,
+		WorldPartOverride: cfg.worldPartOverride,
+		Logger:            log,
 	})
 	if err != nil {
 		return fmt.Errorf("slng client: %w", err)
 	}
+	if cfg.legacyRegion {
+		log.Warn("--slng-region (SLNG_REGION) is deprecated: use --slng-region-override (SLNG_REGION_OVERRIDE)")
+	}
+	// Which SLNG host the gateway talks to is the first thing to check when
+	// nothing works: some regional names are reported not to resolve.
+	upstreamFields := []zap.Field{zap.String("slng_host", client.Host())}
+	if cfg.regionOverride != "" {
+		upstreamFields = append(upstreamFields, zap.String("slng_region_override", cfg.regionOverride))
+	}
+	if cfg.worldPartOverride != "" {
+		upstreamFields = append(upstreamFields, zap.String("slng_world_part_override", cfg.worldPartOverride))
+	}
+	log.Info("slng upstream", upstreamFields...)
 
 	reg := prom.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
