@@ -338,21 +338,3 @@ func (e *UpstreamError) Unwell() bool {
 	}
 	return false
 }
-
-// Reaped reports whether SLNG ended the session as housekeeping (an idle or
-// over-long connection reaped, a restart): a close with 1001, 1008, 1011 or
-// 1012 and no error frame saying the request was wrong, or an
-// idle_timeout_exceeded or max_connection_duration_exceeded error frame.
-// A new session may succeed where this one ended.
-func (e *UpstreamError) Reaped() bool {
-	switch e.Kind {
-	case KindClose:
-		switch e.CloseCode {
-		case 1001, 1008, 1011, 1012:
-			return true
-		}
-	case KindErrorFrame:
-		return e.Code == "idle_timeout_exceeded" || e.Code == "max_connection_duration_exceeded"
-	}
-	return false
-}
