@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -72,6 +73,9 @@ type transcription struct {
 
 	upMu   sync.Mutex
 	replay replayBuffer // under upMu
+	// sent is the stream's audio sent upstream so far, in bytes; offsets
+	// of transcripts without timing are estimated from it.
+	sent atomic.Int64
 
 	mu              sync.Mutex
 	meta            streamMeta
@@ -255,6 +259,7 @@ func (tr *transcription) pumpUp(ctx context.Context) error {
 				continue // draining: the upstream takes no more audio
 			}
 			tr.replay.add(r.Audio)
+			tr.sent.Add(int64(len(r.Audio)))
 			err := sess.SendAudio(audioCtx, r.Audio)
 			tr.upMu.Unlock()
 			if err != nil && !tr.recoverable(err) {
@@ -526,12 +531,24 @@ func reconnectReason(cause error) string {
 func (tr *transcription) translate(ev slngclient.STTEvent) *speechv1.TranscribeResponse {
 	switch ev.Kind {
 	case slngclient.STTPartial:
-		return &speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_PartialTranscript{
-			PartialTranscript: tr.transcript(ev.Transcript, false)}}
-	case slngclient.STTFinal:
-		t := tr.transcript(ev.Transcript, true)
+		t, _ := tr.transcript(ev.Transcript, false)
 		if t == nil {
 			return nil
+		}
+		return &speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_PartialTranscript{PartialTranscript: t}}
+	case slngclient.STTFinal:
+		t, drop := tr.transcript(ev.Transcript, true)
+		if t == nil {
+			tr.srv.metrics.finalsDropped.WithLabelValues(drop).Inc()
+			if drop == "no_audio" {
+				tr.srv.metrics.protocolViolation("stt", "final_without_audio")
+				return &speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_Warning{Warning: &speechv1.Warning{
+					Code: "upstream_protocol", Message: "the upstream sent a final transcript before any audio; it was dropped"}}}
+			}
+			return nil
+		}
+		if t.GetOffsetsEstimated() {
+			tr.srv.metrics.finalsEstimated.Inc()
 		}
 		return &speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_FinalTranscript{FinalTranscript: t}}
 	case slngclient.STTUtteranceEnd:
@@ -544,32 +561,59 @@ func (tr *transcription) translate(ev slngclient.STTEvent) *speechv1.TranscribeR
 	return nil
 }
 
-// transcript converts an upstream transcript. Offsets count from the first
-// audio byte of the gRPC stream, which is also the first byte of the one
-// upstream session; when SLNG does not say where a transcript starts, the
-// first word's start, else the previous final's end, stands in.
-func (tr *transcription) transcript(t slngclient.Transcript, final bool) *speechv1.Transcript {
+// transcript converts an upstream transcript; nil drops it, and drop says
+// why. Offsets count from the first audio byte of the gRPC stream. Where
+// SLNG says where a transcript starts (start, or its first word), that and
+// its duration (or last word) place it. SLNG's bridge often says neither
+// (the AsyncAPI's final has only transcript, confidence, language and an
+// optional duration): the transcript then starts where the previous final
+// ended and ends at the audio sent so far, marked offsets_estimated.
+func (tr *transcription) transcript(t slngclient.Transcript, final bool) (out *speechv1.Transcript, drop string) {
+	sent := tr.sent.Load()
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	start := tr.prevFinalEnd
+	if final && t.Text != "" && sent == 0 {
+		return nil, "no_audio" // a route breaking its own protocol
+	}
+	start, timed := tr.prevFinalEnd, false
 	switch {
 	case t.HasStart:
-		start = tr.base + t.Start
+		start, timed = tr.base+t.Start, true
 	case len(t.Words) > 0:
-		start = tr.base + t.Words[0].Start
+		start, timed = tr.base+t.Words[0].Start, true
 	}
-	end := start + t.Duration
-	if final && t.Text != "" && end <= tr.prevFinalEnd {
-		return nil // already delivered, from the session before a reconnect
+	var end time.Duration
+	switch {
+	case timed && t.HasDuration:
+		end = start + t.Duration
+	case timed && len(t.Words) > 0:
+		end = max(start, tr.base+t.Words[len(t.Words)-1].End)
+	case timed:
+		end = start
+	default:
+		end = start
+		if tr.clock.ok() {
+			end = max(start, tr.clock.duration(sent))
+		}
 	}
-	out := &speechv1.Transcript{
-		Text:         t.Text,
-		Confidence:   float32(t.Confidence),
-		Language:     t.Language,
-		StartOffset:  durationpb.New(start),
-		EndOffset:    durationpb.New(end),
-		Duration:     durationpb.New(t.Duration),
-		FromFinalize: t.FromFinalize,
+	if final && timed && t.Text != "" && end <= tr.prevFinalEnd {
+		return nil, "duplicate" // already delivered, from the session before a reconnect
+	}
+	fromFinalize := t.FromFinalize
+	if final && !t.HasFromFinalize && tr.finalizePending {
+		// The bridge has no finalize-correlation field: the first final
+		// after a finalize answers it (pipecat-slng's tests say so).
+		fromFinalize = true
+	}
+	out = &speechv1.Transcript{
+		Text:             t.Text,
+		Confidence:       float32(t.Confidence),
+		Language:         t.Language,
+		StartOffset:      durationpb.New(start),
+		EndOffset:        durationpb.New(end),
+		Duration:         durationpb.New(end - start),
+		FromFinalize:     fromFinalize,
+		OffsetsEstimated: !timed,
 	}
 	for _, w := range t.Words {
 		speaker := int32(-1)
@@ -594,13 +638,13 @@ func (tr *transcription) transcript(t slngclient.Transcript, final bool) *speech
 		if t.Text != "" {
 			tr.failures = 0
 		}
-		if t.FromFinalize {
+		if fromFinalize {
 			tr.finalizePending = false
-		}
-		if t.FromFinalize && !tr.finalizeAt.IsZero() {
-			tr.srv.metrics.transcriptDelay.Observe(time.Since(tr.finalizeAt).Seconds())
-			tr.finalizeAt = time.Time{}
+			if !tr.finalizeAt.IsZero() {
+				tr.srv.metrics.transcriptDelay.Observe(time.Since(tr.finalizeAt).Seconds())
+				tr.finalizeAt = time.Time{}
+			}
 		}
 	}
-	return out
+	return out, ""
 }

@@ -21,6 +21,19 @@ const tracerName = "github.com/speech-gateway/speech-gateway/service"
 type upstreamLease struct {
 	*slngpool.Lease
 	span trace.Span
+	// unknown counts the messages of unknown types the session had ignored
+	// before this lease (a pooled session may serve several streams).
+	unknown int64
+	kind    string
+	m       *Metrics
+}
+
+// unknownTypes is the session's count of ignored unknown messages.
+func (l *upstreamLease) unknownTypes() int64 {
+	if l.TTS != nil {
+		return l.TTS.Stats().UnknownTypes
+	}
+	return l.STT.Stats().UnknownTypes
 }
 
 // acquire gets an upstream session of kind ("tts" or "stt") through get,
@@ -45,12 +58,17 @@ func (s *Server) acquire(ctx context.Context, kind string, ep slngclient.Endpoin
 	}
 	span.SetAttributes(attribute.Bool("slng.pool.warm", lease.Warm),
 		attribute.String("slng.session_id", id), attribute.String("slng.request_id", req))
-	return &upstreamLease{Lease: lease, span: span}, nil
+	l := &upstreamLease{Lease: lease, span: span, kind: kind, m: s.metrics}
+	l.unknown = l.unknownTypes()
+	return l, nil
 }
 
 // release hands the session back (see slngpool.Lease.Release) and ends its
 // span.
 func (l *upstreamLease) release(err error, reuse bool) {
+	if n := l.unknownTypes() - l.unknown; n > 0 {
+		l.m.unknownFrames.WithLabelValues(l.kind).Add(float64(n))
+	}
 	l.Release(err, reuse)
 	if err != nil {
 		l.span.RecordError(err)

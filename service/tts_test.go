@@ -469,6 +469,10 @@ func TestSynthesizeIgnoresUnknownAndMalformedFrames(t *testing.T) {
 		if got, _ := slngsim.Decode(audioOf(resps), "linear16", 24000); got != "Robust." {
 			t.Fatalf("%s: decoded %q", fault, got)
 		}
+		n := testutil.ToFloat64(h.metrics.unknownFrames.WithLabelValues("tts"))
+		if strings.Contains(fault, "unknown") && n < 1 {
+			t.Errorf("%s: unknown frames metric = %v, want it counted", fault, n)
+		}
 	}
 }
 
@@ -621,6 +625,97 @@ func BenchmarkSynthesizeChunk(b *testing.B) {
 	for {
 		if _, err := stream.Recv(); err != nil {
 			break
+		}
+	}
+}
+
+// TestSynthesizeTurnTimeout: a turn that stops making progress on a socket
+// that stays open ends with turn_failed after the turn timeout; the next
+// turn is spoken on a new session.
+func TestSynthesizeTurnTimeout(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, slngsim.Options{Script: func(ci slngsim.ConnInfo) slngsim.Fault {
+		if ci.Seq == 1 {
+			_, f, _ := slngsim.ParseFault("*=stall@chunks:3")
+			return f
+		}
+		return slngsim.Fault{}
+	}}, Config{TurnTimeout: 300 * time.Millisecond})
+	b := h.synthesize(t, testContext(t), nil)
+	b.send(ttsText("This turn gets stuck after three chunks of its audio.", true))
+	b.send(ttsText("Second turn.", true))
+	if err := b.stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	resps, err := recvAll(t, b.stream.Recv)
+	if err != nil {
+		t.Fatalf("stream failed: %v", err)
+	}
+	var failed *speechv1.TurnFailed
+	var rc *speechv1.UpstreamReconnected
+	var second []byte
+	for _, r := range resps {
+		if f := r.GetTurnFailed(); f != nil {
+			failed = f
+		}
+		if r.GetReconnected() != nil {
+			rc = r.GetReconnected()
+		}
+		if a := r.GetAudio(); a != nil && a.GetTurnId() == 2 {
+			second = append(second, a.GetData()...)
+		}
+	}
+	if failed.GetTurnId() != 1 || failed.GetReason() != ReasonUpstreamTurnTimeout || codes.Code(failed.GetCode()) != codes.Unavailable ||
+		failed.GetDelivered().GetLastSequence() != 3 {
+		t.Fatalf("turn_failed = %v; responses %s", failed, kinds(resps))
+	}
+	if rc.GetReason() != "turn_timeout" || rc.GetTurnsReplayed() != 1 {
+		t.Errorf("reconnected = %v", rc)
+	}
+	if got, err := slngsim.Decode(second, "linear16", 24000); err != nil || got != "Second turn." {
+		t.Errorf("second turn decoded %q, %v", got, err)
+	}
+	if v := testutil.ToFloat64(h.metrics.turnsFailed.WithLabelValues(ReasonUpstreamTurnTimeout)); v != 1 {
+		t.Errorf("turns failed metric = %v, want 1", v)
+	}
+
+	// SynthesizeText ends with the status.
+	h2 := newHarness(t, slngsim.Options{Faults: slngsim.MustFaults("*=stall@chunks:3")}, Config{TurnTimeout: 200 * time.Millisecond})
+	_, err = h2.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "Stuck for good."})
+	wantStatus(t, err, codes.Unavailable, ReasonUpstreamTurnTimeout)
+}
+
+// TestSynthesizeRollsOverBetweenTurns: past the maximum session age, the
+// stream moves to a new upstream session at a turn boundary, never in the
+// middle of a turn.
+func TestSynthesizeRollsOverBetweenTurns(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, slngsim.Options{}, Config{MaxUpstreamSessionAge: time.Nanosecond})
+	b := h.synthesize(t, testContext(t), nil)
+	texts := []string{"One.", "Two.", "Three."}
+	for i, text := range texts {
+		b.send(ttsText(text, true))
+		resps := b.until(func(r *speechv1.SynthesizeResponse) bool { return r.GetAudioEnd() != nil })
+		got, err := slngsim.Decode(audioOf(resps), "linear16", 24000)
+		if err != nil || got != text {
+			t.Fatalf("turn %d: %q, %v", i+1, got, err)
+		}
+	}
+	if err := b.stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := recvAll(t, b.stream.Recv); err != nil {
+		t.Fatal(err)
+	}
+	if c := h.sim.Stats().Connections; c != 3 {
+		t.Errorf("%d upstream sessions for 3 turns past the maximum age, want 3", c)
+	}
+	if v := testutil.ToFloat64(h.metrics.reconnects.WithLabelValues("tts", "rollover")); v < 2 {
+		t.Errorf("rollover metric = %v, want at least 2", v)
+	}
+	for _, s := range h.sim.Sessions() {
+		if s.TurnsCompleted != 1 {
+			t.Errorf("session %s completed %d turns, want 1", s.ID, s.TurnsCompleted)
 		}
 	}
 }

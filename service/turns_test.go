@@ -59,9 +59,9 @@ const (
 	stCleared  step = "cleared"
 	stClear    step = "clear"
 	stCancel   step = "cancel"
-	stClose    step = "close"     // a clean close
-	stLost     step = "lost"      // a failed session
-	stTimeout  step = "timeout"   // the turn watchdog fires
+	stClose    step = "close"   // a clean close
+	stLost     step = "lost"    // a failed session
+	stTimeout  step = "timeout" // the turn watchdog fires
 	stNewSess  step = "new_session"
 )
 

@@ -57,6 +57,7 @@ type config struct {
 	callerIdleTimeout        time.Duration
 	replayBytes              int
 	maxUpstreamAge           time.Duration
+	turnTimeout              time.Duration
 
 	shutdownDelay   time.Duration
 	shutdownTimeout time.Duration
@@ -161,7 +162,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.finalsTimeout, "finals-timeout", envDur("FINALS_TIMEOUT", 10*time.Second), "wait for the last transcripts after a Transcribe half-close [FINALS_TIMEOUT]")
 	fs.DurationVar(&c.callerIdleTimeout, "caller-idle-timeout", envDur("CALLER_IDLE_TIMEOUT", 5*time.Minute), "end streams whose caller sent nothing this long while nothing is in progress; negative disables [CALLER_IDLE_TIMEOUT]")
 	fs.IntVar(&c.replayBytes, "transcribe-replay-bytes", envInt("TRANSCRIBE_REPLAY_BYTES", 2<<20), "audio kept after the last final to replay to a new upstream session; negative disables reconnecting [TRANSCRIBE_REPLAY_BYTES]")
-	fs.DurationVar(&c.maxUpstreamAge, "max-upstream-session-age", envDur("MAX_UPSTREAM_SESSION_AGE", 25*time.Minute), "move a Transcribe stream to a new upstream session at the first final after this age; negative disables [MAX_UPSTREAM_SESSION_AGE]")
+	fs.DurationVar(&c.maxUpstreamAge, "max-upstream-session-age", envDur("MAX_UPSTREAM_SESSION_AGE", 25*time.Minute), "move a stream to a new upstream session past this age: Transcribe at the first final, Synthesize between turns; negative disables [MAX_UPSTREAM_SESSION_AGE]")
+	fs.DurationVar(&c.turnTimeout, "turn-timeout", envDur("TURN_TIMEOUT", 15*time.Second), "end a Synthesize turn that makes no progress this long after its flush with turn_failed, and speak the turns behind it on a new upstream session; negative disables [TURN_TIMEOUT]")
 	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", envDur("SHUTDOWN_DELAY", 0), "on SIGTERM, report not-ready this long before draining, so that load balancers stop sending [SHUTDOWN_DELAY]")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDur("SHUTDOWN_TIMEOUT", 25*time.Second), "on SIGTERM, how long streams may take to finish before they are cut [SHUTDOWN_TIMEOUT]")
 	fs.BoolVar(&c.allowCallerKey, "allow-caller-key", envBool("ALLOW_CALLER_KEY"), "let callers send their own SLNG key in x-slng-api-key metadata [ALLOW_CALLER_KEY]")

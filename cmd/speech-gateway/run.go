@@ -158,6 +158,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		CallerIdleTimeout:     cfg.callerIdleTimeout,
 		TranscribeReplayBytes: cfg.replayBytes,
 		MaxUpstreamSessionAge: cfg.maxUpstreamAge,
+		TurnTimeout:           cfg.turnTimeout,
 		DrainGrace:            cfg.shutdownTimeout,
 	})
 	if err != nil {
