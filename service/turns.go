@@ -44,7 +44,11 @@ type turn struct {
 	firstAudio bool
 	// failed is set on an open turn that failed before its flush: the rest
 	// of its text is dropped until the caller flushes it.
-	failed  bool
+	failed bool
+	// retried is set when an error frame already sent the turn to a new
+	// session once: a second one fails it, as the text itself is likely
+	// what the route refuses.
+	retried bool
 	bytes   uint64
 	lastSeq uint64
 }
@@ -226,14 +230,16 @@ func (b *turnBook) event(ev slngclient.TTSEvent) ([]*speechv1.SynthesizeResponse
 		res.warning = true
 		if t := b.inProgress(); t != nil && len(b.clears) == 0 {
 			res.replace = true
-			if ev.Err == nil || !ev.Err.Retryable || t.bytes > 0 {
+			if ev.Err == nil || !ev.Err.Retryable || t.bytes > 0 || t.retried {
 				// SLNG answered the turn with an error and will not
 				// finish it (e.g. text with no letters, text too long,
-				// an unknown pronunciation dictionary), or failed it
-				// after some of its audio, which a retry would repeat.
+				// an unknown pronunciation dictionary), failed it after
+				// some of its audio, which a retry would repeat, or
+				// failed it again on a new session.
 				res.failed = t
 				return b.fail(t, ev.Err), res
 			}
+			t.retried = true
 		}
 		b.out = append(b.out, warningResponse(ev.Err))
 		return b.out, res

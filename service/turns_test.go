@@ -151,6 +151,8 @@ func TestTurnBookRoutes(t *testing.T) {
 		{"retryable error before any audio", []step{stText, stFlush, stWarnSoft, stNewSess, stAudio, stFlushed},
 			"warning audio:1 flushed:1 audio_end:1", true},
 		{"retryable error after audio", []step{stText, stFlush, stAudio, stWarnSoft}, "audio:1 turn_failed:1", true},
+		{"retryable error twice before audio", []step{stText, stFlush, stWarnSoft, stNewSess, stWarnSoft},
+			"warning turn_failed:1", true},
 		{"error between turns", []step{stWarnHard}, "warning", true},
 		{"stuck turn", []step{stText, stFlush, stAudio, stTimeout}, "audio:1 turn_failed:1", true},
 		{"clear drops the rest of the turn", []step{stText, stFlush, stAudio, stClear, stAudio, stFlushed, stCleared, stText, stFlush, stAudio, stAudioEnd},
