@@ -9,17 +9,31 @@
 //
 // What it does, following docs/ARCHITECTURE.md and SLNG's published protocol:
 // Bearer or ?token= auth (HTTP 401 otherwise); `init` then `ready` with a
-// session id and request id; TTS turns of segment_start, audio (binary frames,
-// or audio_chunk JSON), segment_end, flushed and audio_end; clear (answered
-// by cleared), cancel, close and keepalive; STT partial and final transcripts
-// with optional words, utterance_end, finalize and close; an idle timer that
-// only client data frames reset (never pings); a maximum connection duration;
-// models that close after audio_end; a per-key connection limit; and faults
-// injected per model (see ParseFault).
+// session id and request id; TTS turns of audio ending in `flushed` and/or
+// `audio_end`; clear (answered by cleared), cancel, close and keepalive; STT
+// partial and final transcripts, utterance_end, finalize and close; an idle
+// timer that only client data frames reset (never pings); a maximum
+// connection duration; a per-key connection limit; and faults injected per
+// model (see ParseFault).
+//
+// Routes differ, and SLNG's own clients show that the live service is less
+// uniform and less kind than its documentation. A Profile, chosen per model
+// (Options.Profile, Options.ProfileFor), sets each such behaviour: how a
+// turn ends (`flushed`, `audio_end`, both, or a close 1000 after the audio),
+// segment events, the framing of audio (binary or one of seven JSON shapes),
+// errors in the middle of a turn that never finishes it, TTS sessions
+// dropped when no text follows `ready`, the shape of transcripts (rich, or
+// the AsyncAPI's with no start, words or from_finalize), reaps with or
+// without an error frame and their close codes, the shape of error frames,
+// and BYOK refused on SLNG-hosted routes. Realistic is the documented rule
+// per provider; ProfileRich, the default, is the original, kindest
+// behaviour. docs/simulator.md gives the source of each behaviour and what
+// the simulator cannot show.
 //
 // Its audio means something: Synthesize encodes text as tones that Decode,
 // and the simulated STT, turn back into exactly the same text, so a round
-// trip proves that no byte was lost, duplicated or reordered.
+// trip proves that no byte was lost, duplicated or reordered, in every
+// profile and audio shape.
 //
 // A Server's methods may be called concurrently. Close stops every session
 // and waits for all of its goroutines.

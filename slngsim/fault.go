@@ -2,6 +2,7 @@ package slngsim
 
 import (
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 )
@@ -11,7 +12,9 @@ type FaultKind string
 
 // The fault kinds.
 const (
-	// FaultHandshake rejects the WebSocket upgrade with HTTP Fault.HTTPStatus.
+	// FaultHandshake rejects the WebSocket upgrade with HTTP Fault.HTTPStatus
+	// and a plain-text body: Fault.Body, or a realistic one for the status
+	// (see handshakeBody).
 	FaultHandshake FaultKind = "handshake"
 	// FaultError sends an error frame with Fault.Code; when Fault.Fatal, the
 	// socket is then closed with Fault.CloseCode (default 1011).
@@ -51,6 +54,7 @@ type Fault struct {
 	Point      FaultPoint
 	After      int    // for PointChunks
 	HTTPStatus int    // for FaultHandshake
+	Body       string // for FaultHandshake: the response body; default a realistic text for the status
 	Code       string // for FaultError
 	Message    string // for FaultError; default "injected <code>"
 	Fatal      bool   // for FaultError: close after the frame
@@ -63,6 +67,7 @@ type Fault struct {
 // ParseFault parses a fault spec of the form MODEL=KIND[:ARG][@POINT][,OPTION...]:
 //
 //	deepgram/aura:2=handshake:503
+//	*=handshake:400,body=BYOK is only supported for external STT/TTS routes
 //	*=error:provider_error@first-audio,fatal,close=1011
 //	*=error:pronunciation_not_found@ready         (non-fatal: frame only)
 //	*=drop@chunks:3
@@ -140,6 +145,11 @@ func ParseFault(spec string) (model string, f Fault, err error) {
 			}
 		case "message":
 			f.Message = v
+		case "body":
+			if f.Kind != FaultHandshake {
+				return "", Fault{}, fmt.Errorf("fault %q: body is for handshake faults", spec)
+			}
+			f.Body = v
 		default:
 			return "", Fault{}, fmt.Errorf("fault %q: unknown option %q", spec, o)
 		}
@@ -159,4 +169,34 @@ func MustFaults(specs ...string) map[string]Fault {
 		m[model] = f
 	}
 	return m
+}
+
+// handshakeBody is the body of a refused handshake: SLNG's own words where
+// its documentation gives them ([ERR], the OpenAPI document), otherwise a
+// short reason in the same style. pipecat-slng shows this body to the user,
+// so it is never just the status line.
+func handshakeBody(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return "Invalid request: the model route does not accept this connection"
+	case http.StatusUnauthorized:
+		return "Invalid or missing API key"
+	case http.StatusForbidden:
+		return "Missing or invalid Bearer token"
+	case http.StatusNotFound:
+		return "Model not found"
+	case http.StatusRequestEntityTooLarge:
+		return "Payload too large"
+	case http.StatusTooManyRequests:
+		return "Too many concurrent connections"
+	case http.StatusInternalServerError:
+		return "Internal server error"
+	case http.StatusBadGateway:
+		return "Failed to connect to backend: 502 Bad Gateway"
+	case http.StatusServiceUnavailable:
+		return "Service temporarily unavailable, please retry"
+	case http.StatusGatewayTimeout:
+		return "Backend did not respond in time"
+	}
+	return http.StatusText(status)
 }

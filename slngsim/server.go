@@ -21,14 +21,17 @@ import (
 	"go.uber.org/zap"
 )
 
-// AudioForm is how the simulated TTS sends audio.
+// AudioForm is how the simulated TTS sends audio, for every model. It
+// predates Profile.AudioShape, which can also choose other JSON shapes per
+// model.
 type AudioForm int
 
 const (
-	// AudioBinary sends raw audio as binary frames, as SLNG's bridge does.
+	// AudioBinary leaves the choice to the profile (binary frames unless
+	// its AudioShape says otherwise).
 	AudioBinary AudioForm = iota
 	// AudioJSON sends `audio_chunk` JSON messages with base64 data, the
-	// documented form.
+	// documented form, on every model (AudioShapeAudioChunk).
 	AudioJSON
 )
 
@@ -45,22 +48,23 @@ type Options struct {
 	// Realtime paces TTS audio at playback speed. Default: as fast as the
 	// client reads.
 	Realtime bool
-	// AudioForm selects binary frames (default) or audio_chunk JSON.
+	// AudioForm AudioJSON sends audio_chunk JSON on every model, whatever
+	// the profile says.
 	AudioForm AudioForm
 	// ChunkDuration is the audio per TTS frame. Default 20 ms.
 	ChunkDuration time.Duration
-	// IdleTimeout closes a socket whose client sent no text or binary frame
-	// for this long (pings do not count): error idle_timeout_exceeded, then
-	// close 1008. Default 30 s; negative disables.
+	// IdleTimeout reaps a socket whose client sent no text or binary frame
+	// for this long (pings do not count): with the profile's ReapErrorFrame,
+	// error idle_timeout_exceeded first; then close with its ReapCode
+	// (rich: the frame, then 1008). Default 30 s; negative disables.
 	IdleTimeout time.Duration
-	// MaxConnectionDuration closes any socket this old: error
-	// max_connection_duration_exceeded, then close 1008. Default 30 min;
-	// negative disables.
+	// MaxConnectionDuration reaps any socket this old, as the idle timeout
+	// does but with max_connection_duration_exceeded. Default 30 min, the
+	// limit of some SLNG plans; negative disables.
 	MaxConnectionDuration time.Duration
-	// TTSTextTimeout closes a TTS session that receives no `text` within
-	// this long of `ready`, without an error frame, as SLNG's bridge does
-	// on some routes (pipecat-slng measured 5.05 s on soniox/tts-rt:v1).
-	// The close code is TTSTextTimeoutClose, default 1008. 0 disables.
+	// TTSTextTimeout and TTSTextTimeoutClose, when not 0, replace every
+	// profile's TextTimeout and TextTimeoutClose; a negative TTSTextTimeout
+	// disables the text timeout on every model.
 	TTSTextTimeout      time.Duration
 	TTSTextTimeoutClose int
 	// MaxConcurrentPerKey limits open sockets per key; more are refused
@@ -69,10 +73,19 @@ type Options struct {
 	// ConnectLatency delays every handshake; ReadyLatency delays `ready`
 	// after `init`; FirstAudioLatency delays each turn's first audio.
 	ConnectLatency, ReadyLatency, FirstAudioLatency time.Duration
-	// CloseAfterAudioEnd reports the models that close the socket (1000)
-	// after each audio_end, as some SLNG models do. Default: models whose
-	// name contains "rime/" or "cartesia/".
+	// CloseAfterAudioEnd, when set, decides each model's
+	// Profile.CloseAfterTurn (close 1000 after each turn's end messages),
+	// whatever the profile says. When it, Profile and ProfileFor are all
+	// unset, models whose name contains "rime/" or "cartesia/" close after
+	// each turn, as the simulator always did.
 	CloseAfterAudioEnd func(model string) bool
+	// Profile is the route behaviour of every model; nil means
+	// ProfileRich(), the simulator's original behaviour. New copies it.
+	Profile *Profile
+	// ProfileFor, when set, picks each model's profile at its handshake
+	// and takes precedence over Profile, e.g. Realistic. It may be called
+	// concurrently.
+	ProfileFor func(model string) Profile
 	// Faults are injected per model; the key "*" applies to every model
 	// without an entry of its own. See ParseFault.
 	Faults map[string]Fault
@@ -103,6 +116,7 @@ type SessionInfo struct {
 	Model            string
 	Region           string // X-Region-Override
 	WorldPart        string // X-World-Part-Override
+	Profile          string // the Name of the session's profile
 	ProviderKey      bool   // whether X-Slng-Provider-Key was sent (never its value)
 	TokenInQuery     bool   // whether the key came as ?token=
 	KeyID            string // KeyID of the key presented, "" without one
@@ -117,6 +131,7 @@ type SessionInfo struct {
 	AudioBytesSent   int64
 	AudioBytesHeard  int64
 	TurnsCompleted   int
+	TurnsFailed      int // turns that got a mid-turn error frame (Profile.MidTurnError)
 	FinalsSent       int
 	KeepalivesHeard  int
 	ClearsAnswered   int
@@ -169,16 +184,18 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxConnectionDuration == 0 {
 		opts.MaxConnectionDuration = 30 * time.Minute
 	}
-	if opts.CloseAfterAudioEnd == nil {
-		opts.CloseAfterAudioEnd = func(model string) bool {
-			return strings.Contains(model, "rime/") || strings.Contains(model, "cartesia/")
-		}
-	}
 	if opts.Addr == "" {
 		opts.Addr = "127.0.0.1:0"
 	}
-	if opts.TTSTextTimeoutClose == 0 {
-		opts.TTSTextTimeoutClose = int(websocket.StatusPolicyViolation)
+	if opts.TTSTextTimeoutClose != 0 && !validCloseCode(opts.TTSTextTimeoutClose) {
+		return nil, errors.New("slngsim: TTSTextTimeoutClose is not a close code")
+	}
+	if opts.Profile != nil {
+		p := *opts.Profile
+		if err := p.withDefaults().validate(); err != nil {
+			return nil, err
+		}
+		opts.Profile = &p
 	}
 	faults := make(map[string]Fault, len(opts.Faults))
 	for k, v := range opts.Faults {
@@ -285,10 +302,24 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.opts.ConnectLatency > 0 && !sleepCtx(r.Context(), s.opts.ConnectLatency) {
 		return
 	}
+	profile := s.profileFor(model)
+	if err := profile.validate(); err != nil {
+		s.log.Error("invalid profile", zap.String("model", model), zap.Error(err))
+		s.reject(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if profile.RefuseBYOK && r.Header.Get("X-Slng-Provider-Key") != "" && strings.HasPrefix(model, "slng/") {
+		s.reject(w, http.StatusBadRequest, byokRefusal)
+		return
+	}
 	seq := s.seq.Add(1)
 	fault := s.faultFor(ConnInfo{Kind: kind, Model: model, Seq: seq})
 	if fault.Kind == FaultHandshake {
-		s.reject(w, fault.HTTPStatus, http.StatusText(fault.HTTPStatus))
+		body := fault.Body
+		if body == "" {
+			body = handshakeBody(fault.HTTPStatus)
+		}
+		s.reject(w, fault.HTTPStatus, body)
 		return
 	}
 	if !s.acquireKey(key) {
@@ -298,10 +329,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.releaseKey(key)
 
 	ss := &session{
-		srv:   s,
-		fault: fault,
+		srv:     s,
+		fault:   fault,
+		profile: profile,
+		reaps:   make(chan reapRequest, 1),
 		info: SessionInfo{
 			ID:           "sess_" + randomHex(8),
+			Profile:      profile.Name,
 			Kind:         kind,
 			Route:        route,
 			Model:        model,
@@ -350,6 +384,40 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.stats.active.Add(-1)
 	ss.run()
 }
+
+// profileFor resolves a model's profile: ProfileFor, else Profile, else
+// the rich profile; then the older Options that still apply to every
+// model, and the defaults.
+func (s *Server) profileFor(model string) Profile {
+	o := &s.opts
+	var p Profile
+	switch {
+	case o.ProfileFor != nil:
+		p = o.ProfileFor(model)
+	case o.Profile != nil:
+		p = *o.Profile
+	default:
+		p = ProfileRich()
+		p.CloseAfterTurn = strings.Contains(model, "rime/") || strings.Contains(model, "cartesia/")
+	}
+	if o.CloseAfterAudioEnd != nil {
+		p.CloseAfterTurn = o.CloseAfterAudioEnd(model)
+	}
+	if o.AudioForm == AudioJSON {
+		p.AudioShape = AudioShapeAudioChunk
+	}
+	if o.TTSTextTimeout != 0 {
+		p.TextTimeout = o.TTSTextTimeout
+	}
+	if o.TTSTextTimeoutClose != 0 {
+		p.TextTimeoutClose = o.TTSTextTimeoutClose
+	}
+	return p.withDefaults()
+}
+
+// byokRefusal is SLNG's answer to a provider key on an SLNG-hosted route
+// (pipecat-slng README and CHANGELOG 0.4.0).
+const byokRefusal = "BYOK is only supported for external STT/TTS routes"
 
 func (s *Server) reject(w http.ResponseWriter, code int, msg string) {
 	s.stats.rejected.Add(1)
@@ -414,6 +482,37 @@ func (s *Server) Kill(match func(SessionInfo) bool) int {
 		if info := ss.snapshot(); info.Open && match(info) {
 			ss.drop()
 			n++
+		}
+	}
+	return n
+}
+
+// Reap closes every open connection whose info matches with a close
+// frame of code, as SLNG reaps idle and over-long connections; with
+// withErrorFrame an error frame (max_connection_duration_exceeded, in the
+// session's ErrorShape) goes first. Unlike Kill, the client sees a proper
+// close. It returns how many connections it started to reap; each closes
+// promptly, but Reap does not wait for the client's answer. A code that is
+// not a close code (see RFC 6455 section 7.4) reaps nothing.
+func (s *Server) Reap(match func(SessionInfo) bool, code int, withErrorFrame bool) int {
+	if !validCloseCode(code) {
+		return 0
+	}
+	s.mu.Lock()
+	list := append([]*session(nil), s.sessions...)
+	s.mu.Unlock()
+	n := 0
+	for _, ss := range list {
+		info := ss.snapshot()
+		if !info.Open || ss.closing.Load() || !match(info) {
+			continue
+		}
+		req := reapRequest{code: websocket.StatusCode(code), frame: withErrorFrame,
+			errCode: "max_connection_duration_exceeded", message: "connection reaped"}
+		select {
+		case ss.reaps <- req:
+			n++
+		default: // a reap is already on its way
 		}
 	}
 	return n

@@ -18,7 +18,11 @@ import (
 type session struct {
 	srv       *Server
 	fault     Fault
+	profile   Profile // resolved at the handshake, with defaults
 	requestID string
+	// reaps carries Server.Reap's requests to the watchdog, which closes
+	// the session; one pending request is enough.
+	reaps chan reapRequest
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -34,14 +38,22 @@ type session struct {
 	info SessionInfo
 }
 
+// reapRequest asks the watchdog to reap the session.
+type reapRequest struct {
+	code             websocket.StatusCode
+	frame            bool // send an error frame first
+	errCode, message string
+}
+
 // clientMsg is any message a client sends.
 type clientMsg struct {
-	Type   string          `json:"type"`
-	Text   string          `json:"text"`
-	Flush  bool            `json:"flush"`
-	Data   string          `json:"data"`
-	Voice  string          `json:"voice"`
-	Config json.RawMessage `json:"config"`
+	Type          string          `json:"type"`
+	Text          string          `json:"text"`
+	Flush         bool            `json:"flush"`
+	Data          string          `json:"data"`
+	Voice         string          `json:"voice"`
+	Config        json.RawMessage `json:"config"`
+	Pronunciation json.RawMessage `json:"pronunciation"`
 }
 
 // initConfig is the part of `init.config` the simulator acts on.
@@ -56,6 +68,9 @@ type initConfig struct {
 	EnableWordTimestamps    bool    `json:"enable_word_timestamps"`
 	MaxSpeakers             int     `json:"max_speakers"`
 	Speed                   float64 `json:"speed"`
+	// Pronunciation names a pronunciation dictionary (some TTS routes);
+	// its shape is not published, so any JSON value is taken.
+	Pronunciation json.RawMessage `json:"pronunciation"`
 }
 
 func (ss *session) snapshot() SessionInfo {
@@ -118,6 +133,9 @@ func (ss *session) run() {
 		return
 	}
 	ready := map[string]any{"type": "ready", "session_id": ss.info.ID, "slng_request_id": ss.requestID}
+	if ss.info.Kind == "tts" && ss.profile.PartialText {
+		ready["accepts_partial_text"] = true
+	}
 	if ss.fault.Kind == FaultUnknown {
 		// A correct client ignores unknown types even before `ready`.
 		ss.writeJSON(map[string]any{"type": "sim_unknown_event", "detail": "before ready"})
@@ -219,14 +237,25 @@ func (ss *session) read() (websocket.MessageType, []byte, error) {
 	return typ, data, nil
 }
 
-// watchdog enforces the idle timeout and the maximum connection duration.
+// watchdog reaps the session: on the idle timeout, at the maximum
+// connection duration (the shorter of Options.MaxConnectionDuration and
+// Profile.ReapAfter), and when Server.Reap asks. Every reap follows the
+// profile's ReapCode and ReapErrorFrame, except Server.Reap's own.
 func (ss *session) watchdog() {
 	opts := ss.srv.opts
+	maxDur := opts.MaxConnectionDuration
+	if after := ss.profile.ReapAfter; after > 0 && (maxDur <= 0 || after < maxDur) {
+		maxDur = after
+	}
 	var maxAge <-chan time.Time
-	if opts.MaxConnectionDuration > 0 {
-		t := time.NewTimer(opts.MaxConnectionDuration)
+	if maxDur > 0 {
+		t := time.NewTimer(maxDur)
 		defer t.Stop()
 		maxAge = t.C
+	}
+	reap := func(errCode, msg string) {
+		ss.reap(reapRequest{code: websocket.StatusCode(ss.profile.ReapCode), frame: ss.profile.ReapErrorFrame,
+			errCode: errCode, message: msg})
 	}
 	var idle *time.Timer
 	var idleC <-chan time.Time
@@ -239,8 +268,11 @@ func (ss *session) watchdog() {
 		select {
 		case <-ss.ctx.Done():
 			return
+		case r := <-ss.reaps:
+			ss.reap(r)
+			return
 		case <-maxAge:
-			ss.fatal("max_connection_duration_exceeded", "maximum connection duration reached", websocket.StatusPolicyViolation)
+			reap("max_connection_duration_exceeded", "maximum connection duration reached")
 			return
 		case <-idleC:
 			last := time.Unix(0, ss.lastFrame.Load())
@@ -248,7 +280,7 @@ func (ss *session) watchdog() {
 				idle.Reset(left)
 				continue
 			}
-			ss.fatal("idle_timeout_exceeded", "no data received within the idle timeout", websocket.StatusPolicyViolation)
+			reap("idle_timeout_exceeded", "no data received within the idle timeout")
 			return
 		}
 	}
@@ -266,8 +298,33 @@ func (ss *session) writeJSON(v any) bool {
 	return ss.ws.Write(ss.ctx, websocket.MessageText, b) == nil
 }
 
+// sendError sends an error frame in the profile's ErrorShape.
 func (ss *session) sendError(code, msg string) bool {
-	return ss.writeJSON(map[string]any{"type": "error", "code": code, "message": msg})
+	return ss.writeJSON(errorFrame(ss.profile.ErrorShape, code, msg))
+}
+
+// errorFrame is an error frame in one of the shapes clients read.
+func errorFrame(shape ErrorShape, code, msg string) map[string]any {
+	switch shape {
+	case ErrorShapeCapital:
+		return map[string]any{"type": "Error", "code": code, "message": msg}
+	case ErrorShapeNested:
+		return map[string]any{"type": "error", "data": map[string]any{"code": code, "message": msg}}
+	case ErrorShapeObject:
+		return map[string]any{"type": "error", "error": map[string]any{"message": msg, "code": code}}
+	}
+	return map[string]any{"type": "error", "code": code, "message": msg}
+}
+
+// reap ends the session as SLNG's housekeeping does: an optional error
+// frame, then a close frame.
+func (ss *session) reap(r reapRequest) {
+	ss.srv.log.Debug("reaping session", zap.String("session_id", ss.info.ID), zap.String("reason", r.errCode),
+		zap.Int("close_code", int(r.code)), zap.Bool("error_frame", r.frame))
+	if r.frame {
+		ss.sendError(r.errCode, r.message)
+	}
+	ss.closeWith(r.code, r.errCode)
 }
 
 // fatal sends an error frame and closes with code.

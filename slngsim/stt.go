@@ -110,14 +110,17 @@ func (ss *session) hear(st *sttState, audio []byte) bool {
 	}
 	if st.partials && len(st.dec.pending)-st.lastPartial >= partialEvery {
 		st.lastPartial = len(st.dec.pending)
-		start := st.dec.seconds(st.dec.uttStart)
-		if !ss.writeJSON(map[string]any{
+		msg := map[string]any{
 			"type":       "partial_transcript",
 			"transcript": string(st.dec.pending),
 			"confidence": 0.8,
-			"start":      round3(start),
-			"duration":   round3(st.dec.seconds(st.dec.symbols) - start),
-		}) {
+		}
+		if ss.profile.FinalShape == FinalsRich {
+			start := st.dec.seconds(st.dec.uttStart)
+			msg["start"] = round3(start)
+			msg["duration"] = round3(st.dec.seconds(st.dec.symbols) - start)
+		}
+		if !ss.writeJSON(msg) {
 			return false
 		}
 	}
@@ -146,16 +149,25 @@ func (ss *session) sendFinal(st *sttState, text string, start, end float64, from
 		lang = "en"
 	}
 	msg := map[string]any{
-		"type":          "final_transcript",
-		"transcript":    text,
-		"confidence":    0.98,
-		"language":      lang,
-		"start":         round3(start),
-		"duration":      round3(end - start),
-		"from_finalize": fromFinalize,
+		"type":       "final_transcript",
+		"transcript": text,
+		"confidence": 0.98,
+		"language":   lang,
 	}
-	if (st.cfg.EnableWordTimestamps || st.cfg.EnableDiarization) && text != "" {
-		msg["words"] = ss.words(st, text, start, end)
+	switch ss.profile.FinalShape {
+	case FinalsAsyncAPI:
+		// The AsyncAPI's final: no start, words or from_finalize, so a
+		// client cannot tell a finalize's answer from any other final.
+		if ss.profile.AsyncAPIDuration {
+			msg["duration"] = round3(end - start)
+		}
+	default:
+		msg["start"] = round3(start)
+		msg["duration"] = round3(end - start)
+		msg["from_finalize"] = fromFinalize
+		if (st.cfg.EnableWordTimestamps || st.cfg.EnableDiarization) && text != "" {
+			msg["words"] = ss.words(st, text, start, end)
+		}
 	}
 	st.utterances++
 	ss.srv.stats.finals.Add(1)

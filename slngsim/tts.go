@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 )
@@ -19,6 +21,8 @@ type ttsCmd struct {
 	flush bool
 	gen   int64 // the abort generation when it arrived
 	code  string
+	// pronunciation is the dictionary a text message names, "" for none.
+	pronunciation string
 }
 
 // ttsQueue bounds what a client may queue ahead of the speaker; beyond it
@@ -41,9 +45,9 @@ func (ss *session) serveTTS(cfg initConfig) {
 
 	// gotText stops the text timeout, when there is one.
 	gotText := func() {}
-	if d := ss.srv.opts.TTSTextTimeout; d > 0 {
+	if d := ss.profile.TextTimeout; d > 0 {
 		t := time.AfterFunc(d, func() {
-			ss.closeWith(websocket.StatusCode(ss.srv.opts.TTSTextTimeoutClose), "no text received")
+			ss.closeWith(websocket.StatusCode(ss.profile.TextTimeoutClose), "no text received")
 		})
 		defer t.Stop()
 		gotText = func() { t.Stop() }
@@ -88,7 +92,7 @@ func (ss *session) serveTTS(cfg initConfig) {
 		switch m.Type {
 		case "text":
 			gotText()
-			c = ttsCmd{kind: "text", text: m.Text, flush: m.Flush}
+			c = ttsCmd{kind: "text", text: m.Text, flush: m.Flush, pronunciation: dictionaryName(m.Pronunciation)}
 		case "flush":
 			c = ttsCmd{kind: "flush"}
 		case "clear", "cancel", "close":
@@ -116,12 +120,29 @@ func (ss *session) serveTTS(cfg initConfig) {
 	}
 }
 
+// speaker is the state of the goroutine that speaks a TTS session's turns;
+// only that goroutine touches it.
+type speaker struct {
+	cfg     initConfig
+	pending strings.Builder
+	// pendingFail is a failure a text message of the pending turn caused.
+	pendingFail *turnFailure
+	// failed is the error of the session's first failed turn: the socket
+	// answers every later turn with it.
+	failed     *turnFailure
+	seq        int // audio_chunk sequence, per session
+	chunks     int // audio chunks sent, per session
+	turns      int
+	dictionary string // the init config's pronunciation dictionary, "" for none
+}
+
+// turnFailure is the error frame of a turn that fails mid-turn.
+type turnFailure struct{ code, message string }
+
 // speak executes queued commands in order and synthesizes turns.
 func (ss *session) speak(cfg initConfig, cmds <-chan ttsCmd, gen *atomic.Int64) {
-	var pending strings.Builder
-	seq := 0 // audio_chunk sequence, per session
-	chunks := 0
-	turns := 0
+	sp := &speaker{cfg: cfg, dictionary: dictionaryName(cfg.Pronunciation)}
+	rules := ss.profile.MidTurnError
 	for {
 		var c ttsCmd
 		select {
@@ -139,7 +160,10 @@ func (ss *session) speak(cfg initConfig, cmds <-chan ttsCmd, gen *atomic.Int64) 
 			if stale {
 				continue // text that a later clear, cancel or close discarded
 			}
-			pending.WriteString(c.text)
+			sp.pending.WriteString(c.text)
+			if sp.pendingFail == nil {
+				sp.pendingFail = rules.textFailure(c.text, c.pronunciation)
+			}
 			if !c.flush {
 				continue
 			}
@@ -148,7 +172,7 @@ func (ss *session) speak(cfg initConfig, cmds <-chan ttsCmd, gen *atomic.Int64) 
 			if stale {
 				continue
 			}
-			if pending.Len() == 0 {
+			if sp.pending.Len() == 0 {
 				// LK: "without preceding text there is no turn to
 				// terminate, and saying so is a protocol violation".
 				ss.violation()
@@ -157,20 +181,26 @@ func (ss *session) speak(cfg initConfig, cmds <-chan ttsCmd, gen *atomic.Int64) 
 				}
 				continue
 			}
-			text := pending.String()
-			pending.Reset()
-			turns++
-			if !ss.turn(cfg, text, turns, c.gen, gen, &seq, &chunks) {
+			text := sp.pending.String()
+			fail := sp.pendingFail
+			if fail == nil {
+				fail = rules.turnFailure(text, sp.dictionary)
+			}
+			sp.pending.Reset()
+			sp.pendingFail = nil
+			if !ss.turn(sp, text, fail, c.gen, gen) {
 				return
 			}
 		case "clear":
-			pending.Reset()
+			sp.pending.Reset()
+			sp.pendingFail = nil
 			if !ss.writeJSON(map[string]any{"type": "cleared"}) {
 				return
 			}
 			ss.record(func(i *SessionInfo) { i.ClearsAnswered++ })
 		case "cancel":
-			pending.Reset()
+			sp.pending.Reset()
+			sp.pendingFail = nil
 		case "close":
 			ss.closeWith(websocket.StatusNormalClosure, "")
 			return
@@ -178,24 +208,88 @@ func (ss *session) speak(cfg initConfig, cmds <-chan ttsCmd, gen *atomic.Int64) 
 	}
 }
 
-// turn speaks one turn; false means the session is over. It stops early,
-// silently, when gen moves past turnGen (clear, cancel or close arrived).
-func (ss *session) turn(cfg initConfig, text string, n int, turnGen int64, gen *atomic.Int64, seq, chunks *int) bool {
-	opts := ss.srv.opts
-	segID := fmt.Sprintf("seg_%03d", n)
-	if !ss.writeJSON(map[string]any{"type": "segment_start", "segment_id": segID}) {
+// textFailure is the failure one text message causes, or nil.
+func (m MidTurnError) textFailure(text, dictionary string) *turnFailure {
+	switch {
+	case m.NoLetters && !strings.ContainsFunc(text, unicode.IsLetter):
+		return m.failure("provider_error", "Text must contain at least one letter")
+	case m.Pronunciation && dictionary != "":
+		return m.failure("pronunciation_not_found", "Pronunciation dictionary not found: "+dictionary)
+	}
+	return nil
+}
+
+// turnFailure is the failure a whole turn's text causes in a session whose
+// init config names dictionary ("" for none), or nil.
+func (m MidTurnError) turnFailure(text, dictionary string) *turnFailure {
+	switch {
+	case m.Pronunciation && dictionary != "":
+		return m.failure("pronunciation_not_found", "Pronunciation dictionary not found: "+dictionary)
+	case m.Marker != "" && strings.Contains(text, m.Marker):
+		return m.failure("provider_error", "Synthesis failed for this text")
+	case m.MaxChars > 0 && utf8.RuneCountInString(text) > m.MaxChars:
+		return m.failure("provider_error", fmt.Sprintf("Text is too long. Maximum %d characters per request.", m.MaxChars))
+	}
+	return nil
+}
+
+func (m MidTurnError) failure(code, message string) *turnFailure {
+	if m.Code != "" {
+		code = m.Code
+	}
+	if m.Message != "" {
+		message = m.Message
+	}
+	return &turnFailure{code: code, message: message}
+}
+
+// dictionaryName names the pronunciation dictionary a `pronunciation`
+// value refers to, "" for none. Its shape is not published: a string is
+// the name; anything else is named by its JSON, cut short.
+func dictionaryName(raw json.RawMessage) string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return ""
+	}
+	var name string
+	if json.Unmarshal(raw, &name) == nil {
+		return name
+	}
+	if len(raw) > 64 {
+		return string(raw[:64])
+	}
+	return string(raw)
+}
+
+// turn speaks one turn in the session's profile; false means the session
+// is over. It stops early, silently, when gen moves past turnGen (clear,
+// cancel or close arrived). A turn with a failure stops at its error frame
+// and never ends.
+func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int64, gen *atomic.Int64) bool {
+	opts, p := ss.srv.opts, ss.profile
+	sp.turns++
+	if sp.failed != nil {
+		// pipecat-slng: after a mid-turn error the same socket keeps
+		// answering with the same error.
+		return ss.failTurn(sp, sp.failed)
+	}
+	segID := fmt.Sprintf("seg_%03d", sp.turns)
+	if p.Segments && !ss.writeJSON(map[string]any{"type": "segment_start", "segment_id": segID}) {
 		return false
 	}
 	if opts.FirstAudioLatency > 0 && !sleepCtx(ss.ctx, opts.FirstAudioLatency) {
 		return false
 	}
-	if n == 1 && ss.maybeFault(PointFirstAudio, 0) {
+	if sp.turns == 1 && ss.maybeFault(PointFirstAudio, 0) {
 		return false
 	}
-	audio := Synthesize(text, cfg.Encoding, cfg.SampleRate)
-	bps := bytesPerSample(cfg.Encoding)
-	chunkBytes := int(opts.ChunkDuration.Seconds()*float64(cfg.SampleRate)) * bps
+	audio := Synthesize(text, sp.cfg.Encoding, sp.cfg.SampleRate)
+	bps := bytesPerSample(sp.cfg.Encoding)
+	chunkBytes := int(opts.ChunkDuration.Seconds()*float64(sp.cfg.SampleRate)) * bps
 	chunkBytes = max(chunkBytes, 16)
+	failAt := -1 // chunks of this turn before its error frame
+	if fail != nil {
+		failAt = p.MidTurnError.AfterChunks
+	}
 	start := time.Now()
 	var pace *time.Timer
 	if opts.Realtime {
@@ -203,9 +297,13 @@ func (ss *session) turn(cfg initConfig, text string, n int, turnGen int64, gen *
 		defer pace.Stop()
 	}
 	var frame []byte
+	sent := 0
 	for off := 0; off < len(audio); off += chunkBytes {
 		if gen.Load() != turnGen {
 			return true // aborted: no segment_end, flushed or audio_end
+		}
+		if sent == failAt {
+			return ss.failTurn(sp, fail)
 		}
 		chunk := audio[off:min(off+chunkBytes, len(audio))]
 		if opts.BenchStamp && len(chunk) >= 8 {
@@ -213,25 +311,20 @@ func (ss *session) turn(cfg initConfig, text string, n int, turnGen int64, gen *
 			binary.BigEndian.PutUint64(frame, uint64(time.Now().UnixNano()))
 			chunk = frame
 		}
-		*seq++
-		var err error
-		if opts.AudioForm == AudioJSON {
-			b, _ := json.Marshal(map[string]any{"type": "audio_chunk", "data": base64.StdEncoding.EncodeToString(chunk), "sequence": *seq})
-			err = ss.ws.Write(ss.ctx, websocket.MessageText, b)
-		} else {
-			err = ss.ws.Write(ss.ctx, websocket.MessageBinary, chunk)
-		}
-		if err != nil || ss.closing.Load() {
+		sp.seq++
+		typ, b := audioFrame(p.AudioShape, chunk, sp.seq)
+		if err := ss.ws.Write(ss.ctx, typ, b); err != nil || ss.closing.Load() {
 			return false
 		}
+		sent++
 		ss.record(func(i *SessionInfo) { i.AudioBytesSent += int64(len(chunk)) })
-		*chunks++
-		if ss.maybeFault(PointChunks, *chunks) {
+		sp.chunks++
+		if ss.maybeFault(PointChunks, sp.chunks) {
 			return false
 		}
 		if pace != nil {
-			sent := time.Duration(AudioDuration(off+len(chunk), cfg.Encoding, cfg.SampleRate) * float64(time.Second))
-			if wait := time.Until(start.Add(sent)); wait > 0 {
+			played := time.Duration(AudioDuration(off+len(chunk), sp.cfg.Encoding, sp.cfg.SampleRate) * float64(time.Second))
+			if wait := time.Until(start.Add(played)); wait > 0 {
 				pace.Reset(wait)
 				select {
 				case <-pace.C:
@@ -244,25 +337,82 @@ func (ss *session) turn(cfg initConfig, text string, n int, turnGen int64, gen *
 	if gen.Load() != turnGen {
 		return true
 	}
-	dur := AudioDuration(len(audio), cfg.Encoding, cfg.SampleRate)
-	for i, m := range []map[string]any{
-		{"type": "segment_end", "segment_id": segID},
-		{"type": "flushed"},
-		{"type": "audio_end", "duration": dur},
-	} {
-		if i == 2 {
-			// Counted before audio_end goes out, so that a client that has
-			// seen audio_end finds the turn counted.
-			ss.srv.stats.turns.Add(1)
-			ss.record(func(i *SessionInfo) { i.TurnsCompleted++ })
-		}
+	if fail != nil {
+		return ss.failTurn(sp, fail)
+	}
+	return ss.endTurn(sp, segID, AudioDuration(len(audio), sp.cfg.Encoding, sp.cfg.SampleRate))
+}
+
+// endTurn sends what follows a turn's last audio in the session's profile;
+// false means the session is over.
+func (ss *session) endTurn(sp *speaker, segID string, dur float64) bool {
+	p := ss.profile
+	// A route that ends its turns by closing closes right after the audio,
+	// so nothing, not even segment_end, comes between.
+	if p.Segments && p.TurnEnd != TurnEndClose && !ss.writeJSON(map[string]any{"type": "segment_end", "segment_id": segID}) {
+		return false
+	}
+	flushed := map[string]any{"type": p.FlushedType}
+	if p.FlushedType == "Flushed" {
+		flushed["sequence_id"] = sp.turns // as Deepgram's own Flushed does
+	}
+	audioEnd := map[string]any{"type": "audio_end", "duration": dur}
+	var ends []map[string]any
+	switch p.TurnEnd {
+	case TurnEndBoth:
+		ends = []map[string]any{flushed, audioEnd}
+	case TurnEndFlushed:
+		ends = []map[string]any{flushed}
+	case TurnEndAudioEnd:
+		ends = []map[string]any{audioEnd}
+	}
+	// Counted before the turn's end goes out, so that a client that has
+	// seen it finds the turn counted.
+	ss.srv.stats.turns.Add(1)
+	ss.record(func(i *SessionInfo) { i.TurnsCompleted++ })
+	for _, m := range ends {
 		if !ss.writeJSON(m) {
 			return false
 		}
 	}
-	if opts.CloseAfterAudioEnd(ss.info.Model) {
+	if p.TurnEnd == TurnEndClose || p.CloseAfterTurn {
 		ss.closeWith(websocket.StatusNormalClosure, "turn complete")
 		return false
 	}
 	return true
+}
+
+// failTurn sends a turn's mid-turn error frame and leaves the turn
+// unfinished; later turns on the socket get the same frame.
+func (ss *session) failTurn(sp *speaker, f *turnFailure) bool {
+	sp.failed = f
+	ss.record(func(i *SessionInfo) { i.TurnsFailed++ })
+	return ss.sendError(f.code, f.message)
+}
+
+// audioFrame frames one chunk of TTS audio in shape.
+func audioFrame(shape AudioShape, chunk []byte, seq int) (websocket.MessageType, []byte) {
+	if shape == AudioShapeBinary {
+		return websocket.MessageBinary, chunk
+	}
+	data := base64.StdEncoding.EncodeToString(chunk)
+	var v any
+	switch shape {
+	case AudioShapeAudio:
+		v = map[string]any{"type": "audio", "data": data}
+	case AudioShapeAudioCapital:
+		v = map[string]any{"type": "Audio", "data": data}
+	case AudioShapeChunk:
+		v = map[string]any{"type": "chunk", "data": data}
+	case AudioShapeNested:
+		v = map[string]any{"type": "audio_chunk", "data": map[string]any{"audio": data}}
+	case AudioShapeAudioField:
+		v = map[string]any{"type": "audio", "audio": data}
+	case AudioShapeElevenLabs:
+		v = map[string]any{"audio": data, "isFinal": false}
+	default:
+		v = map[string]any{"type": "audio_chunk", "data": data, "sequence": seq}
+	}
+	b, _ := json.Marshal(v)
+	return websocket.MessageText, b
 }

@@ -28,6 +28,38 @@ func (f faultFlags) Set(spec string) error {
 	return nil
 }
 
+// modelProfiles collects repeated --model-profile flags: model to rule.
+type modelProfiles map[string]func(model string) slngsim.Profile
+
+func (m modelProfiles) String() string { return fmt.Sprint(len(m), " model profiles") }
+
+func (m modelProfiles) Set(spec string) error {
+	model, name, ok := strings.Cut(spec, "=")
+	if !ok || model == "" || name == "" {
+		return fmt.Errorf("model profile %q: want MODEL=NAME", spec)
+	}
+	f, err := slngsim.ProfileFunc(name)
+	if err != nil {
+		return err
+	}
+	m[model] = f
+	return nil
+}
+
+// profileList is the profile names for -h, wrapped.
+func profileList() string {
+	var b strings.Builder
+	line := " "
+	for _, n := range slngsim.ProfileNames() {
+		if len(line)+len(n) > 96 {
+			b.WriteString(line + "\n")
+			line = " "
+		}
+		line += " " + n
+	}
+	return b.String() + line + "\n"
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("slngsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -38,22 +70,34 @@ Simulates SLNG's streaming TTS and STT WebSocket API (/v1/bridges/unmute/{tts|st
 and /v1/{tts|stt}/{model}). Prints its URL on the first line of stdout.
 Its TTS audio encodes the text as tones that its STT decodes back exactly.
 
+Routes behave as SLNG's own clients report the live service does, which is
+less uniform and less kind than its documentation: --profile realistic (the
+default) applies the documented rule per provider; a named profile applies
+one behaviour to every model (rich is the original, kindest one). The
+behaviours, their sources and the realistic rule are in docs/simulator.md.
+
 Examples:
   slngsim --listen 127.0.0.1:8787 --api-key test
+  slngsim --profile rich --model-profile cartesia/sonic:3=close-after-audio
   slngsim --fault 'deepgram/aura:2=handshake:503' --fault '*=error:provider_error@chunks:5,fatal'
 
+Profiles:
+`+profileList()+`
 Flags:
 `)
 		fs.PrintDefaults()
 	}
 	opts := slngsim.Options{Faults: map[string]slngsim.Fault{}}
-	var audioForm, logLevel string
+	overrides := modelProfiles{}
+	var audioForm, logLevel, profile string
+	fs.StringVar(&profile, "profile", "realistic", "route behaviour of every model: realistic (per provider) or a profile name (see above)")
+	fs.Var(overrides, "model-profile", "route behaviour of one model, MODEL=NAME (repeatable); wins over --profile")
 	fs.StringVar(&opts.Addr, "listen", "127.0.0.1:8787", "listen address")
 	fs.StringVar(&opts.APIKey, "api-key", "", "the only key accepted (Bearer or ?token=); empty accepts any")
 	fs.BoolVar(&opts.Realtime, "realtime", false, "pace TTS audio at playback speed")
-	fs.StringVar(&audioForm, "audio-form", "binary", "TTS audio as binary frames or audio_chunk json: binary|json")
-	fs.DurationVar(&opts.IdleTimeout, "idle-timeout", 30*time.Second, "close sockets idle this long (pings do not count)")
-	fs.DurationVar(&opts.MaxConnectionDuration, "max-duration", 30*time.Minute, "close sockets this old")
+	fs.StringVar(&audioForm, "audio-form", "binary", "TTS audio as the profile says (binary) or audio_chunk json on every model: binary|json")
+	fs.DurationVar(&opts.IdleTimeout, "idle-timeout", 30*time.Second, "reap sockets idle this long (pings do not count); close code and error frame per profile")
+	fs.DurationVar(&opts.MaxConnectionDuration, "max-duration", 30*time.Minute, "reap sockets this old; close code and error frame per profile")
 	fs.IntVar(&opts.MaxConcurrentPerKey, "max-concurrent-per-key", 0, "refuse more sockets per key with HTTP 429; 0 = no limit")
 	fs.DurationVar(&opts.ConnectLatency, "connect-latency", 0, "delay before each handshake completes")
 	fs.DurationVar(&opts.ReadyLatency, "ready-latency", 0, "delay between init and ready")
@@ -72,6 +116,16 @@ Flags:
 	default:
 		return fmt.Errorf("--audio-form must be binary or json, not %q", audioForm)
 	}
+	base, err := slngsim.ProfileFunc(profile)
+	if err != nil {
+		return err
+	}
+	opts.ProfileFor = func(model string) slngsim.Profile {
+		if f, ok := overrides[model]; ok {
+			return f(model)
+		}
+		return base(model)
+	}
 	level, err := zapcore.ParseLevel(logLevel)
 	if err != nil {
 		return err
@@ -83,6 +137,7 @@ Flags:
 	if err != nil {
 		return err
 	}
+	opts.Logger.Info("route profiles", zap.String("profile", profile), zap.Int("model_overrides", len(overrides)))
 	fmt.Fprintln(stdout, sim.URL())
 	<-ctx.Done()
 	return sim.Close()

@@ -2,14 +2,19 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
+
+	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
 func TestMain(m *testing.M) {
@@ -59,9 +64,133 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"--fault", "nonsense"},
 		{"--fault", "*=error"},
 		{"--log-level", "chatty"},
+		{"--profile", "kindest"},
+		{"--model-profile", "rime/arcana"},
+		{"--model-profile", "rime/arcana=kindest"},
 	} {
 		if err := run(context.Background(), append(args, "--listen", "127.0.0.1:0"), io.Discard, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
 		}
+	}
+}
+
+// startRun runs the command with args and returns its URL; the command
+// stops when the test ends.
+func startRun(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"--listen", "127.0.0.1:0", "--log-level", "error"}, args...), pw, io.Discard)
+		pw.Close()
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, pr) }() // run prints nothing more; never block it
+	return strings.TrimSpace(line)
+}
+
+// ttsTurnEnd speaks one turn on model and returns the types of the text
+// frames after ready, ending with "close:N" if the socket closed, or with
+// the answer to an unknown message sent after the turn.
+func ttsTurnEnd(t *testing.T, url, model string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, url+"/v1/bridges/unmute/tts/"+model, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", model, err)
+	}
+	defer c.CloseNow()
+	for _, m := range []string{`{"type":"init","config":{}}`, `{"type":"text","text":"Hi."}`, `{"type":"flush"}`, `{"type":"sentinel"}`} {
+		if err := c.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var types []string
+	for {
+		typ, b, err := c.Read(ctx)
+		if err != nil {
+			if code := websocket.CloseStatus(err); code != -1 {
+				return append(types, "close:"+code.String())
+			}
+			t.Fatalf("read: %v after %v", err, types)
+		}
+		if typ == websocket.MessageBinary {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("bad JSON %q", b)
+		}
+		if m["type"] == "ready" {
+			continue
+		}
+		types = append(types, m["type"].(string))
+		if m["type"] == "error" {
+			return types
+		}
+	}
+}
+
+// TestRunProfiles: --profile applies to every model, --model-profile to
+// one, and the default is the realistic rule.
+func TestRunProfiles(t *testing.T) {
+	t.Parallel()
+	url := startRun(t, "--profile", "flushed-only", "--model-profile", "cartesia/sonic:3=close-after-audio",
+		"--model-profile", "x/y=realistic")
+	for model, want := range map[string]string{
+		"deepgram/aura:2":  "segment_start segment_end flushed error",
+		"cartesia/sonic:3": "segment_start close:StatusNormalClosure",
+		"x/y":              "flushed error",
+	} {
+		if got := strings.Join(ttsTurnEnd(t, url, model), " "); got != want {
+			t.Errorf("%s: %q, want %q", model, got, want)
+		}
+	}
+
+	url = startRun(t) // realistic
+	for model, want := range map[string]string{
+		"deepgram/aura:2":  "flushed audio_end error",
+		"soniox/tts-rt:v1": "audio_end error",
+		"cartesia/sonic:3": "close:StatusNormalClosure",
+	} {
+		if got := strings.Join(ttsTurnEnd(t, url, model), " "); got != want {
+			t.Errorf("realistic %s: %q, want %q", model, got, want)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, resp, err := websocket.Dial(ctx, url+"/v1/bridges/unmute/tts/slng/deepgram/aura:2-en",
+		&websocket.DialOptions{HTTPHeader: http.Header{"X-Slng-Provider-Key": {"pk_test"}}})
+	if err == nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("BYOK on slng/ with the realistic default: %v", err)
+	}
+	if body, _ := io.ReadAll(resp.Body); !bytes.Contains(body, []byte("BYOK is only supported")) {
+		t.Fatalf("BYOK refusal body %q", body)
+	}
+}
+
+// TestRunHelpListsProfiles: -h names every profile.
+func TestRunHelpListsProfiles(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	_ = run(context.Background(), []string{"-h"}, io.Discard, &out)
+	for _, name := range slngsim.ProfileNames() {
+		if !strings.Contains(out.String(), " "+name) {
+			t.Errorf("-h does not list %q", name)
+		}
+	}
+	if !strings.Contains(out.String(), "-model-profile") {
+		t.Error("-h does not document --model-profile")
 	}
 }
