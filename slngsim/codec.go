@@ -41,6 +41,9 @@ var symbolTable = func() [17][symbolSamples]int16 {
 
 const silence = 16
 
+// quiet is the largest sample amplitude the decoder takes for silence.
+const quiet = 256
+
 // bytesPerSample is the size of one sample in enc, or 0 for an unknown one.
 func bytesPerSample(enc string) int {
 	switch enc {
@@ -127,13 +130,24 @@ type decoder struct {
 
 	carry   [2]byte // a partial sample left over from the previous chunk
 	ncarry  int
-	block   [symbolSamples]int16
-	nblock  int
-	symbols int64 // symbols decoded so far, silence and noise included
+	block  [symbolSamples]int16
+	nblock int
+	// symbols is the position, in samples, after the last block decoded
+	// (silence and noise included) and any quiet samples skipped since.
+	symbols int64
+	// blockStart is the position of the block being filled.
+	blockStart int64
+	// resync is set after a quiet block: quiet samples are then skipped
+	// one by one and the next block starts at the first loud sample. A
+	// recognizer that hears audio from an arbitrary offset (a reconnect
+	// replays from where a final arrived) finds the symbols again in the
+	// pause that follows an utterance, as a real one finds words again.
+	resync bool
 
 	nibble  int // pending high nibble, or -1
 	pending []byte
-	// uttStart is the symbol index where the pending utterance began.
+	// uttStart is the position, in samples, where the pending utterance
+	// began.
 	uttStart int64
 }
 
@@ -156,8 +170,9 @@ func newDecoder(enc string, sampleRate int) (*decoder, error) {
 	return &decoder{enc: enc, bps: bps, sampleRate: sampleRate, nibble: -1}, nil
 }
 
-func (d *decoder) seconds(symbols int64) float64 {
-	return float64(symbols*symbolSamples) / float64(d.sampleRate)
+// seconds converts a position in samples to seconds.
+func (d *decoder) seconds(samples int64) float64 {
+	return float64(samples) / float64(d.sampleRate)
 }
 
 // write decodes a chunk; emit is called for every completed utterance.
@@ -182,10 +197,21 @@ func (d *decoder) write(b []byte, emit func(decoded)) {
 				d.ncarry = 0
 			}
 		}
+		if d.nblock == 0 && d.resync {
+			if s <= quiet && s >= -quiet {
+				d.symbols++ // a quiet sample between utterances
+				continue
+			}
+			d.resync = false
+		}
+		if d.nblock == 0 {
+			d.blockStart = d.symbols
+		}
 		d.block[d.nblock] = s
 		d.nblock++
 		if d.nblock == symbolSamples {
 			d.nblock = 0
+			d.symbols += symbolSamples
 			d.symbol(emit)
 		}
 	}
@@ -207,13 +233,13 @@ func (d *decoder) symbol(emit func(decoded)) {
 		}
 	}
 	for _, s := range d.block {
-		if s > 256 || s < -256 {
+		if s > quiet || s < -quiet {
 			loud++
 		}
 	}
-	idx := d.symbols
-	d.symbols++
+	idx := d.blockStart
 	if loud < symbolSamples/2 {
+		d.resync = true
 		d.endUtterance(emit, idx)
 		return
 	}
@@ -233,6 +259,7 @@ func (d *decoder) symbol(emit func(decoded)) {
 }
 
 func (d *decoder) endUtterance(emit func(decoded), endSymbol int64) {
+	// endSymbol is the position, in samples, where the utterance ended.
 	d.nibble = -1
 	if len(d.pending) == 0 {
 		return
