@@ -422,4 +422,3 @@ func checkOffsets(t *testing.T, resps []*speechv1.TranscribeResponse) {
 		last = end
 	}
 }
-

@@ -128,8 +128,8 @@ type decoder struct {
 	bps        int
 	sampleRate int
 
-	carry   [2]byte // a partial sample left over from the previous chunk
-	ncarry  int
+	carry  [2]byte // a partial sample left over from the previous chunk
+	ncarry int
 	block  [symbolSamples]int16
 	nblock int
 	// symbols is the position, in samples, after the last block decoded
