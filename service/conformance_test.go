@@ -256,6 +256,17 @@ func (c *conformanceCase) synthesizeAcrossReap(t *testing.T) {
 	b.send(ttsText("Before the reap.", true))
 	first := b.until(func(r *speechv1.SynthesizeResponse) bool { return r.GetAudioEnd() != nil })
 	c.h.sim.Reap(func(s slngsim.SessionInfo) bool { return s.Kind == "tts" }, reapCode(p), p.ReapErrorFrame)
+	// Between turns: the next text follows the reap. (One that crosses it
+	// is spoken on a new session if none of its audio came yet, and fails
+	// with turn_failed otherwise.)
+	waitFor(t, func() bool {
+		for _, s := range c.h.sim.Sessions() {
+			if s.Open {
+				return false
+			}
+		}
+		return true
+	}, "the reaped session to close")
 	b.send(ttsText("After the reap.", true))
 	resps := append(first, closeAndRecv(t, b)...)
 	audio, ends := turns(resps)

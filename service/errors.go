@@ -63,7 +63,7 @@ const (
 // upstreamCodes maps SLNG error codes (slng-protocol.md section 6) to rows of
 // the table. A code that is missing here is UNKNOWN.
 var upstreamCodes = map[string]outcome{
-	"auth_error":                       {codes.Unauthenticated, ReasonUpstreamAuthFailed, "upstream rejected the gateway's credentials", noRetry},
+	"auth_error":                       {codes.Unauthenticated, ReasonUpstreamAuthFailed, "upstream rejected the caller's SLNG key", noRetry},
 	"config_error":                     {codes.InvalidArgument, ReasonUpstreamConfigRejected, "upstream rejected the configuration", noRetry},
 	"invalid_request":                  {codes.InvalidArgument, ReasonUpstreamRequestRejected, "upstream rejected the request", noRetry},
 	"payload_too_large":                {codes.InvalidArgument, ReasonUpstreamRequestRejected, "upstream rejected the request as too large", noRetry},
@@ -86,7 +86,8 @@ var (
 	rowProtocol      = outcome{codes.Unavailable, ReasonUpstreamProtocolError, "upstream broke the protocol", retrySoon}
 	rowReaped        = outcome{codes.Unavailable, ReasonUpstreamSessionExpired, "upstream ended the session", retryNow}
 	rowTurnTimeout   = outcome{codes.Unavailable, ReasonUpstreamTurnTimeout, "upstream made no progress on the turn in time", retrySoon}
-	rowAuthHandshake = outcome{codes.Unauthenticated, ReasonUpstreamAuthFailed, "upstream rejected the gateway's credentials", noRetry}
+	rowAuthHandshake = outcome{codes.Unauthenticated, ReasonUpstreamAuthFailed, "upstream rejected the caller's SLNG key", noRetry}
+	rowOwnKeyRefused = outcome{codes.Internal, ReasonUpstreamAuthFailed, "upstream rejected the gateway's own SLNG key; an operator must fix it", noRetry}
 	rowConfigReject  = outcome{codes.InvalidArgument, ReasonUpstreamConfigRejected, "upstream rejected the configuration", noRetry}
 	rowNotFound      = outcome{codes.NotFound, ReasonUpstreamModelNotFound, "upstream does not know the model", noRetry}
 	rowRateLimited   = outcome{codes.ResourceExhausted, ReasonUpstreamRateLimited, "upstream rate limit reached", retrySoon}
@@ -127,6 +128,9 @@ type streamMeta struct {
 	model             string
 	upstreamSessionID string
 	upstreamRequestID string
+	// callerKey is set when the stream uses the caller's own SLNG key
+	// (x-slng-api-key): SLNG refusing it is then the caller's problem.
+	callerKey bool
 }
 
 // upstreamOutcome is the table lookup for an upstream failure.
@@ -227,6 +231,18 @@ func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, inte
 		if ue.RetryAfter > 0 && row.retry >= 0 {
 			row.retry = ue.RetryAfter // SLNG's own Retry-After wins
 		}
+		if row.reason == ReasonUpstreamAuthFailed && !meta.callerKey {
+			// The gateway's own key: an operator problem. UNAUTHENTICATED
+			// would make callers refresh their credentials and count it
+			// as their fault; INTERNAL tells them not to retry.
+			row = rowOwnKeyRefused
+		}
+		if ue.Kind == slngclient.KindHandshake && ue.Message != "" {
+			// SLNG's own words on a refused handshake (e.g. "BYOK is
+			// only supported for external STT/TTS routes"), which
+			// slngclient bounds, sanitises and strips of keys.
+			row.message += ": " + ue.Message
+		}
 	default:
 		if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
 			// A status from the gRPC transport itself, e.g. the caller's
@@ -253,7 +269,7 @@ func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, inte
 		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(row.retry)})
 	}
 	st, _ = st.WithDetails(details...)
-	return st, false
+	return st, row.code == codes.Internal
 }
 
 func upstreamMetadata(ue *slngclient.UpstreamError) map[string]string {

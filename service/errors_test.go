@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,9 +35,9 @@ func TestToStatusTable(t *testing.T) {
 		reason string
 		retry  time.Duration // -1: no RetryInfo
 	}{
-		{"auth_error", frame("auth_error"), codes.Unauthenticated, ReasonUpstreamAuthFailed, -1},
-		{"http 401", handshake(401), codes.Unauthenticated, ReasonUpstreamAuthFailed, -1},
-		{"http 403", handshake(403), codes.Unauthenticated, ReasonUpstreamAuthFailed, -1},
+		{"auth_error", frame("auth_error"), codes.Internal, ReasonUpstreamAuthFailed, -1},
+		{"http 401", handshake(401), codes.Internal, ReasonUpstreamAuthFailed, -1},
+		{"http 403", handshake(403), codes.Internal, ReasonUpstreamAuthFailed, -1},
 		{"config_error", frame("config_error"), codes.InvalidArgument, ReasonUpstreamConfigRejected, -1},
 		{"http 400", handshake(400), codes.InvalidArgument, ReasonUpstreamConfigRejected, -1},
 		{"invalid_request", frame("invalid_request"), codes.InvalidArgument, ReasonUpstreamRequestRejected, -1},
@@ -87,7 +88,7 @@ func TestToStatusTable(t *testing.T) {
 			if internal != (tt.code == codes.Internal) {
 				t.Errorf("internal = %v", internal)
 			}
-			if tt.code == codes.Internal && st.Message() != "internal error" {
+			if tt.code == codes.Internal && tt.reason == "" && st.Message() != "internal error" {
 				t.Errorf("internal message %q leaks details", st.Message())
 			}
 			info, retry := details(st)
@@ -114,6 +115,33 @@ func TestToStatusTable(t *testing.T) {
 				t.Errorf("RetryInfo = %v, want %v", retry, tt.retry)
 			}
 		})
+	}
+}
+
+// TestToStatusKeyRefused: SLNG refusing the gateway's own key is INTERNAL
+// (an operator problem: callers must not refresh their credentials or
+// retry); refusing a caller's own x-slng-api-key is UNAUTHENTICATED.
+func TestToStatusKeyRefused(t *testing.T) {
+	t.Parallel()
+	for _, err := range []error{
+		&slngclient.UpstreamError{Kind: slngclient.KindHandshake, HTTPStatus: 401, Message: "Invalid or missing API key"},
+		&slngclient.UpstreamError{Kind: slngclient.KindErrorFrame, Code: "auth_error"},
+	} {
+		st, internal := toStatus(err, nil, streamMeta{})
+		if st.Code() != codes.Internal || !internal {
+			t.Errorf("gateway's key: %v, internal %v; want INTERNAL", st, internal)
+		}
+		st, internal = toStatus(err, nil, streamMeta{callerKey: true})
+		if info, _ := details(st); st.Code() != codes.Unauthenticated || internal || info.GetReason() != ReasonUpstreamAuthFailed {
+			t.Errorf("caller's key: %v; want UNAUTHENTICATED/UPSTREAM_AUTH_FAILED", st)
+		}
+	}
+	// A refused handshake's body, as slngclient cleaned it, reaches the
+	// message.
+	st, _ := toStatus(&slngclient.UpstreamError{Kind: slngclient.KindHandshake, HTTPStatus: 400,
+		Message: "BYOK is only supported for external STT/TTS routes"}, nil, streamMeta{})
+	if !strings.HasSuffix(st.Message(), ": BYOK is only supported for external STT/TTS routes") {
+		t.Errorf("message %q lacks SLNG's reason", st.Message())
 	}
 }
 

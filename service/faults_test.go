@@ -35,7 +35,7 @@ func TestFaultMatrix(t *testing.T) {
 		unavailable = "Unavailable/UPSTREAM_UNAVAILABLE"
 		protocol    = "Unavailable/UPSTREAM_PROTOCOL_ERROR"
 		expired     = "Unavailable/UPSTREAM_SESSION_EXPIRED"
-		unauth      = "Unauthenticated/UPSTREAM_AUTH_FAILED"
+		unauth      = "Internal/UPSTREAM_AUTH_FAILED" // the gateway's own key
 		rateLimited = "ResourceExhausted/UPSTREAM_RATE_LIMITED"
 		rejected    = "InvalidArgument/UPSTREAM_REQUEST_REJECTED"
 		config      = "InvalidArgument/UPSTREAM_CONFIG_REJECTED"

@@ -14,8 +14,10 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
@@ -376,6 +378,9 @@ func (s *Server) finish(ctx context.Context, rpc string, err error, meta streamM
 	}
 	st, internal := toStatus(err, ctxErr, meta)
 	s.metrics.streamsTotal.WithLabelValues(rpc, st.Code().String()).Inc()
+	if reason := upstreamReason(err, ctxErr, st); reason != "" {
+		s.metrics.upstreamErrors.WithLabelValues(reason).Inc()
+	}
 	switch {
 	case err == nil:
 		return nil
@@ -385,6 +390,23 @@ func (s *Server) finish(ctx context.Context, rpc string, err error, meta streamM
 		log.Info("stream ended", zap.String("code", st.Code().String()), zap.Error(err))
 	}
 	return st.Err()
+}
+
+// upstreamReason is the ErrorInfo reason of a stream that an upstream
+// failure ended (SLNG's error, a refused handshake, a lost session, an open
+// breaker), "" otherwise.
+func upstreamReason(err, ctxErr error, st *status.Status) string {
+	var ue *slngclient.UpstreamError
+	var coe *slngpool.CircuitOpenError
+	if ctxErr != nil || (!errors.As(err, &ue) && !errors.As(err, &coe) && !errors.Is(err, errTurnTimeout)) {
+		return ""
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
 }
 
 // limits reports the limits in force, for `started`.

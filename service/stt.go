@@ -113,6 +113,7 @@ func (tr *transcription) run(ctx context.Context) (runErr error) {
 	if tr.ep.APIKey, err = tr.srv.callerKey(ctx); err != nil {
 		return err
 	}
+	tr.meta.callerKey = tr.ep.APIKey != ""
 	if tr.clock = clockOf(tr.cfg.Format); tr.clock.ok() {
 		tr.replay.max = tr.srv.cfg.TranscribeReplayBytes
 	}

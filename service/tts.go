@@ -194,6 +194,9 @@ func (st *synthesis) run(ctx context.Context) error {
 	if st.ep.APIKey, err = st.srv.callerKey(ctx); err != nil {
 		return err
 	}
+	st.mu.Lock()
+	st.meta.callerKey = st.ep.APIKey != ""
+	st.mu.Unlock()
 	st.quiet, st.stopQuiet = context.WithCancel(context.Background())
 	defer st.stopQuiet()
 	sess, err := st.dial(ctx, nil)

@@ -402,14 +402,14 @@ func TestUpstreamErrorTable(t *testing.T) {
 		code   codes.Code
 		reason string
 	}{
-		{"handshake:401", codes.Unauthenticated, ReasonUpstreamAuthFailed},
-		{"handshake:403", codes.Unauthenticated, ReasonUpstreamAuthFailed},
+		{"handshake:401", codes.Internal, ReasonUpstreamAuthFailed},
+		{"handshake:403", codes.Internal, ReasonUpstreamAuthFailed},
 		{"handshake:400", codes.InvalidArgument, ReasonUpstreamConfigRejected},
 		{"handshake:404", codes.NotFound, ReasonUpstreamModelNotFound},
 		{"handshake:429", codes.ResourceExhausted, ReasonUpstreamRateLimited},
 		{"handshake:503", codes.Unavailable, ReasonUpstreamUnavailable},
 		{"handshake:500", codes.Unavailable, ReasonUpstreamUnavailable},
-		{"error:auth_error@ready,fatal,close=1008", codes.Unauthenticated, ReasonUpstreamAuthFailed},
+		{"error:auth_error@ready,fatal,close=1008", codes.Internal, ReasonUpstreamAuthFailed},
 		{"error:config_error@ready,fatal,close=1008", codes.InvalidArgument, ReasonUpstreamConfigRejected},
 		{"error:invalid_request@ready,fatal,close=1008", codes.InvalidArgument, ReasonUpstreamRequestRejected},
 		{"error:payload_too_large@ready,fatal,close=1008", codes.InvalidArgument, ReasonUpstreamRequestRejected},

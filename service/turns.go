@@ -228,6 +228,13 @@ func (b *turnBook) event(ev slngclient.TTSEvent) ([]*speechv1.SynthesizeResponse
 	var res turnResult
 	if ev.Kind == slngclient.TTSWarning {
 		res.warning = true
+		reap := announcesReap(ev.Err)
+		if reap {
+			// SLNG is about to close the session (idle or too old): it
+			// ends no turn of the caller's by itself, but the session must
+			// not take another.
+			res.replace = true
+		}
 		if t := b.inProgress(); t != nil && len(b.clears) == 0 {
 			res.replace = true
 			if ev.Err == nil || !ev.Err.Retryable || t.bytes > 0 || t.retried {
@@ -241,7 +248,9 @@ func (b *turnBook) event(ev slngclient.TTSEvent) ([]*speechv1.SynthesizeResponse
 			}
 			t.retried = true
 		}
-		b.out = append(b.out, warningResponse(ev.Err))
+		if !reap {
+			b.out = append(b.out, warningResponse(ev.Err))
+		}
 		return b.out, res
 	}
 	if ev.Kind == slngclient.TTSCleared {
@@ -441,4 +450,10 @@ func ackFor(req clearReq) *speechv1.SynthesizeResponse {
 	}
 	return &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Cleared{
 		Cleared: &speechv1.Cleared{TurnId: req.turnID, Delivered: req.delivered}}}
+}
+
+// announcesReap reports an error frame that SLNG sends before it reaps a
+// session (slng-protocol.md section 6): the close follows.
+func announcesReap(ue *slngclient.UpstreamError) bool {
+	return ue != nil && (ue.Code == "idle_timeout_exceeded" || ue.Code == "max_connection_duration_exceeded")
 }

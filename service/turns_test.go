@@ -63,6 +63,7 @@ const (
 	stLost     step = "lost"    // a failed session
 	stTimeout  step = "timeout" // the turn watchdog fires
 	stNewSess  step = "new_session"
+	stReapNote step = "reap_frame" // idle_timeout_exceeded: a reap follows
 )
 
 // run feeds steps to b and returns everything it said.
@@ -106,6 +107,9 @@ func (b *turnBook) run(t testing.TB, steps ...step) string {
 			out, _ = b.upstreamClosed(false)
 		case stTimeout:
 			out, _ = b.failInProgress(errTurnTimeout)
+		case stReapNote:
+			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSWarning, Err: &slngclient.UpstreamError{
+				Kind: slngclient.KindErrorFrame, Code: "idle_timeout_exceeded", Message: "x", Retryable: true}})
 		case stNewSess:
 		default:
 			t.Fatalf("unknown step %q", s)
@@ -154,6 +158,9 @@ func TestTurnBookRoutes(t *testing.T) {
 		{"retryable error twice before audio", []step{stText, stFlush, stWarnSoft, stNewSess, stWarnSoft},
 			"warning turn_failed:1", true},
 		{"error between turns", []step{stWarnHard}, "warning", true},
+		{"reap announced between turns", []step{stText, stFlush, stAudio, stFlushed, stReapNote}, "audio:1 flushed:1 audio_end:1", true},
+		{"reap announced before a turn's audio", []step{stText, stFlush, stReapNote, stNewSess, stAudio, stFlushed},
+			"audio:1 flushed:1 audio_end:1", true},
 		{"stuck turn", []step{stText, stFlush, stAudio, stTimeout}, "audio:1 turn_failed:1", true},
 		{"clear drops the rest of the turn", []step{stText, stFlush, stAudio, stClear, stAudio, stFlushed, stCleared, stText, stFlush, stAudio, stAudioEnd},
 			"audio:1 cleared:1 audio:2 flushed:2 audio_end:2", true},
