@@ -28,6 +28,7 @@ type config struct {
 	memProfileRate int
 	dev            bool
 	devRealtime    bool
+	devProfile     string
 
 	baseURL string // empty: worldPart's regional host
 	apiKey  string // never logged or printed
@@ -141,6 +142,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.memProfileRate, "admin-mem-profile-rate", envInt("ADMIN_MEM_PROFILE_RATE", 0), "with --admin-pprof, sample one allocation per this many bytes; 1 records every allocation, for exact counts at a large CPU cost; 0 keeps Go's default [ADMIN_MEM_PROFILE_RATE]")
 	fs.BoolVar(&c.dev, "dev", envBool("SPEECH_GATEWAY_DEV"), "run an embedded SLNG simulator on loopback and use it; no key needed [SPEECH_GATEWAY_DEV]")
 	fs.BoolVar(&c.devRealtime, "dev-realtime", envBool("SPEECH_GATEWAY_DEV_REALTIME"), "with --dev, the simulator paces audio at playback speed [SPEECH_GATEWAY_DEV_REALTIME]")
+	fs.StringVar(&c.devProfile, "dev-profile", env("SPEECH_GATEWAY_DEV_PROFILE", "realistic"), "with --dev, the simulator's route profile: realistic (per provider, as SLNG's own clients report; docs/simulator.md), rich (the kindest), or another slngsim profile name [SPEECH_GATEWAY_DEV_PROFILE]")
 	fs.StringVar(&c.baseURL, "slng-base-url", env("SLNG_BASE_URL", ""), "SLNG base URL, e.g. wss://eu.api.slng.ai; empty uses the regional host of --slng-world-part [SLNG_BASE_URL]")
 	fs.StringVar(&c.routes, "slng-routes", env("SLNG_ROUTES", "bridge"), "SLNG route family: bridge (/v1/bridges/unmute/...) or direct (/v1/{tts|stt}/...) [SLNG_ROUTES]")
 	fs.StringVar(&c.worldPart, "slng-world-part", env("SLNG_WORLD_PART", slngclient.DefaultWorldPart), "with no --slng-base-url, use the regional host wss://{world part}.api.slng.ai: na, eu or ap [SLNG_WORLD_PART]")

@@ -142,6 +142,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{[]string{"--dev", "--http2-stream-window", "4294967296"}, nil},
 		{[]string{"--dev", "--admin-pprof", "--admin-mem-profile-rate", "-1"}, nil},
 		{[]string{"--dev", "--slng-world-part", "eu.example.com/x"}, nil},
+		{[]string{"--dev", "--dev-profile", "kindest"}, nil},
 		{[]string{"--dev", "--slng-region-override", "eu north"}, nil},
 		{[]string{"--dev", "--slng-region", "eu-north-1", "--slng-region-override", "ap-south-1"}, nil},
 	} {
