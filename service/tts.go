@@ -751,7 +751,12 @@ func (st *synthesis) relay(ctx, rctx context.Context, sess *slngclient.TTSSessio
 			return nil, nil // the session goes back to the pool
 		}
 		if err != nil && ctx.Err() == nil && errors.Is(context.Cause(rctx), errEchoGrace) {
-			return nil, nil // the route sends one end-of-turn signal
+			// No second signal: the route sends one. Later streams of the
+			// model need not wait (see Server.learnEndStyle).
+			st.mu.Lock()
+			st.book.style, st.book.echo = styleSingle, endNone
+			st.mu.Unlock()
+			return nil, nil
 		}
 		if err != nil && ctx.Err() == nil && errors.Is(context.Cause(rctx), errTurnTimeout) {
 			if st.turnStale() > 0 {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngpool"
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
@@ -717,5 +718,48 @@ func TestSynthesizeRollsOverBetweenTurns(t *testing.T) {
 		if s.TurnsCompleted != 1 {
 			t.Errorf("session %s completed %d turns, want 1", s.ID, s.TurnsCompleted)
 		}
+	}
+}
+
+// TestSynthesizeLearnsHowRoutesEndTurns: a stream that may return its
+// session to the pool waits briefly for a route's second end-of-turn
+// signal; once a stream has seen that the route sends one, later streams
+// of the model do not wait, and sessions of two-signal routes go back to
+// the pool with nothing of the old turn unread.
+func TestSynthesizeLearnsHowRoutesEndTurns(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		profile string
+		want    endStyle
+	}{
+		{"audio-end-only", styleSingle},
+		{"flushed-only", styleSingle},
+		{"rich", styleBoth},
+	} {
+		t.Run(tc.profile, func(t *testing.T) {
+			t.Parallel()
+			p, err := slngsim.ProfileByName(tc.profile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := newPooledHarness(t, slngsim.Options{Profile: &p}, Config{}, slngpool.Options{DialAttempts: 1})
+			for i := range 3 {
+				resps, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "Learn me."})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := kinds(resps); !strings.HasSuffix(got, "flushed audio_end") {
+					t.Fatalf("stream %d: %s", i, got)
+				}
+			}
+			if got := h.srv.endStyle("deepgram/aura:2"); got != tc.want {
+				t.Errorf("learned style %d, want %d", got, tc.want)
+			}
+			// Sessions were reused: no standby was spoiled by an unread
+			// end-of-turn frame.
+			if c := h.sim.Stats().Connections; c > 2 {
+				t.Errorf("%d upstream sessions for 3 streams in a row, want the session reused", c)
+			}
+		})
 	}
 }

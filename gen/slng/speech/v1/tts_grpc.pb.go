@@ -39,14 +39,17 @@ const (
 //     was sent upstream; BadRequest names the fields), UPSTREAM_CONFIG_REJECTED
 //     (SLNG refused the configuration) or UPSTREAM_REQUEST_REJECTED (SLNG
 //     refused a request on the session).
-//   - UNAUTHENTICATED: reason UPSTREAM_AUTH_FAILED, SLNG refused the
-//     gateway's key (an operator problem, not the caller's).
+//   - UNAUTHENTICATED: reason UPSTREAM_AUTH_FAILED, SLNG refused the caller's
+//     own key (x-slng-api-key).
+//   - INTERNAL: reason UPSTREAM_AUTH_FAILED, SLNG refused the gateway's own
+//     key: an operator problem; do not retry or refresh credentials.
 //   - NOT_FOUND: reason UPSTREAM_MODEL_NOT_FOUND, SLNG does not know the model.
 //   - RESOURCE_EXHAUSTED: reason UPSTREAM_RATE_LIMITED (SLNG's limits),
 //     GATEWAY_OVERLOADED (the gateway's stream limit) or
 //     UPSTREAM_CAPACITY_EXHAUSTED (the gateway's upstream session limit),
 //     with RetryInfo.
-//   - UNAVAILABLE: reason UPSTREAM_UNAVAILABLE, UPSTREAM_SESSION_EXPIRED,
+//   - UNAVAILABLE: reason UPSTREAM_UNAVAILABLE, UPSTREAM_SESSION_EXPIRED (SLNG
+//     reaped the session), UPSTREAM_TURN_TIMEOUT (SynthesizeText only),
 //     UPSTREAM_CIRCUIT_OPEN, UPSTREAM_PROTOCOL_ERROR or SERVER_DRAINING, with
 //     RetryInfo. Retrying repeats any audio already received; when a turn
 //     had started, metadata "turn_id", "delivered_bytes",
@@ -61,7 +64,8 @@ const (
 //     sent nothing for StreamLimits.idle_timeout while nothing was in
 //     progress), with RetryInfo 0: continue on a new stream.
 //   - CANCELLED, DEADLINE_EXCEEDED: the caller's own cancellation or deadline.
-//   - INTERNAL: a gateway bug; the message never carries details.
+//   - INTERNAL without a reason: a gateway bug; the message never carries
+//     details.
 //
 // Request metadata "x-slng-api-key" carries the caller's own SLNG key, on
 // gateways that allow it (otherwise INVALID_ARGUMENT); without it the
@@ -148,14 +152,17 @@ type TextToSpeechService_SynthesizeTextClient = grpc.ServerStreamingClient[Synth
 //     was sent upstream; BadRequest names the fields), UPSTREAM_CONFIG_REJECTED
 //     (SLNG refused the configuration) or UPSTREAM_REQUEST_REJECTED (SLNG
 //     refused a request on the session).
-//   - UNAUTHENTICATED: reason UPSTREAM_AUTH_FAILED, SLNG refused the
-//     gateway's key (an operator problem, not the caller's).
+//   - UNAUTHENTICATED: reason UPSTREAM_AUTH_FAILED, SLNG refused the caller's
+//     own key (x-slng-api-key).
+//   - INTERNAL: reason UPSTREAM_AUTH_FAILED, SLNG refused the gateway's own
+//     key: an operator problem; do not retry or refresh credentials.
 //   - NOT_FOUND: reason UPSTREAM_MODEL_NOT_FOUND, SLNG does not know the model.
 //   - RESOURCE_EXHAUSTED: reason UPSTREAM_RATE_LIMITED (SLNG's limits),
 //     GATEWAY_OVERLOADED (the gateway's stream limit) or
 //     UPSTREAM_CAPACITY_EXHAUSTED (the gateway's upstream session limit),
 //     with RetryInfo.
-//   - UNAVAILABLE: reason UPSTREAM_UNAVAILABLE, UPSTREAM_SESSION_EXPIRED,
+//   - UNAVAILABLE: reason UPSTREAM_UNAVAILABLE, UPSTREAM_SESSION_EXPIRED (SLNG
+//     reaped the session), UPSTREAM_TURN_TIMEOUT (SynthesizeText only),
 //     UPSTREAM_CIRCUIT_OPEN, UPSTREAM_PROTOCOL_ERROR or SERVER_DRAINING, with
 //     RetryInfo. Retrying repeats any audio already received; when a turn
 //     had started, metadata "turn_id", "delivered_bytes",
@@ -170,7 +177,8 @@ type TextToSpeechService_SynthesizeTextClient = grpc.ServerStreamingClient[Synth
 //     sent nothing for StreamLimits.idle_timeout while nothing was in
 //     progress), with RetryInfo 0: continue on a new stream.
 //   - CANCELLED, DEADLINE_EXCEEDED: the caller's own cancellation or deadline.
-//   - INTERNAL: a gateway bug; the message never carries details.
+//   - INTERNAL without a reason: a gateway bug; the message never carries
+//     details.
 //
 // Request metadata "x-slng-api-key" carries the caller's own SLNG key, on
 // gateways that allow it (otherwise INVALID_ARGUMENT); without it the
