@@ -108,6 +108,7 @@ FAULT_STREAMS ?= 20
 fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).
 	go test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./slngclient/
 	go test -run '^$$' -fuzz '^FuzzConfigs$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./service/
+	go test -run '^$$' -fuzz '^FuzzTurnBook$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./service/
 	go test -run '^$$' -fuzz '^FuzzParseWAV$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./cmd/speechctl/
 
 faults: ## Run the fault matrix with FAULT_STREAMS streams of each RPC per fault (default 20) and print it.

@@ -5,9 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngclient"
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
@@ -174,4 +176,87 @@ func TestTranscribeFinalsTimeout(t *testing.T) {
 	h := newHarness(t, slngsim.Options{Faults: slngsim.MustFaults("*=stall@first-final")}, Config{FinalsTimeout: 300 * time.Millisecond})
 	_, err := h.transcribe(t, testContext(t), &speechv1.RecognitionConfig{}, slngsim.Synthesize("Stuck", "linear16", 16000), 1000)
 	wantStatus(t, err, codes.Unavailable, ReasonUpstreamUnavailable)
+}
+
+// TestTranscribeFinalsWithoutTiming: the bridge's finals often carry no
+// start, duration or from_finalize (the AsyncAPI's shape). Every one is
+// delivered, marked offsets_estimated, and counted.
+func TestTranscribeFinalsWithoutTiming(t *testing.T) {
+	t.Parallel()
+	p, err := slngsim.ProfileByName("asyncapi-finals-no-duration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, slngsim.Options{Profile: &p}, Config{})
+	texts := []string{"No timing here.", "Nor here."}
+	var audio []byte
+	for _, s := range texts {
+		audio = append(audio, slngsim.Synthesize(s, "linear16", 16000)...)
+	}
+	resps, err := h.transcribe(t, testContext(t), &speechv1.RecognitionConfig{}, audio, 3200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := finalText(resps); got != strings.Join(texts, " ") {
+		t.Fatalf("finals %q", got)
+	}
+	var last time.Duration
+	for _, r := range resps {
+		f := r.GetFinalTranscript()
+		if f == nil || f.GetText() == "" {
+			continue
+		}
+		if !f.GetOffsetsEstimated() || f.GetStartOffset().AsDuration() < last || f.GetEndOffset().AsDuration() < f.GetStartOffset().AsDuration() {
+			t.Errorf("final %v: want estimated offsets that move forward", f)
+		}
+		last = f.GetEndOffset().AsDuration()
+	}
+	if v := testutil.ToFloat64(h.metrics.finalsEstimated); v < 2 {
+		t.Errorf("estimated finals metric = %v, want 2", v)
+	}
+}
+
+// TestTranscriptOutsideTheProtocol: a final for audio never sent is a
+// route breaking its own protocol: a warning and a metric, never a panic;
+// a final the session before a reconnect already delivered is dropped and
+// counted; the first final after a finalize answers it where the route has
+// no correlation field.
+func TestTranscriptOutsideTheProtocol(t *testing.T) {
+	t.Parallel()
+	s := &Server{metrics: NewMetrics(nil)}
+	tr := &transcription{srv: s, clock: clockOf(&speechv1.AudioFormat{
+		Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: 16000})}
+	final := func(text string, start, dur time.Duration, timed bool) slngclient.STTEvent {
+		return slngclient.STTEvent{Kind: slngclient.STTFinal, Transcript: slngclient.Transcript{
+			Text: text, Start: start, HasStart: timed, Duration: dur, HasDuration: timed}}
+	}
+	r := tr.translate(final("Nothing was said.", 0, 0, false))
+	if r.GetWarning().GetCode() != "upstream_protocol" {
+		t.Fatalf("final before any audio gave %v, want a warning", r)
+	}
+	if v := testutil.ToFloat64(s.metrics.finalsDropped.WithLabelValues("no_audio")); v != 1 {
+		t.Errorf("dropped no_audio = %v", v)
+	}
+	if v := testutil.ToFloat64(s.metrics.violations.WithLabelValues("stt", "final_without_audio")); v != 1 {
+		t.Errorf("violations = %v", v)
+	}
+
+	tr.sent.Store(32000) // one second of audio sent
+	if f := tr.translate(final("One.", 0, time.Second, true)).GetFinalTranscript(); f.GetText() != "One." || f.GetOffsetsEstimated() {
+		t.Fatalf("timed final = %v", f)
+	}
+	if r := tr.translate(final("One.", 0, time.Second, true)); r != nil {
+		t.Errorf("a final ending where the last one did was delivered again: %v", r)
+	}
+	if v := testutil.ToFloat64(s.metrics.finalsDropped.WithLabelValues("duplicate")); v != 1 {
+		t.Errorf("dropped duplicate = %v", v)
+	}
+
+	tr.finalizePending = true
+	tr.sent.Store(64000)
+	f := tr.translate(final("Two.", 0, 0, false)).GetFinalTranscript()
+	if !f.GetFromFinalize() || !f.GetOffsetsEstimated() || f.GetStartOffset().AsDuration() != time.Second ||
+		f.GetEndOffset().AsDuration() != 2*time.Second || tr.finalizePending {
+		t.Errorf("untimed final after a finalize = %v (pending %v)", f, tr.finalizePending)
+	}
 }
