@@ -129,6 +129,13 @@ func newHarness(t testing.TB, simOpts slngsim.Options, cfg Config) *harness {
 
 func newPooledHarness(t testing.TB, simOpts slngsim.Options, cfg Config, poolOpts slngpool.Options) *harness {
 	t.Helper()
+	return newHarnessWith(t, simOpts, cfg, poolOpts, sentinelLogger(t))
+}
+
+// newHarnessWith also takes the service's logger and more gRPC server
+// options, e.g. interceptors.
+func newHarnessWith(t testing.TB, simOpts slngsim.Options, cfg Config, poolOpts slngpool.Options, log *zap.Logger, extra ...grpc.ServerOption) *harness {
+	t.Helper()
 	if simOpts.APIKey == "" {
 		simOpts.APIKey = testKey
 	}
@@ -149,7 +156,7 @@ func newPooledHarness(t testing.TB, simOpts slngsim.Options, cfg Config, poolOpt
 		t.Fatal(err)
 	}
 	metrics := NewMetrics(reg)
-	srv, err := New(pool, sentinelLogger(t), metrics, cfg)
+	srv, err := New(pool, log, metrics, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,6 +167,7 @@ func newPooledHarness(t testing.TB, simOpts slngsim.Options, cfg Config, poolOpt
 		// come before the test ends.
 		grpc.WaitForHandlers(true),
 	}
+	serverOpts = append(serverOpts, extra...)
 	if cfg.TracerProvider != nil {
 		serverOpts = append(serverOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(cfg.TracerProvider))))
 	}

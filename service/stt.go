@@ -37,8 +37,8 @@ var (
 func (s *Server) Transcribe(stream speechv1.SpeechToTextService_TranscribeServer) error {
 	const rpc = "Transcribe"
 	ctx := stream.Context()
-	meta := streamMeta{sessionID: newSessionID()}
-	log := s.log.With(zap.String("rpc", rpc), zap.String("session_id", meta.sessionID))
+	id, log := s.streamLogger(ctx, speechv1.SpeechToTextService_ServiceDesc.ServiceName, rpc)
+	meta := streamMeta{sessionID: id}
 	release, err := s.admit(rpc)
 	if err != nil {
 		return s.finish(ctx, rpc, err, meta, log)

@@ -3,11 +3,18 @@ package service
 import (
 	"testing"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+	"google.golang.org/grpc"
+
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngpool"
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
@@ -51,5 +58,70 @@ func TestTracing(t *testing.T) {
 	if attrs["slng.model"].AsString() != "deepgram/aura:2" || attrs["slng.kind"].AsString() != "tts" ||
 		attrs["slng.session_id"].AsString() != started.GetUpstreamSessionId() || attrs["slng.pool.warm"].AsBool() {
 		t.Fatalf("session span attributes: %v", session.Attributes)
+	}
+}
+
+// TestStreamLogsTiedToTraces: with the session interceptor and the logging
+// interceptor installed as the binary installs them, every log line of a
+// stream, the service's and the access log's, carries the same session_id
+// (the one in `started`), trace_id and span_id (those of the stream's
+// server span), under the same field names.
+func TestStreamLogsTiedToTraces(t *testing.T) {
+	t.Parallel()
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(t.Context()) })
+	core, logs := observer.New(zapcore.DebugLevel)
+	log := zap.New(core)
+	// The first session fails before any audio, so that the service logs
+	// the replacement.
+	h := newHarnessWith(t, slngsim.Options{Script: func(ci slngsim.ConnInfo) slngsim.Fault {
+		if ci.Seq == 1 {
+			_, f, _ := slngsim.ParseFault("*=error:provider_error@first-audio,fatal")
+			return f
+		}
+		return slngsim.Fault{}
+	}},
+		Config{TracerProvider: tp}, slngpool.Options{DisableWarm: true, DialAttempts: 1}, log,
+		grpc.ChainStreamInterceptor(SessionInterceptor(),
+			logging.StreamServerInterceptor(InterceptorLogger(log.Named("grpc")),
+				logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContext(LogFields))))
+	resps, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "Logged."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.srv.Wait()
+	var server tracetest.SpanStub
+	for _, s := range exp.GetSpans() {
+		if s.Name == "slng.speech.v1.TextToSpeechService/SynthesizeText" {
+			server = s
+		}
+	}
+	want := map[string]string{
+		"session_id":   resps[0].GetStarted().GetSessionId(),
+		"trace_id":     server.SpanContext.TraceID().String(),
+		"span_id":      server.SpanContext.SpanID().String(),
+		"grpc.service": "slng.speech.v1.TextToSpeechService",
+		"grpc.method":  "SynthesizeText",
+	}
+	var access, service int
+	for _, e := range logs.All() {
+		fields := e.ContextMap()
+		if fields["grpc.method"] != "SynthesizeText" {
+			continue // the pool's and the client's lines are not the stream's
+		}
+		if e.LoggerName == "grpc" {
+			access++
+		} else {
+			service++
+		}
+		for k, v := range want {
+			if fields[k] != v {
+				t.Errorf("%s line %q: %s = %v, want %q", e.LoggerName, e.Message, k, fields[k], v)
+			}
+		}
+	}
+	if access != 1 || service == 0 {
+		t.Fatalf("%d access-log lines and %d service lines for the stream, want 1 and some", access, service)
 	}
 }

@@ -36,6 +36,9 @@ type synthResponses interface {
 	Send(*speechv1.SynthesizeResponse) error
 }
 
+// ttsServiceName is the full name of TextToSpeechService, for logs.
+var ttsServiceName = speechv1.TextToSpeechService_ServiceDesc.ServiceName
+
 // Synthesize implements TextToSpeechService.Synthesize.
 func (s *Server) Synthesize(stream speechv1.TextToSpeechService_SynthesizeServer) error {
 	return s.synthesize(stream.Context(), "Synthesize", stream, stream)
@@ -45,7 +48,8 @@ func (s *Server) Synthesize(stream speechv1.TextToSpeechService_SynthesizeServer
 // Synthesize stream of one flushed text followed by a half-close.
 func (s *Server) SynthesizeText(req *speechv1.SynthesizeTextRequest, stream speechv1.TextToSpeechService_SynthesizeTextServer) error {
 	if err := s.checkText("text", req.GetText()); err != nil {
-		return s.finish(stream.Context(), "SynthesizeText", err, streamMeta{}, s.log)
+		id, log := s.streamLogger(stream.Context(), ttsServiceName, "SynthesizeText")
+		return s.finish(stream.Context(), "SynthesizeText", err, streamMeta{sessionID: id}, log)
 	}
 	cfg := req.GetConfig()
 	if cfg == nil {
@@ -73,8 +77,8 @@ func (r *singleText) Recv() (*speechv1.SynthesizeRequest, error) {
 }
 
 func (s *Server) synthesize(ctx context.Context, rpc string, reqs synthRequests, out synthResponses) error {
-	meta := streamMeta{sessionID: newSessionID()}
-	log := s.log.With(zap.String("rpc", rpc), zap.String("session_id", meta.sessionID))
+	id, log := s.streamLogger(ctx, ttsServiceName, rpc)
+	meta := streamMeta{sessionID: id}
 	release, err := s.admit(rpc)
 	if err != nil {
 		return s.finish(ctx, rpc, err, meta, log)

@@ -278,7 +278,8 @@ func sleep(d time.Duration) {
 }
 
 // newGRPCServer builds the gRPC server with its interceptors and transport
-// limits. Interceptor order, outermost first: metrics, logging, recovery
+// limits. Interceptor order, outermost first: metrics, session id (streams),
+// logging, recovery
 // (innermost, so that a panic becomes INTERNAL before it is logged and
 // counted).
 func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetrics, extra ...grpc.ServerOption) *grpc.Server {
@@ -286,7 +287,9 @@ func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetri
 		log.Error("panic in handler", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	}
-	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	// The access-log line carries the stream's session_id (and trace_id,
+	// span_id with tracing on), under the same names as the service's lines.
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContext(service.LogFields)}
 	maxStream := cfg.maxStreamDuration
 	if maxStream <= 0 {
 		maxStream = 24 * time.Hour
@@ -299,6 +302,7 @@ func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetri
 		),
 		grpc.ChainStreamInterceptor(
 			metrics.StreamServerInterceptor(),
+			service.SessionInterceptor(),
 			logging.StreamServerInterceptor(service.InterceptorLogger(log.Named("grpc")), logOpts...),
 			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(recoverFn)),
 		),

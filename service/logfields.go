@@ -1,0 +1,66 @@
+package service
+
+import (
+	"context"
+
+	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+)
+
+// Log field names. The service's own lines and the access-log interceptor's
+// use the same names, so that one query finds all lines of a stream:
+// session_id always, trace_id and span_id when tracing is on.
+const (
+	fieldSession = "session_id"
+	fieldTrace   = "trace_id"
+	fieldSpan    = "span_id"
+	fieldService = "grpc.service" // as go-grpc-middleware's logging names it
+	fieldMethod  = "grpc.method"
+)
+
+type sessionIDKey struct{}
+
+// SessionInterceptor gives every stream its gateway session id (the one in
+// `started` and in error metadata) before the handler runs. Install it
+// outside the logging interceptor, with logging.WithFieldsFromContext(
+// LogFields), so that the access-log line of a stream carries the same
+// session_id as the service's lines.
+func SessionInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		w := middleware.WrapServerStream(ss)
+		w.WrappedContext = context.WithValue(ss.Context(), sessionIDKey{}, newSessionID())
+		return handler(srv, w)
+	}
+}
+
+// LogFields are the fields that tie a stream's access-log line to its other
+// lines and to its trace: for logging.WithFieldsFromContext.
+func LogFields(ctx context.Context) logging.Fields {
+	var f logging.Fields
+	if id, ok := ctx.Value(sessionIDKey{}).(string); ok {
+		f = append(f, fieldSession, id)
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		f = append(f, fieldTrace, sc.TraceID().String(), fieldSpan, sc.SpanID().String())
+	}
+	return f
+}
+
+// streamLogger returns the session id of the stream whose context is ctx
+// (SessionInterceptor's, or a new one when the interceptor is not
+// installed) and a logger whose every line carries it, the RPC's names and,
+// when tracing is on, the trace and span ids.
+func (s *Server) streamLogger(ctx context.Context, service, method string) (string, *zap.Logger) {
+	id, ok := ctx.Value(sessionIDKey{}).(string)
+	if !ok {
+		id = newSessionID()
+	}
+	fields := []zap.Field{zap.String(fieldService, service), zap.String(fieldMethod, method), zap.String(fieldSession, id)}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		fields = append(fields, zap.String(fieldTrace, sc.TraceID().String()), zap.String(fieldSpan, sc.SpanID().String()))
+	}
+	return id, s.log.With(fields...)
+}
