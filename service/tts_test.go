@@ -701,6 +701,12 @@ func TestSynthesizeRollsOverBetweenTurns(t *testing.T) {
 		if err != nil || got != text {
 			t.Fatalf("turn %d: %q, %v", i+1, got, err)
 		}
+		// The rollover happens between turns: a text that arrives before
+		// it is spoken on the old session.
+		waitFor(t, func() bool {
+			ss := h.sim.Sessions()
+			return len(ss) == i+1 && !ss[i].Open
+		}, "the old session to close")
 	}
 	if err := b.stream.CloseSend(); err != nil {
 		t.Fatal(err)
