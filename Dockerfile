@@ -3,6 +3,8 @@
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
+# The generated API is its own module, replaced by ./gen in go.mod.
+COPY gen/go.mod gen/go.sum ./gen/
 RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/speech-gateway ./cmd/speech-gateway \

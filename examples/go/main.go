@@ -2,7 +2,12 @@
 // bidi Synthesize session of two turns, a Transcribe of that audio, and an
 // error decoded from its google.rpc details.
 //
-//	go run ./examples/go --addr localhost:50051
+// It is a module of its own that depends on the API module
+// (github.com/speech-gateway/speech-gateway/gen) only, as a caller's would;
+// go.mod replaces it with ../../gen so that it builds against this checkout.
+// Its grpc and protobuf are the API module's floors, which shows they work.
+//
+//	cd examples/go && go run . --addr localhost:50051
 package main
 
 import (
@@ -131,6 +136,11 @@ func synthesize(ctx context.Context, c speechv1.TextToSpeechServiceClient, forma
 			audio = append(audio, m.GetAudio().GetData()...)
 		case m.GetAudioEnd() != nil:
 			fmt.Println("turn", m.GetAudioEnd().GetTurnId(), "done:", m.GetAudioEnd().GetDelivered().GetAudioBytes(), "bytes")
+		case m.GetTurnFailed() != nil:
+			// The stream goes on with the next turn; this one produced no
+			// complete audio. Here every turn must succeed.
+			f := m.GetTurnFailed()
+			return nil, fmt.Errorf("turn %d failed: %s %s: %s", f.GetTurnId(), codes.Code(f.GetCode()), f.GetReason(), f.GetMessage())
 		}
 	}
 }

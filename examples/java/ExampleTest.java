@@ -14,6 +14,7 @@ import ai.slng.speech.v1.TextInput;
 import ai.slng.speech.v1.TextToSpeechServiceGrpc;
 import ai.slng.speech.v1.TranscribeRequest;
 import ai.slng.speech.v1.TranscribeResponse;
+import ai.slng.speech.v1.TurnFailed;
 import com.google.protobuf.Any;
 import com.google.protobuf.ByteString;
 import com.google.rpc.BadRequest;
@@ -38,7 +39,9 @@ import org.junit.jupiter.api.Test;
 /**
  * Calls speech-gateway from Java: a bidi Synthesize session, a Transcribe of
  * its audio, and an error decoded from its google.rpc details. The gateway's
- * address comes from SPEECH_GATEWAY_ADDR.
+ * address comes from SPEECH_GATEWAY_ADDR. It compiles against the
+ * speech-gateway-api jar, and the com.google.rpc classes of the
+ * speech-gateway-googleapis-rpc jar (docs/clients.md).
  */
 class ExampleTest {
   static final List<String> TURNS = List.of("Hello from Java.", "A second turn on the same stream.");
@@ -85,6 +88,12 @@ class ExampleTest {
           @Override public void onNext(SynthesizeResponse r) {
             if (r.hasAudio()) {
               audio.writeBytes(r.getAudio().getData().toByteArray());
+            } else if (r.hasTurnFailed()) {
+              // The stream goes on with the next turn; this one produced no
+              // complete audio. Here every turn must succeed.
+              TurnFailed f = r.getTurnFailed();
+              done.completeExceptionally(new AssertionError("turn " + f.getTurnId() + " failed: "
+                  + Status.fromCodeValue(f.getCode()).getCode() + " " + f.getReason() + ": " + f.getMessage()));
             }
           }
           @Override public void onError(Throwable t) { done.completeExceptionally(t); }

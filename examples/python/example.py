@@ -4,8 +4,9 @@ of the audio it produced, and an error decoded from its google.rpc details.
 
     python3 example.py localhost:50051
 
-Stubs come from buf.gen.python.yaml (see run.sh); they must be on
-PYTHONPATH, with google/rpc/status_pb2 and error_details_pb2.
+It imports the API from the speech-gateway-api wheel and google.rpc from
+speech-gateway-googleapis-rpc (or googleapis-common-protos, where PyPI is
+reachable); docs/clients.md shows how to build and install them.
 """
 import json
 import sys
@@ -62,6 +63,11 @@ def synthesize(channel):
             audio.setdefault(resp.audio.turn_id, bytearray()).extend(resp.audio.data)
         elif kind == "audio_end":
             print("turn", resp.audio_end.turn_id, "done:", resp.audio_end.delivered.audio_bytes, "bytes")
+        elif kind == "turn_failed":
+            # The stream goes on with the next turn; this one produced no
+            # complete audio. Here every turn must succeed.
+            f = resp.turn_failed
+            raise AssertionError(f"turn {f.turn_id} failed: {f.code} {f.reason}: {f.message}")
     return [bytes(audio[t]) for t in sorted(audio)]
 
 
@@ -83,7 +89,11 @@ def transcribe(channel, pcm):
 
 
 def error_details(err):
-    """The google.rpc.Status details of a failed call, decoded."""
+    """The google.rpc.Status details of a failed call, decoded.
+
+    grpcio-status (PyPI) does the first half as rpc_status.from_call(err);
+    Debian does not package it, so this reads the trailer itself.
+    """
     for key, value in err.trailing_metadata() or ():
         if key == "grpc-status-details-bin":
             st = status_pb2.Status.FromString(value)
