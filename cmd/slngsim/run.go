@@ -11,8 +11,14 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/speech-gateway/speech-gateway/internal/buildinfo"
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
+
+// version and revision are set at link time (-ldflags "-X main.version=...
+// -X main.revision=..."); empty, they come from the stamped build
+// information.
+var version, revision string
 
 // faultFlags collects repeated --fault flags.
 type faultFlags map[string]slngsim.Fault
@@ -105,7 +111,12 @@ Flags:
 	fs.BoolVar(&opts.BenchStamp, "bench-stamp", false, "stamp send time (big-endian Unix ns) into the first 8 bytes of each audio chunk")
 	fs.Var(faultFlags(opts.Faults), "fault", "inject a fault, MODEL=KIND[:ARG][@POINT][,OPTION...] (repeatable); see package slngsim")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	showVersion := fs.Bool("version", false, "print the version, revision and Go version, and exit")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *showVersion {
+		_, err := fmt.Fprintln(stdout, buildinfo.Read(version, revision).Line("slngsim"))
 		return err
 	}
 	switch strings.ToLower(audioForm) {

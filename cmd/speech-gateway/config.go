@@ -23,8 +23,9 @@ import (
 type config struct {
 	listen      string
 	adminListen string
-	adminPprof  bool
-	// memProfileRate, with adminPprof, sets runtime.MemProfileRate.
+	// debugListen serves /debug/pprof on its own listener; empty: off.
+	debugListen string
+	// memProfileRate, with debugListen, sets runtime.MemProfileRate.
 	memProfileRate int
 	dev            bool
 	devRealtime    bool
@@ -138,8 +139,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 
 	fs.StringVar(&c.listen, "listen", env("LISTEN_ADDR", ":50051"), "gRPC listen address [LISTEN_ADDR]")
 	fs.StringVar(&c.adminListen, "admin-listen", env("ADMIN_ADDR", ":9090"), "admin HTTP address for /metrics, /healthz, /readyz; empty disables [ADMIN_ADDR]")
-	fs.BoolVar(&c.adminPprof, "admin-pprof", envBool("ADMIN_PPROF"), "serve Go's /debug/pprof on the admin address [ADMIN_PPROF]")
-	fs.IntVar(&c.memProfileRate, "admin-mem-profile-rate", envInt("ADMIN_MEM_PROFILE_RATE", 0), "with --admin-pprof, sample one allocation per this many bytes; 1 records every allocation, for exact counts at a large CPU cost; 0 keeps Go's default [ADMIN_MEM_PROFILE_RATE]")
+	fs.StringVar(&c.debugListen, "debug-listen", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof on this address, apart from the admin port; bind it to loopback, e.g. 127.0.0.1:6060; empty disables [DEBUG_ADDR]")
+	fs.IntVar(&c.memProfileRate, "debug-mem-profile-rate", envInt("DEBUG_MEM_PROFILE_RATE", 0), "with --debug-listen, sample one allocation per this many bytes; 1 records every allocation, for exact counts at a large CPU cost; 0 keeps Go's default [DEBUG_MEM_PROFILE_RATE]")
+	showVersion := fs.Bool("version", false, "print the version, revision and Go version, and exit")
 	fs.BoolVar(&c.dev, "dev", envBool("SPEECH_GATEWAY_DEV"), "run an embedded SLNG simulator on loopback and use it; no key needed [SPEECH_GATEWAY_DEV]")
 	fs.BoolVar(&c.devRealtime, "dev-realtime", envBool("SPEECH_GATEWAY_DEV_REALTIME"), "with --dev, the simulator paces audio at playback speed [SPEECH_GATEWAY_DEV_REALTIME]")
 	fs.StringVar(&c.devProfile, "dev-profile", env("SPEECH_GATEWAY_DEV_PROFILE", "realistic"), "with --dev, the simulator's route profile: realistic (per provider, as SLNG's own clients report; docs/simulator.md), rich (the kindest), or another slngsim profile name [SPEECH_GATEWAY_DEV_PROFILE]")
@@ -188,6 +190,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	if *showVersion {
+		return nil, errShowVersion
+	}
+	for _, name := range []string{"ADMIN_PPROF", "ADMIN_MEM_PROFILE_RATE"} {
+		if getenv(name) != "" {
+			parseErrs = append(parseErrs, fmt.Errorf("%s is no longer read: profiles are served on their own listener, DEBUG_ADDR=127.0.0.1:6060 (and DEBUG_MEM_PROFILE_RATE)", name))
+		}
+	}
 	if len(parseErrs) > 0 {
 		return nil, errors.Join(parseErrs...)
 	}
@@ -218,8 +228,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if (c.streamWindow != 0 || c.connWindow != 0) && (!validWindow(c.streamWindow) || !validWindow(c.connWindow)) {
 		return nil, errors.New("--http2-stream-window and --http2-conn-window must both be 0, or both from 65536 to 2147483647")
 	}
-	if c.memProfileRate < 0 || (c.memProfileRate > 0 && !c.adminPprof) {
-		return nil, errors.New("--admin-mem-profile-rate must be 0, or positive with --admin-pprof")
+	if c.memProfileRate < 0 || (c.memProfileRate > 0 && c.debugListen == "") {
+		return nil, errors.New("--debug-mem-profile-rate must be 0, or positive with --debug-listen")
 	}
 	if *legacyRegion != "" {
 		if c.regionOverride != "" && c.regionOverride != *legacyRegion {

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -14,7 +15,12 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, errShowVersion) {
+		fmt.Println(buildInfo().Line("speech-gateway"))
+		return
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "speech-gateway:", err)
 		os.Exit(1)
 	}

@@ -136,11 +136,12 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{[]string{"--dev", "--prewarm-tts", `{"model": 5}`}, nil},
 		{[]string{"--dev"}, map[string]string{"PREWARM_STT": `[{"format": {"sampleRateHz": 1}}]`}},
 		{[]string{"--dev"}, map[string]string{"POOL_WARM": "sometimes"}},
-		{[]string{"--dev", "--admin-mem-profile-rate", "1"}, nil}, // without --admin-pprof
+		{[]string{"--dev", "--debug-mem-profile-rate", "1"}, nil}, // without --debug-listen
 		{[]string{"--dev", "--http2-stream-window", "1000"}, nil},
 		{[]string{"--dev", "--http2-conn-window", "0"}, nil},
 		{[]string{"--dev", "--http2-stream-window", "4294967296"}, nil},
-		{[]string{"--dev", "--admin-pprof", "--admin-mem-profile-rate", "-1"}, nil},
+		{[]string{"--dev", "--debug-listen", "127.0.0.1:0", "--debug-mem-profile-rate", "-1"}, nil},
+		{[]string{"--dev"}, map[string]string{"ADMIN_PPROF": "true"}}, // retired: DEBUG_ADDR
 		{[]string{"--dev", "--slng-world-part", "eu.example.com/x"}, nil},
 		{[]string{"--dev", "--dev-profile", "kindest"}, nil},
 		{[]string{"--dev", "--slng-region-override", "eu north"}, nil},
@@ -323,7 +324,7 @@ func TestAdminHandler(t *testing.T) {
 	t.Parallel()
 	var serving atomic.Bool
 	serving.Store(true)
-	h := adminHandler(prom.NewRegistry(), &serving, false)
+	h := adminHandler(prom.NewRegistry(), &serving)
 	get := func(path string) int {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
@@ -331,6 +332,9 @@ func TestAdminHandler(t *testing.T) {
 	}
 	if get("/healthz") != 200 || get("/readyz") != 200 || get("/metrics") != 200 {
 		t.Fatal("admin endpoints not OK while serving")
+	}
+	if code := get("/debug/pprof/"); code != http.StatusNotFound {
+		t.Fatalf("/debug/pprof/ on the admin port = %d, want 404: profiles have their own listener", code)
 	}
 	serving.Store(false)
 	if get("/readyz") != http.StatusServiceUnavailable {

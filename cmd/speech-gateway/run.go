@@ -9,8 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/pprof"
-	"runtime"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -47,9 +45,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	return runWith(ctx, args, getenv, stderr, nil)
 }
 
-// addrs are the addresses the gateway listens on.
+// addrs are the addresses the gateway listens on; admin and debug are ""
+// when off.
 type addrs struct {
-	grpc, admin string
+	grpc, admin, debug string
 }
 
 func runWith(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, ready chan<- addrs) error {
@@ -62,6 +61,8 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	info := buildInfo()
+	log.Info("starting", versionFields(info)...)
 
 	var tracer trace.TracerProvider // nil: no spans
 	var serverOpts []grpc.ServerOption
@@ -201,12 +202,18 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 			lis.Close()
 			return fmt.Errorf("listen %s: %w", cfg.adminListen, err)
 		}
-		admin = &http.Server{Handler: adminHandler(reg, &serving, cfg.adminPprof), ReadHeaderTimeout: 5 * time.Second}
-		if cfg.memProfileRate > 0 {
-			// Set once, before the servers allocate anything worth profiling.
-			runtime.MemProfileRate = cfg.memProfileRate
-		}
+		admin = &http.Server{Handler: adminHandler(reg, &serving), ReadHeaderTimeout: 5 * time.Second}
 	}
+	registerOpsMetrics(reg, info, cfg.maxStreams, &serving)
+	debugSrv, err := startDebug(cfg, log)
+	if err != nil {
+		lis.Close()
+		if adminLis != nil {
+			adminLis.Close()
+		}
+		return fmt.Errorf("listen %s: %w", cfg.debugListen, err)
+	}
+	defer debugSrv.close()
 
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(lis) }()
@@ -219,12 +226,12 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 			errc <- nil
 		}()
 	}
-	a := addrs{grpc: lis.Addr().String()}
+	a := addrs{grpc: lis.Addr().String(), debug: debugSrv.address()}
 	if adminLis != nil {
 		a.admin = adminLis.Addr().String()
 	}
-	log.Info("serving", zap.String("grpc", a.grpc), zap.String("admin", a.admin),
-		zap.Bool("dev", cfg.dev), zap.String("slng_routes", cfg.routes))
+	log.Info("serving", zap.String("grpc", a.grpc), zap.String("admin", a.admin), zap.String("debug", a.debug),
+		zap.Bool("dev", cfg.dev), zap.String("slng_routes", cfg.routes), zap.String("version", info.Version))
 	if ready != nil {
 		ready <- a
 	}
@@ -337,15 +344,10 @@ func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetri
 }
 
 // adminHandler serves /metrics, /healthz (the process is alive) and /readyz
-// (serving and not draining).
-func adminHandler(reg *prom.Registry, serving *atomic.Bool, profiling bool) http.Handler {
+// (serving and not draining), and nothing else: profiles have their own
+// listener (debug.go).
+func adminHandler(reg *prom.Registry, serving *atomic.Bool) http.Handler {
 	mux := http.NewServeMux()
-	if profiling {
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")

@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.only, "only", "", "run only these parts, comma-separated: tts, stt, ttfa, throughput")
 	fs.StringVar(&o.profileDir, "profile", "", "write CPU and allocation profiles of the gateway during the first TTS and STT waves into this directory")
 	fs.IntVar(&o.clientWindow, "client-window", 0, "fix the gRPC clients' HTTP/2 stream window at this many bytes, which turns off grpc-go's BDP pings; 0 keeps grpc-go's defaults")
-	fs.IntVar(&o.memProfileRate, "profile-mem-rate", 0, "with --profile, the gateway's --admin-mem-profile-rate: 1 counts every allocation (and slows the gateway)")
+	fs.IntVar(&o.memProfileRate, "profile-mem-rate", 0, "with --profile, the gateway's --debug-mem-profile-rate: 1 counts every allocation (and slows the gateway)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -127,10 +127,10 @@ func (b *bench) sim(ctx context.Context, args ...string) (*proc, error) {
 
 func (b *bench) gateway(ctx context.Context, simURL string, args ...string) (*proc, error) {
 	// The admin server serves /metrics, where the allocation count comes
-	// from, and pprof when profiling.
+	// from; the debug listener serves pprof when profiling.
 	admin := []string{"--admin-listen", "127.0.0.1:0"}
 	if b.o.profileDir != "" {
-		admin = append(admin, "--admin-pprof", "--admin-mem-profile-rate", strconv.Itoa(b.o.memProfileRate))
+		admin = append(admin, "--debug-listen", "127.0.0.1:0", "--debug-mem-profile-rate", strconv.Itoa(b.o.memProfileRate))
 	}
 	p, err := startGateway(ctx, b.o.gatewayBin, simURL, append(admin, args...)...)
 	if err == nil {

@@ -22,6 +22,7 @@ type proc struct {
 	cmd   *exec.Cmd
 	addr  string // the simulator's URL or the gateway's gRPC address
 	admin string // the gateway's admin address, when it has one
+	debug string // the gateway's pprof address, when it has one
 	done  chan error
 }
 
@@ -65,7 +66,7 @@ func startGateway(ctx context.Context, bin, simURL string, args ...string) (*pro
 		return nil, err
 	}
 	p := &proc{name: "speech-gateway " + strings.Join(args, " "), cmd: cmd, done: make(chan error, 1)}
-	addr := make(chan [2]string, 1)
+	addr := make(chan [3]string, 1)
 	go func() {
 		sc := bufio.NewScanner(errPipe)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -75,9 +76,10 @@ func startGateway(ctx context.Context, bin, simURL string, args ...string) (*pro
 				Msg   string `json:"msg"`
 				GRPC  string `json:"grpc"`
 				Admin string `json:"admin"`
+				Debug string `json:"debug"`
 			}
 			if json.Unmarshal(sc.Bytes(), &m) == nil && m.Msg == "serving" && !sent {
-				addr <- [2]string{m.GRPC, m.Admin}
+				addr <- [3]string{m.GRPC, m.Admin, m.Debug}
 				sent = true
 				continue
 			}
@@ -89,7 +91,7 @@ func startGateway(ctx context.Context, bin, simURL string, args ...string) (*pro
 	}()
 	select {
 	case a := <-addr:
-		p.addr, p.admin = a[0], a[1]
+		p.addr, p.admin, p.debug = a[0], a[1], a[2]
 		return p, nil
 	case err := <-p.done:
 		return nil, fmt.Errorf("speech-gateway exited before serving: %v", err)
@@ -169,9 +171,9 @@ func (p *proc) metric(name string) (float64, error) {
 }
 
 // profile fetches a CPU profile ("profile") or the allocations ("allocs")
-// over d from a gateway started with --admin-pprof, into path.
+// over d from a gateway started with --debug-listen, into path.
 func (p *proc) profile(ctx context.Context, kind string, d time.Duration, path string) error {
-	url := fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", p.admin, kind, int(d.Seconds()))
+	url := fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", p.debug, kind, int(d.Seconds()))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err

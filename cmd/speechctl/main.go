@@ -16,7 +16,14 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/speech-gateway/speech-gateway/internal/buildinfo"
 )
+
+// version and revision are set at link time (-ldflags "-X main.version=...
+// -X main.revision=..."); empty, they come from the stamped build
+// information.
+var version, revision string
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -37,6 +44,7 @@ Commands:
   synthesize   speak text: --text, --file or stdin; --out FILE (WAV for linear16)
   transcribe   transcribe a WAV file (16-bit PCM, mu-law or A-law, mono)
   health       check the gateway's health
+  version      print speechctl's version, revision and Go version (also --version)
 
 Every command takes --addr host:port (default localhost:50051).
 Run "speechctl <command> -h" for its flags.
@@ -54,6 +62,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return transcribe(ctx, args[1:], stdout, stderr)
 	case "health":
 		return health(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, buildinfo.Read(version, revision).Line("speechctl"))
+		return nil
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
