@@ -7,8 +7,13 @@ COPY go.mod go.sum ./
 COPY gen/go.mod gen/go.sum ./gen/
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/speech-gateway ./cmd/speech-gateway \
- && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/slngsim ./cmd/slngsim
+# The build context has no .git, so the version and revision come from
+# `make image` (git describe, git rev-parse HEAD).
+ARG VERSION=unknown
+ARG REVISION=unknown
+RUN ldflags="-s -w -X main.version=${VERSION} -X main.revision=${REVISION}" \
+ && CGO_ENABLED=0 go build -trimpath -ldflags="$ldflags" -o /out/speech-gateway ./cmd/speech-gateway \
+ && CGO_ENABLED=0 go build -trimpath -ldflags="$ldflags" -o /out/slngsim ./cmd/slngsim
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/speech-gateway /out/slngsim /

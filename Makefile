@@ -20,6 +20,17 @@ KUBECTL_VALIDATE_VERSION   := v0.0.4
 BUF := $(BIN)/buf
 GO_PACKAGES := ./...
 
+# The version the binaries report (--version, speech_gateway_build_info, the
+# start-up log) and the image tag: the nearest tag, the commits since it and
+# -dirty for local changes. `make build VERSION=v1.2.0` sets another. The
+# revision is passed too, because go build stamps none with -buildvcs=false
+# and the image's build context has no .git.
+VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(if $(filter %-dirty,$(VERSION)),-dirty)
+LDFLAGS  := -X main.version=$(VERSION) -X main.revision=$(REVISION)
+IMAGE    ?= registry.example.com/speech-gateway
+CONTAINER_TOOL ?= docker
+
 .PHONY: help
 help: ## Show this help.
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -90,8 +101,21 @@ test: ## Run every test with the race detector.
 	go test -race -count=1 -timeout 10m $(GO_PACKAGES)
 
 .PHONY: build
-build: ## Build the binaries into ./bin.
-	go build -trimpath -o $(BIN)/ ./cmd/...
+build: ## Build the binaries into ./bin, reporting VERSION.
+	go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+.PHONY: version
+version: ## Print the VERSION that builds and image tags use.
+	@echo $(VERSION)
+
+.PHONY: image image-tag
+image: ## Build the image $(IMAGE):$(VERSION) from the Dockerfile (CONTAINER_TOOL=docker, or buildah).
+	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE):$(VERSION) .
+
+image-tag: ## Point deploy/kubernetes at $(IMAGE):$(VERSION) (the kustomization's newTag and the Deployment).
+	sed -i -E 's|^(    newTag: ).*|\1"$(VERSION)"|' deploy/kubernetes/kustomization.yaml
+	sed -i -E 's|^(          image: registry.example.com/speech-gateway):.*|\1:$(VERSION)|' deploy/kubernetes/deployment.yaml
+	@$(MAKE) --no-print-directory check-image-tags
 
 .PHONY: run
 run: ## Run the gateway with the embedded SLNG simulator (no key needed).
@@ -151,8 +175,19 @@ image-check: build ## Build the FROM-scratch image with buildah, run it with chr
 	./scripts/image-check.sh
 
 .PHONY: validate-manifests
-validate-manifests: $(BIN)/.kubectl-validate-$(KUBECTL_VALIDATE_VERSION) ## Validate deploy/kubernetes offline against Kubernetes 1.30.
+validate-manifests: $(BIN)/.kubectl-validate-$(KUBECTL_VALIDATE_VERSION) check-image-tags ## Validate deploy/kubernetes offline against Kubernetes 1.30.
 	$(BIN)/kubectl-validate --version 1.30 $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
+
+# An image tag names one build: never latest, and the Deployment and the
+# kustomization name the same one.
+.PHONY: check-image-tags
+check-image-tags:
+	@if grep -rnE '^ *image: [^:]+$$' deploy/ || grep -rn ':latest' deploy/; then \
+		echo "deploy/: every image needs a version tag, never latest (make image-tag)" >&2; exit 1; fi
+	@deploy=$$(sed -nE 's|^ +image: registry.example.com/speech-gateway:(.*)$$|\1|p' deploy/kubernetes/deployment.yaml); \
+	kust=$$(sed -nE 's|^ +newTag: "?([^"]*)"?$$|\1|p' deploy/kubernetes/kustomization.yaml); \
+	if [[ -z "$$deploy" || "$$deploy" != "$$kust" ]]; then \
+		echo "deploy/kubernetes: the Deployment's tag ($$deploy) and the kustomization's newTag ($$kust) differ (make image-tag)" >&2; exit 1; fi
 
 .PHONY: bench bench-quick
 bench: build ## Measure the gateway against a direct client (several minutes); writes bench/results.json.
