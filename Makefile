@@ -189,6 +189,21 @@ check-image-tags:
 	if [[ -z "$$deploy" || "$$deploy" != "$$kust" ]]; then \
 		echo "deploy/kubernetes: the Deployment's tag ($$deploy) and the kustomization's newTag ($$kust) differ (make image-tag)" >&2; exit 1; fi
 
+# deploy/monitoring: Prometheus rules with promtool unit tests (Debian's
+# prometheus package; .ci/run installs it), and the PrometheusRule generated
+# from the rules. TestAlertsEndToEnd, in make test, proves each alert fires.
+PROMTOOL ?= promtool
+
+.PHONY: monitoring monitoring-check
+monitoring: ## Regenerate deploy/monitoring/prometheusrule.yaml from alerts.rules.yaml.
+	go test -count=1 -run '^TestPrometheusRuleMatchesRules$$' ./cmd/speech-gateway/ -update
+
+monitoring-check: ## promtool check and unit-test the alert rules; the PrometheusRule must match them.
+	@command -v $(PROMTOOL) >/dev/null || { echo "promtool not found: apt-get install prometheus" >&2; exit 1; }
+	$(PROMTOOL) check rules deploy/monitoring/alerts.rules.yaml
+	cd deploy/monitoring && $(PROMTOOL) test rules alerts.test.yaml
+	go test -count=1 -run '^(TestPrometheusRuleMatchesRules|TestServiceMonitorSelectsTheService|TestMonitoringUsesDocumentedMetrics)$$' ./cmd/speech-gateway/
+
 .PHONY: bench bench-quick
 bench: build ## Measure the gateway against a direct client (several minutes); writes bench/results.json.
 	$(BIN)/speechbench --gateway $(BIN)/speech-gateway --sim $(BIN)/slngsim --out bench/results.json
