@@ -193,8 +193,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if *showVersion {
 		return nil, errShowVersion
 	}
+	// The retired pprof switches: one that asked for profiles stops the
+	// start-up, so that nobody finds them gone when they need them; a
+	// "false" or "0" asked for nothing and is ignored.
 	for _, name := range []string{"ADMIN_PPROF", "ADMIN_MEM_PROFILE_RATE"} {
-		if getenv(name) != "" {
+		if v := strings.ToLower(getenv(name)); v != "" && v != "false" && v != "0" {
 			parseErrs = append(parseErrs, fmt.Errorf("%s is no longer read: profiles are served on their own listener, DEBUG_ADDR=127.0.0.1:6060 (and DEBUG_MEM_PROFILE_RATE)", name))
 		}
 	}

@@ -63,3 +63,27 @@ func TestNoDebugListenerByDefault(t *testing.T) {
 		t.Fatalf("GET /debug/pprof/ on the admin port = %d, want 404", got)
 	}
 }
+
+// TestRetiredProfilingVariables: a manifest that still asks for profiles on
+// the admin port stops the start-up with a message naming DEBUG_ADDR; one
+// that asked for none starts.
+func TestRetiredProfilingVariables(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		env  map[string]string
+		fail bool
+	}{
+		{map[string]string{"ADMIN_PPROF": "true"}, true},
+		{map[string]string{"ADMIN_PPROF": "1"}, true},
+		{map[string]string{"ADMIN_MEM_PROFILE_RATE": "1"}, true},
+		{map[string]string{"ADMIN_PPROF": "false", "ADMIN_MEM_PROFILE_RATE": "0"}, false},
+	} {
+		_, err := parseConfig([]string{"--dev"}, envFrom(tc.env), io.Discard)
+		if tc.fail && (err == nil || !strings.Contains(err.Error(), "DEBUG_ADDR")) {
+			t.Errorf("env %v: %v, want an error naming DEBUG_ADDR", tc.env, err)
+		}
+		if !tc.fail && err != nil {
+			t.Errorf("env %v: %v", tc.env, err)
+		}
+	}
+}
