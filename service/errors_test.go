@@ -8,11 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/slngclient"
+	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
 // TestToStatusTable checks every row of docs/errors.md as a unit: code,
@@ -173,4 +177,26 @@ func details(st *status.Status) (*errdetails.ErrorInfo, *errdetails.RetryInfo) {
 		}
 	}
 	return info, retry
+}
+
+// TestKeyRefusedCounted: SLNG refusing the gateway's own key and refusing a
+// caller's own key end streams differently and count apart, so that the
+// operator's alert fires only for the gateway's key.
+func TestKeyRefusedCounted(t *testing.T) {
+	t.Parallel()
+	// The simulator accepts only testKey; the gateway is given another.
+	h := newHarness(t, slngsim.Options{APIKey: "the-only-good-key"}, Config{AllowCallerKey: true})
+	_, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "Refused."})
+	wantStatus(t, err, codes.Internal, ReasonUpstreamAuthFailed)
+	ctx := metadata.AppendToOutgoingContext(testContext(t), CallerKeyHeader, "a-callers-bad-key")
+	_, err = h.synthesizeText(t, ctx, &speechv1.SynthesizeTextRequest{Text: "Refused too."})
+	wantStatus(t, err, codes.Unauthenticated, ReasonUpstreamAuthFailed)
+	for credential, want := range map[string]float64{"gateway": 1, "caller": 1} {
+		if got := testutil.ToFloat64(h.metrics.keyRefused.WithLabelValues(credential)); got != want {
+			t.Errorf("key refused{credential=%q} = %v, want %v", credential, got, want)
+		}
+	}
+	if got := testutil.ToFloat64(h.metrics.upstreamErrors.WithLabelValues(ReasonUpstreamAuthFailed)); got != 2 {
+		t.Errorf("upstream errors{UPSTREAM_AUTH_FAILED} = %v, want 2", got)
+	}
 }

@@ -29,6 +29,7 @@ type Metrics struct {
 	finalsDropped                     *prometheus.CounterVec
 	finalsEstimated                   prometheus.Counter
 	unknownFrames                     *prometheus.CounterVec
+	keyRefused                        *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them on reg; a nil reg
@@ -93,17 +94,31 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "speech_gateway_stt_finals_estimated_total",
 			Help: "Final transcripts delivered with estimated offsets, because the upstream route reported no timing.",
 		}),
+		keyRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_upstream_key_refused_total",
+			Help: "Streams ended because SLNG refused the key, by whose key: gateway (the operator's Secret; " +
+				"callers see INTERNAL) or caller (x-slng-api-key; callers see UNAUTHENTICATED).",
+		}, []string{"credential"}),
 		unknownFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "speech_gateway_upstream_unknown_frames_total",
 			Help: "Upstream messages of a type the gateway does not know, ignored, by kind.",
 		}, []string{"kind"}),
+	}
+	// Series that alerts watch exist from the start at 0, so that
+	// increase() sees their first failure.
+	for _, c := range []string{"gateway", "caller"} {
+		m.keyRefused.WithLabelValues(c)
+	}
+	for _, r := range []string{ReasonUpstreamAuthFailed, ReasonUpstreamUnavailable, ReasonUpstreamSessionExpired,
+		ReasonUpstreamRateLimited, ReasonUpstreamCircuitOpen, ReasonUpstreamProtocolError, ReasonUpstreamTurnTimeout} {
+		m.upstreamErrors.WithLabelValues(r)
 	}
 	m.synthesizedBytes = m.audioBytes.WithLabelValues("synthesized")
 	m.recognizedBytes = m.audioBytes.WithLabelValues("recognized")
 	if reg != nil {
 		reg.MustRegister(m.streamsActive, m.streamsTotal, m.upstreamAcquire, m.upstreamErrors,
 			m.warnings, m.audioBytes, m.firstAudio, m.transcriptDelay, m.reconnects,
-			m.turnsFailed, m.violations, m.finalsDropped, m.finalsEstimated, m.unknownFrames)
+			m.turnsFailed, m.violations, m.finalsDropped, m.finalsEstimated, m.unknownFrames, m.keyRefused)
 	}
 	return m
 }

@@ -380,6 +380,13 @@ func (s *Server) finish(ctx context.Context, rpc string, err error, meta streamM
 	s.metrics.streamsTotal.WithLabelValues(rpc, st.Code().String()).Inc()
 	if reason := upstreamReason(err, ctxErr, st); reason != "" {
 		s.metrics.upstreamErrors.WithLabelValues(reason).Inc()
+		if reason == ReasonUpstreamAuthFailed {
+			credential := "gateway"
+			if meta.callerKey {
+				credential = "caller"
+			}
+			s.metrics.keyRefused.WithLabelValues(credential).Inc()
+		}
 	}
 	switch {
 	case err == nil:
