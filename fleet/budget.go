@@ -1,0 +1,61 @@
+package fleet
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Budget is the SLNG session budget: at most a fixed number of upstream
+// sessions per SLNG credential, standbys included, across every replica
+// sharing the Fleet. It is what the session pool asks before it dials or
+// keeps a session; see slngpool.Budget.
+type Budget struct {
+	sem   *Semaphore
+	limit int
+
+	mu   sync.Mutex
+	held map[string][]*Lease // by credential fingerprint
+}
+
+// Budget returns the session budget of limit sessions per credential
+// (more than 0). Its leases are a Semaphore named "upstream".
+func (f *Fleet) Budget(limit int) *Budget {
+	return &Budget{sem: f.Semaphore("upstream"), limit: limit, held: map[string][]*Lease{}}
+}
+
+// Acquire reserves one session of the credential cred (a fingerprint,
+// never the key itself: it is part of a Redis key), waiting up to wait
+// for one to free up. Errors: ErrFull, ctx's error, ErrClosed.
+func (b *Budget) Acquire(ctx context.Context, cred string, wait time.Duration) error {
+	l, err := b.sem.Acquire(ctx, cred, b.limit, wait)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.held[cred] = append(b.held[cred], l)
+	b.mu.Unlock()
+	return nil
+}
+
+// Release gives back one session of cred; any one, since they are
+// interchangeable. It never blocks.
+func (b *Budget) Release(cred string) {
+	b.mu.Lock()
+	list := b.held[cred]
+	if len(list) == 0 {
+		b.mu.Unlock()
+		return
+	}
+	l := list[len(list)-1]
+	if len(list) == 1 {
+		delete(b.held, cred)
+	} else {
+		b.held[cred] = list[:len(list)-1]
+	}
+	b.mu.Unlock()
+	l.Release()
+}
+
+// Limit is the budget per credential.
+func (b *Budget) Limit() int { return b.limit }

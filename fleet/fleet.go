@@ -1,0 +1,404 @@
+package fleet
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+	"go.uber.org/zap"
+)
+
+// ErrFull is returned by Semaphore.Acquire and Budget.Acquire when no
+// lease could be had within the wait.
+var ErrFull = errors.New("fleet: limit reached")
+
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("fleet: closed")
+
+// Mode is how a Fleet enforces its limits.
+type Mode string
+
+// The modes. Local: no Redis was configured, every limit holds per
+// process. Shared: Redis holds the counts. Fallback: Redis is configured
+// but unreachable, and each limit holds locally at this replica's share.
+const (
+	ModeLocal    Mode = "local"
+	ModeShared   Mode = "shared"
+	ModeFallback Mode = "fallback"
+)
+
+// Options configure a Fleet. The zero value of every field is its
+// documented default.
+type Options struct {
+	// Prefix starts every Redis key, so that gateways of different
+	// deployments can share one Redis. Default "speech-gateway:".
+	Prefix string
+	// LeaseTTL is how long a lease outlives the last heartbeat of the
+	// replica holding it: a crashed replica's leases are free again within
+	// it. The heartbeat runs every LeaseTTL/3 (at most every second).
+	// Default 10 s.
+	LeaseTTL time.Duration
+	// Linger is how long a released lease still counts, because SLNG
+	// counts a closed connection until it notices the close. Default
+	// 200 ms; negative means none.
+	Linger time.Duration
+	// OpTimeout bounds every Redis command; one that takes longer puts the
+	// Fleet in fallback. Default 250 ms.
+	OpTimeout time.Duration
+	// PollInterval is how often a waiting Acquire asks again, with jitter.
+	// Default 20 ms.
+	PollInterval time.Duration
+	// Logger receives mode changes; nil discards them.
+	Logger *zap.Logger
+	// Metrics may be nil.
+	Metrics *Metrics
+}
+
+func (o Options) withDefaults() Options {
+	if o.Prefix == "" {
+		o.Prefix = "speech-gateway:"
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 10 * time.Second
+	}
+	switch {
+	case o.Linger == 0:
+		o.Linger = 200 * time.Millisecond
+	case o.Linger < 0:
+		o.Linger = 0
+	}
+	if o.OpTimeout <= 0 {
+		o.OpTimeout = 250 * time.Millisecond
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = 20 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	return o
+}
+
+// Status is what a Fleet reports about itself, for /readyz and logs.
+type Status struct {
+	Mode Mode
+	// Replicas is the number of replicas last seen alive in Redis (1 in
+	// local mode); fallback shares divide limits by it.
+	Replicas int
+	// Since is when the Fleet entered Mode.
+	Since time.Time
+	// Err is the Redis failure that caused the fallback, "" otherwise.
+	Err string
+}
+
+// String is the one-line form /readyz shows.
+func (s Status) String() string {
+	switch s.Mode {
+	case ModeShared:
+		return fmt.Sprintf("fleet: shared limits in redis, %d replicas", s.Replicas)
+	case ModeFallback:
+		return fmt.Sprintf("fleet: redis unreachable since %s (%s); local share of each limit, 1/%d",
+			s.Since.UTC().Format(time.RFC3339), s.Err, s.Replicas)
+	}
+	return "fleet: local limits (no redis)"
+}
+
+// Fleet owns the Redis connection, this replica's identity and the
+// heartbeat that renews its leases, flushes its counts and probes Redis
+// while it is unreachable. Close stops it.
+type Fleet struct {
+	rdb  redis.UniversalClient // nil: local
+	opts Options
+	id   string
+	log  *zap.Logger
+	m    *Metrics
+	tick time.Duration
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	kick   chan struct{}
+	seq    atomic.Uint64
+
+	mu       sync.Mutex
+	mode     Mode
+	since    time.Time
+	lastErr  error
+	replicas int
+	sems     map[string]*Semaphore
+	counters map[string]*Counter
+	// released are leases given back while shared, whose Redis update the
+	// heartbeat makes (see Semaphore.release).
+	released []releasedLease
+}
+
+type releasedLease struct {
+	key, member string
+}
+
+// maxReleased bounds the queue of releases waiting for the heartbeat; past
+// it the oldest are dropped, and expire in Redis by themselves.
+const maxReleased = 1 << 16
+
+// New returns a local Fleet: every limit holds per process. Close it.
+func New(opts Options) *Fleet {
+	f := newFleet(nil, ModeLocal, opts)
+	f.m.setMode(ModeLocal)
+	return f
+}
+
+// Connect returns a Fleet that shares its limits through the Redis at url
+// (redis://[user:password@]host:port/db, or rediss:// for TLS). It fails
+// when Redis does not answer now: a replica that has never seen the others
+// cannot know its share of a limit. Close it.
+func Connect(ctx context.Context, url string, opts Options) (*Fleet, error) {
+	ro, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("fleet: redis url: %w", err)
+	}
+	opts = opts.withDefaults()
+	// Every command is bounded by OpTimeout and never retried by the
+	// client: a slow Redis means fallback, not a stuck stream.
+	ro.DialTimeout, ro.ReadTimeout, ro.WriteTimeout = opts.OpTimeout, opts.OpTimeout, opts.OpTimeout
+	ro.ContextTimeoutEnabled = true
+	ro.MaxRetries = -1
+	ro.PoolTimeout = opts.OpTimeout
+	ro.DisableIdentity = true
+	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	rdb := redis.NewClient(ro)
+	f := newFleet(rdb, ModeShared, opts)
+	if err := f.heartbeat(ctx); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("fleet: redis at %s does not answer: %w", ro.Addr, err)
+	}
+	f.m.setMode(ModeShared)
+	f.log.Info("fleet limits shared through redis", zap.String("redis", ro.Addr),
+		zap.String("replica", f.id), zap.Int("replicas", f.Status().Replicas))
+	f.start()
+	return f, nil
+}
+
+func newFleet(rdb redis.UniversalClient, mode Mode, opts Options) *Fleet {
+	opts = opts.withDefaults()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	f := &Fleet{
+		rdb:      rdb,
+		opts:     opts,
+		id:       hex.EncodeToString(b[:]),
+		log:      opts.Logger.Named("fleet"),
+		m:        opts.Metrics,
+		tick:     min(opts.LeaseTTL/3, time.Second),
+		kick:     make(chan struct{}, 1),
+		mode:     mode,
+		since:    time.Now(),
+		replicas: 1,
+		sems:     map[string]*Semaphore{},
+		counters: map[string]*Counter{},
+	}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+	return f
+}
+
+// start starts the heartbeat of a shared Fleet.
+func (f *Fleet) start() {
+	f.wg.Add(1)
+	go f.loop()
+}
+
+// Close stops the heartbeat and closes the Redis connection. Leases still
+// held are not released in Redis: they expire after LeaseTTL, as a
+// crashed replica's would. It is safe to call more than once.
+func (f *Fleet) Close() {
+	f.cancel()
+	f.wg.Wait()
+	if f.rdb != nil {
+		_ = f.rdb.Close()
+	}
+}
+
+// ID is this replica's id in Redis: random per process.
+func (f *Fleet) ID() string { return f.id }
+
+// Status reports the mode and what it is based on.
+func (f *Fleet) Status() Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := Status{Mode: f.mode, Replicas: f.replicas, Since: f.since}
+	if f.mode == ModeFallback && f.lastErr != nil {
+		s.Err = f.lastErr.Error()
+	}
+	return s
+}
+
+// state returns the mode and the divisor of limits in fallback.
+func (f *Fleet) state() (Mode, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.mode, f.replicas
+}
+
+// share is this replica's part of limit in mode.
+func share(limit int64, mode Mode, replicas int) int64 {
+	if mode != ModeFallback || replicas <= 1 {
+		return limit
+	}
+	return max(1, limit/int64(replicas))
+}
+
+// fail puts a shared Fleet in fallback after a Redis failure.
+func (f *Fleet) fail(op string, err error) {
+	f.m.redisErrors.WithLabelValues(op).Inc()
+	f.mu.Lock()
+	if f.mode != ModeShared {
+		f.lastErr = err
+		f.mu.Unlock()
+		return
+	}
+	f.mode, f.since, f.lastErr = ModeFallback, time.Now(), err
+	replicas := f.replicas
+	f.mu.Unlock()
+	f.m.setMode(ModeFallback)
+	f.m.fallbacks.Inc()
+	f.log.Warn("redis unreachable: limits hold locally at this replica's share until it answers",
+		zap.String("op", op), zap.Error(err), zap.Int("replicas", replicas))
+}
+
+// recovered puts a Fleet in fallback back to shared limits.
+func (f *Fleet) recovered(replicas int) {
+	f.mu.Lock()
+	was := f.mode
+	f.replicas = max(replicas, 1)
+	if was == ModeFallback {
+		f.mode, f.since, f.lastErr = ModeShared, time.Now(), nil
+	}
+	f.mu.Unlock()
+	f.m.replicas.Set(float64(max(replicas, 1)))
+	if was == ModeFallback {
+		f.m.setMode(ModeShared)
+		f.log.Info("redis answers again: limits are shared again", zap.Int("replicas", replicas))
+	}
+}
+
+// opCtx bounds one Redis command by OpTimeout and by Close.
+func (f *Fleet) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(ctx, f.opts.OpTimeout)
+	stop := context.AfterFunc(f.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+func (f *Fleet) member() string {
+	return f.id + ":" + strconv.FormatUint(f.seq.Add(1), 36)
+}
+
+func (f *Fleet) wake() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// requeue puts back releases a failed heartbeat did not deliver, ahead of
+// newer ones, within maxReleased.
+func (f *Fleet) requeue(released []releasedLease) {
+	if len(released) == 0 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	all := append(released, f.released...)
+	f.released = all[max(0, len(all)-maxReleased):]
+}
+
+// loop is the heartbeat: every tick, and at once when a lease is
+// released, it brings Redis up to date (or probes it, in fallback).
+func (f *Fleet) loop() {
+	defer f.wg.Done()
+	t := time.NewTicker(f.tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.ctx.Done():
+			return
+		case <-t.C:
+		case <-f.kick:
+		}
+		if err := f.heartbeat(f.ctx); err != nil && f.ctx.Err() == nil {
+			f.fail("heartbeat", err)
+		}
+	}
+}
+
+// heartbeat, in one round trip: registers this replica and counts the
+// live ones; applies queued releases; renews every lease held (putting
+// back any Redis lost); adds the counts made since the last one.
+func (f *Fleet) heartbeat(ctx context.Context) error {
+	f.mu.Lock()
+	released := f.released
+	f.released = nil
+	sems := make([]*Semaphore, 0, len(f.sems))
+	for _, s := range f.sems {
+		sems = append(sems, s)
+	}
+	counters := make([]*Counter, 0, len(f.counters))
+	for _, c := range f.counters {
+		counters = append(counters, c)
+	}
+	mode := f.mode
+	f.mu.Unlock()
+
+	ctx, cancel := f.opCtx(ctx)
+	defer cancel()
+	start := time.Now()
+	pipe := f.rdb.Pipeline()
+	ttl := f.opts.LeaseTTL.Milliseconds()
+	reg := registerScript.Eval(ctx, pipe, []string{f.opts.Prefix + "replicas"}, f.id, ttl)
+	for _, r := range released {
+		releaseScript.Eval(ctx, pipe, []string{r.key}, r.member, f.opts.Linger.Milliseconds())
+	}
+	var renewals []renewal
+	for _, s := range sems {
+		renewals = append(renewals, s.renewals(ctx, pipe, ttl)...)
+	}
+	var flushes []flush
+	for _, c := range counters {
+		flushes = append(flushes, c.flushes(ctx, pipe)...)
+	}
+	_, err := pipe.Exec(ctx)
+	f.m.redisSeconds.WithLabelValues("heartbeat").Observe(time.Since(start).Seconds())
+	if err != nil {
+		for _, fl := range flushes {
+			fl.c.unflush(fl)
+		}
+		f.requeue(released)
+		return err
+	}
+	restored := 0
+	for _, r := range renewals {
+		n, _ := r.cmd.Int()
+		restored += n
+	}
+	if restored > 0 && mode == ModeFallback {
+		f.log.Info("leases taken during the fallback are shared again", zap.Int("leases", restored))
+	}
+	for _, fl := range flushes {
+		fl.c.flushed(fl)
+	}
+	for _, c := range counters {
+		c.prune()
+	}
+	replicas, _ := reg.Int()
+	f.recovered(replicas)
+	return nil
+}

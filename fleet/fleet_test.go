@@ -1,0 +1,304 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/speech-gateway/speech-gateway/internal/redistest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// connect joins a new replica to the Redis of srv, with short times.
+func connect(t *testing.T, srv *redistest.Server, opts Options) *Fleet {
+	t.Helper()
+	if opts.LeaseTTL == 0 {
+		opts.LeaseTTL = 900 * time.Millisecond
+	}
+	if opts.Linger == 0 {
+		opts.Linger = 30 * time.Millisecond
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	opts.Logger = zaptest.NewLogger(t)
+	f, err := Connect(testContext(t), srv.URL(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
+}
+
+// inspect is a plain client for looking at what the fleet wrote.
+func inspect(t *testing.T, srv *redistest.Server) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, DisableIdentity: true})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// eventually polls cond, within the test's deadline, until it holds.
+func eventually(t *testing.T, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: not within the deadline", what)
+		case <-tick.C:
+		}
+	}
+}
+
+func TestSemaphoreHoldsAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	srv := redistest.Start(t)
+	a, b := connect(t, srv, Options{}), connect(t, srv, Options{})
+	sa, sb := a.Semaphore("upstream"), b.Semaphore("upstream")
+
+	var leases []*Lease
+	for i, s := range []*Semaphore{sa, sb, sa} {
+		l, err := s.Acquire(ctx, "key1", 3, 0)
+		if err != nil {
+			t.Fatalf("lease %d: %v", i, err)
+		}
+		leases = append(leases, l)
+	}
+	for _, s := range []*Semaphore{sa, sb} {
+		if _, err := s.Acquire(ctx, "key1", 3, 50*time.Millisecond); !errors.Is(err, ErrFull) {
+			t.Fatalf("a fourth lease: err = %v, want ErrFull", err)
+		}
+	}
+	// Another key has a limit of its own.
+	other, err := sb.Acquire(ctx, "key2", 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Release()
+	if got := testutil.ToFloat64(a.m.refused.WithLabelValues("upstream")); got != 1 {
+		t.Errorf("refused = %v, want 1", got)
+	}
+
+	// A release on one replica lets a waiter on the other in, after the
+	// linger.
+	got := make(chan error, 1)
+	go func() {
+		l, err := sb.Acquire(ctx, "key1", 3, 5*time.Second)
+		if err == nil {
+			l.Release()
+		}
+		got <- err
+	}()
+	released := time.Now()
+	leases[0].Release()
+	leases[0].Release() // only the first counts
+	if err := <-got; err != nil {
+		t.Fatalf("waiting acquire: %v", err)
+	}
+	if waited := time.Since(released); waited < 30*time.Millisecond {
+		t.Errorf("the released lease was handed on after %v, before its linger of 30ms", waited)
+	}
+	if n := sa.Held("key1"); n != 1 {
+		t.Errorf("a holds %d leases of key1, want 1", n)
+	}
+	if s := a.Status(); s.Mode != ModeShared || s.Replicas != 2 {
+		t.Errorf("status = %+v, want shared with 2 replicas", s)
+	}
+}
+
+func TestLeasesOfADeadReplicaExpire(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	srv := redistest.Start(t)
+	const ttl = 600 * time.Millisecond
+	a, b := connect(t, srv, Options{LeaseTTL: ttl}), connect(t, srv, Options{LeaseTTL: ttl})
+	for range 2 {
+		if _, err := a.Semaphore("upstream").Acquire(ctx, "k", 2, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Held past several heartbeats: renewed, not expired.
+	hold := time.NewTimer(2 * ttl)
+	<-hold.C
+	if _, err := b.Semaphore("upstream").Acquire(ctx, "k", 2, 0); !errors.Is(err, ErrFull) {
+		t.Fatalf("while a holds both: err = %v, want ErrFull", err)
+	}
+	// a dies without releasing anything.
+	died := time.Now()
+	a.Close()
+	l, err := b.Semaphore("upstream").Acquire(ctx, "k", 2, 3*ttl)
+	if err != nil {
+		t.Fatalf("after a died: %v", err)
+	}
+	l.Release()
+	if took := time.Since(died); took > ttl+200*time.Millisecond {
+		t.Errorf("a's leases were free after %v, want within the TTL (%v)", took, ttl)
+	}
+	eventually(t, ctx, "b sees one replica", func() bool { return b.Status().Replicas == 1 })
+}
+
+func TestFallbackAndRecovery(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	srv := redistest.Start(t)
+	reg := prometheus.NewRegistry()
+	a := connect(t, srv, Options{OpTimeout: 100 * time.Millisecond, Metrics: NewMetrics(reg)})
+	b := connect(t, srv, Options{OpTimeout: 100 * time.Millisecond})
+	if err := a.heartbeat(ctx); err != nil { // a sees b
+		t.Fatal(err)
+	}
+	sa, sb := a.Semaphore("upstream"), b.Semaphore("upstream")
+	first, err := sa.Acquire(ctx, "k", 4, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chars := a.Counter("chars", time.Minute)
+	chars.Add("caller", 7)
+
+	srv.Stop()
+	// Redis is gone: a keeps granting, locally, up to its share of 4
+	// across 2 replicas, the lease it already holds included.
+	second, err := sa.Acquire(ctx, "k", 4, 0)
+	if err != nil {
+		t.Fatalf("acquire in fallback: %v", err)
+	}
+	if _, err := sa.Acquire(ctx, "k", 4, 20*time.Millisecond); !errors.Is(err, ErrFull) {
+		t.Fatalf("beyond the share: err = %v, want ErrFull", err)
+	}
+	st := a.Status()
+	if st.Mode != ModeFallback || st.Replicas != 2 || st.Err == "" {
+		t.Fatalf("status = %+v, want fallback with 2 replicas and the error", st)
+	}
+	if got := testutil.ToFloat64(a.m.mode.WithLabelValues("fallback")); got != 1 {
+		t.Errorf("fleet_mode{fallback} = %v", got)
+	}
+	if got := testutil.ToFloat64(a.m.fallbacks); got != 1 {
+		t.Errorf("fallbacks = %v, want 1", got)
+	}
+	// Counting goes on locally, scaled to the fleet.
+	chars.Add("caller", 3)
+	if v, _ := chars.Value(ctx, "caller"); v != 20 {
+		t.Errorf("counter in fallback = %d, want (7+3)*2", v)
+	}
+	// b falls back too when it next needs Redis.
+	if _, err := sb.Acquire(ctx, "k", 4, 0); err != nil {
+		t.Fatal(err)
+	}
+	if b.Status().Mode != ModeFallback {
+		t.Fatal("b is not in fallback")
+	}
+
+	// Redis comes back, empty: the heartbeat puts back every lease held
+	// and the counts, and the limits are shared again.
+	srv.Restart()
+	eventually(t, ctx, "a recovers", func() bool { return a.Status().Mode == ModeShared })
+	eventually(t, ctx, "b recovers", func() bool { return b.Status().Mode == ModeShared })
+	rc := inspect(t, srv)
+	if n := rc.ZCard(ctx, "speech-gateway:sem:upstream:k").Val(); n != 3 {
+		t.Errorf("redis holds %d leases after the recovery, want the 3 held", n)
+	}
+	eventually(t, ctx, "the counts reach redis", func() bool {
+		v, _ := chars.Value(ctx, "caller")
+		return v == 10
+	})
+	second.Release()
+	first.Release()
+	if _, err := sb.Acquire(ctx, "k", 4, time.Second); err != nil {
+		t.Fatalf("after the recovery: %v", err)
+	}
+}
+
+func TestConnectNeedsRedis(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	srv.Stop()
+	_, err := Connect(testContext(t), srv.URL(), Options{OpTimeout: 100 * time.Millisecond})
+	if err == nil {
+		t.Fatal("Connect succeeded without Redis")
+	}
+	if _, err := Connect(testContext(t), "http://nowhere", Options{}); err == nil {
+		t.Fatal("Connect took a non-Redis URL")
+	}
+}
+
+func TestCounterAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	srv := redistest.Start(t)
+	a, b := connect(t, srv, Options{}), connect(t, srv, Options{})
+	ca, cb := a.Counter("chars", time.Minute), b.Counter("chars", time.Minute)
+	ca.Add("alice", 40)
+	if v, left := ca.Value(ctx, "alice"); v != 40 || left <= 0 || left > time.Minute {
+		t.Fatalf("a's own count = %d (window ends in %v), want 40", v, left)
+	}
+	if err := a.heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cb.Add("alice", 2)
+	if v, _ := cb.Value(ctx, "alice"); v != 42 {
+		t.Fatalf("b's view = %d, want 42", v)
+	}
+	if v, _ := cb.Value(ctx, "bob"); v != 0 {
+		t.Fatalf("bob = %d, want 0", v)
+	}
+}
+
+func TestLocalFleet(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	f := New(Options{Linger: -1})
+	defer f.Close()
+	b := f.Budget(2)
+	for range 2 {
+		if err := b.Acquire(ctx, "cred", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Acquire(ctx, "cred", 10*time.Millisecond); !errors.Is(err, ErrFull) {
+		t.Fatalf("third: err = %v, want ErrFull", err)
+	}
+	b.Release("cred")
+	b.Release("nobody") // nothing held: nothing happens
+	if err := b.Acquire(ctx, "cred", 0); err != nil {
+		t.Fatalf("after a release: %v", err)
+	}
+	// Unlimited leases count nothing.
+	l, err := f.Semaphore("x").Acquire(ctx, "k", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+	c := f.Counter("chars", time.Minute)
+	c.Add("k", 5)
+	if v, _ := c.Value(ctx, "k"); v != 5 {
+		t.Fatalf("count = %d, want 5", v)
+	}
+	if s := f.Status(); s.Mode != ModeLocal || s.String() != "fleet: local limits (no redis)" {
+		t.Fatalf("status = %+v", s)
+	}
+	// A waiter gives up with its context.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := b.Acquire(cctx, "cred", time.Second); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: err = %v", err)
+	}
+}

@@ -1,0 +1,257 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Semaphore counts leases per key (an SLNG credential, a caller), at most
+// a limit per key across the fleet. Get one with Fleet.Semaphore.
+type Semaphore struct {
+	f    *Fleet
+	name string
+
+	mu   sync.Mutex
+	keys map[string]*semKey
+}
+
+// semKey is what this replica holds of one key.
+type semKey struct {
+	// held are the members of the leases held, renewed by the heartbeat.
+	held map[string]struct{}
+	// lingering are when released leases stop counting locally, for the
+	// local and fallback modes (Redis keeps its own).
+	lingering []time.Time
+}
+
+// Semaphore returns the semaphore called name, creating it on first use.
+// The name appears in Redis keys and in metric labels.
+func (f *Fleet) Semaphore(name string) *Semaphore {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if s := f.sems[name]; s != nil {
+		return s
+	}
+	s := &Semaphore{f: f, name: name, keys: map[string]*semKey{}}
+	f.sems[name] = s
+	f.m.leases.WithLabelValues(name)
+	f.m.refused.WithLabelValues(name)
+	return s
+}
+
+// Lease is one unit of a Semaphore, held until Release.
+type Lease struct {
+	s           *Semaphore
+	key, member string
+	once        sync.Once
+}
+
+// Release gives the lease back; it still counts for Options.Linger. It
+// never blocks: Redis hears of it from the heartbeat, at once. Only the
+// first call counts.
+func (l *Lease) Release() {
+	if l == nil || l.s == nil {
+		return
+	}
+	l.once.Do(func() { l.s.release(l.key, l.member) })
+}
+
+// Acquire takes a lease of key when fewer than limit are held across the
+// fleet (in fallback: fewer than this replica's share), waiting up to
+// wait for one to free up. limit 0 or less means no limit: the lease
+// counts nothing. Errors: ErrFull when none freed up in time, ctx's error,
+// ErrClosed. A Redis failure is not an error: the Fleet falls back and
+// decides locally.
+func (s *Semaphore) Acquire(ctx context.Context, key string, limit int, wait time.Duration) (*Lease, error) {
+	if limit <= 0 {
+		return &Lease{}, nil
+	}
+	deadline := time.Now().Add(wait)
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for {
+		l, err := s.try(ctx, key, int64(limit))
+		if err != nil || l != nil {
+			return l, err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			s.f.m.refused.WithLabelValues(s.name).Inc()
+			return nil, ErrFull
+		}
+		// Jittered, so that replicas waiting for the same key do not ask
+		// in step.
+		poll := s.f.opts.PollInterval
+		d := min(left, poll/2+time.Duration(rand.Int64N(int64(poll))))
+		if t == nil {
+			t = time.NewTimer(d)
+		} else {
+			t.Reset(d)
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.f.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+// Held reports the leases of key this replica holds.
+func (s *Semaphore) Held(key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k := s.keys[key]; k != nil {
+		return len(k.held)
+	}
+	return 0
+}
+
+func (s *Semaphore) rkey(key string) string {
+	return s.f.opts.Prefix + "sem:" + s.name + ":" + key
+}
+
+// try takes a lease if one is free now; nil, nil if none is.
+func (s *Semaphore) try(ctx context.Context, key string, limit int64) (*Lease, error) {
+	if s.f.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	mode, replicas := s.f.state()
+	member := s.f.member()
+	if mode == ModeShared {
+		ok, err := s.tryShared(ctx, key, member, limit)
+		switch {
+		case err == nil && !ok:
+			return nil, nil
+		case err == nil:
+			return s.hold(key, member), nil
+		case ctx.Err() != nil:
+			// The lease may have been taken just before: let it go.
+			s.f.queueRelease(s.rkey(key), member)
+			return nil, ctx.Err()
+		case s.f.ctx.Err() != nil:
+			return nil, ErrClosed
+		}
+		s.f.fail("acquire", err)
+		mode, replicas = s.f.state()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := s.keyLocked(key)
+	k.prune(time.Now())
+	if int64(len(k.held)+len(k.lingering)) >= share(limit, mode, replicas) {
+		return nil, nil
+	}
+	k.held[member] = struct{}{}
+	s.f.m.leases.WithLabelValues(s.name).Inc()
+	return &Lease{s: s, key: key, member: member}, nil
+}
+
+func (s *Semaphore) tryShared(ctx context.Context, key, member string, limit int64) (bool, error) {
+	octx, cancel := s.f.opCtx(ctx)
+	defer cancel()
+	start := time.Now()
+	n, err := acquireScript.Run(octx, s.f.rdb, []string{s.rkey(key)}, member, limit, s.f.opts.LeaseTTL.Milliseconds()).Int()
+	s.f.m.redisSeconds.WithLabelValues("acquire").Observe(time.Since(start).Seconds())
+	if errors.Is(err, redis.Nil) {
+		err = errors.New("acquire script returned nothing")
+	}
+	return n == 1, err
+}
+
+func (s *Semaphore) hold(key, member string) *Lease {
+	s.mu.Lock()
+	s.keyLocked(key).held[member] = struct{}{}
+	s.mu.Unlock()
+	s.f.m.leases.WithLabelValues(s.name).Inc()
+	return &Lease{s: s, key: key, member: member}
+}
+
+func (s *Semaphore) keyLocked(key string) *semKey {
+	k := s.keys[key]
+	if k == nil {
+		k = &semKey{held: map[string]struct{}{}}
+		s.keys[key] = k
+	}
+	return k
+}
+
+// prune forgets released leases that no longer count.
+func (k *semKey) prune(now time.Time) {
+	i := 0
+	for i < len(k.lingering) && !k.lingering[i].After(now) {
+		i++
+	}
+	k.lingering = k.lingering[i:]
+}
+
+func (s *Semaphore) release(key, member string) {
+	s.mu.Lock()
+	if k := s.keys[key]; k != nil {
+		delete(k.held, member)
+		now := time.Now()
+		k.prune(now)
+		if s.f.opts.Linger > 0 {
+			k.lingering = append(k.lingering, now.Add(s.f.opts.Linger))
+		}
+		if len(k.held) == 0 && len(k.lingering) == 0 {
+			delete(s.keys, key)
+		}
+	}
+	s.mu.Unlock()
+	s.f.m.leases.WithLabelValues(s.name).Dec()
+	s.f.queueRelease(s.rkey(key), member)
+}
+
+// queueRelease has the heartbeat tell Redis of a released lease.
+func (f *Fleet) queueRelease(rkey, member string) {
+	if f.rdb == nil {
+		return
+	}
+	f.mu.Lock()
+	if len(f.released) >= maxReleased {
+		f.released = f.released[1:] // it expires in Redis by itself
+	}
+	f.released = append(f.released, releasedLease{key: rkey, member: member})
+	f.mu.Unlock()
+	f.wake()
+}
+
+// renewal is one semaphore key's renewal in a heartbeat.
+type renewal struct {
+	cmd *redis.Cmd
+}
+
+// renewals queues on pipe the renewal of every lease held.
+func (s *Semaphore) renewals(ctx context.Context, pipe redis.Pipeliner, ttl int64) []renewal {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []renewal
+	now := time.Now()
+	for key, k := range s.keys {
+		k.prune(now)
+		if len(k.held) == 0 {
+			if len(k.lingering) == 0 {
+				delete(s.keys, key)
+			}
+			continue
+		}
+		args := make([]any, 0, len(k.held)+1)
+		args = append(args, ttl)
+		for m := range k.held {
+			args = append(args, m)
+		}
+		out = append(out, renewal{cmd: renewScript.Eval(ctx, pipe, []string{s.rkey(key)}, args...)})
+	}
+	return out
+}
