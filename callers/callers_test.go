@@ -1,0 +1,402 @@
+package callers
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+
+	"github.com/speech-gateway/speech-gateway/fleet"
+	"github.com/speech-gateway/speech-gateway/internal/redistest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestIdentify(t *testing.T) {
+	t.Parallel()
+	const spiffe = "spiffe://cluster.local/ns/checkout/sa/web"
+	addr := &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 40000}
+	for _, tc := range []struct {
+		name, order string
+		md          []string // key, value pairs
+		noPeer      bool
+		want        string
+	}{
+		{"xfcc", "xfcc,peer", []string{"x-forwarded-client-cert", "By=spiffe://cluster.local/ns/gw/sa/gw;Hash=abc;Subject=\"\";URI=" + spiffe}, false, spiffe},
+		{"xfcc: the nearest proxy's element wins", "xfcc",
+			[]string{"x-forwarded-client-cert", "URI=spiffe://forged,By=spiffe://gw;URI=" + spiffe}, false, spiffe},
+		{"xfcc: quoted values", "xfcc",
+			[]string{"x-forwarded-client-cert", `Subject="CN=a,O=b;c";URI="` + spiffe + `"`}, false, spiffe},
+		{"xfcc: several headers, the last wins", "xfcc",
+			[]string{"x-forwarded-client-cert", "URI=spiffe://forged", "x-forwarded-client-cert", "URI=" + spiffe}, false, spiffe},
+		{"xfcc without a URI falls through", "xfcc,metadata", []string{"x-forwarded-client-cert", "Hash=abc", "x-caller-id", "billing"}, false, "billing"},
+		{"l5d", "l5d", []string{"l5d-client-id", "web.checkout.serviceaccount.identity.linkerd.cluster.local"}, false,
+			"web.checkout.serviceaccount.identity.linkerd.cluster.local"},
+		{"metadata", "metadata,peer", []string{"x-caller-id", "billing"}, false, "billing"},
+		{"a metadata key of one's own", "metadata:x-team", []string{"x-team", "search", "x-caller-id", "billing"}, false, "search"},
+		{"headers not in the order are ignored", "peer", []string{"x-caller-id", "billing", "l5d-client-id", "x"}, false, "10.1.2.3"},
+		{"an invalid id falls through", "metadata,peer", []string{"x-caller-id", "has space"}, false, "10.1.2.3"},
+		{"an over-long id falls through", "metadata,peer", []string{"x-caller-id", strings.Repeat("a", maxIDLen+1)}, false, "10.1.2.3"},
+		{"nothing at all", "metadata,peer", nil, true, Unknown},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			sources, err := parseSources(tc.order)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := metadata.NewIncomingContext(t.Context(), metadata.Pairs(tc.md...))
+			if !tc.noPeer {
+				ctx = peer.NewContext(ctx, &peer.Peer{Addr: addr})
+			}
+			if got := identify(ctx, sources); got != tc.want {
+				t.Errorf("identify = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseSources(t *testing.T) {
+	t.Parallel()
+	for _, bad := range []string{"", " , ", "spiffe", "peer:x", "metadata:", "metadata:grpc-timeout", "xfcc,bogus"} {
+		if _, err := parseSources(bad); err == nil {
+			t.Errorf("parseSources(%q) succeeded", bad)
+		}
+	}
+	got, err := parseSources(" xfcc , metadata:X-Team,peer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []source{{kind: "xfcc"}, {kind: "metadata", key: "x-team"}, {kind: "peer"}}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("source %d = %v, want %v", i, got[i], want[i])
+		}
+	}
+}
+
+const testPolicy = `
+# checkout may synthesize with Aura; support may transcribe anything.
+callers:
+  - id: spiffe://cluster.local/ns/checkout/sa/web
+    rpcs: [Synthesize, SynthesizeText]
+    models: ["deepgram/aura:*"]
+    max_streams: 3
+    characters_per_minute: 0
+  - id: "spiffe://cluster.local/ns/support/*"
+    rpcs: [Transcribe]
+    audio_seconds_per_minute: 60
+  - id: "spiffe://cluster.local/ns/support/sa/bot"
+    rpcs: ["*"]
+    models: [cartesia/sonic]
+    max_streams: 9
+`
+
+func TestPolicy(t *testing.T) {
+	t.Parallel()
+	p, err := ParsePolicy([]byte(testPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const checkout, bot = "spiffe://cluster.local/ns/checkout/sa/web", "spiffe://cluster.local/ns/support/sa/bot"
+	for _, tc := range []struct {
+		caller, rpc, model string
+		want               bool
+	}{
+		{checkout, "Synthesize", "deepgram/aura:2", true},
+		{checkout, "SynthesizeText", "deepgram/aura:1", true},
+		{checkout, "Synthesize", "elevenlabs/eleven:turbo", false},
+		{checkout, "Transcribe", "deepgram/nova:3", false},
+		{"spiffe://cluster.local/ns/support/sa/agent", "Transcribe", "deepgram/nova:3", true},
+		{"spiffe://cluster.local/ns/support/sa/agent", "Synthesize", "deepgram/aura:2", false},
+		{bot, "Synthesize", "cartesia/sonic", true}, // the third entry
+		{bot, "Transcribe", "deepgram/nova:3", true}, // the second
+		{bot, "Synthesize", "deepgram/aura:2", false},
+		{"spiffe://cluster.local/ns/checkout/sa/other", "Synthesize", "deepgram/aura:2", false},
+		{Unknown, "Synthesize", "deepgram/aura:2", false},
+	} {
+		if got := p.Allows(tc.caller, tc.rpc, tc.model); got != tc.want {
+			t.Errorf("Allows(%s, %s, %s) = %v, want %v", tc.caller, tc.rpc, tc.model, got, tc.want)
+		}
+	}
+	def := Limits{MaxStreams: 5, CharactersPerMinute: 1000, AudioSecondsPerMinute: 30}
+	for _, tc := range []struct {
+		caller string
+		want   Limits
+	}{
+		{checkout, Limits{MaxStreams: 3, CharactersPerMinute: 0, AudioSecondsPerMinute: 30}},
+		// The first entry that sets a field wins, field by field.
+		{bot, Limits{MaxStreams: 9, CharactersPerMinute: 1000, AudioSecondsPerMinute: 60}},
+		{"someone", def},
+	} {
+		if got := p.limits(tc.caller, def); got != tc.want {
+			t.Errorf("limits(%s) = %+v, want %+v", tc.caller, got, tc.want)
+		}
+	}
+	// JSON is accepted as it is.
+	j, err := ParsePolicy([]byte(`{"callers": [{"id": "a", "rpcs": ["Transcribe"]}]}`))
+	if err != nil || !j.Allows("a", "Transcribe", "m/x") || j.Allows("a", "Synthesize", "m/x") {
+		t.Fatalf("JSON policy: %v", err)
+	}
+	for _, bad := range []string{
+		"callers:\n  - id: a\n    rpc: [Synthesize]\n", // a typo is not ignored
+		"callers:\n  - id: a\n    rpcs: [Speak]\n",
+		"callers:\n  - id: has space\n",
+		"callers:\n  - id: a\n    max_streams: -1\n",
+		"callers:\n  - id: a\n    models: ['']\n",
+		"callers: [",
+	} {
+		if _, err := ParsePolicy([]byte(bad)); err == nil {
+			t.Errorf("ParsePolicy(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestMatch(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		pattern, s string
+		want       bool
+	}{
+		{"a", "a", true}, {"a", "ab", false}, {"*", "", true}, {"*", "x/y:z", true},
+		{"deepgram/*", "deepgram/aura:2", true}, {"deepgram/*", "cartesia/sonic", false},
+		{"*:2", "deepgram/aura:2", true}, {"a*b*c", "abc", true}, {"a*b*c", "aXbYc", true},
+		{"a*b*c", "acb", false}, {"ab*b", "ab", false}, {"*ab*ab", "xab", false},
+	} {
+		if got := match(tc.pattern, tc.s); got != tc.want {
+			t.Errorf("match(%q, %q) = %v, want %v", tc.pattern, tc.s, got, tc.want)
+		}
+	}
+}
+
+func newGate(t *testing.T, f *fleet.Fleet, opts Options) (*Gate, *Metrics) {
+	t.Helper()
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	opts.Logger = zaptest.NewLogger(t)
+	g, err := New(f, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g, opts.Metrics
+}
+
+func localFleet(t *testing.T) *fleet.Fleet {
+	f := fleet.New(fleet.Options{Linger: -1})
+	t.Cleanup(f.Close)
+	return f
+}
+
+func TestGateQuotas(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	g, m := newGate(t, localFleet(t), Options{Defaults: Limits{MaxStreams: 2, CharactersPerMinute: 100, AudioSecondsPerMinute: 3}})
+
+	a1, err := g.Admit(ctx, "alice", "Synthesize", "m/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := g.Admit(ctx, "alice", "Transcribe", "m/y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var qe *QuotaError
+	if _, err := g.Admit(ctx, "alice", "Synthesize", "m/x"); !errors.As(err, &qe) || qe.Quota != QuotaStreams || qe.Limit != 2 || qe.RetryAfter != time.Second {
+		t.Fatalf("a third stream: err = %v, want a concurrent_streams QuotaError", err)
+	}
+	bob, err := g.Admit(ctx, "bob", "Synthesize", "m/x") // another caller, its own quota
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob.End(Usage{})
+
+	// Characters: a text that would go beyond is refused, and counts
+	// nothing.
+	if err := a1.Charge(ctx, 90); err != nil {
+		t.Fatal(err)
+	}
+	if err := a1.Charge(ctx, 11); !errors.As(err, &qe) || qe.Quota != QuotaCharacters || qe.RetryAfter <= 0 || qe.RetryAfter > time.Minute {
+		t.Fatalf("beyond the characters: err = %v", err)
+	}
+	if err := a1.Charge(ctx, 10); err != nil {
+		t.Fatalf("up to the limit: %v", err)
+	}
+	a1.End(Usage{Characters: 100, SynthesizedSeconds: 2})
+	a1.End(Usage{Characters: 100}) // only the first End counts
+	// Out of characters: no Synthesize stream starts; Transcribe does.
+	if _, err := g.Admit(ctx, "alice", "SynthesizeText", "m/x"); !errors.As(err, &qe) || qe.Quota != QuotaCharacters {
+		t.Fatalf("out of characters: err = %v", err)
+	}
+	a3, err := g.Admit(ctx, "alice", "Transcribe", "m/y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a3.End(Usage{TranscribedSeconds: 0.5})
+	a2.End(Usage{TranscribedSeconds: 0.5})
+	// 3 s of audio used: nothing more this minute.
+	if _, err := g.Admit(ctx, "alice", "Transcribe", "m/y"); !errors.As(err, &qe) || qe.Quota != QuotaAudioSeconds || qe.Limit != 3 {
+		t.Fatalf("out of audio seconds: err = %v", err)
+	}
+	if got := testutil.ToFloat64(m.refused.WithLabelValues("alice", "CALLER_QUOTA_EXCEEDED")); got != 4 {
+		t.Errorf("refused = %v, want 4", got)
+	}
+	if got := testutil.ToFloat64(m.characters.WithLabelValues("alice", "m/x")); got != 100 {
+		t.Errorf("characters = %v, want 100", got)
+	}
+	if got := testutil.ToFloat64(m.transcribed.WithLabelValues("alice", "m/y")); got != 1 {
+		t.Errorf("transcribed seconds = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.streams.WithLabelValues("alice", "m/y")); got != 2 {
+		t.Errorf("streams = %v, want 2", got)
+	}
+}
+
+func TestGateLabelsAreBounded(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(file, []byte("callers:\n  - id: vip\n  - id: '*'\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, m := newGate(t, localFleet(t), Options{PolicyFile: file, MetricLabels: 2})
+	for _, caller := range []string{"a", "b", "c", "d", "vip"} {
+		s, err := g.Admit(ctx, caller, "Synthesize", "m/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.End(Usage{Characters: 1})
+	}
+	for label, want := range map[string]float64{"a": 1, "b": 1, Other: 2, "vip": 1} {
+		if got := testutil.ToFloat64(m.characters.WithLabelValues(label, "m/x")); got != want {
+			t.Errorf("characters{caller=%q} = %v, want %v", label, got, want)
+		}
+	}
+	if n := testutil.CollectAndCount(m.characters); n != 4 {
+		t.Errorf("%d caller series, want 4", n)
+	}
+}
+
+func TestPolicyReload(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	write := func(s string) {
+		// Written aside and renamed, as a ConfigMap update is.
+		tmp := file + ".tmp"
+		if err := os.WriteFile(tmp, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("callers:\n  - id: a\n")
+	g, m := newGate(t, localFleet(t), Options{PolicyFile: file, PolicyReload: 5 * time.Millisecond})
+	allowed := func(caller string) bool {
+		s, err := g.Admit(ctx, caller, "Transcribe", "m/x")
+		if err == nil {
+			s.End(Usage{})
+			return true
+		}
+		var de *DeniedError
+		if !errors.As(err, &de) {
+			t.Fatalf("Admit: %v", err)
+		}
+		return false
+	}
+	if !allowed("a") || allowed("b") {
+		t.Fatal("the first policy is not in force")
+	}
+	write("callers:\n  - id: b\n")
+	waitFor(t, ctx, func() bool { return testutil.ToFloat64(m.reloads.WithLabelValues("ok")) == 1 })
+	if allowed("a") || !allowed("b") {
+		t.Fatal("the new policy is not in force")
+	}
+	write("callers:\n  - idd: a\n")
+	waitFor(t, ctx, func() bool { return testutil.ToFloat64(m.reloads.WithLabelValues("error")) == 1 })
+	if !allowed("b") {
+		t.Fatal("an invalid policy replaced the one in force")
+	}
+	if got := testutil.ToFloat64(m.refused.WithLabelValues("a", "CALLER_NOT_ALLOWED")); got != 1 {
+		t.Errorf("refused{a} = %v, want 1", got)
+	}
+	if _, err := New(localFleet(t), Options{PolicyFile: file}); err == nil {
+		t.Error("New accepted an invalid policy file")
+	}
+}
+
+func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatal("condition not met within the deadline")
+		case <-tick.C:
+		}
+	}
+}
+
+// TestQuotasAcrossReplicas: two gateways' gates sharing one Redis share
+// each caller's quotas.
+func TestQuotasAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	srv := redistest.Start(t)
+	gates := make([]*Gate, 2)
+	for i := range gates {
+		f, err := fleet.Connect(ctx, srv.URL(), fleet.Options{LeaseTTL: 600 * time.Millisecond, Linger: -1, Logger: zaptest.NewLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(f.Close)
+		gates[i], _ = newGate(t, f, Options{Defaults: Limits{MaxStreams: 1, CharactersPerMinute: 100}})
+	}
+	a, err := gates[0].Admit(ctx, "alice", "Synthesize", "m/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var qe *QuotaError
+	if _, err := gates[1].Admit(ctx, "alice", "Synthesize", "m/x"); !errors.As(err, &qe) || qe.Quota != QuotaStreams {
+		t.Fatalf("a second stream on the other replica: err = %v", err)
+	}
+	if err := a.Charge(ctx, 80); err != nil {
+		t.Fatal(err)
+	}
+	a.End(Usage{Characters: 80})
+	// The other replica sees the 80 characters within a heartbeat.
+	waitFor(t, ctx, func() bool {
+		s, err := gates[1].Admit(ctx, "alice", "Synthesize", "m/x")
+		if err != nil {
+			return false
+		}
+		defer s.End(Usage{})
+		return errors.As(s.Charge(ctx, 30), &qe) && qe.Quota == QuotaCharacters
+	})
+}

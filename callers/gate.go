@@ -1,0 +1,276 @@
+package callers
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/speech-gateway/speech-gateway/fleet"
+)
+
+// Options configure a Gate. The zero value of every field is its
+// documented default.
+type Options struct {
+	// Identity is the order of identity sources, comma-separated: xfcc
+	// (Envoy/Istio x-forwarded-client-cert URI SAN), l5d (Linkerd
+	// l5d-client-id), metadata[:KEY] (default key x-caller-id), peer (the
+	// caller's address). Default DefaultIdentity.
+	Identity string
+	// PolicyFile is the access policy (see Policy); "" allows every
+	// caller everything.
+	PolicyFile string
+	// PolicyReload is how often the policy file is checked for changes.
+	// Default 5 s.
+	PolicyReload time.Duration
+	// Defaults are the quotas of callers the policy does not override.
+	Defaults Limits
+	// MetricLabels bounds the callers with a metric label of their own
+	// (beyond the ones the policy names). Default 100.
+	MetricLabels int
+	// Logger receives policy reloads; nil discards them.
+	Logger *zap.Logger
+	// Metrics may be nil.
+	Metrics *Metrics
+}
+
+// Gate identifies the caller of each stream, applies the access policy
+// and the caller's quotas when it starts, counts its text as it comes, and
+// meters what it used when it ends. Quotas are shared by the replicas
+// through the Fleet when the Fleet is. Close stops its policy watcher.
+type Gate struct {
+	f       *fleet.Fleet
+	sources []source
+	opts    Options
+	log     *zap.Logger
+	m       *Metrics
+	labels  *labels
+
+	streams *fleet.Semaphore
+	chars   *fleet.Counter
+	audioMS *fleet.Counter
+
+	policy atomic.Pointer[Policy] // nil: no policy
+
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+}
+
+// New returns a Gate whose quotas live in f. It fails when the identity
+// order or the policy file is invalid.
+func New(f *fleet.Fleet, opts Options) (*Gate, error) {
+	if f == nil {
+		return nil, errors.New("callers: a fleet is required")
+	}
+	if opts.Identity == "" {
+		opts.Identity = DefaultIdentity
+	}
+	if opts.PolicyReload <= 0 {
+		opts.PolicyReload = 5 * time.Second
+	}
+	if opts.MetricLabels <= 0 {
+		opts.MetricLabels = 100
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	d := opts.Defaults
+	if d.MaxStreams < 0 || d.CharactersPerMinute < 0 || d.AudioSecondsPerMinute < 0 {
+		return nil, errors.New("callers: a negative default quota")
+	}
+	sources, err := parseSources(opts.Identity)
+	if err != nil {
+		return nil, err
+	}
+	g := &Gate{
+		f:       f,
+		sources: sources,
+		opts:    opts,
+		log:     opts.Logger.Named("callers"),
+		m:       opts.Metrics,
+		labels:  newLabels(opts.MetricLabels),
+		streams: f.Semaphore("caller_streams"),
+		chars:   f.Counter("characters", time.Minute),
+		audioMS: f.Counter("audio_ms", time.Minute),
+		stop:    func() {},
+	}
+	if opts.PolicyFile != "" {
+		p, err := LoadPolicy(opts.PolicyFile)
+		if err != nil {
+			return nil, err
+		}
+		g.setPolicy(p)
+		ctx, cancel := context.WithCancel(context.Background())
+		g.stop = cancel
+		g.wg.Add(1)
+		go g.watch(ctx, p.hash)
+	}
+	return g, nil
+}
+
+// Close stops watching the policy file.
+func (g *Gate) Close() {
+	g.stop()
+	g.wg.Wait()
+}
+
+func (g *Gate) setPolicy(p *Policy) {
+	g.policy.Store(p)
+	g.labels.setNamed(p.named())
+}
+
+// watch re-reads the policy file when its content changes. A file that
+// does not parse leaves the previous policy in force.
+func (g *Gate) watch(ctx context.Context, current [sha256.Size]byte) {
+	defer g.wg.Done()
+	t := time.NewTicker(g.opts.PolicyReload)
+	defer t.Stop()
+	// failed is the content last found invalid, unreadable whether the
+	// file could not be read: each is reported once.
+	var failed [sha256.Size]byte
+	unreadable := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		b, err := os.ReadFile(g.opts.PolicyFile)
+		if err != nil {
+			if unreadable {
+				continue
+			}
+			unreadable = true
+			g.m.reloads.WithLabelValues("error").Inc()
+			g.log.Error("access policy unreadable; the previous one stays in force", zap.Error(err))
+			continue
+		}
+		unreadable = false
+		h := sha256.Sum256(b)
+		if h == current || h == failed {
+			continue
+		}
+		p, err := ParsePolicy(b)
+		if err != nil {
+			failed = h
+			g.m.reloads.WithLabelValues("error").Inc()
+			g.log.Error("access policy changed but is invalid; the previous one stays in force", zap.Error(err))
+			continue
+		}
+		current = h
+		g.setPolicy(p)
+		g.m.reloads.WithLabelValues("ok").Inc()
+		g.log.Info("access policy reloaded", zap.Int("entries", len(p.Callers)))
+	}
+}
+
+// Identify returns the caller id of the stream whose context is ctx, from
+// the first identity source that has one, or Unknown.
+func (g *Gate) Identify(ctx context.Context) string {
+	return identify(ctx, g.sources)
+}
+
+// Limits returns the quotas of caller under the policy in force.
+func (g *Gate) Limits(caller string) Limits {
+	if p := g.policy.Load(); p != nil {
+		return p.limits(caller, g.opts.Defaults)
+	}
+	return g.opts.Defaults
+}
+
+// Admit lets a stream of caller start, for rpc and model, or says why
+// not: *DeniedError when the policy does not allow it, *QuotaError when
+// the caller is at its concurrent streams or has used up a rate for this
+// minute. It does not wait. The caller must End the stream it returns.
+func (g *Gate) Admit(ctx context.Context, caller, rpc, model string) (*Stream, error) {
+	if p := g.policy.Load(); p != nil && !p.Allows(caller, rpc, model) {
+		g.m.refused.WithLabelValues(g.labels.caller(caller), "CALLER_NOT_ALLOWED").Inc()
+		return nil, &DeniedError{Caller: caller, RPC: rpc, Model: model}
+	}
+	lim := g.Limits(caller)
+	if lim.CharactersPerMinute > 0 && rpc != "Transcribe" {
+		if used, left := g.chars.Value(ctx, caller); used >= lim.CharactersPerMinute {
+			return nil, g.overQuota(caller, QuotaCharacters, lim.CharactersPerMinute, left)
+		}
+	}
+	if lim.AudioSecondsPerMinute > 0 {
+		if used, left := g.audioMS.Value(ctx, caller); used >= lim.AudioSecondsPerMinute*1000 {
+			return nil, g.overQuota(caller, QuotaAudioSeconds, lim.AudioSecondsPerMinute, left)
+		}
+	}
+	lease, err := g.streams.Acquire(ctx, caller, lim.MaxStreams, 0)
+	switch {
+	case errors.Is(err, fleet.ErrFull):
+		return nil, g.overQuota(caller, QuotaStreams, int64(lim.MaxStreams), time.Second)
+	case err != nil:
+		return nil, err
+	}
+	return &Stream{g: g, caller: caller, model: model, lim: lim, lease: lease}, nil
+}
+
+func (g *Gate) overQuota(caller, quota string, limit int64, retry time.Duration) error {
+	g.m.refused.WithLabelValues(g.labels.caller(caller), "CALLER_QUOTA_EXCEEDED").Inc()
+	return &QuotaError{Caller: caller, Quota: quota, Limit: limit, RetryAfter: retry}
+}
+
+// Stream is one admitted stream of a caller.
+type Stream struct {
+	g            *Gate
+	caller       string
+	model        string
+	lim          Limits
+	lease        *fleet.Lease
+	ended        atomic.Bool
+}
+
+// Charge counts characters of text about to be synthesized against the
+// caller's characters per minute, or refuses the text with *QuotaError
+// when they would go beyond it. It blocks for at most one Redis round trip,
+// and only when the caller has such a quota.
+func (s *Stream) Charge(ctx context.Context, characters int64) error {
+	limit := s.lim.CharactersPerMinute
+	if limit <= 0 {
+		return nil
+	}
+	if used, left := s.g.chars.Value(ctx, s.caller); used+characters > limit {
+		return s.g.overQuota(s.caller, QuotaCharacters, limit, left)
+	}
+	s.g.chars.Add(s.caller, characters)
+	return nil
+}
+
+// End releases the stream's place among the caller's concurrent streams,
+// counts its audio against the caller's audio seconds per minute, and
+// meters u. Only the first call counts.
+func (s *Stream) End(u Usage) {
+	if !s.ended.CompareAndSwap(false, true) {
+		return
+	}
+	s.lease.Release()
+	g := s.g
+	if s.lim.AudioSecondsPerMinute > 0 {
+		g.audioMS.Add(s.caller, int64((u.SynthesizedSeconds+u.TranscribedSeconds)*1000))
+	}
+	caller, model := g.labels.caller(s.caller), g.labels.model(s.model)
+	g.m.streams.WithLabelValues(caller, model).Inc()
+	if u.Characters > 0 {
+		g.m.characters.WithLabelValues(caller, model).Add(float64(u.Characters))
+	}
+	if u.SynthesizedSeconds > 0 {
+		g.m.synthesized.WithLabelValues(caller, model).Add(u.SynthesizedSeconds)
+	}
+	if u.TranscribedSeconds > 0 {
+		g.m.transcribed.WithLabelValues(caller, model).Add(u.TranscribedSeconds)
+	}
+	if u.UpstreamSessionSeconds > 0 {
+		g.m.sessionSeconds.WithLabelValues(caller, model).Add(u.UpstreamSessionSeconds)
+	}
+}

@@ -1,0 +1,156 @@
+package callers
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+)
+
+// Unknown is the caller id of a stream for which no source had an id.
+const Unknown = "unknown"
+
+// DefaultIdentity is the default order of identity sources: the caller's
+// own x-caller-id, then its address. Neither is authenticated; behind a
+// mesh, use the mesh's identity instead (xfcc or l5d), and only it.
+const DefaultIdentity = "metadata,peer"
+
+// DefaultCallerHeader is the metadata key of the "metadata" source.
+const DefaultCallerHeader = "x-caller-id"
+
+// maxIDLen bounds a caller id; longer values are not ids.
+const maxIDLen = 256
+
+// source is where a caller id may come from.
+type source struct {
+	kind string // xfcc, l5d, metadata, peer
+	key  string // the metadata key, for kind metadata
+}
+
+// parseSources reads an identity order such as "xfcc,metadata:x-team,peer".
+func parseSources(spec string) ([]source, error) {
+	var out []source
+	for _, item := range strings.Split(spec, ",") {
+		item = strings.TrimSpace(item)
+		kind, key, hasKey := strings.Cut(item, ":")
+		switch {
+		case item == "":
+			continue
+		case kind == "metadata" && !hasKey:
+			key = DefaultCallerHeader
+		case kind == "metadata":
+			key = strings.ToLower(strings.TrimSpace(key))
+			if key == "" || strings.HasPrefix(key, "grpc-") || strings.HasPrefix(key, ":") {
+				return nil, fmt.Errorf("caller identity %q: not a usable metadata key", item)
+			}
+		case hasKey || (kind != "xfcc" && kind != "l5d" && kind != "peer"):
+			return nil, fmt.Errorf("caller identity %q: want xfcc, l5d, metadata[:KEY] or peer", item)
+		}
+		out = append(out, source{kind: kind, key: key})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("caller identity %q names no source", spec)
+	}
+	return out, nil
+}
+
+// identify returns the first id a source has for the stream of ctx, or
+// Unknown.
+func identify(ctx context.Context, sources []source) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, s := range sources {
+		var id string
+		switch s.kind {
+		case "xfcc":
+			id = xfccURI(lastValue(md, "x-forwarded-client-cert"))
+		case "l5d":
+			id = lastValue(md, "l5d-client-id")
+		case "metadata":
+			id = lastValue(md, s.key)
+		case "peer":
+			if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+				id = p.Addr.String()
+				if host, _, err := net.SplitHostPort(id); err == nil {
+					id = host
+				}
+			}
+		}
+		if validID(id) {
+			return id
+		}
+	}
+	return Unknown
+}
+
+// lastValue is the last value of a metadata key: a proxy that sets a
+// header appends its value after any the caller sent.
+func lastValue(md metadata.MD, key string) string {
+	vals := md.Get(key)
+	if len(vals) == 0 {
+		return ""
+	}
+	return vals[len(vals)-1]
+}
+
+// validID accepts printable ASCII without spaces, at most maxIDLen bytes:
+// SPIFFE ids, DNS names, addresses and service names all are.
+func validID(id string) bool {
+	if id == "" || len(id) > maxIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// xfccURI returns the SPIFFE id (the URI SAN) of the client certificate
+// that Envoy reports in x-forwarded-client-cert, e.g.
+// `By=spiffe://a;Hash=…;URI=spiffe://cluster.local/ns/app/sa/web`. With
+// several elements (one per proxy, comma-separated) the last is the one
+// the nearest proxy, the gateway's own sidecar, appended. Values may be
+// quoted. See Envoy's docs on the header:
+// https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_conn_man/headers#x-forwarded-client-cert
+func xfccURI(h string) string {
+	if h == "" {
+		return ""
+	}
+	elems := splitQuoted(h, ',')
+	for _, pair := range splitQuoted(elems[len(elems)-1], ';') {
+		k, v, ok := strings.Cut(pair, "=")
+		if !ok || !strings.EqualFold(strings.TrimSpace(k), "URI") {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+			v = strings.ReplaceAll(v[1:len(v)-1], `\"`, `"`)
+		}
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// splitQuoted splits s at sep outside double quotes.
+func splitQuoted(s string, sep byte) []string {
+	var out []string
+	quoted, start := false, 0
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && quoted:
+			i++
+		case s[i] == '"':
+			quoted = !quoted
+		case s[i] == sep && !quoted:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}

@@ -1,0 +1,132 @@
+package callers
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Other is the label value of callers (or models) beyond the label cap.
+const Other = "other"
+
+// maxModelLabels bounds the model label: callers may name any valid model.
+const maxModelLabels = 100
+
+// Usage is what one stream used, in billing units.
+type Usage struct {
+	// Characters synthesized: the text sent upstream, in Unicode code
+	// points, each text once (replays to a new session are not counted
+	// again).
+	Characters int64
+	// SynthesizedSeconds is the audio delivered to the caller, and
+	// TranscribedSeconds the audio the caller sent, for uncompressed
+	// encodings (LINEAR16, MULAW, ALAW); compressed audio counts 0.
+	SynthesizedSeconds, TranscribedSeconds float64
+	// UpstreamSessionSeconds is the time the stream held SLNG sessions.
+	UpstreamSessionSeconds float64
+}
+
+// Metrics are the usage counters by caller and model, and the refusals
+// by caller and reason.
+type Metrics struct {
+	characters, synthesized, transcribed, streams, sessionSeconds *prometheus.CounterVec
+	refused                                                       *prometheus.CounterVec
+	reloads                                                       *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them on reg; a nil reg
+// leaves them unregistered.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	byCaller := []string{"caller", "model"}
+	m := &Metrics{
+		characters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_usage_characters_total",
+			Help: "Characters synthesized (sent to SLNG once each), by caller and model.",
+		}, byCaller),
+		synthesized: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_usage_synthesized_seconds_total",
+			Help: "Seconds of audio synthesized and delivered, by caller and model (uncompressed encodings).",
+		}, byCaller),
+		transcribed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_usage_transcribed_seconds_total",
+			Help: "Seconds of audio sent for transcription, by caller and model (uncompressed encodings).",
+		}, byCaller),
+		streams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_usage_streams_total",
+			Help: "Streams admitted, counted when they end, by caller and model.",
+		}, byCaller),
+		sessionSeconds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_usage_upstream_session_seconds_total",
+			Help: "Seconds streams held SLNG sessions, by caller and model.",
+		}, byCaller),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_caller_refused_total",
+			Help: "Streams and texts refused by the access policy or a caller quota, by caller and reason " +
+				"(CALLER_NOT_ALLOWED, CALLER_QUOTA_EXCEEDED).",
+		}, []string{"caller", "reason"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_access_policy_reloads_total",
+			Help: "Access policy file reloads after a change, by result (ok, error: the previous policy stays).",
+		}, []string{"result"}),
+	}
+	for _, r := range []string{"ok", "error"} {
+		m.reloads.WithLabelValues(r)
+	}
+	if reg != nil {
+		reg.MustRegister(m.characters, m.synthesized, m.transcribed, m.streams, m.sessionSeconds, m.refused, m.reloads)
+	}
+	return m
+}
+
+// labels bounds the values of the caller and model labels: the first max
+// callers seen get their own, and so do the callers a policy names; the
+// rest are Other. Models likewise, up to maxModelLabels.
+type labels struct {
+	max int
+
+	mu      sync.Mutex
+	callers map[string]bool
+	named   map[string]bool
+	models  map[string]bool
+}
+
+func newLabels(max int) *labels {
+	return &labels{max: max, callers: map[string]bool{}, named: map[string]bool{}, models: map[string]bool{}}
+}
+
+// setNamed replaces the ids a policy names.
+func (l *labels) setNamed(ids []string) {
+	named := map[string]bool{}
+	for _, id := range ids {
+		named[id] = true
+	}
+	l.mu.Lock()
+	l.named = named
+	l.mu.Unlock()
+}
+
+func (l *labels) caller(id string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.named[id] || l.callers[id] {
+		return id
+	}
+	if len(l.callers) < l.max {
+		l.callers[id] = true
+		return id
+	}
+	return Other
+}
+
+func (l *labels) model(model string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.models[model] {
+		return model
+	}
+	if len(l.models) < maxModelLabels {
+		l.models[model] = true
+		return model
+	}
+	return Other
+}
