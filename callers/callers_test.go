@@ -131,7 +131,7 @@ func TestPolicy(t *testing.T) {
 		{checkout, "Transcribe", "deepgram/nova:3", false},
 		{"spiffe://cluster.local/ns/support/sa/agent", "Transcribe", "deepgram/nova:3", true},
 		{"spiffe://cluster.local/ns/support/sa/agent", "Synthesize", "deepgram/aura:2", false},
-		{bot, "Synthesize", "cartesia/sonic", true}, // the third entry
+		{bot, "Synthesize", "cartesia/sonic", true},  // the third entry
 		{bot, "Transcribe", "deepgram/nova:3", true}, // the second
 		{bot, "Synthesize", "deepgram/aura:2", false},
 		{"spiffe://cluster.local/ns/checkout/sa/other", "Synthesize", "deepgram/aura:2", false},

@@ -223,12 +223,12 @@ func (g *Gate) overQuota(caller, quota string, limit int64, retry time.Duration)
 
 // Stream is one admitted stream of a caller.
 type Stream struct {
-	g            *Gate
-	caller       string
-	model        string
-	lim          Limits
-	lease        *fleet.Lease
-	ended        atomic.Bool
+	g      *Gate
+	caller string
+	model  string
+	lim    Limits
+	lease  *fleet.Lease
+	ended  atomic.Bool
 }
 
 // Charge counts characters of text about to be synthesized against the
