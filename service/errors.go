@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/speech-gateway/speech-gateway/callers"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 	"github.com/speech-gateway/speech-gateway/slngpool"
 )
@@ -40,6 +42,8 @@ const (
 	ReasonStreamDurationExceeded  = "STREAM_DURATION_EXCEEDED"
 	ReasonCallerIdle              = "CALLER_IDLE_TIMEOUT"
 	ReasonUpstreamTurnTimeout     = "UPSTREAM_TURN_TIMEOUT"
+	ReasonCallerNotAllowed        = "CALLER_NOT_ALLOWED"
+	ReasonCallerQuotaExceeded     = "CALLER_QUOTA_EXCEEDED"
 )
 
 // outcome is one row of the error table: what a failure becomes on the wire.
@@ -99,6 +103,8 @@ var (
 	rowInternal      = outcome{codes.Internal, "", "internal error", noRetry}
 	rowCircuitOpen   = outcome{codes.Unavailable, ReasonUpstreamCircuitOpen, "upstream is failing for this model; not trying it for now", retrySoon}
 	rowCapacity      = outcome{codes.ResourceExhausted, ReasonUpstreamCapacity, "gateway's upstream session limit reached", retrySoon}
+	rowNotAllowed    = outcome{codes.PermissionDenied, ReasonCallerNotAllowed, "the access policy does not let this caller use this RPC with this model", noRetry}
+	rowCallerQuota   = outcome{codes.ResourceExhausted, ReasonCallerQuotaExceeded, "the caller reached its quota", retrySoon}
 )
 
 // metadataError adds ErrorInfo metadata to the error it wraps.
@@ -131,6 +137,8 @@ type streamMeta struct {
 	// callerKey is set when the stream uses the caller's own SLNG key
 	// (x-slng-api-key): SLNG refusing it is then the caller's problem.
 	callerKey bool
+	// caller is the caller id (service/callers.go), "" when not known.
+	caller string
 }
 
 // upstreamOutcome is the table lookup for an upstream failure.
@@ -193,8 +201,11 @@ func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, inte
 	var verr *validationError
 	var ue *slngclient.UpstreamError
 	var coe *slngpool.CircuitOpenError
+	var denied *callers.DeniedError
+	var quota *callers.QuotaError
 	var row outcome
 	var extra map[string]string
+	var more []protoadapt.MessageV1 // details after ErrorInfo
 	switch {
 	case errors.As(err, &verr):
 		st := status.New(codes.InvalidArgument, verr.Error())
@@ -215,6 +226,18 @@ func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, inte
 		if coe.Region != "" {
 			extra = map[string]string{"region": coe.Region}
 		}
+	case errors.As(err, &denied):
+		row = rowNotAllowed
+		extra = map[string]string{"caller": denied.Caller, "rpc": denied.RPC, "model": denied.Model}
+	case errors.As(err, &quota):
+		row = rowCallerQuota
+		row.message = fmt.Sprintf("the caller reached its quota of %d %s", quota.Limit, quota.Quota)
+		row.retry = quota.RetryAfter
+		extra = map[string]string{"caller": quota.Caller, "quota": quota.Quota}
+		more = append(more, &errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
+			Subject:     "caller:" + quota.Caller,
+			Description: fmt.Sprintf("%s: at most %d", quota.Quota, quota.Limit),
+		}}})
 	case errors.Is(err, slngpool.ErrExhausted):
 		row = rowCapacity
 	case errors.Is(err, errOverloaded):
@@ -264,7 +287,7 @@ func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, inte
 	if row.reason == "" {
 		return st, row.code == codes.Internal
 	}
-	details := []protoadapt.MessageV1{errorInfo(row.reason, meta, extra)}
+	details := append([]protoadapt.MessageV1{errorInfo(row.reason, meta, extra)}, more...)
 	if row.retry >= 0 {
 		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(row.retry)})
 	}
@@ -293,6 +316,7 @@ func errorInfo(reason string, meta streamMeta, extra map[string]string) *errdeta
 		"model":               meta.model,
 		"upstream_session_id": meta.upstreamSessionID,
 		"upstream_request_id": meta.upstreamRequestID,
+		"caller":              meta.caller,
 	} {
 		if v != "" {
 			md[k] = v

@@ -43,6 +43,9 @@ func LogFields(ctx context.Context) logging.Fields {
 	if id, ok := ctx.Value(sessionIDKey{}).(string); ok {
 		f = append(f, fieldSession, id)
 	}
+	if caller, ok := ctx.Value(callerIDKey{}).(string); ok {
+		f = append(f, fieldCaller, caller)
+	}
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 		f = append(f, fieldTrace, sc.TraceID().String(), fieldSpan, sc.SpanID().String())
 	}

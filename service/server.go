@@ -95,6 +95,9 @@ type Config struct {
 	// x-slng-api-key request metadata. Off by default: such a request is
 	// then refused, rather than silently served with the gateway's key.
 	AllowCallerKey bool
+	// Callers identifies, admits and meters the caller of each stream
+	// (service/callers.go); nil identifies nobody and admits everyone.
+	Callers Callers
 }
 
 // CallerKeyHeader is the request metadata that carries a caller's own SLNG

@@ -38,20 +38,24 @@ func (s *Server) Transcribe(stream speechv1.SpeechToTextService_TranscribeServer
 	const rpc = "Transcribe"
 	ctx := stream.Context()
 	id, log := s.streamLogger(ctx, speechv1.SpeechToTextService_ServiceDesc.ServiceName, rpc)
-	meta := streamMeta{sessionID: id}
+	ctx, log, usage := s.callerContext(ctx, log, rpc)
+	meta := streamMeta{sessionID: id, caller: usage.caller}
 	release, err := s.admit(rpc)
 	if err != nil {
 		return s.finish(ctx, rpc, err, meta, log)
 	}
 	defer release()
-	tr := &transcription{srv: s, stream: stream, log: log, meta: meta, downDone: make(chan struct{})}
+	tr := &transcription{srv: s, stream: stream, log: log, meta: meta, downDone: make(chan struct{}), usage: usage}
 	// After the half-close, the wait for the last finals is not idleness
 	// (FinalsTimeout bounds it).
 	ctx, activity, cancel := s.streamContext(ctx, tr.isClosing)
 	defer cancel()
 	tr.activity = activity
 	err = tr.run(ctx)
-	return s.finish(ctx, rpc, err, tr.snapshotMeta(), log)
+	meta = tr.snapshotMeta()
+	err = s.finish(ctx, rpc, err, meta, log)
+	usage.end(log, meta.model, 0, tr.transcribedAudio(), err)
+	return err
 }
 
 // transcription is one Transcribe stream. Its upstream session may be
@@ -62,6 +66,7 @@ type transcription struct {
 	activity func() // records a message from the caller
 	stream   speechv1.SpeechToTextService_TranscribeServer
 	log      *zap.Logger
+	usage    *callerUsage
 
 	cfg    *speechv1.RecognitionConfig // effective config
 	ep     slngclient.Endpoint
@@ -114,6 +119,9 @@ func (tr *transcription) run(ctx context.Context) (runErr error) {
 		return err
 	}
 	tr.meta.callerKey = tr.ep.APIKey != ""
+	if err := tr.usage.admit(ctx, tr.srv, tr.ep.Model); err != nil {
+		return err
+	}
 	if tr.clock = clockOf(tr.cfg.Format); tr.clock.ok() {
 		tr.replay.max = tr.srv.cfg.TranscribeReplayBytes
 	}
@@ -141,6 +149,7 @@ func (tr *transcription) run(ctx context.Context) (runErr error) {
 		Config:            tr.cfg,
 		Limits:            tr.srv.limits(),
 		WarmSession:       lease.Warm,
+		CallerId:          tr.usage.caller,
 	}
 	if err := tr.send(&speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_Started{Started: started}}); err != nil {
 		return err

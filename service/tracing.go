@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -26,6 +27,10 @@ type upstreamLease struct {
 	unknown int64
 	kind    string
 	m       *Metrics
+	// usage is the stream's account, charged with the session's time.
+	usage    *callerUsage
+	start    time.Time
+	released atomic.Bool
 }
 
 // unknownTypes is the session's count of ignored unknown messages.
@@ -58,7 +63,7 @@ func (s *Server) acquire(ctx context.Context, kind string, ep slngclient.Endpoin
 	}
 	span.SetAttributes(attribute.Bool("slng.pool.warm", lease.Warm),
 		attribute.String("slng.session_id", id), attribute.String("slng.request_id", req))
-	l := &upstreamLease{Lease: lease, span: span, kind: kind, m: s.metrics}
+	l := &upstreamLease{Lease: lease, span: span, kind: kind, m: s.metrics, usage: usageOf(ctx), start: time.Now()}
 	l.unknown = l.unknownTypes()
 	return l, nil
 }
@@ -66,6 +71,9 @@ func (s *Server) acquire(ctx context.Context, kind string, ep slngclient.Endpoin
 // release hands the session back (see slngpool.Lease.Release) and ends its
 // span.
 func (l *upstreamLease) release(err error, reuse bool) {
+	if l.usage != nil && l.released.CompareAndSwap(false, true) {
+		l.usage.sessionNanos.Add(int64(time.Since(l.start)))
+	}
 	if n := l.unknownTypes() - l.unknown; n > 0 {
 		l.m.unknownFrames.WithLabelValues(l.kind).Add(float64(n))
 	}

@@ -78,13 +78,14 @@ func (r *singleText) Recv() (*speechv1.SynthesizeRequest, error) {
 
 func (s *Server) synthesize(ctx context.Context, rpc string, reqs synthRequests, out synthResponses) error {
 	id, log := s.streamLogger(ctx, ttsServiceName, rpc)
-	meta := streamMeta{sessionID: id}
+	ctx, log, usage := s.callerContext(ctx, log, rpc)
+	meta := streamMeta{sessionID: id, caller: usage.caller}
 	release, err := s.admit(rpc)
 	if err != nil {
 		return s.finish(ctx, rpc, err, meta, log)
 	}
 	defer release()
-	st := &synthesis{srv: s, reqs: reqs, out: out, log: log, meta: meta, failFast: rpc == "SynthesizeText"}
+	st := &synthesis{srv: s, reqs: reqs, out: out, log: log, meta: meta, failFast: rpc == "SynthesizeText", usage: usage}
 	st.lastSent.Store(time.Now().UnixNano())
 	ctx, activity, cancel := s.streamContext(ctx, func() bool {
 		// Busy means a turn is in progress and reaching the caller: a
@@ -97,7 +98,10 @@ func (s *Server) synthesize(ctx context.Context, rpc string, reqs synthRequests,
 	defer cancel()
 	st.activity = activity
 	err = st.run(ctx)
-	return s.finish(ctx, rpc, err, st.snapshotMeta(), log)
+	meta = st.snapshotMeta()
+	err = s.finish(ctx, rpc, err, meta, log)
+	usage.end(log, meta.model, st.synthesizedAudio(), 0, err)
+	return err
 }
 
 // synthesis is one Synthesize stream: its upstream session and its turns.
@@ -118,6 +122,7 @@ type synthesis struct {
 	// failFast ends the stream with the status of a failed turn instead of
 	// sending turn_failed (SynthesizeText, which has one turn).
 	failFast bool
+	usage    *callerUsage
 
 	cfg    *speechv1.SynthesisConfig // effective config
 	ep     slngclient.Endpoint
@@ -142,6 +147,8 @@ type synthesis struct {
 	returnToPool bool
 	// failures counts upstream failures since audio last arrived.
 	failures int
+	// delivered counts the audio bytes relayed to the caller, for metering.
+	delivered int64
 	// closed is set when the handler is done; a session dialled after that
 	// is closed at once.
 	closed bool
@@ -201,6 +208,9 @@ func (st *synthesis) run(ctx context.Context) error {
 	st.mu.Lock()
 	st.meta.callerKey = st.ep.APIKey != ""
 	st.mu.Unlock()
+	if err := st.usage.admit(ctx, st.srv, st.ep.Model); err != nil {
+		return err
+	}
 	st.quiet, st.stopQuiet = context.WithCancel(context.Background())
 	defer st.stopQuiet()
 	sess, err := st.dial(ctx, nil)
@@ -227,6 +237,7 @@ func (st *synthesis) run(ctx context.Context) error {
 		Config:            st.cfg,
 		Limits:            st.srv.limits(),
 		WarmSession:       st.lease.Warm,
+		CallerId:          st.usage.caller,
 	}
 	if err := st.out.Send(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Started{Started: started}}); err != nil {
 		runErr = err
@@ -456,6 +467,9 @@ func (st *synthesis) text(ctx context.Context, text string, flush bool) error {
 		return invalid("text.text", "a turn holds at most %d bytes of text: flush more often", maxTurnText)
 	}
 	if send {
+		if err := st.usage.charge(ctx, text); err != nil {
+			return err
+		}
 		if gone {
 			if err := st.redialLocked(ctx); err != nil {
 				return err
@@ -800,6 +814,7 @@ func (st *synthesis) deliver(ev slngclient.TTSEvent) (done, replace bool, err er
 	if res.warning {
 		st.dirty = true
 	}
+	st.delivered += int64(res.audio)
 	if res.audio > 0 || res.ended != nil {
 		st.failures = 0
 		st.progress.Store(time.Now().UnixNano())

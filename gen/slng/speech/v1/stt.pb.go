@@ -503,7 +503,9 @@ type RecognitionStarted struct {
 	// True when a pre-connected (warm) upstream session served the stream.
 	WarmSession bool `protobuf:"varint,5,opt,name=warm_session,json=warmSession,proto3" json:"warm_session,omitempty"`
 	// The limits in force for this stream.
-	Limits        *StreamLimits `protobuf:"bytes,6,opt,name=limits,proto3" json:"limits,omitempty"`
+	Limits *StreamLimits `protobuf:"bytes,6,opt,name=limits,proto3" json:"limits,omitempty"`
+	// Who the gateway takes the caller to be (see SynthesisStarted.caller_id).
+	CallerId      string `protobuf:"bytes,7,opt,name=caller_id,json=callerId,proto3" json:"caller_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -578,6 +580,13 @@ func (x *RecognitionStarted) GetLimits() *StreamLimits {
 		return x.Limits
 	}
 	return nil
+}
+
+func (x *RecognitionStarted) GetCallerId() string {
+	if x != nil {
+		return x.CallerId
+	}
+	return ""
 }
 
 // Transcript is a partial or final transcript of a stretch of speech.
@@ -883,7 +892,7 @@ const file_slng_speech_v1_stt_proto_rawDesc = "" +
 	"\vreconnected\x18\x06 \x01(\v2#.slng.speech.v1.UpstreamReconnectedH\x00R\vreconnected\x12<\n" +
 	"\bdraining\x18\a \x01(\v2\x1e.slng.speech.v1.ServerDrainingH\x00R\bdrainingB\n" +
 	"\n" +
-	"\bresponse\"\xa7\x02\n" +
+	"\bresponse\"\xc4\x02\n" +
 	"\x12RecognitionStarted\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12.\n" +
@@ -891,7 +900,8 @@ const file_slng_speech_v1_stt_proto_rawDesc = "" +
 	"\x13upstream_request_id\x18\x03 \x01(\tR\x11upstreamRequestId\x129\n" +
 	"\x06config\x18\x04 \x01(\v2!.slng.speech.v1.RecognitionConfigR\x06config\x12!\n" +
 	"\fwarm_session\x18\x05 \x01(\bR\vwarmSession\x124\n" +
-	"\x06limits\x18\x06 \x01(\v2\x1c.slng.speech.v1.StreamLimitsR\x06limits\"\x8d\x03\n" +
+	"\x06limits\x18\x06 \x01(\v2\x1c.slng.speech.v1.StreamLimitsR\x06limits\x12\x1b\n" +
+	"\tcaller_id\x18\a \x01(\tR\bcallerId\"\x8d\x03\n" +
 	"\n" +
 	"Transcript\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x1e\n" +

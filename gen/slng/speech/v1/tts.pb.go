@@ -867,7 +867,13 @@ type SynthesisStarted struct {
 	// saving the connection handshake.
 	WarmSession bool `protobuf:"varint,5,opt,name=warm_session,json=warmSession,proto3" json:"warm_session,omitempty"`
 	// The limits in force for this stream.
-	Limits        *StreamLimits `protobuf:"bytes,6,opt,name=limits,proto3" json:"limits,omitempty"`
+	Limits *StreamLimits `protobuf:"bytes,6,opt,name=limits,proto3" json:"limits,omitempty"`
+	// Who the gateway takes the caller to be: the id its access policy,
+	// quotas and usage metering apply to, from the first identity source the
+	// gateway is configured with that has one (the mesh's client identity,
+	// e.g. a SPIFFE id; the x-caller-id metadata; the peer address), or
+	// "unknown". Empty when the gateway does not identify callers.
+	CallerId      string `protobuf:"bytes,7,opt,name=caller_id,json=callerId,proto3" json:"caller_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -942,6 +948,13 @@ func (x *SynthesisStarted) GetLimits() *StreamLimits {
 		return x.Limits
 	}
 	return nil
+}
+
+func (x *SynthesisStarted) GetCallerId() string {
+	if x != nil {
+		return x.CallerId
+	}
+	return ""
 }
 
 // AudioChunk is a piece of synthesized audio in the configured format.
@@ -1465,7 +1478,7 @@ const file_slng_speech_v1_tts_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12#\n" +
 	"\rupstream_code\x18\x05 \x01(\tR\fupstreamCode\x12:\n" +
-	"\tdelivered\x18\x06 \x01(\v2\x1c.slng.speech.v1.TurnDeliveryR\tdelivered\"\xa3\x02\n" +
+	"\tdelivered\x18\x06 \x01(\v2\x1c.slng.speech.v1.TurnDeliveryR\tdelivered\"\xc0\x02\n" +
 	"\x10SynthesisStarted\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12.\n" +
@@ -1473,7 +1486,8 @@ const file_slng_speech_v1_tts_proto_rawDesc = "" +
 	"\x13upstream_request_id\x18\x03 \x01(\tR\x11upstreamRequestId\x127\n" +
 	"\x06config\x18\x04 \x01(\v2\x1f.slng.speech.v1.SynthesisConfigR\x06config\x12!\n" +
 	"\fwarm_session\x18\x05 \x01(\bR\vwarmSession\x124\n" +
-	"\x06limits\x18\x06 \x01(\v2\x1c.slng.speech.v1.StreamLimitsR\x06limits\"U\n" +
+	"\x06limits\x18\x06 \x01(\v2\x1c.slng.speech.v1.StreamLimitsR\x06limits\x12\x1b\n" +
+	"\tcaller_id\x18\a \x01(\tR\bcallerId\"U\n" +
 	"\n" +
 	"AudioChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1a\n" +

@@ -1,0 +1,165 @@
+package service
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	"github.com/speech-gateway/speech-gateway/callers"
+)
+
+// Callers identifies the caller of each stream, admits it under the access
+// policy and the caller's quotas, and meters what it used.
+// *callers.Gate implements it.
+type Callers interface {
+	// Identify returns the caller id of the stream whose context is ctx.
+	Identify(ctx context.Context) string
+	// Admit returns *callers.DeniedError or *callers.QuotaError when the
+	// stream may not start; the stream returned must be ended.
+	Admit(ctx context.Context, caller, rpc, model string) (*callers.Stream, error)
+}
+
+// fieldCaller is the log field of the caller id, on the service's lines
+// and the access-log line alike.
+const fieldCaller = "caller"
+
+// spanCaller is the attribute of the caller id on the stream's server
+// span.
+const spanCaller = "speech_gateway.caller_id"
+
+type callerIDKey struct{}
+
+// IdentityInterceptor identifies the caller of every stream with c (the
+// same Callers as the Config's) before the handler runs. Install it
+// outside the logging interceptor, with logging.WithFieldsFromContext(
+// LogFields), so that the access-log line of a stream carries its caller.
+// Without it, the handlers identify the caller themselves.
+func IdentityInterceptor(c Callers) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if c == nil {
+			return handler(srv, ss)
+		}
+		w := middleware.WrapServerStream(ss)
+		w.WrappedContext = context.WithValue(ss.Context(), callerIDKey{}, c.Identify(ss.Context()))
+		return handler(srv, w)
+	}
+}
+
+// callerOf is the caller id of the stream of ctx: the interceptor's, or
+// one found now; "" when the gateway does not identify callers.
+func (s *Server) callerOf(ctx context.Context) string {
+	if id, ok := ctx.Value(callerIDKey{}).(string); ok {
+		return id
+	}
+	if s.cfg.Callers == nil {
+		return ""
+	}
+	return s.cfg.Callers.Identify(ctx)
+}
+
+// callerUsage is one stream's account with its caller: what it used, for
+// metering, and its place under the caller's quotas once admitted.
+type callerUsage struct {
+	caller, rpc string
+	stream      *callers.Stream // nil until admitted, and without Callers
+	characters  atomic.Int64
+	// sessionNanos is the time the stream held upstream sessions, added by
+	// upstreamLease.release.
+	sessionNanos atomic.Int64
+}
+
+type usageKey struct{}
+
+// callerContext starts the caller's account of a stream: the caller id
+// goes on its log lines and its span, and the account into ctx, where the
+// stream's upstream leases find it.
+func (s *Server) callerContext(ctx context.Context, log *zap.Logger, rpc string) (context.Context, *zap.Logger, *callerUsage) {
+	u := &callerUsage{caller: s.callerOf(ctx), rpc: rpc}
+	if u.caller != "" {
+		log = log.With(zap.String(fieldCaller, u.caller))
+		trace.SpanFromContext(ctx).SetAttributes(attribute.String(spanCaller, u.caller))
+	}
+	return context.WithValue(ctx, usageKey{}, u), log, u
+}
+
+// usageOf is the account of the stream of ctx, or nil.
+func usageOf(ctx context.Context) *callerUsage {
+	u, _ := ctx.Value(usageKey{}).(*callerUsage)
+	return u
+}
+
+// admit asks the access policy and the caller's quotas whether the stream
+// may start, once its model is known, before any upstream work.
+func (u *callerUsage) admit(ctx context.Context, s *Server, model string) error {
+	if s.cfg.Callers == nil {
+		return nil
+	}
+	cs, err := s.cfg.Callers.Admit(ctx, u.caller, u.rpc, model)
+	if err != nil {
+		return err
+	}
+	u.stream = cs
+	return nil
+}
+
+// charge counts a text about to be synthesized against the caller's
+// characters per minute; a text beyond it ends the stream with
+// CALLER_QUOTA_EXCEEDED before it goes upstream.
+func (u *callerUsage) charge(ctx context.Context, text string) error {
+	n := int64(utf8.RuneCountInString(text))
+	if u.stream != nil {
+		if err := u.stream.Charge(ctx, n); err != nil {
+			return err
+		}
+	}
+	u.characters.Add(n)
+	return nil
+}
+
+// end meters a finished stream: the caller's usage counters, and one
+// usage log line with the same figures. err is the status the stream
+// ended with.
+func (u *callerUsage) end(log *zap.Logger, model string, synthesized, transcribed time.Duration, err error) {
+	if u.stream == nil {
+		return // never admitted: nothing was used
+	}
+	usage := callers.Usage{
+		Characters:             u.characters.Load(),
+		SynthesizedSeconds:     synthesized.Seconds(),
+		TranscribedSeconds:     transcribed.Seconds(),
+		UpstreamSessionSeconds: time.Duration(u.sessionNanos.Load()).Seconds(),
+	}
+	u.stream.End(usage)
+	log.Info("stream usage", zap.String("model", model), zap.String("code", status.Code(err).String()),
+		zap.Int64("characters", usage.Characters), zap.Float64("synthesized_seconds", usage.SynthesizedSeconds),
+		zap.Float64("transcribed_seconds", usage.TranscribedSeconds),
+		zap.Float64("upstream_session_seconds", usage.UpstreamSessionSeconds))
+}
+
+// synthesizedAudio is the audio a Synthesize stream delivered, for
+// uncompressed encodings; 0 for compressed ones.
+func (st *synthesis) synthesizedAudio() time.Duration {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.book == nil || !st.book.clock.ok() {
+		return 0
+	}
+	return st.book.clock.duration(st.delivered)
+}
+
+// transcribedAudio is the audio the caller of a Transcribe stream sent,
+// for uncompressed encodings; 0 for compressed ones.
+func (tr *transcription) transcribedAudio() time.Duration {
+	if !tr.clock.ok() {
+		return 0
+	}
+	return tr.clock.duration(tr.sent.Load())
+}
