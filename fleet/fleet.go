@@ -165,7 +165,8 @@ func New(opts Options) *Fleet {
 func Connect(ctx context.Context, url string, opts Options) (*Fleet, error) {
 	ro, err := redis.ParseURL(url)
 	if err != nil {
-		return nil, fmt.Errorf("fleet: redis url: %w", err)
+		// Not wrapped: the parser's error quotes the URL, password and all.
+		return nil, errors.New("fleet: the redis url is not redis://[user:password@]host:port/db or rediss://…")
 	}
 	opts = opts.withDefaults()
 	// Every command is bounded by OpTimeout and never retried by the

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/speech-gateway/speech-gateway/callers"
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 )
@@ -81,6 +82,18 @@ type config struct {
 
 	logLevel  string
 	logFormat string
+
+	// Callers and fleet-wide limits (fleet.go).
+	callerIdentity     string
+	accessPolicy       string
+	callerMaxStreams   int
+	callerCharsPerMin  int64
+	callerAudioPerMin  int64
+	callerMetricLabels int
+	redisURL           string // may hold a password: never logged
+	redisTimeout       time.Duration
+	fleetLeaseTTL      time.Duration
+	upstreamBudget     int
 }
 
 // parseConfig reads flags, falling back to environment variables for
@@ -187,6 +200,17 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error [LOG_LEVEL]")
 	fs.StringVar(&c.logFormat, "log-format", env("LOG_FORMAT", ""), "json or console; default json, console with --dev [LOG_FORMAT]")
 
+	fs.StringVar(&c.callerIdentity, "caller-identity", env("CALLER_IDENTITY", callers.DefaultIdentity), "where a stream's caller id comes from, first found wins: xfcc (Envoy/Istio x-forwarded-client-cert URI SAN), l5d (Linkerd l5d-client-id), metadata[:KEY] (default x-caller-id), peer; trust mesh headers only behind the mesh's sidecar (docs/operations.md) [CALLER_IDENTITY]")
+	fs.StringVar(&c.accessPolicy, "access-policy", env("ACCESS_POLICY", ""), "YAML or JSON file of the callers allowed per RPC and model pattern, with per-caller quotas; re-read when it changes; empty allows every caller everything [ACCESS_POLICY]")
+	fs.IntVar(&c.callerMaxStreams, "caller-max-streams", envInt("CALLER_MAX_STREAMS", 0), "concurrent streams per caller (across replicas with --redis-url); the access policy may override it per caller; 0 means no limit [CALLER_MAX_STREAMS]")
+	fs.Int64Var(&c.callerCharsPerMin, "caller-characters-per-minute", int64(envInt("CALLER_CHARACTERS_PER_MINUTE", 0)), "characters a caller may synthesize per minute; 0 means no limit [CALLER_CHARACTERS_PER_MINUTE]")
+	fs.Int64Var(&c.callerAudioPerMin, "caller-audio-seconds-per-minute", int64(envInt("CALLER_AUDIO_SECONDS_PER_MINUTE", 0)), "seconds of audio (synthesized plus transcribed) a caller may start streams after, per minute; 0 means no limit [CALLER_AUDIO_SECONDS_PER_MINUTE]")
+	fs.IntVar(&c.callerMetricLabels, "caller-metric-labels", envInt("CALLER_METRIC_LABELS", 100), "callers with a usage metric label of their own, besides those the access policy names; the rest count as \"other\" [CALLER_METRIC_LABELS]")
+	fs.StringVar(&c.redisURL, "redis-url", env("REDIS_URL", ""), "redis://[user:password@]host:port/db (rediss:// for TLS) shared by the replicas for the upstream session budget and the caller quotas; empty keeps every limit per process [REDIS_URL]")
+	fs.DurationVar(&c.redisTimeout, "redis-timeout", envDur("REDIS_TIMEOUT", 250*time.Millisecond), "bound on every Redis command; a slower Redis puts the limits in fallback (each replica's share) [REDIS_TIMEOUT]")
+	fs.DurationVar(&c.fleetLeaseTTL, "fleet-lease-ttl", envDur("FLEET_LEASE_TTL", 10*time.Second), "with --redis-url, how long a replica's leases outlive its last heartbeat: a crashed replica's sessions and streams are free again within it [FLEET_LEASE_TTL]")
+	fs.IntVar(&c.upstreamBudget, "upstream-session-budget", envInt("UPSTREAM_SESSION_BUDGET", 0), "SLNG sessions at most per SLNG key, standbys included, across every replica sharing --redis-url (per process without it); streams wait --pool-acquire-timeout for one; 0 means no limit [UPSTREAM_SESSION_BUDGET]")
+
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -242,6 +266,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if c.routes != "bridge" && c.routes != "direct" {
 		return nil, fmt.Errorf("--slng-routes must be bridge or direct, not %q", c.routes)
+	}
+	if c.callerMaxStreams < 0 || c.callerCharsPerMin < 0 || c.callerAudioPerMin < 0 || c.upstreamBudget < 0 ||
+		c.callerMetricLabels < 1 || c.redisTimeout <= 0 || c.fleetLeaseTTL < 300*time.Millisecond {
+		return nil, errors.New("--caller-max-streams, --caller-characters-per-minute, --caller-audio-seconds-per-minute and " +
+			"--upstream-session-budget must be 0 or more, --caller-metric-labels at least 1, --redis-timeout positive " +
+			"and --fleet-lease-ttl at least 300ms")
 	}
 	if !c.dev {
 		key, err := readKey(getenv)

@@ -124,6 +124,13 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 
 	reg := prom.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The fleet outlives the pool, which gives its budget back on Close.
+	fl, gate, err := setupFleet(ctx, cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	defer fl.Close()
+	defer gate.Close()
 	pool, err := slngpool.New(client, slngpool.Options{
 		DisableWarm:         !cfg.poolWarm,
 		MaxSessions:         cfg.poolMaxSessions,
@@ -161,6 +168,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		MaxUpstreamSessionAge: cfg.maxUpstreamAge,
 		TurnTimeout:           cfg.turnTimeout,
 		DrainGrace:            cfg.shutdownTimeout,
+		Callers:               gate,
 	})
 	if err != nil {
 		return err
@@ -177,7 +185,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 
 	grpcMetrics := prometheus.NewServerMetrics(prometheus.WithServerHandlingTimeHistogram())
 	reg.MustRegister(grpcMetrics)
-	gs := newGRPCServer(cfg, log, grpcMetrics, serverOpts...)
+	gs := newGRPCServer(cfg, log, grpcMetrics, gate, serverOpts...)
 	srv.Register(gs)
 	healthSrv := health.NewServer()
 	healthpb.RegisterHealthServer(gs, healthSrv)
@@ -202,7 +210,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 			lis.Close()
 			return fmt.Errorf("listen %s: %w", cfg.adminListen, err)
 		}
-		admin = &http.Server{Handler: adminHandler(reg, &serving), ReadHeaderTimeout: 5 * time.Second}
+		admin = &http.Server{Handler: withReadyDetail(adminHandler(reg, &serving), func() string { return fl.Status().String() }), ReadHeaderTimeout: 5 * time.Second}
 	}
 	registerOpsMetrics(reg, info, cfg.maxStreams, &serving)
 	debugSrv, err := startDebug(cfg, log)
@@ -285,11 +293,11 @@ func sleep(d time.Duration) {
 }
 
 // newGRPCServer builds the gRPC server with its interceptors and transport
-// limits. Interceptor order, outermost first: metrics, session id (streams),
-// logging, recovery
+// limits. Interceptor order, outermost first: metrics, session id and caller
+// id (streams), logging, recovery
 // (innermost, so that a panic becomes INTERNAL before it is logged and
 // counted).
-func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetrics, extra ...grpc.ServerOption) *grpc.Server {
+func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetrics, callers service.Callers, extra ...grpc.ServerOption) *grpc.Server {
 	recoverFn := func(ctx context.Context, p any) error {
 		log.Error("panic in handler", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
@@ -310,6 +318,7 @@ func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetri
 		grpc.ChainStreamInterceptor(
 			metrics.StreamServerInterceptor(),
 			service.SessionInterceptor(),
+			service.IdentityInterceptor(callers),
 			logging.StreamServerInterceptor(service.InterceptorLogger(log.Named("grpc")), logOpts...),
 			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(recoverFn)),
 		),

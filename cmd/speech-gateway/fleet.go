@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+
+	prom "github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/speech-gateway/speech-gateway/callers"
+	"github.com/speech-gateway/speech-gateway/fleet"
+)
+
+// setupFleet connects the replicas' shared limits (Redis with --redis-url,
+// else per process) and the callers' gate on top of them. The caller
+// closes both, the gate first.
+func setupFleet(ctx context.Context, cfg *config, log *zap.Logger, reg prom.Registerer) (*fleet.Fleet, *callers.Gate, error) {
+	opts := fleet.Options{
+		LeaseTTL:  cfg.fleetLeaseTTL,
+		OpTimeout: cfg.redisTimeout,
+		Logger:    log,
+		Metrics:   fleet.NewMetrics(reg),
+	}
+	var f *fleet.Fleet
+	if cfg.redisURL == "" {
+		f = fleet.New(opts)
+	} else {
+		var err error
+		if f, err = fleet.Connect(ctx, cfg.redisURL, opts); err != nil {
+			return nil, nil, err
+		}
+	}
+	gate, err := callers.New(f, callers.Options{
+		Identity:   cfg.callerIdentity,
+		PolicyFile: cfg.accessPolicy,
+		Defaults: callers.Limits{
+			MaxStreams:            cfg.callerMaxStreams,
+			CharactersPerMinute:   cfg.callerCharsPerMin,
+			AudioSecondsPerMinute: cfg.callerAudioPerMin,
+		},
+		MetricLabels: cfg.callerMetricLabels,
+		Logger:       log,
+		Metrics:      callers.NewMetrics(reg),
+	})
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, gate, nil
+}
+
+// withReadyDetail adds to a ready /readyz answer the line detail returns:
+// how the fleet's limits stand. A fallback leaves the gateway ready; the
+// line and speech_gateway_fleet_mode say so.
+func withReadyDetail(next http.Handler, detail func() string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		if rec.status == http.StatusOK {
+			_, _ = io.WriteString(w, detail()+"\n")
+		}
+	})
+}
+
+// statusRecorder remembers the status a handler sent.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
