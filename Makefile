@@ -16,6 +16,7 @@ STATICCHECK_VERSION        := v0.8.2
 GRPCURL_VERSION            := v1.9.4
 GHZ_VERSION                := v0.93.0
 KUBECTL_VALIDATE_VERSION   := v0.0.4
+KUSTOMIZE_VERSION          := v5.7.1
 
 BUF := $(BIN)/buf
 GO_PACKAGES := ./...
@@ -64,6 +65,9 @@ $(BIN)/.ghz-$(GHZ_VERSION):
 	@touch $@
 $(BIN)/.kubectl-validate-$(KUBECTL_VALIDATE_VERSION):
 	go install sigs.k8s.io/kubectl-validate@$(KUBECTL_VALIDATE_VERSION)
+	@touch $@
+$(BIN)/.kustomize-$(KUSTOMIZE_VERSION):
+	go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 	@touch $@
 
 PROTO_TOOLS := $(BIN)/.protoc-gen-go-$(PROTOC_GEN_GO_VERSION) $(BIN)/.protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION) $(BIN)/.buf-$(BUF_VERSION)
@@ -175,8 +179,20 @@ image-check: build ## Build the FROM-scratch image with buildah, run it with chr
 	./scripts/image-check.sh
 
 .PHONY: validate-manifests
-validate-manifests: $(BIN)/.kubectl-validate-$(KUBECTL_VALIDATE_VERSION) check-image-tags ## Validate deploy/kubernetes offline against Kubernetes 1.30.
+validate-manifests: $(BIN)/.kubectl-validate-$(KUBECTL_VALIDATE_VERSION) $(BIN)/.kustomize-$(KUSTOMIZE_VERSION) check-image-tags ## Validate deploy/kubernetes, and each overlay in deploy/overlays built with its components, offline against Kubernetes 1.30.
 	$(BIN)/kubectl-validate --version 1.30 $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
+	@# Components are patches and resources for the base: they are validated
+	@# as the overlays that use them build, and each must be used by one.
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	for o in deploy/overlays/*/; do \
+		n=$$(basename "$$o"); echo "kustomize build $$o"; \
+		$(BIN)/kustomize build "$$o" > "$$tmp/$$n.yaml"; \
+		$(BIN)/kubectl-validate --version 1.30 "$$tmp/$$n.yaml"; \
+	done; \
+	for c in deploy/kubernetes/components/*/; do \
+		if ! grep -qs "kubernetes/components/$$(basename "$$c")$$" deploy/overlays/*/kustomization.yaml; then \
+			echo "$$c is in no overlay of deploy/overlays, so nothing validates it" >&2; exit 1; fi; \
+	done
 
 # An image tag names one build: never latest, and the Deployment and the
 # kustomization name the same one.
