@@ -390,13 +390,21 @@ func TestQuotasAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.End(Usage{Characters: 80})
-	// The other replica sees the 80 characters within a heartbeat.
+	// The other replica sees the 80 characters within a heartbeat, and
+	// refuses 30 more.
 	waitFor(t, ctx, func() bool {
-		s, err := gates[1].Admit(ctx, "alice", "Synthesize", "m/x")
-		if err != nil {
-			return false
-		}
-		defer s.End(Usage{})
-		return errors.As(s.Charge(ctx, 30), &qe) && qe.Quota == QuotaCharacters
+		used, _ := gates[1].chars.Value(ctx, "alice")
+		return used == 80
 	})
+	b, err := gates[1].Admit(ctx, "alice", "Synthesize", "m/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.End(Usage{})
+	if err := b.Charge(ctx, 30); !errors.As(err, &qe) || qe.Quota != QuotaCharacters {
+		t.Fatalf("30 more characters on the other replica: err = %v", err)
+	}
+	if err := b.Charge(ctx, 20); err != nil {
+		t.Fatalf("20 more: %v", err)
+	}
 }

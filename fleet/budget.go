@@ -21,7 +21,7 @@ type Budget struct {
 // Budget returns the session budget of limit sessions per credential
 // (more than 0). Its leases are a Semaphore named "upstream".
 func (f *Fleet) Budget(limit int) *Budget {
-	return &Budget{sem: f.Semaphore("upstream"), limit: limit, held: map[string][]*Lease{}}
+	return &Budget{sem: f.semaphore("upstream", f.opts.Linger), limit: limit, held: map[string][]*Lease{}}
 }
 
 // Acquire reserves one session of the credential cred (a fingerprint,

@@ -19,9 +19,9 @@
 // then hold again (a fleet over its limit after the fallback takes no new
 // leases until it is under). Status reports the mode, for /readyz.
 //
-// A released lease counts for Options.Linger more: SLNG counts a closed
-// connection until it has noticed the close, and a lease handed on at once
-// would let another replica's dial arrive first.
+// A released lease of the session budget counts for Options.Linger more:
+// SLNG counts a closed connection until it has noticed the close, and a
+// lease handed on at once would let another replica's dial arrive first.
 //
 // What it does not do: it keeps no usage records (those are Prometheus
 // counters and log lines in package callers), and it never blocks an

@@ -46,9 +46,9 @@ type Options struct {
 	// it. The heartbeat runs every LeaseTTL/3 (at most every second).
 	// Default 10 s.
 	LeaseTTL time.Duration
-	// Linger is how long a released lease still counts, because SLNG
-	// counts a closed connection until it notices the close. Default
-	// 200 ms; negative means none.
+	// Linger is how long a released lease of a Budget still counts,
+	// because SLNG counts a closed connection until it notices the close.
+	// Default 200 ms; negative means none.
 	Linger time.Duration
 	// OpTimeout bounds every Redis command; one that takes longer puts the
 	// Fleet in fallback. Default 250 ms.
@@ -145,6 +145,7 @@ type Fleet struct {
 
 type releasedLease struct {
 	key, member string
+	linger      time.Duration
 }
 
 // maxReleased bounds the queue of releases waiting for the heartbeat; past
@@ -366,7 +367,7 @@ func (f *Fleet) heartbeat(ctx context.Context) error {
 	ttl := f.opts.LeaseTTL.Milliseconds()
 	reg := registerScript.Eval(ctx, pipe, []string{f.opts.Prefix + "replicas"}, f.id, ttl)
 	for _, r := range released {
-		releaseScript.Eval(ctx, pipe, []string{r.key}, r.member, f.opts.Linger.Milliseconds())
+		releaseScript.Eval(ctx, pipe, []string{r.key}, r.member, r.linger.Milliseconds())
 	}
 	var renewals []renewal
 	for _, s := range sems {

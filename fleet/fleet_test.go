@@ -73,7 +73,7 @@ func TestSemaphoreHoldsAcrossReplicas(t *testing.T) {
 	ctx := testContext(t)
 	srv := redistest.Start(t)
 	a, b := connect(t, srv, Options{}), connect(t, srv, Options{})
-	sa, sb := a.Semaphore("upstream"), b.Semaphore("upstream")
+	sa, sb := a.semaphore("upstream", a.opts.Linger), b.semaphore("upstream", b.opts.Linger)
 
 	var leases []*Lease
 	for i, s := range []*Semaphore{sa, sb, sa} {

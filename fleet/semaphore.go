@@ -13,8 +13,9 @@ import (
 // Semaphore counts leases per key (an SLNG credential, a caller), at most
 // a limit per key across the fleet. Get one with Fleet.Semaphore.
 type Semaphore struct {
-	f    *Fleet
-	name string
+	f      *Fleet
+	name   string
+	linger time.Duration // how long a released lease still counts
 
 	mu   sync.Mutex
 	keys map[string]*semKey
@@ -30,14 +31,20 @@ type semKey struct {
 }
 
 // Semaphore returns the semaphore called name, creating it on first use.
-// The name appears in Redis keys and in metric labels.
+// The name appears in Redis keys and in metric labels. Its released leases
+// stop counting at once.
 func (f *Fleet) Semaphore(name string) *Semaphore {
+	return f.semaphore(name, 0)
+}
+
+// semaphore is Semaphore with released leases counting for linger.
+func (f *Fleet) semaphore(name string, linger time.Duration) *Semaphore {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if s := f.sems[name]; s != nil {
 		return s
 	}
-	s := &Semaphore{f: f, name: name, keys: map[string]*semKey{}}
+	s := &Semaphore{f: f, name: name, linger: linger, keys: map[string]*semKey{}}
 	f.sems[name] = s
 	f.m.leases.WithLabelValues(name)
 	f.m.refused.WithLabelValues(name)
@@ -51,8 +58,8 @@ type Lease struct {
 	once        sync.Once
 }
 
-// Release gives the lease back; it still counts for Options.Linger. It
-// never blocks: Redis hears of it from the heartbeat, at once. Only the
+// Release gives the lease back (a Budget's still counts for
+// Options.Linger). It never blocks: Redis hears of it from the heartbeat, at once. Only the
 // first call counts.
 func (l *Lease) Release() {
 	if l == nil || l.s == nil {
@@ -137,7 +144,7 @@ func (s *Semaphore) try(ctx context.Context, key string, limit int64) (*Lease, e
 			return s.hold(key, member), nil
 		case ctx.Err() != nil:
 			// The lease may have been taken just before: let it go.
-			s.f.queueRelease(s.rkey(key), member)
+			s.f.queueRelease(s.rkey(key), member, 0)
 			return nil, ctx.Err()
 		case s.f.ctx.Err() != nil:
 			return nil, ErrClosed
@@ -201,8 +208,8 @@ func (s *Semaphore) release(key, member string) {
 		delete(k.held, member)
 		now := time.Now()
 		k.prune(now)
-		if s.f.opts.Linger > 0 {
-			k.lingering = append(k.lingering, now.Add(s.f.opts.Linger))
+		if s.linger > 0 {
+			k.lingering = append(k.lingering, now.Add(s.linger))
 		}
 		if len(k.held) == 0 && len(k.lingering) == 0 {
 			delete(s.keys, key)
@@ -210,11 +217,12 @@ func (s *Semaphore) release(key, member string) {
 	}
 	s.mu.Unlock()
 	s.f.m.leases.WithLabelValues(s.name).Dec()
-	s.f.queueRelease(s.rkey(key), member)
+	s.f.queueRelease(s.rkey(key), member, s.linger)
 }
 
-// queueRelease has the heartbeat tell Redis of a released lease.
-func (f *Fleet) queueRelease(rkey, member string) {
+// queueRelease has the heartbeat tell Redis of a released lease, which
+// still counts for linger.
+func (f *Fleet) queueRelease(rkey, member string, linger time.Duration) {
 	if f.rdb == nil {
 		return
 	}
@@ -222,7 +230,7 @@ func (f *Fleet) queueRelease(rkey, member string) {
 	if len(f.released) >= maxReleased {
 		f.released = f.released[1:] // it expires in Redis by itself
 	}
-	f.released = append(f.released, releasedLease{key: rkey, member: member})
+	f.released = append(f.released, releasedLease{key: rkey, member: member, linger: linger})
 	f.mu.Unlock()
 	f.wake()
 }
