@@ -63,12 +63,12 @@ func (b *breaker) allow() (func(error), error) {
 
 // errPending is what a standby's successful dial reports to its breaker:
 // neither success nor failure yet, since a standby that SLNG ends before
-// use is SLNG failing. Its fate is reported when it is used, retired or
-// dies.
+// use is SLNG failing. Its fate is reported when the stream it served
+// ends, or when it is retired or dies.
 var errPending = errors.New("standby pending")
 
-// reportOK records a session that worked: a standby used or retired after
-// living out its age.
+// reportOK records a session that worked: a standby that served a stream
+// to its end, or lived out its age.
 func (b *breaker) reportOK() {
 	if done, err := b.cb.Allow(); err == nil {
 		done(nil)

@@ -112,6 +112,11 @@ type route struct {
 	profile  bool // from Prewarm: never forgotten
 	state    string
 
+	// proven says that a session of the configuration worked since its
+	// last failure. Until then a standby waits for the last caller's
+	// session to get past EarlyDeath: a configuration that fails right
+	// after ready must not get a standby beside each caller's session.
+	proven bool
 	// fails counts consecutive failures; background dials wait until next
 	// and stop altogether (stopped) after StandbyFailures, until a caller.
 	fails   int
@@ -183,8 +188,7 @@ func (p *Pool) dropRouteLocked(k poolKey, r *route) {
 type useResult int
 
 const (
-	useOther  useResult = iota // nothing yet: a dialled session, an open circuit, no capacity
-	useHit                     // a standby served it: the configuration works
+	useOther  useResult = iota // nothing yet: a session, warm or dialled, an open circuit, no capacity
 	useFailed                  // the dial failed
 )
 
@@ -206,10 +210,10 @@ func (p *Pool) noteUse(k poolKey, dial dialFunc, res useResult, err error) {
 		r.lastUsed = now
 		r.stopped = false // a caller brings it back; its backoff still holds
 	}
-	switch res {
-	case useHit:
-		p.succeededLocked(k)
-	case useFailed:
+	if _, upstream := slngclient.AsUpstreamError(err); res == useFailed && upstream {
+		// Not the caller's own cancellation, nor an open circuit or the
+		// dial rate: SLNG's answer. A session's success is known only at
+		// its release.
 		p.failedLocked(k, err, now, true)
 	}
 	if r != nil {
@@ -219,12 +223,12 @@ func (p *Pool) noteUse(k poolKey, dial dialFunc, res useResult, err error) {
 	p.wake()
 }
 
-// succeededLocked records that a session of k worked: a standby was used or
-// lived out its age, or a stream ended well. The configuration's backoff
+// succeededLocked records that a session of k worked: a stream ended well
+// or a standby lived out its age. The configuration's backoff
 // and its key's signals are forgotten.
 func (p *Pool) succeededLocked(k poolKey) {
 	if r := p.routes[k]; r != nil {
-		r.fails, r.next, r.stopped, r.rejected = 0, time.Time{}, false, ""
+		r.fails, r.next, r.stopped, r.rejected, r.proven = 0, time.Time{}, false, "", true
 		p.updateStateLocked(k, r, time.Now())
 	}
 	if kp := p.pauses[k.cred]; kp != nil {
@@ -243,6 +247,7 @@ func (p *Pool) failedLocked(k poolKey, err error, now time.Time, dial bool) {
 		return
 	}
 	defer p.updateStateLocked(k, r, now)
+	r.proven = false
 	r.fails++
 	r.next = now.Add(p.backoff(r.fails))
 	if code, refused := refusal(err); dial && refused {
@@ -309,6 +314,14 @@ func (p *Pool) signalLocked(cred string, err error, now time.Time) {
 	if kp == nil {
 		if len(p.pauses) >= maxPauses {
 			p.prunePausesLocked(now, true)
+		}
+		for c, old := range p.pauses {
+			if len(p.pauses) < maxPauses {
+				break
+			}
+			if !old.probing {
+				delete(p.pauses, c) // a key of many callers' own: forget one
+			}
 		}
 		kp = &keyPause{}
 		p.pauses[cred] = kp
@@ -592,6 +605,10 @@ routes:
 		}
 		if now.Before(r.next) {
 			soon(r.next)
+			continue
+		}
+		if hold := r.lastUsed.Add(p.opts.EarlyDeath); !r.proven && now.Before(hold) {
+			soon(hold)
 			continue
 		}
 		kp := p.pauses[k.cred]

@@ -322,6 +322,7 @@ func (p *Pool) Prewarm(pr Profile) error {
 	r := p.routes[k]
 	if r == nil {
 		r = p.addRouteLocked(k, dial)
+		r.proven = true // nothing says otherwise, and no caller's session to wait for
 	}
 	r.profile, r.target = true, n
 	p.mu.Unlock()
@@ -420,8 +421,7 @@ func (p *Pool) acquire(ctx context.Context, k poolKey, ep slngclient.Endpoint, d
 	if s := p.takeWarm(ctx, k); s != nil {
 		p.m.acquires.WithLabelValues(k.kind, "hit").Inc()
 		p.m.inUse.WithLabelValues(k.kind).Inc()
-		br.reportOK()
-		p.noteUse(k, dial, useHit, nil)
+		p.noteUse(k, dial, useOther, nil)
 		return &Lease{p: p, key: k, br: br, s: s, Warm: true}, nil
 	}
 	// Fail fast while the breaker is open, before waiting for capacity.
@@ -663,6 +663,15 @@ func (l *Lease) Release(err error, reusable bool) {
 func (p *Pool) release(l *Lease, err error, reusable bool) {
 	p.m.inUse.WithLabelValues(l.key.kind).Dec()
 	now := time.Now()
+	if err == nil && isDone(l.s) {
+		// A caller that replaced a failed session may release it as if
+		// it had ended well; how it ended is known here.
+		if serr := l.s.Err(); serr != nil {
+			if _, upstream := slngclient.AsUpstreamError(serr); upstream {
+				err = serr
+			}
+		}
+	}
 	if err != nil {
 		p.m.upstreamError(l.key.kind, err)
 		ue, upstream := slngclient.AsUpstreamError(err)
@@ -676,9 +685,11 @@ func (p *Pool) release(l *Lease, err error, reusable bool) {
 			l.br.report(&slngclient.UpstreamError{Kind: slngclient.KindTransport, Message: "session closed right after ready", Err: err})
 		}
 		if upstream {
+			reason, _ := keySignal(err)
 			p.mu.Lock()
-			if early {
-				// The configuration failed: its standbys would too.
+			if early && (ue.Unwell() || ue.Kind == slngclient.KindClose || reason != "") {
+				// SLNG failed the configuration right after ready: its
+				// standbys would fail too.
 				p.failedLocked(l.key, err, now, false)
 			} else {
 				p.signalLocked(l.key.cred, err, now)
@@ -686,6 +697,9 @@ func (p *Pool) release(l *Lease, err error, reusable bool) {
 			p.mu.Unlock()
 		}
 	} else {
+		if l.Warm {
+			l.br.reportOK() // its dial was not counted yet: see errPending
+		}
 		p.mu.Lock()
 		p.succeededLocked(l.key)
 		p.mu.Unlock()

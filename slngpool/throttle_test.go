@@ -222,8 +222,10 @@ func outcome(err error) string {
 // on average, for 25 s. Half send their text with the call; the others up
 // to 1.5 s later, as a Synthesize stream does when its text comes from a
 // model still thinking. A session that died before its text is replaced,
-// and that wait counts in the caller's time to first audio. No handed-out
-// standby may die before its text. It runs within TestDialBudget, and
+// and that wait counts in the caller's time to first audio. Once the pool
+// has seen a standby of a configuration die idle, no standby it hands out
+// may die before its text: at most one per configuration, before that, may
+// be handed out too old. It runs within TestDialBudget, and
 // may run in a goroutine: it reports through t.Errorf and t.Logf only.
 func idleDropRoute(t *testing.T) {
 	const (
@@ -323,7 +325,7 @@ func idleDropRoute(t *testing.T) {
 		len(calls), 100*float64(hits)/float64(len(calls)), died,
 		ttfas[len(ttfas)/2].Round(time.Millisecond), ttfas[len(ttfas)*9/10].Round(time.Millisecond),
 		(sum / time.Duration(len(ttfas))).Round(time.Millisecond), len(sim.Sessions()), idleDrops)
-	if died > 0 {
+	if died > configs {
 		t.Errorf("%d standbys died in their callers' hands before the first text", died)
 	}
 	if hits < len(calls)/2 {
