@@ -481,3 +481,29 @@ func TestShortLivedRoute(t *testing.T) {
 		t.Errorf("misses counted = %v, want %d", got, 31-hits)
 	}
 }
+
+// TestStandbyWaitsForProof: a configuration first seen from a caller gets
+// no standby while the caller's session is young and nothing has worked;
+// and a session that SLNG ended counts as failed even when the caller
+// releases it as fine, as a stream that replaced it does.
+func TestStandbyWaitsForProof(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, slngsim.Options{}, map[string]string{"*": "drop@ready"}, nil, slngpool.Options{})
+	l, err := r.p.AcquireTTS(testCtx(t), slngclient.Endpoint{Model: aura}, ttsCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-l.TTS.Done()
+	quiet(300 * time.Millisecond)
+	if n := r.count.snapshot()[aura]; n != 1 {
+		t.Fatalf("SLNG saw %d sessions while the caller's was young, want the caller's alone", n)
+	}
+	l.Release(nil, false)
+	if got := r.metric(t, "speech_gateway_upstream_session_errors_total", "code", "transport"); got != 1 {
+		t.Errorf("session errors = %v, want the drop", got)
+	}
+	quiet(300 * time.Millisecond)
+	if n := r.count.snapshot()[aura]; n != 1 {
+		t.Fatalf("SLNG saw %d sessions after the caller's failed, want 1", n)
+	}
+}
