@@ -139,6 +139,7 @@ func TestBackgroundDialsBackOffAndStop(t *testing.T) {
 	r := newRig(t, slngsim.Options{}, map[string]string{"*": "drop@ready"}, &healthy, slngpool.Options{
 		StandbyBackoffBase: 20 * time.Millisecond, StandbyBackoffMax: 80 * time.Millisecond,
 		StandbyFailures: 3, BreakerFailures: 100,
+		EarlyDeath: 100 * time.Millisecond, // the wait of a configuration not yet proven
 	})
 	ctx := testCtx(t)
 	if err := callerTurn(ctx, r.p, aura); err == nil {
