@@ -108,7 +108,8 @@ func TestDialBudget(t *testing.T) {
 	for _, sc := range all {
 		wg.Go(func() { sc.res = runBudget(t, sc.budgetCase, sc.configs) })
 	}
-	wg.Go(func() { idleDropRoute(t) })
+	wg.Go(func() { idleDropRoute(t, true) })
+	wg.Go(func() { idleDropRoute(t, false) })
 	wg.Wait()
 	for _, sc := range all {
 		t.Run(fmt.Sprintf("%s/%d", sc.name, sc.configs), func(t *testing.T) {
@@ -216,24 +217,33 @@ func outcome(err error) string {
 	return err.Error()
 }
 
-// idleDropRoute measures warm hits and time to first audio on a route
-// that, like some of SLNG's, drops a TTS session that gets no text within
-// 5 s of ready. Callers of 4 configurations arrive at random, 2.5 s apart
-// on average, for 25 s. Half send their text with the call; the others up
-// to 1.5 s later, as a Synthesize stream does when its text comes from a
-// model still thinking. A session that died before its text is replaced,
-// and that wait counts in the caller's time to first audio. Once the pool
-// has seen a standby of a configuration die idle, no standby it hands out
-// may die before its text: at most one per configuration, before that, may
-// be handed out too old. It runs within TestDialBudget, and
-// may run in a goroutine: it reports through t.Errorf and t.Logf only.
-func idleDropRoute(t *testing.T) {
+// idleDropRoute measures warm hits, time to first audio and SLNG sessions
+// on a route that, like some of SLNG's, drops a TTS session that gets no
+// text within 5 s of ready. Callers of each configuration arrive at
+// random, meanGap apart on average, for 25 s. Half send their text with
+// the call; the others up to 1.5 s later, as a Synthesize stream does when
+// its text comes from a model still thinking. A session that died before
+// its text is replaced, and that wait counts in the caller's time to first
+// audio.
+//
+// While callers come often (busy), the pool keeps a standby: once it has
+// seen one of a configuration die idle, none it hands out may die before
+// its text (at most one per configuration, before that, may be handed out
+// too old), and most callers get one. While they come seldom, it keeps
+// none, rather than a standby that dies every 5 s: SLNG sees little more
+// than the callers' own sessions.
+//
+// It runs within TestDialBudget, and may run in a goroutine: it reports
+// through t.Errorf and t.Logf only.
+func idleDropRoute(t *testing.T, busy bool) {
 	const (
-		configs = 4
-		period  = 25 * time.Second
-		meanGap = 2500 * time.Millisecond
-		think   = 1500 * time.Millisecond
+		period = 25 * time.Second
+		think  = 1500 * time.Millisecond
 	)
+	configs, meanGap, name := 4, 2500*time.Millisecond, "busy"
+	if !busy {
+		configs, meanGap, name = 8, 10*time.Second, "quiet"
+	}
 	sim, err := slngsim.Start(slngsim.Options{TTSTextTimeout: 5 * time.Second,
 		ConnectLatency: 50 * time.Millisecond, ReadyLatency: 50 * time.Millisecond, Logger: zaptest.NewLogger(t)})
 	if err != nil {
@@ -263,7 +273,7 @@ func idleDropRoute(t *testing.T) {
 	var calls []idleCall
 	var wg sync.WaitGroup
 	for i := range configs {
-		model := fmt.Sprintf("idle/route-%d:1", i)
+		model := fmt.Sprintf("idle/%s-%d:1", name, i)
 		rng := rand.New(rand.NewPCG(uint64(i), 16)) // the same arrivals on every run
 		wg.Go(func() {
 			var streams sync.WaitGroup
@@ -320,20 +330,23 @@ func idleDropRoute(t *testing.T) {
 		t.Error("no caller completed")
 		return
 	}
-	t.Logf("FIGURES idle drop after 5 s: %d callers, warm hit rate %.0f%% (%d warm sessions died before their text); "+
+	t.Logf("FIGURES idle drop after 5 s, %s (%d configurations, callers %s apart): %d callers, warm hit rate %.0f%% (%d warm sessions died before their text); "+
 		"time to first audio median %s, p90 %s, mean %s; %d SLNG sessions, %d dropped idle",
-		len(calls), 100*float64(hits)/float64(len(calls)), died,
+		name, configs, meanGap, len(calls), 100*float64(hits)/float64(len(calls)), died,
 		ttfas[len(ttfas)/2].Round(time.Millisecond), ttfas[len(ttfas)*9/10].Round(time.Millisecond),
 		(sum / time.Duration(len(ttfas))).Round(time.Millisecond), len(sim.Sessions()), idleDrops)
 	if died > configs {
-		t.Errorf("%d standbys died in their callers' hands before the first text", died)
+		t.Errorf("%s: %d standbys died in their callers' hands before the first text", name, died)
 	}
-	if hits < len(calls)/2 {
-		t.Errorf("warm hits %d of %d callers", hits, len(calls))
+	if busy && hits < len(calls)/2 {
+		t.Errorf("%s: warm hits %d of %d callers", name, hits, len(calls))
+	}
+	if n := len(sim.Sessions()); !busy && n > len(calls)+died+2*configs {
+		t.Errorf("%s: %d SLNG sessions for %d callers", name, n, len(calls))
 	}
 }
 
-// idleCall is what one caller of TestIdleDropRoute saw.
+// idleCall is what one caller of idleDropRoute saw.
 type idleCall struct {
 	warm bool          // a standby served it
 	died bool          // its session died before its first text
@@ -341,7 +354,7 @@ type idleCall struct {
 	err  error
 }
 
-// idleDropCall is one caller of TestIdleDropRoute: it acquires a session
+// idleDropCall is one caller of idleDropRoute: it acquires a session
 // at once and has its first text wait later, then speaks; a session that
 // died meanwhile is replaced by a new one. The dial of a cold session
 // overlaps the wait, as it does in a Synthesize stream.
