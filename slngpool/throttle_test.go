@@ -83,14 +83,15 @@ var budgetCases = []budgetCase{
 	{name: "idle drop after init", sim: slngsim.Options{TTSTextTimeout: 5 * time.Second}},
 }
 
-// TestDialBudget (in the last file, so that go test starts it first among
-// the parallel tests, and the others run beside it): for each way the simulator can turn sessions away, one
+// TestDialBudget: for each way the simulator can turn sessions away, one
 // caller stream per configuration, then 30 s of silence. The simulator must
 // see at most 5 sessions per configuration in the first 5 s and 15 in the
 // 30 s, with 1 and with 20 configurations failing at once, and a later
 // caller must still get a clear answer quickly. Alongside, idleDropRoute
-// measures a route that drops idle sessions. Every scenario runs at once,
-// so the test takes about 30 s; with -v it prints the figures.
+// measures a busy and a quiet route that drop idle sessions. Every
+// scenario runs at once, so the test takes about 30 s; with -v it prints
+// the figures. It is in the package's last file so that go test starts it
+// first among the parallel tests, and the others run beside it.
 func TestDialBudget(t *testing.T) {
 	t.Parallel()
 	type scenario struct {
