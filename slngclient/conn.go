@@ -83,7 +83,7 @@ func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, k
 	}
 	key := ep.APIKey
 	if key == "" {
-		key = c.opts.APIKey
+		key = c.apiKey()
 	}
 	full, display := c.endpointURL(kind, ep.Model, key)
 	log := c.log.With(zap.String("url", display), zap.String("kind", kind))

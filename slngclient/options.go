@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -79,6 +80,23 @@ type Client struct {
 	opts Options
 	base *url.URL
 	log  *zap.Logger
+	// key is the default key: Options.APIKey until SetAPIKey replaces it.
+	key atomic.Pointer[string]
+}
+
+// SetAPIKey replaces the default key for sessions dialled from now on;
+// sessions already open keep theirs. It is safe to call concurrently with
+// dials, e.g. when the mounted Secret holding the key changes.
+func (c *Client) SetAPIKey(key string) {
+	c.key.Store(&key)
+}
+
+// apiKey is the default key in force.
+func (c *Client) apiKey() string {
+	if k := c.key.Load(); k != nil {
+		return *k
+	}
+	return ""
 }
 
 // DefaultWorldPart is the world part whose regional host a Client uses
@@ -149,7 +167,9 @@ func New(opts Options) (*Client, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Client{opts: opts, base: u, log: log.Named("slngclient")}, nil
+	c := &Client{opts: opts, base: u, log: log.Named("slngclient")}
+	c.SetAPIKey(opts.APIKey)
+	return c, nil
 }
 
 // Host is the base URL the Client dials, e.g. "wss://na.api.slng.ai": the

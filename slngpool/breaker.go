@@ -61,6 +61,20 @@ func (b *breaker) allow() (func(error), error) {
 	return nil, &CircuitOpenError{Model: b.model, Region: b.region, RetryAfter: max(left, 100*time.Millisecond)}
 }
 
+// errPending is what a standby's successful dial reports to its breaker:
+// neither success nor failure yet, since a standby that SLNG ends before
+// use is SLNG failing. Its fate is reported when the stream it served
+// ends, or when it is retired or dies.
+var errPending = errors.New("standby pending")
+
+// reportOK records a session that worked: a standby that served a stream
+// to its end, or lived out its age.
+func (b *breaker) reportOK() {
+	if done, err := b.cb.Allow(); err == nil {
+		done(nil)
+	}
+}
+
 // report records the outcome of a session after its dial succeeded: a
 // session that fails because SLNG is unwell counts as a failure.
 func (b *breaker) report(err error) {

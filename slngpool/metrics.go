@@ -22,6 +22,11 @@ type Metrics struct {
 	ready    *prometheus.HistogramVec
 	breaker  *prometheus.GaugeVec
 	errors   *prometheus.CounterVec
+	dials    *prometheus.CounterVec
+	deaths   *prometheus.CounterVec
+	lifetime *prometheus.HistogramVec
+	pauses   *prometheus.CounterVec
+	routes   *prometheus.GaugeVec
 }
 
 // NewMetrics creates the metrics and registers them on reg; a nil reg
@@ -65,9 +70,36 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "speech_gateway_upstream_session_errors_total",
 			Help: "SLNG session failures (dials and sessions), by kind and code: SLNG's error code, http_NNN, close_NNNN, transport, timeout or protocol.",
 		}, []string{"kind", "code"}),
+		dials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_pool_dials_total",
+			Help: "SLNG dials by kind, purpose (caller, rollover, standby, prewarm) and result: ok, error, " +
+				"or throttled (a caller's dial that the dial rate limit refused).",
+		}, []string{"kind", "purpose", "result"}),
+		deaths: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_pool_standby_deaths_total",
+			Help: "Standby sessions that SLNG ended or spoiled before any caller used them, by kind and cause: " +
+				"closed, dropped, rate_limit, auth, idle_timeout, error (another error frame), protocol, message (SLNG sent something), ping (no pong at checkout), other.",
+		}, []string{"kind", "cause"}),
+		lifetime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "speech_gateway_pool_standby_lifetime_seconds",
+			Help:    "How long standby sessions that died unused had been idle, by kind.",
+			Buckets: []float64{.1, .5, 1, 2.5, 5, 7.5, 10, 15, 20, 30},
+		}, []string{"kind"}),
+		pauses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_pool_background_pauses_total",
+			Help: "Times SLNG turned a key away and the pool paused its own dials for that key, by reason: " +
+				"rate_limit, http_429, auth, retry_after.",
+		}, []string{"reason"}),
+		routes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "speech_gateway_pool_configurations",
+			Help: "Configurations kept warm, by kind and state: keep (standbys kept up to the idle age), " +
+				"refresh (SLNG ends idle standbys: one kept, replaced within their lifetime), none (SLNG ends idle standbys " +
+				"and callers are too rare to pay for one), stopped (failing; no background dials until a caller), rejected (SLNG refused it).",
+		}, []string{"kind", "state"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.idle, m.inUse, m.acquires, m.discards, m.dial, m.ready, m.breaker, m.errors)
+		reg.MustRegister(m.idle, m.inUse, m.acquires, m.discards, m.dial, m.ready, m.breaker, m.errors,
+			m.dials, m.deaths, m.lifetime, m.pauses, m.routes)
 	}
 	return m
 }
@@ -87,13 +119,15 @@ func (m *Metrics) forgetBreaker(model, region string) {
 	m.breaker.DeleteLabelValues(model, region)
 }
 
-func (m *Metrics) observeDial(kind string, start time.Time, st slngclient.Stats, err error) {
+func (m *Metrics) observeDial(kind, purpose string, start time.Time, st slngclient.Stats, err error) {
 	if err != nil {
 		m.dial.WithLabelValues(kind, "error").Observe(time.Since(start).Seconds())
+		m.dials.WithLabelValues(kind, purpose, "error").Inc()
 		m.upstreamError(kind, err)
 		return
 	}
 	m.dial.WithLabelValues(kind, "ok").Observe(time.Since(start).Seconds())
+	m.dials.WithLabelValues(kind, purpose, "ok").Inc()
 	m.ready.WithLabelValues(kind).Observe(st.Ready.Seconds())
 }
 
@@ -111,21 +145,27 @@ func (m *Metrics) upstreamError(kind string, err error) {
 	if !ok {
 		return
 	}
-	code := "other"
+	m.errors.WithLabelValues(kind, errorCode(ue)).Inc()
+}
+
+// errorCode names an upstream failure with a bounded code: SLNG's error
+// code when it is a documented one, http_NNN, close_NNNN, transport,
+// timeout, protocol or other.
+func errorCode(ue *slngclient.UpstreamError) string {
 	switch {
 	case ue.Code != "" && knownCodes[ue.Code]:
-		code = ue.Code
+		return ue.Code
 	case ue.Code != "":
 	case ue.Kind == slngclient.KindHandshake && ue.HTTPStatus >= 100 && ue.HTTPStatus < 600:
-		code = "http_" + strconv.Itoa(ue.HTTPStatus)
+		return "http_" + strconv.Itoa(ue.HTTPStatus)
 	case ue.Kind == slngclient.KindClose && ue.CloseCode >= 1000 && ue.CloseCode < 5000:
-		code = "close_" + strconv.Itoa(ue.CloseCode)
+		return "close_" + strconv.Itoa(ue.CloseCode)
 	case ue.Kind == slngclient.KindTransport:
-		code = "transport"
+		return "transport"
 	case ue.Kind == slngclient.KindTimeout:
-		code = "timeout"
+		return "timeout"
 	case ue.Kind == slngclient.KindProtocol:
-		code = "protocol"
+		return "protocol"
 	}
-	m.errors.WithLabelValues(kind, code).Inc()
+	return "other"
 }

@@ -7,6 +7,17 @@
 // caller would otherwise wait for. Sessions are keyed by kind, model,
 // region, credential and init config, so a session never serves a
 // configuration or a credential other than the one it was opened with.
+//
+// Every dial has a purpose: a caller waiting for its first session, a
+// rollover of a running stream, a standby for a configuration used
+// recently, or a prewarmed one. Callers' dials follow the retry policy of
+// Options and nothing else, apart from a generous process-wide dial rate.
+// The pool's own dials are budgeted: a token bucket for the process, a
+// backoff per configuration that stops after a few failures until a caller
+// uses the configuration again, and a pause per SLNG key whenever SLNG
+// rate-limits or refuses that key. The pool also learns, per
+// configuration, how long SLNG lets a standby sit idle and how often
+// callers come, and keeps no standby where one would die unused.
 package slngpool
 
 import (
@@ -15,13 +26,15 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"math/rand/v2"
+	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/speech-gateway/speech-gateway/slngclient"
 )
@@ -29,6 +42,11 @@ import (
 // ErrExhausted is returned when no upstream session could be had within
 // AcquireTimeout because MaxSessions are in use.
 var ErrExhausted = errors.New("slng session pool exhausted")
+
+// ErrDialRate is returned when a caller's dial would wait for the DialRate
+// bucket longer than AcquireTimeout or its deadline allows. It wraps
+// ErrExhausted: to the caller it is the same shortage.
+var ErrDialRate = fmt.Errorf("%w: dial rate limit reached", ErrExhausted)
 
 // ErrClosed is returned by Acquire after Close.
 var ErrClosed = errors.New("slng session pool closed")
@@ -48,7 +66,8 @@ type Options struct {
 	// MaxIdleAge retires a standby session idle this long. It stays below
 	// SLNG's idle timeout (not published; about 30 s is assumed), so that a
 	// standby is never one SLNG is about to reap, even for a model that
-	// ignores keepalives. Default 25 s.
+	// ignores keepalives. Default 25 s. A configuration whose standbys SLNG
+	// ends sooner gets a shorter age of its own (see the package doc).
 	MaxIdleAge time.Duration
 	// MaxSessionAge: a session older than this is not handed out, since
 	// SLNG ends connections at a maximum duration (30 minutes on some
@@ -66,7 +85,7 @@ type Options struct {
 	// just before it is handed out. Default 500 ms; negative skips it.
 	CheckoutPingTimeout time.Duration
 	// AcquireTimeout bounds the wait for capacity when MaxSessions are in
-	// use. Default 2 s.
+	// use, and for a DialRate token. Default 2 s.
 	AcquireTimeout time.Duration
 	// DialAttempts bounds dials per acquire for retryable failures
 	// (default 3), waiting BackoffBase, doubling up to BackoffMax, with
@@ -74,6 +93,29 @@ type Options struct {
 	// the caller's deadline.
 	DialAttempts            int
 	BackoffBase, BackoffMax time.Duration
+	// DialRate bounds SLNG dials per second, of every purpose, for the
+	// whole pool, with a burst of twice as many: the last guard against
+	// hammering SLNG, generous enough that callers do not meet it. A
+	// caller waits for a token at most AcquireTimeout, within its
+	// deadline, and otherwise gets ErrDialRate. Default 100; negative
+	// means no limit.
+	DialRate float64
+	// BackgroundDialRate bounds the dials no caller waits for (standbys and
+	// prewarm) per second, with a burst of twice as many. They also take
+	// a DialRate token only while that bucket is at least half full, so
+	// that callers come first. Default 5; negative means no limit.
+	BackgroundDialRate float64
+	// StandbyBackoffBase and StandbyBackoffMax space the background dials
+	// of a configuration that fails: the wait doubles from the base to the
+	// max, with jitter (defaults 1 s and 60 s). The same backoff pauses
+	// background dials for an SLNG key that SLNG rate-limits without a
+	// Retry-After.
+	StandbyBackoffBase, StandbyBackoffMax time.Duration
+	// StandbyFailures consecutive failures of a configuration (failed
+	// dials, sessions that ended right after ready, standbys that died
+	// unused) stop its background dials until a caller uses it again.
+	// Default 3.
+	StandbyFailures int
 	// BreakerFailures consecutive failures that say SLNG is unwell open the
 	// breaker of a model and region (default 5); it stays open for
 	// BreakerOpenTimeout (default 10 s), then lets one probe through.
@@ -102,11 +144,17 @@ func (o Options) withDefaults() Options {
 			*v = d
 		}
 	}
+	defRate := func(v *float64, d float64) {
+		if *v == 0 {
+			*v = d
+		}
+	}
 	def(&o.MaxSessions, 256)
 	def(&o.MaxIdle, 32)
 	def(&o.MaxIdlePerKey, 2)
 	def(&o.MaxRecent, 64)
 	def(&o.DialAttempts, 3)
+	def(&o.StandbyFailures, 3)
 	def(&o.BreakerFailures, 5)
 	def(&o.MaxBreakers, 1024)
 	defDur(&o.MaxIdleAge, 25*time.Second)
@@ -116,8 +164,13 @@ func (o Options) withDefaults() Options {
 	defDur(&o.AcquireTimeout, 2*time.Second)
 	defDur(&o.BackoffBase, 100*time.Millisecond)
 	defDur(&o.BackoffMax, 2*time.Second)
+	defDur(&o.StandbyBackoffBase, time.Second)
+	defDur(&o.StandbyBackoffMax, time.Minute)
+	o.StandbyBackoffMax = max(o.StandbyBackoffMax, o.StandbyBackoffBase)
 	defDur(&o.BreakerOpenTimeout, 10*time.Second)
 	defDur(&o.EarlyDeath, 5*time.Second)
+	defRate(&o.DialRate, 100)
+	defRate(&o.BackgroundDialRate, 5)
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
@@ -125,6 +178,15 @@ func (o Options) withDefaults() Options {
 		o.Metrics = NewMetrics(nil)
 	}
 	return o
+}
+
+// newLimiter is a token bucket of r tokens a second with a burst of 2r
+// (at least 1), or nil for no limit (r < 0).
+func newLimiter(r float64) *rate.Limiter {
+	if r < 0 {
+		return nil
+	}
+	return rate.NewLimiter(rate.Limit(r), max(1, int(math.Ceil(2*r))))
 }
 
 // Profile is a configuration to keep warm. Exactly one of TTS and STT is
@@ -142,6 +204,7 @@ type Profile struct {
 type session interface {
 	ID() string
 	Done() <-chan struct{}
+	Err() error
 	Ping(ctx context.Context) error
 	Stats() slngclient.Stats
 	CloseNow()
@@ -168,14 +231,7 @@ type idleSession struct {
 	stop    context.CancelFunc
 	watched chan struct{} // closed when the watcher exits
 	spoiled bool          // set by the watcher before watched closes
-}
-
-// recent is a configuration seen lately, with what it takes to dial it.
-type recent struct {
-	dial     dialFunc
-	lastUsed time.Time
-	target   int
-	profile  bool // from Prewarm: never forgotten
+	err     error         // what spoiled it, set with spoiled
 }
 
 // Pool hands out sessions. Its methods may be called concurrently.
@@ -187,6 +243,8 @@ type Pool struct {
 	br     *breakers
 
 	slots chan struct{} // one token per upstream session, in use, idle or dialling
+	// all bounds every dial, bg the pool's own; nil means no limit.
+	all, bg *rate.Limiter
 
 	ctx    context.Context // ends at Close; owns background dials
 	cancel context.CancelFunc
@@ -198,7 +256,8 @@ type Pool struct {
 	idle    map[poolKey][]*idleSession // most recently idle last
 	nIdle   int
 	dialing map[poolKey]int
-	recent  map[poolKey]*recent
+	routes  map[poolKey]*route
+	pauses  map[string]*keyPause // by credential fingerprint
 }
 
 // New returns a pool dialling with client and starts its maintenance
@@ -207,6 +266,9 @@ func New(client *slngclient.Client, opts Options) (*Pool, error) {
 	if client == nil {
 		return nil, errors.New("slngpool: client is required")
 	}
+	if math.IsNaN(opts.DialRate) || math.IsNaN(opts.BackgroundDialRate) {
+		return nil, errors.New("slngpool: a dial rate is not a number")
+	}
 	opts = opts.withDefaults()
 	p := &Pool{
 		client:  client,
@@ -214,10 +276,13 @@ func New(client *slngclient.Client, opts Options) (*Pool, error) {
 		log:     opts.Logger.Named("pool"),
 		m:       opts.Metrics,
 		slots:   make(chan struct{}, opts.MaxSessions),
+		all:     newLimiter(opts.DialRate),
+		bg:      newLimiter(opts.BackgroundDialRate),
 		kick:    make(chan struct{}, 1),
 		idle:    map[poolKey][]*idleSession{},
 		dialing: map[poolKey]int{},
-		recent:  map[poolKey]*recent{},
+		routes:  map[poolKey]*route{},
+		pauses:  map[string]*keyPause{},
 	}
 	p.br = &breakers{m: map[string]*breaker{}, max: opts.MaxBreakers, opts: &p.opts, log: p.log, metrics: p.m}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -233,7 +298,8 @@ func New(client *slngclient.Client, opts Options) (*Pool, error) {
 }
 
 // Prewarm keeps pr's configuration warm from now on. It is ignored when
-// DisableWarm is set.
+// DisableWarm is set. A configuration SLNG refuses is not dialled again
+// until a caller uses it; Rejected lists it.
 func (p *Pool) Prewarm(pr Profile) error {
 	var k poolKey
 	var dial dialFunc
@@ -253,7 +319,12 @@ func (p *Pool) Prewarm(pr Profile) error {
 	}
 	n := min(max(pr.Count, 1), p.opts.MaxIdlePerKey)
 	p.mu.Lock()
-	p.recent[k] = &recent{dial: dial, target: n, profile: true}
+	r := p.routes[k]
+	if r == nil {
+		r = p.addRouteLocked(k, dial)
+		r.proven = true // nothing says otherwise, and no caller's session to wait for
+	}
+	r.profile, r.target = true, n
 	p.mu.Unlock()
 	p.wake()
 	return nil
@@ -274,8 +345,10 @@ type Lease struct {
 }
 
 // AcquireTTS returns a TTS session for ep and cfg: a warm one when there is
-// one, else a new one. Errors are *CircuitOpenError, ErrExhausted,
-// ErrClosed, the ctx's error, or slngclient's dial errors.
+// one, else a new one. Errors are *CircuitOpenError, ErrExhausted (or
+// ErrDialRate, which wraps it), ErrClosed, the ctx's error, or
+// slngclient's dial errors. Its dials are caller dials, or rollovers when
+// ctx comes from WithRollover.
 func (p *Pool) AcquireTTS(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.TTSConfig) (*Lease, error) {
 	k, dial := p.ttsKey(ep, cfg)
 	l, err := p.acquire(ctx, k, ep, dial)
@@ -341,20 +414,21 @@ func (p *Pool) acquire(ctx context.Context, k poolKey, ep slngclient.Endpoint, d
 	if p.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
+	purpose := purposeOf(ctx)
 	br := p.br.get(ep.Model, ep.Region)
-	// Noted after the warm check, so that the standby this may start is
-	// for the next caller.
-	defer p.noteUse(k, dial)
+	// Each use is noted after the warm check, so that the standby it may
+	// start is for the next caller.
 	if s := p.takeWarm(ctx, k); s != nil {
 		p.m.acquires.WithLabelValues(k.kind, "hit").Inc()
 		p.m.inUse.WithLabelValues(k.kind).Inc()
-		p.wake() // replace the standby just taken
+		p.noteUse(k, dial, useOther, nil)
 		return &Lease{p: p, key: k, br: br, s: s, Warm: true}, nil
 	}
 	// Fail fast while the breaker is open, before waiting for capacity.
 	if br.cb.State() == gobreaker.StateOpen {
 		if _, err := br.allow(); err != nil {
 			p.m.acquires.WithLabelValues(k.kind, "circuit_open").Inc()
+			p.noteUse(k, dial, useOther, nil)
 			return nil, err
 		}
 	}
@@ -362,51 +436,63 @@ func (p *Pool) acquire(ctx context.Context, k poolKey, ep slngclient.Endpoint, d
 		if errors.Is(err, ErrExhausted) {
 			p.m.acquires.WithLabelValues(k.kind, "exhausted").Inc()
 		}
+		p.noteUse(k, dial, useOther, nil)
 		return nil, err
 	}
-	s, err := p.dialRetrying(ctx, k, br, dial)
+	s, err := p.dialRetrying(ctx, k, br, purpose, dial)
 	if err != nil {
 		<-p.slots
 		var coe *CircuitOpenError
-		if errors.As(err, &coe) {
+		switch {
+		case errors.As(err, &coe):
 			p.m.acquires.WithLabelValues(k.kind, "circuit_open").Inc()
-		} else {
+		case errors.Is(err, ErrDialRate):
+			p.m.acquires.WithLabelValues(k.kind, "exhausted").Inc()
+		default:
 			p.m.acquires.WithLabelValues(k.kind, "error").Inc()
 		}
+		p.noteUse(k, dial, useFailed, err)
 		return nil, err
 	}
 	p.m.acquires.WithLabelValues(k.kind, "miss").Inc()
 	p.m.inUse.WithLabelValues(k.kind).Inc()
+	p.noteUse(k, dial, useOther, nil)
 	return &Lease{p: p, key: k, br: br, s: s}, nil
 }
 
-// dialRetrying dials, retrying retryable failures with exponential backoff
-// and jitter while the breaker allows and the caller's deadline leaves
-// time.
-func (p *Pool) dialRetrying(ctx context.Context, k poolKey, br *breaker, dial dialFunc) (session, error) {
+// dialRetrying dials for a caller, retrying retryable failures with
+// exponential backoff and jitter while the breaker allows and the caller's
+// deadline leaves time. Only the DialRate bucket may add to that wait;
+// the pool's own backoffs and pauses never delay a caller.
+func (p *Pool) dialRetrying(ctx context.Context, k poolKey, br *breaker, purpose purpose, dial dialFunc) (session, error) {
 	wait := p.opts.BackoffBase
+	var lastErr error
 	for attempt := 1; ; attempt++ {
+		if err := p.dialToken(ctx); err != nil {
+			if errors.Is(err, ErrDialRate) {
+				p.m.dials.WithLabelValues(k.kind, purpose.String(), "throttled").Inc()
+			}
+			if lastErr != nil {
+				return nil, lastErr // the failure that made it retry says more
+			}
+			return nil, err
+		}
 		done, err := br.allow()
 		if err != nil {
 			return nil, err
 		}
-		start := time.Now()
-		s, err := dial(ctx)
+		s, err := p.dialOnce(ctx, k, purpose, dial)
 		done(err)
-		var st slngclient.Stats
-		if err == nil {
-			st = s.Stats()
-		}
-		p.m.observeDial(k.kind, start, st, err)
 		if err == nil {
 			return s, nil
 		}
+		lastErr = err
 		ue, ok := slngclient.AsUpstreamError(err)
 		if !ok || !ue.Retryable || attempt >= p.opts.DialAttempts || ctx.Err() != nil {
 			return nil, err
 		}
 		// Full jitter, and never sooner than SLNG asked.
-		sleep := max(time.Duration(rand.Int64N(int64(wait)+1)), ue.RetryAfter)
+		sleep := max(jitter(wait, 0), ue.RetryAfter)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < sleep {
 			return nil, err
 		}
@@ -421,6 +507,51 @@ func (p *Pool) dialRetrying(ctx context.Context, k poolKey, br *breaker, dial di
 		}
 		wait = min(2*wait, p.opts.BackoffMax)
 	}
+}
+
+// dialToken takes a DialRate token for a caller's dial, waiting for one
+// within AcquireTimeout and the caller's deadline.
+func (p *Pool) dialToken(ctx context.Context) error {
+	if p.all == nil {
+		return nil
+	}
+	r := p.all.Reserve()
+	d := r.Delay()
+	if d == 0 {
+		return nil
+	}
+	limit := p.opts.AcquireTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		limit = min(limit, time.Until(dl))
+	}
+	if d > limit {
+		r.Cancel()
+		return ErrDialRate
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		r.Cancel()
+		return ctx.Err()
+	case <-p.ctx.Done():
+		r.Cancel()
+		return ErrClosed
+	}
+}
+
+// dialOnce makes one dial and records it.
+func (p *Pool) dialOnce(ctx context.Context, k poolKey, purpose purpose, dial dialFunc) (session, error) {
+	start := time.Now()
+	s, err := dial(ctx)
+	var st slngclient.Stats
+	if err == nil {
+		st = s.Stats()
+	}
+	p.m.observeDial(k.kind, purpose.String(), start, st, err)
+	return s, err
 }
 
 // takeSlot reserves capacity for one new session. When all are taken it
@@ -453,8 +584,11 @@ func (p *Pool) takeSlot(ctx context.Context) error {
 	}
 }
 
+// errPing is why a standby that did not answer its checkout ping died.
+var errPing = errors.New("standby did not answer its checkout ping")
+
 // takeWarm returns a standby session of k that is still good, or nil.
-// Spoiled, aged or unresponsive standbys are closed on the way; that costs
+// Dead, aged or unresponsive standbys are closed on the way; that costs
 // the caller no retry.
 func (p *Pool) takeWarm(ctx context.Context, k poolKey) session {
 	if p.opts.DisableWarm {
@@ -469,40 +603,35 @@ func (p *Pool) takeWarm(ctx context.Context, k poolKey) session {
 		}
 		is := list[len(list)-1]
 		p.removeIdleLocked(is)
+		maxAge := p.maxIdleLocked(k, time.Now())
 		p.mu.Unlock()
 
 		is.stop()
 		<-is.watched
-		if reason := p.unusable(ctx, is); reason != "" {
-			p.discard(is.s, k.kind, reason)
-			p.wake()
+		switch {
+		case is.spoiled:
+			p.standbyDied(is, is.err, "")
 			continue
+		case isDone(is.s):
+			p.standbyDied(is, is.s.Err(), "")
+			continue
+		case time.Since(is.since) > maxAge || time.Since(is.s.Stats().ReadyAt) > p.opts.MaxSessionAge:
+			p.retire(is)
+			continue
+		}
+		if p.opts.CheckoutPingTimeout > 0 {
+			// The watcher sees a close as soon as the socket reports it; a
+			// peer that vanished silently only shows up on a round trip.
+			pctx, cancel := context.WithTimeout(ctx, p.opts.CheckoutPingTimeout)
+			err := is.s.Ping(pctx)
+			cancel()
+			if err != nil {
+				p.standbyDied(is, errPing, "ping")
+				continue
+			}
 		}
 		return is.s
 	}
-}
-
-// unusable reports why a standby just taken from the pool must not be
-// handed out, or "".
-func (p *Pool) unusable(ctx context.Context, is *idleSession) string {
-	switch {
-	case is.spoiled:
-		return "spoiled"
-	case isDone(is.s):
-		return "spoiled"
-	case time.Since(is.since) > p.opts.MaxIdleAge || time.Since(is.s.Stats().ReadyAt) > p.opts.MaxSessionAge:
-		return "aged"
-	}
-	if p.opts.CheckoutPingTimeout > 0 {
-		// The watcher sees a close as soon as the socket reports it; a
-		// peer that vanished silently only shows up on a round trip.
-		pctx, cancel := context.WithTimeout(ctx, p.opts.CheckoutPingTimeout)
-		defer cancel()
-		if err := is.s.Ping(pctx); err != nil {
-			return "ping"
-		}
-	}
-	return ""
 }
 
 func isDone(s session) bool {
@@ -533,20 +662,50 @@ func (l *Lease) Release(err error, reusable bool) {
 
 func (p *Pool) release(l *Lease, err error, reusable bool) {
 	p.m.inUse.WithLabelValues(l.key.kind).Dec()
+	now := time.Now()
+	if err == nil && isDone(l.s) {
+		// A caller that replaced a failed session may release it as if
+		// it had ended well; how it ended is known here.
+		if serr := l.s.Err(); serr != nil {
+			if _, upstream := slngclient.AsUpstreamError(serr); upstream {
+				err = serr
+			}
+		}
+	}
 	if err != nil {
 		p.m.upstreamError(l.key.kind, err)
 		ue, upstream := slngclient.AsUpstreamError(err)
+		early := upstream && now.Sub(l.s.Stats().ReadyAt) < p.opts.EarlyDeath
 		switch {
 		case counted(err):
 			l.br.report(err)
-		case upstream && ue.Kind == slngclient.KindClose && time.Since(l.s.Stats().ReadyAt) < p.opts.EarlyDeath:
+		case early && ue.Kind == slngclient.KindClose:
 			// SLNG closed a session right after ready: whatever the
 			// close code says, that is SLNG failing.
 			l.br.report(&slngclient.UpstreamError{Kind: slngclient.KindTransport, Message: "session closed right after ready", Err: err})
 		}
+		if upstream {
+			reason, _ := keySignal(err)
+			p.mu.Lock()
+			if early && (ue.Unwell() || ue.Kind == slngclient.KindClose || reason != "") {
+				// SLNG failed the configuration right after ready: its
+				// standbys would fail too.
+				p.failedLocked(l.key, err, now, false)
+			} else {
+				p.signalLocked(l.key.cred, err, now)
+			}
+			p.mu.Unlock()
+		}
+	} else {
+		if l.Warm {
+			l.br.reportOK() // its dial was not counted yet: see errPending
+		}
+		p.mu.Lock()
+		p.succeededLocked(l.key)
+		p.mu.Unlock()
 	}
 	if err != nil || !reusable || p.opts.DisableWarm || isDone(l.s) ||
-		time.Since(l.s.Stats().ReadyAt) > p.opts.MaxSessionAge {
+		now.Sub(l.s.Stats().ReadyAt) > p.opts.MaxSessionAge {
 		l.s.CloseNow()
 		<-p.slots
 		return
@@ -576,31 +735,44 @@ func (p *Pool) putIdleLocked(k poolKey, s session) bool {
 	return true
 }
 
+// errUnexpected is why a standby that SLNG sent a message to, other than an
+// error, was spoiled.
+var errUnexpected = errors.New("slng sent a message to an idle session")
+
 // watch waits on an idle session for anything at all: SLNG sends nothing to
 // an idle session, so an event or the end spoils it. The session is then
 // closed at once rather than when a caller trips over it.
 func (p *Pool) watch(ctx context.Context, is *idleSession) {
 	defer p.wg.Done()
-	var err error
+	var err, evErr error
 	switch s := is.s.(type) {
 	case *slngclient.TTSSession:
-		_, err = s.Recv(ctx)
+		var ev slngclient.TTSEvent
+		ev, err = s.Recv(ctx)
+		evErr = ev.Err
 	case *slngclient.STTSession:
-		_, err = s.Recv(ctx)
+		var ev slngclient.STTEvent
+		ev, err = s.Recv(ctx)
+		evErr = ev.Err
 	}
 	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		close(is.watched) // taken, or the pool closed
 		return
 	}
-	is.spoiled = true
+	switch {
+	case err != nil:
+	case evErr != nil:
+		err = evErr // an error frame, usually followed by the close
+	default:
+		err = errUnexpected
+	}
+	is.spoiled, is.err = true, err
 	close(is.watched)
 	p.mu.Lock()
 	mine := p.removeIdleLocked(is)
 	p.mu.Unlock()
 	if mine {
-		p.log.Debug("standby session spoiled", zap.String("model", is.key.model), zap.Error(err))
-		p.discard(is.s, is.key.kind, "spoiled")
-		p.wake()
+		p.standbyDied(is, err, "")
 	}
 }
 
@@ -644,35 +816,6 @@ func (p *Pool) evictOne() bool {
 	return true
 }
 
-// noteUse remembers a configuration so that it is kept warm for a while.
-func (p *Pool) noteUse(k poolKey, dial dialFunc) {
-	if p.opts.DisableWarm || p.opts.RecentTTL < 0 {
-		return
-	}
-	now := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if r := p.recent[k]; r != nil {
-		r.lastUsed = now
-		return
-	}
-	if len(p.recent) >= p.opts.MaxRecent {
-		var oldestKey poolKey
-		var oldest *recent
-		for key, r := range p.recent {
-			if !r.profile && (oldest == nil || r.lastUsed.Before(oldest.lastUsed)) {
-				oldestKey, oldest = key, r
-			}
-		}
-		if oldest == nil {
-			return
-		}
-		delete(p.recent, oldestKey)
-	}
-	p.recent[k] = &recent{dial: dial, lastUsed: now, target: 1}
-	p.wake()
-}
-
 func (p *Pool) wake() {
 	select {
 	case p.kick <- struct{}{}:
@@ -680,30 +823,38 @@ func (p *Pool) wake() {
 	}
 }
 
-// maintain retires aged standbys and dials replacements, on a tick and
-// whenever a standby is taken or spoiled.
+// maintain retires aged standbys and dials replacements, on a tick, when
+// a backoff or pause ends, and whenever a standby is taken or dies.
 func (p *Pool) maintain() {
 	defer p.wg.Done()
-	tick := time.NewTicker(max(min(p.opts.MaxIdleAge/5, time.Second), 10*time.Millisecond))
-	defer tick.Stop()
+	tick := max(min(p.opts.MaxIdleAge/5, time.Second), 10*time.Millisecond)
+	t := time.NewTimer(tick)
+	defer t.Stop()
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
-		case <-tick.C:
+		case <-t.C:
 		case <-p.kick:
 		}
 		p.retireAged()
-		p.refill()
+		next := tick
+		if at := p.refill(); !at.IsZero() {
+			next = min(next, max(time.Until(at), time.Millisecond))
+		}
+		t.Stop()
+		t.Reset(next)
 	}
 }
 
 func (p *Pool) retireAged() {
 	var old []*idleSession
+	now := time.Now()
 	p.mu.Lock()
-	for _, list := range p.idle {
+	for k, list := range p.idle {
+		maxAge := p.maxIdleLocked(k, now)
 		for _, is := range list {
-			if time.Since(is.since) > p.opts.MaxIdleAge || time.Since(is.s.Stats().ReadyAt) > p.opts.MaxSessionAge {
+			if now.Sub(is.since) > maxAge || now.Sub(is.s.Stats().ReadyAt) > p.opts.MaxSessionAge {
 				old = append(old, is)
 			}
 		}
@@ -715,91 +866,23 @@ func (p *Pool) retireAged() {
 	for _, is := range old {
 		is.stop()
 		<-is.watched
-		p.discard(is.s, is.key.kind, "aged")
-	}
-}
-
-// refill starts background dials for configurations below their standby
-// target, when capacity and their breaker allow. A refill never waits for
-// capacity: callers come first.
-func (p *Pool) refill() {
-	if p.opts.DisableWarm {
-		return
-	}
-	now := time.Now()
-	type job struct {
-		k    poolKey
-		dial dialFunc
-	}
-	var jobs []job
-	p.mu.Lock()
-	for k, r := range p.recent {
-		if !r.profile && now.Sub(r.lastUsed) > p.opts.RecentTTL {
-			delete(p.recent, k)
+		if is.spoiled {
+			p.standbyDied(is, is.err, "")
 			continue
 		}
-		for n := len(p.idle[k]) + p.dialing[k]; n < r.target && p.nIdle+len(jobs) < p.opts.MaxIdle; n++ {
-			jobs = append(jobs, job{k, r.dial})
-			p.dialing[k]++
-		}
-	}
-	p.mu.Unlock()
-	for _, j := range jobs {
-		br := p.br.get(j.k.model, j.k.region)
-		started := false
-		if br.cb.State() != gobreaker.StateOpen {
-			select {
-			case p.slots <- struct{}{}:
-				started = true
-				p.wg.Add(1)
-				go p.dialStandby(j.k, br, j.dial)
-			default:
-			}
-		}
-		if !started {
-			p.mu.Lock()
-			p.doneDialingLocked(j.k)
-			p.mu.Unlock()
-		}
+		p.retire(is)
 	}
 }
 
-func (p *Pool) doneDialingLocked(k poolKey) {
-	if p.dialing[k]--; p.dialing[k] <= 0 {
-		delete(p.dialing, k)
-	}
-}
-
-// dialStandby opens one standby session; it holds a slot already.
-func (p *Pool) dialStandby(k poolKey, br *breaker, dial dialFunc) {
-	defer p.wg.Done()
-	done, err := br.allow()
-	var s session
-	if err == nil {
-		ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
-		start := time.Now()
-		s, err = dial(ctx)
-		cancel()
-		done(err)
-		var st slngclient.Stats
-		if err == nil {
-			st = s.Stats()
-		}
-		p.m.observeDial(k.kind, start, st, err)
-	}
+// retire closes a standby that lived out its age unused: SLNG kept it,
+// which counts as the configuration working.
+func (p *Pool) retire(is *idleSession) {
+	p.discard(is.s, is.key.kind, "aged")
+	p.br.get(is.key.model, is.key.region).reportOK()
 	p.mu.Lock()
-	p.doneDialingLocked(k)
-	if err == nil && p.putIdleLocked(k, s) {
-		p.mu.Unlock()
-		return
-	}
+	p.succeededLocked(is.key)
 	p.mu.Unlock()
-	if err == nil {
-		p.discard(s, k.kind, "full")
-		return
-	}
-	<-p.slots
-	p.log.Debug("standby dial failed", zap.String("model", k.model), zap.Error(err))
+	p.wake()
 }
 
 // Close stops the pool: standby sessions are closed, background dials

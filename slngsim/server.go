@@ -157,7 +157,9 @@ type Server struct {
 	http *http.Server
 	url  string
 
-	seq      atomic.Int64
+	seq atomic.Int64
+	// keys are the accepted keys (see SetAPIKeys).
+	keys     atomic.Pointer[[]string]
 	mu       sync.Mutex
 	sessions []*session
 	perKey   map[string]int
@@ -206,7 +208,15 @@ func New(opts Options) (*Server, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Server{opts: opts, log: log.Named("slngsim"), perKey: map[string]int{}}, nil
+	srv := &Server{opts: opts, log: log.Named("slngsim"), perKey: map[string]int{}}
+	var keys []string
+	for _, k := range append([]string{opts.APIKey}, opts.APIKeys...) {
+		if k != "" {
+			keys = append(keys, k)
+		}
+	}
+	srv.SetAPIKeys(keys...)
+	return srv, nil
 }
 
 // Start returns a simulator listening on opts.Addr. The caller must Close it.
@@ -447,12 +457,21 @@ func (s *Server) faultFor(ci ConnInfo) Fault {
 	return f
 }
 
+// SetAPIKeys replaces the keys the simulator accepts (Options.APIKey and
+// APIKeys) for handshakes from now on, as a rotated or revoked key would;
+// open sessions go on. No keys accepts any request.
+func (s *Server) SetAPIKeys(keys ...string) {
+	keys = append([]string(nil), keys...)
+	s.keys.Store(&keys)
+}
+
 func (s *Server) accepts(key string) bool {
-	if s.opts.APIKey == "" && len(s.opts.APIKeys) == 0 {
+	keys := *s.keys.Load()
+	if len(keys) == 0 {
 		return true
 	}
 	ok := false
-	for _, k := range append([]string{s.opts.APIKey}, s.opts.APIKeys...) {
+	for _, k := range keys {
 		if k != "" && subtle.ConstantTimeCompare([]byte(key), []byte(k)) == 1 {
 			ok = true
 		}

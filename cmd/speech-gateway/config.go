@@ -75,6 +75,8 @@ type config struct {
 	poolAcquireTimeout time.Duration
 	poolCheckoutPing   time.Duration
 	dialAttempts       int
+	dialRate           float64
+	poolBackgroundRate float64
 	breakerFailures    int
 	breakerOpenTimeout time.Duration
 	prewarmTTS         []*speechv1.SynthesisConfig
@@ -138,6 +140,17 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		}
 		return n
 	}
+	envFloat := func(name string, def float64) float64 {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			parseErrs = append(parseErrs, fmt.Errorf("%s=%q: not a number", name, v))
+		}
+		return f
+	}
 	envDur := func(name string, def time.Duration) time.Duration {
 		v := getenv(name)
 		if v == "" {
@@ -193,6 +206,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.poolAcquireTimeout, "pool-acquire-timeout", envDur("POOL_ACQUIRE_TIMEOUT", 2*time.Second), "wait this long for a session slot at the cap, then RESOURCE_EXHAUSTED [POOL_ACQUIRE_TIMEOUT]")
 	fs.DurationVar(&c.poolCheckoutPing, "pool-checkout-ping-timeout", envDur("POOL_CHECKOUT_PING_TIMEOUT", 500*time.Millisecond), "ping a standby before handing it out, waiting this long for the pong; negative skips the ping [POOL_CHECKOUT_PING_TIMEOUT]")
 	fs.IntVar(&c.dialAttempts, "dial-attempts", envInt("DIAL_ATTEMPTS", 3), "dials per stream for retryable failures, with backoff, before any output [DIAL_ATTEMPTS]")
+	fs.Float64Var(&c.dialRate, "dial-rate", envFloat("DIAL_RATE", 100), "SLNG dials per second at most, of every kind, with bursts of twice as many; a stream waits up to --pool-acquire-timeout for one; negative means no limit [DIAL_RATE]")
+	fs.Float64Var(&c.poolBackgroundRate, "pool-background-dial-rate", envFloat("POOL_BACKGROUND_DIAL_RATE", 5), "dials per second at most for standby and prewarm sessions, which no stream waits for, with bursts of twice as many; negative means no limit [POOL_BACKGROUND_DIAL_RATE]")
 	fs.IntVar(&c.breakerFailures, "breaker-failures", envInt("BREAKER_FAILURES", 5), "consecutive upstream failures that open a model's circuit breaker [BREAKER_FAILURES]")
 	fs.DurationVar(&c.breakerOpenTimeout, "breaker-open-timeout", envDur("BREAKER_OPEN_TIMEOUT", 10*time.Second), "how long an open breaker refuses before a probe [BREAKER_OPEN_TIMEOUT]")
 	prewarmTTS := fs.String("prewarm-tts", env("PREWARM_TTS", ""), "SynthesisConfig JSON (or a JSON array of them) to keep warm from the start [PREWARM_TTS]")
@@ -263,6 +278,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 			return nil, errors.New("--slng-region is a deprecated name of --slng-region-override: set one of them")
 		}
 		c.regionOverride, c.legacyRegion = *legacyRegion, true
+	}
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{{"--dial-rate", c.dialRate}, {"--pool-background-dial-rate", c.poolBackgroundRate}} {
+		if r.v == 0 || math.IsNaN(r.v) {
+			return nil, fmt.Errorf("%s must be positive, or negative for no limit", r.name)
+		}
 	}
 	if c.routes != "bridge" && c.routes != "direct" {
 		return nil, fmt.Errorf("--slng-routes must be bridge or direct, not %q", c.routes)

@@ -26,6 +26,7 @@ import (
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/internal/slngtest"
+	"github.com/speech-gateway/speech-gateway/slngpool"
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
@@ -146,6 +147,9 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{[]string{"--dev", "--dev-profile", "kindest"}, nil},
 		{[]string{"--dev", "--slng-region-override", "eu north"}, nil},
 		{[]string{"--dev", "--slng-region", "eu-north-1", "--slng-region-override", "ap-south-1"}, nil},
+		{[]string{"--dev", "--dial-rate", "0"}, nil},
+		{[]string{"--dev"}, map[string]string{"POOL_BACKGROUND_DIAL_RATE": "often"}},
+		{[]string{"--dev", "--pool-background-dial-rate", "NaN"}, nil},
 	} {
 		err := run(context.Background(), append(tc.args, "--listen", "127.0.0.1:0", "--admin-listen", ""), envFrom(tc.env), io.Discard)
 		if err == nil {
@@ -156,15 +160,16 @@ func TestRunRejectsBadConfig(t *testing.T) {
 
 func TestParsePoolConfig(t *testing.T) {
 	t.Parallel()
-	c, err := parseConfig([]string{"--dev", "--pool-max-sessions", "7"}, envFrom(map[string]string{
-		"POOL_WARM":   "false",
-		"PREWARM_TTS": `[{"model": "deepgram/aura:2", "voice": "aura-2-thalia-en"}, {"format": {"encoding": "AUDIO_ENCODING_MULAW", "sampleRateHz": 8000}}]`,
-		"PREWARM_STT": `{"model": "deepgram/nova:3", "enablePartials": true}`,
+	c, err := parseConfig([]string{"--dev", "--pool-max-sessions", "7", "--dial-rate", "-1"}, envFrom(map[string]string{
+		"POOL_WARM":                 "false",
+		"POOL_BACKGROUND_DIAL_RATE": "0.5",
+		"PREWARM_TTS":               `[{"model": "deepgram/aura:2", "voice": "aura-2-thalia-en"}, {"format": {"encoding": "AUDIO_ENCODING_MULAW", "sampleRateHz": 8000}}]`,
+		"PREWARM_STT":               `{"model": "deepgram/nova:3", "enablePartials": true}`,
 	}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.poolWarm || c.poolMaxSessions != 7 || len(c.prewarmTTS) != 2 || len(c.prewarmSTT) != 1 ||
+	if c.poolWarm || c.poolMaxSessions != 7 || c.dialRate != -1 || c.poolBackgroundRate != 0.5 || len(c.prewarmTTS) != 2 || len(c.prewarmSTT) != 1 ||
 		c.prewarmTTS[0].GetVoice() != "aura-2-thalia-en" || c.prewarmTTS[1].GetFormat().GetSampleRateHz() != 8000 ||
 		!c.prewarmSTT[0].GetEnablePartials() {
 		t.Fatalf("parsed %+v", c)
@@ -310,6 +315,57 @@ func TestRunDrainsOnSIGTERM(t *testing.T) {
 	}
 }
 
+// TestReadyzListsRefusedPrewarm: a prewarm configuration that SLNG refuses
+// is logged once and shown in /readyz, which stays ready, and is not
+// dialled again.
+func TestReadyzListsRefusedPrewarm(t *testing.T) {
+	t.Parallel()
+	const key = "sk_test_prewarm_refused"
+	var dials atomic.Int32
+	sim := slngtest.NewServer(t, slngsim.Options{APIKey: key, Script: func(ci slngsim.ConnInfo) slngsim.Fault {
+		if ci.Model != "acme/unknown:1" {
+			return slngsim.Fault{}
+		}
+		dials.Add(1)
+		return slngsim.MustFaults("*=error:config_error@init,fatal,close=1008")["*"]
+	}})
+	g := startGateway(t, []string{"--prewarm-tts", `[{"model": "acme/unknown:1"}, {}]`}, map[string]string{
+		"SLNG_API_KEY":  key,
+		"SLNG_BASE_URL": sim.URL(),
+	})
+	var body string
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(body, "acme/unknown:1") {
+		if time.Now().After(deadline) {
+			t.Fatalf("readyz never listed the refused configuration: %q", body)
+		}
+		time.Sleep(10 * time.Millisecond)
+		resp, err := httpClient.Get("http://" + g.admin + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("readyz = %d with a refused prewarm configuration", resp.StatusCode)
+		}
+		body = string(b)
+	}
+	if want := "ok\nprewarm configuration refused by SLNG, not kept warm: tts acme/unknown:1 in region default: config_error\n"; body != want {
+		t.Fatalf("readyz = %q, want %q", body, want)
+	}
+	// Later than any first backoff, still one dial and one log line.
+	later := time.NewTimer(1500 * time.Millisecond)
+	defer later.Stop()
+	<-later.C
+	if n := dials.Load(); n != 1 {
+		t.Errorf("SLNG saw %d dials of the refused configuration, want 1", n)
+	}
+	if n := strings.Count(g.logs.String(), "refused a prewarm configuration"); n != 1 {
+		t.Errorf("logged %d times, want once", n)
+	}
+}
+
 func httpStatus(t *testing.T, url string) int {
 	t.Helper()
 	resp, err := httpClient.Get(url)
@@ -324,10 +380,13 @@ func TestAdminHandler(t *testing.T) {
 	t.Parallel()
 	var serving atomic.Bool
 	serving.Store(true)
-	h := adminHandler(prom.NewRegistry(), &serving)
+	var rejected []slngpool.Rejection
+	h := adminHandler(prom.NewRegistry(), &serving, func() []slngpool.Rejection { return rejected })
+	var body string
 	get := func(path string) int {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		body = rec.Body.String()
 		return rec.Code
 	}
 	if get("/healthz") != 200 || get("/readyz") != 200 || get("/metrics") != 200 {
@@ -335,6 +394,14 @@ func TestAdminHandler(t *testing.T) {
 	}
 	if code := get("/debug/pprof/"); code != http.StatusNotFound {
 		t.Fatalf("/debug/pprof/ on the admin port = %d, want 404: profiles have their own listener", code)
+	}
+	if get("/readyz"); body != "ok\n" {
+		t.Fatalf("readyz = %q, want ok", body)
+	}
+	// A refused prewarm configuration is detail, not unreadiness.
+	rejected = []slngpool.Rejection{{Kind: "tts", Model: "deepgram/aura:2", Region: "eu-north-1", Code: "config_error"}}
+	if code := get("/readyz"); code != 200 || body != "ok\nprewarm configuration refused by SLNG, not kept warm: tts deepgram/aura:2 in region eu-north-1: config_error\n" {
+		t.Fatalf("readyz = %d %q", code, body)
 	}
 	serving.Store(false)
 	if get("/readyz") != http.StatusServiceUnavailable {

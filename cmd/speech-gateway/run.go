@@ -141,6 +141,8 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		AcquireTimeout:      cfg.poolAcquireTimeout,
 		CheckoutPingTimeout: cfg.poolCheckoutPing,
 		DialAttempts:        cfg.dialAttempts,
+		DialRate:            cfg.dialRate,
+		BackgroundDialRate:  cfg.poolBackgroundRate,
 		BreakerFailures:     cfg.breakerFailures,
 		BreakerOpenTimeout:  cfg.breakerOpenTimeout,
 		Logger:              log,
@@ -210,7 +212,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 			lis.Close()
 			return fmt.Errorf("listen %s: %w", cfg.adminListen, err)
 		}
-		admin = &http.Server{Handler: withReadyDetail(adminHandler(reg, &serving), func() string { return fl.Status().String() }), ReadHeaderTimeout: 5 * time.Second}
+		admin = &http.Server{Handler: withReadyDetail(adminHandler(reg, &serving, pool.Rejected), func() string { return fl.Status().String() }), ReadHeaderTimeout: 5 * time.Second}
 	}
 	registerOpsMetrics(reg, info, cfg.maxStreams, &serving)
 	debugSrv, err := startDebug(cfg, log)
@@ -354,8 +356,10 @@ func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetri
 
 // adminHandler serves /metrics, /healthz (the process is alive) and /readyz
 // (serving and not draining), and nothing else: profiles have their own
-// listener (debug.go).
-func adminHandler(reg *prom.Registry, serving *atomic.Bool) http.Handler {
+// listener (debug.go). /readyz also lists, after its "ok", the prewarm
+// configurations that SLNG refused (rejected may be nil): they need a fix
+// in the configuration, but leave the gateway ready.
+func adminHandler(reg *prom.Registry, serving *atomic.Bool, rejected func() []slngpool.Rejection) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -367,6 +371,11 @@ func adminHandler(reg *prom.Registry, serving *atomic.Bool) http.Handler {
 			return
 		}
 		_, _ = io.WriteString(w, "ok\n")
+		if rejected != nil {
+			for _, r := range rejected() {
+				_, _ = io.WriteString(w, "prewarm configuration refused by SLNG, not kept warm: "+r.String()+"\n")
+			}
+		}
 	})
 	return mux
 }
