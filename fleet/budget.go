@@ -38,6 +38,40 @@ func (b *Budget) Acquire(ctx context.Context, cred string, wait time.Duration) e
 	return nil
 }
 
+// reserve is what standbys leave to callers: a tenth of the limit, at
+// least one session.
+func reserve(limit int64) int64 { return max(1, limit/10) }
+
+// AcquireSpare reserves one session of cred for a standby, without
+// waiting, and only while a tenth of the budget (at least one session)
+// would still be free for callers. Errors: ErrFull, ErrClosed.
+func (b *Budget) AcquireSpare(ctx context.Context, cred string) error {
+	spare := int64(b.limit) - reserve(int64(b.limit))
+	if spare <= 0 {
+		return ErrFull
+	}
+	l, err := b.sem.try(ctx, cred, spare)
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		return ErrFull
+	}
+	b.mu.Lock()
+	b.held[cred] = append(b.held[cred], l)
+	b.mu.Unlock()
+	return nil
+}
+
+// Spare reports whether a session of cred already held may stay as a
+// standby: whether a tenth of the budget (at least one session) is free
+// for callers besides it. It blocks for at most one Redis round trip.
+func (b *Budget) Spare(ctx context.Context, cred string) bool {
+	n, mode, replicas := b.sem.count(ctx, cred)
+	limit := share(int64(b.limit), mode, replicas)
+	return n <= limit-reserve(limit)
+}
+
 // Release gives back one session of cred; any one, since they are
 // interchangeable. It never blocks.
 func (b *Budget) Release(cred string) {

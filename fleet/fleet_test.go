@@ -220,6 +220,11 @@ func TestFallbackAndRecovery(t *testing.T) {
 		v, _ := chars.Value(ctx, "caller")
 		return v == 10
 	})
+	// The budget's view of the fleet: with 3 held, a budget of 3 has no
+	// room for a standby to stay, one of 4 has.
+	if a.Budget(3).Spare(ctx, "k") || !a.Budget(4).Spare(ctx, "k") {
+		t.Error("Spare does not count the leases across the fleet")
+	}
 	second.Release()
 	first.Release()
 	if _, err := sb.Acquire(ctx, "k", 4, time.Second); err != nil {
@@ -280,6 +285,29 @@ func TestLocalFleet(t *testing.T) {
 	b.Release("nobody") // nothing held: nothing happens
 	if err := b.Acquire(ctx, "cred", 0); err != nil {
 		t.Fatalf("after a release: %v", err)
+	}
+	// Standbys leave a tenth of the budget, at least one session, to
+	// callers.
+	sb := f.Budget(3)
+	for range 2 {
+		if err := sb.AcquireSpare(ctx, "cred3"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sb.AcquireSpare(ctx, "cred3"); !errors.Is(err, ErrFull) {
+		t.Fatalf("a third standby: err = %v, want ErrFull", err)
+	}
+	if !sb.Spare(ctx, "cred3") {
+		t.Fatal("two of three held: a standby may stay")
+	}
+	if err := sb.Acquire(ctx, "cred3", 0); err != nil {
+		t.Fatalf("a caller gets the last: %v", err)
+	}
+	if sb.Spare(ctx, "cred3") {
+		t.Fatal("three of three held: no standby may stay")
+	}
+	if err := f.Budget(1).AcquireSpare(ctx, "other"); !errors.Is(err, ErrFull) {
+		t.Fatalf("a budget of one has no room for standbys: %v", err)
 	}
 	// Unlimited leases count nothing.
 	l, err := f.Semaphore("x").Acquire(ctx, "k", 0, 0)

@@ -56,3 +56,9 @@ end
 redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[1]))
 return added
 `)
+
+// countScript: KEYS[1] a semaphore. Returns its live leases.
+var countScript = redis.NewScript(now + `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1])
+`)

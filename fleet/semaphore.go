@@ -164,6 +164,35 @@ func (s *Semaphore) try(ctx context.Context, key string, limit int64) (*Lease, e
 	return &Lease{s: s, key: key, member: member}, nil
 }
 
+// count returns the live leases of key, across the fleet when shared and
+// at this replica otherwise, with the mode and replicas that limits are
+// to be shared by.
+func (s *Semaphore) count(ctx context.Context, key string) (int64, Mode, int) {
+	mode, replicas := s.f.state()
+	if mode == ModeShared {
+		octx, cancel := s.f.opCtx(ctx)
+		start := time.Now()
+		n, err := countScript.Run(octx, s.f.rdb, []string{s.rkey(key)}).Int64()
+		s.f.m.redisSeconds.WithLabelValues("count").Observe(time.Since(start).Seconds())
+		cancel()
+		if err == nil {
+			return n, mode, replicas
+		}
+		if ctx.Err() == nil && s.f.ctx.Err() == nil {
+			s.f.fail("count", err)
+		}
+		mode, replicas = s.f.state()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := s.keys[key]
+	if k == nil {
+		return 0, mode, replicas
+	}
+	k.prune(time.Now())
+	return int64(len(k.held) + len(k.lingering)), mode, replicas
+}
+
 func (s *Semaphore) tryShared(ctx context.Context, key, member string, limit int64) (bool, error) {
 	octx, cancel := s.f.opCtx(ctx)
 	defer cancel()

@@ -44,6 +44,7 @@ const (
 	ReasonUpstreamTurnTimeout     = "UPSTREAM_TURN_TIMEOUT"
 	ReasonCallerNotAllowed        = "CALLER_NOT_ALLOWED"
 	ReasonCallerQuotaExceeded     = "CALLER_QUOTA_EXCEEDED"
+	ReasonUpstreamBudget          = "UPSTREAM_BUDGET_EXHAUSTED"
 )
 
 // outcome is one row of the error table: what a failure becomes on the wire.
@@ -103,6 +104,7 @@ var (
 	rowInternal      = outcome{codes.Internal, "", "internal error", noRetry}
 	rowCircuitOpen   = outcome{codes.Unavailable, ReasonUpstreamCircuitOpen, "upstream is failing for this model; not trying it for now", retrySoon}
 	rowCapacity      = outcome{codes.ResourceExhausted, ReasonUpstreamCapacity, "gateway's upstream session limit reached", retrySoon}
+	rowBudget        = outcome{codes.ResourceExhausted, ReasonUpstreamBudget, "the SLNG session budget shared by the gateway's replicas is in use", retrySoon}
 	rowNotAllowed    = outcome{codes.PermissionDenied, ReasonCallerNotAllowed, "the access policy does not let this caller use this RPC with this model", noRetry}
 	rowCallerQuota   = outcome{codes.ResourceExhausted, ReasonCallerQuotaExceeded, "the caller reached its quota", retrySoon}
 )
@@ -238,6 +240,8 @@ func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, inte
 			Subject:     "caller:" + quota.Caller,
 			Description: fmt.Sprintf("%s: at most %d", quota.Quota, quota.Limit),
 		}}})
+	case errors.Is(err, slngpool.ErrBudget):
+		row = rowBudget
 	case errors.Is(err, slngpool.ErrExhausted):
 		row = rowCapacity
 	case errors.Is(err, errOverloaded):

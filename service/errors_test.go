@@ -17,6 +17,7 @@ import (
 	"github.com/speech-gateway/speech-gateway/callers"
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/slngclient"
+	"github.com/speech-gateway/speech-gateway/slngpool"
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
@@ -78,6 +79,7 @@ func TestToStatusTable(t *testing.T) {
 		{"too long", errStreamTooLong, codes.OutOfRange, ReasonStreamDurationExceeded, 0},
 		{"unknown code", frame("brand_new_code"), codes.Unknown, ReasonUpstreamUnknownError, -1},
 		{"invalid request", invalid("config", "missing"), codes.InvalidArgument, ReasonInvalidRequest, -1},
+		{"budget", fmt.Errorf("acquire: %w", slngpool.ErrBudget), codes.ResourceExhausted, ReasonUpstreamBudget, time.Second},
 		{"caller not allowed", &callers.DeniedError{Caller: "c", RPC: "Synthesize", Model: "deepgram/aura:2"}, codes.PermissionDenied, ReasonCallerNotAllowed, -1},
 		{"caller quota", &callers.QuotaError{Caller: "c", Quota: callers.QuotaCharacters, Limit: 10, RetryAfter: 17 * time.Second},
 			codes.ResourceExhausted, ReasonCallerQuotaExceeded, 17 * time.Second},

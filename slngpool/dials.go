@@ -292,10 +292,22 @@ func (p *Pool) doneDialingLocked(k poolKey) {
 	}
 }
 
-// dialStandby opens one standby session; it holds a slot already. probe,
-// when not nil, is the paused key this dial probes.
+// dialStandby opens one standby session; it holds a slot already, and
+// takes the Budget's session first. probe, when not nil, is the paused key
+// this dial probes.
 func (p *Pool) dialStandby(k poolKey, pur purpose, dial dialFunc, probe *keyPause) {
 	defer p.wg.Done()
+	if !p.spareBudget(k) {
+		p.mu.Lock()
+		p.doneDialingLocked(k)
+		if probe != nil {
+			probe.probing = false
+		}
+		p.mu.Unlock()
+		<-p.slots
+		p.log.Debug("standby not dialled", zap.String("model", k.model), zap.Error(errBudgetSkip))
+		return // the tick looks again
+	}
 	br := p.br.get(k.model, k.region)
 	done, err := br.allow()
 	var s session
@@ -325,10 +337,10 @@ func (p *Pool) dialStandby(k poolKey, pur purpose, dial dialFunc, probe *keyPaus
 	}
 	p.mu.Unlock()
 	if err == nil {
-		p.discard(s, k.kind, "full")
+		p.discard(s, k, "full")
 		return
 	}
-	<-p.slots
+	p.freeSlot(k)
 	p.log.Debug("standby dial failed", zap.String("model", k.model), zap.Stringer("purpose", pur), zap.Error(err))
 	p.wake() // its backoff or pause is scheduled by the next refill
 }

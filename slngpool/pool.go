@@ -127,6 +127,10 @@ type Options struct {
 	EarlyDeath time.Duration
 	// MaxBreakers bounds the breakers kept. Default 1024.
 	MaxBreakers int
+	// Budget, when set, bounds sessions per credential beyond this pool
+	// (budget.go): a caller waits for it as for MaxSessions, and standbys
+	// take only what callers would not miss.
+	Budget Budget
 	// Logger receives state changes; nil discards them.
 	Logger *zap.Logger
 	// Metrics may be nil.
@@ -439,9 +443,17 @@ func (p *Pool) acquire(ctx context.Context, k poolKey, ep slngclient.Endpoint, d
 		p.noteUse(k, dial, useOther, nil)
 		return nil, err
 	}
+	if err := p.takeBudget(ctx, k); err != nil {
+		<-p.slots
+		if errors.Is(err, ErrExhausted) {
+			p.m.acquires.WithLabelValues(k.kind, "exhausted").Inc()
+		}
+		p.noteUse(k, dial, useOther, nil)
+		return nil, err
+	}
 	s, err := p.dialRetrying(ctx, k, br, purpose, dial)
 	if err != nil {
-		<-p.slots
+		p.freeSlot(k)
 		var coe *CircuitOpenError
 		switch {
 		case errors.As(err, &coe):
@@ -643,11 +655,11 @@ func isDone(s session) bool {
 	}
 }
 
-// discard closes a session that will serve nobody and frees its slot.
-func (p *Pool) discard(s session, kind, reason string) {
+// discard closes a session of k that will serve nobody and frees its slot.
+func (p *Pool) discard(s session, k poolKey, reason string) {
 	s.CloseNow()
-	<-p.slots
-	p.m.discards.WithLabelValues(kind, reason).Inc()
+	p.freeSlot(k)
+	p.m.discards.WithLabelValues(k.kind, reason).Inc()
 }
 
 // Release ends the lease. err is why the stream ended, nil if it ended
@@ -705,15 +717,15 @@ func (p *Pool) release(l *Lease, err error, reusable bool) {
 		p.mu.Unlock()
 	}
 	if err != nil || !reusable || p.opts.DisableWarm || isDone(l.s) ||
-		now.Sub(l.s.Stats().ReadyAt) > p.opts.MaxSessionAge {
+		now.Sub(l.s.Stats().ReadyAt) > p.opts.MaxSessionAge || !p.keepBudget(l.key) {
 		l.s.CloseNow()
-		<-p.slots
+		p.freeSlot(l.key)
 		return
 	}
 	p.mu.Lock()
 	if !p.putIdleLocked(l.key, l.s) {
 		p.mu.Unlock()
-		p.discard(l.s, l.key.kind, "full")
+		p.discard(l.s, l.key, "full")
 		return
 	}
 	p.mu.Unlock()
@@ -812,7 +824,7 @@ func (p *Pool) evictOne() bool {
 	p.mu.Unlock()
 	oldest.stop()
 	<-oldest.watched
-	p.discard(oldest.s, oldest.key.kind, "evicted")
+	p.discard(oldest.s, oldest.key, "evicted")
 	return true
 }
 
@@ -877,7 +889,7 @@ func (p *Pool) retireAged() {
 // retire closes a standby that lived out its age unused: SLNG kept it,
 // which counts as the configuration working.
 func (p *Pool) retire(is *idleSession) {
-	p.discard(is.s, is.key.kind, "aged")
+	p.discard(is.s, is.key, "aged")
 	p.br.get(is.key.model, is.key.region).reportOK()
 	p.mu.Lock()
 	p.succeededLocked(is.key)
@@ -902,7 +914,7 @@ func (p *Pool) Close() {
 	p.cancel()
 	for _, is := range all {
 		<-is.watched
-		p.discard(is.s, is.key.kind, "closed")
+		p.discard(is.s, is.key, "closed")
 	}
 	p.wg.Wait()
 }

@@ -265,7 +265,7 @@ func (p *Pool) standbyDied(is *idleSession, err error, cause string) {
 	if cause == "ping" {
 		reason = "ping"
 	}
-	p.discard(is.s, k.kind, reason)
+	p.discard(is.s, k, reason)
 	p.m.deaths.WithLabelValues(k.kind, cause).Inc()
 	p.m.lifetime.WithLabelValues(k.kind).Observe(life.Seconds())
 	now := time.Now()

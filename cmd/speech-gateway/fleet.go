@@ -10,6 +10,7 @@ import (
 
 	"github.com/speech-gateway/speech-gateway/callers"
 	"github.com/speech-gateway/speech-gateway/fleet"
+	"github.com/speech-gateway/speech-gateway/slngpool"
 )
 
 // setupFleet connects the replicas' shared limits (Redis with --redis-url,
@@ -48,6 +49,15 @@ func setupFleet(ctx context.Context, cfg *config, log *zap.Logger, reg prom.Regi
 		return nil, nil, err
 	}
 	return f, gate, nil
+}
+
+// poolBudget is the pool's session budget per SLNG key: nil (none) with
+// --upstream-session-budget 0.
+func poolBudget(f *fleet.Fleet, cfg *config) slngpool.Budget {
+	if cfg.upstreamBudget <= 0 {
+		return nil // never a typed nil in the interface
+	}
+	return f.Budget(cfg.upstreamBudget)
 }
 
 // withReadyDetail adds to a ready /readyz answer the line detail returns:

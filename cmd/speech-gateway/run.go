@@ -145,6 +145,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		BackgroundDialRate:  cfg.poolBackgroundRate,
 		BreakerFailures:     cfg.breakerFailures,
 		BreakerOpenTimeout:  cfg.breakerOpenTimeout,
+		Budget:              poolBudget(fl, cfg),
 		Logger:              log,
 		Metrics:             slngpool.NewMetrics(reg),
 	})
