@@ -135,6 +135,131 @@ func TestFleet(t *testing.T) {
 		}
 		holdOneStream(ctx, t, b, a, "team-a")
 	})
+
+	t.Run("one session budget for both", func(t *testing.T) {
+		t.Parallel()
+		const key, budget = "sk_fleet_budget", 3
+		// SLNG allows the key as many connections as the budget: one more
+		// and it refuses the handshake, which the test must never see.
+		sim := slngtest.NewServer(t, slngsim.Options{APIKey: key, MaxConcurrentPerKey: budget})
+		rds := redistest.Start(t)
+		const ttl = 900 * time.Millisecond
+		args := []string{"--slng-base-url", sim.URL(), "--redis-url", rds.URL(), "--fleet-lease-ttl", ttl.String(),
+			"--upstream-session-budget", fmt.Sprint(budget), "--pool-acquire-timeout", "1500ms",
+			"--pool-max-idle-age", "1s", "--pool-recent-ttl", "1s"}
+		var gws [2]*gatewayProc
+		var wg sync.WaitGroup
+		for i := range gws {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				gws[i] = startGatewayProc(ctx, t, bin, fmt.Sprintf("budget-%d", i), key, args)
+			}()
+		}
+		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
+		conns := []*grpc.ClientConn{dial(t, gws[0].grpc), dial(t, gws[1].grpc)}
+
+		// A burst of three times the budget across both replicas: every
+		// stream speaks or is refused with the budget's reason, and SLNG
+		// never sees one connection too many.
+		errs := make([]error, 3*budget)
+		for i := range errs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				conn := conns[i%2]
+				if i%3 == 2 {
+					_, errs[i] = transcribe(ctx, conn, fmt.Sprintf("Burst stream %d.", i))
+					return
+				}
+				text := fmt.Sprintf("Burst stream %d.", i)
+				audio, err := synthesizeText(ctx, conn, text)
+				if err == nil {
+					if got, derr := slngsim.Decode(audio, "linear16", 24000); derr != nil || got != text {
+						err = fmt.Errorf("spoke %q (%v), want %q", got, derr, text)
+					}
+				}
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		ok := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case status.Code(err) == codes.ResourceExhausted && reasonOf(err) == "UPSTREAM_BUDGET_EXHAUSTED" && hasRetryInfo(err):
+			default:
+				t.Errorf("burst stream %d: %v, want OK or RESOURCE_EXHAUSTED / UPSTREAM_BUDGET_EXHAUSTED with RetryInfo", i, err)
+			}
+		}
+		t.Logf("burst of %d streams with a budget of %d: %d OK, the rest refused", len(errs), budget, ok)
+		if ok < budget {
+			t.Errorf("only %d of the burst's streams were served", ok)
+		}
+		if n := sim.Stats().Rejected; n != 0 {
+			t.Fatalf("the simulator refused %d connections for the key limit", n)
+		}
+
+		// One replica holds the whole budget (once the standbys of the
+		// burst have aged out), then dies without a word: its leases expire
+		// within the lease TTL and the other replica's caller gets one.
+		poll(ctx, t, "the burst's standbys gone", func() bool {
+			var held float64
+			for _, g := range gws {
+				held += sumMetric(t, scrape(ctx, t, g.admin), "speech_gateway_fleet_leases", map[string]string{"semaphore": "upstream"})
+			}
+			return held == 0
+		})
+		holdCtx, release := context.WithCancel(ctx)
+		defer release()
+		for i := range budget {
+			stream, err := speechv1.NewTextToSpeechServiceClient(conns[0]).Synthesize(holdCtx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.Send(&speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Config{Config: &speechv1.SynthesisConfig{}}}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := stream.Recv(); err != nil {
+				t.Fatalf("held stream %d: %v", i, err)
+			}
+		}
+		_, err := synthesizeText(ctx, conns[1], "No room for me.")
+		if status.Code(err) != codes.ResourceExhausted || reasonOf(err) != "UPSTREAM_BUDGET_EXHAUSTED" {
+			t.Fatalf("with the budget held by the other replica: %v, want UPSTREAM_BUDGET_EXHAUSTED", err)
+		}
+		killed := time.Now()
+		if err := gws[0].cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		<-gws[0].exited
+		gws[0].waitErr = nil // killed on purpose
+		if _, err := synthesizeText(ctx, conns[1], "Room at last."); err != nil {
+			t.Fatalf("after the holder died: %v", err)
+		}
+		took := time.Since(killed)
+		t.Logf("the dead replica's sessions were free for the other after %v (lease TTL %v)", took, ttl)
+		if took > ttl+500*time.Millisecond {
+			t.Errorf("the dead replica's sessions were free after %v, want within the lease TTL (%v)", took, ttl)
+		}
+		if n := sim.Stats().Rejected; n != 0 {
+			t.Errorf("the simulator refused %d connections for the key limit", n)
+		}
+	})
+}
+
+// hasRetryInfo reports whether a status carries RetryInfo.
+func hasRetryInfo(err error) bool {
+	for _, d := range status.Convert(err).Details() {
+		if _, ok := d.(*errdetails.RetryInfo); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // as is ctx with the caller id in the x-caller-id metadata.
