@@ -117,6 +117,18 @@ func TestSemaphoreHoldsAcrossReplicas(t *testing.T) {
 	if waited := time.Since(released); waited < 30*time.Millisecond {
 		t.Errorf("the released lease was handed on after %v, before its linger of 30ms", waited)
 	}
+	// A semaphore without linger is free across the fleet as soon as
+	// Release returns.
+	mine, err := a.Semaphore("streams").Acquire(ctx, "alice", 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine.Release()
+	theirs, err := b.Semaphore("streams").Acquire(ctx, "alice", 1, 0)
+	if err != nil {
+		t.Fatalf("right after the other replica's release: %v", err)
+	}
+	theirs.Release()
 	if n := sa.Held("key1"); n != 1 {
 		t.Errorf("a holds %d leases of key1, want 1", n)
 	}

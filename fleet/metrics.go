@@ -32,11 +32,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "speech_gateway_fleet_redis_errors_total",
-			Help: "Redis commands that failed or timed out, by operation (acquire, read, heartbeat).",
+			Help: "Redis commands that failed or timed out, by operation (acquire, release, count, read, heartbeat).",
 		}, []string{"op"}),
 		redisSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "speech_gateway_fleet_redis_seconds",
-			Help:    "Redis round trips, by operation (acquire, read, heartbeat).",
+			Help:    "Redis round trips, by operation (acquire, release, count, read, heartbeat).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
 		}, []string{"op"}),
 		leases: prometheus.NewGaugeVec(prometheus.GaugeOpts{

@@ -58,9 +58,12 @@ type Lease struct {
 	once        sync.Once
 }
 
-// Release gives the lease back (a Budget's still counts for
-// Options.Linger). It never blocks: Redis hears of it from the heartbeat, at once. Only the
-// first call counts.
+// Release gives the lease back. A Semaphore's lease is free across the
+// fleet when Release returns, which takes one Redis round trip (at most
+// OpTimeout): a caller whose stream ended may start the next on any
+// replica. A Budget's never blocks: Redis hears of it from the heartbeat,
+// at once, and it still counts for Options.Linger. Only the first call
+// counts.
 func (l *Lease) Release() {
 	if l == nil || l.s == nil {
 		return
@@ -246,6 +249,19 @@ func (s *Semaphore) release(key, member string) {
 	}
 	s.mu.Unlock()
 	s.f.m.leases.WithLabelValues(s.name).Dec()
+	if mode, _ := s.f.state(); s.linger == 0 && mode == ModeShared {
+		ctx, cancel := s.f.opCtx(s.f.ctx)
+		defer cancel()
+		start := time.Now()
+		err := releaseScript.Run(ctx, s.f.rdb, []string{s.rkey(key)}, member, 0).Err()
+		s.f.m.redisSeconds.WithLabelValues("release").Observe(time.Since(start).Seconds())
+		if err == nil {
+			return
+		}
+		if s.f.ctx.Err() == nil {
+			s.f.fail("release", err)
+		}
+	}
 	s.f.queueRelease(s.rkey(key), member, s.linger)
 }
 
