@@ -50,6 +50,8 @@ type options struct {
 	clientWindow            int
 	soak                    time.Duration
 	soakStreams             int
+	redisBin                string
+	startRuns               int
 }
 
 func parseLevels(s string) ([]int, error) {
@@ -78,7 +80,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.ttfaRuns, "ttfa-runs", 20, "time-to-first-audio samples per setup")
 	fs.DurationVar(&o.soak, "soak", 0, "instead of the benchmark, churn streams for this long and report RSS and goroutines")
 	fs.IntVar(&o.soakStreams, "soak-streams", 200, "concurrent streams during --soak")
-	fs.StringVar(&o.only, "only", "", "run only these parts, comma-separated: tts, stt, ttfa, throughput")
+	fs.StringVar(&o.only, "only", "", "run only these parts, comma-separated: tts, stt, ttfa, throughput, start")
+	fs.StringVar(&o.redisBin, "redis-server", "redis-server", "redis-server binary, for the stream-start part")
+	fs.IntVar(&o.startRuns, "start-runs", 1000, "streams per setup in the stream-start part")
 	fs.StringVar(&o.profileDir, "profile", "", "write CPU and allocation profiles of the gateway during the first TTS and STT waves into this directory")
 	fs.IntVar(&o.clientWindow, "client-window", 0, "fix the gRPC clients' HTTP/2 stream window at this many bytes, which turns off grpc-go's BDP pings; 0 keeps grpc-go's defaults")
 	fs.IntVar(&o.memProfileRate, "profile-mem-rate", 0, "with --profile, the gateway's --debug-mem-profile-rate: 1 counts every allocation (and slows the gateway)")
@@ -86,7 +90,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if o.quick {
-		tts, stt, o.wave, o.ttfaRuns = "10,40", "10,40", 2*time.Second, 5
+		tts, stt, o.wave, o.ttfaRuns, o.startRuns = "10,40", "10,40", 2*time.Second, 5, 40
 	}
 	var err error
 	if o.ttsLevels, err = parseLevels(tts); err != nil {
@@ -155,7 +159,7 @@ func (b *bench) runAll(ctx context.Context) error {
 	steps := []struct {
 		name string
 		run  func(context.Context) error
-	}{{"tts", b.ttsCapacity}, {"stt", b.sttCapacity}, {"ttfa", b.ttfa}, {"throughput", b.throughput}}
+	}{{"tts", b.ttsCapacity}, {"stt", b.sttCapacity}, {"ttfa", b.ttfa}, {"throughput", b.throughput}, {"start", b.streamStart}}
 	for _, step := range steps {
 		if b.o.only != "" && !slices.Contains(strings.Split(b.o.only, ","), step.name) {
 			continue

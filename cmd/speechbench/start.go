@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+)
+
+// startRedis runs redis-server (Debian's package) on a free loopback port,
+// without persistence, and waits until it answers.
+func startRedis(ctx context.Context, bin string) (*proc, error) {
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return nil, fmt.Errorf("%s not found: the stream-start part needs a real Redis (apt-get install redis-server), or leave it out with --only: %w", bin, err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	cmd := exec.CommandContext(ctx, path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--loglevel", "warning")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &proc{name: "redis-server", cmd: cmd, addr: fmt.Sprintf("redis://127.0.0.1:%d/0", port), done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if redisPing(fmt.Sprintf("127.0.0.1:%d", port)) == nil {
+			return p, nil
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			return nil, errors.New("redis-server did not answer PING in 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func redisPing(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("PING answered %q", line)
+	}
+	return nil
+}
+
+// streamStart measures stream start, from the SynthesizeText call to its
+// `started` message, with every fleet-wide limit on (a caller's concurrent
+// streams and characters per minute, and the SLNG session budget), kept
+// per process and kept in Redis: what the shared limits add to each
+// stream. With a warm standby the stream dials nothing; with the pool off
+// it dials, and asks the session budget first.
+func (b *bench) streamStart(ctx context.Context) error {
+	rds, err := startRedis(ctx, b.o.redisBin)
+	if err != nil {
+		return err
+	}
+	b.procs = append(b.procs, rds)
+	sim, err := b.sim(ctx)
+	if err != nil {
+		return err
+	}
+	runs := b.o.startRuns
+	b.printf("Stream start (SynthesizeText to `started`) with every fleet limit on, %d streams each (ms)\n", runs)
+	b.printf("%10s | %9s %9s | %9s %9s | %9s %9s\n", "pool", "local p50", "local p99", "redis p50", "redis p99", "add p50", "add p99")
+	limits := []string{"--upstream-session-budget", "100000", "--caller-max-streams", "100000",
+		"--caller-characters-per-minute", "1000000000", "--dial-rate", "-1", "--pool-background-dial-rate", "-1"}
+	rows := map[string]any{}
+	for _, pool := range []struct {
+		name string
+		args []string
+	}{{"warm", []string{"--prewarm-tts", "{}"}}, {"off", []string{"--pool-warm=false"}}} {
+		// Both gateways run side by side and take turns, stream by stream,
+		// so that whatever else the machine does weighs on both alike.
+		var conns [2]*grpc.ClientConn
+		for i, shared := range []bool{false, true} {
+			args := append(append([]string{}, limits...), pool.args...)
+			if shared {
+				args = append(args, "--redis-url", rds.addr)
+			}
+			gw, err := b.gateway(ctx, sim.addr, args...)
+			if err != nil {
+				return err
+			}
+			cs, err := gatewayClients(gw.addr, 1, b.o.clientWindow)
+			if err != nil {
+				return err
+			}
+			conns[i] = cs[0]
+		}
+		pause := time.Duration(0)
+		if pool.name == "warm" {
+			pause = 5 * time.Millisecond // the standby's replacement
+		}
+		res := [2]*samples{{}, {}}
+		// The first streams warm up the connections; they do not count.
+		for n := range runs + 5 {
+			for i, conn := range conns {
+				d, err := startTime(ctx, conn, pause)
+				if err != nil {
+					return err
+				}
+				if n >= 5 {
+					res[i].add(d)
+				}
+			}
+		}
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		local, shared := res[0], res[1]
+		add50 := shared.quantile(.5) - local.quantile(.5)
+		add99 := shared.quantile(.99) - local.quantile(.99)
+		b.printf("%10s | %9.3f %9.3f | %9.3f %9.3f | %9.3f %9.3f\n", pool.name,
+			local.quantile(.5), local.quantile(.99), shared.quantile(.5), shared.quantile(.99), add50, add99)
+		rows["pool_"+pool.name] = map[string]any{
+			"local_p50_ms": local.quantile(.5), "local_p99_ms": local.quantile(.99),
+			"redis_p50_ms": shared.quantile(.5), "redis_p99_ms": shared.quantile(.99),
+			"added_p50_ms": add50, "added_p99_ms": add99, "streams": runs,
+		}
+		if pool.name == "off" {
+			b.res["stream_start_redis_added_p99_ms"] = add99
+		}
+	}
+	b.printf("\n")
+	b.res["stream_start"] = rows
+	return nil
+}
+
+// startTime runs one SynthesizeText, after pause, and returns the time
+// from the call to `started`.
+func startTime(ctx context.Context, conn *grpc.ClientConn, pause time.Duration) (time.Duration, error) {
+	if pause > 0 {
+		time.Sleep(pause)
+	}
+	ctx = metadata.AppendToOutgoingContext(ctx, "x-caller-id", "bench")
+	start := time.Now()
+	stream, err := speechv1.NewTextToSpeechServiceClient(conn).SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{Text: "Go."})
+	if err != nil {
+		return 0, err
+	}
+	var took time.Duration
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			if !isEOF(err) {
+				return 0, err
+			}
+			return took, nil
+		}
+		if took == 0 && m.GetStarted() != nil {
+			took = time.Since(start)
+		}
+	}
+}
