@@ -47,8 +47,9 @@ type Options struct {
 	// Default 10 s.
 	LeaseTTL time.Duration
 	// Linger is how long a released lease of a Budget still counts,
-	// because SLNG counts a closed connection until it notices the close.
-	// Default 200 ms; negative means none.
+	// because SLNG counts a closed connection until it notices the close;
+	// Redis hears of the release up to 20 ms late, with those of other
+	// sessions. Default 200 ms; negative means none.
 	Linger time.Duration
 	// OpTimeout bounds every Redis command; one that takes longer puts the
 	// Fleet in fallback. Default 250 ms.
@@ -139,8 +140,11 @@ type Fleet struct {
 	sems     map[string]*Semaphore
 	counters map[string]*Counter
 	// released are leases given back while shared, whose Redis update the
-	// heartbeat makes (see Semaphore.release).
-	released []releasedLease
+	// heartbeat makes (see Semaphore.release), releaseDelay after the
+	// first: releaseTimer wakes it, armed while releaseArmed.
+	released     []releasedLease
+	releaseTimer *time.Timer
+	releaseArmed bool
 }
 
 type releasedLease struct {
@@ -210,6 +214,8 @@ func newFleet(rdb redis.UniversalClient, mode Mode, opts Options) *Fleet {
 		counters: map[string]*Counter{},
 	}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
+	f.releaseTimer = time.AfterFunc(time.Hour, f.wake)
+	f.releaseTimer.Stop()
 	return f
 }
 
@@ -223,6 +229,7 @@ func (f *Fleet) start() {
 // held are not released in Redis: they expire after LeaseTTL, as a
 // crashed replica's would. It is safe to call more than once.
 func (f *Fleet) Close() {
+	f.releaseTimer.Stop()
 	f.cancel()
 	f.wg.Wait()
 	if f.rdb != nil {
@@ -348,7 +355,7 @@ func (f *Fleet) loop() {
 func (f *Fleet) heartbeat(ctx context.Context) error {
 	f.mu.Lock()
 	released := f.released
-	f.released = nil
+	f.released, f.releaseArmed = nil, false
 	sems := make([]*Semaphore, 0, len(f.sems))
 	for _, s := range f.sems {
 		sems = append(sems, s)

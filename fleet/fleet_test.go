@@ -97,6 +97,9 @@ func TestSemaphoreHoldsAcrossReplicas(t *testing.T) {
 	if got := testutil.ToFloat64(a.m.refused.WithLabelValues("upstream")); got != 1 {
 		t.Errorf("refused = %v, want 1", got)
 	}
+	if got := testutil.ToFloat64(a.m.leases.WithLabelValues("upstream")); got != 2 {
+		t.Errorf("a's leases = %v, want 2", got)
+	}
 
 	// A release on one replica lets a waiter on the other in, after the
 	// linger.
@@ -205,6 +208,12 @@ func TestFallbackAndRecovery(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(a.m.fallbacks); got != 1 {
 		t.Errorf("fallbacks = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(a.m.redisErrors.WithLabelValues("acquire")); got != 1 {
+		t.Errorf("redis_errors{acquire} = %v, want 1", got)
+	}
+	if n := testutil.CollectAndCount(a.m.redisSeconds); n < 2 {
+		t.Errorf("redis_seconds has %d series, want acquire and heartbeat at least", n)
 	}
 	// Counting goes on locally, scaled to the fleet.
 	chars.Add("caller", 3)

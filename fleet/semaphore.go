@@ -276,9 +276,16 @@ func (f *Fleet) queueRelease(rkey, member string, linger time.Duration) {
 		f.released = f.released[1:] // it expires in Redis by itself
 	}
 	f.released = append(f.released, releasedLease{key: rkey, member: member, linger: linger})
+	if !f.releaseArmed {
+		f.releaseArmed = true
+		f.releaseTimer.Reset(releaseDelay)
+	}
 	f.mu.Unlock()
-	f.wake()
 }
+
+// releaseDelay gathers the releases of a busy replica into one heartbeat:
+// a lease released reaches Redis at most this much later.
+const releaseDelay = 20 * time.Millisecond
 
 // renewal is one semaphore key's renewal in a heartbeat.
 type renewal struct {

@@ -18,6 +18,10 @@
 // rate-limits or refuses that key. The pool also learns, per
 // configuration, how long SLNG lets a standby sit idle and how often
 // callers come, and keeps no standby where one would die unused.
+//
+// An optional Budget bounds sessions per key beyond the pool, e.g. across
+// the gateway's replicas: every dial and every standby kept takes one of
+// its sessions, and standbys leave callers room (budget.go).
 package slngpool
 
 import (

@@ -2,12 +2,16 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -73,11 +77,11 @@ func redisPing(addr string) error {
 }
 
 // streamStart measures stream start, from the SynthesizeText call to its
-// `started` message, with every fleet-wide limit on (a caller's concurrent
-// streams and characters per minute, and the SLNG session budget), kept
-// per process and kept in Redis: what the shared limits add to each
-// stream. With a warm standby the stream dials nothing; with the pool off
-// it dials, and asks the session budget first.
+// `started` message, with the fleet's limits kept per process and kept in
+// Redis: what sharing them adds to each stream. With a warm standby the
+// stream dials nothing; with the pool off it dials, and asks the SLNG
+// session budget first; with caller limits it also takes its caller's
+// place and checks its characters.
 func (b *bench) streamStart(ctx context.Context) error {
 	rds, err := startRedis(ctx, b.o.redisBin)
 	if err != nil {
@@ -89,20 +93,30 @@ func (b *bench) streamStart(ctx context.Context) error {
 		return err
 	}
 	runs := b.o.startRuns
-	b.printf("Stream start (SynthesizeText to `started`) with every fleet limit on, %d streams each (ms)\n", runs)
-	b.printf("%10s | %9s %9s | %9s %9s | %9s %9s\n", "pool", "local p50", "local p99", "redis p50", "redis p99", "add p50", "add p99")
-	limits := []string{"--upstream-session-budget", "100000", "--caller-max-streams", "100000",
-		"--caller-characters-per-minute", "1000000000", "--dial-rate", "-1", "--pool-background-dial-rate", "-1"}
+	b.printf("Stream start (SynthesizeText to `started`), fleet limits per process and in Redis, %d streams each (ms)\n", runs)
+	b.printf("%22s | %9s %9s | %9s %9s | %9s %9s | %9s %9s\n", "setup", "local p50", "local p99", "redis p50", "redis p99",
+		"add p50", "add p99", "rtt p50", "rtt p99")
+	budget := []string{"--upstream-session-budget", "100000", "--dial-rate", "-1", "--pool-background-dial-rate", "-1"}
+	callerLimits := []string{"--caller-max-streams", "100000", "--caller-characters-per-minute", "1000000000"}
 	rows := map[string]any{}
-	for _, pool := range []struct {
-		name string
-		args []string
-	}{{"warm", []string{"--prewarm-tts", "{}"}}, {"off", []string{"--pool-warm=false"}}} {
+	for _, setup := range []struct {
+		name, key string
+		warm      bool
+		args      []string
+	}{
+		// A standby serves the stream: nothing to ask the budget.
+		{"warm, budget", "warm_budget", true, append([]string{"--prewarm-tts", "{}"}, budget...)},
+		// The stream dials, and asks the budget first.
+		{"dial, budget", "dial_budget", false, append([]string{"--pool-warm=false"}, budget...)},
+		// And its caller's streams and characters too.
+		{"dial, budget + caller", "dial_all", false, append(append([]string{"--pool-warm=false"}, budget...), callerLimits...)},
+	} {
 		// Both gateways run side by side and take turns, stream by stream,
 		// so that whatever else the machine does weighs on both alike.
 		var conns [2]*grpc.ClientConn
+		var redisGW *proc
 		for i, shared := range []bool{false, true} {
-			args := append(append([]string{}, limits...), pool.args...)
+			args := append([]string{}, setup.args...)
 			if shared {
 				args = append(args, "--redis-url", rds.addr)
 			}
@@ -115,9 +129,12 @@ func (b *bench) streamStart(ctx context.Context) error {
 				return err
 			}
 			conns[i] = cs[0]
+			if shared {
+				redisGW = gw
+			}
 		}
 		pause := time.Duration(0)
-		if pool.name == "warm" {
+		if setup.warm {
 			pause = 5 * time.Millisecond // the standby's replacement
 		}
 		res := [2]*samples{{}, {}}
@@ -139,15 +156,27 @@ func (b *bench) streamStart(ctx context.Context) error {
 		local, shared := res[0], res[1]
 		add50 := shared.quantile(.5) - local.quantile(.5)
 		add99 := shared.quantile(.99) - local.quantile(.99)
-		b.printf("%10s | %9.3f %9.3f | %9.3f %9.3f | %9.3f %9.3f\n", pool.name,
-			local.quantile(.5), local.quantile(.99), shared.quantile(.5), shared.quantile(.99), add50, add99)
-		rows["pool_"+pool.name] = map[string]any{
+		// What the gateway itself timed of its Redis round trips taking a
+		// lease, from its histogram: on the streams' path when they dial.
+		rtt50, rtt99, err := redisGW.histogramQuantiles("speech_gateway_fleet_redis_seconds", `op="acquire"`, .5, .99)
+		if err != nil {
+			return err
+		}
+		rtt := fmt.Sprintf("%9.3f %9.3f", rtt50, rtt99)
+		if setup.warm {
+			// The acquisitions are the standbys' refills, off the path.
+			rtt = fmt.Sprintf("%9s %9s", "-", "-")
+		}
+		b.printf("%22s | %9.3f %9.3f | %9.3f %9.3f | %9.3f %9.3f | %s\n", setup.name,
+			local.quantile(.5), local.quantile(.99), shared.quantile(.5), shared.quantile(.99), add50, add99, rtt)
+		rows[setup.key] = map[string]any{
 			"local_p50_ms": local.quantile(.5), "local_p99_ms": local.quantile(.99),
 			"redis_p50_ms": shared.quantile(.5), "redis_p99_ms": shared.quantile(.99),
 			"added_p50_ms": add50, "added_p99_ms": add99, "streams": runs,
+			"redis_acquire_p50_ms": rtt50, "redis_acquire_p99_ms": rtt99,
 		}
-		if pool.name == "off" {
-			b.res["stream_start_redis_added_p99_ms"] = add99
+		if setup.key == "dial_budget" {
+			b.res["stream_start_budget_added_p99_ms"] = add99
 		}
 	}
 	b.printf("\n")
@@ -180,4 +209,60 @@ func startTime(ctx context.Context, conn *grpc.ClientConn, pause time.Duration) 
 			took = time.Since(start)
 		}
 	}
+}
+
+// histogramQuantiles estimates quantiles, in milliseconds, of the gateway's
+// histogram name (in seconds) over the series whose labels contain match,
+// interpolating within buckets as Prometheus's histogram_quantile does.
+func (p *proc) histogramQuantiles(name, match string, qs ...float64) (float64, float64, error) {
+	resp, err := http.Get("http://" + p.admin + "/metrics")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	type bucket struct{ le, count float64 }
+	var buckets []bucket
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"_bucket{") || !strings.Contains(line, match) {
+			continue
+		}
+		_, rest, _ := strings.Cut(line, `le="`)
+		le, rest, _ := strings.Cut(rest, `"`)
+		v, err := strconv.ParseFloat(strings.TrimSpace(rest[strings.LastIndexByte(rest, ' '):]), 64)
+		if err != nil {
+			return 0, 0, err
+		}
+		bound := math.Inf(1)
+		if le != "+Inf" {
+			if bound, err = strconv.ParseFloat(le, 64); err != nil {
+				return 0, 0, err
+			}
+		}
+		buckets = append(buckets, bucket{bound, v})
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, err
+	}
+	if len(buckets) == 0 || buckets[len(buckets)-1].count == 0 {
+		return 0, 0, fmt.Errorf("%s{%s} has no observations", name, match)
+	}
+	slices.SortFunc(buckets, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+	total := buckets[len(buckets)-1].count
+	quantile := func(q float64) float64 {
+		rank := q * total
+		lower, below := 0.0, 0.0
+		for _, b := range buckets {
+			if b.count >= rank {
+				if math.IsInf(b.le, 1) {
+					return lower * 1000
+				}
+				return (lower + (b.le-lower)*(rank-below)/max(b.count-below, 1)) * 1000
+			}
+			lower, below = b.le, b.count
+		}
+		return lower * 1000
+	}
+	return quantile(qs[0]), quantile(qs[1]), nil
 }
