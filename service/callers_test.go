@@ -12,6 +12,8 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -264,4 +266,30 @@ func TestCallerQuotas(t *testing.T) {
 	if texts != 2 {
 		t.Errorf("the simulator got %d texts, want 2: the text beyond the quota must not go upstream", texts)
 	}
+}
+
+// TestCallerOnSpan: the stream's server span names its caller.
+func TestCallerOnSpan(t *testing.T) {
+	t.Parallel()
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(t.Context()) })
+	gate := newGate(t, prometheus.NewRegistry(), callers.Options{})
+	h := newHarness(t, slngsim.Options{}, Config{TracerProvider: tp, Callers: gate})
+	if _, err := h.synthesizeText(t, asCaller(testContext(t), "traced-team"), &speechv1.SynthesizeTextRequest{Text: "Traced."}); err != nil {
+		t.Fatal(err)
+	}
+	h.srv.Wait()
+	for _, s := range exp.GetSpans() {
+		if s.Name != "slng.speech.v1.TextToSpeechService/SynthesizeText" {
+			continue
+		}
+		for _, a := range s.Attributes {
+			if a.Key == spanCaller && a.Value.AsString() == "traced-team" {
+				return
+			}
+		}
+		t.Fatalf("server span attributes %v lack %s", s.Attributes, spanCaller)
+	}
+	t.Fatalf("no server span in %v", exp.GetSpans())
 }

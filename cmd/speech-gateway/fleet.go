@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"sync"
 
 	prom "github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/speech-gateway/speech-gateway/callers"
@@ -27,6 +30,7 @@ func setupFleet(ctx context.Context, cfg *config, log *zap.Logger, reg prom.Regi
 	if cfg.redisURL == "" {
 		f = fleet.New(opts)
 	} else {
+		redisLog.Do(func() { redis.SetLogger(redisLogger{log.Named("redis")}) })
 		var err error
 		if f, err = fleet.Connect(ctx, cfg.redisURL, opts); err != nil {
 			return nil, nil, err
@@ -49,6 +53,19 @@ func setupFleet(ctx context.Context, cfg *config, log *zap.Logger, reg prom.Regi
 		return nil, nil, err
 	}
 	return f, gate, nil
+}
+
+// redisLog sets, once per process, where go-redis logs: the client's own
+// lines (a dropped connection, a retry) would otherwise go to stderr
+// unstructured, between the gateway's JSON lines. go-redis keeps its
+// logger in a package variable, hence once, for the first gateway.
+var redisLog sync.Once
+
+// redisLogger hands go-redis's lines to zap at warn level.
+type redisLogger struct{ log *zap.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...))
 }
 
 // poolBudget is the pool's session budget per SLNG key: nil (none) with

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -134,6 +135,21 @@ func TestFleet(t *testing.T) {
 			}
 		}
 		holdOneStream(ctx, t, b, a, "team-a")
+		// Through it all, the Redis client's own words went into the JSON
+		// log, and the fallback and the recovery were logged.
+		for _, g := range gws {
+			logs := g.logs.String()
+			for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+				if !json.Valid([]byte(line)) {
+					t.Errorf("%s logged a line that is not JSON: %s", g.name, line)
+				}
+			}
+			for _, want := range []string{"redis unreachable: limits hold locally", "redis answers again"} {
+				if !strings.Contains(logs, want) {
+					t.Errorf("%s did not log %q", g.name, want)
+				}
+			}
+		}
 	})
 
 	t.Run("one session budget for both", func(t *testing.T) {
@@ -411,5 +427,40 @@ func TestShippedAccessPolicyParses(t *testing.T) {
 	}
 	if !p.Allows("spiffe://cluster.local/ns/support/sa/agent", "Transcribe", "deepgram/nova:3") {
 		t.Error("the example policy does not let support transcribe")
+	}
+}
+
+// TestRunRejectsBadFleetConfig: the callers' and the fleet's settings are
+// checked at start-up, and a Redis that does not answer stops it with a
+// message that names the address but never the password.
+func TestRunRejectsBadFleetConfig(t *testing.T) {
+	t.Parallel()
+	dead := redistest.Start(t)
+	dead.Stop()
+	deadURL := strings.Replace(dead.URL(), "redis://", "redis://user:SENTINEL_REDIS_PASSWORD@", 1)
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--caller-identity", "cookie"}, nil, "caller identity"},
+		{nil, map[string]string{"CALLER_IDENTITY": "metadata:grpc-timeout"}, "caller identity"},
+		{[]string{"--access-policy", "/nonexistent/policy.yaml"}, nil, "access policy"},
+		{[]string{"--caller-max-streams", "-1"}, nil, "--caller-max-streams"},
+		{nil, map[string]string{"UPSTREAM_SESSION_BUDGET": "-3"}, "--upstream-session-budget"},
+		{[]string{"--fleet-lease-ttl", "10ms"}, nil, "--fleet-lease-ttl"},
+		{[]string{"--redis-url", "http://SENTINEL_REDIS_PASSWORD@example.com"}, nil, "redis url"},
+		{[]string{"--redis-url", deadURL, "--redis-timeout", "100ms"}, nil, dead.Addr()},
+	} {
+		var stderr syncBuffer
+		err := run(t.Context(), append(append([]string{"--dev"}, tc.args...), "--listen", "127.0.0.1:0", "--admin-listen", ""), envFrom(tc.env), &stderr)
+		switch {
+		case err == nil:
+			t.Errorf("run(%v, %v) succeeded", tc.args, tc.env)
+		case !strings.Contains(err.Error(), tc.want):
+			t.Errorf("run(%v, %v) = %v, want it to mention %q", tc.args, tc.env, err, tc.want)
+		case strings.Contains(err.Error()+stderr.String(), "SENTINEL_REDIS_PASSWORD"):
+			t.Errorf("run(%v) reported the Redis password: %v", tc.args, err)
+		}
 	}
 }
