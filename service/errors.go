@@ -98,6 +98,7 @@ var (
 	rowCallerIdle    = outcome{codes.OutOfRange, ReasonCallerIdle, "the caller sent nothing within the gateway's idle timeout", retryNow}
 	rowInternal      = outcome{codes.Internal, "", "internal error", noRetry}
 	rowCircuitOpen   = outcome{codes.Unavailable, ReasonUpstreamCircuitOpen, "upstream is failing for this model; not trying it for now", retrySoon}
+	rowDialRate      = outcome{codes.ResourceExhausted, ReasonUpstreamCapacity, "gateway's upstream dial rate limit reached", retrySoon}
 	rowCapacity      = outcome{codes.ResourceExhausted, ReasonUpstreamCapacity, "gateway's upstream session limit reached", retrySoon}
 )
 
@@ -215,6 +216,8 @@ func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, inte
 		if coe.Region != "" {
 			extra = map[string]string{"region": coe.Region}
 		}
+	case errors.Is(err, slngpool.ErrDialRate):
+		row = rowDialRate
 	case errors.Is(err, slngpool.ErrExhausted):
 		row = rowCapacity
 	case errors.Is(err, errOverloaded):

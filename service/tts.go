@@ -474,7 +474,7 @@ func (st *synthesis) text(ctx context.Context, text string, flush bool) error {
 // redialLocked replaces a session that ended between turns and hands the
 // new one to the down pump, which waits for it. st.upMu is held.
 func (st *synthesis) redialLocked(ctx context.Context) error {
-	sess, err := st.dial(ctx, nil)
+	sess, err := st.dial(slngpool.WithRollover(ctx), nil)
 	if err != nil {
 		return err
 	}
@@ -498,7 +498,7 @@ func (st *synthesis) resume(ctx context.Context, cause error) (*slngclient.TTSSe
 	st.upMu.Lock()
 	defer st.upMu.Unlock()
 	prevID := st.snapshotMeta().upstreamSessionID
-	sess, err := st.dial(ctx, cause)
+	sess, err := st.dial(slngpool.WithRollover(ctx), cause)
 	if err != nil {
 		if cause != nil {
 			st.mu.Lock()
