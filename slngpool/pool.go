@@ -762,11 +762,15 @@ func (p *Pool) watch(ctx context.Context, is *idleSession) {
 	case *slngclient.TTSSession:
 		var ev slngclient.TTSEvent
 		ev, err = s.Recv(ctx)
-		evErr = ev.Err
+		if ev.Err != nil { // a nil *UpstreamError must not become a non-nil error
+			evErr = ev.Err
+		}
 	case *slngclient.STTSession:
 		var ev slngclient.STTEvent
 		ev, err = s.Recv(ctx)
-		evErr = ev.Err
+		if ev.Err != nil {
+			evErr = ev.Err
+		}
 	}
 	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		close(is.watched) // taken, or the pool closed

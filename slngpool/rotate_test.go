@@ -72,3 +72,42 @@ func TestKeyChanged(t *testing.T) {
 		t.Errorf("SLNG refused %d handshakes: the old key was used after the change", n)
 	}
 }
+
+// TestStandbySpoiledByAnEvent: a session handed back with a frame of its
+// last turn still to come (here audio_end after flushed) gets that frame
+// while it waits as a standby: the pool drops it, and nothing breaks.
+func TestStandbySpoiledByAnEvent(t *testing.T) {
+	t.Parallel()
+	sim, p := setup(t, slngsim.Options{}, slngpool.Options{RecentTTL: -1})
+	ctx := testCtx(t)
+	l, err := p.AcquireTTS(ctx, slngclient.Endpoint{Model: aura}, ttsCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.TTS.Text(ctx, "half read", true); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev, err := l.TTS.Recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Kind == slngclient.TTSFlushed {
+			break // audio_end is still to come
+		}
+	}
+	l.Release(nil, true)
+	waitIdle(t, p, 0)
+	l2, err := p.AcquireTTS(ctx, slngclient.Endpoint{Model: aura}, ttsCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l2.Warm {
+		t.Error("the spoiled session was handed out")
+	}
+	speak(t, l2, "a fresh session")
+	l2.Release(nil, false)
+	if n := sim.Stats().Connections; n != 2 {
+		t.Errorf("%d sessions, want 2", n)
+	}
+}
