@@ -776,6 +776,10 @@ func (st *synthesis) relay(ctx, rctx context.Context, sess *slngclient.TTSSessio
 			sess = next
 			continue
 		}
+		if ev.Kind == slngclient.TTSWarning && ev.Err == nil {
+			// Never a nil *UpstreamError inside an error interface.
+			ev.Err = &slngclient.UpstreamError{Kind: slngclient.KindErrorFrame, Code: "unknown"}
+		}
 		done, replace, err := st.deliver(ev)
 		if err != nil || done {
 			return nil, err
