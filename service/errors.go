@@ -103,6 +103,7 @@ var (
 	rowCallerIdle    = outcome{codes.OutOfRange, ReasonCallerIdle, "the caller sent nothing within the gateway's idle timeout", retryNow}
 	rowInternal      = outcome{codes.Internal, "", "internal error", noRetry}
 	rowCircuitOpen   = outcome{codes.Unavailable, ReasonUpstreamCircuitOpen, "upstream is failing for this model; not trying it for now", retrySoon}
+	rowDialRate      = outcome{codes.ResourceExhausted, ReasonUpstreamCapacity, "gateway's upstream dial rate limit reached", retrySoon}
 	rowCapacity      = outcome{codes.ResourceExhausted, ReasonUpstreamCapacity, "gateway's upstream session limit reached", retrySoon}
 	rowBudget        = outcome{codes.ResourceExhausted, ReasonUpstreamBudget, "the SLNG session budget shared by the gateway's replicas is in use", retrySoon}
 	rowNotAllowed    = outcome{codes.PermissionDenied, ReasonCallerNotAllowed, "the access policy does not let this caller use this RPC with this model", noRetry}
@@ -242,6 +243,8 @@ func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, inte
 		}}})
 	case errors.Is(err, slngpool.ErrBudget):
 		row = rowBudget
+	case errors.Is(err, slngpool.ErrDialRate):
+		row = rowDialRate
 	case errors.Is(err, slngpool.ErrExhausted):
 		row = rowCapacity
 	case errors.Is(err, errOverloaded):

@@ -54,6 +54,7 @@ func TestToStatusTable(t *testing.T) {
 		{"rate_limit_exceeded", frame("rate_limit_exceeded"), codes.ResourceExhausted, ReasonUpstreamRateLimited, time.Second},
 		{"http 429", handshake(429), codes.ResourceExhausted, ReasonUpstreamRateLimited, time.Second},
 		{"overloaded", errOverloaded, codes.ResourceExhausted, ReasonGatewayOverloaded, time.Second},
+		{"dial rate", fmt.Errorf("acquire: %w", slngpool.ErrDialRate), codes.ResourceExhausted, ReasonUpstreamCapacity, time.Second},
 		{"provider_error", frame("provider_error"), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
 		{"backend_connection_failed", frame("backend_connection_failed"), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
 		{"backend_error", frame("backend_error"), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},

@@ -113,8 +113,10 @@ type harness struct {
 	sim  *slngsim.Server
 	srv  *Server
 	pool *slngpool.Pool
-	// metrics are the gateway's, for tests that show a metric moves.
+	// metrics are the gateway's, for tests that show a metric moves; reg
+	// holds them and the pool's.
 	metrics *Metrics
+	reg     *prometheus.Registry
 	tts     speechv1.TextToSpeechServiceClient
 	stt     speechv1.SpeechToTextServiceClient
 }
@@ -189,7 +191,7 @@ func newHarnessWith(t testing.TB, simOpts slngsim.Options, cfg Config, poolOpts 
 		pool.Close()
 		checkMetricsForSecrets(t, reg)
 	})
-	return &harness{sim: sim, srv: srv, pool: pool, metrics: metrics,
+	return &harness{sim: sim, srv: srv, pool: pool, metrics: metrics, reg: reg,
 		tts: speechv1.NewTextToSpeechServiceClient(conn),
 		stt: speechv1.NewSpeechToTextServiceClient(conn)}
 }
@@ -310,4 +312,34 @@ func finalText(resps []*speechv1.TranscribeResponse) string {
 		}
 	}
 	return s
+}
+
+// counter sums the samples of the counter name in h.reg whose labels
+// include want.
+func (h *harness) counter(t testing.TB, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range want {
+				if labels[k] != v {
+					continue metrics
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
 }

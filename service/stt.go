@@ -465,7 +465,7 @@ func (tr *transcription) reconnect(ctx context.Context, cause error) error {
 		tr.log.Info("upstream lost and not recoverable", zap.Bool("replay_overflow", tr.replay.overflow), zap.Int("attempts", failures))
 		return fail(cause)
 	}
-	lease, err := tr.acquire(ctx)
+	lease, err := tr.acquire(slngpool.WithRollover(ctx))
 	if err != nil {
 		if cause == nil {
 			return err

@@ -488,7 +488,7 @@ func (st *synthesis) text(ctx context.Context, text string, flush bool) error {
 // redialLocked replaces a session that ended between turns and hands the
 // new one to the down pump, which waits for it. st.upMu is held.
 func (st *synthesis) redialLocked(ctx context.Context) error {
-	sess, err := st.dial(ctx, nil)
+	sess, err := st.dial(slngpool.WithRollover(ctx), nil)
 	if err != nil {
 		return err
 	}
@@ -512,7 +512,7 @@ func (st *synthesis) resume(ctx context.Context, cause error) (*slngclient.TTSSe
 	st.upMu.Lock()
 	defer st.upMu.Unlock()
 	prevID := st.snapshotMeta().upstreamSessionID
-	sess, err := st.dial(ctx, cause)
+	sess, err := st.dial(slngpool.WithRollover(ctx), cause)
 	if err != nil {
 		if cause != nil {
 			st.mu.Lock()
@@ -789,6 +789,10 @@ func (st *synthesis) relay(ctx, rctx context.Context, sess *slngclient.TTSSessio
 			}
 			sess = next
 			continue
+		}
+		if ev.Kind == slngclient.TTSWarning && ev.Err == nil {
+			// Never a nil *UpstreamError inside an error interface.
+			ev.Err = &slngclient.UpstreamError{Kind: slngclient.KindErrorFrame, Code: "unknown"}
 		}
 		done, replace, err := st.deliver(ev)
 		if err != nil || done {

@@ -761,10 +761,16 @@ func TestSynthesizeLearnsHowRoutesEndTurns(t *testing.T) {
 			if got := h.srv.endStyle("deepgram/aura:2"); got != tc.want {
 				t.Errorf("learned style %d, want %d", got, tc.want)
 			}
-			// Sessions were reused: no standby was spoiled by an unread
-			// end-of-turn frame.
-			if c := h.sim.Stats().Connections; c > 2 {
-				t.Errorf("%d upstream sessions for 3 streams in a row, want the session reused", c)
+			// No session went back to the pool with an end-of-turn frame
+			// of its last turn unread: none was spoiled as a standby.
+			if n := h.counter(t, "speech_gateway_pool_discards_total", map[string]string{"reason": "spoiled"}); n != 0 {
+				t.Errorf("%v standbys spoiled", n)
+			}
+			if n := h.counter(t, "speech_gateway_pool_standby_deaths_total", nil); n != 0 {
+				t.Errorf("%v standbys died unused", n)
+			}
+			if n := h.counter(t, "speech_gateway_pool_acquires_total", map[string]string{"result": "hit"}); n == 0 {
+				t.Errorf("no stream got a warm session")
 			}
 		})
 	}

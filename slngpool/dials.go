@@ -218,7 +218,9 @@ func (p *Pool) refill() time.Time {
 routes:
 	for _, k := range keys {
 		r := p.routes[k]
-		if !r.profile && now.Sub(r.lastUsed) > p.opts.RecentTTL {
+		if (!r.profile && now.Sub(r.lastUsed) > p.opts.RecentTTL) || p.staleLocked(k) {
+			// A stale key: an acquire that began before KeyChanged added
+			// it; the route lives on under the new key.
 			p.dropRouteLocked(k, r)
 			continue
 		}

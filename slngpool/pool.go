@@ -227,6 +227,11 @@ type poolKey struct {
 	kind, model, region, worldPart string
 	cred                           string // fingerprint of the credentials, never the key
 	config                         string // canonical JSON of the init config
+	// own is set for the gateway's own key (the endpoint names none), and
+	// gen is then the key's generation: KeyChanged starts a new one, so
+	// that sessions of the old key never serve again.
+	own bool
+	gen uint64
 }
 
 // idleSession is a standby session and the goroutine watching it: SLNG
@@ -265,6 +270,7 @@ type Pool struct {
 	nIdle   int
 	dialing map[poolKey]int
 	routes  map[poolKey]*route
+	gen     uint64               // the generation of the gateway's own key; see KeyChanged
 	pauses  map[string]*keyPause // by credential fingerprint
 }
 
@@ -408,11 +414,18 @@ func (p *Pool) key(kind string, ep slngclient.Endpoint, cfg any) poolKey {
 	h.Write([]byte(ep.APIKey))
 	h.Write([]byte{0})
 	h.Write([]byte(ep.ProviderKey))
-	return poolKey{
+	k := poolKey{
 		kind: kind, model: ep.Model, region: ep.Region, worldPart: ep.WorldPart,
 		cred:   hex.EncodeToString(h.Sum(nil)[:16]),
 		config: string(b),
+		own:    ep.APIKey == "",
 	}
+	if k.own {
+		p.mu.Lock()
+		k.gen = p.gen
+		p.mu.Unlock()
+	}
+	return k
 }
 
 func (p *Pool) acquire(ctx context.Context, k poolKey, ep slngclient.Endpoint, dial dialFunc) (*Lease, error) {
@@ -738,7 +751,7 @@ func (p *Pool) release(l *Lease, err error, reusable bool) {
 // putIdleLocked makes s a standby of k and starts its watcher, or reports
 // false when there is no room.
 func (p *Pool) putIdleLocked(k poolKey, s session) bool {
-	if p.closed || len(p.idle[k]) >= p.opts.MaxIdlePerKey || p.nIdle >= p.opts.MaxIdle {
+	if p.closed || p.staleLocked(k) || len(p.idle[k]) >= p.opts.MaxIdlePerKey || p.nIdle >= p.opts.MaxIdle {
 		return false
 	}
 	wctx, stop := context.WithCancel(p.ctx)
@@ -765,11 +778,15 @@ func (p *Pool) watch(ctx context.Context, is *idleSession) {
 	case *slngclient.TTSSession:
 		var ev slngclient.TTSEvent
 		ev, err = s.Recv(ctx)
-		evErr = ev.Err
+		if ev.Err != nil { // a nil *UpstreamError must not become a non-nil error
+			evErr = ev.Err
+		}
 	case *slngclient.STTSession:
 		var ev slngclient.STTEvent
 		ev, err = s.Recv(ctx)
-		evErr = ev.Err
+		if ev.Err != nil {
+			evErr = ev.Err
+		}
 	}
 	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		close(is.watched) // taken, or the pool closed

@@ -60,6 +60,9 @@ type Fault struct {
 	Fatal      bool   // for FaultError: close after the frame
 	CloseCode  int    // for FaultClose and fatal FaultError
 	Size       int    // for FaultOversized
+	// RetryAfter, for FaultHandshake, sends a Retry-After header with
+	// this many seconds (as SLNG's gateway may with a 429 or 503).
+	RetryAfter int
 	// Once makes the fault fire on the first matching connection only.
 	Once bool
 }
@@ -68,6 +71,7 @@ type Fault struct {
 //
 //	deepgram/aura:2=handshake:503
 //	*=handshake:400,body=BYOK is only supported for external STT/TTS routes
+//	*=handshake:429,retry-after=30
 //	*=error:provider_error@first-audio,fatal,close=1011
 //	*=error:pronunciation_not_found@ready         (non-fatal: frame only)
 //	*=drop@chunks:3
@@ -145,6 +149,10 @@ func ParseFault(spec string) (model string, f Fault, err error) {
 			}
 		case "message":
 			f.Message = v
+		case "retry-after":
+			if f.RetryAfter, err = strconv.Atoi(v); err != nil || f.RetryAfter < 0 || f.Kind != FaultHandshake {
+				return "", Fault{}, fmt.Errorf("fault %q: retry-after takes seconds, on handshake faults", spec)
+			}
 		case "body":
 			if f.Kind != FaultHandshake {
 				return "", Fault{}, fmt.Errorf("fault %q: body is for handshake faults", spec)

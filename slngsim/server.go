@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -328,6 +329,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		body := fault.Body
 		if body == "" {
 			body = handshakeBody(fault.HTTPStatus)
+		}
+		if fault.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(fault.RetryAfter))
 		}
 		s.reject(w, fault.HTTPStatus, body)
 		return

@@ -100,3 +100,17 @@ func TestTTSTextTimeoutDropsSessionWithoutText(t *testing.T) {
 		t.Fatalf("session with text ended or spoke unflushed text: %v", err)
 	}
 }
+
+func TestHandshakeFaultRetryAfter(t *testing.T) {
+	t.Parallel()
+	s := startSim(t, Options{Faults: MustFaults("*=handshake:429,retry-after=7")})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, resp, err := websocket.Dial(ctx, s.URL()+"/v1/bridges/unmute/tts/deepgram/aura:2", nil)
+	if err == nil || resp == nil || resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "7" {
+		t.Fatalf("dial = %v, %v; want 429 with Retry-After 7", resp, err)
+	}
+	if _, _, err := ParseFault("*=drop@ready,retry-after=3"); err == nil {
+		t.Error("retry-after accepted on a fault that is not a handshake")
+	}
+}

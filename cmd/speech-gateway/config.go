@@ -34,7 +34,10 @@ type config struct {
 
 	baseURL string // empty: worldPart's regional host
 	apiKey  string // never logged or printed
-	routes  string
+	// keyFile is SLNG_API_KEY_FILE, re-read every keyReload (0: never).
+	keyFile   string
+	keyReload time.Duration
+	routes    string
 	// worldPart selects the regional host; regionOverride and
 	// worldPartOverride are sent as headers only when set.
 	worldPart, regionOverride, worldPartOverride string
@@ -178,6 +181,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.worldPartOverride, "slng-world-part-override", env("SLNG_WORLD_PART_OVERRIDE", ""), "send X-World-Part-Override: na, eu or ap; retired for speech by SLNG's current clients [SLNG_WORLD_PART_OVERRIDE]")
 	legacyRegion := fs.String("slng-region", env("SLNG_REGION", ""), "deprecated: the same as --slng-region-override [SLNG_REGION]")
 	fs.BoolVar(&c.tokenInQuery, "slng-token-in-query", envBool("SLNG_TOKEN_IN_QUERY"), "send the key as ?token= instead of an Authorization header [SLNG_TOKEN_IN_QUERY]")
+	fs.DurationVar(&c.keyReload, "key-reload-interval", envDur("KEY_RELOAD_INTERVAL", 10*time.Second), "re-read SLNG_API_KEY_FILE this often and use a changed key for new sessions (a rotated Secret); 0 disables [KEY_RELOAD_INTERVAL]")
 	fs.StringVar(&c.defaultTTSModel, "default-tts-model", env("DEFAULT_TTS_MODEL", "deepgram/aura:2"), "model for Synthesize streams that name none [DEFAULT_TTS_MODEL]")
 	fs.StringVar(&c.defaultVoice, "default-voice", env("DEFAULT_VOICE", "aura-2-thalia-en"), "voice for streams that name neither model nor voice [DEFAULT_VOICE]")
 	fs.StringVar(&c.defaultSTTModel, "default-stt-model", env("DEFAULT_STT_MODEL", "deepgram/nova:3"), "model for Transcribe streams that name none [DEFAULT_STT_MODEL]")
@@ -302,6 +306,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 			return nil, err
 		}
 		c.apiKey = key
+		c.keyFile = getenv("SLNG_API_KEY_FILE")
+	}
+	if c.keyReload < 0 {
+		c.keyReload = 0
 	}
 	return c, nil
 }

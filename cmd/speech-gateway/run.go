@@ -154,6 +154,21 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	// Closed after the gRPC server has stopped (defers run last first).
 	defer pool.Close()
+	if cfg.keyFile != "" && cfg.keyReload > 0 {
+		// A rotated Secret: new sessions use the new key; the pool drops
+		// standbys of the old one; streams in flight keep their sessions.
+		w := newKeyWatcher(cfg.keyFile, cfg.keyReload, cfg.apiKey, func(key string) {
+			client.SetAPIKey(key)
+			pool.KeyChanged()
+		}, log, reg)
+		wctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			w.run(wctx)
+		}()
+		defer func() { stop(); <-done }()
+	}
 	srv, err := service.New(pool, log, service.NewMetrics(reg), service.Config{
 		DefaultTTSModel:       cfg.defaultTTSModel,
 		DefaultVoice:          cfg.defaultVoice,
