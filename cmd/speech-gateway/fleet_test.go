@@ -97,7 +97,7 @@ func TestFleet(t *testing.T) {
 			got = map[string]float64{}
 			for _, g := range gws {
 				for name := range want {
-					got[name] += sumMetric(t, scrape(ctx, t, g.admin), name, map[string]string{"caller": "meter"})
+					got[name] += sumMetric(t, scrapeMetrics(ctx, t, g.admin), name, map[string]string{"caller": "meter"})
 				}
 			}
 			for name, w := range want {
@@ -107,12 +107,12 @@ func TestFleet(t *testing.T) {
 			}
 			return true
 		})
-		if s := sumMetric(t, scrape(ctx, t, gws[0].admin), "speech_gateway_usage_upstream_session_seconds_total", map[string]string{"caller": "meter"}); s <= 0 {
+		if s := sumMetric(t, scrapeMetrics(ctx, t, gws[0].admin), "speech_gateway_usage_upstream_session_seconds_total", map[string]string{"caller": "meter"}); s <= 0 {
 			t.Errorf("no upstream session seconds metered")
 		}
 		// Both replicas see each other.
 		for _, g := range gws {
-			if n := sumMetric(t, scrape(ctx, t, g.admin), "speech_gateway_fleet_replicas", nil); n != 2 {
+			if n := sumMetric(t, scrapeMetrics(ctx, t, g.admin), "speech_gateway_fleet_replicas", nil); n != 2 {
 				t.Errorf("%s sees %v replicas, want 2", g.name, n)
 			}
 		}
@@ -130,7 +130,7 @@ func TestFleet(t *testing.T) {
 		rds.Restart()
 		for _, g := range gws {
 			waitMode(ctx, t, g, "shared", "shared limits in redis, 2 replicas")
-			if n := sumMetric(t, scrape(ctx, t, g.admin), "speech_gateway_fleet_fallbacks_total", nil); n != 1 {
+			if n := sumMetric(t, scrapeMetrics(ctx, t, g.admin), "speech_gateway_fleet_fallbacks_total", nil); n != 1 {
 				t.Errorf("%s: fleet_fallbacks_total = %v, want 1", g.name, n)
 			}
 		}
@@ -226,7 +226,7 @@ func TestFleet(t *testing.T) {
 		poll(ctx, t, "the burst's standbys gone", func() bool {
 			var held float64
 			for _, g := range gws {
-				held += sumMetric(t, scrape(ctx, t, g.admin), "speech_gateway_fleet_leases", map[string]string{"semaphore": "upstream"})
+				held += sumMetric(t, scrapeMetrics(ctx, t, g.admin), "speech_gateway_fleet_leases", map[string]string{"semaphore": "upstream"})
 			}
 			return held == 0
 		})
@@ -344,7 +344,7 @@ func holdOneStream(ctx context.Context, t *testing.T, on, other *grpc.ClientConn
 func waitMode(ctx context.Context, t *testing.T, g *gatewayProc, mode, readyz string) {
 	t.Helper()
 	poll(ctx, t, g.name+" in "+mode, func() bool {
-		if sumMetric(t, scrape(ctx, t, g.admin), "speech_gateway_fleet_mode", map[string]string{"mode": mode}) != 1 {
+		if sumMetric(t, scrapeMetrics(ctx, t, g.admin), "speech_gateway_fleet_mode", map[string]string{"mode": mode}) != 1 {
 			return false
 		}
 		code, body := get(ctx, t, "http://"+g.admin+"/readyz")
@@ -384,8 +384,8 @@ func get(ctx context.Context, t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// scrape reads a gateway's /metrics.
-func scrape(ctx context.Context, t *testing.T, admin string) map[string]*dto.MetricFamily {
+// scrapeMetrics reads a gateway's /metrics.
+func scrapeMetrics(ctx context.Context, t *testing.T, admin string) map[string]*dto.MetricFamily {
 	t.Helper()
 	_, body := get(ctx, t, "http://"+admin+"/metrics")
 	parser := expfmt.NewTextParser(model.UTF8Validation)
