@@ -77,9 +77,20 @@ func poolBudget(f *fleet.Fleet, cfg *config) slngpool.Budget {
 	return f.Budget(cfg.upstreamBudget)
 }
 
-// withReadyDetail adds to a ready /readyz answer the line detail returns:
-// how the fleet's limits stand. A fallback leaves the gateway ready; the
-// line and speech_gateway_fleet_mode say so.
+// fleetDetail is the /readyz line of a fleet sharing its limits through
+// Redis: whether they are shared or in fallback. A local fleet has none.
+func fleetDetail(f *fleet.Fleet) func() string {
+	return func() string {
+		if st := f.Status(); st.Mode != fleet.ModeLocal {
+			return st.String()
+		}
+		return ""
+	}
+}
+
+// withReadyDetail adds to a ready /readyz answer the line detail returns,
+// if any: how the fleet's limits stand. A fallback leaves the gateway
+// ready; the line and speech_gateway_fleet_mode say so.
 func withReadyDetail(next http.Handler, detail func() string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/readyz" {
@@ -88,8 +99,8 @@ func withReadyDetail(next http.Handler, detail func() string) http.Handler {
 		}
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
-		if rec.status == http.StatusOK {
-			_, _ = io.WriteString(w, detail()+"\n")
+		if line := detail(); rec.status == http.StatusOK && line != "" {
+			_, _ = io.WriteString(w, line+"\n")
 		}
 	})
 }

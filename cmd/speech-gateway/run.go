@@ -228,7 +228,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 			lis.Close()
 			return fmt.Errorf("listen %s: %w", cfg.adminListen, err)
 		}
-		admin = &http.Server{Handler: withReadyDetail(adminHandler(reg, &serving, pool.Rejected), func() string { return fl.Status().String() }), ReadHeaderTimeout: 5 * time.Second}
+		admin = &http.Server{Handler: withReadyDetail(adminHandler(reg, &serving, pool.Rejected), fleetDetail(fl)), ReadHeaderTimeout: 5 * time.Second}
 	}
 	registerOpsMetrics(reg, info, cfg.maxStreams, &serving)
 	debugSrv, err := startDebug(cfg, log)
