@@ -2,6 +2,13 @@ package service
 
 import (
 	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngclient"
 )
 
 // runPumps runs the two pumps of one stream: up (gRPC -> SLNG) in a new
@@ -41,4 +48,45 @@ func (s *Server) runPumps(ctx context.Context, up, down func(context.Context) er
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
+}
+
+func durationOrNil(d time.Duration) *durationpb.Duration {
+	if d <= 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+// warningOf turns a non-fatal upstream error into a Warning, bounding the
+// message so that an upstream cannot stuff the caller's stream.
+func warningOf(ue *slngclient.UpstreamError) *speechv1.Warning {
+	if ue == nil {
+		return &speechv1.Warning{Code: "unknown"}
+	}
+	return &speechv1.Warning{Code: truncate(ue.Code, 64), Message: truncate(ue.Message, 256)}
+}
+
+// maxReconnects bounds reconnects that bring no final transcript: a
+// session that fails again at once will not be saved by another.
+const maxReconnects = 3
+
+// reconnectReason names why a session was replaced, for the caller.
+func reconnectReason(cause error) string {
+	if cause == nil {
+		return "rollover"
+	}
+	if errors.Is(cause, errTurnTimeout) {
+		return "turn_timeout"
+	}
+	if ue, ok := slngclient.AsUpstreamError(cause); ok {
+		switch {
+		case ue.Code != "":
+			return ue.Code
+		case ue.Kind == slngclient.KindClose && ue.CloseCode == 1000:
+			return "closed"
+		case ue.Reaped():
+			return "reaped"
+		}
+	}
+	return "connection_lost"
 }

@@ -81,3 +81,21 @@ func (c pcmClock) offset(d time.Duration) int64 {
 	samples := math.Round(d.Seconds() * c.rate / float64(c.frame))
 	return int64(samples) * c.frame
 }
+
+// Default synthesis format: what SLNG's own clients use (slng-protocol.md
+// section 10).
+const (
+	defaultTTSSampleRate = 24000
+	defaultSTTSampleRate = 16000
+)
+
+// bytesPerSecond is the playback rate of uncompressed formats, 0 otherwise.
+func bytesPerSecond(f *speechv1.AudioFormat) float64 {
+	switch f.GetEncoding() {
+	case speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16:
+		return 2 * float64(f.GetSampleRateHz())
+	case speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, speechv1.AudioEncoding_AUDIO_ENCODING_ALAW:
+		return float64(f.GetSampleRateHz())
+	}
+	return 0
+}

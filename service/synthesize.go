@@ -1,0 +1,388 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngclient"
+)
+
+// synthRequests is where a synthesis reads its requests from: the bidi
+// stream, or the single request of SynthesizeText.
+type synthRequests interface {
+	Recv() (*speechv1.SynthesizeRequest, error)
+}
+
+// synthResponses is where a synthesis sends its responses.
+type synthResponses interface {
+	Send(*speechv1.SynthesizeResponse) error
+}
+
+// ttsServiceName is the full name of TextToSpeechService, for logs.
+var ttsServiceName = speechv1.TextToSpeechService_ServiceDesc.ServiceName
+
+// Synthesize implements TextToSpeechService.Synthesize.
+func (s *Server) Synthesize(stream speechv1.TextToSpeechService_SynthesizeServer) error {
+	return s.synthesize(stream.Context(), "Synthesize", stream, stream)
+}
+
+// SynthesizeText implements TextToSpeechService.SynthesizeText as a
+// Synthesize stream of one flushed text followed by a half-close.
+func (s *Server) SynthesizeText(req *speechv1.SynthesizeTextRequest, stream speechv1.TextToSpeechService_SynthesizeTextServer) error {
+	if err := s.checkText("text", req.GetText()); err != nil {
+		id, log := s.streamLogger(stream.Context(), ttsServiceName, "SynthesizeText")
+		return s.finish(stream.Context(), "SynthesizeText", err, streamMeta{sessionID: id}, log)
+	}
+	cfg := req.GetConfig()
+	if cfg == nil {
+		cfg = &speechv1.SynthesisConfig{}
+	}
+	reqs := &singleText{msgs: []*speechv1.SynthesizeRequest{
+		{Request: &speechv1.SynthesizeRequest_Config{Config: cfg}},
+		{Request: &speechv1.SynthesizeRequest_Text{Text: &speechv1.TextInput{Text: req.GetText(), Flush: true}}},
+	}}
+	return s.synthesize(stream.Context(), "SynthesizeText", reqs, stream)
+}
+
+// singleText replays a fixed list of requests, then reports a half-close.
+type singleText struct {
+	msgs []*speechv1.SynthesizeRequest
+}
+
+func (r *singleText) Recv() (*speechv1.SynthesizeRequest, error) {
+	if len(r.msgs) == 0 {
+		return nil, io.EOF
+	}
+	m := r.msgs[0]
+	r.msgs = r.msgs[1:]
+	return m, nil
+}
+
+func (s *Server) synthesize(ctx context.Context, rpc string, reqs synthRequests, out synthResponses) error {
+	id, log := s.streamLogger(ctx, ttsServiceName, rpc)
+	ctx, log, usage := s.callerContext(ctx, log, rpc)
+	meta := streamMeta{sessionID: id, caller: usage.caller}
+	release, err := s.admit(rpc)
+	if err != nil {
+		return s.finish(ctx, rpc, err, meta, log)
+	}
+	defer release()
+	st := &synthesis{srv: s, reqs: reqs, out: out, log: log, meta: meta, failFast: rpc == "SynthesizeText", usage: usage}
+	st.lastSent.Store(time.Now().UnixNano())
+	ctx, activity, cancel := s.streamContext(ctx, func() bool {
+		// Busy means a turn is in progress and reaching the caller: a
+		// caller that stops reading is idle however many turns wait.
+		recent := time.Since(time.Unix(0, st.lastSent.Load())) < s.cfg.CallerIdleTimeout
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return recent && st.book != nil && !st.book.idle()
+	})
+	defer cancel()
+	st.activity = activity
+	err = st.run(ctx)
+	meta = st.snapshotMeta()
+	err = s.finish(ctx, rpc, err, meta, log)
+	usage.end(log, meta.model, st.synthesizedAudio(), 0, err)
+	return err
+}
+
+// synthesis is one Synthesize stream: its upstream session and its turns.
+//
+// Locks, always taken in this order: upMu serializes everything sent
+// upstream with session replacement, so that a replayed turn reaches a new
+// session before newer text; sendMu orders responses, held from computing a
+// response (under mu) to sending it, so that the pumps' responses reach the
+// caller in the order of the events that made them; mu guards the state.
+// mu is never held during a Send: a caller that stops reading blocks the
+// sender, never the state.
+type synthesis struct {
+	srv      *Server
+	activity func() // records a message from the caller
+	reqs     synthRequests
+	out      synthResponses
+	log      *zap.Logger
+	// failFast ends the stream with the status of a failed turn instead of
+	// sending turn_failed (SynthesizeText, which has one turn).
+	failFast bool
+	usage    *callerUsage
+
+	cfg    *speechv1.SynthesisConfig // effective config
+	ep     slngclient.Endpoint
+	ttsCfg slngclient.TTSConfig
+
+	upMu   sync.Mutex
+	sendMu sync.Mutex
+
+	mu    sync.Mutex
+	meta  streamMeta
+	sess  *slngclient.TTSSession
+	lease *upstreamLease // sess's lease
+	book  *turnBook
+	// dirty is set when the current session saw anything but clean turns
+	// (a clear, a cancel, a warning, text never flushed): it is then not
+	// returned to the pool.
+	dirty bool
+	// quiet, when cancelled, stops the down pump without closing the
+	// session, which goes back to the pool (see halfClose).
+	quiet        context.Context
+	stopQuiet    context.CancelFunc
+	returnToPool bool
+	// failures counts upstream failures since audio last arrived.
+	failures int
+	// delivered counts the audio bytes relayed to the caller, for metering.
+	delivered int64
+	// closed is set when the handler is done; a session dialled after that
+	// is closed at once.
+	closed bool
+	// gone is set when the session ended between turns (some models close
+	// after every audio_end; the gateway rolls over old sessions); the next
+	// text dials a new one and hands it to the down pump through next.
+	gone       bool
+	next       chan *slngclient.TTSSession
+	halfClosed bool
+	draining   bool
+	// recvCancel cancels the down pump's current Recv; the turn watchdog
+	// uses it with errTurnTimeout.
+	recvCancel context.CancelCauseFunc
+	echoTimer  *time.Timer
+
+	// lastSent is when a response last reached the caller's stream, and
+	// progress when the turn being spoken last moved (Unix nanoseconds).
+	lastSent  atomic.Int64
+	progress  atomic.Int64
+	turnTimer *time.Timer
+}
+
+var errUpstreamClosedBeforeSpeaking = &slngclient.UpstreamError{
+	Kind:      slngclient.KindClose,
+	CloseCode: 1000,
+	Message:   "upstream kept closing the session before speaking the turn",
+	Retryable: true,
+}
+
+// errTurnTimeout ends a turn that made no progress for Config.TurnTimeout.
+var errTurnTimeout = errors.New("upstream made no progress on the turn within the turn timeout")
+
+func (st *synthesis) run(ctx context.Context) error {
+	first, err := st.reqs.Recv()
+	if errors.Is(err, io.EOF) {
+		return invalid("config", "the stream ended before a config message")
+	}
+	if err != nil {
+		return err
+	}
+	cfg := first.GetConfig()
+	if cfg == nil {
+		return invalid("config", "the first message must be a config")
+	}
+	if err := st.configure(cfg); err != nil {
+		return err
+	}
+	st.mu.Lock()
+	st.meta.model = st.ep.Model
+	st.book = newTurnBook(clockOf(st.cfg.Format))
+	st.book.style = st.srv.endStyle(st.ep.Model)
+	st.mu.Unlock()
+
+	if st.ep.APIKey, err = st.srv.callerKey(ctx); err != nil {
+		return err
+	}
+	st.mu.Lock()
+	st.meta.callerKey = st.ep.APIKey != ""
+	st.mu.Unlock()
+	if err := st.usage.admit(ctx, st.srv, st.ep.Model); err != nil {
+		return err
+	}
+	st.quiet, st.stopQuiet = context.WithCancel(context.Background())
+	defer st.stopQuiet()
+	sess, err := st.dial(ctx, nil)
+	if err != nil {
+		return err
+	}
+	var runErr error
+	defer func() { st.release(runErr) }()
+	st.turnTimer = time.AfterFunc(time.Hour, st.checkTurn)
+	st.turnTimer.Stop()
+	defer func() {
+		st.turnTimer.Stop()
+		st.mu.Lock()
+		if st.echoTimer != nil {
+			st.echoTimer.Stop()
+		}
+		st.mu.Unlock()
+	}()
+
+	started := &speechv1.SynthesisStarted{
+		SessionId:         st.meta.sessionID,
+		UpstreamSessionId: sess.ID(),
+		UpstreamRequestId: sess.RequestID(),
+		Config:            st.cfg,
+		Limits:            st.srv.limits(),
+		WarmSession:       st.lease.Warm,
+		CallerId:          st.usage.caller,
+	}
+	if err := st.out.Send(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Started{Started: started}}); err != nil {
+		runErr = err
+		return err
+	}
+
+	runErr = st.srv.runPumps(ctx, st.pumpUp, st.pumpDown)
+	if runErr == nil && !st.reusable() {
+		st.mu.Lock()
+		sess := st.sess
+		st.mu.Unlock()
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), st.srv.cfg.CloseTimeout)
+		defer cancel()
+		_ = sess.Close(closeCtx) // best effort: every turn is already delivered
+	}
+	return runErr
+}
+
+// reusable reports, once the pumps are done, whether the session may serve
+// another stream: every turn finished cleanly, the caller half-closed, and
+// SLNG left the socket open.
+func (st *synthesis) reusable() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.returnToPool {
+		return true
+	}
+	st.returnToPool = st.halfClosed && st.book.idle() && !st.book.awaitingEcho() &&
+		!st.gone && !st.dirty && !st.draining && st.sess.Err() == nil
+	return st.returnToPool
+}
+
+// release hands the session back to the pool when it is reusable and
+// closes it otherwise.
+func (st *synthesis) release(err error) {
+	st.mu.Lock()
+	st.closed = true
+	st.srv.learnEndStyle(st.ep.Model, st.book.style)
+	lease, reuse := st.lease, st.returnToPool && err == nil
+	st.mu.Unlock()
+	if !reuse {
+		lease.TTS.CloseNow()
+	}
+	lease.release(err, reuse)
+}
+
+// configure validates cfg and fills in the effective configuration.
+func (st *synthesis) configure(cfg *speechv1.SynthesisConfig) error {
+	s := st.srv
+	var v violations
+	eff := proto.Clone(cfg).(*speechv1.SynthesisConfig)
+	if eff.Model == "" {
+		eff.Model = s.cfg.DefaultTTSModel
+		if eff.Voice == "" {
+			eff.Voice = s.cfg.DefaultVoice
+		}
+	}
+	s.checkModel(&v, "config.model", eff.Model)
+	checkFormat(&v, "config.format", eff.Format)
+	if sp := eff.Speed; sp != 0 && (sp < minSpeed || sp > maxSpeed) {
+		v.add("config.speed", "%g is outside %g-%g", sp, minSpeed, maxSpeed)
+	}
+	opts := eff.GetModelOptions().AsMap()
+	checkOptions(&v, "config.model_options", opts, reservedTTSOptions)
+	if err := v.err(); err != nil {
+		return err
+	}
+	if eff.Format == nil {
+		eff.Format = &speechv1.AudioFormat{}
+	}
+	if eff.Format.Encoding == speechv1.AudioEncoding_AUDIO_ENCODING_UNSPECIFIED {
+		eff.Format.Encoding = speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16
+	}
+	if eff.Format.SampleRateHz == 0 {
+		eff.Format.SampleRateHz = defaultTTSSampleRate
+	}
+	st.cfg = eff
+	st.ep = slngclient.Endpoint{Model: eff.Model}
+	st.ttsCfg = slngclient.TTSConfig{
+		Voice:      eff.Voice,
+		Encoding:   encodingNames[eff.Format.Encoding],
+		SampleRate: int(eff.Format.SampleRateHz),
+		Language:   eff.Language,
+		Speed:      eff.Speed,
+		Extra:      opts,
+	}
+	return nil
+}
+
+func (st *synthesis) snapshotMeta() streamMeta {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.meta
+}
+
+func (st *synthesis) session() *slngclient.TTSSession {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.sess
+}
+
+// emit computes responses with f under mu and sends them in order. f must
+// return responses from the turn book (or its own); they are sent after mu
+// is released and before sendMu is, so nothing else reuses them meanwhile.
+func (st *synthesis) emit(f func() []*speechv1.SynthesizeResponse) error {
+	st.sendMu.Lock()
+	defer st.sendMu.Unlock()
+	st.mu.Lock()
+	out := f()
+	st.mu.Unlock()
+	return st.sendAll(out)
+}
+
+// sendAll sends responses; sendMu is held.
+func (st *synthesis) sendAll(out []*speechv1.SynthesizeResponse) error {
+	for _, resp := range out {
+		if err := st.out.Send(resp); err != nil {
+			return err
+		}
+		st.lastSent.Store(time.Now().UnixNano())
+	}
+	return nil
+}
+
+// finished reports whether the stream is complete after an event. A stream
+// whose session may go back to the pool first waits, briefly, for the
+// route's second end-of-turn signal (see awaitingEcho).
+func (st *synthesis) finished() (bool, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	switch {
+	case !st.book.idle():
+		return false, nil
+	case st.halfClosed && st.book.awaitingEcho() && !st.dirty && !st.gone && !st.draining:
+		if st.echoTimer == nil {
+			cancel := st.recvCancel
+			st.echoTimer = time.AfterFunc(echoGrace, func() { cancel(errEchoGrace) })
+		}
+		return false, nil
+	case st.halfClosed:
+		return true, nil
+	case st.draining:
+		return true, errDraining
+	}
+	return false, nil
+}
+
+// echoGrace bounds the wait for a route's second end-of-turn signal at the
+// end of a stream. It is paid once per model, until the gateway has seen
+// how the route ends turns.
+const echoGrace = 250 * time.Millisecond
+
+// errEchoGrace ends the wait for the second end-of-turn signal.
+var errEchoGrace = errors.New("no second end-of-turn signal")
+
+func warningResponse(ue *slngclient.UpstreamError) *speechv1.SynthesizeResponse {
+	return &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Warning{Warning: warningOf(ue)}}
+}
