@@ -1,0 +1,91 @@
+package slngpool
+
+import (
+	"sync"
+	"time"
+
+	"github.com/speech-gateway/speech-gateway/slngclient"
+)
+
+// Lease is a session handed to one caller; Release returns it.
+type Lease struct {
+	p    *Pool
+	key  poolKey
+	br   *breaker
+	s    session
+	once sync.Once
+	// TTS or STT is the session, by kind.
+	TTS *slngclient.TTSSession
+	STT *slngclient.STTSession
+	// Warm reports that a standby session served the acquire.
+	Warm bool
+}
+
+// Release ends the lease. err is why the stream ended, nil if it ended
+// well; upstream failures count against the breaker. reusable says that
+// the session is quiescent, with every turn complete and the socket open;
+// the pool then keeps it as a standby when there is room. Otherwise, or
+// when the caller has already closed it, the session is closed. Release
+// may be called more than once; only the first call counts.
+func (l *Lease) Release(err error, reusable bool) {
+	l.once.Do(func() { l.p.release(l, err, reusable) })
+}
+
+func (p *Pool) release(l *Lease, err error, reusable bool) {
+	p.m.inUse.WithLabelValues(l.key.kind).Dec()
+	now := time.Now()
+	if err == nil && isDone(l.s) {
+		// A caller that replaced a failed session may release it as if
+		// it had ended well; how it ended is known here.
+		if serr := l.s.Err(); serr != nil {
+			if _, upstream := slngclient.AsUpstreamError(serr); upstream {
+				err = serr
+			}
+		}
+	}
+	if err != nil {
+		p.m.upstreamError(l.key.kind, err)
+		ue, upstream := slngclient.AsUpstreamError(err)
+		early := upstream && now.Sub(l.s.Stats().ReadyAt) < p.opts.EarlyDeath
+		switch {
+		case counted(err):
+			l.br.report(err)
+		case early && ue.Kind == slngclient.KindClose:
+			// SLNG closed a session right after ready: whatever the
+			// close code says, that is SLNG failing.
+			l.br.report(&slngclient.UpstreamError{Kind: slngclient.KindTransport, Message: "session closed right after ready", Err: err})
+		}
+		if upstream {
+			reason, _ := keySignal(err)
+			p.mu.Lock()
+			if early && (ue.Unwell() || ue.Kind == slngclient.KindClose || reason != "") {
+				// SLNG failed the configuration right after ready: its
+				// standbys would fail too.
+				p.failedLocked(l.key, err, now, false)
+			} else {
+				p.signalLocked(l.key.cred, err, now)
+			}
+			p.mu.Unlock()
+		}
+	} else {
+		if l.Warm {
+			l.br.reportOK() // its dial was not counted yet: see errPending
+		}
+		p.mu.Lock()
+		p.succeededLocked(l.key)
+		p.mu.Unlock()
+	}
+	if err != nil || !reusable || p.opts.DisableWarm || isDone(l.s) ||
+		now.Sub(l.s.Stats().ReadyAt) > p.opts.MaxSessionAge || !p.keepBudget(l.key) {
+		l.s.CloseNow()
+		p.freeSlot(l.key)
+		return
+	}
+	p.mu.Lock()
+	if !p.putIdleLocked(l.key, l.s) {
+		p.mu.Unlock()
+		p.discard(l.s, l.key, "full")
+		return
+	}
+	p.mu.Unlock()
+}
