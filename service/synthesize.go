@@ -155,7 +155,7 @@ type synthesis struct {
 	echoTimer  *time.Timer
 
 	// lastSent is when a response last reached the caller's stream, and
-	// progress when the turn being spoken last moved (Unix nanoseconds).
+	// progress when the first turn of a run was flushed (Unix nanoseconds).
 	lastSent  atomic.Int64
 	progress  atomic.Int64
 	turnTimer *time.Timer

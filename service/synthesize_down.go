@@ -191,14 +191,14 @@ func (st *synthesis) relay(ctx, rctx context.Context, sess *slngclient.TTSSessio
 			// Never a nil *UpstreamError inside an error interface.
 			ev.Err = &slngclient.UpstreamError{Kind: slngclient.KindErrorFrame, Code: "unknown"}
 		}
-		done, replace, err := st.deliver(ev)
+		done, replace, boundary, err := st.deliver(ev)
 		if err != nil || done {
 			return nil, err
 		}
 		if replace {
 			return st.replace(ctx, sess, ev.Err)
 		}
-		if st.rolloverDue(sess) {
+		if boundary && st.rolloverDue(sess) {
 			return st.rollover(ctx, sess)
 		}
 	}
@@ -206,8 +206,13 @@ func (st *synthesis) relay(ctx, rctx context.Context, sess *slngclient.TTSSessio
 
 // deliver translates one upstream event. done reports the end of the
 // stream; replace that an error frame arrived during a turn, so the session
-// must be replaced.
-func (st *synthesis) deliver(ev slngclient.TTSEvent) (done, replace bool, err error) {
+// must be replaced; boundary that a turn ended and none is in progress, the
+// only moment a rollover may happen.
+//
+// This is the per-chunk path: one lock of the state, and the responses are
+// sent after it is released. Progress for the turn watchdog is the sending
+// itself (lastSent).
+func (st *synthesis) deliver(ev slngclient.TTSEvent) (done, replace, boundary bool, err error) {
 	st.sendMu.Lock()
 	defer st.sendMu.Unlock()
 	st.mu.Lock()
@@ -218,8 +223,8 @@ func (st *synthesis) deliver(ev slngclient.TTSEvent) (done, replace bool, err er
 	st.delivered += int64(res.audio)
 	if res.audio > 0 || res.ended != nil {
 		st.failures = 0
-		st.progress.Store(time.Now().UnixNano())
 	}
+	idle := st.book.idle()
 	var failErr error
 	failed := res.failed != nil
 	if failed && st.failFast {
@@ -246,15 +251,15 @@ func (st *synthesis) deliver(ev slngclient.TTSEvent) (done, replace bool, err er
 		m.turnFailed(turnOutcome(ev.Err).reason)
 	}
 	if failErr != nil {
-		return true, false, failErr
+		return true, false, false, failErr
 	}
 	err = st.sendAll(out)
 	st.book.chunk.Data = nil // the session's buffer, valid until its next Recv
-	if err != nil {
-		return false, false, err
+	if err != nil || !idle {
+		return false, res.replace, false, err
 	}
 	done, err = st.finished()
-	return done, res.replace && !done, err
+	return done, res.replace && !done, res.ended != nil && !done, err
 }
 
 // replace ends a session that cannot finish the turn in progress: SLNG

@@ -151,9 +151,9 @@ func (st *synthesis) checkTurn() {
 }
 
 // turnStale returns how long the turn in progress may still go without
-// progress; zero or less means it has timed out. Progress is an event of
-// the turn from upstream or a response reaching the caller, so a caller
-// that reads slowly never makes a turn look stuck.
+// progress; zero or less means it has timed out. Progress is a response
+// reaching the caller (every audio chunk and end of turn is one) since the
+// flush, so a caller that reads slowly never makes a turn look stuck.
 func (st *synthesis) turnStale() time.Duration {
 	last := max(st.progress.Load(), st.lastSent.Load())
 	return st.srv.cfg.TurnTimeout - time.Since(time.Unix(0, last))
