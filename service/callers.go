@@ -6,11 +6,9 @@ import (
 	"time"
 	"unicode/utf8"
 
-	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
 	"github.com/speech-gateway/speech-gateway/callers"
@@ -37,23 +35,7 @@ const spanCaller = "speech_gateway.caller_id"
 
 type callerIDKey struct{}
 
-// IdentityInterceptor identifies the caller of every stream with c (the
-// same Callers as the Config's) before the handler runs. Install it
-// outside the logging interceptor, with logging.WithFieldsFromContext(
-// LogFields), so that the access-log line of a stream carries its caller.
-// Without it, the handlers identify the caller themselves.
-func IdentityInterceptor(c Callers) grpc.StreamServerInterceptor {
-	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if c == nil {
-			return handler(srv, ss)
-		}
-		w := middleware.WrapServerStream(ss)
-		w.WrappedContext = context.WithValue(ss.Context(), callerIDKey{}, c.Identify(ss.Context()))
-		return handler(srv, w)
-	}
-}
-
-// callerOf is the caller id of the stream of ctx: the interceptor's, or
+// callerOf is the caller id of the stream of ctx: StreamInterceptor's, or
 // one found now; "" when the gateway does not identify callers.
 func (s *Server) callerOf(ctx context.Context) string {
 	if id, ok := ctx.Value(callerIDKey{}).(string); ok {

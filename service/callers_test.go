@@ -59,7 +59,7 @@ func TestCallersMetered(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
 	log := zap.New(core)
 	h := newHarnessWith(t, slngsim.Options{}, Config{Callers: gate}, slngpool.Options{DisableWarm: true, DialAttempts: 1}, log,
-		grpc.ChainStreamInterceptor(SessionInterceptor(), IdentityInterceptor(gate),
+		grpc.ChainStreamInterceptor(StreamInterceptor(gate),
 			logging.StreamServerInterceptor(InterceptorLogger(log.Named("grpc")),
 				logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContext(LogFields))))
 

@@ -23,15 +23,21 @@ const (
 
 type sessionIDKey struct{}
 
-// SessionInterceptor gives every stream its gateway session id (the one in
-// `started` and in error metadata) before the handler runs. Install it
-// outside the logging interceptor, with logging.WithFieldsFromContext(
-// LogFields), so that the access-log line of a stream carries the same
-// session_id as the service's lines.
-func SessionInterceptor() grpc.StreamServerInterceptor {
+// StreamInterceptor gives every stream, before the handler runs, its
+// gateway session id (the one in `started` and in error metadata) and,
+// with c, its caller id, in one wrapping of the stream. Install it outside
+// the logging interceptor, with logging.WithFieldsFromContext(LogFields),
+// so that the access-log line of a stream carries the same session_id and
+// caller as the service's lines. Without it, the handlers find both
+// themselves.
+func StreamInterceptor(c Callers) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx := context.WithValue(ss.Context(), sessionIDKey{}, newSessionID())
+		if c != nil {
+			ctx = context.WithValue(ctx, callerIDKey{}, c.Identify(ss.Context()))
+		}
 		w := middleware.WrapServerStream(ss)
-		w.WrappedContext = context.WithValue(ss.Context(), sessionIDKey{}, newSessionID())
+		w.WrappedContext = ctx
 		return handler(srv, w)
 	}
 }
@@ -53,7 +59,7 @@ func LogFields(ctx context.Context) logging.Fields {
 }
 
 // streamLogger returns the session id of the stream whose context is ctx
-// (SessionInterceptor's, or a new one when the interceptor is not
+// (StreamInterceptor's, or a new one when the interceptor is not
 // installed) and a logger whose every line carries it, the RPC's names and,
 // when tracing is on, the trace and span ids.
 func (s *Server) streamLogger(ctx context.Context, service, method string) (string, *zap.Logger) {

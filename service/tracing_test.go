@@ -83,7 +83,7 @@ func TestStreamLogsTiedToTraces(t *testing.T) {
 		return slngsim.Fault{}
 	}},
 		Config{TracerProvider: tp}, slngpool.Options{DisableWarm: true, DialAttempts: 1}, log,
-		grpc.ChainStreamInterceptor(SessionInterceptor(),
+		grpc.ChainStreamInterceptor(StreamInterceptor(nil),
 			logging.StreamServerInterceptor(InterceptorLogger(log.Named("grpc")),
 				logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContext(LogFields))))
 	resps, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "Logged."})

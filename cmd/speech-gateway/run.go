@@ -335,8 +335,7 @@ func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetri
 		),
 		grpc.ChainStreamInterceptor(
 			metrics.StreamServerInterceptor(),
-			service.SessionInterceptor(),
-			service.IdentityInterceptor(callers),
+			service.StreamInterceptor(callers),
 			logging.StreamServerInterceptor(service.InterceptorLogger(log.Named("grpc")), logOpts...),
 			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(recoverFn)),
 		),
