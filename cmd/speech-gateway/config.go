@@ -225,13 +225,18 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.Int64Var(&c.callerCharsPerMin, "caller-characters-per-minute", int64(envInt("CALLER_CHARACTERS_PER_MINUTE", 0)), "characters a caller may synthesize per minute; 0 means no limit [CALLER_CHARACTERS_PER_MINUTE]")
 	fs.Int64Var(&c.callerAudioPerMin, "caller-audio-seconds-per-minute", int64(envInt("CALLER_AUDIO_SECONDS_PER_MINUTE", 0)), "seconds of audio (synthesized plus transcribed) a caller may start streams after, per minute; 0 means no limit [CALLER_AUDIO_SECONDS_PER_MINUTE]")
 	fs.IntVar(&c.callerMetricLabels, "caller-metric-labels", envInt("CALLER_METRIC_LABELS", 100), "callers with a usage metric label of their own, besides those the access policy names; the rest count as \"other\" [CALLER_METRIC_LABELS]")
-	fs.StringVar(&c.redisURL, "redis-url", env("REDIS_URL", ""), "redis://[user:password@]host:port/db (rediss:// for TLS) shared by the replicas for the upstream session budget and the caller quotas; empty keeps every limit per process [REDIS_URL]")
+	// Not defaulted from REDIS_URL: -h prints defaults, and the URL may
+	// hold a password. The environment is read after parsing.
+	fs.StringVar(&c.redisURL, "redis-url", "", "redis://[user:password@]host:port/db (rediss:// for TLS) shared by the replicas for the upstream session budget and the caller quotas; empty keeps every limit per process [REDIS_URL]")
 	fs.DurationVar(&c.redisTimeout, "redis-timeout", envDur("REDIS_TIMEOUT", 250*time.Millisecond), "bound on every Redis command; a slower Redis puts the limits in fallback (each replica's share) [REDIS_TIMEOUT]")
 	fs.DurationVar(&c.fleetLeaseTTL, "fleet-lease-ttl", envDur("FLEET_LEASE_TTL", 10*time.Second), "with --redis-url, how long a replica's leases outlive its last heartbeat: a crashed replica's sessions and streams are free again within it [FLEET_LEASE_TTL]")
 	fs.IntVar(&c.upstreamBudget, "upstream-session-budget", envInt("UPSTREAM_SESSION_BUDGET", 0), "SLNG sessions at most per SLNG key, standbys included, across every replica sharing --redis-url (per process without it); streams wait --pool-acquire-timeout for one; 0 means no limit [UPSTREAM_SESSION_BUDGET]")
 
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if c.redisURL == "" {
+		c.redisURL = getenv("REDIS_URL")
 	}
 	if *showVersion {
 		return nil, errShowVersion
