@@ -46,6 +46,11 @@ func parseSources(spec string) ([]source, error) {
 			if key == "" || strings.HasPrefix(key, "grpc-") || strings.HasPrefix(key, ":") {
 				return nil, fmt.Errorf("caller identity %q: not a usable metadata key", item)
 			}
+			// The caller id reaches logs, spans, metric labels and Redis
+			// keys: never take it from a header that carries a secret.
+			if key == "authorization" || key == "cookie" || key == "x-slng-api-key" || key == "x-api-key" {
+				return nil, fmt.Errorf("caller identity %q: that header carries credentials", item)
+			}
 		case hasKey || (kind != "xfcc" && kind != "l5d" && kind != "peer"):
 			return nil, fmt.Errorf("caller identity %q: want xfcc, l5d, metadata[:KEY] or peer", item)
 		}

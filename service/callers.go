@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/speech-gateway/speech-gateway/callers"
@@ -53,6 +54,7 @@ type callerUsage struct {
 	caller, rpc string
 	stream      *callers.Stream // nil until admitted, and without Callers
 	characters  atomic.Int64
+	ended       atomic.Bool
 	// sessionNanos is the time the stream held upstream sessions, added by
 	// upstreamLease.release.
 	sessionNanos atomic.Int64
@@ -109,9 +111,13 @@ func (u *callerUsage) charge(ctx context.Context, text string) error {
 // end meters a finished stream: the caller's usage counters, and one
 // usage log line with the same figures. err is the status the stream
 // ended with.
+//
+// Only the first call counts: the handlers also defer one, so that a
+// panicking handler (recovered as INTERNAL) still frees the caller's place
+// under its quotas.
 func (u *callerUsage) end(log *zap.Logger, model string, synthesized, transcribed time.Duration, err error) {
-	if u.stream == nil {
-		return // never admitted: nothing was used
+	if u.stream == nil || !u.ended.CompareAndSwap(false, true) {
+		return // never admitted (nothing was used), or ended already
 	}
 	usage := callers.Usage{
 		Characters:             u.characters.Load(),
@@ -145,3 +151,7 @@ func (tr *transcription) transcribedAudio() time.Duration {
 	}
 	return tr.clock.duration(tr.sent.Load())
 }
+
+// errHandlerAborted is the status of a stream whose handler ended without
+// reaching its end (a panic), for its usage line.
+var errHandlerAborted = status.Error(codes.Internal, "internal error")

@@ -70,6 +70,7 @@ func (s *Server) synthesize(ctx context.Context, rpc string, reqs synthRequests,
 	id, log := s.streamLogger(ctx, ttsServiceName, rpc)
 	ctx, log, usage := s.callerContext(ctx, log, rpc)
 	meta := streamMeta{sessionID: id, caller: usage.caller}
+	defer usage.end(log, "", 0, 0, errHandlerAborted) // only if the handler panics
 	release, err := s.admit(rpc)
 	if err != nil {
 		return s.finish(ctx, rpc, err, meta, log)

@@ -37,6 +37,7 @@ func (s *Server) Transcribe(stream speechv1.SpeechToTextService_TranscribeServer
 	id, log := s.streamLogger(ctx, speechv1.SpeechToTextService_ServiceDesc.ServiceName, rpc)
 	ctx, log, usage := s.callerContext(ctx, log, rpc)
 	meta := streamMeta{sessionID: id, caller: usage.caller}
+	defer usage.end(log, "", 0, 0, errHandlerAborted) // only if the handler panics
 	release, err := s.admit(rpc)
 	if err != nil {
 		return s.finish(ctx, rpc, err, meta, log)
