@@ -38,7 +38,8 @@ func (p *Pool) takeBudget(ctx context.Context, k poolKey) error {
 	if b == nil || b.Acquire(ctx, k.cred, 0) == nil {
 		return nil
 	}
-	p.evictOne()
+	// Only a standby of the same credential frees a session of its budget.
+	p.evictOldest(func(o poolKey) bool { return o.cred == k.cred })
 	err := b.Acquire(ctx, k.cred, p.opts.AcquireTimeout)
 	switch {
 	case err == nil:

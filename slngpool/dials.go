@@ -2,6 +2,7 @@ package slngpool
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -336,6 +337,13 @@ func (p *Pool) dialStandby(k poolKey, pur purpose, dial dialFunc, probe *keyPaus
 	}
 	if err != nil && dialled && p.ctx.Err() == nil {
 		p.failedLocked(k, err, now, true)
+	}
+	var coe *CircuitOpenError
+	if r := p.routes[k]; r != nil && !dialled && errors.As(err, &coe) {
+		// The breaker refused (half-open, its probe in flight): look again
+		// when it may let one through, not at the next wake, which would
+		// spend a background token on another refusal at once.
+		r.next = now.Add(max(coe.RetryAfter, time.Second))
 	}
 	p.mu.Unlock()
 	if err == nil {

@@ -124,8 +124,10 @@ func (p *Pool) noteUse(k poolKey, dial dialFunc, res useResult, err error) {
 	now := time.Now()
 	p.mu.Lock()
 	r := p.routes[k]
+	wake := false
 	if r == nil && !p.opts.DisableWarm && p.opts.RecentTTL >= 0 && p.roomLocked() {
 		r = p.addRouteLocked(k, dial)
+		wake = true
 	}
 	if r != nil {
 		if len(r.uses) == useWindow {
@@ -133,6 +135,7 @@ func (p *Pool) noteUse(k poolKey, dial dialFunc, res useResult, err error) {
 		}
 		r.uses = append(r.uses, now)
 		r.lastUsed = now
+		wake = wake || r.stopped
 		r.stopped = false // a caller brings it back; its backoff still holds
 	}
 	if _, upstream := slngclient.AsUpstreamError(err); res == useFailed && upstream {
@@ -143,9 +146,14 @@ func (p *Pool) noteUse(k poolKey, dial dialFunc, res useResult, err error) {
 	}
 	if r != nil {
 		p.updateStateLocked(k, r, now)
+		// Maintenance runs only when this use may change what it would
+		// do: not on every acquire under load.
+		wake = wake || len(p.idle[k])+p.dialing[k] < targetOf(r)
 	}
 	p.mu.Unlock()
-	p.wake()
+	if wake {
+		p.wake()
+	}
 }
 
 // succeededLocked records that a session of k worked: a stream ended well

@@ -63,6 +63,12 @@ func (p *Pool) takeWarm(ctx context.Context, k poolKey) session {
 			pctx, cancel := context.WithTimeout(ctx, p.opts.CheckoutPingTimeout)
 			err := is.s.Ping(pctx)
 			cancel()
+			if err != nil && ctx.Err() != nil {
+				// The caller went away during the ping: that says
+				// nothing about SLNG. The standby is closed, unlearned.
+				p.discard(is.s, is.key, "ping")
+				return nil
+			}
 			if err != nil {
 				p.standbyDied(is, errPing, "ping")
 				continue
@@ -170,10 +176,15 @@ func (p *Pool) removeIdleLocked(is *idleSession) bool {
 
 // evictOne closes the longest-idle standby session to make room.
 func (p *Pool) evictOne() bool {
+	return p.evictOldest(func(poolKey) bool { return true })
+}
+
+// evictOldest closes the longest-idle standby whose key matches.
+func (p *Pool) evictOldest(match func(poolKey) bool) bool {
 	p.mu.Lock()
 	var oldest *idleSession
-	for _, list := range p.idle {
-		if len(list) > 0 && (oldest == nil || list[0].since.Before(oldest.since)) {
+	for k, list := range p.idle {
+		if len(list) > 0 && match(k) && (oldest == nil || list[0].since.Before(oldest.since)) {
 			oldest = list[0]
 		}
 	}
