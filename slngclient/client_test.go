@@ -760,3 +760,42 @@ func BenchmarkTTSRecv(b *testing.B) {
 		}
 	}
 }
+
+// TestReapAfterMidTurnError: an error frame on a socket SLNG keeps open (a
+// turn SLNG will not finish) does not explain a close that comes later: an
+// idle reap then is a reap, not that error again.
+func TestReapAfterMidTurnError(t *testing.T) {
+	t.Parallel()
+	p, err := slngsim.ProfileByName("mid-turn-error")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim, c := setup(t, slngsim.Options{Profile: &p}, slngclient.Options{})
+	ctx := testCtx(t)
+	s, err := c.DialTTS(ctx, slngclient.Endpoint{Model: "deepgram/aura:2"}, slngclient.TTSConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.CloseNow()
+	if err := s.Text(ctx, "This <error> fails.", true); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev, err := s.Recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Kind == slngclient.TTSWarning {
+			break
+		}
+	}
+	// Well after the error frame, SLNG reaps the session silently.
+	timer := time.NewTimer(1500 * time.Millisecond)
+	<-timer.C
+	sim.Reap(func(slngsim.SessionInfo) bool { return true }, 1008, false)
+	_, err = s.Recv(ctx)
+	ue, ok := slngclient.AsUpstreamError(err)
+	if !ok || !ue.Reaped() || !ue.Retryable || ue.Unwell() {
+		t.Fatalf("Recv after the reap = %v; want a reap (retryable, not unwell)", err)
+	}
+}

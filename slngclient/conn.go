@@ -220,6 +220,7 @@ func (cn *conn) awaitReady(ctx context.Context, timeout time.Duration) error {
 func (cn *conn) readLoop() {
 	var slots [2]slot
 	var lastErr *UpstreamError // the last data frame, when it was an error
+	var lastErrAt time.Time
 	var i int
 	err := func() error {
 		for {
@@ -276,12 +277,28 @@ func (cn *conn) readLoop() {
 			case <-cn.ctx.Done():
 				return cn.ctx.Err()
 			}
+			if lastErr != nil {
+				// Taken when the reader goes back to the socket, so that
+				// a slow consumer does not stretch the gap.
+				lastErrAt = time.Now()
+			}
 		}
 	}()
+	if lastErr != nil && time.Since(lastErrAt) > fatalFrameWindow {
+		// An error frame on a socket SLNG kept open (a mid-turn error)
+		// does not explain a close that comes much later, such as an
+		// idle reap: that close is classified on its own.
+		lastErr = nil
+	}
 	cn.termErr = cn.classify(err, lastErr)
 	cn.cancel() // stops liveness
 	close(cn.readerDone)
 }
+
+// fatalFrameWindow is how soon after an error frame a close must come for
+// the frame to be taken as the close's reason: SLNG's fatal errors are a
+// frame and, at once, the close.
+const fatalFrameWindow = time.Second
 
 // readAll reads a message into buf, reusing its capacity. The read limit
 // set on the socket bounds it.
