@@ -45,7 +45,7 @@ type Profile struct {
 	// fails none.
 	MidTurnError MidTurnError
 	// TextTimeout closes a TTS session that receives no `text` within
-	// this long of `ready`, with close code TextTimeoutClose (default
+	// this long of `init`, with close code TextTimeoutClose (default
 	// 1008) and no error frame, as pipecat-slng measured on
 	// soniox/tts-rt:v1 (5.05 s). 0 disables.
 	TextTimeout      time.Duration

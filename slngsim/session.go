@@ -16,6 +16,8 @@ import (
 
 // session is one simulated SLNG WebSocket session.
 type session struct {
+	// initAt is when the client's init arrived.
+	initAt    time.Time
 	srv       *Server
 	fault     Fault
 	profile   Profile // resolved at the handshake, with defaults
@@ -114,6 +116,7 @@ func (ss *session) run() {
 	defer ss.cancel() // stops the watchdog first
 
 	cfg, ok := ss.awaitInit()
+	ss.initAt = time.Now()
 	if !ok {
 		return
 	}

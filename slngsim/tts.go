@@ -46,11 +46,30 @@ func (ss *session) serveTTS(cfg initConfig) {
 	// gotText stops the text timeout, when there is one.
 	gotText := func() {}
 	if d := ss.profile.TextTimeout; d > 0 {
-		t := time.AfterFunc(d, func() {
+		// Counted from init, as pipecat-slng measured it, not from ready.
+		fired := make(chan struct{})
+		t := time.AfterFunc(max(d-time.Since(ss.initAt), 0), func() {
+			defer close(fired)
 			ss.closeWith(websocket.StatusCode(ss.profile.TextTimeoutClose), "no text received")
 		})
-		defer t.Stop()
-		gotText = func() { t.Stop() }
+		// stop reports whether the timer will never fire; it is asked at
+		// the first text and, failing that, when the session ends.
+		asked, stopped := false, false
+		stop := func() bool {
+			if !asked {
+				asked, stopped = true, t.Stop()
+			}
+			return stopped
+		}
+		defer func() {
+			// Joined before the session ends, as every goroutine of the
+			// simulator is (Close waits for them).
+			if !stop() {
+				ss.cancel()
+				<-fired
+			}
+		}()
+		gotText = func() { stop() }
 	}
 
 	enqueue := func(c ttsCmd) bool {
