@@ -225,10 +225,17 @@ func (f *Fleet) start() {
 	go f.loop()
 }
 
-// Close stops the heartbeat and closes the Redis connection. Leases still
-// held are not released in Redis: they expire after LeaseTTL, as a
-// crashed replica's would. It is safe to call more than once.
+// Close sends the releases already made, stops the heartbeat and closes
+// the Redis connection. Leases still held are not released in Redis: they
+// expire after LeaseTTL, as a crashed replica's would. It is safe to call
+// more than once.
 func (f *Fleet) Close() {
+	if mode, _ := f.state(); f.rdb != nil && mode == ModeShared {
+		// Hand back what was released (a closing pool's budget sessions)
+		// now, bounded by OpTimeout, rather than leave it held in Redis
+		// for a lease TTL during a rolling deploy.
+		_ = f.heartbeat(f.ctx)
+	}
 	f.releaseTimer.Stop()
 	f.cancel()
 	f.wg.Wait()
@@ -336,6 +343,8 @@ func (f *Fleet) loop() {
 	defer f.wg.Done()
 	t := time.NewTicker(f.tick)
 	defer t.Stop()
+	var notBefore time.Time // after failures, when Redis may be tried again
+	fails := 0
 	for {
 		select {
 		case <-f.ctx.Done():
@@ -343,9 +352,19 @@ func (f *Fleet) loop() {
 		case <-t.C:
 		case <-f.kick:
 		}
+		if time.Now().Before(notBefore) {
+			continue // Redis is failing: releases wait for the next probe
+		}
 		if err := f.heartbeat(f.ctx); err != nil && f.ctx.Err() == nil {
 			f.fail("heartbeat", err)
+			// Back off the probes of a Redis that does not answer: the
+			// tick doubles per failure, up to 8 ticks, so that neither
+			// releases nor ticks make it a tight loop.
+			fails = min(fails+1, 3)
+			notBefore = time.Now().Add(f.tick<<fails - f.tick/2)
+			continue
 		}
+		fails, notBefore = 0, time.Time{}
 	}
 }
 
