@@ -158,7 +158,7 @@ func newHarnessWith(t testing.TB, simOpts slngsim.Options, cfg Config, poolOpts 
 		t.Fatal(err)
 	}
 	metrics := NewMetrics(reg)
-	srv, err := New(pool, log, metrics, cfg)
+	srv, err := New(PoolUpstream(pool), log, metrics, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

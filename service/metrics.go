@@ -4,8 +4,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/speech-gateway/speech-gateway/slngpool"
 )
 
 // Metrics are the service's own Prometheus metrics; RPC-level metrics come
@@ -123,12 +121,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) observeAcquire(kind string, start time.Time, l *slngpool.Lease, err error) {
+func (m *Metrics) observeAcquire(kind string, start time.Time, warm bool, err error) {
 	result := "dialled"
 	switch {
 	case err != nil:
 		result = "error"
-	case l.Warm:
+	case warm:
 		result = "warm"
 	}
 	m.upstreamAcquire.WithLabelValues(kind, result).Observe(time.Since(start).Seconds())

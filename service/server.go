@@ -25,12 +25,6 @@ import (
 	"github.com/speech-gateway/speech-gateway/slngpool"
 )
 
-// Upstream hands out SLNG sessions. *slngpool.Pool implements it.
-type Upstream interface {
-	AcquireTTS(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.TTSConfig) (*slngpool.Lease, error)
-	AcquireSTT(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.STTConfig) (*slngpool.Lease, error)
-}
-
 // Config holds the service's knobs. The zero value of every field is the
 // documented default.
 type Config struct {

@@ -124,8 +124,8 @@ type synthesis struct {
 
 	mu    sync.Mutex
 	meta  streamMeta
-	sess  *slngclient.TTSSession
-	lease *upstreamLease // sess's lease
+	sess  TTSSession
+	lease *upstreamLease[TTSSession] // sess's lease
 	book  *turnBook
 	// dirty is set when the current session saw anything but clean turns
 	// (a clear, a cancel, a warning, text never flushed): it is then not
@@ -147,7 +147,7 @@ type synthesis struct {
 	// after every audio_end; the gateway rolls over old sessions); the next
 	// text dials a new one and hands it to the down pump through next.
 	gone       bool
-	next       chan *slngclient.TTSSession
+	next       chan TTSSession
 	halfClosed bool
 	draining   bool
 	// recvCancel cancels the down pump's current Recv; the turn watchdog
@@ -270,7 +270,7 @@ func (st *synthesis) release(err error) {
 	lease, reuse := st.lease, st.returnToPool && err == nil
 	st.mu.Unlock()
 	if !reuse {
-		lease.TTS.CloseNow()
+		lease.Session.CloseNow()
 	}
 	lease.release(err, reuse)
 }
@@ -324,7 +324,7 @@ func (st *synthesis) snapshotMeta() streamMeta {
 	return st.meta
 }
 
-func (st *synthesis) session() *slngclient.TTSSession {
+func (st *synthesis) session() TTSSession {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.sess

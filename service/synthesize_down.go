@@ -18,14 +18,14 @@ import (
 // dial opens a new upstream session and makes it the current one. The
 // session it replaces, if any, has ended; prevErr is why (nil for a normal
 // close or a rollover), for the pool's breaker.
-func (st *synthesis) dial(ctx context.Context, prevErr error) (*slngclient.TTSSession, error) {
-	lease, err := st.srv.acquire(ctx, "tts", st.ep, func(ctx context.Context) (*slngpool.Lease, error) {
+func (st *synthesis) dial(ctx context.Context, prevErr error) (TTSSession, error) {
+	lease, err := acquireLease(ctx, st.srv, "tts", st.ep, func(ctx context.Context) (Lease[TTSSession], error) {
 		return st.srv.upstream.AcquireTTS(ctx, st.ep, st.ttsCfg)
 	})
 	if err != nil {
 		return nil, err
 	}
-	sess := lease.TTS
+	sess := lease.Session
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.closed {
@@ -33,7 +33,7 @@ func (st *synthesis) dial(ctx context.Context, prevErr error) (*slngclient.TTSSe
 		return nil, context.Canceled
 	}
 	if st.lease != nil {
-		st.lease.TTS.CloseNow()
+		st.lease.Session.CloseNow()
 		st.lease.release(prevErr, false)
 	}
 	st.lease = lease
@@ -66,7 +66,7 @@ func (st *synthesis) redialLocked(ctx context.Context) error {
 // spoken: it dials again and replays them, flushed turns first, then the
 // open turn's text. cause is why the old session ended, nil for a model's
 // normal close after a turn (nothing to report then).
-func (st *synthesis) resume(ctx context.Context, cause error) (*slngclient.TTSSession, error) {
+func (st *synthesis) resume(ctx context.Context, cause error) (TTSSession, error) {
 	failedAt := time.Now()
 	st.upMu.Lock()
 	defer st.upMu.Unlock()
@@ -159,7 +159,7 @@ func (st *synthesis) pumpDown(ctx context.Context) error {
 
 // relay reads sess until the stream ends (nil, err) or the watchdog ends
 // the read (the session to read next).
-func (st *synthesis) relay(ctx, rctx context.Context, sess *slngclient.TTSSession) (*slngclient.TTSSession, error) {
+func (st *synthesis) relay(ctx, rctx context.Context, sess TTSSession) (TTSSession, error) {
 	for {
 		ev, err := sess.Recv(rctx)
 		if err != nil && ctx.Err() == nil && st.quiet.Err() != nil {
@@ -268,7 +268,7 @@ func (st *synthesis) deliver(ev slngclient.TTSEvent) (done, replace, boundary bo
 // made no progress for the turn timeout (cause is errTurnTimeout; the turn
 // ends with turn_failed here). The session is closed, and the turns queued
 // behind go to a new one.
-func (st *synthesis) replace(ctx context.Context, sess *slngclient.TTSSession, cause error) (*slngclient.TTSSession, error) {
+func (st *synthesis) replace(ctx context.Context, sess TTSSession, cause error) (TTSSession, error) {
 	var end *slngclient.UpstreamError
 	if errors.Is(cause, errTurnTimeout) {
 		var failErr error
@@ -312,7 +312,7 @@ func (st *synthesis) replace(ctx context.Context, sess *slngclient.TTSSession, c
 // rolloverDue reports whether the session should be replaced at this turn
 // boundary, before SLNG's maximum connection duration (30 minutes on some
 // plans) ends it in the middle of a turn.
-func (st *synthesis) rolloverDue(sess *slngclient.TTSSession) bool {
+func (st *synthesis) rolloverDue(sess TTSSession) bool {
 	age := st.srv.cfg.MaxUpstreamSessionAge
 	if age <= 0 || time.Since(sess.Stats().ReadyAt) < age {
 		return false
@@ -324,14 +324,14 @@ func (st *synthesis) rolloverDue(sess *slngclient.TTSSession) bool {
 
 // rollover closes an old session between turns; the next text dials a new
 // one.
-func (st *synthesis) rollover(ctx context.Context, sess *slngclient.TTSSession) (*slngclient.TTSSession, error) {
+func (st *synthesis) rollover(ctx context.Context, sess TTSSession) (TTSSession, error) {
 	st.upMu.Lock()
 	st.mu.Lock()
 	ok := st.book.idle() && !st.book.openText() && !st.halfClosed && !st.draining && !st.gone
 	if ok {
 		st.gone = true
 		if st.next == nil {
-			st.next = make(chan *slngclient.TTSSession)
+			st.next = make(chan TTSSession)
 		}
 	}
 	st.mu.Unlock()
@@ -348,7 +348,7 @@ func (st *synthesis) rollover(ctx context.Context, sess *slngclient.TTSSession) 
 }
 
 // waitNext waits, while gone, for the session the next text dials.
-func (st *synthesis) waitNext(ctx context.Context) (*slngclient.TTSSession, error) {
+func (st *synthesis) waitNext(ctx context.Context) (TTSSession, error) {
 	st.mu.Lock()
 	next := st.next
 	st.mu.Unlock()
@@ -368,7 +368,7 @@ func (st *synthesis) waitNext(ctx context.Context) (*slngclient.TTSSession, erro
 // upstreamEnded decides what the end of an upstream session means: the end
 // of the stream, a failure, or (for models that close after every turn) a
 // wait for the session of the next turn.
-func (st *synthesis) upstreamEnded(ctx context.Context, recvErr error) (*slngclient.TTSSession, error) {
+func (st *synthesis) upstreamEnded(ctx context.Context, recvErr error) (TTSSession, error) {
 	if ctx.Err() != nil {
 		return nil, context.Cause(ctx)
 	}
@@ -431,7 +431,7 @@ func (st *synthesis) upstreamEnded(ctx context.Context, recvErr error) (*slngcli
 		default:
 			// A normal close between turns: the next text dials again.
 			if st.next == nil {
-				st.next = make(chan *slngclient.TTSSession)
+				st.next = make(chan TTSSession)
 			}
 			st.gone = true
 			v = vWait

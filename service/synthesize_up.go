@@ -183,7 +183,7 @@ func (st *synthesis) clear(ctx context.Context, cancel bool) error {
 	st.upMu.Lock()
 	defer st.upMu.Unlock()
 	var gone bool
-	var sess *slngclient.TTSSession
+	var sess TTSSession
 	err := st.emit(func() []*speechv1.SynthesizeResponse {
 		st.dirty = true
 		gone, sess = st.gone, st.sess
@@ -242,7 +242,7 @@ func (st *synthesis) halfClose(ctx context.Context) error {
 // busy one after its flushed turns.
 func (st *synthesis) onDrain() {
 	var idle bool
-	var sess *slngclient.TTSSession
+	var sess TTSSession
 	// A failed send shows up in the down pump, which sends too.
 	_ = st.emit(func() []*speechv1.SynthesizeResponse {
 		st.draining = true

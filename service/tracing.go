@@ -10,17 +10,16 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/speech-gateway/speech-gateway/slngclient"
-	"github.com/speech-gateway/speech-gateway/slngpool"
 )
 
 // tracerName names the service's spans' instrumentation scope.
 const tracerName = "github.com/speech-gateway/speech-gateway/service"
 
-// upstreamLease is a pool lease with the span that covers its upstream
-// session, from acquire to release: one span per SLNG session, never one
-// per audio message.
-type upstreamLease struct {
-	*slngpool.Lease
+// upstreamLease is a lease with the span that covers its upstream session,
+// from acquire to release: one span per SLNG session, never one per audio
+// message.
+type upstreamLease[S upstreamSession] struct {
+	Lease[S]
 	span trace.Span
 	// unknown counts the messages of unknown types the session had ignored
 	// before this lease (a pooled session may serve several streams).
@@ -33,48 +32,34 @@ type upstreamLease struct {
 	released atomic.Bool
 }
 
-// unknownTypes is the session's count of ignored unknown messages.
-func (l *upstreamLease) unknownTypes() int64 {
-	if l.TTS != nil {
-		return l.TTS.Stats().UnknownTypes
-	}
-	return l.STT.Stats().UnknownTypes
-}
-
-// acquire gets an upstream session of kind ("tts" or "stt") through get,
-// recording the time it took and starting its span.
-func (s *Server) acquire(ctx context.Context, kind string, ep slngclient.Endpoint, get func(context.Context) (*slngpool.Lease, error)) (*upstreamLease, error) {
+// acquireLease gets an upstream session of kind ("tts" or "stt") through
+// get, recording the time it took and starting its span.
+func acquireLease[S upstreamSession](ctx context.Context, s *Server, kind string, ep slngclient.Endpoint, get func(context.Context) (Lease[S], error)) (*upstreamLease[S], error) {
 	ctx, span := s.tracer.Start(ctx, "slng.session", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("slng.kind", kind), attribute.String("slng.model", ep.Model)))
 	start := time.Now()
 	lease, err := get(ctx)
-	s.metrics.observeAcquire(kind, start, lease, err)
+	s.metrics.observeAcquire(kind, start, lease.Warm, err)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(otelcodes.Error, "acquire failed")
 		span.End()
 		return nil, err
 	}
-	var id, req string
-	if lease.TTS != nil {
-		id, req = lease.TTS.ID(), lease.TTS.RequestID()
-	} else {
-		id, req = lease.STT.ID(), lease.STT.RequestID()
-	}
+	sess := lease.Session
 	span.SetAttributes(attribute.Bool("slng.pool.warm", lease.Warm),
-		attribute.String("slng.session_id", id), attribute.String("slng.request_id", req))
-	l := &upstreamLease{Lease: lease, span: span, kind: kind, m: s.metrics, usage: usageOf(ctx), start: time.Now()}
-	l.unknown = l.unknownTypes()
+		attribute.String("slng.session_id", sess.ID()), attribute.String("slng.request_id", sess.RequestID()))
+	l := &upstreamLease[S]{Lease: lease, span: span, kind: kind, m: s.metrics, usage: usageOf(ctx), start: time.Now()}
+	l.unknown = sess.Stats().UnknownTypes
 	return l, nil
 }
 
-// release hands the session back (see slngpool.Lease.Release) and ends its
-// span.
-func (l *upstreamLease) release(err error, reuse bool) {
+// release hands the session back (see Lease.Release) and ends its span.
+func (l *upstreamLease[S]) release(err error, reuse bool) {
 	if l.usage != nil && l.released.CompareAndSwap(false, true) {
 		l.usage.sessionNanos.Add(int64(time.Since(l.start)))
 	}
-	if n := l.unknownTypes() - l.unknown; n > 0 {
+	if n := l.Session.Stats().UnknownTypes - l.unknown; n > 0 {
 		l.m.unknownFrames.WithLabelValues(l.kind).Add(float64(n))
 	}
 	l.Release(err, reuse)

@@ -13,7 +13,6 @@ import (
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/slngclient"
-	"github.com/speech-gateway/speech-gateway/slngpool"
 )
 
 var (
@@ -82,8 +81,8 @@ type transcription struct {
 
 	mu              sync.Mutex
 	meta            streamMeta
-	lease           *upstreamLease
-	sess            *slngclient.STTSession
+	lease           *upstreamLease[STTSession]
+	sess            STTSession
 	base            time.Duration // stream time of the current session's first audio byte
 	closing         bool          // the upstream has been told no more audio comes
 	draining        bool
@@ -124,22 +123,22 @@ func (tr *transcription) run(ctx context.Context) (runErr error) {
 	if err != nil {
 		return err
 	}
-	tr.lease, tr.sess = lease, lease.STT
+	tr.lease, tr.sess = lease, lease.Session
 	defer func() {
 		// A used STT session is never reused: the half-close ends it.
 		tr.mu.Lock()
 		lease := tr.lease
 		tr.mu.Unlock()
-		lease.STT.CloseNow()
+		lease.Session.CloseNow()
 		lease.release(runErr, false)
 	}()
-	tr.meta.upstreamSessionID = lease.STT.ID()
-	tr.meta.upstreamRequestID = lease.STT.RequestID()
+	tr.meta.upstreamSessionID = lease.Session.ID()
+	tr.meta.upstreamRequestID = lease.Session.RequestID()
 
 	started := &speechv1.RecognitionStarted{
 		SessionId:         tr.meta.sessionID,
-		UpstreamSessionId: lease.STT.ID(),
-		UpstreamRequestId: lease.STT.RequestID(),
+		UpstreamSessionId: lease.Session.ID(),
+		UpstreamRequestId: lease.Session.RequestID(),
 		Config:            tr.cfg,
 		Limits:            tr.srv.limits(),
 		WarmSession:       lease.Warm,
@@ -151,8 +150,8 @@ func (tr *transcription) run(ctx context.Context) (runErr error) {
 	return tr.srv.runPumps(ctx, tr.pumpUp, tr.pumpDown)
 }
 
-func (tr *transcription) acquire(ctx context.Context) (*upstreamLease, error) {
-	return tr.srv.acquire(ctx, "stt", tr.ep, func(ctx context.Context) (*slngpool.Lease, error) {
+func (tr *transcription) acquire(ctx context.Context) (*upstreamLease[STTSession], error) {
+	return acquireLease(ctx, tr.srv, "stt", tr.ep, func(ctx context.Context) (Lease[STTSession], error) {
 		return tr.srv.upstream.AcquireSTT(ctx, tr.ep, tr.sttCfg)
 	})
 }
@@ -163,7 +162,7 @@ func (tr *transcription) send(resp *speechv1.TranscribeResponse) error {
 	return tr.stream.Send(resp)
 }
 
-func (tr *transcription) session() *slngclient.STTSession {
+func (tr *transcription) session() STTSession {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	return tr.sess

@@ -20,7 +20,7 @@ import (
 // upstream session when it fails or grows old.
 func (tr *transcription) pumpDown(ctx context.Context) error {
 	defer close(tr.downDone)
-	var last *slngclient.STTSession
+	var last STTSession
 	heard := false // the current session sent a transcript
 	for {
 		sess := tr.session()
@@ -143,7 +143,7 @@ func (tr *transcription) reconnect(ctx context.Context, cause error) error {
 		}
 		return fail(cause)
 	}
-	sess := lease.STT
+	sess := lease.Session
 	audio := tr.replay.buf
 	chunk := max(int(tr.clock.rate/10), 1) // 100 ms frames, as a live caller sends
 	for len(audio) > 0 {
@@ -167,7 +167,7 @@ func (tr *transcription) reconnect(ctx context.Context, cause error) error {
 	tr.base = tr.clock.duration(tr.replay.start)
 	tr.meta.upstreamSessionID, tr.meta.upstreamRequestID = sess.ID(), sess.RequestID()
 	tr.mu.Unlock()
-	old.STT.CloseNow()
+	old.Session.CloseNow()
 	old.release(cause, false)
 
 	reason := reconnectReason(cause)

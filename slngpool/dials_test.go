@@ -449,7 +449,7 @@ func TestShortLivedRoute(t *testing.T) {
 		}
 		if l.Warm {
 			hits++
-			if age := time.Since(l.TTS.Stats().ReadyAt); age > life*6/10+50*time.Millisecond {
+			if age := time.Since(l.Session.Stats().ReadyAt); age > life*6/10+50*time.Millisecond {
 				t.Errorf("caller %d got a standby %s old, past 60%% of the lifetime", i, age)
 			}
 		}
@@ -494,7 +494,7 @@ func TestStandbyWaitsForProof(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-l.TTS.Done()
+	<-l.Session.Done()
 	quiet(300 * time.Millisecond)
 	if n := r.count.snapshot()[aura]; n != 1 {
 		t.Fatalf("SLNG saw %d sessions while the caller's was young, want the caller's alone", n)

@@ -7,18 +7,29 @@ import (
 	"github.com/speech-gateway/speech-gateway/slngclient"
 )
 
-// Lease is a session handed to one caller; Release returns it.
-type Lease struct {
+// Lease is a session of type S (*slngclient.TTSSession or
+// *slngclient.STTSession) lent to one caller; Release returns it.
+type Lease[S Session] struct {
+	// Session is the leased session.
+	Session S
+	// Warm reports that a standby session served the acquire.
+	Warm bool
+	l    *lease
+}
+
+// Session is the type of session a Lease holds.
+type Session interface {
+	*slngclient.TTSSession | *slngclient.STTSession
+}
+
+// lease is the pool's record of a lent session.
+type lease struct {
 	p    *Pool
 	key  poolKey
 	br   *breaker
 	s    session
+	warm bool
 	once sync.Once
-	// TTS or STT is the session, by kind.
-	TTS *slngclient.TTSSession
-	STT *slngclient.STTSession
-	// Warm reports that a standby session served the acquire.
-	Warm bool
 }
 
 // Release ends the lease. err is why the stream ended, nil if it ended
@@ -27,11 +38,11 @@ type Lease struct {
 // the pool then keeps it as a standby when there is room. Otherwise, or
 // when the caller has already closed it, the session is closed. Release
 // may be called more than once; only the first call counts.
-func (l *Lease) Release(err error, reusable bool) {
-	l.once.Do(func() { l.p.release(l, err, reusable) })
+func (l *Lease[S]) Release(err error, reusable bool) {
+	l.l.once.Do(func() { l.l.p.release(l.l, err, reusable) })
 }
 
-func (p *Pool) release(l *Lease, err error, reusable bool) {
+func (p *Pool) release(l *lease, err error, reusable bool) {
 	p.m.inUse.WithLabelValues(l.key.kind).Dec()
 	now := time.Now()
 	if err == nil && isDone(l.s) {
@@ -68,7 +79,7 @@ func (p *Pool) release(l *Lease, err error, reusable bool) {
 			p.mu.Unlock()
 		}
 	} else {
-		if l.Warm {
+		if l.warm {
 			l.br.reportOK() // its dial was not counted yet: see errPending
 		}
 		p.mu.Lock()

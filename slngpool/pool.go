@@ -182,25 +182,26 @@ func (p *Pool) Prewarm(pr Profile) error {
 // ErrDialRate, which wraps it), ErrClosed, the ctx's error, or
 // slngclient's dial errors. Its dials are caller dials, or rollovers when
 // ctx comes from WithRollover.
-func (p *Pool) AcquireTTS(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.TTSConfig) (*Lease, error) {
+func (p *Pool) AcquireTTS(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.TTSConfig) (*Lease[*slngclient.TTSSession], error) {
 	k, dial := p.ttsKey(ep, cfg)
-	l, err := p.acquire(ctx, k, ep, dial)
-	if err != nil {
-		return nil, err
-	}
-	l.TTS = l.s.(*slngclient.TTSSession)
-	return l, nil
+	return acquireTyped[*slngclient.TTSSession](p, ctx, k, ep, dial)
 }
 
 // AcquireSTT is AcquireTTS for speech to text.
-func (p *Pool) AcquireSTT(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.STTConfig) (*Lease, error) {
+func (p *Pool) AcquireSTT(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.STTConfig) (*Lease[*slngclient.STTSession], error) {
 	k, dial := p.sttKey(ep, cfg)
+	return acquireTyped[*slngclient.STTSession](p, ctx, k, ep, dial)
+}
+
+// acquireTyped is acquire for a kind of session: k's kind and dial make
+// sessions of type S, so the assertion holds for every session under k,
+// warm or new.
+func acquireTyped[S Session](p *Pool, ctx context.Context, k poolKey, ep slngclient.Endpoint, dial dialFunc) (*Lease[S], error) {
 	l, err := p.acquire(ctx, k, ep, dial)
 	if err != nil {
 		return nil, err
 	}
-	l.STT = l.s.(*slngclient.STTSession)
-	return l, nil
+	return &Lease[S]{Session: l.s.(S), Warm: l.warm, l: l}, nil
 }
 
 func (p *Pool) ttsKey(ep slngclient.Endpoint, cfg slngclient.TTSConfig) (poolKey, dialFunc) {
@@ -247,7 +248,7 @@ func (p *Pool) key(kind string, ep slngclient.Endpoint, cfg any) poolKey {
 	return k
 }
 
-func (p *Pool) acquire(ctx context.Context, k poolKey, ep slngclient.Endpoint, dial dialFunc) (*Lease, error) {
+func (p *Pool) acquire(ctx context.Context, k poolKey, ep slngclient.Endpoint, dial dialFunc) (*lease, error) {
 	if err := slngclient.ValidateModel(ep.Model); err != nil {
 		return nil, err
 	}
@@ -262,7 +263,7 @@ func (p *Pool) acquire(ctx context.Context, k poolKey, ep slngclient.Endpoint, d
 		p.m.acquires.WithLabelValues(k.kind, "hit").Inc()
 		p.m.inUse.WithLabelValues(k.kind).Inc()
 		p.noteUse(k, dial, useOther, nil)
-		return &Lease{p: p, key: k, br: br, s: s, Warm: true}, nil
+		return &lease{p: p, key: k, br: br, s: s, warm: true}, nil
 	}
 	// Fail fast while the breaker is open, before waiting for capacity.
 	if br.cb.State() == gobreaker.StateOpen {
@@ -305,7 +306,7 @@ func (p *Pool) acquire(ctx context.Context, k poolKey, ep slngclient.Endpoint, d
 	p.m.acquires.WithLabelValues(k.kind, "miss").Inc()
 	p.m.inUse.WithLabelValues(k.kind).Inc()
 	p.noteUse(k, dial, useOther, nil)
-	return &Lease{p: p, key: k, br: br, s: s}, nil
+	return &lease{p: p, key: k, br: br, s: s}, nil
 }
 
 // dialRetrying dials for a caller, retrying retryable failures with

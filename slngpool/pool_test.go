@@ -46,15 +46,15 @@ func testCtx(t *testing.T) context.Context {
 }
 
 // speak runs one complete turn on the lease's session.
-func speak(t *testing.T, l *slngpool.Lease, text string) {
+func speak(t *testing.T, l *slngpool.Lease[*slngclient.TTSSession], text string) {
 	t.Helper()
 	ctx := testCtx(t)
-	if err := l.TTS.Text(ctx, text, true); err != nil {
+	if err := l.Session.Text(ctx, text, true); err != nil {
 		t.Fatalf("text: %v", err)
 	}
 	var audio []byte
 	for {
-		ev, err := l.TTS.Recv(ctx)
+		ev, err := l.Session.Recv(ctx)
 		if err != nil {
 			t.Fatalf("recv: %v", err)
 		}
@@ -92,7 +92,7 @@ func TestReuseAfterCleanTurn(t *testing.T) {
 	if l.Warm {
 		t.Fatal("the first acquire cannot be warm")
 	}
-	id := l.TTS.ID()
+	id := l.Session.ID()
 	speak(t, l, "first caller")
 	l.Release(nil, true)
 	waitIdle(t, p, 1)
@@ -101,8 +101,8 @@ func TestReuseAfterCleanTurn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !l2.Warm || l2.TTS.ID() != id {
-		t.Fatalf("warm %v, session %s; want the released session %s", l2.Warm, l2.TTS.ID(), id)
+	if !l2.Warm || l2.Session.ID() != id {
+		t.Fatalf("warm %v, session %s; want the released session %s", l2.Warm, l2.Session.ID(), id)
 	}
 	speak(t, l2, "second caller")
 	// A different config never gets that session.

@@ -84,11 +84,11 @@ func TestStandbySpoiledByAnEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.TTS.Text(ctx, "half read", true); err != nil {
+	if err := l.Session.Text(ctx, "half read", true); err != nil {
 		t.Fatal(err)
 	}
 	for {
-		ev, err := l.TTS.Recv(ctx)
+		ev, err := l.Session.Recv(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}

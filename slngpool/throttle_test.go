@@ -52,10 +52,10 @@ func callerTurn(ctx context.Context, p *slngpool.Pool, model string) error {
 	if err != nil {
 		return err
 	}
-	err = l.TTS.Text(ctx, "one turn", true)
+	err = l.Session.Text(ctx, "one turn", true)
 	for err == nil {
 		var ev slngclient.TTSEvent
-		ev, err = l.TTS.Recv(ctx)
+		ev, err = l.Session.Recv(ctx)
 		if err == nil && ev.Kind == slngclient.TTSAudioEnd {
 			break
 		}
@@ -373,10 +373,10 @@ func idleDropCall(ctx context.Context, p *slngpool.Pool, model string, wait time
 	}
 	start := textAt
 	for attempt := 0; ; attempt++ {
-		err := l.TTS.Text(ctx, "first words", true)
+		err := l.Session.Text(ctx, "first words", true)
 		for err == nil {
 			var ev slngclient.TTSEvent
-			if ev, err = l.TTS.Recv(ctx); err == nil && ev.Kind == slngclient.TTSAudio {
+			if ev, err = l.Session.Recv(ctx); err == nil && ev.Kind == slngclient.TTSAudio {
 				break
 			}
 		}

@@ -169,7 +169,7 @@ func runWith(ctx context.Context, args []string, getenv func(string) string, std
 		}()
 		defer func() { stop(); <-done }()
 	}
-	srv, err := service.New(pool, log, service.NewMetrics(reg), service.Config{
+	srv, err := service.New(service.PoolUpstream(pool), log, service.NewMetrics(reg), service.Config{
 		DefaultTTSModel:       cfg.defaultTTSModel,
 		DefaultVoice:          cfg.defaultVoice,
 		DefaultSTTModel:       cfg.defaultSTTModel,
