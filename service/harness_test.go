@@ -157,8 +157,18 @@ func newHarnessWith(t testing.TB, simOpts slngsim.Options, cfg Config, poolOpts 
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(pool.Close) // after the gateway's cleanup: they run last first
+	h := serveGateway(t, PoolUpstream(pool), cfg, reg, log, extra...)
+	h.sim, h.pool = sim, pool
+	return h
+}
+
+// serveGateway runs a Server on up behind an in-memory gRPC transport; the
+// harness it returns has no simulator or pool.
+func serveGateway(t testing.TB, up Upstream, cfg Config, reg *prometheus.Registry, log *zap.Logger, extra ...grpc.ServerOption) *harness {
+	t.Helper()
 	metrics := NewMetrics(reg)
-	srv, err := New(PoolUpstream(pool), log, metrics, cfg)
+	srv, err := New(up, log, metrics, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,10 +198,9 @@ func newHarnessWith(t testing.TB, simOpts slngsim.Options, cfg Config, poolOpts 
 		gs.Stop()
 		<-served
 		srv.Wait()
-		pool.Close()
 		checkMetricsForSecrets(t, reg)
 	})
-	return &harness{sim: sim, srv: srv, pool: pool, metrics: metrics, reg: reg,
+	return &harness{srv: srv, metrics: metrics, reg: reg,
 		tts: speechv1.NewTextToSpeechServiceClient(conn),
 		stt: speechv1.NewSpeechToTextServiceClient(conn)}
 }

@@ -11,32 +11,62 @@ import (
 	"github.com/speech-gateway/speech-gateway/slngclient"
 )
 
-// runPumps runs the two pumps of one stream: up (gRPC -> SLNG) in a new
-// goroutine and down (SLNG -> gRPC) in the caller's. The first error cancels
-// ctx for both; runPumps returns that first error, or nil when both
+// pumps are the goroutines of one stream.
+type pumps struct {
+	// up relays the caller's requests (gRPC -> SLNG) and down SLNG's
+	// events (SLNG -> gRPC).
+	up, down func(context.Context) error
+	// own, when set, owns the upstream session for the whole stream: it
+	// runs in a goroutine of its own and is joined before runPumps returns.
+	own func(context.Context) error
+	// abort, when set, is called with the stream's error (nil if it ended
+	// well) before the owner is joined, so that a write it has in progress
+	// ends.
+	abort func(err error)
+}
+
+// runPumps runs the pumps of one stream: up in a new goroutine, down in the
+// caller's and the owner, if any, in another. The first error cancels ctx
+// for all; runPumps returns that first error, or nil when the pumps
 // finished cleanly.
 //
-// The one exception to "both are joined" is the up pump blocked in the gRPC
+// The one exception to "all are joined" is the up pump blocked in the gRPC
 // stream's Recv: grpc-go unblocks it only when the handler returns, so
 // runPumps does not wait for it after a failure. It is tracked by s.pumps
 // (Server.Wait) and exits as soon as the RPC ends, because it stops at the
 // first Recv error and does nothing after ctx is cancelled.
-func (s *Server) runPumps(ctx context.Context, up, down func(context.Context) error) error {
+func (s *Server) runPumps(ctx context.Context, p pumps) (err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	if p.own != nil {
+		owned := make(chan struct{})
+		go func() {
+			defer close(owned)
+			if err := p.own(ctx); err != nil {
+				cancel(err)
+			}
+		}()
+		defer func() {
+			cancel(err)
+			if p.abort != nil {
+				p.abort(err)
+			}
+			<-owned
+		}()
+	}
 
 	upErr := make(chan error, 1)
 	s.pumps.Add(1)
 	go func() {
 		defer s.pumps.Done()
-		err := up(ctx)
+		err := p.up(ctx)
 		if err != nil {
 			cancel(err)
 		}
 		upErr <- err
 	}()
 
-	if err := down(ctx); err != nil {
+	if err := p.down(ctx); err != nil {
 		cancel(err)
 		return context.Cause(ctx)
 	}

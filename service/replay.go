@@ -2,6 +2,7 @@ package service
 
 import (
 	"math"
+	"sync"
 	"time"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
@@ -10,8 +11,11 @@ import (
 // replayBuffer keeps the audio a Transcribe caller sent after the last final
 // transcript, so that a new upstream session can hear it again. Its size is
 // bounded; when it overflows, a reconnect can no longer be exact and the
-// stream fails instead.
+// stream fails instead. It has a lock of its own: the upstream owner adds
+// to it and the down pump trims it, and neither waits for the other's
+// socket.
 type replayBuffer struct {
+	mu       sync.Mutex
 	buf      []byte
 	start    int64 // stream byte offset of buf[0]
 	end      int64 // stream byte offset after the last byte received
@@ -20,6 +24,8 @@ type replayBuffer struct {
 }
 
 func (r *replayBuffer) add(b []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.end += int64(len(b))
 	if r.max <= 0 {
 		r.start = r.end
@@ -36,6 +42,8 @@ func (r *replayBuffer) add(b []byte) {
 
 // trim forgets the audio before off, which a final transcript covered.
 func (r *replayBuffer) trim(off int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if off < r.start {
 		return // still missing audio between the final and the buffer
 	}
@@ -51,6 +59,22 @@ func (r *replayBuffer) trim(off int64) {
 	}
 	r.start = off
 	r.overflow = false
+}
+
+// tail returns how many bytes were received after the last final, and
+// whether some of them were dropped.
+func (r *replayBuffer) tail() (n int64, overflow bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.end - r.start, r.overflow
+}
+
+// snapshot copies the audio to replay and returns it with the stream
+// offset of its first byte; overflow reports that it is incomplete.
+func (r *replayBuffer) snapshot() (audio []byte, start int64, overflow bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]byte(nil), r.buf...), r.start, r.overflow
 }
 
 // pcmClock converts between stream byte offsets and stream time for

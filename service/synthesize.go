@@ -235,7 +235,7 @@ func (st *synthesis) run(ctx context.Context) error {
 		return err
 	}
 
-	runErr = st.srv.runPumps(ctx, st.pumpUp, st.pumpDown)
+	runErr = st.srv.runPumps(ctx, pumps{up: st.pumpUp, down: st.pumpDown})
 	if runErr == nil && !st.reusable() {
 		st.mu.Lock()
 		sess := st.sess

@@ -55,9 +55,11 @@ func (s *Server) Transcribe(stream speechv1.SpeechToTextService_TranscribeServer
 	return err
 }
 
-// transcription is one Transcribe stream. Its upstream session may be
-// replaced while it runs (see reconnect); upMu orders everything sent
-// upstream with those replacements.
+// transcription is one Transcribe stream: three goroutines. The up pump
+// reads the caller; the owner (own) is the only one that writes to, dials
+// and replaces the upstream session, at the request of the up pump (audio,
+// finalize, end of audio) and of the down pump (a replacement); the down
+// pump relays transcripts and never waits for a socket write.
 type transcription struct {
 	srv      *Server
 	activity func() // records a message from the caller
@@ -73,18 +75,17 @@ type transcription struct {
 	downDone chan struct{}
 	sendMu   sync.Mutex // serializes stream.Send
 
-	upMu   sync.Mutex
-	replay replayBuffer // under upMu
+	ops    chan sttOp // to the owner
+	replay replayBuffer
 	// sent is the stream's audio sent upstream so far, in bytes; offsets
 	// of transcripts without timing are estimated from it.
 	sent atomic.Int64
 
 	mu              sync.Mutex
 	meta            streamMeta
-	lease           *upstreamLease[STTSession]
-	sess            STTSession
-	base            time.Duration // stream time of the current session's first audio byte
-	closing         bool          // the upstream has been told no more audio comes
+	lease           *upstreamLease[STTSession] // replaced by the owner only
+	base            time.Duration              // stream time of the current session's first audio byte
+	closing         bool                       // the caller half-closed, or the server drains
 	draining        bool
 	finalizeAt      time.Time
 	finalizePending bool          // a finalize awaits its final
@@ -123,7 +124,7 @@ func (tr *transcription) run(ctx context.Context) (runErr error) {
 	if err != nil {
 		return err
 	}
-	tr.lease, tr.sess = lease, lease.Session
+	tr.lease = lease
 	defer func() {
 		// A used STT session is never reused: the half-close ends it.
 		tr.mu.Lock()
@@ -147,7 +148,13 @@ func (tr *transcription) run(ctx context.Context) (runErr error) {
 	if err := tr.send(&speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_Started{Started: started}}); err != nil {
 		return err
 	}
-	return tr.srv.runPumps(ctx, tr.pumpUp, tr.pumpDown)
+	tr.ops = make(chan sttOp, sttOpQueue)
+	return tr.srv.runPumps(ctx, pumps{
+		up: tr.pumpUp, down: func(ctx context.Context) error { return tr.pumpDown(ctx, lease.Session) },
+		own: func(ctx context.Context) error { return tr.own(ctx, lease.Session) },
+		// The session is never reused: ending it unblocks a write.
+		abort: func(error) { tr.currentSession().CloseNow() },
+	})
 }
 
 func (tr *transcription) acquire(ctx context.Context) (*upstreamLease[STTSession], error) {
@@ -162,10 +169,11 @@ func (tr *transcription) send(resp *speechv1.TranscribeResponse) error {
 	return tr.stream.Send(resp)
 }
 
-func (tr *transcription) session() STTSession {
+// currentSession is the upstream session the owner last set up.
+func (tr *transcription) currentSession() STTSession {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	return tr.sess
+	return tr.lease.Session
 }
 
 func (tr *transcription) snapshotMeta() streamMeta {
@@ -221,22 +229,16 @@ func (tr *transcription) configure(cfg *speechv1.RecognitionConfig) (slngclient.
 	}, nil
 }
 
-// pumpUp relays the caller's audio and finalize requests to SLNG. Audio is
-// kept for replay first; a write that fails because the session died is
-// not an error here: the down pump sees the end and reconnects, replaying
-// that audio.
+// pumpUp relays the caller's audio and finalize requests to the owner.
 func (tr *transcription) pumpUp(ctx context.Context) error {
 	stopDrain := context.AfterFunc(tr.srv.drainCtx, func() { tr.onDrain(ctx) })
 	defer stopDrain()
-	// Audio goes up without a cancellable context: with one, coder/websocket
-	// registers a context.AfterFunc for every frame written. A write blocked
-	// on a full socket still ends: the session is closed when the stream
-	// ends (release) and when its pings go unanswered (liveness).
-	audioCtx := context.WithoutCancel(ctx)
 	for {
 		req, err := tr.stream.Recv()
 		if errors.Is(err, io.EOF) {
-			tr.endAudio(ctx, false)
+			if err := tr.endAudio(ctx, false); err != nil {
+				return err
+			}
 			return tr.awaitFinals(ctx)
 		}
 		if err != nil {
@@ -253,34 +255,21 @@ func (tr *transcription) pumpUp(ctx context.Context) error {
 			if err := tr.srv.checkAudio(r.Audio); err != nil {
 				return err
 			}
-			tr.upMu.Lock()
-			tr.mu.Lock()
-			closing, sess := tr.closing, tr.sess
-			tr.mu.Unlock()
-			if closing {
-				tr.upMu.Unlock()
-				continue // draining: the upstream takes no more audio
-			}
-			tr.replay.add(r.Audio)
-			tr.sent.Add(int64(len(r.Audio)))
-			err := sess.SendAudio(audioCtx, r.Audio)
-			tr.upMu.Unlock()
-			if err != nil && !tr.recoverable(err) {
+			if err := tr.ask(ctx, sttOp{kind: opAudio, audio: r.Audio}); err != nil {
 				return err
 			}
-			tr.srv.metrics.recognizedBytes.Add(float64(len(r.Audio)))
 		case *speechv1.TranscribeRequest_Finalize:
-			if tr.isClosing() {
+			tr.mu.Lock()
+			closing := tr.closing
+			if !closing {
+				tr.finalizeAt = time.Now()
+				tr.finalizePending = true
+			}
+			tr.mu.Unlock()
+			if closing {
 				continue
 			}
-			tr.mu.Lock()
-			tr.finalizeAt = time.Now()
-			tr.finalizePending = true
-			tr.mu.Unlock()
-			tr.upMu.Lock()
-			err := tr.session().Finalize(ctx)
-			tr.upMu.Unlock()
-			if err != nil && !tr.recoverable(err) {
+			if err := tr.ask(ctx, sttOp{kind: opFinalize}); err != nil {
 				return err
 			}
 		default:
@@ -300,12 +289,13 @@ func (tr *transcription) isClosing() bool {
 func (tr *transcription) onDrain(ctx context.Context) {
 	_ = tr.send(&speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_Draining{
 		Draining: &speechv1.ServerDraining{Grace: durationOrNil(tr.srv.cfg.DrainGrace)}}})
-	tr.endAudio(ctx, true)
+	_ = tr.endAudio(ctx, true) // fails only when the stream has ended
 }
 
-// endAudio tells SLNG that no more audio comes; SLNG then sends its last
-// finals and closes. Called on the caller's half-close and on drain.
-func (tr *transcription) endAudio(ctx context.Context, drain bool) {
+// endAudio tells SLNG, through the owner, that no more audio comes; SLNG
+// then sends its last finals and closes. Called on the caller's half-close
+// and on drain.
+func (tr *transcription) endAudio(ctx context.Context, drain bool) error {
 	tr.mu.Lock()
 	if drain {
 		tr.draining = true
@@ -316,12 +306,10 @@ func (tr *transcription) endAudio(ctx context.Context, drain bool) {
 		tr.finalizeAt = time.Now()
 	}
 	tr.mu.Unlock()
-	if !already {
-		// An error here shows up as the down pump's Recv error.
-		tr.upMu.Lock()
-		_ = tr.session().CloseSend(ctx)
-		tr.upMu.Unlock()
+	if already {
+		return nil
 	}
+	return tr.ask(ctx, sttOp{kind: opEndAudio})
 }
 
 // awaitFinals bounds the wait for SLNG's last finals after a half-close.

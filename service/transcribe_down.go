@@ -13,20 +13,14 @@ import (
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/slngclient"
-	"github.com/speech-gateway/speech-gateway/slngpool"
 )
 
-// pumpDown relays SLNG's transcripts to the caller, and replaces the
-// upstream session when it fails or grows old.
-func (tr *transcription) pumpDown(ctx context.Context) error {
+// pumpDown relays SLNG's transcripts to the caller, and asks the owner for
+// a new upstream session when the current one fails or grows old.
+func (tr *transcription) pumpDown(ctx context.Context, sess STTSession) error {
 	defer close(tr.downDone)
-	var last STTSession
 	heard := false // the current session sent a transcript
 	for {
-		sess := tr.session()
-		if sess != last {
-			last, heard = sess, false
-		}
 		ev, err := sess.Recv(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -43,9 +37,10 @@ func (tr *transcription) pumpDown(ctx context.Context) error {
 			case errors.Is(err, io.EOF):
 				err = errUpstreamClosedEarly
 			}
-			if err := tr.reconnect(ctx, err); err != nil {
+			if sess, err = tr.reconnect(ctx, err); err != nil {
 				return err
 			}
+			heard = false
 			continue
 		}
 		if ev.Kind == slngclient.STTPartial || ev.Kind == slngclient.STTFinal {
@@ -60,17 +55,16 @@ func (tr *transcription) pumpDown(ctx context.Context) error {
 		}
 		if f := resp.GetFinalTranscript(); f != nil && tr.clock.ok() {
 			// Audio up to here is transcribed for good: no replay needs it.
-			tr.upMu.Lock()
 			tr.replay.trim(tr.clock.offset(f.GetEndOffset().AsDuration()))
-			tr.upMu.Unlock()
 		}
 		if resp.GetFinalTranscript() != nil && tr.srv.cfg.MaxUpstreamSessionAge > 0 &&
 			time.Since(sess.Stats().ReadyAt) > tr.srv.cfg.MaxUpstreamSessionAge && !tr.isClosing() {
 			// Roll over at a transcript boundary, before SLNG's maximum
 			// connection duration cuts the session in the middle of speech.
-			if err := tr.reconnect(ctx, nil); err != nil {
+			if sess, err = tr.reconnect(ctx, nil); err != nil {
 				return err
 			}
+			heard = false
 		}
 	}
 }
@@ -88,10 +82,8 @@ func (tr *transcription) warnUntranscribed(heard bool) error {
 	if !tr.clock.ok() {
 		return nil
 	}
-	tr.upMu.Lock()
-	tail := tr.clock.duration(tr.replay.end - tr.replay.start)
-	overflow := tr.replay.overflow
-	tr.upMu.Unlock()
+	n, overflow := tr.replay.tail()
+	tail := tr.clock.duration(n)
 	if tail < untranscribedWarning && !overflow && (heard || tail < untranscribedWarning/4) {
 		return nil
 	}
@@ -110,12 +102,10 @@ func (tr *transcription) recoverable(err error) bool {
 	return tr.clock.ok() && ok && ue.Retryable
 }
 
-// reconnect replaces the upstream session: cause is why the old one ended,
-// nil for a rollover. The new session hears again the audio that followed
-// the last final transcript, so nothing is lost and, since its offsets are
-// rebased to where that audio starts, nothing is transcribed twice.
-func (tr *transcription) reconnect(ctx context.Context, cause error) error {
-	failedAt := time.Now()
+// reconnect decides whether the stream survives the end of its upstream
+// session, and if so asks the owner for a new one (see replace). cause is
+// why the old one ended, nil for a rollover.
+func (tr *transcription) reconnect(ctx context.Context, cause error) (STTSession, error) {
 	fail := func(err error) error {
 		tr.mu.Lock()
 		last := tr.prevFinalEnd
@@ -123,68 +113,33 @@ func (tr *transcription) reconnect(ctx context.Context, cause error) error {
 		return withMetadata(err, map[string]string{"last_final_end_offset_ms": strconv.FormatInt(last.Milliseconds(), 10)})
 	}
 	if cause != nil && !tr.recoverable(cause) {
-		return fail(cause)
+		return nil, fail(cause)
 	}
-	tr.upMu.Lock()
-	defer tr.upMu.Unlock()
 	tr.mu.Lock()
 	tr.failures++
-	failures, closing, finalize := tr.failures, tr.closing, tr.finalizePending
-	old := tr.lease
+	failures := tr.failures
 	tr.mu.Unlock()
-	if cause != nil && (tr.replay.overflow || failures > maxReconnects) {
-		tr.log.Info("upstream lost and not recoverable", zap.Bool("replay_overflow", tr.replay.overflow), zap.Int("attempts", failures))
-		return fail(cause)
+	if _, overflow := tr.replay.tail(); cause != nil && (overflow || failures > maxReconnects) {
+		tr.log.Info("upstream lost and not recoverable", zap.Bool("replay_overflow", overflow), zap.Int("attempts", failures))
+		return nil, fail(cause)
 	}
-	lease, err := tr.acquire(slngpool.WithRollover(ctx))
-	if err != nil {
-		if cause == nil {
-			return err
-		}
-		return fail(cause)
+	reply := make(chan replacement, 1)
+	if err := tr.ask(ctx, sttOp{kind: opReplace, cause: cause, reply: reply}); err != nil {
+		return nil, err
 	}
-	sess := lease.Session
-	audio := tr.replay.buf
-	chunk := max(int(tr.clock.rate/10), 1) // 100 ms frames, as a live caller sends
-	for len(audio) > 0 {
-		n := min(chunk, len(audio))
-		if err := sess.SendAudio(ctx, audio[:n]); err != nil {
-			sess.CloseNow()
-			lease.release(err, false)
-			return fail(err)
-		}
-		audio = audio[n:]
+	var r replacement
+	select {
+	case r = <-reply:
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
 	}
-	if finalize {
-		_ = sess.Finalize(ctx) // a failure shows up in Recv
+	switch {
+	case r.err != nil && cause == nil:
+		return nil, r.err
+	case r.err != nil:
+		return nil, fail(cause)
 	}
-	if closing {
-		_ = sess.CloseSend(ctx)
-	}
-	tr.mu.Lock()
-	prevID := tr.meta.upstreamSessionID
-	tr.lease, tr.sess = lease, sess
-	tr.base = tr.clock.duration(tr.replay.start)
-	tr.meta.upstreamSessionID, tr.meta.upstreamRequestID = sess.ID(), sess.RequestID()
-	tr.mu.Unlock()
-	old.Session.CloseNow()
-	old.release(cause, false)
-
-	reason := reconnectReason(cause)
-	replayed := tr.clock.duration(int64(len(tr.replay.buf)))
-	tr.log.Info("upstream session replaced", zap.String("reason", reason), zap.NamedError("cause", cause),
-		zap.String("previous_upstream_session_id", prevID), zap.String("upstream_session_id", sess.ID()),
-		zap.Duration("replayed", replayed))
-	tr.srv.metrics.reconnect("stt", reason)
-	return tr.send(&speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_Reconnected{
-		Reconnected: &speechv1.UpstreamReconnected{
-			Reason:                    reason,
-			PreviousUpstreamSessionId: prevID,
-			UpstreamSessionId:         sess.ID(),
-			AudioReplayed:             durationpb.New(replayed),
-			Gap:                       durationpb.New(time.Since(failedAt)),
-			WarmSession:               lease.Warm,
-		}}})
+	return r.sess, tr.send(r.resp)
 }
 
 // translate maps one upstream event to a response; nil drops it.
