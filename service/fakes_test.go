@@ -61,13 +61,17 @@ func newFakeSession(id string) fakeSession {
 	return fakeSession{id: id, readyAt: time.Now(), closed: make(chan struct{})}
 }
 
-func (s *fakeSession) ID() string                    { return s.id }
-func (s *fakeSession) RequestID() string             { return "req-" + s.id }
-func (s *fakeSession) Stats() slngclient.Stats       { return slngclient.Stats{ReadyAt: s.readyAt} }
-func (s *fakeSession) Err() error                    { return nil }
-func (s *fakeSession) Close(context.Context) error   { s.CloseNow(); return nil }
-func (s *fakeSession) CloseNow()                     { s.closeOnce.Do(func() { close(s.closed) }) }
-func (s *fakeSession) release(err error, reuse bool) { s.mu.Lock(); s.released, s.relErr = true, err; s.mu.Unlock() }
+func (s *fakeSession) ID() string                  { return s.id }
+func (s *fakeSession) RequestID() string           { return "req-" + s.id }
+func (s *fakeSession) Stats() slngclient.Stats     { return slngclient.Stats{ReadyAt: s.readyAt} }
+func (s *fakeSession) Err() error                  { return nil }
+func (s *fakeSession) Close(context.Context) error { s.CloseNow(); return nil }
+func (s *fakeSession) CloseNow()                   { s.closeOnce.Do(func() { close(s.closed) }) }
+func (s *fakeSession) release(err error, reuse bool) {
+	s.mu.Lock()
+	s.released, s.relErr = true, err
+	s.mu.Unlock()
+}
 
 // errFakeLost is a failure SLNG may recover from, as a reaped session is.
 var errFakeLost = &slngclient.UpstreamError{Kind: slngclient.KindTransport, Message: "connection lost", Retryable: true}
