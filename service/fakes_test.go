@@ -144,11 +144,12 @@ func final(text string) slngclient.STTEvent {
 type fakeTTS struct {
 	fakeSession
 	ev   chan slngclient.TTSEvent
+	fail chan error
 	sent []string // under mu
 }
 
 func newFakeTTS(id string) *fakeTTS {
-	return &fakeTTS{fakeSession: newFakeSession(id), ev: make(chan slngclient.TTSEvent, 16)}
+	return &fakeTTS{fakeSession: newFakeSession(id), ev: make(chan slngclient.TTSEvent, 16), fail: make(chan error, 1)}
 }
 
 func (s *fakeTTS) record(what string) error {
@@ -176,6 +177,8 @@ func (s *fakeTTS) Recv(ctx context.Context) (slngclient.TTSEvent, error) {
 	select {
 	case ev := <-s.ev:
 		return ev, nil
+	case err := <-s.fail:
+		return slngclient.TTSEvent{}, err
 	case <-s.closed:
 		return slngclient.TTSEvent{}, slngclient.ErrSessionClosed
 	case <-ctx.Done():
@@ -299,5 +302,81 @@ func TestTranscriptsDoNotWaitForAStalledWrite(t *testing.T) {
 	}
 	if _, err := recvAll(t, stream.Recv); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// speakTurn sends what SLNG sends for one turn: audio, then both end
+// signals.
+func (s *fakeTTS) speakTurn(audio []byte) {
+	s.ev <- slngclient.TTSEvent{Kind: slngclient.TTSAudio, Audio: audio}
+	s.ev <- slngclient.TTSEvent{Kind: slngclient.TTSFlushed}
+	s.ev <- slngclient.TTSEvent{Kind: slngclient.TTSAudioEnd}
+}
+
+// TestSynthesizeResumeWithFakes: turns flushed on a session that fails
+// before speaking them go to the next session, in order and before newer
+// text, and are spoken from there.
+func TestSynthesizeResumeWithFakes(t *testing.T) {
+	t.Parallel()
+	up := newFakeUpstream()
+	first, second := newFakeTTS("one"), newFakeTTS("two")
+	up.tts <- first
+	up.tts <- second
+	h := newFakeHarness(t, up, Config{})
+	ctx := testContext(t)
+	stream, err := h.tts.Synthesize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(r *speechv1.SynthesizeRequest) {
+		t.Helper()
+		if err := stream.Send(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	text := func(s string) *speechv1.SynthesizeRequest {
+		return &speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Text{Text: &speechv1.TextInput{Text: s, Flush: true}}}
+	}
+	recv := func(what string) *speechv1.SynthesizeResponse {
+		t.Helper()
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		return resp
+	}
+	send(&speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Config{Config: &speechv1.SynthesisConfig{}}})
+	recv("started")
+	send(text("One."))
+	send(text("Two."))
+	waitFor(t, func() bool { return len(first.sentList()) == 4 }, "both turns on the first session")
+	first.fail <- errFakeLost
+	if r := recv("reconnected").GetReconnected(); r.GetTurnsReplayed() != 2 || r.GetUpstreamSessionId() != "two" {
+		t.Fatalf("want both turns replayed on session two, got %v", r)
+	}
+	send(text("Three."))
+	want := []string{"text:One.", "flush", "text:Two.", "flush", "text:Three.", "flush"}
+	waitFor(t, func() bool { return len(second.sentList()) == len(want) }, "three turns on the second session")
+	if got := second.sentList(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("second session got %v, want %v", got, want)
+	}
+	for range 3 {
+		second.speakTurn(pcm(960, 1))
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := recvAll(t, stream.Recv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ends []uint64
+	for _, r := range out {
+		if e := r.GetAudioEnd(); e != nil {
+			ends = append(ends, e.GetTurnId())
+		}
+	}
+	if fmt.Sprint(ends) != "[1 2 3]" {
+		t.Fatalf("turns ended %v, want [1 2 3]", ends)
 	}
 }

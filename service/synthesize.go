@@ -97,9 +97,12 @@ func (s *Server) synthesize(ctx context.Context, rpc string, reqs synthRequests,
 
 // synthesis is one Synthesize stream: its upstream session and its turns.
 //
-// Locks, always taken in this order: upMu serializes everything sent
-// upstream with session replacement, so that a replayed turn reaches a new
-// session before newer text; sendMu orders responses, held from computing a
+// Three goroutines: the up pump reads the caller's requests; the owner
+// (own) is the only one that writes to, dials and replaces the upstream
+// session, in the order the pumps ask, so that a replayed turn reaches a
+// new session before newer text; the down pump relays SLNG's events.
+//
+// Locks, always taken in this order: sendMu orders responses, held from computing a
 // response (under mu) to sending it, so that the pumps' responses reach the
 // caller in the order of the events that made them; mu guards the state.
 // mu is never held during a Send: a caller that stops reading blocks the
@@ -119,7 +122,7 @@ type synthesis struct {
 	ep     slngclient.Endpoint
 	ttsCfg slngclient.TTSConfig
 
-	upMu   sync.Mutex
+	ops    chan ttsOp // to the owner
 	sendMu sync.Mutex
 
 	mu    sync.Mutex
@@ -235,7 +238,13 @@ func (st *synthesis) run(ctx context.Context) error {
 		return err
 	}
 
-	runErr = st.srv.runPumps(ctx, pumps{up: st.pumpUp, down: st.pumpDown})
+	st.ops = make(chan ttsOp, ttsOpQueue)
+	runErr = st.srv.runPumps(ctx, pumps{up: st.pumpUp, down: st.pumpDown, own: st.own,
+		abort: func(err error) {
+			if err != nil {
+				st.session().CloseNow() // a write in progress ends
+			}
+		}})
 	if runErr == nil && !st.reusable() {
 		st.mu.Lock()
 		sess := st.sess

@@ -44,9 +44,9 @@ func (st *synthesis) dial(ctx context.Context, prevErr error) (TTSSession, error
 	return sess, nil
 }
 
-// redialLocked replaces a session that ended between turns and hands the
-// new one to the down pump, which waits for it. st.upMu is held.
-func (st *synthesis) redialLocked(ctx context.Context) error {
+// redial replaces a session that ended between turns and hands the new one
+// to the down pump, which waits for it. The owner runs it.
+func (st *synthesis) redial(ctx context.Context) error {
 	sess, err := st.dial(slngpool.WithRollover(ctx), nil)
 	if err != nil {
 		return err
@@ -65,11 +65,9 @@ func (st *synthesis) redialLocked(ctx context.Context) error {
 // resume replaces a session that ended while turns were waiting to be
 // spoken: it dials again and replays them, flushed turns first, then the
 // open turn's text. cause is why the old session ended, nil for a model's
-// normal close after a turn (nothing to report then).
+// normal close after a turn (nothing to report then). The owner runs it.
 func (st *synthesis) resume(ctx context.Context, cause error) (TTSSession, error) {
 	failedAt := time.Now()
-	st.upMu.Lock()
-	defer st.upMu.Unlock()
 	prevID := st.snapshotMeta().upstreamSessionID
 	sess, err := st.dial(slngpool.WithRollover(ctx), cause)
 	if err != nil {
@@ -322,26 +320,22 @@ func (st *synthesis) rolloverDue(sess TTSSession) bool {
 	return st.book.idle() && !st.book.openText() && !st.halfClosed && !st.draining && !st.gone
 }
 
-// rollover closes an old session between turns; the next text dials a new
-// one.
+// rollover asks the owner to close an old session between turns; the next
+// text dials a new one.
 func (st *synthesis) rollover(ctx context.Context, sess TTSSession) (TTSSession, error) {
-	st.upMu.Lock()
-	st.mu.Lock()
-	ok := st.book.idle() && !st.book.openText() && !st.halfClosed && !st.draining && !st.gone
-	if ok {
-		st.gone = true
-		if st.next == nil {
-			st.next = make(chan TTSSession)
-		}
+	reply := make(chan ttsReply, 1)
+	if err := st.ask(ctx, ttsOp{kind: opRollover, sess: sess, reply: reply}); err != nil {
+		return nil, err
 	}
-	st.mu.Unlock()
-	st.upMu.Unlock()
-	if !ok {
+	var r ttsReply
+	select {
+	case r = <-reply:
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+	if !r.rolled {
 		return sess, nil
 	}
-	closeCtx, cancel := context.WithTimeout(ctx, st.srv.cfg.CloseTimeout)
-	_ = sess.Close(closeCtx)
-	cancel()
 	st.srv.metrics.reconnect("tts", "rollover")
 	st.log.Info("upstream session rolled over between turns", zap.String("upstream_session_id", sess.ID()))
 	return st.waitNext(ctx)
@@ -453,9 +447,9 @@ func (st *synthesis) upstreamEnded(ctx context.Context, recvErr error) (TTSSessi
 		// close after every audio_end drop the turns queued behind):
 		// replay them on a new session.
 		if normal {
-			return st.resume(ctx, nil)
+			return st.askResume(ctx, nil)
 		}
-		return st.resume(ctx, recvErr)
+		return st.askResume(ctx, recvErr)
 	}
 	return st.waitNext(ctx)
 }

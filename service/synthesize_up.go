@@ -17,7 +17,7 @@ func (st *synthesis) pumpUp(ctx context.Context) error {
 	for {
 		req, err := st.reqs.Recv()
 		if errors.Is(err, io.EOF) {
-			return st.halfClose(ctx)
+			return st.ask(ctx, ttsOp{kind: opHalfClose})
 		}
 		if err != nil {
 			return err
@@ -33,19 +33,19 @@ func (st *synthesis) pumpUp(ctx context.Context) error {
 			if err := st.srv.checkText("text.text", r.Text.GetText()); err != nil {
 				return err
 			}
-			if err := st.text(ctx, r.Text.GetText(), r.Text.GetFlush()); err != nil {
+			if err := st.ask(ctx, ttsOp{kind: opText, text: r.Text.GetText(), flush: r.Text.GetFlush()}); err != nil {
 				return err
 			}
 		case *speechv1.SynthesizeRequest_Flush:
-			if err := st.flush(ctx); err != nil {
+			if err := st.ask(ctx, ttsOp{kind: opFlush}); err != nil {
 				return err
 			}
 		case *speechv1.SynthesizeRequest_Clear:
-			if err := st.clear(ctx, false); err != nil {
+			if err := st.ask(ctx, ttsOp{kind: opClear}); err != nil {
 				return err
 			}
 		case *speechv1.SynthesizeRequest_Cancel:
-			if err := st.clear(ctx, true); err != nil {
+			if err := st.ask(ctx, ttsOp{kind: opClear, cancel: true}); err != nil {
 				return err
 			}
 		default:
@@ -59,10 +59,8 @@ func (st *synthesis) pumpUp(ctx context.Context) error {
 const maxTurnText = 1 << 20
 
 // text sends text for the open turn, redialling first if the previous
-// session ended, and flushes when asked.
+// session ended, and flushes when asked. The owner runs it.
 func (st *synthesis) text(ctx context.Context, text string, flush bool) error {
-	st.upMu.Lock()
-	defer st.upMu.Unlock()
 	st.mu.Lock()
 	if st.draining {
 		st.mu.Unlock()
@@ -79,7 +77,7 @@ func (st *synthesis) text(ctx context.Context, text string, flush bool) error {
 			return err
 		}
 		if gone {
-			if err := st.redialLocked(ctx); err != nil {
+			if err := st.redial(ctx); err != nil {
 				return err
 			}
 		}
@@ -88,20 +86,14 @@ func (st *synthesis) text(ctx context.Context, text string, flush bool) error {
 		}
 	}
 	if flush {
-		return st.flushLocked(ctx)
+		return st.flush(ctx)
 	}
 	return nil
 }
 
 // flush ends the open turn. A flush without text is ignored: SLNG treats a
-// bare flush as a protocol violation.
+// bare flush as a protocol violation. The owner runs it.
 func (st *synthesis) flush(ctx context.Context) error {
-	st.upMu.Lock()
-	defer st.upMu.Unlock()
-	return st.flushLocked(ctx)
-}
-
-func (st *synthesis) flushLocked(ctx context.Context) error {
 	st.mu.Lock()
 	// Registered before the flush goes out, so that the down pump always
 	// finds the turn its audio belongs to.
@@ -139,7 +131,7 @@ func (st *synthesis) checkTurn() {
 	cancel := st.recvCancel
 	st.mu.Unlock()
 	if !busy {
-		return // flushLocked arms it again
+		return // flush arms it again
 	}
 	if left := st.turnStale(); left > 0 {
 		st.armTurnTimer(left)
@@ -178,10 +170,9 @@ func writeRecoverable(err error) bool {
 // clear discards the open turn and every pending one. SLNG answers its
 // `clear` with `cleared` after the last frame of the discarded turns, which
 // is what lets the down pump drop them. A Cancel is acknowledged at once
-// (barge-in wants no wait); a Clear when `cleared` arrives.
+// (barge-in wants no wait); a Clear when `cleared` arrives. The owner runs
+// it.
 func (st *synthesis) clear(ctx context.Context, cancel bool) error {
-	st.upMu.Lock()
-	defer st.upMu.Unlock()
 	var gone bool
 	var sess TTSSession
 	err := st.emit(func() []*speechv1.SynthesizeResponse {
@@ -203,7 +194,7 @@ func (st *synthesis) clear(ctx context.Context, cancel bool) error {
 }
 
 // halfClose handles the caller's half-close: unflushed text is discarded,
-// flushed turns complete, then the stream ends.
+// flushed turns complete, then the stream ends. The owner runs it.
 func (st *synthesis) halfClose(ctx context.Context) error {
 	st.mu.Lock()
 	st.halfClosed = true
