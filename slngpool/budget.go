@@ -32,15 +32,15 @@ type Budget interface {
 
 // takeBudget reserves a session of k's credential for a caller. When none
 // is free it first retires one of this pool's standbys, then waits up to
-// AcquireTimeout. Errors: ErrBudget, ctx's error, ErrClosed.
-func (p *Pool) takeBudget(ctx context.Context, k poolKey) error {
+// the acquire's deadline. Errors: ErrBudget, ctx's error, ErrClosed.
+func (p *Pool) takeBudget(ctx context.Context, k poolKey, until time.Time) error {
 	b := p.opts.Budget
 	if b == nil || b.Acquire(ctx, k.cred, 0) == nil {
 		return nil
 	}
 	// Only a standby of the same credential frees a session of its budget.
 	p.evictOldest(func(o poolKey) bool { return o.cred == k.cred })
-	err := b.Acquire(ctx, k.cred, p.opts.AcquireTimeout)
+	err := b.Acquire(ctx, k.cred, max(time.Until(until), 0))
 	switch {
 	case err == nil:
 		return nil

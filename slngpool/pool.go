@@ -258,37 +258,37 @@ func (p *Pool) acquire(ctx context.Context, k poolKey, ep slngclient.Endpoint, d
 	purpose := purposeOf(ctx)
 	br := p.br.get(ep.Model, ep.Region)
 	// Each use is noted after the warm check, so that the standby it may
-	// start is for the next caller.
+	// start is for the next caller; only a failed dial is SLNG's answer.
+	res, dialErr := useOther, error(nil)
+	defer func() { p.noteUse(k, dial, res, dialErr) }()
 	if s := p.takeWarm(ctx, k); s != nil {
 		p.m.acquires.WithLabelValues(k.kind, "hit").Inc()
 		p.m.inUse.WithLabelValues(k.kind).Inc()
-		p.noteUse(k, dial, useOther, nil)
 		return &lease{p: p, key: k, br: br, s: s, warm: true}, nil
 	}
 	// Fail fast while the breaker is open, before waiting for capacity.
 	if br.cb.State() == gobreaker.StateOpen {
 		if _, err := br.allow(); err != nil {
 			p.m.acquires.WithLabelValues(k.kind, "circuit_open").Inc()
-			p.noteUse(k, dial, useOther, nil)
 			return nil, err
 		}
 	}
-	if err := p.takeSlot(ctx); err != nil {
+	// One AcquireTimeout bounds all the waits of an acquire together.
+	until := time.Now().Add(p.opts.AcquireTimeout)
+	if err := p.takeSlot(ctx, until); err != nil {
 		if errors.Is(err, ErrExhausted) {
 			p.m.acquires.WithLabelValues(k.kind, "exhausted").Inc()
 		}
-		p.noteUse(k, dial, useOther, nil)
 		return nil, err
 	}
-	if err := p.takeBudget(ctx, k); err != nil {
+	if err := p.takeBudget(ctx, k, until); err != nil {
 		<-p.slots
 		if errors.Is(err, ErrExhausted) {
 			p.m.acquires.WithLabelValues(k.kind, "exhausted").Inc()
 		}
-		p.noteUse(k, dial, useOther, nil)
 		return nil, err
 	}
-	s, err := p.dialRetrying(ctx, k, br, purpose, dial)
+	s, err := p.dialRetrying(ctx, k, br, purpose, dial, until)
 	if err != nil {
 		p.freeSlot(k)
 		var coe *CircuitOpenError
@@ -299,13 +299,12 @@ func (p *Pool) acquire(ctx context.Context, k poolKey, ep slngclient.Endpoint, d
 			p.m.acquires.WithLabelValues(k.kind, "exhausted").Inc()
 		default:
 			p.m.acquires.WithLabelValues(k.kind, "error").Inc()
+			res, dialErr = useFailed, err
 		}
-		p.noteUse(k, dial, useFailed, err)
 		return nil, err
 	}
 	p.m.acquires.WithLabelValues(k.kind, "miss").Inc()
 	p.m.inUse.WithLabelValues(k.kind).Inc()
-	p.noteUse(k, dial, useOther, nil)
 	return &lease{p: p, key: k, br: br, s: s}, nil
 }
 
@@ -313,11 +312,11 @@ func (p *Pool) acquire(ctx context.Context, k poolKey, ep slngclient.Endpoint, d
 // exponential backoff and jitter while the breaker allows and the caller's
 // deadline leaves time. Only the DialRate bucket may add to that wait;
 // the pool's own backoffs and pauses never delay a caller.
-func (p *Pool) dialRetrying(ctx context.Context, k poolKey, br *breaker, purpose purpose, dial dialFunc) (session, error) {
+func (p *Pool) dialRetrying(ctx context.Context, k poolKey, br *breaker, purpose purpose, dial dialFunc, until time.Time) (session, error) {
 	wait := p.opts.BackoffBase
 	var lastErr error
 	for attempt := 1; ; attempt++ {
-		if err := p.dialToken(ctx); err != nil {
+		if err := p.dialToken(ctx, until); err != nil {
 			if errors.Is(err, ErrDialRate) {
 				p.m.dials.WithLabelValues(k.kind, purpose.String(), "throttled").Inc()
 			}
@@ -359,8 +358,8 @@ func (p *Pool) dialRetrying(ctx context.Context, k poolKey, br *breaker, purpose
 }
 
 // dialToken takes a DialRate token for a caller's dial, waiting for one
-// within AcquireTimeout and the caller's deadline.
-func (p *Pool) dialToken(ctx context.Context) error {
+// until the acquire's deadline and the caller's.
+func (p *Pool) dialToken(ctx context.Context, until time.Time) error {
 	if p.all == nil {
 		return nil
 	}
@@ -369,7 +368,7 @@ func (p *Pool) dialToken(ctx context.Context) error {
 	if d == 0 {
 		return nil
 	}
-	limit := p.opts.AcquireTimeout
+	limit := time.Until(until)
 	if dl, ok := ctx.Deadline(); ok {
 		limit = min(limit, time.Until(dl))
 	}
@@ -404,9 +403,9 @@ func (p *Pool) dialOnce(ctx context.Context, k poolKey, purpose purpose, dial di
 }
 
 // takeSlot reserves capacity for one new session. When all are taken it
-// first retires a standby session of any configuration, then waits up to
-// AcquireTimeout.
-func (p *Pool) takeSlot(ctx context.Context) error {
+// first retires a standby session of any configuration, then waits until
+// the acquire's deadline.
+func (p *Pool) takeSlot(ctx context.Context, until time.Time) error {
 	select {
 	case p.slots <- struct{}{}:
 		return nil
@@ -419,7 +418,7 @@ func (p *Pool) takeSlot(ctx context.Context) error {
 		default:
 		}
 	}
-	t := time.NewTimer(p.opts.AcquireTimeout)
+	t := time.NewTimer(time.Until(until))
 	defer t.Stop()
 	select {
 	case p.slots <- struct{}{}:
