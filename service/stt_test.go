@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -258,5 +259,40 @@ func TestTranscriptOutsideTheProtocol(t *testing.T) {
 	if !f.GetFromFinalize() || !f.GetOffsetsEstimated() || f.GetStartOffset().AsDuration() != time.Second ||
 		f.GetEndOffset().AsDuration() != 2*time.Second || tr.finalizePending {
 		t.Errorf("untimed final after a finalize = %v (pending %v)", f, tr.finalizePending)
+	}
+}
+
+// BenchmarkTranscribeChunk measures one 20 ms chunk of 16 kHz LINEAR16
+// (640 bytes) going up through the whole gateway, unpaced: the client's
+// Send, gRPC over an in-memory connection, the up pump, the owner's write
+// and the simulator's read. Flow control makes the client wait for the
+// gateway, so the time per chunk is the slowest stage's.
+func BenchmarkTranscribeChunk(b *testing.B) {
+	h := newHarness(b, slngsim.Options{}, Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := h.stt.Transcribe(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := stream.Send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Config{Config: &speechv1.RecognitionConfig{}}}); err != nil {
+		b.Fatal(err)
+	}
+	chunk := &speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Audio{Audio: make([]byte, 640)}}
+	b.SetBytes(640)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := stream.Send(chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if err := stream.CloseSend(); err != nil {
+		b.Fatal(err)
+	}
+	for {
+		if _, err := stream.Recv(); err != nil {
+			break
+		}
 	}
 }
