@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.gatewayBin, "gateway", "bin/speech-gateway", "speech-gateway binary")
 	fs.StringVar(&o.floorBin, "floor", "", "speechfloor binary, the bare relay the gateway is measured against (default: speechfloor next to the gateway binary)")
 	fs.StringVar(&o.simBin, "sim", "bin/slngsim", "slngsim binary")
-	fs.BoolVar(&o.pin, "pin", false, "run the relay under test (gateway or floor) alone on CPU 0 and the load generator and simulator on CPU 1; needs 2 CPUs")
+	fs.BoolVar(&o.pin, "pin", false, "run the relay under test (gateway or floor) alone on CPU 0 and the load generator and simulator on the other CPUs; needs at least 2")
 	fs.StringVar(&o.out, "out", "bench/results.json", "where to write the results")
 	fs.BoolVar(&o.quick, "quick", false, "a reduced run (well under two minutes) that only proves the harness works")
 	fs.StringVar(&tts, "tts-levels", "100,250,500,750,1000,1250", "concurrent real-time TTS streams to try")
@@ -103,12 +103,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if o.sttLevels, err = parseLevels(stt); err != nil {
 		return err
 	}
+	b := &bench{o: o, out: stdout, res: map[string]any{}}
 	if o.pin {
-		if err := pinSelf(loadCPU); err != nil {
+		if b.loadCPUs, err = pinSelf(); err != nil {
 			return err
 		}
 	}
-	b := &bench{o: o, out: stdout, res: map[string]any{}}
 	defer b.stopAll()
 	if o.soak > 0 {
 		if err := b.soak(ctx, o.soak, o.soakStreams); err != nil {
@@ -128,6 +128,9 @@ type bench struct {
 	out   io.Writer
 	procs []*proc
 	res   map[string]any
+	// loadCPUs is how many CPUs the load generator and simulator share
+	// with --pin.
+	loadCPUs int
 }
 
 func (b *bench) sim(ctx context.Context, args ...string) (*proc, error) {
@@ -181,7 +184,8 @@ func (b *bench) runAll(ctx context.Context) error {
 	b.res["quick"] = b.o.quick
 	b.res["pinned"] = b.o.pin
 	if b.o.pin {
-		b.printf("pinned: each relay under test alone on CPU %d; this load generator, the simulator and Redis on CPU %d\n\n", relayCPU, loadCPU)
+		b.printf("pinned: each relay under test alone on CPU %d; this load generator, the simulator and Redis on the other %d CPU(s)\n\n", relayCPU, b.loadCPUs)
+		b.res["load_cpus"] = b.loadCPUs
 	}
 	steps := []struct {
 		name string

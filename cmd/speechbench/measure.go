@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -83,4 +84,34 @@ func (b *bench) perCore(capacity int) any {
 		return nil
 	}
 	return capacity
+}
+
+// loadBoundMs is the direct path's p99 above which a level counts as load
+// bound: the load generator and simulator, not a relay, ran short of CPU,
+// and the relays' added latency there says little about them.
+const loadBoundMs = 5.0
+
+// loadBoundNote names the load-bound levels, for the capacity line.
+func loadBoundNote(levels []map[string]any) string {
+	var at []any
+	for _, lv := range levels {
+		if lv["load_bound"] == true {
+			at = append(at, lv["streams"])
+		}
+	}
+	if len(at) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; direct p99 above %.0f ms at %v streams: there the load side, not the relay, was short of CPU", loadBoundMs, at)
+}
+
+// capNote says when a capacity is the largest wave tried, and so only a
+// lower bound.
+func capNote(levels []int, caps ...int) string {
+	for _, c := range caps {
+		if c == levels[len(levels)-1] {
+			return fmt.Sprintf(" (%d is the largest wave tried: a lower bound)", c)
+		}
+	}
+	return ""
 }

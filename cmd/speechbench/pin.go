@@ -12,33 +12,30 @@ import (
 
 // With --pin the relay under test (a gateway or the floor) runs alone on
 // relayCPU, and this process (the load generator) and everything else it
-// starts (the simulator, Redis) on loadCPU, so that a relay's capacity is
-// its own and not shared with its neighbours.
-const (
-	relayCPU = 0
-	loadCPU  = 1
-)
+// starts (the simulator, Redis) on every other CPU it may use (CPU 1 on a
+// 2-CPU machine), so that a relay's capacity is its own and not shared
+// with its neighbours.
+const relayCPU = 0
 
-// pinSelf moves every thread of this process onto cpu. Threads started
-// later inherit the mask of the thread that starts them, so once every
-// thread is moved the process stays there; the loop catches threads
-// started while it ran. GOMAXPROCS follows, so that the runtime does not
-// schedule two threads' worth of goroutines onto one CPU.
-func pinSelf(cpu int) error {
-	var avail unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &avail); err != nil {
-		return fmt.Errorf("--pin: read CPU affinity: %w", err)
-	}
-	if n := avail.Count(); n < 2 || !avail.IsSet(relayCPU) || !avail.IsSet(loadCPU) {
-		return fmt.Errorf("--pin needs CPUs %d and %d, one for the relay under test and one for the load generator and simulator; this process may use %d CPU(s)", relayCPU, loadCPU, n)
-	}
+// pinSelf moves every thread of this process off relayCPU, onto the other
+// CPUs it may use, and returns how many those are. Threads started later
+// inherit the mask of the thread that starts them, so once every thread is
+// moved the process stays there; the loop catches threads started while it
+// ran. GOMAXPROCS follows the new mask.
+func pinSelf() (int, error) {
 	var set unix.CPUSet
-	set.Set(cpu)
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return 0, fmt.Errorf("--pin: read CPU affinity: %w", err)
+	}
+	if n := set.Count(); n < 2 || !set.IsSet(relayCPU) {
+		return 0, fmt.Errorf("--pin needs at least 2 CPUs including CPU %d, one for the relay under test and the rest for the load generator and simulator; this process may use %d CPU(s)", relayCPU, n)
+	}
+	set.Clear(relayCPU)
 	done := map[int]bool{}
 	for {
 		tasks, err := os.ReadDir("/proc/self/task")
 		if err != nil {
-			return fmt.Errorf("--pin: %w", err)
+			return 0, fmt.Errorf("--pin: %w", err)
 		}
 		moved := 0
 		for _, t := range tasks {
@@ -48,7 +45,7 @@ func pinSelf(cpu int) error {
 			}
 			// A thread may have exited since the listing.
 			if err := unix.SchedSetaffinity(tid, &set); err != nil && err != unix.ESRCH {
-				return fmt.Errorf("--pin: set CPU affinity of thread %d: %w", tid, err)
+				return 0, fmt.Errorf("--pin: set CPU affinity of thread %d: %w", tid, err)
 			}
 			done[tid] = true
 			moved++
@@ -57,8 +54,8 @@ func pinSelf(cpu int) error {
 			break
 		}
 	}
-	runtime.GOMAXPROCS(1)
-	return nil
+	runtime.GOMAXPROCS(set.Count())
+	return set.Count(), nil
 }
 
 // onCPU runs start, which starts a child process, from a thread allowed

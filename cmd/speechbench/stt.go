@@ -56,6 +56,7 @@ func (b *bench) sttCapacity(ctx context.Context) error {
 				p.r.errors.Load(), p.r.finals.Load(), cpuMin, perChunk)
 		}
 		lv["direct_finals"] = d.finals.Load()
+		lv["load_bound"] = d.finalDelay.quantile(.99) > loadBoundMs
 		lv["cpu_ratio_to_floor"] = ratio(lv["gateway_cpu_us_per_chunk"].(float64), lv["floor_cpu_us_per_chunk"].(float64))
 		if g.errors.Load() == 0 && lv["added_p99_ms"].(float64) <= 5 && g.finals.Load() == expected {
 			gwCap = n
@@ -65,7 +66,8 @@ func (b *bench) sttCapacity(ctx context.Context) error {
 		}
 		levels = append(levels, lv)
 	}
-	b.printf("capacity by the 5 ms rule: gateway %d, floor %d streams%s\n\n", gwCap, floorCap, capNote(b.o.sttLevels, gwCap, floorCap))
+	b.printf("capacity by the 5 ms rule: gateway %d, floor %d streams%s%s\n\n", gwCap, floorCap,
+		capNote(b.o.sttLevels, gwCap, floorCap), loadBoundNote(levels))
 	b.res["stt_levels"] = levels
 	b.res["capacity_stt_streams"] = gwCap
 	b.res["capacity_stt_floor_streams"] = floorCap

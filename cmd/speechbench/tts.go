@@ -67,6 +67,7 @@ func (b *bench) ttsCapacity(ctx context.Context) error {
 			b.printf("%8d %-8s | %9.3f %9.3f %9.3f | %9.3f %9.3f | %6d | %10.3f %9.1f | %9.1f %8s %8s\n", n, p.name, q50, q99, q999,
 				add50, add99, p.r.errors.Load(), cpuMin, perChunk, p.m.rssPerStreamKiB, allocs, steady)
 		}
+		lv["load_bound"] = d.latency.quantile(.99) > loadBoundMs
 		lv["cpu_ratio_to_floor"] = ratio(lv["gateway_cpu_us_per_chunk"].(float64), lv["floor_cpu_us_per_chunk"].(float64))
 		if g.errors.Load() == 0 && lv["added_p99_ms"].(float64) <= 5 {
 			gwCap = n
@@ -76,7 +77,8 @@ func (b *bench) ttsCapacity(ctx context.Context) error {
 		}
 		levels = append(levels, lv)
 	}
-	b.printf("capacity by the 5 ms rule: gateway %d, floor %d streams%s\n\n", gwCap, floorCap, capNote(b.o.ttsLevels, gwCap, floorCap))
+	b.printf("capacity by the 5 ms rule: gateway %d, floor %d streams%s%s\n\n", gwCap, floorCap,
+		capNote(b.o.ttsLevels, gwCap, floorCap), loadBoundNote(levels))
 	at := atMost(levels, 500)
 	b.res["tts_levels"] = levels
 	b.res["capacity_tts_streams"] = gwCap
@@ -95,15 +97,4 @@ func (b *bench) ttsCapacity(ctx context.Context) error {
 	b.res["floor_cpu_us_per_chunk"] = at["floor_cpu_us_per_chunk"]
 	b.res["cpu_ratio_to_floor"] = at["cpu_ratio_to_floor"]
 	return nil
-}
-
-// capNote says when a capacity is the largest wave tried, and so only a
-// lower bound.
-func capNote(levels []int, caps ...int) string {
-	for _, c := range caps {
-		if c == levels[len(levels)-1] {
-			return fmt.Sprintf(" (%d is the largest wave tried: a lower bound)", c)
-		}
-	}
-	return ""
 }
