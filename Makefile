@@ -221,11 +221,11 @@ monitoring-check: ## promtool check and unit-test the alert rules; the Prometheu
 	go test -count=1 -run '^(TestPrometheusRuleMatchesRules|TestServiceMonitorSelectsTheService|TestMonitoringUsesDocumentedMetrics)$$' ./cmd/speech-gateway/
 
 .PHONY: bench bench-quick
-bench: build ## Measure the gateway against a direct client (several minutes); writes bench/results.json.
-	$(BIN)/speechbench --gateway $(BIN)/speech-gateway --sim $(BIN)/slngsim --out bench/results.json
+bench: build ## Measure the gateway against the floor (a bare relay) and a direct client, each relay pinned alone on CPU 0 (several minutes); writes bench/results.json.
+	$(BIN)/speechbench --pin --gateway $(BIN)/speech-gateway --floor $(BIN)/speechfloor --sim $(BIN)/slngsim --out bench/results.json
 
 bench-quick: build ## A reduced benchmark run that proves the harness works (asserts nothing about speed).
-	$(BIN)/speechbench --quick --gateway $(BIN)/speech-gateway --sim $(BIN)/slngsim --out $(BIN)/bench-quick.json
+	$(BIN)/speechbench --quick --pin --gateway $(BIN)/speech-gateway --floor $(BIN)/speechfloor --sim $(BIN)/slngsim --out $(BIN)/bench-quick.json
 
 .PHONY: ci
 ci: lint check-generate test smoke bench-quick ## Everything CI runs.

@@ -99,79 +99,79 @@ type ttsResult struct {
 	bytes   atomic.Int64
 }
 
-// ttsGateway runs n Synthesize streams through the gateway, each speaking
-// text once, recording each chunk's latency from the simulator's stamp into
-// r, which callers may watch while it runs.
-func ttsGateway(ctx context.Context, conns []*grpc.ClientConn, n int, text string, r *ttsResult) *ttsResult {
+func newTTSResult() *ttsResult { return &ttsResult{latency: &samples{}} }
+
+// fanOut runs n streams, calling stream(i) for i in [0, n) each in its own
+// goroutine, and returns when all have returned.
+func fanOut(n int, stream func(i int)) {
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := speechv1.NewTextToSpeechServiceClient(conns[i%len(conns)])
-			stream, err := client.SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{Text: text})
-			if err != nil {
-				r.errors.Add(1)
-				return
-			}
-			local := make([]time.Duration, 0, 512)
-			eachMessage(stream.Recv, &r.errors, func(m *speechv1.SynthesizeResponse) {
-				if a := m.GetAudio(); a != nil {
-					now := time.Now()
-					if t, ok := stamp(a.GetData()); ok {
-						local = append(local, now.Sub(t))
-					}
-					r.bytes.Add(int64(len(a.GetData())))
-				}
-			})
-			r.latency.addAll(local)
-		}()
+		wg.Go(func() { stream(i) })
 	}
 	wg.Wait()
+}
+
+// ttsRelay runs n SynthesizeText streams through a relay (the gateway or
+// the floor), each speaking text once, recording each chunk's latency from
+// the simulator's stamp into r, which callers may watch while it runs.
+func ttsRelay(ctx context.Context, conns []*grpc.ClientConn, n int, text string, r *ttsResult) *ttsResult {
+	fanOut(n, func(i int) {
+		client := speechv1.NewTextToSpeechServiceClient(conns[i%len(conns)])
+		stream, err := client.SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{Text: text})
+		if err != nil {
+			r.errors.Add(1)
+			return
+		}
+		local := make([]time.Duration, 0, 512)
+		eachMessage(stream.Recv, &r.errors, func(m *speechv1.SynthesizeResponse) {
+			if a := m.GetAudio(); a != nil {
+				now := time.Now()
+				if t, ok := stamp(a.GetData()); ok {
+					local = append(local, now.Sub(t))
+				}
+				r.bytes.Add(int64(len(a.GetData())))
+			}
+		})
+		r.latency.addAll(local)
+	})
 	return r
 }
 
 // ttsDirect does the same work with slngclient straight to the simulator,
 // as a service that dials SLNG itself would.
 func ttsDirect(ctx context.Context, client *slngclient.Client, n int, text string) *ttsResult {
-	r := &ttsResult{latency: &samples{}}
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s, err := client.DialTTS(ctx, slngclient.Endpoint{Model: "deepgram/aura:2"}, slngclient.TTSConfig{Voice: "aura-2-thalia-en"})
+	r := newTTSResult()
+	fanOut(n, func(int) {
+		s, err := client.DialTTS(ctx, slngclient.Endpoint{Model: "deepgram/aura:2"}, slngclient.TTSConfig{Voice: "aura-2-thalia-en"})
+		if err != nil {
+			r.errors.Add(1)
+			return
+		}
+		defer s.CloseNow()
+		if err := s.Text(ctx, text, true); err != nil {
+			r.errors.Add(1)
+			return
+		}
+		local := make([]time.Duration, 0, 512)
+		for {
+			ev, err := s.Recv(ctx)
 			if err != nil {
 				r.errors.Add(1)
-				return
+				break
 			}
-			defer s.CloseNow()
-			if err := s.Text(ctx, text, true); err != nil {
-				r.errors.Add(1)
-				return
+			if ev.Kind == slngclient.TTSAudio {
+				now := time.Now()
+				if t, ok := stamp(ev.Audio); ok {
+					local = append(local, now.Sub(t))
+				}
+				r.bytes.Add(int64(len(ev.Audio)))
 			}
-			local := make([]time.Duration, 0, 512)
-			for {
-				ev, err := s.Recv(ctx)
-				if err != nil {
-					r.errors.Add(1)
-					break
-				}
-				if ev.Kind == slngclient.TTSAudio {
-					now := time.Now()
-					if t, ok := stamp(ev.Audio); ok {
-						local = append(local, now.Sub(t))
-					}
-					r.bytes.Add(int64(len(ev.Audio)))
-				}
-				if ev.Kind == slngclient.TTSAudioEnd {
-					break
-				}
+			if ev.Kind == slngclient.TTSAudioEnd {
+				break
 			}
-			r.latency.addAll(local)
-		}()
-	}
-	wg.Wait()
+		}
+		r.latency.addAll(local)
+	})
 	return r
 }
 
@@ -222,140 +222,70 @@ func sttPaced(ctx context.Context, audio []byte, ends []int, send func([]byte) e
 	return nil
 }
 
-func sttGateway(ctx context.Context, conns []*grpc.ClientConn, n int, audio []byte, ends []int) *sttResult {
+// sttRelay runs n real-time Transcribe streams through a relay (the
+// gateway or the floor).
+func sttRelay(ctx context.Context, conns []*grpc.ClientConn, n int, audio []byte, ends []int) *sttResult {
 	r := &sttResult{finalDelay: &samples{}}
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
+	fanOut(n, func(i int) {
+		client := speechv1.NewSpeechToTextServiceClient(conns[i%len(conns)])
+		stream, err := client.Transcribe(ctx)
+		if err == nil {
+			err = stream.Send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Config{Config: &speechv1.RecognitionConfig{}}})
+		}
+		if err != nil {
+			r.errors.Add(1)
+			return
+		}
+		clock := newFinalClock(len(ends))
+		recvDone := make(chan struct{})
 		go func() {
-			defer wg.Done()
-			client := speechv1.NewSpeechToTextServiceClient(conns[i%len(conns)])
-			stream, err := client.Transcribe(ctx)
-			if err == nil {
-				err = stream.Send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Config{Config: &speechv1.RecognitionConfig{}}})
-			}
-			if err != nil {
-				r.errors.Add(1)
-				return
-			}
-			clock := newFinalClock(len(ends))
-			recvDone := make(chan struct{})
-			go func() {
-				defer close(recvDone)
-				eachMessage(stream.Recv, &r.errors, func(m *speechv1.TranscribeResponse) {
-					if f := m.GetFinalTranscript(); f != nil && f.GetText() != "" {
-						clock.final(r)
-					}
-				})
-			}()
-			err = sttPaced(ctx, audio, ends, func(b []byte) error {
-				return stream.Send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Audio{Audio: b}})
-			}, clock.sentAt)
-			if err != nil {
-				r.errors.Add(1)
-			}
-			_ = stream.CloseSend()
-			<-recvDone
+			defer close(recvDone)
+			eachMessage(stream.Recv, &r.errors, func(m *speechv1.TranscribeResponse) {
+				if f := m.GetFinalTranscript(); f != nil && f.GetText() != "" {
+					clock.final(r)
+				}
+			})
 		}()
-	}
-	wg.Wait()
+		err = sttPaced(ctx, audio, ends, func(b []byte) error {
+			return stream.Send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Audio{Audio: b}})
+		}, clock.sentAt)
+		if err != nil {
+			r.errors.Add(1)
+		}
+		_ = stream.CloseSend()
+		<-recvDone
+	})
 	return r
 }
 
 func sttDirect(ctx context.Context, client *slngclient.Client, n int, audio []byte, ends []int) *sttResult {
 	r := &sttResult{finalDelay: &samples{}}
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
+	fanOut(n, func(int) {
+		s, err := client.DialSTT(ctx, slngclient.Endpoint{Model: "deepgram/nova:3"}, slngclient.STTConfig{Encoding: "linear16", SampleRate: 16000})
+		if err != nil {
+			r.errors.Add(1)
+			return
+		}
+		defer s.CloseNow()
+		clock := newFinalClock(len(ends))
+		recvDone := make(chan struct{})
 		go func() {
-			defer wg.Done()
-			s, err := client.DialSTT(ctx, slngclient.Endpoint{Model: "deepgram/nova:3"}, slngclient.STTConfig{Encoding: "linear16", SampleRate: 16000})
-			if err != nil {
-				r.errors.Add(1)
-				return
-			}
-			defer s.CloseNow()
-			clock := newFinalClock(len(ends))
-			recvDone := make(chan struct{})
-			go func() {
-				defer close(recvDone)
-				recv := func() (slngclient.STTEvent, error) { return s.Recv(ctx) }
-				eachMessage(recv, &r.errors, func(ev slngclient.STTEvent) {
-					if ev.Kind == slngclient.STTFinal && ev.Transcript.Text != "" {
-						clock.final(r)
-					}
-				})
-			}()
-			err = sttPaced(ctx, audio, ends, func(b []byte) error { return s.SendAudio(ctx, b) }, clock.sentAt)
-			if err != nil {
-				r.errors.Add(1)
-			}
-			_ = s.CloseSend(ctx)
-			<-recvDone
-		}()
-	}
-	wg.Wait()
-	return r
-}
-
-// ttfaGateway measures time to first audio of SynthesizeText, runs times,
-// pausing between runs so that a standby session can be replaced.
-func ttfaGateway(ctx context.Context, conn *grpc.ClientConn, runs int, pause time.Duration) (*samples, error) {
-	s := &samples{}
-	client := speechv1.NewTextToSpeechServiceClient(conn)
-	for range runs {
-		time.Sleep(pause)
-		start := time.Now()
-		stream, err := client.SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{Text: "First audio, please."})
-		if err != nil {
-			return nil, err
-		}
-		first := true
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				if !isEOF(err) {
-					return nil, err
+			defer close(recvDone)
+			recv := func() (slngclient.STTEvent, error) { return s.Recv(ctx) }
+			eachMessage(recv, &r.errors, func(ev slngclient.STTEvent) {
+				if ev.Kind == slngclient.STTFinal && ev.Transcript.Text != "" {
+					clock.final(r)
 				}
-				break
-			}
-			if m.GetAudio() != nil && first {
-				s.add(time.Since(start))
-				first = false
-			}
-		}
-	}
-	return s, nil
-}
-
-// ttfaDirect measures dial + text + first audio with slngclient, a new
-// session per turn as a service without a pool would.
-func ttfaDirect(ctx context.Context, client *slngclient.Client, runs int) (*samples, error) {
-	s := &samples{}
-	for range runs {
-		start := time.Now()
-		sess, err := client.DialTTS(ctx, slngclient.Endpoint{Model: "deepgram/aura:2"}, slngclient.TTSConfig{Voice: "aura-2-thalia-en"})
+			})
+		}()
+		err = sttPaced(ctx, audio, ends, func(b []byte) error { return s.SendAudio(ctx, b) }, clock.sentAt)
 		if err != nil {
-			return nil, err
+			r.errors.Add(1)
 		}
-		if err := sess.Text(ctx, "First audio, please.", true); err != nil {
-			sess.CloseNow()
-			return nil, err
-		}
-		for {
-			ev, err := sess.Recv(ctx)
-			if err != nil {
-				sess.CloseNow()
-				return nil, err
-			}
-			if ev.Kind == slngclient.TTSAudio {
-				s.add(time.Since(start))
-				break
-			}
-		}
-		sess.CloseNow()
-	}
-	return s, nil
+		_ = s.CloseSend(ctx)
+		<-recvDone
+	})
+	return r
 }
 
 func isEOF(err error) bool { return errors.Is(err, io.EOF) }

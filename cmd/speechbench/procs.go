@@ -10,38 +10,59 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
-// proc is a child process: a simulator or a gateway.
+// proc is a child process: a simulator, a gateway, the floor or Redis.
 type proc struct {
 	name  string
 	cmd   *exec.Cmd
-	addr  string // the simulator's URL or the gateway's gRPC address
+	addr  string // the simulator's URL, or a relay's gRPC address
 	admin string // the gateway's admin address, when it has one
 	debug string // the gateway's pprof address, when it has one
 	done  chan error
 }
 
-// startSim starts slngsim with args and waits for the URL it prints.
-func startSim(ctx context.Context, bin string, args ...string) (*proc, error) {
-	cmd := exec.CommandContext(ctx, bin, append([]string{"--listen", "127.0.0.1:0", "--log-level", "error"}, args...)...)
+// launch starts cmd with its stdout or stderr piped (pipe is
+// cmd.StdoutPipe or cmd.StderrPipe), on cpu when cpu is not anyCPU.
+func launch(cmd *exec.Cmd, pipe func() (io.ReadCloser, error), cpu int, name string) (*proc, io.ReadCloser, error) {
+	out, err := pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if cpu == anyCPU {
+		err = cmd.Start()
+	} else {
+		err = onCPU(cpu, cmd.Start)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return &proc{name: name, cmd: cmd, done: make(chan error, 1)}, out, nil
+}
+
+// anyCPU starts a process with this process's CPU affinity.
+const anyCPU = -1
+
+// startPrinter starts bin, a program that prints its address as the first
+// line of its stdout (slngsim, speechfloor), and waits for that line.
+func startPrinter(ctx context.Context, cpu int, bin string, args ...string) (*proc, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
+	cmd.Env = append(os.Environ(), "SLNG_API_KEY=bench-key")
+	p, out, err := launch(cmd, cmd.StdoutPipe, cpu, filepath.Base(bin)+" "+strings.Join(args, " "))
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{name: "slngsim " + strings.Join(args, " "), cmd: cmd, done: make(chan error, 1)}
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
 		_ = cmd.Process.Kill()
-		return nil, fmt.Errorf("slngsim did not print its URL: %w", err)
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("%s did not print its address: %w", filepath.Base(bin), err)
 	}
 	p.addr = strings.TrimSpace(line)
 	go func() {
@@ -51,21 +72,28 @@ func startSim(ctx context.Context, bin string, args ...string) (*proc, error) {
 	return p, nil
 }
 
-// startGateway starts speech-gateway against simURL and waits until it
-// serves; args add flags.
-func startGateway(ctx context.Context, bin, simURL string, args ...string) (*proc, error) {
+// startSim starts slngsim with args and waits for the URL it prints.
+func startSim(ctx context.Context, bin string, args ...string) (*proc, error) {
+	return startPrinter(ctx, anyCPU, bin, append([]string{"--listen", "127.0.0.1:0", "--log-level", "error"}, args...)...)
+}
+
+// startFloor starts speechfloor, the bare relay, against simURL, on cpu,
+// and waits for the gRPC address it prints.
+func startFloor(ctx context.Context, cpu int, bin, simURL string) (*proc, error) {
+	return startPrinter(ctx, cpu, bin, "--listen", "127.0.0.1:0", "--slng-base-url", simURL, "--max-streams-per-conn", "10000")
+}
+
+// startGateway starts speech-gateway against simURL, on cpu, and waits
+// until it serves; args add flags.
+func startGateway(ctx context.Context, cpu int, bin, simURL string, args ...string) (*proc, error) {
 	all := append([]string{"--listen", "127.0.0.1:0", "--slng-base-url", simURL,
 		"--log-format", "json", "--log-level", "info", "--max-streams-per-conn", "10000"}, args...)
 	cmd := exec.CommandContext(ctx, bin, all...)
 	cmd.Env = append(os.Environ(), "SLNG_API_KEY=bench-key")
-	errPipe, err := cmd.StderrPipe()
+	p, errPipe, err := launch(cmd, cmd.StderrPipe, cpu, "speech-gateway "+strings.Join(args, " "))
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{name: "speech-gateway " + strings.Join(args, " "), cmd: cmd, done: make(chan error, 1)}
 	addr := make(chan [3]string, 1)
 	go func() {
 		sc := bufio.NewScanner(errPipe)

@@ -23,11 +23,10 @@ func (b *bench) soak(ctx context.Context, d time.Duration, n int) error {
 	if err != nil {
 		return err
 	}
-	gw, err := startGateway(ctx, b.o.gatewayBin, sim.addr, "--admin-listen", "127.0.0.1:0")
+	gw, err := b.keep(startGateway(ctx, b.relayCPU(), b.o.gatewayBin, sim.addr, "--admin-listen", "127.0.0.1:0"))
 	if err != nil {
 		return err
 	}
-	b.procs = append(b.procs, gw)
 	conns, err := gatewayClients(gw.addr, 4, b.o.clientWindow)
 	if err != nil {
 		return err
@@ -51,11 +50,11 @@ func (b *bench) soak(ctx context.Context, d time.Duration, n int) error {
 	errs := map[string]int{}
 	lctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	// The load runs beside the snapshots and is joined before the last two.
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		fanOut(n, func(i int) {
 			tts := speechv1.NewTextToSpeechServiceClient(conns[i%len(conns)])
 			stt := speechv1.NewSpeechToTextServiceClient(conns[i%len(conns)])
 			for j := 0; lctx.Err() == nil; j++ {
@@ -78,11 +77,11 @@ func (b *bench) soak(ctx context.Context, d time.Duration, n int) error {
 					errMu.Unlock()
 				}
 			}
-		}()
-	}
+		})
+	}()
 	time.Sleep(min(d/10, 30*time.Second))
 	start := snapshot("after warm-up")
-	wg.Wait()
+	<-loadDone
 	end := snapshot("at the end")
 	time.Sleep(5 * time.Second)
 	after := snapshot("5 s after the load")

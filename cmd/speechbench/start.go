@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/internal/redisping"
 )
 
 // startRedis runs redis-server (Debian's package) on a free loopback port,
@@ -45,7 +46,7 @@ func startRedis(ctx context.Context, bin string) (*proc, error) {
 	go func() { p.done <- cmd.Wait() }()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if redisPing(fmt.Sprintf("127.0.0.1:%d", port)) == nil {
+		if redisping.Ping(ctx, fmt.Sprintf("127.0.0.1:%d", port)) == nil {
 			return p, nil
 		}
 		if time.Now().After(deadline) {
@@ -54,26 +55,6 @@ func startRedis(ctx context.Context, bin string) (*proc, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func redisPing(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("PING answered %q", line)
-	}
-	return nil
 }
 
 // streamStart measures stream start, from the SynthesizeText call to its

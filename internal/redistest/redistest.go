@@ -8,7 +8,6 @@
 package redistest
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -18,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/speech-gateway/speech-gateway/internal/redisping"
 )
 
 // Server is one redis-server process. Its methods may be called
@@ -91,7 +92,7 @@ func (s *Server) start() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for {
-		if ping(ctx, s.addrLocked()) == nil {
+		if redisping.Ping(ctx, s.addrLocked()) == nil {
 			return nil
 		}
 		t := time.NewTimer(20 * time.Millisecond)
@@ -128,27 +129,6 @@ func (w *syncBuilder) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.String()
-}
-
-func ping(ctx context.Context, addr string) error {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("PING answered %q", line)
-	}
-	return nil
 }
 
 func (s *Server) addrLocked() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
