@@ -179,6 +179,39 @@ func MustFaults(specs ...string) map[string]Fault {
 	return m
 }
 
+// ConnInfo describes a connection, for Options.Script.
+type ConnInfo struct {
+	Kind  string // "tts" or "stt"
+	Model string
+	Seq   int64 // 1 for the first connection the simulator accepted, and so on
+}
+
+// faultFor picks the fault of a new connection: Options.Script, else the
+// model's entry in Options.Faults, else its "*" entry. A Once fault is
+// removed as it is handed out, so that it fires on one connection only.
+func (s *Server) faultFor(ci ConnInfo) Fault {
+	if s.opts.Script != nil {
+		return s.opts.Script(ci)
+	}
+	f, ok := s.opts.Faults[ci.Model]
+	if !ok {
+		f = s.opts.Faults["*"]
+	}
+	if f.Once {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		key := ci.Model
+		if _, own := s.opts.Faults[key]; !own {
+			key = "*"
+		}
+		if cur, ok := s.opts.Faults[key]; !ok || cur.Kind == "" {
+			return Fault{}
+		}
+		delete(s.opts.Faults, key)
+	}
+	return f
+}
+
 // handshakeBody is the body of a refused handshake: SLNG's own words where
 // its documentation gives them ([ERR], the OpenAPI document), otherwise a
 // short reason in the same style. pipecat-slng shows this body to the user,

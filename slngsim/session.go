@@ -422,3 +422,15 @@ func decodeAudioMessage(m clientMsg) ([]byte, error) {
 	}
 	return base64.StdEncoding.DecodeString(strings.TrimSpace(m.Data))
 }
+
+// sleepCtx sleeps for d or until ctx ends; it reports whether it slept fully.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
