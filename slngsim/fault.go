@@ -2,7 +2,6 @@ package slngsim
 
 import (
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
 )
@@ -210,34 +209,4 @@ func (s *Server) faultFor(ci ConnInfo) Fault {
 		delete(s.opts.Faults, key)
 	}
 	return f
-}
-
-// handshakeBody is the body of a refused handshake: SLNG's own words where
-// its documentation gives them ([ERR], the OpenAPI document), otherwise a
-// short reason in the same style. pipecat-slng shows this body to the user,
-// so it is never just the status line.
-func handshakeBody(status int) string {
-	switch status {
-	case http.StatusBadRequest:
-		return "Invalid request: the model route does not accept this connection"
-	case http.StatusUnauthorized:
-		return "Invalid or missing API key"
-	case http.StatusForbidden:
-		return "Missing or invalid Bearer token"
-	case http.StatusNotFound:
-		return "Model not found"
-	case http.StatusRequestEntityTooLarge:
-		return "Payload too large"
-	case http.StatusTooManyRequests:
-		return "Too many concurrent connections"
-	case http.StatusInternalServerError:
-		return "Internal server error"
-	case http.StatusBadGateway:
-		return "Failed to connect to backend: 502 Bad Gateway"
-	case http.StatusServiceUnavailable:
-		return "Service temporarily unavailable, please retry"
-	case http.StatusGatewayTimeout:
-		return "Backend did not respond in time"
-	}
-	return http.StatusText(status)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -23,69 +24,94 @@ func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(s.serveHTTP)
 }
 
-func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+// admitted is a handshake the simulator accepts.
+type admitted struct {
+	route, kind, model string
+	key                string
+	inQuery            bool // the key came as ?token=
+	profile            Profile
+	fault              Fault
+}
+
+// admit checks a handshake as SLNG does: the route, the model variant,
+// the key, BYOK, the model's handshake fault and the per-key connection
+// limit, in that order. It answers a refusal itself and returns false; an
+// admitted handshake holds one of its key's connections, which the caller
+// releases.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) (admitted, bool) {
 	route, kind, model, ok := parsePath(r.URL.Path)
 	if !ok {
 		s.reject(w, http.StatusNotFound, "unknown route")
-		return
+		return admitted{}, false
 	}
 	if !modelPattern.MatchString(model) || len(model) > 128 {
 		s.reject(w, http.StatusBadRequest, "invalid model variant")
-		return
+		return admitted{}, false
 	}
-	key, inQuery := credential(r)
-	if !s.accepts(key) {
-		s.reject(w, http.StatusUnauthorized, "Invalid or missing API key")
-		return
-	}
-	if s.opts.ConnectLatency > 0 && !sleepCtx(r.Context(), s.opts.ConnectLatency) {
-		return
-	}
+	// The profile comes first: it shapes every refusal that follows.
 	profile := s.profileFor(model)
 	if err := profile.validate(); err != nil {
 		s.log.Error("invalid profile", zap.String("model", model), zap.Error(err))
 		s.reject(w, http.StatusInternalServerError, err.Error())
-		return
+		return admitted{}, false
+	}
+	a := admitted{route: route, kind: kind, model: model, profile: profile}
+	a.key, a.inQuery = credential(r)
+	if !s.accepts(a.key) {
+		s.refuse(w, profile, http.StatusUnauthorized, "Invalid or missing API key")
+		return admitted{}, false
+	}
+	if s.opts.ConnectLatency > 0 && !sleepCtx(r.Context(), s.opts.ConnectLatency) {
+		return admitted{}, false
 	}
 	if profile.RefuseBYOK && r.Header.Get("X-Slng-Provider-Key") != "" && strings.HasPrefix(model, "slng/") {
-		s.reject(w, http.StatusBadRequest, byokRefusal)
-		return
+		s.refuse(w, profile, http.StatusBadRequest, byokRefusal)
+		return admitted{}, false
 	}
-	seq := s.seq.Add(1)
-	fault := s.faultFor(ConnInfo{Kind: kind, Model: model, Seq: seq})
-	if fault.Kind == FaultHandshake {
-		body := fault.Body
+	a.fault = s.faultFor(ConnInfo{Kind: kind, Model: model, Seq: s.seq.Add(1)})
+	if f := a.fault; f.Kind == FaultHandshake {
+		body := f.Body
 		if body == "" {
-			body = handshakeBody(fault.HTTPStatus)
+			body = handshakeBody(f.HTTPStatus)
 		}
-		if fault.RetryAfter > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(fault.RetryAfter))
+		if f.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(f.RetryAfter))
 		}
-		s.reject(w, fault.HTTPStatus, body)
+		s.refuse(w, profile, f.HTTPStatus, body)
+		return admitted{}, false
+	}
+	if !s.acquireKey(a.key) {
+		s.refuse(w, profile, http.StatusTooManyRequests, "Too many concurrent connections")
+		return admitted{}, false
+	}
+	return a, true
+}
+
+// serveHTTP admits a handshake, accepts the WebSocket and serves the
+// session until it ends.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	a, ok := s.admit(w, r)
+	if !ok {
 		return
 	}
-	if !s.acquireKey(key) {
-		s.reject(w, http.StatusTooManyRequests, "Too many concurrent connections")
-		return
-	}
-	defer s.releaseKey(key)
+	defer s.releaseKey(a.key)
 
 	ss := &session{
 		srv:     s,
-		fault:   fault,
-		profile: profile,
+		fault:   a.fault,
+		profile: a.profile,
 		reaps:   make(chan reapRequest, 1),
 		info: SessionInfo{
 			ID:           "sess_" + randomHex(8),
-			Profile:      profile.Name,
-			Kind:         kind,
-			Route:        route,
-			Model:        model,
+			Profile:      a.profile.Name,
+			Kind:         a.kind,
+			Route:        a.route,
+			Model:        a.model,
 			Region:       r.Header.Get("X-Region-Override"),
 			WorldPart:    r.Header.Get("X-World-Part-Override"),
 			ProviderKey:  r.Header.Get("X-Slng-Provider-Key") != "",
-			TokenInQuery: inQuery,
-			KeyID:        KeyID(key),
+			TokenInQuery: a.inQuery,
+			KeyID:        KeyID(a.key),
 			Received:     map[string]int{},
 			Open:         true,
 			ConnectedAt:  time.Now(),
@@ -131,9 +157,47 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // (pipecat-slng README and CHANGELOG 0.4.0).
 const byokRefusal = "BYOK is only supported for external STT/TTS routes"
 
+// reject refuses a handshake with a plain-text body.
 func (s *Server) reject(w http.ResponseWriter, code int, msg string) {
 	s.stats.rejected.Add(1)
 	http.Error(w, msg, code)
+}
+
+// refuse refuses a handshake for a model whose profile is known: with a
+// plain-text body, or a JSON one when the profile says so.
+func (s *Server) refuse(w http.ResponseWriter, p Profile, code int, msg string) {
+	if !p.JSONHandshakeBodies {
+		s.reject(w, code, msg)
+		return
+	}
+	s.stats.rejected.Add(1)
+	body := []byte(msg)
+	if !strings.HasPrefix(msg, "{") || !json.Valid(body) {
+		body = handshakeJSON(code, msg)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
+
+// handshakeJSON is a refusal's JSON body in the shape of the error
+// responses of SLNG's OpenAPI document for the same paths: {"error": M,
+// "status": N}, and for 403 {"error", "message", "statusCode"}.
+func handshakeJSON(status int, msg string) []byte {
+	var v any = struct {
+		Error  string `json:"error"`
+		Status int    `json:"status"`
+	}{msg, status}
+	if status == http.StatusForbidden {
+		v = struct {
+			Error      string `json:"error"`
+			Message    string `json:"message"`
+			StatusCode int    `json:"statusCode"`
+		}{http.StatusText(status), msg, status}
+	}
+	b, _ := json.Marshal(v)
+	return b
 }
 
 func parsePath(p string) (route, kind, model string, ok bool) {
@@ -169,4 +233,34 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// handshakeBody is the body of a refused handshake: SLNG's own words where
+// its documentation gives them ([ERR], the OpenAPI document), otherwise a
+// short reason in the same style. pipecat-slng shows this body to the user,
+// so it is never just the status line.
+func handshakeBody(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return "Invalid request: the model route does not accept this connection"
+	case http.StatusUnauthorized:
+		return "Invalid or missing API key"
+	case http.StatusForbidden:
+		return "Missing or invalid Bearer token"
+	case http.StatusNotFound:
+		return "Model not found"
+	case http.StatusRequestEntityTooLarge:
+		return "Payload too large"
+	case http.StatusTooManyRequests:
+		return "Too many concurrent connections"
+	case http.StatusInternalServerError:
+		return "Internal server error"
+	case http.StatusBadGateway:
+		return "Failed to connect to backend: 502 Bad Gateway"
+	case http.StatusServiceUnavailable:
+		return "Service temporarily unavailable, please retry"
+	case http.StatusGatewayTimeout:
+		return "Backend did not respond in time"
+	}
+	return http.StatusText(status)
 }
