@@ -20,12 +20,14 @@
 // uniform and less kind than its documentation. A Profile, chosen per model
 // (Options.Profile, Options.ProfileFor), sets each such behaviour: how a
 // turn ends (`flushed`, `audio_end`, both, or a close 1000 after the audio),
-// segment events, the framing of audio (binary or one of seven JSON shapes),
+// segment events, the framing of audio (binary or one of seven JSON shapes,
+// and ElevenLabs' {"audio":null,"isFinal":true} after a turn's audio),
 // errors in the middle of a turn that never finishes it, TTS sessions
-// dropped when no text follows `ready`, the shape of transcripts (rich, or
-// the AsyncAPI's with no start, words or from_finalize), reaps with or
-// without an error frame and their close codes, the shape of error frames,
-// and BYOK refused on SLNG-hosted routes. Realistic is the documented rule
+// dropped when no text follows `init`, the shape of transcripts (rich, or
+// the AsyncAPI's with no start or from_finalize, with or without words),
+// reaps with or without an error frame and their close codes, the shape of
+// error frames, refused handshakes with text or JSON bodies, and BYOK
+// refused on SLNG-hosted routes. Realistic is the documented rule
 // per provider; ProfileRich, the default, is the original, kindest
 // behaviour. docs/simulator.md gives the source of each behaviour and what
 // the simulator cannot show.

@@ -2,7 +2,6 @@ package slngsim
 
 import (
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
 )
@@ -179,32 +178,35 @@ func MustFaults(specs ...string) map[string]Fault {
 	return m
 }
 
-// handshakeBody is the body of a refused handshake: SLNG's own words where
-// its documentation gives them ([ERR], the OpenAPI document), otherwise a
-// short reason in the same style. pipecat-slng shows this body to the user,
-// so it is never just the status line.
-func handshakeBody(status int) string {
-	switch status {
-	case http.StatusBadRequest:
-		return "Invalid request: the model route does not accept this connection"
-	case http.StatusUnauthorized:
-		return "Invalid or missing API key"
-	case http.StatusForbidden:
-		return "Missing or invalid Bearer token"
-	case http.StatusNotFound:
-		return "Model not found"
-	case http.StatusRequestEntityTooLarge:
-		return "Payload too large"
-	case http.StatusTooManyRequests:
-		return "Too many concurrent connections"
-	case http.StatusInternalServerError:
-		return "Internal server error"
-	case http.StatusBadGateway:
-		return "Failed to connect to backend: 502 Bad Gateway"
-	case http.StatusServiceUnavailable:
-		return "Service temporarily unavailable, please retry"
-	case http.StatusGatewayTimeout:
-		return "Backend did not respond in time"
+// ConnInfo describes a connection, for Options.Script.
+type ConnInfo struct {
+	Kind  string // "tts" or "stt"
+	Model string
+	Seq   int64 // 1 for the first connection the simulator accepted, and so on
+}
+
+// faultFor picks the fault of a new connection: Options.Script, else the
+// model's entry in Options.Faults, else its "*" entry. A Once fault is
+// removed as it is handed out, so that it fires on one connection only.
+func (s *Server) faultFor(ci ConnInfo) Fault {
+	if s.opts.Script != nil {
+		return s.opts.Script(ci)
 	}
-	return http.StatusText(status)
+	f, ok := s.opts.Faults[ci.Model]
+	if !ok {
+		f = s.opts.Faults["*"]
+	}
+	if f.Once {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		key := ci.Model
+		if _, own := s.opts.Faults[key]; !own {
+			key = "*"
+		}
+		if cur, ok := s.opts.Faults[key]; !ok || cur.Kind == "" {
+			return Fault{}
+		}
+		delete(s.opts.Faults, key)
+	}
+	return f
 }

@@ -2,7 +2,6 @@ package slngsim
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 )
@@ -37,6 +36,12 @@ type Profile struct {
 	// AudioShape is how TTS audio travels. Default AudioShapeBinary, what
 	// the bridge sends.
 	AudioShape AudioShape
+	// IsFinalFrame sends ElevenLabs' last message of a generation,
+	// {"audio":null,"isFinal":true}, right after each turn's last audio
+	// (before segment_end and the end-of-turn messages, or the close), as
+	// an ElevenLabs route passes it through. It carries no audio and ends
+	// nothing: the turn ends as TurnEnd says.
+	IsFinalFrame bool
 	// PartialText announces `accepts_partial_text: true` in TTS `ready`,
 	// as routes that take the `partial` text flag do. The simulator speaks
 	// partial text like any other.
@@ -57,6 +62,12 @@ type Profile struct {
 	// AsyncAPIDuration sends `duration` in FinalsAsyncAPI finals, where
 	// the AsyncAPI makes it optional.
 	AsyncAPIDuration bool
+	// AsyncAPIWords sends Deepgram-shaped `words` in every FinalsAsyncAPI
+	// final with text, asked for or not: the AsyncAPI does not define
+	// them, but LiveKit reads a final's times from words[0].start and
+	// words[-1].end when a route sends them, and then they are the only
+	// times the final has.
+	AsyncAPIWords bool
 
 	// ReapAfter reaps any session this old (as well as Options'
 	// MaxConnectionDuration and IdleTimeout, which reap in the same way).
@@ -74,153 +85,18 @@ type Profile struct {
 	// ErrorShapeFlat, the AsyncAPI's.
 	ErrorShape ErrorShape
 
+	// JSONHandshakeBodies answers every refused handshake of the model
+	// (bad key, connection limit, BYOK, handshake faults) with a JSON body
+	// in the shape of the OpenAPI document's errors, {"error": M,
+	// "status": N} (403: {"error", "message", "statusCode"}), and
+	// Content-Type application/json, instead of plain text. A fault's own
+	// body that is already JSON is sent as it is.
+	JSONHandshakeBodies bool
+
 	// RefuseBYOK refuses, with HTTP 400 and SLNG's body "BYOK is only
 	// supported for external STT/TTS routes", a handshake that sends
 	// X-Slng-Provider-Key to an SLNG-hosted (`slng/...`) model.
 	RefuseBYOK bool
-}
-
-// TurnEnd is how a TTS turn ends after its last audio.
-type TurnEnd int
-
-const (
-	// TurnEndBoth sends `flushed` then `audio_end`.
-	TurnEndBoth TurnEnd = iota
-	// TurnEndFlushed sends only `flushed`.
-	TurnEndFlushed
-	// TurnEndAudioEnd sends only `audio_end`, as soniox/tts-rt:v1 does.
-	TurnEndAudioEnd
-	// TurnEndClose sends no end-of-turn message: the socket closes with
-	// 1000 right after the turn's last audio, before any segment_end
-	// (LiveKit names Rime and Cartesia).
-	TurnEndClose
-)
-
-// String names the turn end as the profile names do.
-func (t TurnEnd) String() string {
-	switch t {
-	case TurnEndBoth:
-		return "flushed+audio_end"
-	case TurnEndFlushed:
-		return "flushed"
-	case TurnEndAudioEnd:
-		return "audio_end"
-	case TurnEndClose:
-		return "close"
-	}
-	return fmt.Sprintf("TurnEnd(%d)", int(t))
-}
-
-// AudioShape is how the simulated TTS sends audio. Every shape carries the
-// same bytes; only the framing differs. The JSON shapes are those LiveKit's
-// plugin accepts.
-type AudioShape int
-
-const (
-	// AudioShapeBinary sends raw audio as binary frames, as the bridge does.
-	AudioShapeBinary AudioShape = iota
-	// AudioShapeAudioChunk sends {"type":"audio_chunk","data":B64,"sequence":N},
-	// the documented form (N counts from 1 per session).
-	AudioShapeAudioChunk
-	// AudioShapeAudio sends {"type":"audio","data":B64}.
-	AudioShapeAudio
-	// AudioShapeAudioCapital sends {"type":"Audio","data":B64}.
-	AudioShapeAudioCapital
-	// AudioShapeChunk sends {"type":"chunk","data":B64}.
-	AudioShapeChunk
-	// AudioShapeNested sends {"type":"audio_chunk","data":{"audio":B64}}.
-	AudioShapeNested
-	// AudioShapeAudioField sends {"type":"audio","audio":B64}.
-	AudioShapeAudioField
-	// AudioShapeElevenLabs sends {"audio":B64,"isFinal":false} with no
-	// type, as ElevenLabs routes pass it through.
-	AudioShapeElevenLabs
-)
-
-// AudioShapes lists every audio shape, binary first.
-func AudioShapes() []AudioShape {
-	return []AudioShape{AudioShapeBinary, AudioShapeAudioChunk, AudioShapeAudio, AudioShapeAudioCapital,
-		AudioShapeChunk, AudioShapeNested, AudioShapeAudioField, AudioShapeElevenLabs}
-}
-
-// String names the shape as its profile does, e.g. "json-nested".
-func (a AudioShape) String() string {
-	switch a {
-	case AudioShapeBinary:
-		return "binary"
-	case AudioShapeAudioChunk:
-		return "json-audio-chunk"
-	case AudioShapeAudio:
-		return "json-audio"
-	case AudioShapeAudioCapital:
-		return "json-Audio"
-	case AudioShapeChunk:
-		return "json-chunk"
-	case AudioShapeNested:
-		return "json-nested"
-	case AudioShapeAudioField:
-		return "json-audio-field"
-	case AudioShapeElevenLabs:
-		return "json-elevenlabs"
-	}
-	return fmt.Sprintf("AudioShape(%d)", int(a))
-}
-
-// FinalShape is the shape of STT transcripts.
-type FinalShape int
-
-const (
-	// FinalsRich sends finals with transcript, confidence, language,
-	// start, duration, from_finalize and (when asked for) words, and
-	// partials with start and duration.
-	FinalsRich FinalShape = iota
-	// FinalsAsyncAPI sends what SLNG's AsyncAPI defines: finals with
-	// transcript, confidence, language and, with AsyncAPIDuration,
-	// duration; partials with transcript and confidence. No start, no
-	// words, no from_finalize: a `finalize` is answered by an ordinary
-	// final (an empty one when nothing is pending).
-	FinalsAsyncAPI
-)
-
-// String names the shape.
-func (f FinalShape) String() string {
-	switch f {
-	case FinalsRich:
-		return "rich"
-	case FinalsAsyncAPI:
-		return "asyncapi"
-	}
-	return fmt.Sprintf("FinalShape(%d)", int(f))
-}
-
-// ErrorShape is the shape of error frames. Each is one that LiveKit's
-// plugin reads.
-type ErrorShape int
-
-const (
-	// ErrorShapeFlat is {"type":"error","code":C,"message":M}.
-	ErrorShapeFlat ErrorShape = iota
-	// ErrorShapeCapital is {"type":"Error","code":C,"message":M}.
-	ErrorShapeCapital
-	// ErrorShapeNested is {"type":"error","data":{"code":C,"message":M}}.
-	ErrorShapeNested
-	// ErrorShapeObject is {"type":"error","error":{"message":M,"code":C}}.
-	ErrorShapeObject
-)
-
-// String names the shape.
-func (e ErrorShape) String() string {
-	switch e {
-	case ErrorShapeFlat:
-		return "flat"
-	case ErrorShapeCapital:
-		return "Error"
-	case ErrorShapeNested:
-		return "nested"
-	case ErrorShapeObject:
-		return "object"
-	}
-	return fmt.Sprintf("ErrorShape(%d)", int(e))
 }
 
 // MidTurnError makes turns fail in the middle, as SLNG routes do on a
@@ -264,51 +140,67 @@ func ProfileRich() Profile {
 		ReapErrorFrame: true}
 }
 
-// namedProfiles are the profiles ProfileByName knows, each the rich profile
-// with one documented behaviour changed, so that a test run against each
-// isolates that behaviour. "realistic" is handled apart (see Realistic).
-var namedProfiles = []struct {
+// namedProfile is one profile ProfileByName knows: the rich profile with
+// edit applied.
+type namedProfile struct {
 	name string
 	edit func(*Profile)
-}{
-	{"rich", nil},
-	{"flushed-only", func(p *Profile) { p.TurnEnd = TurnEndFlushed }},
-	{"flushed-capital", func(p *Profile) { p.TurnEnd, p.FlushedType = TurnEndFlushed, "Flushed" }},
-	{"done-only", func(p *Profile) { p.TurnEnd, p.FlushedType = TurnEndFlushed, "done" }},
-	{"end-only", func(p *Profile) { p.TurnEnd, p.FlushedType = TurnEndFlushed, "end" }},
-	{"audio-end-only", func(p *Profile) { p.TurnEnd = TurnEndAudioEnd }},
-	{"close-after-audio", func(p *Profile) { p.TurnEnd = TurnEndClose }},
-	{"close-after-turn", func(p *Profile) { p.CloseAfterTurn = true }},
-	{"no-segments", func(p *Profile) { p.Segments = false }},
-	{"json-audio-chunk", func(p *Profile) { p.AudioShape = AudioShapeAudioChunk }},
-	{"json-audio", func(p *Profile) { p.AudioShape = AudioShapeAudio }},
-	{"json-Audio", func(p *Profile) { p.AudioShape = AudioShapeAudioCapital }},
-	{"json-chunk", func(p *Profile) { p.AudioShape = AudioShapeChunk }},
-	{"json-nested", func(p *Profile) { p.AudioShape = AudioShapeNested }},
-	{"json-audio-field", func(p *Profile) { p.AudioShape = AudioShapeAudioField }},
-	{"json-elevenlabs", func(p *Profile) { p.AudioShape = AudioShapeElevenLabs }},
-	{"partial-text", func(p *Profile) { p.PartialText = true }},
-	{"asyncapi-finals", func(p *Profile) { p.FinalShape, p.AsyncAPIDuration = FinalsAsyncAPI, true }},
-	{"asyncapi-finals-no-duration", func(p *Profile) { p.FinalShape = FinalsAsyncAPI }},
-	{"mid-turn-error", func(p *Profile) {
-		p.MidTurnError = MidTurnError{Marker: "<error>", NoLetters: true, MaxChars: 500, Pronunciation: true, AfterChunks: 2}
-	}},
-	{"reap-silent-1008", func(p *Profile) { p.ReapErrorFrame, p.ReapCode = false, 1008 }},
-	{"reap-silent-1011", func(p *Profile) { p.ReapErrorFrame, p.ReapCode = false, 1011 }},
-	{"reap-silent-1012", func(p *Profile) { p.ReapErrorFrame, p.ReapCode = false, 1012 }},
-	{"reap-silent-1001", func(p *Profile) { p.ReapErrorFrame, p.ReapCode = false, 1001 }},
-	{"reap-with-error", func(p *Profile) { p.ReapErrorFrame, p.ReapCode = true, 1011 }},
-	{"text-timeout", func(p *Profile) { p.TextTimeout, p.TextTimeoutClose = 5*time.Second, 1008 }},
-	{"error-capital", func(p *Profile) { p.ErrorShape = ErrorShapeCapital }},
-	{"error-nested", func(p *Profile) { p.ErrorShape = ErrorShapeNested }},
-	{"error-object", func(p *Profile) { p.ErrorShape = ErrorShapeObject }},
+}
+
+// namedProfiles are the profiles ProfileByName knows, each the rich profile
+// with one documented behaviour changed, so that a test run against each
+// isolates that behaviour. The audio and error shapes' profiles come from
+// their tables (shapes.go), so that every shape has one. "realistic" is
+// handled apart (see Realistic).
+func namedProfiles() []namedProfile {
+	turnEnd := func(te TurnEnd, flushedType string) func(*Profile) {
+		return func(p *Profile) { p.TurnEnd, p.FlushedType = te, flushedType }
+	}
+	list := []namedProfile{
+		{"rich", nil},
+		{"flushed-only", turnEnd(TurnEndFlushed, "")},
+		{"flushed-capital", turnEnd(TurnEndFlushed, "Flushed")},
+		{"done-only", turnEnd(TurnEndFlushed, "done")},
+		{"end-only", turnEnd(TurnEndFlushed, "end")},
+		{"audio-end-only", turnEnd(TurnEndAudioEnd, "")},
+		{"close-after-audio", turnEnd(TurnEndClose, "")},
+		{"close-after-turn", func(p *Profile) { p.CloseAfterTurn = true }},
+		{"no-segments", func(p *Profile) { p.Segments = false }},
+	}
+	for _, shape := range AudioShapes()[1:] {
+		list = append(list, namedProfile{shape.String(), func(p *Profile) { p.AudioShape = shape }})
+	}
+	list = append(list, []namedProfile{
+		{"json-elevenlabs-final", func(p *Profile) { p.AudioShape, p.IsFinalFrame = AudioShapeElevenLabs, true }},
+		{"partial-text", func(p *Profile) { p.PartialText = true }},
+		{"asyncapi-finals", func(p *Profile) { p.FinalShape, p.AsyncAPIDuration = FinalsAsyncAPI, true }},
+		{"asyncapi-finals-no-duration", func(p *Profile) { p.FinalShape = FinalsAsyncAPI }},
+		{"asyncapi-finals-words", func(p *Profile) { p.FinalShape, p.AsyncAPIWords = FinalsAsyncAPI, true }},
+		{"mid-turn-error", func(p *Profile) {
+			p.MidTurnError = MidTurnError{Marker: "<error>", NoLetters: true, MaxChars: 500, Pronunciation: true, AfterChunks: 2}
+		}},
+	}...)
+	for _, code := range []int{1008, 1011, 1012, 1001} {
+		list = append(list, namedProfile{fmt.Sprintf("reap-silent-%d", code), func(p *Profile) { p.ReapErrorFrame, p.ReapCode = false, code }})
+	}
+	list = append(list, []namedProfile{
+		{"reap-with-error", func(p *Profile) { p.ReapErrorFrame, p.ReapCode = true, 1011 }},
+		{"text-timeout", func(p *Profile) { p.TextTimeout, p.TextTimeoutClose = 5*time.Second, 1008 }},
+		{"handshake-json", func(p *Profile) { p.JSONHandshakeBodies = true }},
+	}...)
+	for i := 1; i < len(errorShapeTable); i++ {
+		shape := ErrorShape(i)
+		list = append(list, namedProfile{"error-" + shape.String(), func(p *Profile) { p.ErrorShape = shape }})
+	}
+	return list
 }
 
 // ProfileNames lists every name ProfileByName accepts, "rich" first and
 // "realistic" last.
 func ProfileNames() []string {
-	names := make([]string, 0, len(namedProfiles)+1)
-	for _, np := range namedProfiles {
+	list := namedProfiles()
+	names := make([]string, 0, len(list)+1)
+	for _, np := range list {
 		names = append(names, np.name)
 	}
 	return append(names, "realistic")
@@ -323,7 +215,7 @@ func ProfileByName(name string) (Profile, error) {
 	if name == "realistic" {
 		return Realistic(""), nil
 	}
-	for _, np := range namedProfiles {
+	for _, np := range namedProfiles() {
 		if np.name == name {
 			p := ProfileRich()
 			if np.edit != nil {
@@ -361,11 +253,14 @@ func ProfileFunc(name string) (func(model string) Profile, error) {
 //     `flushed` only, except:
 //   - deepgram: `flushed` then `audio_end`; finals carry `duration`;
 //   - soniox: `audio_end` only, and a TTS session with no text 5 s after
-//     `ready` is dropped (close 1008);
-//   - rime: `flushed` and `audio_end`, then close 1000 after every turn;
-//     a turn over 500 characters fails mid-turn ("Text is too long");
+//     `init` is dropped (close 1008);
+//   - rime: no end-of-turn message; close 1000 right after the audio (as
+//     LiveKit says of Rime, and as pipecat-slng saw slng/rime/arcana close
+//     after each turn); a turn over 500 characters fails mid-turn ("Text
+//     is too long");
 //   - cartesia: no end-of-turn message; close 1000 right after the audio;
-//   - elevenlabs: audio as {"audio":B64,"isFinal":false} frames;
+//   - elevenlabs: audio as {"audio":B64,"isFinal":false} frames, and
+//     {"audio":null,"isFinal":true} after each turn's audio;
 //   - sarvam: a turn with a text message that holds no letter fails
 //     mid-turn.
 func Realistic(model string) Profile {
@@ -386,13 +281,12 @@ func Realistic(model string) Profile {
 		p.TurnEnd = TurnEndAudioEnd
 		p.TextTimeout, p.TextTimeoutClose = 5*time.Second, 1008
 	case "rime":
-		p.TurnEnd = TurnEndBoth
-		p.CloseAfterTurn = true
+		p.TurnEnd = TurnEndClose
 		p.MidTurnError.MaxChars = 500
 	case "cartesia":
 		p.TurnEnd = TurnEndClose
 	case "elevenlabs":
-		p.AudioShape = AudioShapeElevenLabs
+		p.AudioShape, p.IsFinalFrame = AudioShapeElevenLabs, true
 	case "sarvam":
 		p.MidTurnError.NoLetters = true
 	default:
@@ -424,8 +318,8 @@ func (p Profile) validate() error {
 	if !validCloseCode(p.ReapCode) || !validCloseCode(p.TextTimeoutClose) {
 		return fmt.Errorf("slngsim: profile %q: close codes must be 1000-1014 or 3000-4999", p.Name)
 	}
-	if !slices.Contains(AudioShapes(), p.AudioShape) || p.TurnEnd < TurnEndBoth || p.TurnEnd > TurnEndClose ||
-		p.FinalShape < FinalsRich || p.FinalShape > FinalsAsyncAPI || p.ErrorShape < ErrorShapeFlat || p.ErrorShape > ErrorShapeObject {
+	if !known(audioShapeTable, p.AudioShape) || !known(turnEndNames, p.TurnEnd) ||
+		!known(finalShapeNames, p.FinalShape) || !known(errorShapeTable, p.ErrorShape) {
 		return fmt.Errorf("slngsim: profile %q: unknown TurnEnd, AudioShape, FinalShape or ErrorShape", p.Name)
 	}
 	if p.MidTurnError.MaxChars < 0 || p.MidTurnError.AfterChunks < 0 || p.ReapAfter < 0 {

@@ -122,6 +122,8 @@ func summary(frames []wsFrame, code websocket.StatusCode) string {
 		default:
 			if c, _, ok := errorOf(f); ok {
 				w = "error:" + c
+			} else if f.msg["isFinal"] == true && f.msg["audio"] == nil {
+				w = "isFinal" // ElevenLabs' last message: no audio
 			} else if typ, ok := f.msg["type"].(string); !ok || slices.Contains([]string{"audio_chunk", "audio", "Audio", "chunk"}, typ) {
 				w = "audio"
 			} else if typ == "partial_transcript" {
@@ -210,13 +212,14 @@ func keysOf(m map[string]any) string {
 }
 
 const (
-	richTTS        = "segment_start audio segment_end flushed audio_end sentinel"
-	sttFrames      = "partial final partial final final close:1000"
-	richFinal      = "confidence,duration,from_finalize,language,start,transcript,type,words"
-	richPartial    = "confidence,duration,start,transcript,type"
-	asyncFinal     = "confidence,duration,language,transcript,type"
-	asyncFinalNoDu = "confidence,language,transcript,type"
-	asyncPartial   = "confidence,transcript,type"
+	richTTS         = "segment_start audio segment_end flushed audio_end sentinel"
+	sttFrames       = "partial final partial final final close:1000"
+	richFinal       = "confidence,duration,from_finalize,language,start,transcript,type,words"
+	richPartial     = "confidence,duration,start,transcript,type"
+	asyncFinal      = "confidence,duration,language,transcript,type"
+	asyncFinalNoDu  = "confidence,language,transcript,type"
+	asyncFinalWords = "confidence,language,transcript,type,words"
+	asyncPartial    = "confidence,transcript,type"
 )
 
 // TestProfiles shows, for every named profile, the frames of one TTS turn
@@ -246,9 +249,12 @@ func TestProfiles(t *testing.T) {
 		"json-nested":                 rich,
 		"json-audio-field":            rich,
 		"json-elevenlabs":             rich,
+		"json-elevenlabs-final":       {"segment_start audio isFinal segment_end flushed audio_end sentinel", richFinal, richPartial},
 		"partial-text":                rich,
 		"asyncapi-finals":             {richTTS, asyncFinal, asyncPartial},
 		"asyncapi-finals-no-duration": {richTTS, asyncFinalNoDu, asyncPartial},
+		"asyncapi-finals-words":       {richTTS, asyncFinalWords, asyncPartial},
+		"handshake-json":              rich,
 		"mid-turn-error":              rich,
 		"reap-silent-1008":            rich,
 		"reap-silent-1011":            rich,
@@ -333,10 +339,10 @@ func TestRealisticByModel(t *testing.T) {
 		{"deepgram/aura:2", "audio flushed audio_end sentinel", asyncFinal, false},
 		{"slng/deepgram/aura:2-en", "audio flushed audio_end sentinel", asyncFinal, false},
 		{"soniox/tts-rt:v1", "audio audio_end sentinel", asyncFinalNoDu, false},
-		{"rime/arcana:v2", "audio flushed audio_end close:1000", asyncFinalNoDu, false},
-		{"slng/rime/arcana", "audio flushed audio_end close:1000", asyncFinalNoDu, false},
+		{"rime/arcana:v2", "audio close:1000", asyncFinalNoDu, false},
+		{"slng/rime/arcana", "audio close:1000", asyncFinalNoDu, false},
 		{"cartesia/sonic:3", "audio close:1000", asyncFinalNoDu, false},
-		{"elevenlabs/eleven_flash:v2_5", "audio flushed sentinel", asyncFinalNoDu, true},
+		{"elevenlabs/eleven_flash:v2_5", "audio isFinal flushed sentinel", asyncFinalNoDu, true},
 		{"sarvam/bulbul:v2", "audio flushed sentinel", asyncFinalNoDu, false},
 		{"kugel/kugel:1", "audio flushed sentinel", asyncFinalNoDu, false},
 	} {
@@ -411,12 +417,12 @@ func TestAudioShapesCarryTheSameBytes(t *testing.T) {
 			if !first.binary {
 				b64 := base64.StdEncoding.EncodeToString(Synthesize(text, "mulaw", 8000)[:160])
 				want := map[AudioShape]string{
-					AudioShapeAudioChunk:   `{"data":"` + b64 + `","sequence":1,"type":"audio_chunk"}`,
-					AudioShapeAudio:        `{"data":"` + b64 + `","type":"audio"}`,
-					AudioShapeAudioCapital: `{"data":"` + b64 + `","type":"Audio"}`,
-					AudioShapeChunk:        `{"data":"` + b64 + `","type":"chunk"}`,
-					AudioShapeNested:       `{"data":{"audio":"` + b64 + `"},"type":"audio_chunk"}`,
-					AudioShapeAudioField:   `{"audio":"` + b64 + `","type":"audio"}`,
+					AudioShapeAudioChunk:   `{"type":"audio_chunk","data":"` + b64 + `","sequence":1}`,
+					AudioShapeAudio:        `{"type":"audio","data":"` + b64 + `"}`,
+					AudioShapeAudioCapital: `{"type":"Audio","data":"` + b64 + `"}`,
+					AudioShapeChunk:        `{"type":"chunk","data":"` + b64 + `"}`,
+					AudioShapeNested:       `{"type":"audio_chunk","data":{"audio":"` + b64 + `"}}`,
+					AudioShapeAudioField:   `{"type":"audio","audio":"` + b64 + `"}`,
 					AudioShapeElevenLabs:   `{"audio":"` + b64 + `","isFinal":false}`,
 				}[shape]
 				if string(first.raw) != want {
@@ -668,22 +674,8 @@ func TestHandshakeBodies(t *testing.T) {
 	t.Parallel()
 	dial := func(t *testing.T, s *Server, model string, providerKey bool) (int, string) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		h := http.Header{}
-		if providerKey {
-			h.Set("X-Slng-Provider-Key", "pk_SENTINEL")
-		}
-		c, resp, err := websocket.Dial(ctx, s.URL()+"/v1/bridges/unmute/tts/"+model, &websocket.DialOptions{HTTPHeader: h})
-		if err == nil {
-			c.CloseNow()
-			return http.StatusSwitchingProtocols, ""
-		}
-		if resp == nil {
-			t.Fatalf("dial: %v", err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, strings.TrimSpace(string(body))
+		code, body, _ := dialBody(t, s, model, providerKey)
+		return code, body
 	}
 	realistic := startSim(t, Options{ProfileFor: Realistic})
 	if code, body := dial(t, realistic, "slng/deepgram/aura:2-en", true); code != 400 || body != byokRefusal {
@@ -709,6 +701,54 @@ func TestHandshakeBodies(t *testing.T) {
 	if _, _, err := ParseFault("*=drop@ready,body=x"); err == nil {
 		t.Error("body= accepted on a drop fault")
 	}
+
+	// handshake-json: every refusal of a known model in the OpenAPI
+	// document's error shapes; a fault's own JSON body as it is.
+	p, _ := ProfileByName("handshake-json")
+	keyed := startSim(t, Options{Profile: &p, APIKey: "sk_right"})
+	js := startSim(t, Options{Profile: &p, Faults: MustFaults("a/b=handshake:403", `c/d=handshake:503,body={"detail":"down"}`)})
+	for _, tc := range []struct {
+		s           *Server
+		model       string
+		providerKey bool
+		code        int
+		body        string
+	}{
+		{keyed, "deepgram/aura:2", false, 401, `{"error":"Invalid or missing API key","status":401}`},
+		{js, "slng/deepgram/aura:2-en", true, 400, `{"error":"` + byokRefusal + `","status":400}`},
+		{js, "a/b", false, 403, `{"error":"Forbidden","message":"Missing or invalid Bearer token","statusCode":403}`},
+		{js, "c/d", false, 503, `{"detail":"down"}`},
+	} {
+		code, body, typ := dialBody(t, tc.s, tc.model, tc.providerKey)
+		if code != tc.code || body != tc.body || typ != "application/json" {
+			t.Errorf("handshake-json %s = %d %s (%s), want %d %s (application/json)", tc.model, code, body, typ, tc.code, tc.body)
+		}
+	}
+	if code, body, typ := dialBody(t, js, "bad/model:a:b", false); code != 400 || !strings.HasPrefix(typ, "text/plain") {
+		t.Errorf("an invalid model = %d %q (%s), want 400 in plain text: no model, no profile", code, body, typ)
+	}
+}
+
+// dialBody dials a TTS route of s and returns the refusal's status, body
+// and Content-Type (101 and "" when the handshake succeeds).
+func dialBody(t *testing.T, s *Server, model string, providerKey bool) (code int, body, contentType string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h := http.Header{}
+	if providerKey {
+		h.Set("X-Slng-Provider-Key", "pk_SENTINEL")
+	}
+	c, resp, err := websocket.Dial(ctx, s.URL()+"/v1/bridges/unmute/tts/"+model, &websocket.DialOptions{HTTPHeader: h})
+	if err == nil {
+		c.CloseNow()
+		return http.StatusSwitchingProtocols, "", ""
+	}
+	if resp == nil {
+		t.Fatalf("dial: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b)), resp.Header.Get("Content-Type")
 }
 
 // TestProfileSelection: ProfileFor wins over Profile; the older Options

@@ -170,13 +170,11 @@ func (ss *session) awaitInit() (initConfig, bool) {
 			ss.closeWith(websocket.StatusPolicyViolation, "audio before init")
 			return initConfig{}, false
 		}
-		var m clientMsg
-		if err := json.Unmarshal(data, &m); err != nil {
-			ss.violation()
+		m, ok := ss.parseMessage(data)
+		if !ok {
 			ss.sendError("invalid_request", "invalid JSON")
 			continue
 		}
-		ss.record(func(i *SessionInfo) { i.Received[m.Type]++ })
 		if m.Type != "init" {
 			ss.violation()
 			if ss.info.Kind == "stt" && m.Type == "audio" {
@@ -200,6 +198,23 @@ func (ss *session) awaitInit() (initConfig, bool) {
 		}
 		return cfg, true
 	}
+}
+
+// parseMessage decodes a client's text frame and counts it by type in
+// SessionInfo; ok is false, and a protocol violation counted, when the
+// frame is not JSON. The caller answers that in its own order.
+func (ss *session) parseMessage(data []byte) (m clientMsg, ok bool) {
+	if err := json.Unmarshal(data, &m); err != nil {
+		ss.violation()
+		return clientMsg{}, false
+	}
+	ss.record(func(i *SessionInfo) {
+		i.Received[m.Type]++
+		if m.Type == "keepalive" {
+			i.KeepalivesHeard++
+		}
+	})
+	return m, true
 }
 
 // checkConfig validates and defaults an init config; it returns a problem
@@ -306,19 +321,6 @@ func (ss *session) sendError(code, msg string) bool {
 	return ss.writeJSON(errorFrame(ss.profile.ErrorShape, code, msg))
 }
 
-// errorFrame is an error frame in one of the shapes clients read.
-func errorFrame(shape ErrorShape, code, msg string) map[string]any {
-	switch shape {
-	case ErrorShapeCapital:
-		return map[string]any{"type": "Error", "code": code, "message": msg}
-	case ErrorShapeNested:
-		return map[string]any{"type": "error", "data": map[string]any{"code": code, "message": msg}}
-	case ErrorShapeObject:
-		return map[string]any{"type": "error", "error": map[string]any{"message": msg, "code": code}}
-	}
-	return map[string]any{"type": "error", "code": code, "message": msg}
-}
-
 // reap ends the session as SLNG's housekeeping does: an optional error
 // frame, then a close frame.
 func (ss *session) reap(r reapRequest) {
@@ -421,4 +423,16 @@ func decodeAudioMessage(m clientMsg) ([]byte, error) {
 		return nil, errors.New("audio message without data")
 	}
 	return base64.StdEncoding.DecodeString(strings.TrimSpace(m.Data))
+}
+
+// sleepCtx sleeps for d or until ctx ends; it reports whether it slept fully.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

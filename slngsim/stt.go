@@ -1,7 +1,6 @@
 package slngsim
 
 import (
-	"encoding/json"
 	"strings"
 
 	"github.com/coder/websocket"
@@ -45,20 +44,13 @@ func (ss *session) serveSTT(cfg initConfig) {
 			}
 			continue
 		}
-		var m clientMsg
-		if err := json.Unmarshal(data, &m); err != nil {
-			ss.violation()
+		m, ok := ss.parseMessage(data)
+		if !ok {
 			if !ss.sendError("invalid_request", "invalid JSON") {
 				return
 			}
 			continue
 		}
-		ss.record(func(i *SessionInfo) {
-			i.Received[m.Type]++
-			if m.Type == "keepalive" {
-				i.KeepalivesHeard++
-			}
-		})
 		switch m.Type {
 		case "audio":
 			audio, err := decodeAudioMessage(m)
@@ -156,10 +148,14 @@ func (ss *session) sendFinal(st *sttState, text string, start, end float64, from
 	}
 	switch ss.profile.FinalShape {
 	case FinalsAsyncAPI:
-		// The AsyncAPI's final: no start, words or from_finalize, so a
-		// client cannot tell a finalize's answer from any other final.
+		// The AsyncAPI's final: no start or from_finalize, so a client
+		// cannot tell a finalize's answer from any other final; words
+		// only where the profile's route sends them.
 		if ss.profile.AsyncAPIDuration {
 			msg["duration"] = round3(end - start)
+		}
+		if ss.profile.AsyncAPIWords && text != "" {
+			msg["words"] = ss.words(st, text, start, end)
 		}
 	default:
 		msg["start"] = round3(start)

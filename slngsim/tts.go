@@ -1,7 +1,6 @@
 package slngsim
 
 import (
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -93,20 +92,13 @@ func (ss *session) serveTTS(cfg initConfig) {
 			}
 			continue
 		}
-		var m clientMsg
-		if err := json.Unmarshal(data, &m); err != nil {
-			ss.violation()
+		m, ok := ss.parseMessage(data)
+		if !ok {
 			if !enqueue(ttsCmd{kind: "error", code: "invalid_request", text: "invalid JSON", gen: gen.Load()}) {
 				return
 			}
 			continue
 		}
-		ss.record(func(i *SessionInfo) {
-			i.Received[m.Type]++
-			if m.Type == "keepalive" {
-				i.KeepalivesHeard++
-			}
-		})
 		var c ttsCmd
 		switch m.Type {
 		case "text":
@@ -148,8 +140,11 @@ type speaker struct {
 	pendingFail *turnFailure
 	// failed is the error of the session's first failed turn: the socket
 	// answers every later turn with it.
-	failed     *turnFailure
-	seq        int // audio_chunk sequence, per session
+	failed *turnFailure
+	seq    int // audio_chunk sequence, per session
+	// frame is the buffer JSON audio frames are built in, reused for every
+	// chunk (coder/websocket's Write is done with it when it returns).
+	frame      []byte
 	chunks     int // audio chunks sent, per session
 	turns      int
 	dictionary string // the init config's pronunciation dictionary, "" for none
@@ -315,7 +310,7 @@ func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int
 		pace = time.NewTimer(time.Hour)
 		defer pace.Stop()
 	}
-	var frame []byte
+	var stamped []byte
 	sent := 0
 	for off := 0; off < len(audio); off += chunkBytes {
 		if gen.Load() != turnGen {
@@ -326,12 +321,16 @@ func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int
 		}
 		chunk := audio[off:min(off+chunkBytes, len(audio))]
 		if opts.BenchStamp && len(chunk) >= 8 {
-			frame = append(frame[:0], chunk...)
-			binary.BigEndian.PutUint64(frame, uint64(time.Now().UnixNano()))
-			chunk = frame
+			stamped = append(stamped[:0], chunk...)
+			binary.BigEndian.PutUint64(stamped, uint64(time.Now().UnixNano()))
+			chunk = stamped
 		}
 		sp.seq++
-		typ, b := audioFrame(p.AudioShape, chunk, sp.seq)
+		typ, b := websocket.MessageBinary, chunk
+		if p.AudioShape != AudioShapeBinary {
+			sp.frame = appendAudioFrame(sp.frame[:0], p.AudioShape, chunk, sp.seq)
+			typ, b = websocket.MessageText, sp.frame
+		}
 		if err := ss.ws.Write(ss.ctx, typ, b); err != nil || ss.closing.Load() {
 			return false
 		}
@@ -366,6 +365,10 @@ func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int
 // false means the session is over.
 func (ss *session) endTurn(sp *speaker, segID string, dur float64) bool {
 	p := ss.profile
+	// ElevenLabs' last message of a generation follows its audio at once.
+	if p.IsFinalFrame && !ss.writeJSON(json.RawMessage(isFinalFrame)) {
+		return false
+	}
 	// A route that ends its turns by closing closes right after the audio,
 	// so nothing, not even segment_end, comes between.
 	if p.Segments && p.TurnEnd != TurnEndClose && !ss.writeJSON(map[string]any{"type": "segment_end", "segment_id": segID}) {
@@ -409,29 +412,6 @@ func (ss *session) failTurn(sp *speaker, f *turnFailure) bool {
 	return ss.sendError(f.code, f.message)
 }
 
-// audioFrame frames one chunk of TTS audio in shape.
-func audioFrame(shape AudioShape, chunk []byte, seq int) (websocket.MessageType, []byte) {
-	if shape == AudioShapeBinary {
-		return websocket.MessageBinary, chunk
-	}
-	data := base64.StdEncoding.EncodeToString(chunk)
-	var v any
-	switch shape {
-	case AudioShapeAudio:
-		v = map[string]any{"type": "audio", "data": data}
-	case AudioShapeAudioCapital:
-		v = map[string]any{"type": "Audio", "data": data}
-	case AudioShapeChunk:
-		v = map[string]any{"type": "chunk", "data": data}
-	case AudioShapeNested:
-		v = map[string]any{"type": "audio_chunk", "data": map[string]any{"audio": data}}
-	case AudioShapeAudioField:
-		v = map[string]any{"type": "audio", "audio": data}
-	case AudioShapeElevenLabs:
-		v = map[string]any{"audio": data, "isFinal": false}
-	default:
-		v = map[string]any{"type": "audio_chunk", "data": data, "sequence": seq}
-	}
-	b, _ := json.Marshal(v)
-	return websocket.MessageText, b
-}
+// isFinalFrame is the last message of an ElevenLabs generation, which its
+// routes pass through: no audio, no type.
+const isFinalFrame = `{"audio":null,"isFinal":true}`

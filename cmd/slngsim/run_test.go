@@ -146,26 +146,29 @@ func ttsTurnEnd(t *testing.T, url, model string) []string {
 // one, and the default is the realistic rule.
 func TestRunProfiles(t *testing.T) {
 	t.Parallel()
-	url := startRun(t, "--profile", "flushed-only", "--model-profile", "cartesia/sonic:3=close-after-audio",
-		"--model-profile", "x/y=realistic")
-	for model, want := range map[string]string{
-		"deepgram/aura:2":  "segment_start segment_end flushed error",
-		"cartesia/sonic:3": "segment_start close:StatusNormalClosure",
-		"x/y":              "flushed error",
+	var url string
+	for _, tc := range []struct {
+		args  []string
+		turns map[string]string // model: what follows its audio
+	}{
+		{[]string{"--profile", "flushed-only", "--model-profile", "cartesia/sonic:3=close-after-audio", "--model-profile", "x/y=realistic"},
+			map[string]string{
+				"deepgram/aura:2":  "segment_start segment_end flushed error",
+				"cartesia/sonic:3": "segment_start close:StatusNormalClosure",
+				"x/y":              "flushed error",
+			}},
+		{nil, map[string]string{ // realistic
+			"deepgram/aura:2":  "flushed audio_end error",
+			"soniox/tts-rt:v1": "audio_end error",
+			"slng/rime/arcana": "close:StatusNormalClosure",
+			"cartesia/sonic:3": "close:StatusNormalClosure",
+		}},
 	} {
-		if got := strings.Join(ttsTurnEnd(t, url, model), " "); got != want {
-			t.Errorf("%s: %q, want %q", model, got, want)
-		}
-	}
-
-	url = startRun(t) // realistic
-	for model, want := range map[string]string{
-		"deepgram/aura:2":  "flushed audio_end error",
-		"soniox/tts-rt:v1": "audio_end error",
-		"cartesia/sonic:3": "close:StatusNormalClosure",
-	} {
-		if got := strings.Join(ttsTurnEnd(t, url, model), " "); got != want {
-			t.Errorf("realistic %s: %q, want %q", model, got, want)
+		url = startRun(t, tc.args...)
+		for model, want := range tc.turns {
+			if got := strings.Join(ttsTurnEnd(t, url, model), " "); got != want {
+				t.Errorf("%v %s: %q, want %q", tc.args, model, got, want)
+			}
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
