@@ -82,7 +82,7 @@ func TestDecodeFrame(t *testing.T) {
 	}
 }
 
-func TestErrorOf(t *testing.T) {
+func TestErrorFrame(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ name, in, code, msg string }{
 		{"code and message", `{"type":"error","code":"rate_limit_exceeded","message":"slow down"}`, "rate_limit_exceeded", "slow down"},
@@ -112,9 +112,12 @@ func TestErrorOf(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			code, msg := errorOf(d.msg)
-			if code != tc.code || msg != tc.msg {
-				t.Errorf("errorOf(%s) = (%q, %q), want (%q, %q)", tc.in, code, msg, tc.code, tc.msg)
+			if d.err == nil {
+				t.Fatalf("decodeFrame(%s) gave no error", tc.in)
+			}
+			code, msg := d.err.Code, d.err.Message
+			if code != tc.code || msg != tc.msg || d.err.Kind != KindErrorFrame {
+				t.Errorf("errorFrame(%s) = (%v, %q, %q), want (%q, %q)", tc.in, d.err.Kind, code, msg, tc.code, tc.msg)
 			}
 		})
 	}
@@ -209,7 +212,7 @@ func FuzzDecodeFrame(f *testing.F) {
 			if d.audio != nil {
 				t.Fatalf("%q decoded to both audio and a message", b)
 			}
-			code, msg := errorOf(d.msg)
+			code, msg := errorFrame(d.msg).Code, errorFrame(d.msg).Message
 			if len(code) > 128 || len(msg) > 512 || !utf8.ValidString(code) || !utf8.ValidString(msg) {
 				t.Fatalf("errorOf = (%q, %q)", code, msg)
 			}
