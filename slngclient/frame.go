@@ -1,7 +1,6 @@
 package slngclient
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -62,10 +61,10 @@ var errNoAudioPayload = errors.New("audio message without a string payload")
 
 // decodeFrame decodes one text frame: JSON audio into dst (grown if
 // needed), or a message, with its *UpstreamError when it is an error
-// frame. Flat audio_chunk messages, the hot
-// path, are scanned by hand and their base64 decoded into dst (grown if
-// needed) without allocating when dst is large enough; every other message
-// goes through encoding/json. Work and memory are bounded by len(b).
+// frame. JSON audio in a flat object, the hot path, is scanned by hand
+// (scanAudio) and decoded without allocating when dst is large enough;
+// everything else goes through encoding/json. Work and memory are bounded
+// by len(b).
 //
 // JSON audio comes in several shapes (slng-real-clients.md): a type of
 // audio_chunk, audio or chunk in any letter case, with the base64 payload
@@ -75,16 +74,20 @@ var errNoAudioPayload = errors.New("audio message without a string payload")
 // audio: such a frame is returned as a message, which sessions count as an
 // unknown type, so that a caller never sees an empty audio event.
 func decodeFrame(b []byte, dst []byte) (frame, error) {
-	if data, seq, ok := scanAudioChunk(b); ok {
-		audio, err := decodeBase64(data, dst)
+	if payload, seq, ok := scanAudio(b); ok {
+		audio, err := decodeBase64(payload, dst)
 		if err != nil {
 			return frame{}, err
 		}
-		if len(audio) == 0 {
-			return frame{msg: &serverMsg{Type: "audio_chunk"}}, nil
+		if len(audio) > 0 {
+			return frame{audio: audio, sequence: seq}, nil
 		}
-		return frame{audio: audio, sequence: seq}, nil
 	}
+	return decodeJSON(b, dst)
+}
+
+// decodeJSON is decodeFrame through encoding/json, for every frame.
+func decodeJSON(b []byte, dst []byte) (frame, error) {
 	var msg serverMsg
 	if err := json.Unmarshal(b, &msg); err != nil {
 		return frame{}, err
@@ -189,144 +192,6 @@ func sequenceOf(raw json.RawMessage) int64 {
 		}
 	}
 	return 0
-}
-
-// scanAudioChunk recognizes a flat JSON object {"type":"audio_chunk",
-// "data":"<base64>", ...} whose strings have no escapes, returning the raw
-// base64 and the sequence. Anything else reports ok=false and takes the
-// encoding/json path, including what encoding/json reads differently from
-// a plain scan: a key of its own in other letter case ("Data" is data to
-// encoding/json), a key twice (the last wins there), or a value of the
-// wrong kind.
-func scanAudioChunk(b []byte) (data []byte, seq int64, ok bool) {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return nil, 0, false
-	}
-	i++
-	var isChunk bool
-	var seen [3]bool // type, data, sequence
-	for {
-		i = skipSpace(b, i)
-		if i < len(b) && b[i] == '}' {
-			break
-		}
-		key, j, okk := scanString(b, i)
-		if !okk {
-			return nil, 0, false
-		}
-		i = skipSpace(b, j)
-		if i >= len(b) || b[i] != ':' {
-			return nil, 0, false
-		}
-		i = skipSpace(b, i+1)
-		if i >= len(b) {
-			return nil, 0, false
-		}
-		if k := knownKey(key); k >= 0 {
-			wantKind := byte('"')
-			if k == 2 {
-				wantKind = '0' // sequence: a number
-			}
-			kind := b[i]
-			if kind == '-' || (kind >= '0' && kind <= '9') {
-				kind = '0'
-			}
-			if seen[k] || string(key) != knownKeys[k] || kind != wantKind {
-				return nil, 0, false
-			}
-			seen[k] = true
-		}
-		switch {
-		case b[i] == '"':
-			val, j, okv := scanString(b, i)
-			if !okv {
-				return nil, 0, false
-			}
-			switch string(key) { // no allocation: the compiler optimizes this conversion
-			case "type":
-				if !bytes.Equal(val, []byte("audio_chunk")) {
-					return nil, 0, false
-				}
-				isChunk = true
-			case "data":
-				data = val
-			}
-			i = j
-		case b[i] == '-' || (b[i] >= '0' && b[i] <= '9'):
-			j := i + 1
-			for j < len(b) && (b[j] == '.' || b[j] == 'e' || b[j] == 'E' || b[j] == '+' || b[j] == '-' || (b[j] >= '0' && b[j] <= '9')) {
-				j++
-			}
-			if string(key) == "sequence" {
-				n, err := strconv.ParseInt(string(b[i:j]), 10, 64)
-				if err != nil {
-					return nil, 0, false
-				}
-				seq = n
-			}
-			i = j
-		case bytes.HasPrefix(b[i:], []byte("true")):
-			i += 4
-		case bytes.HasPrefix(b[i:], []byte("false")):
-			i += 5
-		case bytes.HasPrefix(b[i:], []byte("null")):
-			i += 4
-		default:
-			return nil, 0, false // nested values: not the hot path
-		}
-		i = skipSpace(b, i)
-		if i < len(b) && b[i] == ',' {
-			i++
-			continue
-		}
-		if i < len(b) && b[i] == '}' {
-			break
-		}
-		return nil, 0, false
-	}
-	if skipSpace(b, i+1) != len(b) {
-		return nil, 0, false
-	}
-	return data, seq, isChunk && data != nil
-}
-
-// knownKeys are the keys scanAudioChunk reads, by index.
-var knownKeys = [3]string{"type", "data", "sequence"}
-
-// knownKey is the index of key in knownKeys in any letter case, as
-// encoding/json matches them, or -1.
-func knownKey(key []byte) int {
-	for k, name := range knownKeys {
-		if bytes.EqualFold(key, []byte(name)) {
-			return k
-		}
-	}
-	return -1
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// scanString returns the contents of the JSON string at b[i] and the index
-// after it; strings with escapes or control characters are refused.
-func scanString(b []byte, i int) (val []byte, next int, ok bool) {
-	if i >= len(b) || b[i] != '"' {
-		return nil, 0, false
-	}
-	for j := i + 1; j < len(b); j++ {
-		switch c := b[j]; {
-		case c == '"':
-			return b[i+1 : j], j + 1, true
-		case c == '\\' || c < 0x20:
-			return nil, 0, false
-		}
-	}
-	return nil, 0, false
 }
 
 // errorFields are the fields that carry an error's code and message, in
