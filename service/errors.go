@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strconv"
 	"time"
 
@@ -65,27 +64,6 @@ const (
 	retryNow  = 0
 )
 
-// upstreamCodes maps SLNG error codes (slng-protocol.md section 6) to rows of
-// the table. A code that is missing here is UNKNOWN.
-var upstreamCodes = map[string]outcome{
-	"auth_error":                       {codes.Unauthenticated, ReasonUpstreamAuthFailed, "upstream rejected the caller's SLNG key", noRetry},
-	"config_error":                     {codes.InvalidArgument, ReasonUpstreamConfigRejected, "upstream rejected the configuration", noRetry},
-	"invalid_request":                  {codes.InvalidArgument, ReasonUpstreamRequestRejected, "upstream rejected the request", noRetry},
-	"payload_too_large":                {codes.InvalidArgument, ReasonUpstreamRequestRejected, "upstream rejected the request as too large", noRetry},
-	"pronunciation_not_found":          {codes.InvalidArgument, ReasonUpstreamRequestRejected, "upstream does not know the pronunciation dictionary", noRetry},
-	"rate_limit":                       {codes.ResourceExhausted, ReasonUpstreamRateLimited, "upstream rate limit reached", retrySoon},
-	"rate_limit_exceeded":              {codes.ResourceExhausted, ReasonUpstreamRateLimited, "upstream rate limit reached", retrySoon},
-	"provider_error":                   {codes.Unavailable, ReasonUpstreamUnavailable, "upstream model failed", retrySoon},
-	"backend_connection_failed":        {codes.Unavailable, ReasonUpstreamUnavailable, "upstream could not reach its model", retrySoon},
-	"backend_error":                    {codes.Unavailable, ReasonUpstreamUnavailable, "upstream model failed", retrySoon},
-	"not_ready":                        {codes.Unavailable, ReasonUpstreamUnavailable, "upstream model not ready", retrySoon},
-	"backpressure":                     {codes.Unavailable, ReasonUpstreamUnavailable, "upstream is overloaded", retrySoon},
-	"stt_metering_unavailable":         {codes.Unavailable, ReasonUpstreamUnavailable, "upstream metering unavailable", retrySoon},
-	"translation_error":                {codes.Unavailable, ReasonUpstreamUnavailable, "upstream translation failed", retrySoon},
-	"idle_timeout_exceeded":            {codes.Unavailable, ReasonUpstreamSessionExpired, "upstream session timed out", retryNow},
-	"max_connection_duration_exceeded": {codes.Unavailable, ReasonUpstreamSessionExpired, "upstream session reached its maximum duration", retryNow},
-}
-
 var (
 	rowUnavailable   = outcome{codes.Unavailable, ReasonUpstreamUnavailable, "upstream unavailable", retrySoon}
 	rowProtocol      = outcome{codes.Unavailable, ReasonUpstreamProtocolError, "upstream broke the protocol", retrySoon}
@@ -94,6 +72,8 @@ var (
 	rowAuthHandshake = outcome{codes.Unauthenticated, ReasonUpstreamAuthFailed, "upstream rejected the caller's SLNG key", noRetry}
 	rowOwnKeyRefused = outcome{codes.Internal, ReasonUpstreamAuthFailed, "upstream rejected the gateway's own SLNG key; an operator must fix it", noRetry}
 	rowConfigReject  = outcome{codes.InvalidArgument, ReasonUpstreamConfigRejected, "upstream rejected the configuration", noRetry}
+	rowRequestReject = outcome{codes.InvalidArgument, ReasonUpstreamRequestRejected, "upstream rejected the request", noRetry}
+	rowProviderKey   = outcome{codes.Internal, ReasonUpstreamAuthFailed, "upstream's provider rejected the gateway's provider key (BYOK); an operator must fix it", noRetry}
 	rowNotFound      = outcome{codes.NotFound, ReasonUpstreamModelNotFound, "upstream does not know the model", noRetry}
 	rowRateLimited   = outcome{codes.ResourceExhausted, ReasonUpstreamRateLimited, "upstream rate limit reached", retrySoon}
 	rowUnknownCode   = outcome{codes.Unknown, ReasonUpstreamUnknownError, "upstream reported an unknown error", noRetry}
@@ -144,37 +124,33 @@ type streamMeta struct {
 	caller string
 }
 
+// categoryRows maps slngclient's classification of an upstream failure
+// (slngclient/codes.go, the one table of SLNG's error codes, close codes
+// and handshake statuses) to rows of the table.
+var categoryRows = map[slngclient.Category]outcome{
+	slngclient.CategoryUnknown:     rowUnknownCode,
+	slngclient.CategoryUnavailable: rowUnavailable,
+	// SLNG reaps idle and over-long sessions, often with no error frame:
+	// the close code is the only account, and it is SLNG's housekeeping,
+	// never the caller's fault.
+	slngclient.CategoryExpired:     rowReaped,
+	slngclient.CategoryAuth:        rowAuthHandshake,
+	slngclient.CategoryProviderKey: rowProviderKey,
+	slngclient.CategoryConfig:      rowConfigReject,
+	slngclient.CategoryRequest:     rowRequestReject,
+	slngclient.CategoryNotFound:    rowNotFound,
+	slngclient.CategoryRateLimited: rowRateLimited,
+	slngclient.CategoryProtocol:    rowProtocol,
+}
+
+// knownCode reports an SLNG error code that slngclient's table knows: a
+// bounded set, fit for a metric label.
+func knownCode(code string) bool { return slngclient.KnownCode(code) }
+
 // upstreamOutcome is the table lookup for an upstream failure.
 func upstreamOutcome(ue *slngclient.UpstreamError) outcome {
-	if ue.Code != "" {
-		if row, ok := upstreamCodes[ue.Code]; ok {
-			return row
-		}
-		return rowUnknownCode
-	}
-	switch ue.Kind {
-	case slngclient.KindHandshake:
-		switch {
-		case ue.HTTPStatus == http.StatusUnauthorized || ue.HTTPStatus == http.StatusForbidden:
-			return rowAuthHandshake
-		case ue.HTTPStatus == http.StatusBadRequest:
-			return rowConfigReject
-		case ue.HTTPStatus == http.StatusNotFound:
-			return rowNotFound
-		case ue.HTTPStatus == http.StatusTooManyRequests:
-			return rowRateLimited
-		}
-		return rowUnavailable
-	case slngclient.KindClose:
-		if ue.Reaped() {
-			// SLNG reaps idle and over-long sessions, often with no error
-			// frame: the close code is the only account, and it is SLNG's
-			// housekeeping, never the caller's fault.
-			return rowReaped
-		}
-		return rowUnavailable
-	case slngclient.KindProtocol:
-		return rowProtocol
+	if row, ok := categoryRows[ue.Class().Category]; ok {
+		return row
 	}
 	return rowUnavailable
 }
@@ -261,7 +237,7 @@ func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, inte
 		if ue.RetryAfter > 0 && row.retry >= 0 {
 			row.retry = ue.RetryAfter // SLNG's own Retry-After wins
 		}
-		if row.reason == ReasonUpstreamAuthFailed && !meta.callerKey {
+		if ue.Class().Category == slngclient.CategoryAuth && !meta.callerKey {
 			// The gateway's own key: an operator problem. UNAUTHENTICATED
 			// would make callers refresh their credentials and count it
 			// as their fault; INTERNAL tells them not to retry.

@@ -129,6 +129,28 @@ func TestToStatusTable(t *testing.T) {
 	}
 }
 
+// TestCategoryRows: every category slngclient classifies upstream
+// failures into has its own row of the table.
+func TestCategoryRows(t *testing.T) {
+	t.Parallel()
+	seen := map[string]slngclient.Category{}
+	for c := slngclient.CategoryUnknown; c <= slngclient.CategoryProtocol; c++ {
+		row, ok := categoryRows[c]
+		if !ok || row.reason == "" {
+			t.Errorf("category %v has no row", c)
+			continue
+		}
+		key := row.reason + "/" + row.message
+		if other, dup := seen[key]; dup {
+			t.Errorf("categories %v and %v share a row", other, c)
+		}
+		seen[key] = c
+	}
+	if row := categoryRows[slngclient.CategoryProviderKey]; row.code != codes.Internal || row.reason != ReasonUpstreamAuthFailed || row.retry >= 0 {
+		t.Errorf("a refused provider key maps to %+v", row)
+	}
+}
+
 // TestToStatusKeyRefused: SLNG refusing the gateway's own key is INTERNAL
 // (an operator problem: callers must not refresh their credentials or
 // retry); refusing a caller's own x-slng-api-key is UNAUTHENTICATED.

@@ -67,7 +67,9 @@ func TestFaultMatrix(t *testing.T) {
 		{"close:1000@chunks:2", []string{truncated}, []string{ok, unavailable, ok + "+untranscribed_audio"}},
 		// Reaps: SLNG's housekeeping, never the caller's fault.
 		{"close:1008@chunks:2", []string{expired}, []string{ok, expired}},
-		{"close:1011@chunks:2", []string{expired}, []string{ok, expired}},
+		// 1011 in the middle of the audio is a provider crashing the
+		// stream, not a reap.
+		{"close:1011@chunks:2", []string{unavailable}, []string{ok, unavailable}},
 		{"close:1012@chunks:2", []string{expired}, []string{ok, expired}},
 		{"close:1001@chunks:2", []string{expired}, []string{ok, expired}},
 		// An error frame in the middle of a turn fails that turn.

@@ -132,13 +132,13 @@ func (m *Metrics) observeAcquire(kind string, start time.Time, warm bool, err er
 	m.upstreamAcquire.WithLabelValues(kind, result).Observe(time.Since(start).Seconds())
 }
 
-// reconnect counts a replaced upstream session; SLNG's codes outside the
-// error table count as "other", to bound the label.
+// reconnect counts a replaced upstream session; SLNG's codes outside
+// slngclient's table count as "other", to bound the label.
 func (m *Metrics) reconnect(kind, reason string) {
 	switch reason {
 	case "rollover", "connection_lost", "closed", "reaped", "turn_timeout":
 	default:
-		if _, known := upstreamCodes[reason]; !known {
+		if !knownCode(reason) {
 			reason = "other"
 		}
 	}

@@ -165,12 +165,7 @@ type synthesis struct {
 	turnTimer *time.Timer
 }
 
-var errUpstreamClosedBeforeSpeaking = &slngclient.UpstreamError{
-	Kind:      slngclient.KindClose,
-	CloseCode: 1000,
-	Message:   "upstream kept closing the session before speaking the turn",
-	Retryable: true,
-}
+var errUpstreamClosedBeforeSpeaking = slngclient.NewClosedEarly("upstream kept closing the session before speaking the turn")
 
 // errTurnTimeout ends a turn that made no progress for Config.TurnTimeout.
 var errTurnTimeout = errors.New("upstream made no progress on the turn within the turn timeout")

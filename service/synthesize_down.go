@@ -187,7 +187,7 @@ func (st *synthesis) relay(ctx, rctx context.Context, sess TTSSession) (TTSSessi
 		}
 		if ev.Kind == slngclient.TTSWarning && ev.Err == nil {
 			// Never a nil *UpstreamError inside an error interface.
-			ev.Err = &slngclient.UpstreamError{Kind: slngclient.KindErrorFrame, Code: "unknown"}
+			ev.Err = slngclient.NewErrorFrame("unknown", "")
 		}
 		done, replace, boundary, err := st.deliver(ev)
 		if err != nil || done {
@@ -288,11 +288,11 @@ func (st *synthesis) replace(ctx context.Context, sess TTSSession, cause error) 
 			return nil, err
 		}
 		// A stuck session counts as SLNG being unwell.
-		end = &slngclient.UpstreamError{Kind: slngclient.KindTimeout, Message: "no progress on the turn", Retryable: true, Err: errTurnTimeout}
+		end = slngclient.NewTimeout("no progress on the turn", errTurnTimeout)
 	} else {
 		ue, _ := slngclient.AsUpstreamError(cause)
 		if ue == nil {
-			ue = &slngclient.UpstreamError{Kind: slngclient.KindErrorFrame, Code: "unknown"}
+			ue = slngclient.NewErrorFrame("unknown", "")
 		}
 		// The session is given up, not the stream: what it failed on is
 		// already reported in turn_failed.

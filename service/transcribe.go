@@ -16,17 +16,8 @@ import (
 )
 
 var (
-	errFinalsTimeout = &slngclient.UpstreamError{
-		Kind:      slngclient.KindTimeout,
-		Message:   "upstream did not deliver the last transcripts in time",
-		Retryable: true,
-	}
-	errUpstreamClosedEarly = &slngclient.UpstreamError{
-		Kind:      slngclient.KindClose,
-		CloseCode: 1000,
-		Message:   "upstream closed the session before the audio ended",
-		Retryable: true,
-	}
+	errFinalsTimeout       = slngclient.NewTimeout("upstream did not deliver the last transcripts in time", nil)
+	errUpstreamClosedEarly = slngclient.NewClosedEarly("upstream closed the session before the audio ended")
 )
 
 // Transcribe implements SpeechToTextService.Transcribe.

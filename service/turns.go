@@ -455,5 +455,5 @@ func ackFor(req clearReq) *speechv1.SynthesizeResponse {
 // announcesReap reports an error frame that SLNG sends before it reaps a
 // session (slng-protocol.md section 6): the close follows.
 func announcesReap(ue *slngclient.UpstreamError) bool {
-	return ue != nil && (ue.Code == "idle_timeout_exceeded" || ue.Code == "max_connection_duration_exceeded")
+	return ue != nil && ue.Kind == slngclient.KindErrorFrame && ue.Class().Category == slngclient.CategoryExpired
 }

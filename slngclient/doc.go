@@ -11,9 +11,12 @@
 //
 // Every failure that comes from SLNG is an *UpstreamError: an error frame's
 // code, a close code, a refused handshake's HTTP status and body, a lost
-// connection or a timeout, with whether retrying can help and whether SLNG
-// merely reaped the connection (UpstreamError.Reaped). The API key never
-// appears in an error, a log field or a printed URL.
+// connection or a timeout. One table (codes.go) classifies them all
+// (UpstreamError.Class): whether retrying can help, whether SLNG is unwell
+// (what circuit breakers count), whether it is the caller's fault, whether
+// SLNG merely reaped the connection, and a Category that callers map to
+// their own errors. The API key never appears in an error, a log field or
+// a printed URL.
 //
 // The client reads what SLNG's routes really send, which varies by route
 // more than the protocol documents (see slng-real-clients.md): every

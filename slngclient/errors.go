@@ -1,15 +1,11 @@
 package slngclient
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 )
 
 // ErrorKind classifies an UpstreamError by where it came from.
@@ -22,8 +18,8 @@ const (
 	// KindHandshake: SLNG refused the WebSocket upgrade (HTTPStatus).
 	KindHandshake
 	// KindClose: SLNG closed the socket with CloseCode and no error frame
-	// before it. After `ready`, 1001, 1008, 1011 and 1012 are reaps (see
-	// Reaped).
+	// before it. After `ready`, 1001, 1008 and 1012 are reaps, and 1011
+	// when no turn is in flight (see Reaped).
 	KindClose
 	// KindTransport: the connection failed or was lost without a close
 	// frame (reported as CloseCode 1006), or could not be opened at all.
@@ -72,15 +68,46 @@ type UpstreamError struct {
 	HTTPStatus int
 	// RetryAfter is SLNG's Retry-After on a refused handshake, if any.
 	RetryAfter time.Duration
-	// Retryable reports whether the same request may succeed later.
+	// Retryable reports whether the same request may succeed later. The
+	// constructors set it from Class; a caller that gives up a session
+	// rather than the work may set it on a copy.
 	Retryable bool
 	// Err is the underlying error, if any, already free of secrets.
 	Err error
 
-	// beforeReady marks a close that came while the session was being
-	// opened, before `ready`: SLNG failing to open a session, never a
-	// reap.
-	beforeReady bool
+	// phase is where the session was when it failed: before `ready` (SLNG
+	// failing to open it, never a reap), idle, or in a turn.
+	phase phase
+	// byok: the session sent a provider key (X-Slng-Provider-Key).
+	byok bool
+}
+
+// classified sets Retryable from Class, for the constructors.
+func (e *UpstreamError) classified() *UpstreamError {
+	e.Retryable = e.Class().Retryable
+	return e
+}
+
+// NewErrorFrame returns the error of an SLNG error frame with this code
+// and message, on an open session with no close after it: what a
+// session's warning events carry. It is the one constructor of error frame
+// errors; the session's reader builds each frame's error with it.
+func NewErrorFrame(code, message string) *UpstreamError {
+	return (&UpstreamError{Kind: KindErrorFrame, Code: code, Message: message}).classified()
+}
+
+// NewTimeout returns the error of SLNG not answering in time: message says
+// what did not come, err (which may be nil) why it was awaited. It is
+// Retryable and Unwell.
+func NewTimeout(message string, err error) *UpstreamError {
+	return (&UpstreamError{Kind: KindTimeout, Message: message, Err: err}).classified()
+}
+
+// NewClosedEarly returns the error of SLNG closing an open session
+// normally (1000) before the work given to it was done: message says what
+// was cut short. It is Retryable, and neither Unwell nor a reap.
+func NewClosedEarly(message string) *UpstreamError {
+	return (&UpstreamError{Kind: KindClose, CloseCode: 1000, Message: message}).classified()
 }
 
 func (e *UpstreamError) Error() string {
@@ -133,24 +160,6 @@ var (
 	ErrInvalidModel = errors.New("slng: invalid model variant")
 )
 
-// retryableCode reports whether an SLNG error code means "try again later"
-// (slng-protocol.md section 6).
-func retryableCode(code string) bool {
-	switch code {
-	case "rate_limit", "rate_limit_exceeded", "provider_error", "backend_connection_failed", "backend_error",
-		"not_ready", "backpressure", "stt_metering_unavailable", "translation_error",
-		"idle_timeout_exceeded", "max_connection_duration_exceeded":
-		return true
-	}
-	return false
-}
-
-// retryableStatus follows SLNG's client guidance: 408, 409, 425, 429 and 5xx
-// may succeed later; other 4xx will not.
-func retryableStatus(st int) bool {
-	return st == 408 || st == 409 || st == 425 || st == 429 || st >= 500
-}
-
 // redact removes secrets from an error's text, for errors whose text we do
 // not control (e.g. net/http's, which quote the URL).
 func redact(err error, secrets ...string) error {
@@ -169,172 +178,4 @@ func redact(err error, secrets ...string) error {
 		return err
 	}
 	return errors.New(s)
-}
-
-// Reaped reports whether SLNG ended an open session as housekeeping rather
-// than because of anything the session did: a close with 1001 (going
-// away), 1008 (policy violation), 1011 (internal error) or 1012 (service
-// restart) after `ready` and without an error frame just before it
-// (KindClose), or an idle_timeout_exceeded or
-// max_connection_duration_exceeded error frame followed by a close.
-//
-// SLNG's gateway reaps idle and over-long connections, and LiveKit's SLNG
-// plugin notes that it may send no error frame first: the close code is
-// the only account. A 1008 after an error frame that blames the request
-// (config_error, invalid_request, auth_error, ...) is that error instead
-// (KindErrorFrame). A bare 1008 is also SLNG's documented answer to audio
-// before init, which this client never sends; it is treated as a reap too.
-// A reap is always Retryable: the same work may go on on a new session.
-func (e *UpstreamError) Reaped() bool {
-	if e.beforeReady {
-		return false
-	}
-	switch e.Kind {
-	case KindClose:
-		return reapClose(e.CloseCode)
-	case KindErrorFrame:
-		return e.CloseCode != 0 && (e.Code == "idle_timeout_exceeded" || e.Code == "max_connection_duration_exceeded")
-	}
-	return false
-}
-
-// reapClose reports whether a close code, with no error frame before it,
-// is one SLNG reaps connections with.
-func reapClose(code int) bool {
-	switch code {
-	case 1001, 1008, 1011, 1012:
-		return true
-	}
-	return false
-}
-
-const (
-	// maxHandshakeBody is how much of a refused handshake's body is read:
-	// what coder/websocket keeps of it.
-	maxHandshakeBody = 1024
-	// maxHandshakeMessage bounds the part of it that reaches Message.
-	maxHandshakeMessage = 256
-)
-
-// handshakeMessage turns the start of a refused handshake's body into an
-// error message: the message field of a JSON body (detail, message, error
-// or description), or the text itself; without the secrets, control
-// characters or invalid UTF-8; whitespace collapsed; at most
-// maxHandshakeMessage bytes. cut says that body is only the start of a
-// longer one, which may end in the first bytes of a secret.
-func handshakeMessage(body []byte, cut bool, keys []string) string {
-	// Each secret as is and as it appears in a query string (?token=).
-	var secrets []string
-	for _, k := range keys {
-		if k != "" {
-			secrets = append(secrets, k)
-			if q := url.QueryEscape(k); q != k {
-				secrets = append(secrets, q)
-			}
-		}
-	}
-	s := string(body)
-	if cut {
-		s = trimSecretPrefix(s, secrets)
-	}
-	s = redactText(s, secrets)
-	if m := jsonBodyMessage(s); m != "" {
-		s = redactText(m, secrets) // JSON escapes could have hidden one
-	}
-	s = strings.ToValidUTF8(s, "")
-	var b strings.Builder
-	space := false
-	for _, r := range s {
-		switch {
-		case unicode.IsSpace(r):
-			space = b.Len() > 0
-			continue
-		case unicode.IsControl(r) || r == utf8.RuneError || unicode.Is(unicode.Cf, r):
-			continue
-		}
-		if space {
-			b.WriteByte(' ')
-			space = false
-		}
-		b.WriteRune(r)
-		if b.Len() > maxHandshakeMessage {
-			break
-		}
-	}
-	return truncate(b.String(), maxHandshakeMessage)
-}
-
-// jsonBodyMessage is the message of a JSON error body such as
-// {"detail": "..."} or {"error": {"message": "..."}}, or "".
-func jsonBodyMessage(s string) string {
-	var body struct {
-		Detail      json.RawMessage `json:"detail"`
-		Message     json.RawMessage `json:"message"`
-		Error       json.RawMessage `json:"error"`
-		Description json.RawMessage `json:"description"`
-	}
-	if !strings.HasPrefix(strings.TrimSpace(s), "{") || json.Unmarshal([]byte(s), &body) != nil {
-		return ""
-	}
-	_, errMsg := errorObject(body.Error)
-	return firstNonEmpty(rawString(body.Detail), rawString(body.Message), errMsg, rawString(body.Description))
-}
-
-// redactText replaces every secret in s.
-func redactText(s string, secrets []string) string {
-	for _, sec := range secrets {
-		s = strings.ReplaceAll(s, sec, "REDACTED")
-	}
-	return s
-}
-
-// trimSecretPrefix cuts a tail of s that is the start of a secret: a
-// secret the cut at the end of s split in two.
-func trimSecretPrefix(s string, secrets []string) string {
-	for _, sec := range secrets {
-		for n := min(len(sec)-1, len(s)); n > 0; n-- {
-			if strings.HasSuffix(s, sec[:n]) {
-				s = s[:len(s)-n]
-				break
-			}
-		}
-	}
-	return s
-}
-
-// Unwell reports whether the error says that SLNG or its provider is
-// failing, as opposed to the request being wrong, the caller going away or
-// a limit being reached: transport failures, timeouts, HTTP 5xx handshakes,
-// abnormal closes and provider or backend error frames. Circuit breakers
-// count these and nothing else.
-//
-// Reaps (see Reaped) are not counted, even with 1011 or 1012: reaping idle
-// and old connections is SLNG's routine housekeeping, and a breaker that
-// counted them would open on a healthy service whose callers pause. A
-// close before `ready` is never a reap: 1000, 1001, 1011 and 1012 there
-// say that SLNG failed to open the session, and count.
-func (e *UpstreamError) Unwell() bool {
-	switch e.Kind {
-	case KindTransport, KindTimeout, KindProtocol:
-		return true
-	case KindHandshake:
-		return e.HTTPStatus >= 500
-	case KindClose:
-		if e.Reaped() {
-			return false
-		}
-		switch e.CloseCode {
-		case 1006, 1011, 1012, 1013, 1014:
-			return true
-		case 1000, 1001:
-			return e.beforeReady
-		}
-	case KindErrorFrame:
-		switch e.Code {
-		case "provider_error", "backend_connection_failed", "backend_error", "not_ready",
-			"internal_error", "server_error", "translation_error", "stt_metering_unavailable":
-			return true
-		}
-	}
-	return false
 }

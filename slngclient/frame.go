@@ -1,7 +1,6 @@
 package slngclient
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -27,15 +26,8 @@ type serverMsg struct {
 	SegmentID string   `json:"segment_id"`
 	Duration  *float64 `json:"duration"`
 
-	// error: SLNG's shape is {code, message}; clients also meet
-	// {description}, {error} as a string or an object, numeric
-	// status_code and a nested data object.
-	Code        json.RawMessage `json:"code"`
-	StatusCode  json.RawMessage `json:"status_code"`
-	ErrCode     json.RawMessage `json:"err_code"`
-	Message     json.RawMessage `json:"message"`
-	Description json.RawMessage `json:"description"`
-	Error       json.RawMessage `json:"error"`
+	// error: see errorFields; a nested data object may hold them too.
+	errorFields
 
 	Transcript string     `json:"transcript"`
 	Confidence float64    `json:"confidence"`
@@ -58,15 +50,6 @@ type wireWord struct {
 	Speaker        json.RawMessage `json:"speaker"` // int on WebSockets, string in some docs
 }
 
-// decoded is one decoded text frame. For JSON audio, audio holds the
-// decoded bytes (in the dst buffer given to decodeFrame, never empty) and
-// msg is nil; otherwise msg is set.
-type decoded struct {
-	audio    []byte
-	sequence int64
-	msg      *serverMsg
-}
-
 // audioTypes are the message types that carry JSON audio, lower-cased:
 // SLNG's own audio_chunk and the spellings LiveKit's SLNG plugin accepts
 // from routes that pass a provider's messages through.
@@ -76,10 +59,12 @@ var audioTypes = map[string]bool{"audio_chunk": true, "audio": true, "chunk": tr
 // or not a string: malformed, unlike an empty payload, which is no audio.
 var errNoAudioPayload = errors.New("audio message without a string payload")
 
-// decodeFrame decodes one text frame. Flat audio_chunk messages, the hot
-// path, are scanned by hand and their base64 decoded into dst (grown if
-// needed) without allocating when dst is large enough; every other message
-// goes through encoding/json. Work and memory are bounded by len(b).
+// decodeFrame decodes one text frame: JSON audio into dst (grown if
+// needed), or a message, with its *UpstreamError when it is an error
+// frame. JSON audio in a flat object, the hot path, is scanned by hand
+// (scanAudio) and decoded without allocating when dst is large enough;
+// everything else goes through encoding/json. Work and memory are bounded
+// by len(b).
 //
 // JSON audio comes in several shapes (slng-real-clients.md): a type of
 // audio_chunk, audio or chunk in any letter case, with the base64 payload
@@ -88,20 +73,24 @@ var errNoAudioPayload = errors.New("audio message without a string payload")
 // "isFinal": false}). A payload that is an empty string or null is no
 // audio: such a frame is returned as a message, which sessions count as an
 // unknown type, so that a caller never sees an empty audio event.
-func decodeFrame(b []byte, dst []byte) (decoded, error) {
-	if data, seq, ok := scanAudioChunk(b); ok {
-		audio, err := decodeBase64(data, dst)
+func decodeFrame(b []byte, dst []byte) (frame, error) {
+	if payload, seq, ok := scanAudio(b); ok {
+		audio, err := decodeBase64(payload, dst)
 		if err != nil {
-			return decoded{}, err
+			return frame{}, err
 		}
-		if len(audio) == 0 {
-			return decoded{msg: &serverMsg{Type: "audio_chunk"}}, nil
+		if len(audio) > 0 {
+			return frame{audio: audio, sequence: seq}, nil
 		}
-		return decoded{audio: audio, sequence: seq}, nil
 	}
+	return decodeJSON(b, dst)
+}
+
+// decodeJSON is decodeFrame through encoding/json, for every frame.
+func decodeJSON(b []byte, dst []byte) (frame, error) {
 	var msg serverMsg
 	if err := json.Unmarshal(b, &msg); err != nil {
-		return decoded{}, err
+		return frame{}, err
 	}
 	msg.Type = strings.ToLower(msg.Type) // some gateways send "Error", "Flushed", "Audio"
 	var payload []byte
@@ -109,7 +98,7 @@ func decodeFrame(b []byte, dst []byte) (decoded, error) {
 	case audioTypes[msg.Type]:
 		p, ok := audioPayload(&msg)
 		if !ok {
-			return decoded{}, errNoAudioPayload
+			return frame{}, errNoAudioPayload
 		}
 		payload = p
 	case msg.Type == "":
@@ -119,16 +108,20 @@ func decodeFrame(b []byte, dst []byte) (decoded, error) {
 		payload, _ = jsonString(msg.Audio)
 	}
 	if len(payload) == 0 {
-		return decoded{msg: &msg}, nil
+		f := frame{msg: &msg}
+		if msg.Type == "error" {
+			f.err = errorFrame(&msg)
+		}
+		return f, nil
 	}
 	audio, err := decodeBase64(payload, dst)
 	if err != nil {
-		return decoded{}, err
+		return frame{}, err
 	}
 	if len(audio) == 0 { // only line breaks, which base64 skips
-		return decoded{msg: &msg}, nil
+		return frame{msg: &msg}, nil
 	}
-	return decoded{audio: audio, sequence: sequenceOf(msg.Sequence)}, nil
+	return frame{audio: audio, sequence: sequenceOf(msg.Sequence)}, nil
 }
 
 // audioPayload finds the base64 payload of a typed JSON audio message: data
@@ -201,197 +194,72 @@ func sequenceOf(raw json.RawMessage) int64 {
 	return 0
 }
 
-// scanAudioChunk recognizes a flat JSON object {"type":"audio_chunk",
-// "data":"<base64>", ...} whose strings have no escapes, returning the raw
-// base64 and the sequence. Anything else reports ok=false and takes the
-// encoding/json path, including what encoding/json reads differently from
-// a plain scan: a key of its own in other letter case ("Data" is data to
-// encoding/json), a key twice (the last wins there), or a value of the
-// wrong kind.
-func scanAudioChunk(b []byte) (data []byte, seq int64, ok bool) {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return nil, 0, false
-	}
-	i++
-	var isChunk bool
-	var seen [3]bool // type, data, sequence
-	for {
-		i = skipSpace(b, i)
-		if i < len(b) && b[i] == '}' {
-			break
-		}
-		key, j, okk := scanString(b, i)
-		if !okk {
-			return nil, 0, false
-		}
-		i = skipSpace(b, j)
-		if i >= len(b) || b[i] != ':' {
-			return nil, 0, false
-		}
-		i = skipSpace(b, i+1)
-		if i >= len(b) {
-			return nil, 0, false
-		}
-		if k := knownKey(key); k >= 0 {
-			wantKind := byte('"')
-			if k == 2 {
-				wantKind = '0' // sequence: a number
-			}
-			kind := b[i]
-			if kind == '-' || (kind >= '0' && kind <= '9') {
-				kind = '0'
-			}
-			if seen[k] || string(key) != knownKeys[k] || kind != wantKind {
-				return nil, 0, false
-			}
-			seen[k] = true
-		}
-		switch {
-		case b[i] == '"':
-			val, j, okv := scanString(b, i)
-			if !okv {
-				return nil, 0, false
-			}
-			switch string(key) { // no allocation: the compiler optimizes this conversion
-			case "type":
-				if !bytes.Equal(val, []byte("audio_chunk")) {
-					return nil, 0, false
-				}
-				isChunk = true
-			case "data":
-				data = val
-			}
-			i = j
-		case b[i] == '-' || (b[i] >= '0' && b[i] <= '9'):
-			j := i + 1
-			for j < len(b) && (b[j] == '.' || b[j] == 'e' || b[j] == 'E' || b[j] == '+' || b[j] == '-' || (b[j] >= '0' && b[j] <= '9')) {
-				j++
-			}
-			if string(key) == "sequence" {
-				n, err := strconv.ParseInt(string(b[i:j]), 10, 64)
-				if err != nil {
-					return nil, 0, false
-				}
-				seq = n
-			}
-			i = j
-		case bytes.HasPrefix(b[i:], []byte("true")):
-			i += 4
-		case bytes.HasPrefix(b[i:], []byte("false")):
-			i += 5
-		case bytes.HasPrefix(b[i:], []byte("null")):
-			i += 4
-		default:
-			return nil, 0, false // nested values: not the hot path
-		}
-		i = skipSpace(b, i)
-		if i < len(b) && b[i] == ',' {
-			i++
-			continue
-		}
-		if i < len(b) && b[i] == '}' {
-			break
-		}
-		return nil, 0, false
-	}
-	if skipSpace(b, i+1) != len(b) {
-		return nil, 0, false
-	}
-	return data, seq, isChunk && data != nil
+// errorFields are the fields that carry an error's code and message, in
+// every shape SLNG's clients meet (slng-real-clients.md): SLNG's {code,
+// message}, {description}, a numeric status_code or err_code, and error as
+// a string or as an object holding the same fields (where type may name
+// the code). The top level of an error frame, its nested data object, an
+// error object and the JSON body of a refused handshake are all read with
+// it.
+type errorFields struct {
+	Code        json.RawMessage `json:"code"`
+	StatusCode  json.RawMessage `json:"status_code"`
+	ErrCode     json.RawMessage `json:"err_code"`
+	Message     json.RawMessage `json:"message"`
+	Description json.RawMessage `json:"description"`
+	Error       json.RawMessage `json:"error"`
+	// Detail is FastAPI's message field, in handshake bodies.
+	Detail json.RawMessage `json:"detail"`
+	// Type names the code in an error object; an error frame's own type
+	// (serverMsg.Type) hides it there.
+	Type json.RawMessage `json:"type"`
 }
 
-// knownKeys are the keys scanAudioChunk reads, by index.
-var knownKeys = [3]string{"type", "data", "sequence"}
-
-// knownKey is the index of key in knownKeys in any letter case, as
-// encoding/json matches them, or -1.
-func knownKey(key []byte) int {
-	for k, name := range knownKeys {
-		if bytes.EqualFold(key, []byte(name)) {
-			return k
-		}
+// own is the code and message of these fields alone. typeIsCode says that
+// a type field names the code, as in an error object.
+func (f *errorFields) own(typeIsCode bool) (code, message string) {
+	code = firstNonEmpty(rawString(f.Code), rawString(f.StatusCode), rawString(f.ErrCode))
+	if typeIsCode && code == "" {
+		code = rawString(f.Type)
 	}
-	return -1
+	return code, firstNonEmpty(rawString(f.Message), rawString(f.Description))
 }
 
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
+// codeMessage is the code and message the fields carry: their own, then,
+// for what is missing, their error field's: a string is a message, an
+// object is read like these fields.
+func (f *errorFields) codeMessage() (code, message string) {
+	code, message = f.own(false)
+	if code != "" && message != "" {
+		return code, message
 	}
-	return i
+	if s := rawString(f.Error); s != "" {
+		return code, firstNonEmpty(message, s)
+	}
+	var obj errorFields
+	if len(f.Error) > 0 && f.Error[0] == '{' && json.Unmarshal(f.Error, &obj) == nil {
+		c, m := obj.own(true)
+		code, message = firstNonEmpty(code, c), firstNonEmpty(message, m)
+	}
+	return code, message
 }
 
-// scanString returns the contents of the JSON string at b[i] and the index
-// after it; strings with escapes or control characters are refused.
-func scanString(b []byte, i int) (val []byte, next int, ok bool) {
-	if i >= len(b) || b[i] != '"' {
-		return nil, 0, false
-	}
-	for j := i + 1; j < len(b); j++ {
-		switch c := b[j]; {
-		case c == '"':
-			return b[i+1 : j], j + 1, true
-		case c == '\\' || c < 0x20:
-			return nil, 0, false
-		}
-	}
-	return nil, 0, false
-}
-
-// errorOf extracts an error frame's code and message, leniently, from
-// every shape SLNG's clients meet (slng-real-clients.md): top-level code
-// or numeric status_code (or err_code) with message or description; error
-// as a string, or as an object holding message and maybe code; and the
-// same fields nested in a data object. Top-level fields win.
-func errorOf(m *serverMsg) (code, message string) {
-	code = firstNonEmpty(rawString(m.Code), rawString(m.StatusCode), rawString(m.ErrCode))
-	message = firstNonEmpty(rawString(m.Message), rawString(m.Description))
-	if code == "" || message == "" {
-		c, msg := errorObject(m.Error)
-		code, message = firstNonEmpty(code, c), firstNonEmpty(message, msg)
-	}
+// errorFrame is the error of an error frame, read leniently from every
+// shape of errorFields, at its top level first, then in a nested data
+// object. It is the one place an error frame becomes an *UpstreamError,
+// once per frame (decodeFrame).
+func errorFrame(m *serverMsg) *UpstreamError {
+	code, message := m.codeMessage()
 	if (code == "" || message == "") && len(m.Data) > 0 && m.Data[0] == '{' {
-		var nested struct {
-			Code        json.RawMessage `json:"code"`
-			StatusCode  json.RawMessage `json:"status_code"`
-			ErrCode     json.RawMessage `json:"err_code"`
-			Message     json.RawMessage `json:"message"`
-			Description json.RawMessage `json:"description"`
-			Error       json.RawMessage `json:"error"`
-		}
+		var nested errorFields
 		if json.Unmarshal(m.Data, &nested) == nil {
-			c, msg := errorObject(nested.Error)
-			code = firstNonEmpty(code, rawString(nested.Code), rawString(nested.StatusCode), rawString(nested.ErrCode), c)
-			message = firstNonEmpty(message, rawString(nested.Message), rawString(nested.Description), msg)
+			c, msg := nested.codeMessage()
+			code, message = firstNonEmpty(code, c), firstNonEmpty(message, msg)
 		}
 	}
 	// Bounded, and cut on a rune boundary: the message reaches protobuf
 	// strings, which must be valid UTF-8.
-	return truncate(code, 128), truncate(message, 512)
-}
-
-// errorObject reads an `error` field: a string is the message; an object
-// holds message (or description) and maybe code (or status_code, type).
-func errorObject(r json.RawMessage) (code, message string) {
-	if s := rawString(r); s != "" {
-		return "", s
-	}
-	if len(r) == 0 || r[0] != '{' {
-		return "", ""
-	}
-	var obj struct {
-		Code        json.RawMessage `json:"code"`
-		StatusCode  json.RawMessage `json:"status_code"`
-		Type        json.RawMessage `json:"type"`
-		Message     json.RawMessage `json:"message"`
-		Description json.RawMessage `json:"description"`
-	}
-	if json.Unmarshal(r, &obj) != nil {
-		return "", ""
-	}
-	return firstNonEmpty(rawString(obj.Code), rawString(obj.StatusCode), rawString(obj.Type)),
-		firstNonEmpty(rawString(obj.Message), rawString(obj.Description))
+	return NewErrorFrame(truncate(code, 128), truncate(message, 512))
 }
 
 func truncate(s string, n int) string {

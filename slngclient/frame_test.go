@@ -82,7 +82,39 @@ func TestDecodeFrame(t *testing.T) {
 	}
 }
 
-func TestErrorOf(t *testing.T) {
+// TestScanAudio: the hand scanner reads every common JSON audio shape, and
+// leaves to encoding/json whatever it might read differently.
+func TestScanAudio(t *testing.T) {
+	t.Parallel()
+	const b64 = "AQID"
+	for _, tc := range []struct {
+		in   string
+		seq  int64
+		fast bool
+	}{
+		{`{"type":"audio_chunk","data":"` + b64 + `","sequence":7}`, 7, true},
+		{`{"type":"Audio","data":{"audio":"` + b64 + `","format":"pcm"},"sequence":2}`, 2, true},
+		{`{"type":"chunk","data":null,"audio":"` + b64 + `"}`, 0, true},
+		{`{"audio":"` + b64 + `","isFinal":false,"normalizedAlignment":{"chars":["a","\"",","],"charStartTimesMs":[0,1.5e1]}}`, 0, true},
+		{`{"type":"audio","data":"` + b64 + `","Data":"AAAA"}`, 0, false},
+		{`{"type":"audio","data":{"audio":"` + b64 + `","Audio":"AAAA"}}`, 0, false},
+		{`{"audio":"` + b64 + `","audio":"AAAA"}`, 0, false},
+		{`{"type":"audio","data":"` + b64 + `","sequence":"3"}`, 0, false},
+		{`{"type":"audio","data":"` + b64 + `","sequence":1.5}`, 0, false},
+		{`{"type":"\u0061udio","data":"` + b64 + `"}`, 0, false},
+		{`{"type":"AUDİO","data":"` + b64 + `"}`, 0, false},
+		{`{"type":"final_transcript","audio":"` + b64 + `"}`, 0, false},
+		{`{"type":"audio","data":"` + b64 + `"} x`, 0, false},
+		{`{"audio":null,"isFinal":true}`, 0, false},
+	} {
+		payload, seq, fast := scanAudio([]byte(tc.in))
+		if fast != tc.fast || (fast && (string(payload) != b64 || seq != tc.seq)) {
+			t.Errorf("scanAudio(%s) = %q, %d, %v; want fast %v seq %d", tc.in, payload, seq, fast, tc.fast, tc.seq)
+		}
+	}
+}
+
+func TestErrorFrame(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ name, in, code, msg string }{
 		{"code and message", `{"type":"error","code":"rate_limit_exceeded","message":"slow down"}`, "rate_limit_exceeded", "slow down"},
@@ -112,9 +144,12 @@ func TestErrorOf(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			code, msg := errorOf(d.msg)
-			if code != tc.code || msg != tc.msg {
-				t.Errorf("errorOf(%s) = (%q, %q), want (%q, %q)", tc.in, code, msg, tc.code, tc.msg)
+			if d.err == nil {
+				t.Fatalf("decodeFrame(%s) gave no error", tc.in)
+			}
+			code, msg := d.err.Code, d.err.Message
+			if code != tc.code || msg != tc.msg || d.err.Kind != KindErrorFrame {
+				t.Errorf("errorFrame(%s) = (%v, %q, %q), want (%q, %q)", tc.in, d.err.Kind, code, msg, tc.code, tc.msg)
 			}
 		})
 	}
@@ -209,7 +244,7 @@ func FuzzDecodeFrame(f *testing.F) {
 			if d.audio != nil {
 				t.Fatalf("%q decoded to both audio and a message", b)
 			}
-			code, msg := errorOf(d.msg)
+			code, msg := errorFrame(d.msg).Code, errorFrame(d.msg).Message
 			if len(code) > 128 || len(msg) > 512 || !utf8.ValidString(code) || !utf8.ValidString(msg) {
 				t.Fatalf("errorOf = (%q, %q)", code, msg)
 			}
@@ -220,21 +255,13 @@ func FuzzDecodeFrame(f *testing.F) {
 			}
 			return
 		}
-		if _, _, fast := scanAudioChunk(b); !fast || !json.Valid(b) {
+		if _, _, fast := scanAudio(b); !fast || !json.Valid(b) {
 			return
 		}
-		// The slow path alone must decode the same audio and sequence.
-		var msg serverMsg
-		if err := json.Unmarshal(b, &msg); err != nil {
-			t.Fatalf("valid JSON did not unmarshal: %v", err)
-		}
-		var s string
-		if json.Unmarshal(msg.Data, &s) != nil || !strings.EqualFold(msg.Type, "audio_chunk") {
-			t.Fatalf("scanner accepted %q, encoding/json sees type %q data %s", b, msg.Type, msg.Data)
-		}
-		want, err := base64.StdEncoding.DecodeString(s)
-		if seq := sequenceOf(msg.Sequence); err != nil || !bytes.Equal(want, d.audio) || seq != d.sequence {
-			t.Fatalf("scanner decoded %x seq %d, encoding/json %x seq %d (%v)", d.audio, d.sequence, want, seq, err)
+		// The full decode alone must decode the same audio and sequence.
+		want, err := decodeJSON(b, nil)
+		if err != nil || want.msg != nil || !bytes.Equal(want.audio, d.audio) || want.sequence != d.sequence {
+			t.Fatalf("scanner decoded %x seq %d from %q, encoding/json %x seq %d msg %v (%v)", d.audio, d.sequence, b, want.audio, want.sequence, want.msg, err)
 		}
 	})
 }
@@ -264,8 +291,8 @@ func BenchmarkDecodeAudioChunk(b *testing.B) {
 	}
 }
 
-// BenchmarkDecodeJSONAudioShapes measures the JSON audio shapes that go
-// through encoding/json: 20 ms of audio each.
+// BenchmarkDecodeJSONAudioShapes measures JSON audio shapes other than a
+// flat audio_chunk, which scanAudio reads too: 20 ms of audio each.
 func BenchmarkDecodeJSONAudioShapes(b *testing.B) {
 	pcm := make([]byte, 960)
 	b64 := base64.StdEncoding.EncodeToString(pcm)
@@ -275,10 +302,11 @@ func BenchmarkDecodeJSONAudioShapes(b *testing.B) {
 	} {
 		b.Run(name, func(b *testing.B) {
 			dst := make([]byte, 0, 1024)
+			in := []byte(frame)
 			b.SetBytes(960)
 			b.ReportAllocs()
 			for b.Loop() {
-				d, err := decodeFrame([]byte(frame), dst)
+				d, err := decodeFrame(in, dst)
 				if err != nil || len(d.audio) != 960 {
 					b.Fatal(err)
 				}

@@ -30,11 +30,13 @@ type frame struct {
 
 // script is what a scripted server does with one session after reading its
 // init: send frames, then close with code (0: leave the socket open until
-// the client closes it). ready sends `ready` before the frames.
+// the client closes it). ready sends `ready` before the frames;
+// awaitFrame waits for one message from the client before the close.
 type script struct {
-	ready  bool
-	frames []frame
-	code   websocket.StatusCode
+	ready      bool
+	frames     []frame
+	code       websocket.StatusCode
+	awaitFrame bool
 }
 
 // scripted starts a loopback server that plays s to every session, and a
@@ -62,6 +64,11 @@ func scripted(t *testing.T, s script, opts slngclient.Options) *slngclient.Clien
 				typ, b = websocket.MessageBinary, f.binary
 			}
 			if c.Write(ctx, typ, b) != nil {
+				return
+			}
+		}
+		if s.awaitFrame {
+			if _, _, err := c.Read(ctx); err != nil {
 				return
 			}
 		}

@@ -82,26 +82,12 @@ type Word struct {
 // STTSession is an open STT session, with the same concurrency rules as
 // TTSSession. The caller must Close or CloseNow it.
 type STTSession struct {
-	cn *conn
+	session
 }
 
 // DialSTT opens an STT session: handshake, init, and the wait for ready.
 func (c *Client) DialSTT(ctx context.Context, ep Endpoint, cfg STTConfig) (*STTSession, error) {
-	config := map[string]any{}
-	for k, v := range cfg.Extra {
-		config[k] = v
-	}
-	if cfg.Encoding == "" {
-		cfg.Encoding = "linear16"
-	}
-	if cfg.SampleRate == 0 {
-		cfg.SampleRate = 16000
-	}
-	config["encoding"] = cfg.Encoding
-	config["sample_rate"] = cfg.SampleRate
-	if cfg.Language != "" {
-		config["language"] = cfg.Language
-	}
+	config := initConfig(cfg.Extra, cfg.Encoding, cfg.SampleRate, 16000, cfg.Language)
 	// SLNG's clients send both spellings of the partials switch.
 	config["enable_partials"] = cfg.EnablePartials
 	config["enable_partial_transcripts"] = cfg.EnablePartials
@@ -118,35 +104,7 @@ func (c *Client) DialSTT(ctx context.Context, ep Endpoint, cfg STTConfig) (*STTS
 	if err != nil {
 		return nil, err
 	}
-	return &STTSession{cn: cn}, nil
-}
-
-// ID is SLNG's session id from `ready`.
-func (s *STTSession) ID() string { return s.cn.id }
-
-// RequestID is SLNG's request id, when it sent one.
-func (s *STTSession) RequestID() string { return s.cn.reqID }
-
-// Done is closed when the session has ended and every frame received
-// before the end has been handed to Recv: a caller that stops calling Recv
-// holds the session open (that is the backpressure), so drain with Recv or
-// call CloseNow.
-func (s *STTSession) Done() <-chan struct{} { return s.cn.readerDone }
-
-// Err is why the session ended (see Recv), or nil while it is open.
-func (s *STTSession) Err() error {
-	select {
-	case <-s.cn.readerDone:
-		return s.cn.termErr
-	default:
-		return nil
-	}
-}
-
-// Stats returns the session's counters; AudioBytes counts audio sent.
-func (s *STTSession) Stats() Stats {
-	st := s.cn.stats()
-	return st
+	return &STTSession{session{cn}}, nil
 }
 
 // SendAudio sends one chunk of audio as a binary frame (SLNG's bridge
@@ -156,7 +114,7 @@ func (s *STTSession) SendAudio(ctx context.Context, audio []byte) error {
 	if len(audio) == 0 {
 		return ErrEmptyAudio
 	}
-	if err := s.cn.write(ctx, websocket.MessageBinary, audio); err != nil {
+	if err := s.cn.writeTurn(ctx, websocket.MessageBinary, audio); err != nil {
 		return err
 	}
 	s.cn.audioBytes.Add(int64(len(audio)))
@@ -165,23 +123,14 @@ func (s *STTSession) SendAudio(ctx context.Context, audio []byte) error {
 
 // Finalize asks for the pending speech as a final transcript now.
 func (s *STTSession) Finalize(ctx context.Context) error {
-	return s.cn.write(ctx, websocket.MessageText, msgFinalize)
-}
-
-// Keepalive sends a keepalive message now.
-func (s *STTSession) Keepalive(ctx context.Context) error {
-	return s.cn.write(ctx, websocket.MessageText, msgKeepalive)
+	return s.cn.writeTurn(ctx, websocket.MessageText, msgFinalize)
 }
 
 // CloseSend tells SLNG no more audio comes. Keep calling Recv: SLNG sends
 // the remaining finals, then closes, and Recv returns io.EOF.
 func (s *STTSession) CloseSend(ctx context.Context) error {
-	return s.cn.write(ctx, websocket.MessageText, msgClose)
+	return s.cn.writeTurn(ctx, websocket.MessageText, msgClose)
 }
-
-// Ping checks, with one round trip, that SLNG still answers on the
-// socket. Pings do not reset SLNG's idle timer.
-func (s *STTSession) Ping(ctx context.Context) error { return s.cn.ping(ctx) }
 
 // Recv returns the next event, like TTSSession.Recv.
 func (s *STTSession) Recv(ctx context.Context) (STTEvent, error) {
@@ -203,20 +152,12 @@ func (s *STTSession) Recv(ctx context.Context) (STTEvent, error) {
 		case "utterance_end":
 			return STTEvent{Kind: STTUtteranceEnd, LastWordEnd: seconds(m.LastWordEnd)}, nil
 		case "error":
-			code, msg := errorOf(m)
-			return STTEvent{Kind: STTWarning, Err: &UpstreamError{Kind: KindErrorFrame, Code: code, Message: msg, Retryable: retryableCode(code)}}, nil
+			return STTEvent{Kind: STTWarning, Err: f.err}, nil
 		default:
 			s.cn.unknown.Add(1)
 		}
 	}
 }
-
-// Close ends the session gracefully; see TTSSession.Close. Finals that
-// arrive meanwhile are discarded: use CloseSend to receive them.
-func (s *STTSession) Close(ctx context.Context) error { return s.cn.close(ctx) }
-
-// CloseNow closes the socket at once and releases everything.
-func (s *STTSession) CloseNow() { s.cn.shutdown() }
 
 func transcriptOf(m *serverMsg) Transcript {
 	t := Transcript{

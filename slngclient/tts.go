@@ -71,7 +71,7 @@ type TTSEvent struct {
 // at a time; the other methods may be called concurrently with it and with
 // each other. The caller must Close or CloseNow it.
 type TTSSession struct {
-	cn *conn
+	session
 
 	mu      sync.Mutex
 	hasText bool // text sent since the last turn ended
@@ -81,21 +81,7 @@ type TTSSession struct {
 // bounds the dial only. Errors are *UpstreamError, ErrInvalidModel, or the
 // ctx's error.
 func (c *Client) DialTTS(ctx context.Context, ep Endpoint, cfg TTSConfig) (*TTSSession, error) {
-	config := map[string]any{}
-	for k, v := range cfg.Extra {
-		config[k] = v
-	}
-	if cfg.Encoding == "" {
-		cfg.Encoding = "linear16"
-	}
-	if cfg.SampleRate == 0 {
-		cfg.SampleRate = 24000
-	}
-	config["encoding"] = cfg.Encoding
-	config["sample_rate"] = cfg.SampleRate
-	if cfg.Language != "" {
-		config["language"] = cfg.Language
-	}
+	config := initConfig(cfg.Extra, cfg.Encoding, cfg.SampleRate, 24000, cfg.Language)
 	if cfg.Speed != 0 {
 		config["speed"] = cfg.Speed
 	}
@@ -107,31 +93,8 @@ func (c *Client) DialTTS(ctx context.Context, ep Endpoint, cfg TTSConfig) (*TTSS
 	if err != nil {
 		return nil, err
 	}
-	return &TTSSession{cn: cn}, nil
+	return &TTSSession{session: session{cn}}, nil
 }
-
-// ID is SLNG's session id from `ready`.
-func (s *TTSSession) ID() string { return s.cn.id }
-
-// RequestID is SLNG's request id, when it sent one.
-func (s *TTSSession) RequestID() string { return s.cn.reqID }
-
-// Done is closed when the session has ended and every frame received
-// before the end has been handed to Recv (see STTSession.Done).
-func (s *TTSSession) Done() <-chan struct{} { return s.cn.readerDone }
-
-// Err is why the session ended (see Recv), or nil while it is open.
-func (s *TTSSession) Err() error {
-	select {
-	case <-s.cn.readerDone:
-		return s.cn.termErr
-	default:
-		return nil
-	}
-}
-
-// Stats returns the session's counters.
-func (s *TTSSession) Stats() Stats { return s.cn.stats() }
 
 type textMsg struct {
 	Type  string `json:"type"`
@@ -193,16 +156,6 @@ func (s *TTSSession) Cancel(ctx context.Context) error {
 	return s.cn.write(ctx, websocket.MessageText, msgCancel)
 }
 
-// Keepalive sends a keepalive message now. The session also sends them by
-// itself when idle.
-func (s *TTSSession) Keepalive(ctx context.Context) error {
-	return s.cn.write(ctx, websocket.MessageText, msgKeepalive)
-}
-
-// Ping checks, with one round trip, that SLNG still answers on the
-// socket. Pings do not reset SLNG's idle timer.
-func (s *TTSSession) Ping(ctx context.Context) error { return s.cn.ping(ctx) }
-
 // Recv returns the next event. It blocks until one arrives, the session
 // ends, or ctx ends (which leaves the session open). When the session ends
 // it returns io.EOF for a normal close by SLNG, ErrSessionClosed after
@@ -226,23 +179,25 @@ func (s *TTSSession) Recv(ctx context.Context) (TTSEvent, error) {
 			return TTSEvent{Kind: TTSFlushed}, nil
 		case "cleared":
 			return TTSEvent{Kind: TTSCleared}, nil
-		case "audio_end", "done", "end":
+		case "audio_end", "done", "end": // see endsTurn
 			return TTSEvent{Kind: TTSAudioEnd, Duration: seconds(m.Duration)}, nil
 		case "error":
-			code, msg := errorOf(m)
-			return TTSEvent{Kind: TTSWarning, Err: &UpstreamError{Kind: KindErrorFrame, Code: code, Message: msg, Retryable: retryableCode(code)}}, nil
+			return TTSEvent{Kind: TTSWarning, Err: f.err}, nil
 		default:
 			s.cn.unknown.Add(1)
 		}
 	}
 }
 
-// Close ends the session gracefully: it sends `close` and waits, within
-// ctx, for SLNG to close the socket. It always releases everything.
-func (s *TTSSession) Close(ctx context.Context) error { return s.cn.close(ctx) }
-
-// CloseNow closes the socket at once and releases everything.
-func (s *TTSSession) CloseNow() { s.cn.shutdown() }
+// endsTurn reports a message type that ends a TTS turn (or, cleared, its
+// discarding): after it, no audio of the turn is in flight.
+func endsTurn(typ string) bool {
+	switch typ {
+	case "flushed", "cleared", "audio_end", "done", "end":
+		return true
+	}
+	return false
+}
 
 // maxSeconds bounds the times SLNG reports (about 11.5 days); larger ones
 // are nonsense, and far larger ones would overflow a time.Duration.

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -14,7 +15,8 @@ import (
 )
 
 // TestReaps: a close with 1001, 1008, 1011 or 1012 and no error frame
-// before it is a reap, retryable and not SLNG being unwell; one after an
+// before it is a reap, retryable and not SLNG being unwell, except a 1011
+// in the middle of a turn's audio, which is SLNG unwell; one after an
 // error frame that blames the request is that error; one after an idle or
 // duration error frame is a reap; one before ready is a failure to open.
 func TestReaps(t *testing.T) {
@@ -28,6 +30,13 @@ func TestReaps(t *testing.T) {
 	}{
 		{"1008 alone", script{ready: true, code: websocket.StatusPolicyViolation}, slngclient.KindClose, "", true, true, false},
 		{"1011 alone", script{ready: true, code: websocket.StatusInternalError}, slngclient.KindClose, "", true, true, false},
+		// A provider crashing in the middle of the audio: SLNG unwell.
+		{"1011 in the middle of audio", script{ready: true, frames: []frame{{binary: []byte{1}}}, code: websocket.StatusInternalError},
+			slngclient.KindClose, "", true, false, true},
+		{"1011 in the middle of JSON audio", script{ready: true, frames: []frame{text(`{"type":"audio_chunk","data":"AQI=","sequence":1}`)}, code: websocket.StatusInternalError},
+			slngclient.KindClose, "", true, false, true},
+		{"1011 after the turn's end", script{ready: true, frames: []frame{{binary: []byte{1}}, text(`{"type":"Audio_End"}`)}, code: websocket.StatusInternalError},
+			slngclient.KindClose, "", true, true, false},
 		{"1012 alone", script{ready: true, code: websocket.StatusServiceRestart}, slngclient.KindClose, "", true, true, false},
 		{"1001 alone", script{ready: true, code: websocket.StatusGoingAway}, slngclient.KindClose, "", true, true, false},
 		{"1013 is not a reap", script{ready: true, code: websocket.StatusTryAgainLater}, slngclient.KindClose, "", true, false, true},
@@ -129,6 +138,81 @@ func TestHandshakeBody(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "SENTINEL") {
 				t.Fatalf("a key leaked: %v", err)
+			}
+		})
+	}
+}
+
+// TestSTTCloseMidTurn: a 1011 while the caller's audio is streaming is
+// SLNG failing, not a reap; the same close on a quiet session is a reap.
+func TestSTTCloseMidTurn(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name           string
+		audio          bool
+		reaped, unwell bool
+	}{
+		{"streaming", true, false, true},
+		{"quiet", false, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			// The script waits for one frame after init: the audio, or
+			// the client's own keepalive on the quiet session.
+			keepalive := 10 * time.Millisecond
+			if tc.audio {
+				keepalive = -1 // the audio must be the frame
+			}
+			c := scripted(t, script{ready: true, awaitFrame: true, code: websocket.StatusInternalError}, slngclient.Options{STTKeepalive: keepalive})
+			ctx := testCtx(t)
+			s, err := c.DialSTT(ctx, nova, slngclient.STTConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.CloseNow()
+			if tc.audio {
+				if err := s.SendAudio(ctx, []byte{1, 2}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			<-s.Done()
+			ue, ok := slngclient.AsUpstreamError(s.Err())
+			if !ok || ue.Kind != slngclient.KindClose || ue.CloseCode != 1011 {
+				t.Fatalf("Err() = %#v", s.Err())
+			}
+			if !ue.Retryable || ue.Reaped() != tc.reaped || ue.Unwell() != tc.unwell {
+				t.Errorf("retryable %v reaped %v unwell %v, want true %v %v", ue.Retryable, ue.Reaped(), ue.Unwell(), tc.reaped, tc.unwell)
+			}
+		})
+	}
+}
+
+// TestBYOKRefused: backend_connection_failed in answer to init, on a
+// session that sent a provider key, is the provider refusing that key: the
+// caller's fault, neither retryable nor SLNG unwell. Without a provider
+// key it is SLNG failing to reach the provider.
+func TestBYOKRefused(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name        string
+		providerKey string
+		want        slngclient.Class
+	}{
+		{"with a provider key", "pk_test", slngclient.Class{Category: slngclient.CategoryProviderKey, Fault: true}},
+		{"without", "", slngclient.Class{Category: slngclient.CategoryUnavailable, Retryable: true, Unwell: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := script{frames: []frame{text(`{"type":"error","code":"backend_connection_failed","message":"provider rejected the key"}`)},
+				code: websocket.StatusInternalError}
+			c := scripted(t, s, slngclient.Options{ProviderKey: tc.providerKey})
+			_, err := c.DialTTS(testCtx(t), aura, slngclient.TTSConfig{})
+			ue, ok := slngclient.AsUpstreamError(err)
+			if !ok || ue.Kind != slngclient.KindErrorFrame || ue.Code != "backend_connection_failed" {
+				t.Fatalf("DialTTS() error = %#v", err)
+			}
+			if got := ue.Class(); got != tc.want || ue.Retryable != tc.want.Retryable || ue.Unwell() != tc.want.Unwell || ue.Reaped() {
+				t.Errorf("class %+v retryable %v unwell %v reaped %v, want %+v", got, ue.Retryable, ue.Unwell(), ue.Reaped(), tc.want)
 			}
 		})
 	}

@@ -39,11 +39,26 @@ type breaker struct {
 }
 
 // counted reports whether err counts against a breaker: only failures that
-// say SLNG is unwell do. Caller cancellations, invalid configs, auth and
+// say SLNG is unwell do (slngclient's Class().Unwell), and the deaths
+// reportDeath reports. Caller cancellations, invalid configs, auth and
 // rate limits are excluded, neither success nor failure.
 func counted(err error) bool {
+	if errors.Is(err, errDied) {
+		return true
+	}
 	ue, ok := slngclient.AsUpstreamError(err)
 	return ok && ue.Unwell()
+}
+
+// errDied marks a session that SLNG ended before it was of use: right
+// after ready, or as a standby before any caller used it. Whatever the
+// close said, that is SLNG failing.
+var errDied = errors.New("slng session ended before use")
+
+// reportDeath records a session that SLNG ended before it was of use, err
+// being how, as a failure.
+func (b *breaker) reportDeath(err error) {
+	b.report(fmt.Errorf("%w: %w", errDied, err))
 }
 
 // allow asks to dial. When the breaker refuses, it returns a

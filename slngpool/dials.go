@@ -96,13 +96,12 @@ func keySignal(err error) (string, time.Duration) {
 	if !ok {
 		return "", 0
 	}
-	switch {
-	case ue.Kind == slngclient.KindErrorFrame && (ue.Code == "rate_limit" || ue.Code == "rate_limit_exceeded"):
-		return "rate_limit", ue.RetryAfter
-	case ue.Kind == slngclient.KindHandshake && ue.HTTPStatus == 429:
+	switch cat := ue.Class().Category; {
+	case cat == slngclient.CategoryRateLimited && ue.Kind == slngclient.KindHandshake:
 		return "http_429", ue.RetryAfter
-	case ue.Kind == slngclient.KindHandshake && (ue.HTTPStatus == 401 || ue.HTTPStatus == 403),
-		ue.Kind == slngclient.KindErrorFrame && ue.Code == "auth_error":
+	case cat == slngclient.CategoryRateLimited:
+		return "rate_limit", ue.RetryAfter
+	case cat == slngclient.CategoryAuth:
 		return "auth", ue.RetryAfter
 	case ue.RetryAfter > 0:
 		return "retry_after", ue.RetryAfter

@@ -508,3 +508,26 @@ func TestStandbyWaitsForProof(t *testing.T) {
 		t.Fatalf("SLNG saw %d sessions after the caller's failed, want 1", n)
 	}
 }
+
+// TestBYOKRefusalNotRetried: a provider key that the provider refuses
+// (backend_connection_failed in answer to init) is the caller's to fix:
+// each acquire dials once, and the breaker does not count it.
+func TestBYOKRefusalNotRetried(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, slngsim.Options{}, map[string]string{"*": "error:backend_connection_failed@init,fatal,close=1011"}, nil,
+		slngpool.Options{BreakerFailures: 1, DisableWarm: true})
+	ep := slngclient.Endpoint{Model: aura, ProviderKey: "pk_refused"}
+	for range 2 {
+		_, err := r.p.AcquireTTS(testCtx(t), ep, ttsCfg)
+		ue, ok := slngclient.AsUpstreamError(err)
+		if !ok || ue.Class().Category != slngclient.CategoryProviderKey || ue.Retryable {
+			t.Fatalf("AcquireTTS() error = %v, want the provider key refused", err)
+		}
+	}
+	if n := r.count.snapshot()[aura]; n != 2 {
+		t.Errorf("SLNG saw %d sessions, want 2: one per acquire, no retries, no open breaker", n)
+	}
+	if got := r.metric(t, "speech_gateway_upstream_breaker_state", "model", aura); got != 0 {
+		t.Errorf("breaker state = %v, want closed", got)
+	}
+}

@@ -64,7 +64,7 @@ func (p *Pool) release(l *lease, err error, reusable bool) {
 		case early && ue.Kind == slngclient.KindClose:
 			// SLNG closed a session right after ready: whatever the
 			// close code says, that is SLNG failing.
-			l.br.report(&slngclient.UpstreamError{Kind: slngclient.KindTransport, Message: "session closed right after ready", Err: err})
+			l.br.reportDeath(err)
 		}
 		if upstream {
 			reason, _ := keySignal(err)

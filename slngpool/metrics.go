@@ -131,15 +131,6 @@ func (m *Metrics) observeDial(kind, purpose string, start time.Time, st slngclie
 	m.ready.WithLabelValues(kind).Observe(st.Ready.Seconds())
 }
 
-// knownCodes bounds the code label to SLNG's documented error codes.
-var knownCodes = map[string]bool{
-	"auth_error": true, "config_error": true, "invalid_request": true, "payload_too_large": true,
-	"rate_limit": true, "rate_limit_exceeded": true, "provider_error": true,
-	"backend_connection_failed": true, "backend_error": true, "not_ready": true, "backpressure": true,
-	"idle_timeout_exceeded": true, "max_connection_duration_exceeded": true,
-	"stt_metering_unavailable": true, "translation_error": true, "pronunciation_not_found": true,
-}
-
 func (m *Metrics) upstreamError(kind string, err error) {
 	ue, ok := slngclient.AsUpstreamError(err)
 	if !ok {
@@ -153,7 +144,7 @@ func (m *Metrics) upstreamError(kind string, err error) {
 // timeout, protocol or other.
 func errorCode(ue *slngclient.UpstreamError) string {
 	switch {
-	case ue.Code != "" && knownCodes[ue.Code]:
+	case slngclient.KnownCode(ue.Code): // a bounded set
 		return ue.Code
 	case ue.Code != "":
 	case ue.Kind == slngclient.KindHandshake && ue.HTTPStatus >= 100 && ue.HTTPStatus < 600:

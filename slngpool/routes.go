@@ -226,12 +226,12 @@ func deathCause(err error) string {
 	}
 	switch ue.Kind {
 	case slngclient.KindErrorFrame:
-		switch ue.Code {
-		case "rate_limit", "rate_limit_exceeded":
+		switch ue.Class().Category {
+		case slngclient.CategoryRateLimited:
 			return "rate_limit"
-		case "auth_error":
+		case slngclient.CategoryAuth:
 			return "auth"
-		case "idle_timeout_exceeded":
+		case slngclient.CategoryExpired: // idle, or the maximum duration
 			return "idle_timeout"
 		}
 		return "error"
@@ -241,20 +241,6 @@ func deathCause(err error) string {
 		return "dropped"
 	}
 	return "protocol"
-}
-
-// reaped reports a death that may be SLNG reaping an idle session: a
-// close or drop without an error frame, or its idle timeout error.
-func reaped(err error) bool {
-	if errors.Is(err, io.EOF) {
-		return true
-	}
-	ue, ok := slngclient.AsUpstreamError(err)
-	if !ok {
-		return false
-	}
-	return ue.Kind == slngclient.KindClose || ue.Kind == slngclient.KindTransport ||
-		(ue.Kind == slngclient.KindErrorFrame && ue.Code == "idle_timeout_exceeded")
 }
 
 // standbyDied closes a standby that died before any caller used it and
@@ -279,7 +265,7 @@ func (p *Pool) standbyDied(is *idleSession, err error, cause string) {
 	now := time.Now()
 	learned, known := false, false
 	p.mu.Lock()
-	if r := p.routes[k]; r != nil && reaped(err) && life >= minLearnedLife {
+	if r := p.routes[k]; r != nil && slngclient.Reaped(err) && life >= minLearnedLife {
 		// SLNG reaped it for sitting idle: the pool learns how long it may
 		// and adapts its standbys rather than backing off.
 		r.forgetStaleLocked(now)
@@ -299,8 +285,7 @@ func (p *Pool) standbyDied(is *idleSession, err error, cause string) {
 	p.log.Debug("standby session died unused", zap.String("model", k.model), zap.String("cause", cause),
 		zap.Duration("idle", life), zap.Error(err))
 	if !known {
-		p.br.get(k.model, k.region).report(&slngclient.UpstreamError{
-			Kind: slngclient.KindTransport, Message: "standby ended before use", Retryable: true, Err: err})
+		p.br.get(k.model, k.region).reportDeath(err)
 	}
 	p.wake()
 }

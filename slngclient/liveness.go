@@ -1,0 +1,78 @@
+package slngclient
+
+import (
+	"context"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// liveness sends keepalive messages when the session has been quiet and
+// pings to find dead peers. It exits when the session ends.
+func (cn *conn) liveness(keepalive, pingEvery, pingTimeout time.Duration) {
+	defer close(cn.liveDone)
+	if keepalive <= 0 && pingEvery <= 0 {
+		return
+	}
+	lastPing := time.Now()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		wait := time.Hour
+		if keepalive > 0 {
+			wait = min(wait, time.Unix(0, cn.lastSend.Load()).Add(keepalive).Sub(now))
+		}
+		if pingEvery > 0 {
+			wait = min(wait, lastPing.Add(pingEvery).Sub(now))
+		}
+		t.Reset(max(wait, time.Millisecond))
+		select {
+		case <-cn.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now = time.Now()
+		if keepalive > 0 && now.Sub(time.Unix(0, cn.lastSend.Load())) >= keepalive {
+			if err := cn.write(cn.ctx, websocket.MessageText, msgKeepalive); err != nil {
+				return
+			}
+			cn.keepalives.Add(1)
+		}
+		if pingEvery > 0 && now.Sub(lastPing) >= pingEvery {
+			lastPing = now
+			pctx, cancel := context.WithTimeout(cn.ctx, pingTimeout)
+			err := cn.ping(pctx)
+			cancel()
+			if err != nil {
+				if cn.ctx.Err() == nil {
+					cn.pingLost.Store(true)
+					cn.ws.CloseNow()
+				}
+				return
+			}
+		}
+	}
+}
+
+// ping sends a WebSocket ping and waits, within ctx, for its pong.
+func (cn *conn) ping(ctx context.Context) error {
+	if err := cn.ended(); err != nil {
+		return err
+	}
+	cn.pings.Add(1)
+	// The pong never comes if the reader stops: end the wait then too.
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(cn.ctx, cancel)()
+	if err := cn.ws.Ping(pctx); err != nil {
+		if err := cn.ended(); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return NewTimeout("no pong", err)
+		}
+		return (&UpstreamError{Kind: KindTransport, Message: "ping failed", CloseCode: 1006, Err: opaque(err)}).classified()
+	}
+	return nil
+}
