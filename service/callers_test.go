@@ -279,17 +279,7 @@ func TestCallerOnSpan(t *testing.T) {
 	if _, err := h.synthesizeText(t, asCaller(testContext(t), "traced-team"), &speechv1.SynthesizeTextRequest{Text: "Traced."}); err != nil {
 		t.Fatal(err)
 	}
-	// The server span ends after the client has its response.
-	serverSpan := func() (tracetest.SpanStub, bool) {
-		for _, s := range exp.GetSpans() {
-			if s.Name == "slng.speech.v1.TextToSpeechService/SynthesizeText" {
-				return s, true
-			}
-		}
-		return tracetest.SpanStub{}, false
-	}
-	waitFor(t, func() bool { _, ok := serverSpan(); return ok }, "the server span")
-	s, _ := serverSpan()
+	s := waitServerSpan(t, exp, "slng.speech.v1.TextToSpeechService/SynthesizeText")
 	for _, a := range s.Attributes {
 		if a.Key == spanCaller && a.Value.AsString() == "traced-team" {
 			return

@@ -90,13 +90,16 @@ func TestStreamLogsTiedToTraces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.srv.Wait()
-	var server tracetest.SpanStub
-	for _, s := range exp.GetSpans() {
-		if s.Name == "slng.speech.v1.TextToSpeechService/SynthesizeText" {
-			server = s
+	server := waitServerSpan(t, exp, "slng.speech.v1.TextToSpeechService/SynthesizeText")
+	// The access-log line is written as the handler returns, as the span ends.
+	waitFor(t, func() bool {
+		for _, e := range logs.All() {
+			if e.LoggerName == "grpc" && e.ContextMap()["grpc.method"] == "SynthesizeText" {
+				return true
+			}
 		}
-	}
+		return false
+	}, "the access-log line")
 	want := map[string]string{
 		"session_id":   resps[0].GetStarted().GetSessionId(),
 		"trace_id":     server.SpanContext.TraceID().String(),
@@ -124,4 +127,21 @@ func TestStreamLogsTiedToTraces(t *testing.T) {
 	if access != 1 || service == 0 {
 		t.Fatalf("%d access-log lines and %d service lines for the stream, want 1 and some", access, service)
 	}
+}
+
+// waitServerSpan returns the server span called name, which the stats
+// handler ends after the client has its response.
+func waitServerSpan(t *testing.T, exp *tracetest.InMemoryExporter, name string) tracetest.SpanStub {
+	t.Helper()
+	var span tracetest.SpanStub
+	waitFor(t, func() bool {
+		for _, s := range exp.GetSpans() {
+			if s.Name == name {
+				span = s
+				return true
+			}
+		}
+		return false
+	}, "the server span "+name)
+	return span
 }
