@@ -37,28 +37,17 @@ type Metrics struct {
 // NewMetrics creates the metrics and registers them on reg; a nil reg
 // leaves them unregistered.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	byCaller := []string{"caller", "model"}
+	// usage is a counter by caller and model.
+	usage := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: "speech_gateway_usage_" + name, Help: help + ", by caller and model."},
+			[]string{"caller", "model"})
+	}
 	m := &Metrics{
-		characters: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "speech_gateway_usage_characters_total",
-			Help: "Characters synthesized (sent to SLNG once each), by caller and model.",
-		}, byCaller),
-		synthesized: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "speech_gateway_usage_synthesized_seconds_total",
-			Help: "Seconds of audio synthesized and delivered, by caller and model (uncompressed encodings).",
-		}, byCaller),
-		transcribed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "speech_gateway_usage_transcribed_seconds_total",
-			Help: "Seconds of audio sent for transcription, by caller and model (uncompressed encodings).",
-		}, byCaller),
-		streams: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "speech_gateway_usage_streams_total",
-			Help: "Streams admitted, counted when they end, by caller and model.",
-		}, byCaller),
-		sessionSeconds: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "speech_gateway_usage_upstream_session_seconds_total",
-			Help: "Seconds streams held SLNG sessions, by caller and model.",
-		}, byCaller),
+		characters:     usage("characters_total", "Characters synthesized (sent to SLNG once each)"),
+		synthesized:    usage("synthesized_seconds_total", "Seconds of audio synthesized and delivered (uncompressed encodings)"),
+		transcribed:    usage("transcribed_seconds_total", "Seconds of audio sent for transcription (uncompressed encodings)"),
+		streams:        usage("streams_total", "Streams admitted, counted when they end"),
+		sessionSeconds: usage("upstream_session_seconds_total", "Seconds streams held SLNG sessions"),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "speech_gateway_caller_refused_total",
 			Help: "Streams and texts refused by the access policy or a caller quota, by caller and reason " +
