@@ -31,7 +31,8 @@ type Options struct {
 	// Defaults are the quotas of callers the policy does not override.
 	Defaults Limits
 	// MetricLabels bounds the callers with a metric label of their own
-	// (beyond the ones the policy names). Default 100.
+	// (beyond the ones the policy names), given to callers as they are
+	// first admitted. Default 100.
 	MetricLabels int
 	// Logger receives policy reloads; nil discards them.
 	Logger *zap.Logger
@@ -165,7 +166,7 @@ func (g *Gate) Limits(caller string) Limits {
 // minute. It does not wait. The caller must End the stream it returns.
 func (g *Gate) Admit(ctx context.Context, caller, rpc, model string) (*Stream, error) {
 	if p := g.policy.Load(); p != nil && !p.Allows(caller, rpc, model) {
-		g.m.refused.WithLabelValues(g.labels.caller(caller), "CALLER_NOT_ALLOWED").Inc()
+		g.m.refused.WithLabelValues(g.labels.known(caller), "CALLER_NOT_ALLOWED").Inc()
 		return nil, &DeniedError{Caller: caller, RPC: rpc, Model: model}
 	}
 	lim := g.Limits(caller)
@@ -186,11 +187,11 @@ func (g *Gate) Admit(ctx context.Context, caller, rpc, model string) (*Stream, e
 	case err != nil:
 		return nil, err
 	}
-	return &Stream{g: g, caller: caller, model: model, lim: lim, lease: lease}, nil
+	return &Stream{g: g, caller: caller, label: g.labels.caller(caller), model: g.labels.model(model), lim: lim, lease: lease}, nil
 }
 
 func (g *Gate) overQuota(caller, quota string, limit int64, retry time.Duration) error {
-	g.m.refused.WithLabelValues(g.labels.caller(caller), "CALLER_QUOTA_EXCEEDED").Inc()
+	g.m.refused.WithLabelValues(g.labels.known(caller), "CALLER_QUOTA_EXCEEDED").Inc()
 	return &QuotaError{Caller: caller, Quota: quota, Limit: limit, RetryAfter: retry}
 }
 
@@ -198,10 +199,11 @@ func (g *Gate) overQuota(caller, quota string, limit int64, retry time.Duration)
 type Stream struct {
 	g      *Gate
 	caller string
-	model  string
-	lim    Limits
-	lease  *fleet.Lease
-	ended  atomic.Bool
+	// label and model are the metric labels of the caller and the model.
+	label, model string
+	lim          Limits
+	lease        *fleet.Lease
+	ended        atomic.Bool
 }
 
 // Charge counts characters of text about to be synthesized against the
@@ -232,7 +234,7 @@ func (s *Stream) End(u Usage) {
 	if s.lim.AudioSecondsPerMinute > 0 {
 		g.audioMS.Add(s.caller, int64((u.SynthesizedSeconds+u.TranscribedSeconds)*1000))
 	}
-	caller, model := g.labels.caller(s.caller), g.labels.model(s.model)
+	caller, model := s.label, s.model
 	g.m.streams.WithLabelValues(caller, model).Inc()
 	if u.Characters > 0 {
 		g.m.characters.WithLabelValues(caller, model).Add(float64(u.Characters))

@@ -68,8 +68,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 // labels bounds the values of the caller and model labels: the first max
-// callers seen get their own, and so do the callers a policy names; the
-// rest are Other. Models likewise, up to maxModelLabels.
+// callers admitted get their own, and so do the callers a policy names;
+// the rest are Other. A caller that is only ever refused takes no label of
+// its own, so that made-up caller ids cannot use the labels up. Models
+// likewise, up to maxModelLabels.
 type labels struct {
 	max int
 
@@ -83,17 +85,29 @@ func newLabels(max int) *labels {
 	return &labels{max: max, callers: map[string]bool{}, named: map[string]bool{}, models: map[string]bool{}}
 }
 
-// setNamed replaces the ids a policy names.
+// setNamed adds the ids a policy names. Those of earlier policies stay:
+// a caller that a reloaded policy no longer allows keeps its label, so
+// that its refusals show under its name. Operators write policies, so the
+// set stays small.
 func (l *labels) setNamed(ids []string) {
-	named := map[string]bool{}
-	for _, id := range ids {
-		named[id] = true
-	}
 	l.mu.Lock()
-	l.named = named
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	for _, id := range ids {
+		l.named[id] = true
+	}
 }
 
+// known is id's label if it has one already, else Other.
+func (l *labels) known(id string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.named[id] || l.callers[id] {
+		return id
+	}
+	return Other
+}
+
+// caller is id's label, giving it one of its own while there are some.
 func (l *labels) caller(id string) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
