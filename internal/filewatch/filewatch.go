@@ -14,6 +14,8 @@ import (
 	"context"
 	"os"
 	"time"
+
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 )
 
 // Watcher re-reads one file. Check must not be called concurrently with
@@ -64,16 +66,10 @@ func (w *Watcher) Start(interval time.Duration) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				w.Check()
-			}
-		}
+		poll.Every(ctx, interval, func() bool {
+			w.Check()
+			return false
+		})
 	}()
 	return func() { cancel(); <-done }
 }
