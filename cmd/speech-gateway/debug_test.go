@@ -72,11 +72,7 @@ func TestListenOpensWhatIsConfigured(t *testing.T) {
 		if lis.grpc == nil || (lis.admin != nil) != tc.admin || (lis.debug != nil) != tc.debug {
 			t.Errorf("%v: listeners %+v, want admin %v, debug %v", tc.args, lis, tc.admin, tc.debug)
 		}
-		for _, l := range []net.Listener{lis.grpc, lis.admin, lis.debug} {
-			if l != nil {
-				l.Close()
-			}
-		}
+		lis.close()
 	}
 	// One address taken: nothing stays open.
 	taken, err := net.Listen("tcp", "127.0.0.1:0")

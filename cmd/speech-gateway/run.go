@@ -43,27 +43,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 // when their addresses are not empty. On error it closes those it opened.
 func listen(cfg *config) (listeners, error) {
 	var lis listeners
-	for _, l := range []struct {
-		addr string
-		to   *net.Listener
-	}{{cfg.listen, &lis.grpc}, {cfg.adminListen, &lis.admin}, {cfg.debugListen, &lis.debug}} {
-		if l.addr == "" && l.to != &lis.grpc {
-			continue
+	var err error
+	open := func(addr string, optional bool) net.Listener {
+		if err != nil || (optional && addr == "") {
+			return nil
 		}
-		nl, err := net.Listen("tcp", l.addr)
-		if err != nil {
-			for _, open := range []net.Listener{lis.grpc, lis.admin, lis.debug} {
-				if open != nil {
-					open.Close()
-				}
-			}
-			return listeners{}, fmt.Errorf("listen %s: %w", l.addr, err)
+		l, lerr := net.Listen("tcp", addr)
+		if lerr != nil {
+			err = fmt.Errorf("listen %s: %w", addr, lerr)
 		}
-		*l.to = nl
+		return l
+	}
+	lis.grpc = open(cfg.listen, false)
+	lis.admin = open(cfg.adminListen, true)
+	lis.debug = open(cfg.debugListen, true)
+	if err != nil {
+		lis.close()
+		return listeners{}, err
 	}
 	return lis, nil
 }
 
+// newLogger is the logger --log-level and --log-format ask for, writing
+// to stderr.
 func newLogger(cfg *config, stderr io.Writer) (*zap.Logger, error) {
 	level, err := zapcore.ParseLevel(cfg.logLevel)
 	if err != nil {

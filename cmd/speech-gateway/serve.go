@@ -18,6 +18,16 @@ type listeners struct {
 	grpc, admin, debug net.Listener
 }
 
+// close closes the listeners that are open, for a gateway that will not
+// serve them.
+func (l listeners) close() {
+	for _, lis := range []net.Listener{l.grpc, l.admin, l.debug} {
+		if lis != nil {
+			lis.Close()
+		}
+	}
+}
+
 // addr is lis's address, "" for none.
 func addr(lis net.Listener) string {
 	if lis == nil {
