@@ -14,7 +14,8 @@ import (
 // minute) across the fleet. Adds are local and reach Redis with the next
 // heartbeat, so a count made on another replica shows here within about a
 // second; Value asks Redis itself when what it knows of a key is older
-// than that. Get one with Fleet.Counter.
+// than that. It tracks up to 65536 keys per window pair; keys beyond
+// count, and are limited, together, as one. Get one with Fleet.Counter.
 type Counter struct {
 	f      *Fleet
 	name   string
