@@ -37,7 +37,11 @@ import (
 var httpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) {
+		if gatewayBinary.dir != "" {
+			os.RemoveAll(gatewayBinary.dir)
+		}
+	}))
 }
 
 // syncBuffer collects the gateway's log output from its goroutines, and
