@@ -301,6 +301,54 @@ func TestGateLabelsAreBounded(t *testing.T) {
 	}
 }
 
+// TestRefusedCallersTakeNoLabels: callers that are only ever refused
+// (denied by the policy, or over a quota) are counted under Other, and
+// leave the labels to callers that stream: made-up caller ids must not
+// use the label slots up.
+func TestRefusedCallersTakeNoLabels(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(file, []byte("callers:\n  - id: 'ok-*'\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, m := newGate(t, localFleet(t), Options{PolicyFile: file, MetricLabels: 2, Defaults: Limits{MaxStreams: 1}})
+	for _, caller := range []string{"made-up-1", "made-up-2", "made-up-3"} {
+		if _, err := g.Admit(ctx, caller, "Synthesize", "m/x"); err == nil {
+			t.Fatalf("%s admitted", caller)
+		}
+	}
+	held, err := g.Admit(ctx, "ok-a", "Synthesize", "m/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Admit(ctx, "ok-a", "Synthesize", "m/x"); err == nil {
+		t.Fatal("a second stream of ok-a admitted")
+	}
+	held.End(Usage{Characters: 1})
+	s, err := g.Admit(ctx, "ok-b", "Synthesize", "m/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.End(Usage{Characters: 1})
+	for _, tc := range []struct {
+		caller, reason string
+		want           float64
+	}{
+		{Other, "CALLER_NOT_ALLOWED", 3},
+		{"ok-a", "CALLER_QUOTA_EXCEEDED", 1},
+	} {
+		if got := testutil.ToFloat64(m.refused.WithLabelValues(tc.caller, tc.reason)); got != tc.want {
+			t.Errorf("refused{%s, %s} = %v, want %v", tc.caller, tc.reason, got, tc.want)
+		}
+	}
+	for _, caller := range []string{"ok-a", "ok-b"} {
+		if got := testutil.ToFloat64(m.characters.WithLabelValues(caller, "m/x")); got != 1 {
+			t.Errorf("characters{caller=%q} = %v, want 1: a label of its own", caller, got)
+		}
+	}
+}
+
 func TestPolicyReload(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)

@@ -2,16 +2,16 @@ package callers
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/speech-gateway/speech-gateway/fleet"
+	"github.com/speech-gateway/speech-gateway/internal/filewatch"
 )
 
 // Options configure a Gate. The zero value of every field is its
@@ -31,7 +31,8 @@ type Options struct {
 	// Defaults are the quotas of callers the policy does not override.
 	Defaults Limits
 	// MetricLabels bounds the callers with a metric label of their own
-	// (beyond the ones the policy names). Default 100.
+	// (beyond the ones the policy names), given to callers as they are
+	// first admitted. Default 100.
 	MetricLabels int
 	// Logger receives policy reloads; nil discards them.
 	Logger *zap.Logger
@@ -57,8 +58,7 @@ type Gate struct {
 
 	policy atomic.Pointer[Policy] // nil: no policy
 
-	stop context.CancelFunc
-	wg   sync.WaitGroup
+	stop func() // stops the policy file's watcher
 }
 
 // New returns a Gate whose quotas live in f. It fails when the identity
@@ -103,15 +103,16 @@ func New(f *fleet.Fleet, opts Options) (*Gate, error) {
 		stop:    func() {},
 	}
 	if opts.PolicyFile != "" {
-		p, err := LoadPolicy(opts.PolicyFile)
+		b, err := os.ReadFile(opts.PolicyFile)
+		if err != nil {
+			return nil, fmt.Errorf("access policy: %w", err)
+		}
+		p, err := ParsePolicy(b)
 		if err != nil {
 			return nil, err
 		}
 		g.setPolicy(p)
-		ctx, cancel := context.WithCancel(context.Background())
-		g.stop = cancel
-		g.wg.Add(1)
-		go g.watch(ctx, p.hash)
+		g.stop = filewatch.New(opts.PolicyFile, b, g.reloadPolicy, g.policyUnusable).Start(opts.PolicyReload)
 	}
 	return g, nil
 }
@@ -119,7 +120,6 @@ func New(f *fleet.Fleet, opts Options) (*Gate, error) {
 // Close stops watching the policy file.
 func (g *Gate) Close() {
 	g.stop()
-	g.wg.Wait()
 }
 
 func (g *Gate) setPolicy(p *Policy) {
@@ -127,49 +127,23 @@ func (g *Gate) setPolicy(p *Policy) {
 	g.labels.setNamed(p.named())
 }
 
-// watch re-reads the policy file when its content changes. A file that
-// does not parse leaves the previous policy in force.
-func (g *Gate) watch(ctx context.Context, current [sha256.Size]byte) {
-	defer g.wg.Done()
-	t := time.NewTicker(g.opts.PolicyReload)
-	defer t.Stop()
-	// failed is the content last found invalid, unreadable whether the
-	// file could not be read: each is reported once.
-	var failed [sha256.Size]byte
-	unreadable := false
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		b, err := os.ReadFile(g.opts.PolicyFile)
-		if err != nil {
-			if unreadable {
-				continue
-			}
-			unreadable = true
-			g.m.reloads.WithLabelValues("error").Inc()
-			g.log.Error("access policy unreadable; the previous one stays in force", zap.Error(err))
-			continue
-		}
-		unreadable = false
-		h := sha256.Sum256(b)
-		if h == current || h == failed {
-			continue
-		}
-		p, err := ParsePolicy(b)
-		if err != nil {
-			failed = h
-			g.m.reloads.WithLabelValues("error").Inc()
-			g.log.Error("access policy changed but is invalid; the previous one stays in force", zap.Error(err))
-			continue
-		}
-		current = h
-		g.setPolicy(p)
-		g.m.reloads.WithLabelValues("ok").Inc()
-		g.log.Info("access policy reloaded", zap.Int("entries", len(p.Callers)))
+// reloadPolicy puts a changed policy file in force, if it parses.
+func (g *Gate) reloadPolicy(content []byte) error {
+	p, err := ParsePolicy(content)
+	if err != nil {
+		return err
 	}
+	g.setPolicy(p)
+	g.m.reloads.WithLabelValues("ok").Inc()
+	g.log.Info("access policy reloaded", zap.Int("entries", len(p.Callers)))
+	return nil
+}
+
+// policyUnusable reports a policy file that cannot be read, or changed but
+// does not parse.
+func (g *Gate) policyUnusable(err error) {
+	g.m.reloads.WithLabelValues("error").Inc()
+	g.log.Error("access policy unreadable or invalid; the previous one stays in force", zap.Error(err))
 }
 
 // Identify returns the caller id of the stream whose context is ctx, from
@@ -192,7 +166,7 @@ func (g *Gate) Limits(caller string) Limits {
 // minute. It does not wait. The caller must End the stream it returns.
 func (g *Gate) Admit(ctx context.Context, caller, rpc, model string) (*Stream, error) {
 	if p := g.policy.Load(); p != nil && !p.Allows(caller, rpc, model) {
-		g.m.refused.WithLabelValues(g.labels.caller(caller), "CALLER_NOT_ALLOWED").Inc()
+		g.m.refused.WithLabelValues(g.labels.known(caller), "CALLER_NOT_ALLOWED").Inc()
 		return nil, &DeniedError{Caller: caller, RPC: rpc, Model: model}
 	}
 	lim := g.Limits(caller)
@@ -213,11 +187,11 @@ func (g *Gate) Admit(ctx context.Context, caller, rpc, model string) (*Stream, e
 	case err != nil:
 		return nil, err
 	}
-	return &Stream{g: g, caller: caller, model: model, lim: lim, lease: lease}, nil
+	return &Stream{g: g, caller: caller, label: g.labels.caller(caller), model: g.labels.model(model), lim: lim, lease: lease}, nil
 }
 
 func (g *Gate) overQuota(caller, quota string, limit int64, retry time.Duration) error {
-	g.m.refused.WithLabelValues(g.labels.caller(caller), "CALLER_QUOTA_EXCEEDED").Inc()
+	g.m.refused.WithLabelValues(g.labels.known(caller), "CALLER_QUOTA_EXCEEDED").Inc()
 	return &QuotaError{Caller: caller, Quota: quota, Limit: limit, RetryAfter: retry}
 }
 
@@ -225,10 +199,11 @@ func (g *Gate) overQuota(caller, quota string, limit int64, retry time.Duration)
 type Stream struct {
 	g      *Gate
 	caller string
-	model  string
-	lim    Limits
-	lease  *fleet.Lease
-	ended  atomic.Bool
+	// label and model are the metric labels of the caller and the model.
+	label, model string
+	lim          Limits
+	lease        *fleet.Lease
+	ended        atomic.Bool
 }
 
 // Charge counts characters of text about to be synthesized against the
@@ -259,7 +234,7 @@ func (s *Stream) End(u Usage) {
 	if s.lim.AudioSecondsPerMinute > 0 {
 		g.audioMS.Add(s.caller, int64((u.SynthesizedSeconds+u.TranscribedSeconds)*1000))
 	}
-	caller, model := g.labels.caller(s.caller), g.labels.model(s.model)
+	caller, model := s.label, s.model
 	g.m.streams.WithLabelValues(caller, model).Inc()
 	if u.Characters > 0 {
 		g.m.characters.WithLabelValues(caller, model).Add(float64(u.Characters))

@@ -37,28 +37,17 @@ type Metrics struct {
 // NewMetrics creates the metrics and registers them on reg; a nil reg
 // leaves them unregistered.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	byCaller := []string{"caller", "model"}
+	// usage is a counter by caller and model.
+	usage := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: "speech_gateway_usage_" + name, Help: help + ", by caller and model."},
+			[]string{"caller", "model"})
+	}
 	m := &Metrics{
-		characters: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "speech_gateway_usage_characters_total",
-			Help: "Characters synthesized (sent to SLNG once each), by caller and model.",
-		}, byCaller),
-		synthesized: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "speech_gateway_usage_synthesized_seconds_total",
-			Help: "Seconds of audio synthesized and delivered, by caller and model (uncompressed encodings).",
-		}, byCaller),
-		transcribed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "speech_gateway_usage_transcribed_seconds_total",
-			Help: "Seconds of audio sent for transcription, by caller and model (uncompressed encodings).",
-		}, byCaller),
-		streams: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "speech_gateway_usage_streams_total",
-			Help: "Streams admitted, counted when they end, by caller and model.",
-		}, byCaller),
-		sessionSeconds: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "speech_gateway_usage_upstream_session_seconds_total",
-			Help: "Seconds streams held SLNG sessions, by caller and model.",
-		}, byCaller),
+		characters:     usage("characters_total", "Characters synthesized (sent to SLNG once each)"),
+		synthesized:    usage("synthesized_seconds_total", "Seconds of audio synthesized and delivered (uncompressed encodings)"),
+		transcribed:    usage("transcribed_seconds_total", "Seconds of audio sent for transcription (uncompressed encodings)"),
+		streams:        usage("streams_total", "Streams admitted, counted when they end"),
+		sessionSeconds: usage("upstream_session_seconds_total", "Seconds streams held SLNG sessions"),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "speech_gateway_caller_refused_total",
 			Help: "Streams and texts refused by the access policy or a caller quota, by caller and reason " +
@@ -79,8 +68,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 // labels bounds the values of the caller and model labels: the first max
-// callers seen get their own, and so do the callers a policy names; the
-// rest are Other. Models likewise, up to maxModelLabels.
+// callers admitted get their own, and so do the callers a policy names;
+// the rest are Other. A caller that is only ever refused takes no label of
+// its own, so that made-up caller ids cannot use the labels up. Models
+// likewise, up to maxModelLabels.
 type labels struct {
 	max int
 
@@ -94,17 +85,29 @@ func newLabels(max int) *labels {
 	return &labels{max: max, callers: map[string]bool{}, named: map[string]bool{}, models: map[string]bool{}}
 }
 
-// setNamed replaces the ids a policy names.
+// setNamed adds the ids a policy names. Those of earlier policies stay:
+// a caller that a reloaded policy no longer allows keeps its label, so
+// that its refusals show under its name. Operators write policies, so the
+// set stays small.
 func (l *labels) setNamed(ids []string) {
-	named := map[string]bool{}
-	for _, id := range ids {
-		named[id] = true
-	}
 	l.mu.Lock()
-	l.named = named
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	for _, id := range ids {
+		l.named[id] = true
+	}
 }
 
+// known is id's label if it has one already, else Other.
+func (l *labels) known(id string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.named[id] || l.callers[id] {
+		return id
+	}
+	return Other
+}
+
+// caller is id's label, giving it one of its own while there are some.
 func (l *labels) caller(id string) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -1,7 +1,6 @@
 package callers
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -32,8 +31,6 @@ var RPCs = []string{"Synthesize", "SynthesizeText", "Transcribe"}
 // limit.
 type Policy struct {
 	Callers []Entry `json:"callers"`
-	// hash identifies the file's content, to see when it changes.
-	hash [sha256.Size]byte
 }
 
 // Entry is one rule of a Policy.
@@ -80,7 +77,6 @@ func ParsePolicy(b []byte) (*Policy, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("access policy: %w", err)
 	}
-	p.hash = sha256.Sum256(b)
 	return &p, nil
 }
 

@@ -14,7 +14,8 @@ import (
 // minute) across the fleet. Adds are local and reach Redis with the next
 // heartbeat, so a count made on another replica shows here within about a
 // second; Value asks Redis itself when what it knows of a key is older
-// than that. Get one with Fleet.Counter.
+// than that. It tracks up to 65536 keys per window pair; keys beyond
+// count, and are limited, together, as one. Get one with Fleet.Counter.
 type Counter struct {
 	f      *Fleet
 	name   string
@@ -32,29 +33,50 @@ type centryKey struct {
 
 type centry struct {
 	// local is everything added here in the window; pending the part not
-	// yet in Redis, flushing the part being sent.
-	local, pending, flushing int64
+	// yet on its way to Redis.
+	local, pending int64
+	// batch is the part on its way to Redis, until Redis confirms it;
+	// nil when none is.
+	batch *batch
 	// shared is the window's total in Redis when last seen, ours
 	// included; seen is when.
 	shared int64
 	seen   time.Time
 }
 
+// batch is one flush of a key's count. A heartbeat that fails sends the
+// same batch again, with the same seq, until Redis confirms it: Redis may
+// have applied it before the failure (a reply lost, a timeout), and
+// flushScript applies each seq of a replica once.
+type batch struct {
+	seq, n   int64
+	inflight bool // in a heartbeat now
+}
+
+// unconfirmed is what of e is not known to be in Redis.
+func (e *centry) unconfirmed() int64 {
+	if e.batch == nil {
+		return e.pending
+	}
+	return e.pending + e.batch.n
+}
+
 // maxCounterEntries bounds the keys a Counter tracks per window pair;
-// adds for new keys beyond it count locally only.
+// adds for new keys beyond it count together under overflowKey.
 const maxCounterEntries = 1 << 16
+
+// overflowKey counts, and limits together, the keys that found a
+// Counter's table full: made-up keys (random caller ids) must not escape
+// a limit by outnumbering the table. It holds a space, which no caller id
+// does.
+const overflowKey = "(overflow) "
 
 // Counter returns the counter called name, counting in windows of window,
 // creating it on first use. The name appears in Redis keys.
 func (f *Fleet) Counter(name string, window time.Duration) *Counter {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if c := f.counters[name]; c != nil {
-		return c
-	}
-	c := &Counter{f: f, name: name, window: window, entries: map[centryKey]*centry{}}
-	f.counters[name] = c
-	return c
+	return named(f, f.counters, name, func() *Counter {
+		return &Counter{f: f, name: name, window: window, entries: map[centryKey]*centry{}}
+	})
 }
 
 // window returns the index of the current window and the time left in it.
@@ -77,18 +99,26 @@ func (c *Counter) Add(key string, n int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pruneLocked(w)
-	e := c.entries[centryKey{key, w}]
+	k := c.slotLocked(key, w)
+	e := c.entries[k]
 	if e == nil {
-		if len(c.entries) >= maxCounterEntries {
-			return
-		}
 		e = &centry{}
-		c.entries[centryKey{key, w}] = e
+		c.entries[k] = e
 	}
 	e.local += n
 	if c.f.rdb != nil {
 		e.pending += n
 	}
+}
+
+// slotLocked is where key's count of window w is kept: under key, or,
+// when the table is full and key has no entry, under overflowKey.
+func (c *Counter) slotLocked(key string, w int64) centryKey {
+	k := centryKey{key, w}
+	if _, ok := c.entries[k]; ok || len(c.entries) < maxCounterEntries {
+		return k
+	}
+	return centryKey{overflowKey, w}
 }
 
 // Value returns the count of key in the current window across the fleet,
@@ -101,11 +131,12 @@ func (c *Counter) Value(ctx context.Context, key string) (int64, time.Duration) 
 	w, left := c.current(now)
 	mode, replicas := c.f.state()
 	c.mu.Lock()
-	e := c.entries[centryKey{key, w}]
+	k := c.slotLocked(key, w)
+	e := c.entries[k]
 	var local, pending, shared int64
 	fresh := false
 	if e != nil {
-		local, pending, shared = e.local, e.pending+e.flushing, e.shared
+		local, pending, shared = e.local, e.unconfirmed(), e.shared
 		fresh = now.Sub(e.seen) < c.f.tick
 	}
 	c.mu.Unlock()
@@ -121,7 +152,7 @@ func (c *Counter) Value(ctx context.Context, key string) (int64, time.Duration) 
 	octx, cancel := c.f.opCtx(ctx)
 	defer cancel()
 	start := time.Now()
-	total, err := c.f.rdb.Get(octx, c.rkey(key, w)).Int64()
+	total, err := c.f.rdb.Get(octx, c.rkey(k.key, w)).Int64()
 	c.f.m.redisSeconds.WithLabelValues("read").Observe(time.Since(start).Seconds())
 	if errors.Is(err, redis.Nil) {
 		total, err = 0, nil
@@ -134,67 +165,67 @@ func (c *Counter) Value(ctx context.Context, key string) (int64, time.Duration) 
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e = c.entries[centryKey{key, w}]
+	e = c.entries[k]
 	if e == nil {
-		if len(c.entries) >= maxCounterEntries {
-			return total, left
-		}
 		e = &centry{}
-		c.entries[centryKey{key, w}] = e
+		c.entries[k] = e
 	}
 	// What Redis has includes what was flushed, not what is pending or
-	// being flushed.
+	// being flushed (perhaps it does, if a reply was lost: then the
+	// value is high until the batch is confirmed, which is the safe side).
 	e.shared, e.seen = total, time.Now()
-	return total + e.pending + e.flushing, left
+	return total + e.unconfirmed(), left
 }
 
-// flush is one key's pending count on its way to Redis in a heartbeat.
+// flush is one key's batch on its way to Redis in a heartbeat.
 type flush struct {
 	c   *Counter
 	k   centryKey
-	n   int64
-	cmd *redis.IntCmd
+	b   *batch
+	cmd *redis.Cmd
 }
 
-// flushes queues on pipe the pending counts of the current and the
-// previous window.
+// flushes queues on pipe the batch of every key that has one not yet
+// confirmed, or else a pending count, for the current and the previous
+// window.
 func (c *Counter) flushes(ctx context.Context, pipe redis.Pipeliner) []flush {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []flush
-	ttl := 2 * c.window
+	ttl := (2 * c.window).Milliseconds()
 	for k, e := range c.entries {
-		if e.pending == 0 {
+		if e.batch == nil && e.pending != 0 {
+			e.batch = &batch{seq: int64(c.f.seq.Add(1)), n: e.pending}
+			e.pending = 0
+		}
+		if e.batch == nil || e.batch.inflight {
 			continue
 		}
-		n := e.pending
-		e.pending, e.flushing = 0, e.flushing+n
+		e.batch.inflight = true
 		rk := c.rkey(k.key, k.win)
-		cmd := pipe.IncrBy(ctx, rk, n)
-		pipe.PExpire(ctx, rk, ttl)
-		out = append(out, flush{c: c, k: k, n: n, cmd: cmd})
+		cmd := flushScript.Eval(ctx, pipe, []string{rk, rk + ":flushed"}, c.f.id, e.batch.seq, e.batch.n, ttl)
+		out = append(out, flush{c: c, k: k, b: e.batch, cmd: cmd})
 	}
 	return out
 }
 
-// flushed records a flush Redis took.
+// flushed records a batch Redis took.
 func (c *Counter) flushed(fl flush) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e := c.entries[fl.k]; e != nil {
-		e.flushing -= fl.n
-		e.shared, e.seen = fl.cmd.Val(), time.Now()
+	if e := c.entries[fl.k]; e != nil && e.batch == fl.b {
+		e.batch = nil
+		total, _ := fl.cmd.Int64()
+		e.shared, e.seen = total, time.Now()
 	}
 }
 
-// unflush puts back a flush that failed, for the next heartbeat.
+// unflush keeps a batch that failed for the next heartbeat, which sends
+// it as it is.
 func (c *Counter) unflush(fl flush) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e := c.entries[fl.k]; e != nil {
-		e.flushing -= fl.n
-		e.pending += fl.n
-	}
+	fl.b.inflight = false
 }
 
 // prune forgets the windows that have ended.
@@ -214,7 +245,7 @@ func (c *Counter) pruneLocked(w int64) {
 	}
 	c.pruned = w
 	for k, e := range c.entries {
-		if k.win < w-1 || (k.win < w && e.pending == 0 && e.flushing == 0) {
+		if k.win < w-1 || (k.win < w && e.unconfirmed() == 0) {
 			delete(c.entries, k)
 		}
 	}

@@ -15,9 +15,10 @@
 // replicas last seen alive, at least 1), streams keep flowing, and the
 // heartbeat keeps probing. When Redis answers again the heartbeat puts
 // back every lease held, including those taken during the fallback, and
-// adds the counts made meanwhile, so nothing is lost; the shared limits
-// then hold again (a fleet over its limit after the fallback takes no new
-// leases until it is under). Status reports the mode, for /readyz.
+// adds the counts made meanwhile, so nothing is lost; a count whose reply
+// was lost is sent again and applied once. The shared limits then hold
+// again (a fleet over its limit after the fallback takes no new leases
+// until it is under). Status reports the mode, for /readyz.
 //
 // A released lease of the session budget counts for Options.Linger more:
 // SLNG counts a closed connection until it has noticed the close, and a

@@ -67,21 +67,13 @@ func (o Options) withDefaults() Options {
 	if o.Prefix == "" {
 		o.Prefix = "speech-gateway:"
 	}
-	if o.LeaseTTL <= 0 {
-		o.LeaseTTL = 10 * time.Second
-	}
-	switch {
-	case o.Linger == 0:
+	o.LeaseTTL = positiveOr(o.LeaseTTL, 10*time.Second)
+	if o.Linger == 0 {
 		o.Linger = 200 * time.Millisecond
-	case o.Linger < 0:
-		o.Linger = 0
 	}
-	if o.OpTimeout <= 0 {
-		o.OpTimeout = 250 * time.Millisecond
-	}
-	if o.PollInterval <= 0 {
-		o.PollInterval = 20 * time.Millisecond
-	}
+	o.Linger = max(o.Linger, 0) // negative: none
+	o.OpTimeout = positiveOr(o.OpTimeout, 250*time.Millisecond)
+	o.PollInterval = positiveOr(o.PollInterval, 20*time.Millisecond)
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
@@ -89,6 +81,14 @@ func (o Options) withDefaults() Options {
 		o.Metrics = NewMetrics(nil)
 	}
 	return o
+}
+
+// positiveOr is d, or def when d is not positive.
+func positiveOr(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }
 
 // Status is what a Fleet reports about itself, for /readyz and logs.
@@ -131,6 +131,9 @@ type Fleet struct {
 	wg     sync.WaitGroup
 	kick   chan struct{}
 	seq    atomic.Uint64
+	// beforeExec, when set, runs in heartbeat between the copy of what
+	// to send and the sending: tests place a release there.
+	beforeExec atomic.Pointer[func()]
 
 	mu       sync.Mutex
 	mode     Mode
@@ -217,6 +220,20 @@ func newFleet(rdb redis.UniversalClient, mode Mode, opts Options) *Fleet {
 	f.releaseTimer = time.AfterFunc(time.Hour, f.wake)
 	f.releaseTimer.Stop()
 	return f
+}
+
+// named returns the semaphore or counter called name in m (one of f's
+// maps), made by create on first use: the heartbeat renews and flushes
+// what the maps hold.
+func named[T any](f *Fleet, m map[string]*T, name string, create func() *T) *T {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if v := m[name]; v != nil {
+		return v
+	}
+	v := create()
+	m[name] = v
+	return v
 }
 
 // start starts the heartbeat of a shared Fleet.
@@ -337,6 +354,24 @@ func (f *Fleet) requeue(released []releasedLease) {
 	f.released = all[max(0, len(all)-maxReleased):]
 }
 
+// releaseAgain sends again, now, the releases of leases released while a
+// heartbeat renewed them. Without it, a renewal that reached Redis after
+// a release would hold the lease for another LeaseTTL, and refuse a
+// caller's next stream meanwhile. A release already applied changes
+// nothing when sent twice.
+func (f *Fleet) releaseAgain(ctx context.Context, leases []releasedLease) {
+	if len(leases) == 0 {
+		return
+	}
+	pipe := f.rdb.Pipeline()
+	for _, r := range leases {
+		releaseScript.Eval(ctx, pipe, []string{r.key}, r.member, r.linger.Milliseconds())
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		f.requeue(leases)
+	}
+}
+
 // loop is the heartbeat: every tick, and at once when a lease is
 // released, it brings Redis up to date (or probes it, in fallback).
 func (f *Fleet) loop() {
@@ -370,7 +405,9 @@ func (f *Fleet) loop() {
 
 // heartbeat, in one round trip: registers this replica and counts the
 // live ones; applies queued releases; renews every lease held (putting
-// back any Redis lost); adds the counts made since the last one.
+// back any Redis lost); adds the counts made since the last one, each
+// batch once however often it is sent (see batch). Releases made while it
+// ran are sent again after it (releaseAgain).
 func (f *Fleet) heartbeat(ctx context.Context) error {
 	f.mu.Lock()
 	released := f.released
@@ -403,6 +440,9 @@ func (f *Fleet) heartbeat(ctx context.Context) error {
 	for _, c := range counters {
 		flushes = append(flushes, c.flushes(ctx, pipe)...)
 	}
+	if fn := f.beforeExec.Load(); fn != nil {
+		(*fn)()
+	}
 	_, err := pipe.Exec(ctx)
 	f.m.redisSeconds.WithLabelValues("heartbeat").Observe(time.Since(start).Seconds())
 	if err != nil {
@@ -413,10 +453,13 @@ func (f *Fleet) heartbeat(ctx context.Context) error {
 		return err
 	}
 	restored := 0
+	var again []releasedLease
 	for _, r := range renewals {
 		n, _ := r.cmd.Int()
 		restored += n
+		again = append(again, r.releasedSince()...)
 	}
+	f.releaseAgain(ctx, again)
 	if restored > 0 && mode == ModeFallback {
 		f.log.Info("leases taken during the fallback are shared again", zap.Int("leases", restored))
 	}

@@ -3,6 +3,10 @@ package fleet
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -349,5 +353,169 @@ func TestLocalFleet(t *testing.T) {
 	cancel()
 	if err := b.Acquire(cctx, "cred", time.Second); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled: err = %v", err)
+	}
+}
+
+// TestReleaseDuringHeartbeat: a lease released after a heartbeat has
+// copied the leases to renew, but before Redis has renewed them, is free
+// when the heartbeat is done; the renewal does not bring it back for a
+// lease TTL.
+func TestReleaseDuringHeartbeat(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	srv := redistest.Start(t)
+	a, b := connect(t, srv, Options{LeaseTTL: 5 * time.Second}), connect(t, srv, Options{LeaseTTL: 5 * time.Second})
+	for _, linger := range []time.Duration{0, 30 * time.Millisecond} {
+		sem := a.semaphore(fmt.Sprint("streams-", linger), linger)
+		l, err := sem.Acquire(ctx, "alice", 1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var once sync.Once
+		release := func() { once.Do(l.Release) }
+		a.beforeExec.Store(&release)
+		err = a.heartbeat(ctx)
+		a.beforeExec.Store(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Well within the lease TTL, the other replica gets the lease.
+		next, err := b.semaphore(sem.name, linger).Acquire(ctx, "alice", 1, time.Second)
+		if err != nil {
+			t.Fatalf("linger %v: the lease released during a heartbeat: %v", linger, err)
+		}
+		next.Release()
+	}
+}
+
+// TestFlushAppliedOnce: a heartbeat whose reply is lost after Redis has
+// applied it does not count its flush again when it is retried.
+func TestFlushAppliedOnce(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	srv := redistest.Start(t)
+	proxy := startLossyProxy(t, srv.Addr())
+	a, err := Connect(ctx, "redis://"+proxy.addr(), Options{OpTimeout: 100 * time.Millisecond, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	c := a.Counter("chars", time.Minute)
+	c.Add("alice", 5)
+	proxy.dropping.Store(true)
+	if err := a.heartbeat(ctx); err == nil {
+		t.Fatal("a heartbeat without a reply succeeded")
+	}
+	proxy.dropping.Store(false)
+	if err := a.heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w, _ := c.current(time.Now())
+	if n, err := inspect(t, srv).Get(ctx, c.rkey("alice", w)).Int64(); err != nil || n != 5 {
+		t.Fatalf("redis counts %d (%v), want 5 once", n, err)
+	}
+	if v, _ := c.Value(ctx, "alice"); v != 5 {
+		t.Fatalf("Value = %d, want 5", v)
+	}
+}
+
+// lossyProxy forwards connections to Redis, and throws Redis's replies
+// away while dropping is set: requests reach Redis and are applied, and
+// their answers never arrive, as when a network fails at the worst moment.
+type lossyProxy struct {
+	ln       net.Listener
+	target   string
+	dropping atomic.Bool
+
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func startLossyProxy(t *testing.T, target string) *lossyProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &lossyProxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *lossyProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *lossyProxy) accept() {
+	defer p.wg.Done()
+	for {
+		client, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		server, err := net.Dial("tcp", p.target)
+		if err != nil {
+			client.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, client, server)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(server, client, nil)
+		go p.pipe(client, server, &p.dropping)
+	}
+}
+
+// pipe copies from src to dst, dropping what it reads while drop is set,
+// and closes both at the end.
+func (p *lossyProxy) pipe(dst, src net.Conn, drop *atomic.Bool) {
+	defer p.wg.Done()
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && (drop == nil || !drop.Load()) {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// TestCounterPastItsKeys: once a Counter tracks its most keys, new keys
+// count together under one overflow key rather than not at all, so that
+// made-up keys cannot switch a rate limit off.
+func TestCounterPastItsKeys(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	f := New(Options{})
+	defer f.Close()
+	c := f.Counter("chars", time.Minute)
+	for i := range maxCounterEntries {
+		c.Add(fmt.Sprint("caller-", i), 1)
+	}
+	c.Add("made-up-1", 40)
+	c.Add("made-up-2", 2)
+	for _, key := range []string{"made-up-1", "made-up-2", "made-up-3"} {
+		if v, _ := c.Value(ctx, key); v != 42 {
+			t.Errorf("Value(%s) = %d, want the overflow's 42", key, v)
+		}
+	}
+	if v, _ := c.Value(ctx, "caller-7"); v != 1 {
+		t.Errorf("a key of its own = %d, want 1", v)
 	}
 }

@@ -62,3 +62,18 @@ var countScript = redis.NewScript(now + `
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZCARD', KEYS[1])
 `)
+
+// flushScript: KEYS[1] a counter's window, KEYS[2] the flushes applied to
+// it (a hash: replica id to the last seq applied); ARGV replica id, seq,
+// n, ttl ms. Adds n unless this replica's seq was applied already (a
+// retry of a flush whose reply was lost), and returns the total. A
+// replica's seqs only grow, and it sends a batch again before any newer.
+var flushScript = redis.NewScript(`
+if tonumber(ARGV[2]) > tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') then
+  redis.call('INCRBY', KEYS[1], ARGV[3])
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return tonumber(redis.call('GET', KEYS[1]) or '0')
+`)

@@ -39,16 +39,11 @@ func (f *Fleet) Semaphore(name string) *Semaphore {
 
 // semaphore is Semaphore with released leases counting for linger.
 func (f *Fleet) semaphore(name string, linger time.Duration) *Semaphore {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if s := f.sems[name]; s != nil {
-		return s
-	}
-	s := &Semaphore{f: f, name: name, linger: linger, keys: map[string]*semKey{}}
-	f.sems[name] = s
-	f.m.leases.WithLabelValues(name)
-	f.m.refused.WithLabelValues(name)
-	return s
+	return named(f, f.sems, name, func() *Semaphore {
+		f.m.leases.WithLabelValues(name)
+		f.m.refused.WithLabelValues(name)
+		return &Semaphore{f: f, name: name, linger: linger, keys: map[string]*semKey{}}
+	})
 }
 
 // Lease is one unit of a Semaphore, held until Release.
@@ -287,9 +282,13 @@ func (f *Fleet) queueRelease(rkey, member string, linger time.Duration) {
 // a lease released reaches Redis at most this much later.
 const releaseDelay = 20 * time.Millisecond
 
-// renewal is one semaphore key's renewal in a heartbeat.
+// renewal is one semaphore key's renewal in a heartbeat: the members it
+// renews, as they were held when the heartbeat copied them.
 type renewal struct {
-	cmd *redis.Cmd
+	s       *Semaphore
+	key     string
+	members []string
+	cmd     *redis.Cmd
 }
 
 // renewals queues on pipe the renewal of every lease held.
@@ -306,12 +305,33 @@ func (s *Semaphore) renewals(ctx context.Context, pipe redis.Pipeliner, ttl int6
 			}
 			continue
 		}
+		members := make([]string, 0, len(k.held))
 		args := make([]any, 0, len(k.held)+1)
 		args = append(args, ttl)
 		for m := range k.held {
+			members = append(members, m)
 			args = append(args, m)
 		}
-		out = append(out, renewal{cmd: renewScript.Eval(ctx, pipe, []string{s.rkey(key)}, args...)})
+		out = append(out, renewal{s: s, key: key, members: members, cmd: renewScript.Eval(ctx, pipe, []string{s.rkey(key)}, args...)})
+	}
+	return out
+}
+
+// releasedSince returns the leases of r released after the heartbeat
+// copied them: Redis may have renewed them after their release, and so
+// hold them again until they expire.
+func (r renewal) releasedSince() []releasedLease {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	k := r.s.keys[r.key]
+	var out []releasedLease
+	for _, m := range r.members {
+		if k != nil {
+			if _, held := k.held[m]; held {
+				continue
+			}
+		}
+		out = append(out, releasedLease{key: r.s.rkey(r.key), member: m, linger: r.s.linger})
 	}
 	return out
 }

@@ -655,13 +655,39 @@ func requireTool(t *testing.T, name string) string {
 	return path
 }
 
+// gatewayBinary is the binary that TestFleet and TestAlertsEndToEnd run,
+// built once for both; TestMain removes it.
+var gatewayBinary struct {
+	once      sync.Once
+	dir, path string
+	err       error
+}
+
 // buildGatewayBinary builds this command, as the Makefile does, with a
-// version and revision set at link time. It builds with -race when the
-// test does: the packages are then already compiled, and the gateway's
-// races are caught too.
+// version and revision set at link time, once for the test binary. It
+// builds with -race when the test does: the packages are then already
+// compiled, and the gateway's races are caught too.
 func buildGatewayBinary(ctx context.Context, t *testing.T) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "speech-gateway")
+	gatewayBinary.once.Do(func() {
+		start := time.Now()
+		gatewayBinary.path, gatewayBinary.err = goBuild(ctx)
+		t.Logf("built %s in %v", gatewayBinary.path, time.Since(start).Round(time.Millisecond))
+	})
+	if gatewayBinary.err != nil {
+		t.Fatal(gatewayBinary.err)
+	}
+	return gatewayBinary.path
+}
+
+// goBuild builds the gateway into a new directory, gatewayBinary.dir.
+func goBuild(ctx context.Context) (string, error) {
+	dir, err := os.MkdirTemp("", "speech-gateway-test-")
+	if err != nil {
+		return "", err
+	}
+	gatewayBinary.dir = dir
+	out := filepath.Join(dir, "speech-gateway")
 	args := []string{"build", "-o", out, "-ldflags", "-X main.version=" + alertsTestVersion + " -X main.revision=" + alertsTestRevision}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
@@ -672,15 +698,12 @@ func buildGatewayBinary(ctx context.Context, t *testing.T) string {
 	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		t.Fatalf("go not found: %v", err)
+		return "", fmt.Errorf("go not found: %w", err)
 	}
-	start := time.Now()
-	cmd := exec.CommandContext(ctx, goBin, append(args, ".")...)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, b)
+	if b, err := exec.CommandContext(ctx, goBin, append(args, ".")...).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, b)
 	}
-	t.Logf("built %s in %v", out, time.Since(start).Round(time.Millisecond))
-	return out
+	return out, nil
 }
 
 // gatewayProc is the real binary, running until the test ends.

@@ -2,9 +2,12 @@ package main
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc/test/bufconn"
 )
 
 // TestDebugListenerServesProfiles: with --debug-listen, profiles are served
@@ -13,54 +16,76 @@ import (
 func TestDebugListenerServesProfiles(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, []string{"--dev", "--log-format", "json", "--debug-listen", "127.0.0.1:0"}, nil)
-	if g.debug == "" {
-		t.Fatal("no debug address reported")
+	if g.debugLis == nil {
+		t.Fatal("no debug listener with --debug-listen")
 	}
 	for _, tc := range []struct {
-		addr, path string
-		want       int
+		lis  *bufconn.Listener
+		path string
+		want int
 	}{
-		{g.debug, "/debug/pprof/", http.StatusOK},
-		{g.debug, "/debug/pprof/goroutine?debug=1", http.StatusOK},
-		{g.debug, "/debug/pprof/heap", http.StatusOK},
-		{g.debug, "/debug/pprof/symbol", http.StatusOK},
-		{g.debug, "/debug/pprof/cmdline", http.StatusNotFound},
-		{g.debug, "/metrics", http.StatusNotFound},
-		{g.admin, "/debug/pprof/", http.StatusNotFound},
-		{g.admin, "/debug/pprof/heap", http.StatusNotFound},
-		{g.admin, "/metrics", http.StatusOK},
+		{g.debugLis, "/debug/pprof/", http.StatusOK},
+		{g.debugLis, "/debug/pprof/goroutine?debug=1", http.StatusOK},
+		{g.debugLis, "/debug/pprof/heap", http.StatusOK},
+		{g.debugLis, "/debug/pprof/symbol", http.StatusOK},
+		{g.debugLis, "/debug/pprof/cmdline", http.StatusNotFound},
+		{g.debugLis, "/metrics", http.StatusNotFound},
+		{g.adminLis, "/debug/pprof/", http.StatusNotFound},
+		{g.adminLis, "/debug/pprof/heap", http.StatusNotFound},
+		{g.adminLis, "/metrics", http.StatusOK},
 	} {
-		if got := httpStatus(t, "http://"+tc.addr+tc.path); got != tc.want {
-			t.Errorf("GET %s on %s = %d, want %d", tc.path, map[string]string{g.debug: "the debug listener", g.admin: "the admin port"}[tc.addr], got, tc.want)
+		if got, _ := g.get(t, tc.lis, tc.path); got != tc.want {
+			t.Errorf("GET %s on %s = %d, want %d", tc.path, map[*bufconn.Listener]string{g.debugLis: "the debug listener", g.adminLis: "the admin port"}[tc.lis], got, tc.want)
 		}
 	}
-	resp, err := httpClient.Get("http://" + g.debug + "/debug/pprof/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(body), "goroutine") {
+	if _, body := g.get(t, g.debugLis, "/debug/pprof/"); !strings.Contains(body, "goroutine") {
 		t.Errorf("the pprof index lists no goroutine profile:\n%s", body)
 	}
 	if err := g.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(g.logs.String(), `"debug":"`+g.debug+`"`) {
-		t.Errorf("the serving log line does not name the debug address %s", g.debug)
+	if addr := g.debugLis.Addr().String(); !strings.Contains(g.logs.String(), `"debug":"`+addr+`"`) {
+		t.Errorf("the serving log line does not name the debug address %s", addr)
 	}
 }
 
-// TestNoDebugListenerByDefault: without --debug-listen nothing serves
-// profiles.
-func TestNoDebugListenerByDefault(t *testing.T) {
+// TestListenOpensWhatIsConfigured: run listens for gRPC always, and for
+// the admin port and profiles only where an address is set.
+func TestListenOpensWhatIsConfigured(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, []string{"--dev"}, nil)
-	if g.debug != "" {
-		t.Fatalf("debug listener on %s without --debug-listen", g.debug)
+	for _, tc := range []struct {
+		args         []string
+		admin, debug bool
+	}{
+		{[]string{"--admin-listen", ""}, false, false},
+		{[]string{"--admin-listen", "127.0.0.1:0"}, true, false},
+		{[]string{"--admin-listen", "", "--debug-listen", "127.0.0.1:0"}, false, true},
+	} {
+		cfg, err := parseConfig(append([]string{"--dev", "--listen", "127.0.0.1:0"}, tc.args...), envFrom(nil), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lis, err := listen(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lis.grpc == nil || (lis.admin != nil) != tc.admin || (lis.debug != nil) != tc.debug {
+			t.Errorf("%v: listeners %+v, want admin %v, debug %v", tc.args, lis, tc.admin, tc.debug)
+		}
+		lis.close()
 	}
-	if got := httpStatus(t, "http://"+g.admin+"/debug/pprof/"); got != http.StatusNotFound {
-		t.Fatalf("GET /debug/pprof/ on the admin port = %d, want 404", got)
+	// One address taken: nothing stays open.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg, err := parseConfig([]string{"--dev", "--listen", "127.0.0.1:0", "--admin-listen", taken.Addr().String()}, envFrom(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := listen(cfg); err == nil || !strings.Contains(err.Error(), taken.Addr().String()) {
+		t.Errorf("listen on a taken address: %v, want an error naming it", err)
 	}
 }
 

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"sync"
 
 	prom "github.com/prometheus/client_golang/prometheus"
@@ -75,43 +73,4 @@ func poolBudget(f *fleet.Fleet, cfg *config) slngpool.Budget {
 		return nil // never a typed nil in the interface
 	}
 	return f.Budget(cfg.upstreamBudget)
-}
-
-// fleetDetail is the /readyz line of a fleet sharing its limits through
-// Redis: whether they are shared or in fallback. A local fleet has none.
-func fleetDetail(f *fleet.Fleet) func() string {
-	return func() string {
-		if st := f.Status(); st.Mode != fleet.ModeLocal {
-			return st.String()
-		}
-		return ""
-	}
-}
-
-// withReadyDetail adds to a ready /readyz answer the line detail returns,
-// if any: how the fleet's limits stand. A fallback leaves the gateway
-// ready; the line and speech_gateway_fleet_mode say so.
-func withReadyDetail(next http.Handler, detail func() string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/readyz" {
-			next.ServeHTTP(w, r)
-			return
-		}
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(rec, r)
-		if line := detail(); rec.status == http.StatusOK && line != "" {
-			_, _ = io.WriteString(w, line+"\n")
-		}
-	})
-}
-
-// statusRecorder remembers the status a handler sent.
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	r.status = code
-	r.ResponseWriter.WriteHeader(code)
 }

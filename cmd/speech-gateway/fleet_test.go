@@ -347,7 +347,7 @@ func waitMode(ctx context.Context, t *testing.T, g *gatewayProc, mode, readyz st
 		if sumMetric(t, scrapeMetrics(ctx, t, g.admin), "speech_gateway_fleet_mode", map[string]string{"mode": mode}) != 1 {
 			return false
 		}
-		code, body := get(ctx, t, "http://"+g.admin+"/readyz")
+		code, body := get(ctx, t, httpClient, "http://"+g.admin+"/readyz")
 		return code == http.StatusOK && strings.HasPrefix(body, "ok\n") && strings.Contains(body, readyz)
 	})
 }
@@ -366,13 +366,14 @@ func poll(ctx context.Context, t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func get(ctx context.Context, t *testing.T, url string) (int, string) {
+// get fetches url with client, and fails the test on an error.
+func get(ctx context.Context, t *testing.T, client *http.Client, url string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +388,13 @@ func get(ctx context.Context, t *testing.T, url string) (int, string) {
 // scrapeMetrics reads a gateway's /metrics.
 func scrapeMetrics(ctx context.Context, t *testing.T, admin string) map[string]*dto.MetricFamily {
 	t.Helper()
-	_, body := get(ctx, t, "http://"+admin+"/metrics")
+	_, body := get(ctx, t, httpClient, "http://"+admin+"/metrics")
+	return parseMetrics(t, body)
+}
+
+// parseMetrics parses a /metrics page.
+func parseMetrics(t *testing.T, body string) map[string]*dto.MetricFamily {
+	t.Helper()
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	mfs, err := parser.TextToMetricFamilies(strings.NewReader(body))
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,20 +36,20 @@ func TestKeyWatcher(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "api-key")
 	writeKey(t, path, "key-one")
 	var got []string
-	w := newKeyWatcher(path, time.Hour, "key-one", func(k string) { got = append(got, k) }, zaptest.NewLogger(t), prom.NewRegistry())
-	w.check()
+	w := newKeyWatcher(path, "key-one", func(k string) { got = append(got, k) }, zaptest.NewLogger(t), prom.NewRegistry())
+	w.file.Check()
 	writeKey(t, path, "key-two")
-	w.check()
-	w.check()
+	w.file.Check()
+	w.file.Check()
 	// A missing, empty or malformed file keeps the key in use.
 	for _, bad := range []string{"", "two words"} {
 		writeKey(t, path, bad)
-		w.check()
+		w.file.Check()
 	}
 	os.Remove(path)
-	w.check()
+	w.file.Check()
 	writeKey(t, path, "key-three")
-	w.check()
+	w.file.Check()
 	if strings.Join(got, ",") != "key-two,key-three" {
 		t.Errorf("changes = %v, want key-two then key-three", got)
 	}
@@ -64,91 +63,82 @@ func TestKeyWatcher(t *testing.T) {
 
 // TestRunRotatesKey: the real gateway, given its key in a file, notices
 // the file change, speaks with the new key to an SLNG that now refuses the
-// old one, and lets a stream in flight on the old key finish.
+// old one, and lets a stream in flight on the old key go on, on its
+// session.
 func TestRunRotatesKey(t *testing.T) {
 	t.Parallel()
 	const oldKey, newKey = "sk_old_0123456789abcdef", "sk_new_fedcba9876543210"
 	path := filepath.Join(t.TempDir(), "api-key")
 	writeKey(t, path, oldKey)
-	sim := slngtest.NewServer(t, slngsim.Options{APIKey: oldKey, Realtime: true})
-	g := startGateway(t, []string{"--key-reload-interval", "50ms"}, map[string]string{
+	sim := slngtest.NewServer(t, slngsim.Options{APIKey: oldKey})
+	// No standbys: SLNG sees the streams' sessions and nothing else.
+	g := startGateway(t, []string{"--key-reload-interval", "50ms", "--pool-warm=false"}, map[string]string{
 		"SLNG_API_KEY_FILE": path,
 		"SLNG_BASE_URL":     sim.URL(),
 	})
-	conn := dial(t, g.grpc)
-	tts := speechv1.NewTextToSpeechServiceClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	tts := speechv1.NewTextToSpeechServiceClient(g.dial(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	speakText := func(text string) (string, error) {
-		stream, err := tts.SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{Text: text})
-		if err != nil {
-			return "", err
+
+	// A stream on the old key speaks a turn, and stays open across the
+	// rotation.
+	inFlight, err := tts.Synthesize(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	speakTurn := func(text string) {
+		t.Helper()
+		if err := inFlight.Send(&speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Text{Text: &speechv1.TextInput{Text: text, Flush: true}}}); err != nil {
+			t.Fatal(err)
 		}
 		var audio []byte
 		for {
-			m, err := stream.Recv()
-			if err == io.EOF {
-				break
-			}
+			m, err := inFlight.Recv()
 			if err != nil {
-				return "", err
+				t.Fatalf("the stream in flight: %v", err)
 			}
 			audio = append(audio, m.GetAudio().GetData()...)
+			if m.GetAudioEnd() != nil {
+				break
+			}
 		}
-		return slngsim.Decode(audio, "linear16", 24000)
+		if got, err := slngsim.Decode(audio, "linear16", 24000); err != nil || got != text {
+			t.Fatalf("the stream in flight spoke %q (%v), want %q", got, err, text)
+		}
 	}
-
-	// A stream on the old key, paced in real time, spans the rotation.
-	long := strings.Repeat("Spoken across the rotation. ", 6)
-	var wg sync.WaitGroup
-	var inFlight string
-	var inFlightErr error
-	started := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		stream, err := tts.SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{Text: long})
-		if err != nil {
-			inFlightErr = err
-			close(started)
-			return
-		}
-		var audio []byte
-		for first := true; ; first = false {
-			m, err := stream.Recv()
-			if first {
-				close(started)
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				inFlightErr = err
-				return
-			}
-			audio = append(audio, m.GetAudio().GetData()...)
-		}
-		inFlight, inFlightErr = slngsim.Decode(audio, "linear16", 24000)
-	}()
-	<-started
+	if err := inFlight.Send(&speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Config{Config: &speechv1.SynthesisConfig{}}}); err != nil {
+		t.Fatal(err)
+	}
+	speakTurn("Before the rotation.")
 
 	sim.SetAPIKeys(newKey)
 	writeKey(t, path, newKey)
 	// Wait until the gateway reports the change, then speak: SLNG now
 	// accepts only the new key.
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(scrape(t, g.admin), `speech_gateway_key_reloads_total{result="changed"} 1`) {
-		if time.Now().After(deadline) {
-			t.Fatal("the gateway did not notice the new key")
-		}
-		time.Sleep(20 * time.Millisecond)
+	g.logs.waitFor(ctx, t, "SLNG key changed")
+	if _, m := g.get(t, g.adminLis, "/metrics"); !strings.Contains(m, `speech_gateway_key_reloads_total{result="changed"} 1`) {
+		t.Error("the key change is not on /metrics")
 	}
-	if got, err := speakText("After the rotation."); err != nil || got != "After the rotation." {
+	if audio, err := synthesizeText(ctx, g.dial(t), "After the rotation."); err != nil {
+		t.Fatalf("after the rotation: %v", err)
+	} else if got, err := slngsim.Decode(audio, "linear16", 24000); err != nil || got != "After the rotation." {
 		t.Fatalf("after the rotation: %q, %v", got, err)
 	}
-	wg.Wait()
-	if inFlightErr != nil || inFlight != long {
-		t.Fatalf("the stream in flight: %v, decoded %d of %d bytes", inFlightErr, len(inFlight), len(long))
+	// The stream in flight still speaks, on the session it had.
+	speakTurn("Still on the old key.")
+	if err := inFlight.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := inFlight.Recv(); err != nil {
+			if err != io.EOF {
+				t.Fatalf("the stream in flight ended with %v", err)
+			}
+			break
+		}
+	}
+	if n := sim.Stats().Connections; n != 2 {
+		t.Errorf("SLNG accepted %d connections, want 2: the stream in flight's, and one with the new key", n)
 	}
 	if n := sim.Stats().Rejected; n != 0 {
 		t.Errorf("SLNG refused %d handshakes: the old key was used after the change", n)
@@ -161,15 +151,4 @@ func TestRunRotatesKey(t *testing.T) {
 			t.Errorf("a key reached the logs")
 		}
 	}
-}
-
-func scrape(t *testing.T, admin string) string {
-	t.Helper()
-	resp, err := httpClient.Get("http://" + admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
 }

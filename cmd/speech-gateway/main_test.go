@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/internal/slngtest"
@@ -30,22 +32,33 @@ import (
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
-// httpClient keeps no idle connections, which goleak would report.
+// httpClient, for gateway processes, keeps no idle connections, which
+// goleak would report.
 var httpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) {
+		if gatewayBinary.dir != "" {
+			os.RemoveAll(gatewayBinary.dir)
+		}
+	}))
 }
 
-// syncBuffer collects the gateway's log output from its goroutines.
+// syncBuffer collects the gateway's log output from its goroutines, and
+// lets a test wait for a line.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	written chan struct{} // closed at the next Write; nil: nobody waits
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.written != nil {
+		close(s.written)
+		s.written = nil
+	}
 	return s.b.Write(p)
 }
 
@@ -55,34 +68,72 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// waitFor waits, within ctx, until the output contains substr.
+func (s *syncBuffer) waitFor(ctx context.Context, t *testing.T, substr string) {
+	t.Helper()
+	for {
+		s.mu.Lock()
+		if strings.Contains(s.b.String(), substr) {
+			s.mu.Unlock()
+			return
+		}
+		if s.written == nil {
+			s.written = make(chan struct{})
+		}
+		written := s.written
+		s.mu.Unlock()
+		select {
+		case <-written:
+		case <-ctx.Done():
+			t.Fatalf("no log line with %q within the deadline:\n%s", substr, s)
+		}
+	}
+}
+
 func envFrom(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
 
-// gateway runs the real binary's run function until the test ends.
-type gateway struct {
-	addrs
-	cancel context.CancelFunc
-	done   chan error
-	logs   *syncBuffer
+// testGateway is the gateway that run builds, from the same flags and
+// environment, served by the same serve on in-memory listeners until the
+// test ends: gRPC, admin, and debug with --debug-listen.
+type testGateway struct {
+	grpcLis, adminLis, debugLis *bufconn.Listener
+	cancel                      context.CancelFunc
+	done                        chan error
+	logs                        *syncBuffer
 }
 
-func startGateway(t *testing.T, args []string, env map[string]string) *gateway {
+func startGateway(t *testing.T, args []string, env map[string]string) *testGateway {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	g := &gateway{cancel: cancel, done: make(chan error, 1), logs: &syncBuffer{}}
-	ready := make(chan addrs, 1)
-	args = append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, args...)
-	go func() { g.done <- runWith(ctx, args, envFrom(env), g.logs, ready) }()
-	select {
-	case g.addrs = <-ready:
-	case err := <-g.done:
-		cancel()
-		t.Fatalf("gateway exited: %v\n%s", err, g.logs)
-	case <-time.After(20 * time.Second):
-		cancel()
-		t.Fatalf("gateway did not start\n%s", g.logs)
+	g := &testGateway{done: make(chan error, 1), logs: &syncBuffer{}}
+	cfg, err := parseConfig(args, envFrom(env), g.logs)
+	if err != nil {
+		t.Fatal(err)
 	}
+	log, err := newLogger(cfg, g.logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gw, err := newGateway(ctx, cfg, log, envFrom(env))
+	if err != nil {
+		t.Fatalf("gateway: %v\n%s", err, g.logs)
+	}
+	g.grpcLis, g.adminLis = bufconn.Listen(1<<20), bufconn.Listen(64<<10)
+	lis := listeners{grpc: g.grpcLis, admin: g.adminLis}
+	if cfg.debugListen != "" {
+		g.debugLis = bufconn.Listen(64 << 10)
+		lis.debug = g.debugLis
+	}
+	sctx, stop := context.WithCancel(context.Background())
+	g.cancel = stop
+	go func() {
+		err := gw.serve(sctx, lis)
+		gw.close()
+		g.done <- err
+	}()
 	t.Cleanup(func() {
 		g.cancel()
 		<-g.done
@@ -90,20 +141,40 @@ func startGateway(t *testing.T, args []string, env map[string]string) *gateway {
 	return g
 }
 
-// stop sends the equivalent of SIGTERM and waits for run to return.
-func (g *gateway) stop(t *testing.T) error {
+// stop does what SIGTERM does and waits for the gateway to stop.
+func (g *testGateway) stop(t *testing.T) error {
 	t.Helper()
 	g.cancel()
-	select {
-	case err := <-g.done:
-		g.done <- err // for Cleanup
-		return err
-	case <-time.After(30 * time.Second):
-		t.Fatal("gateway did not stop")
-		return nil
-	}
+	err := <-g.done
+	g.done <- err // for Cleanup
+	return err
 }
 
+// dial connects to the gateway's gRPC listener.
+func (g *testGateway) dial(t *testing.T) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///gateway", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return g.grpcLis.DialContext(ctx) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// get fetches path from the HTTP server on lis (adminLis or debugLis).
+func (g *testGateway) get(t *testing.T, lis *bufconn.Listener, path string) (int, string) {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return lis.DialContext(ctx) },
+	}}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	return get(ctx, t, client, "http://gateway"+path)
+}
+
+// dial connects to a gateway process's gRPC address.
 func dial(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -204,7 +275,7 @@ func TestRunServesWithKeyAndNeverLogsIt(t *testing.T) {
 		"SLNG_API_KEY":  key,
 		"SLNG_BASE_URL": sim.URL(),
 	})
-	conn := dial(t, g.grpc)
+	conn := g.dial(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
@@ -223,13 +294,8 @@ func TestRunServesWithKeyAndNeverLogsIt(t *testing.T) {
 	// A failing call too: a model the simulator rejects.
 	_, _ = speechv1.NewTextToSpeechServiceClient(conn).SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{Text: "x", Config: &speechv1.SynthesisConfig{Model: "bad/model"}})
 
-	resp, err := httpClient.Get("http://" + g.admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(metrics), "speech_gateway_streams_total") {
+	_, metrics := g.get(t, g.adminLis, "/metrics")
+	if !strings.Contains(metrics, "speech_gateway_streams_total") {
 		t.Fatal("metrics lack speech_gateway_streams_total")
 	}
 	if err := g.stop(t); err != nil {
@@ -238,7 +304,7 @@ func TestRunServesWithKeyAndNeverLogsIt(t *testing.T) {
 	if !strings.Contains(g.logs.String(), `"slng_host":"`+sim.URL()+`"`) {
 		t.Errorf("no start-up log line with slng_host %s", sim.URL())
 	}
-	for name, text := range map[string]string{"logs": g.logs.String(), "metrics": string(metrics)} {
+	for name, text := range map[string]string{"logs": g.logs.String(), "metrics": metrics} {
 		if strings.Contains(text, key) || strings.Contains(text, "SENTINEL") {
 			t.Errorf("the SLNG key appears in the %s", name)
 		}
@@ -250,7 +316,7 @@ func TestRunServesWithKeyAndNeverLogsIt(t *testing.T) {
 func TestRunDrainsOnSIGTERM(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, []string{"--dev", "--dev-realtime"}, nil)
-	conn := dial(t, g.grpc)
+	conn := g.dial(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -258,7 +324,7 @@ func TestRunDrainsOnSIGTERM(t *testing.T) {
 	if err != nil || hc.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health = %v, %v", hc, err)
 	}
-	if code := httpStatus(t, "http://"+g.admin+"/readyz"); code != http.StatusOK {
+	if code, _ := g.get(t, g.adminLis, "/readyz"); code != http.StatusOK {
 		t.Fatalf("readyz = %d", code)
 	}
 
@@ -316,8 +382,7 @@ func TestRunDrainsOnSIGTERM(t *testing.T) {
 }
 
 // TestReadyzListsRefusedPrewarm: a prewarm configuration that SLNG refuses
-// is logged once and shown in /readyz, which stays ready, and is not
-// dialled again.
+// is logged and shown in /readyz, which stays ready.
 func TestReadyzListsRefusedPrewarm(t *testing.T) {
 	t.Parallel()
 	const key = "sk_test_prewarm_refused"
@@ -333,47 +398,21 @@ func TestReadyzListsRefusedPrewarm(t *testing.T) {
 		"SLNG_API_KEY":  key,
 		"SLNG_BASE_URL": sim.URL(),
 	})
-	var body string
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(body, "acme/unknown:1") {
-		if time.Now().After(deadline) {
-			t.Fatalf("readyz never listed the refused configuration: %q", body)
-		}
-		time.Sleep(10 * time.Millisecond)
-		resp, err := httpClient.Get("http://" + g.admin + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("readyz = %d with a refused prewarm configuration", resp.StatusCode)
-		}
-		body = string(b)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	g.logs.waitFor(ctx, t, "refused a prewarm configuration")
+	code, body := g.get(t, g.adminLis, "/readyz")
+	if code != http.StatusOK {
+		t.Fatalf("readyz = %d with a refused prewarm configuration", code)
 	}
 	if want := "ok\nprewarm configuration refused by SLNG, not kept warm: tts acme/unknown:1 in region default: config_error\n"; body != want {
 		t.Fatalf("readyz = %q, want %q", body, want)
 	}
-	// Later than any first backoff, still one dial and one log line.
-	later := time.NewTimer(1500 * time.Millisecond)
-	defer later.Stop()
-	<-later.C
+	// That it is not dialled again, however long the gateway waits, is
+	// slngpool's TestPrewarmRejectedOnce.
 	if n := dials.Load(); n != 1 {
 		t.Errorf("SLNG saw %d dials of the refused configuration, want 1", n)
 	}
-	if n := strings.Count(g.logs.String(), "refused a prewarm configuration"); n != 1 {
-		t.Errorf("logged %d times, want once", n)
-	}
-}
-
-func httpStatus(t *testing.T, url string) int {
-	t.Helper()
-	resp, err := httpClient.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }
 
 func TestAdminHandler(t *testing.T) {
@@ -381,7 +420,9 @@ func TestAdminHandler(t *testing.T) {
 	var serving atomic.Bool
 	serving.Store(true)
 	var rejected []slngpool.Rejection
-	h := adminHandler(prom.NewRegistry(), &serving, func() []slngpool.Rejection { return rejected })
+	var fleetLine []string
+	h := adminHandler(prom.NewRegistry(), &serving, rejectedDetail(func() []slngpool.Rejection { return rejected }),
+		func() []string { return fleetLine })
 	var body string
 	get := func(path string) int {
 		rec := httptest.NewRecorder()
@@ -403,9 +444,14 @@ func TestAdminHandler(t *testing.T) {
 	if code := get("/readyz"); code != 200 || body != "ok\nprewarm configuration refused by SLNG, not kept warm: tts deepgram/aura:2 in region eu-north-1: config_error\n" {
 		t.Fatalf("readyz = %d %q", code, body)
 	}
+	// Every detail, in order.
+	fleetLine = []string{"fleet: shared limits in redis, 2 replicas"}
+	if code := get("/readyz"); code != 200 || !strings.HasSuffix(body, "config_error\nfleet: shared limits in redis, 2 replicas\n") {
+		t.Fatalf("readyz = %d %q", code, body)
+	}
 	serving.Store(false)
-	if get("/readyz") != http.StatusServiceUnavailable {
-		t.Fatal("readyz stays OK while draining")
+	if get("/readyz") != http.StatusServiceUnavailable || strings.Contains(body, "fleet") {
+		t.Fatalf("readyz while draining: %q, want 503 without details", body)
 	}
 	if get("/healthz") != 200 {
 		t.Fatal("healthz must stay OK while draining: the process is alive")
@@ -466,7 +512,7 @@ func TestParseWindows(t *testing.T) {
 func TestUploadLargerThanWindows(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, []string{"--dev", "--http2-stream-window", "65536", "--http2-conn-window", "65536"}, nil)
-	conn := dial(t, g.grpc)
+	conn := g.dial(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var audio []byte

@@ -6,9 +6,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // TestVersionFlag: --version needs no key and no other flag, and stops
@@ -33,16 +30,8 @@ func TestVersionFlag(t *testing.T) {
 func TestOpsMetrics(t *testing.T) {
 	t.Parallel()
 	g := startGateway(t, []string{"--dev", "--log-format", "json", "--max-streams", "7"}, nil)
-	resp, err := httpClient.Get("http://" + g.admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, body := g.get(t, g.adminLis, "/metrics")
+	families := parseMetrics(t, body)
 	value := func(name string) float64 {
 		t.Helper()
 		f := families[name]

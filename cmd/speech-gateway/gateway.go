@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	prom "github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/internal/buildinfo"
+	"github.com/speech-gateway/speech-gateway/service"
+	"github.com/speech-gateway/speech-gateway/slngclient"
+	"github.com/speech-gateway/speech-gateway/slngpool"
+	"github.com/speech-gateway/speech-gateway/slngsim"
+)
+
+// gateway is the speech gateway with everything wired and nothing served
+// yet: the gRPC server, the admin handler, the SLNG client and pool (and
+// the simulator in --dev), the key reload and the fleet. serve serves it
+// on listeners it is given; close releases what newGateway started.
+type gateway struct {
+	cfg  *config
+	log  *zap.Logger
+	info buildinfo.Info
+
+	grpc    *grpc.Server
+	health  *health.Server
+	srv     *service.Server
+	admin   http.Handler
+	serving *atomic.Bool // false from the start of shutdown on
+
+	// closers release, last first, what newGateway started.
+	closers []func()
+}
+
+// healthServices are the names the gRPC health service answers for.
+var healthServices = []string{"", speechv1.TextToSpeechService_ServiceDesc.ServiceName, speechv1.SpeechToTextService_ServiceDesc.ServiceName}
+
+// newGateway wires the gateway that cfg describes. ctx bounds only what
+// start-up does (a first Redis round trip); the gateway runs until close.
+// getenv supplies the OTEL_* variables. On error, everything started so far
+// is released. The caller must close the gateway.
+func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(string) string) (_ *gateway, err error) {
+	g := &gateway{cfg: cfg, log: log, info: buildInfo(), serving: &atomic.Bool{}}
+	defer func() {
+		if err != nil {
+			g.close()
+		}
+	}()
+	log.Info("starting", versionFields(g.info)...)
+
+	var tracer trace.TracerProvider // nil: no spans
+	var serverOpts []grpc.ServerOption
+	tp, err := setupTracing(ctx, getenv)
+	if err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	if tp != nil {
+		g.onClose(func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = tp.Shutdown(sctx)
+		})
+		tracer = tp
+		// Spans per RPC, with no event per message: audio streams would
+		// make thousands.
+		serverOpts = append(serverOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp))))
+		log.Info("tracing to OpenTelemetry")
+	}
+
+	if cfg.dev {
+		sim, err := startSimulator(cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		g.onClose(func() { _ = sim.Close() })
+	}
+	client, err := newSLNGClient(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+
+	reg := prom.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The fleet outlives the pool, which gives its budget back on Close.
+	fl, gate, err := setupFleet(ctx, cfg, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	g.onClose(fl.Close)
+	g.onClose(gate.Close)
+	pool, err := slngpool.New(client, slngpool.Options{
+		DisableWarm:         !cfg.poolWarm,
+		MaxSessions:         cfg.poolMaxSessions,
+		MaxIdle:             cfg.poolMaxIdle,
+		MaxIdlePerKey:       cfg.poolMaxIdlePerKey,
+		MaxIdleAge:          cfg.poolMaxIdleAge,
+		RecentTTL:           cfg.poolRecentTTL,
+		AcquireTimeout:      cfg.poolAcquireTimeout,
+		CheckoutPingTimeout: cfg.poolCheckoutPing,
+		DialAttempts:        cfg.dialAttempts,
+		DialRate:            cfg.dialRate,
+		BackgroundDialRate:  cfg.poolBackgroundRate,
+		BreakerFailures:     cfg.breakerFailures,
+		BreakerOpenTimeout:  cfg.breakerOpenTimeout,
+		Budget:              poolBudget(fl, cfg),
+		Logger:              log,
+		Metrics:             slngpool.NewMetrics(reg),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("slng pool: %w", err)
+	}
+	// Closed after the gRPC server has stopped: serve returns only then.
+	g.onClose(pool.Close)
+	if cfg.keyFile != "" && cfg.keyReload > 0 {
+		// A rotated Secret: new sessions use the new key; the pool drops
+		// standbys of the old one; streams in flight keep their sessions.
+		g.onClose(startKeyWatcher(cfg.keyFile, cfg.keyReload, cfg.apiKey, func(key string) {
+			client.SetAPIKey(key)
+			pool.KeyChanged()
+		}, log, reg))
+	}
+	g.srv, err = service.New(service.PoolUpstream(pool), log, service.NewMetrics(reg), service.Config{
+		DefaultTTSModel:       cfg.defaultTTSModel,
+		DefaultVoice:          cfg.defaultVoice,
+		DefaultSTTModel:       cfg.defaultSTTModel,
+		ModelAllowlist:        cfg.models,
+		MaxTextBytes:          cfg.maxTextBytes,
+		MaxAudioChunkBytes:    cfg.maxAudioChunkBytes,
+		MaxStreamDuration:     cfg.maxStreamDuration,
+		FinalsTimeout:         cfg.finalsTimeout,
+		MaxStreams:            cfg.maxStreams,
+		AllowCallerKey:        cfg.allowCallerKey,
+		TracerProvider:        tracer,
+		CallerIdleTimeout:     cfg.callerIdleTimeout,
+		TranscribeReplayBytes: cfg.replayBytes,
+		MaxUpstreamSessionAge: cfg.maxUpstreamAge,
+		TurnTimeout:           cfg.turnTimeout,
+		DrainGrace:            cfg.shutdownTimeout,
+		Callers:               gate,
+	})
+	if err != nil {
+		return nil, err
+	}
+	profiles, err := g.srv.Profiles(cfg.prewarmTTS, cfg.prewarmSTT)
+	if err != nil {
+		return nil, err
+	}
+	for _, pr := range profiles {
+		if err := pool.Prewarm(pr); err != nil {
+			return nil, err
+		}
+	}
+
+	grpcMetrics := prometheus.NewServerMetrics(prometheus.WithServerHandlingTimeHistogram())
+	reg.MustRegister(grpcMetrics)
+	g.grpc = newGRPCServer(cfg, log, grpcMetrics, gate, serverOpts...)
+	g.srv.Register(g.grpc)
+	g.health = health.NewServer()
+	healthpb.RegisterHealthServer(g.grpc, g.health)
+	reflection.Register(g.grpc)
+	grpcMetrics.InitializeMetrics(g.grpc)
+	for _, name := range healthServices {
+		g.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	g.serving.Store(true)
+	g.admin = adminHandler(reg, g.serving, rejectedDetail(pool.Rejected), fleetDetail(fl))
+	registerOpsMetrics(reg, g.info, cfg.maxStreams, g.serving)
+	return g, nil
+}
+
+// onClose has close run fn, before everything registered earlier.
+func (g *gateway) onClose(fn func()) { g.closers = append(g.closers, fn) }
+
+// close releases what newGateway started, last first: the key watcher,
+// the pool, the callers' gate, the fleet, the simulator, tracing. Call it
+// once, after serve has returned (or instead of serve).
+func (g *gateway) close() {
+	for i := len(g.closers) - 1; i >= 0; i-- {
+		g.closers[i]()
+	}
+	g.closers = nil
+}
+
+// newSLNGClient is the client for SLNG that cfg describes, and logs which
+// host it talks to: the first thing to check when nothing works, since
+// some regional names are reported not to resolve.
+func newSLNGClient(cfg *config, log *zap.Logger) (*slngclient.Client, error) {
+	routes := slngclient.RoutesBridge
+	if cfg.routes == "direct" {
+		routes = slngclient.RoutesDirect
+	}
+	client, err := slngclient.New(slngclient.Options{
+		BaseURL:           cfg.baseURL,
+		WorldPart:         cfg.worldPart,
+		APIKey:            cfg.apiKey,
+		TokenInQuery:      cfg.tokenInQuery,
+		Routes:            routes,
+		RegionOverride:    cfg.regionOverride,
+		WorldPartOverride: cfg.worldPartOverride,
+		Logger:            log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("slng client: %w", err)
+	}
+	if cfg.legacyRegion {
+		log.Warn("--slng-region (SLNG_REGION) is deprecated: use --slng-region-override (SLNG_REGION_OVERRIDE)")
+	}
+	fields := []zap.Field{zap.String("slng_host", client.Host())}
+	if cfg.regionOverride != "" {
+		fields = append(fields, zap.String("slng_region_override", cfg.regionOverride))
+	}
+	if cfg.worldPartOverride != "" {
+		fields = append(fields, zap.String("slng_world_part_override", cfg.worldPartOverride))
+	}
+	log.Info("slng upstream", fields...)
+	return client, nil
+}
+
+// startSimulator starts the embedded SLNG simulator for --dev and points the
+// config at it, with a random key so that the auth path is exercised too.
+func startSimulator(cfg *config, log *zap.Logger) (*slngsim.Server, error) {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	key := "dev_" + hex.EncodeToString(b[:])
+	profile, err := slngsim.ProfileFunc(cfg.devProfile)
+	if err != nil {
+		return nil, fmt.Errorf("--dev-profile: %w", err)
+	}
+	sim, err := slngsim.Start(slngsim.Options{
+		Addr:       "127.0.0.1:0",
+		APIKey:     key,
+		Realtime:   cfg.devRealtime,
+		ProfileFor: profile,
+		Logger:     log.Named("slngsim"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start simulator: %w", err)
+	}
+	cfg.baseURL = sim.URL()
+	cfg.apiKey = key
+	log.Info("dev mode: using the embedded SLNG simulator", zap.String("url", sim.URL()), zap.String("profile", cfg.devProfile))
+	return sim, nil
+}

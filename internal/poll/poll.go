@@ -1,0 +1,27 @@
+// Package poll runs a check at a fixed interval until the check says it
+// is done or a context ends: the loop behind the gateway's file watchers
+// and idle checks, written once, with one ticker and no timer per round.
+package poll
+
+import (
+	"context"
+	"time"
+)
+
+// Every calls check every interval, the first time one interval from now,
+// until check returns true or ctx ends. It blocks until then; run it on a
+// goroutine whose owner waits for it.
+func Every(ctx context.Context, interval time.Duration, check func() (done bool)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if check() {
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,48 @@
+package poll
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestEveryStopsWhenDone(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	calls := 0
+	Every(ctx, time.Millisecond, func() bool {
+		calls++
+		return calls == 3
+	})
+	if calls != 3 {
+		t.Fatalf("check ran %d times, want 3", calls)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Every returned only when its context ended")
+	}
+}
+
+func TestEveryStopsWithItsContext(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	calls := 0
+	Every(ctx, time.Millisecond, func() bool {
+		calls++
+		if calls == 2 {
+			cancel()
+		}
+		return false
+	})
+	// Every has returned: a tick ready with the cancel may have run one
+	// more check, never more.
+	if calls != 2 && calls != 3 {
+		t.Fatalf("check ran %d times, want 2 (or 3)", calls)
+	}
+}
