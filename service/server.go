@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 	"github.com/speech-gateway/speech-gateway/slngpool"
 )
@@ -341,19 +342,13 @@ func (s *Server) streamContext(ctx context.Context, busy func() bool) (context.C
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(max(s.cfg.CallerIdleTimeout/4, 10*time.Millisecond))
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if time.Since(time.Unix(0, last.Load())) > s.cfg.CallerIdleTimeout && !busy() {
-					cancel(errCallerIdle)
-					return
-				}
+		poll.Every(ctx, max(s.cfg.CallerIdleTimeout/4, 10*time.Millisecond), func() bool {
+			if time.Since(time.Unix(0, last.Load())) > s.cfg.CallerIdleTimeout && !busy() {
+				cancel(errCallerIdle)
+				return true
 			}
-		}
+			return false
+		})
 	}()
 	return ctx, activity, func() { cancel(nil); <-done; cancelDur() }
 }
