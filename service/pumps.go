@@ -80,6 +80,28 @@ func (s *Server) runPumps(ctx context.Context, p pumps) (err error) {
 	}
 }
 
+// offer sends v on ch, unless ctx ends first: how the pumps ask a stream's
+// owner, and how it answers them.
+func offer[T any](ctx context.Context, ch chan<- T, v T) error {
+	select {
+	case ch <- v:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// await receives from ch, unless ctx ends first.
+func await[T any](ctx context.Context, ch <-chan T) (T, error) {
+	select {
+	case v := <-ch:
+		return v, nil
+	case <-ctx.Done():
+		var zero T
+		return zero, context.Cause(ctx)
+	}
+}
+
 func durationOrNil(d time.Duration) *durationpb.Duration {
 	if d <= 0 {
 		return nil

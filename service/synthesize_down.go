@@ -327,11 +327,9 @@ func (st *synthesis) rollover(ctx context.Context, sess TTSSession) (TTSSession,
 	if err := st.ask(ctx, ttsOp{kind: opRollover, sess: sess, reply: reply}); err != nil {
 		return nil, err
 	}
-	var r ttsReply
-	select {
-	case r = <-reply:
-	case <-ctx.Done():
-		return nil, context.Cause(ctx)
+	r, err := await(ctx, reply)
+	if err != nil {
+		return nil, err
 	}
 	if !r.rolled {
 		return sess, nil

@@ -40,14 +40,7 @@ type ttsReply struct {
 }
 
 // ask queues a request for the owner.
-func (st *synthesis) ask(ctx context.Context, op ttsOp) error {
-	select {
-	case st.ops <- op:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
-}
+func (st *synthesis) ask(ctx context.Context, op ttsOp) error { return offer(ctx, st.ops, op) }
 
 // own is the stream's upstream owner, the only goroutine that writes to,
 // dials and replaces its upstream session, in the order the pumps ask. It
@@ -90,12 +83,11 @@ func (st *synthesis) askResume(ctx context.Context, cause error) (TTSSession, er
 	if err := st.ask(ctx, ttsOp{kind: opResume, cause: cause, reply: reply}); err != nil {
 		return nil, err
 	}
-	select {
-	case r := <-reply:
-		return r.sess, r.err
-	case <-ctx.Done():
-		return nil, context.Cause(ctx)
+	r, err := await(ctx, reply)
+	if err != nil {
+		return nil, err
 	}
+	return r.sess, r.err
 }
 
 // closeBetweenTurns closes sess for a rollover when no turn is in progress

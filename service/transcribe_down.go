@@ -127,11 +127,9 @@ func (tr *transcription) reconnect(ctx context.Context, cause error) (STTSession
 	if err := tr.ask(ctx, sttOp{kind: opReplace, cause: cause, reply: reply}); err != nil {
 		return nil, err
 	}
-	var r replacement
-	select {
-	case r = <-reply:
-	case <-ctx.Done():
-		return nil, context.Cause(ctx)
+	r, err := await(ctx, reply)
+	if err != nil {
+		return nil, err
 	}
 	switch {
 	case r.err != nil && cause == nil:

@@ -43,14 +43,7 @@ type replacement struct {
 }
 
 // ask queues a request for the owner.
-func (tr *transcription) ask(ctx context.Context, op sttOp) error {
-	select {
-	case tr.ops <- op:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
-}
+func (tr *transcription) ask(ctx context.Context, op sttOp) error { return offer(ctx, tr.ops, op) }
 
 // own is the stream's upstream owner, the only goroutine that writes to,
 // dials and replaces its upstream session, in the order the requests
