@@ -224,8 +224,12 @@ func (tr *transcription) configure(cfg *speechv1.RecognitionConfig) (slngclient.
 func (tr *transcription) pumpUp(ctx context.Context) error {
 	stopDrain := context.AfterFunc(tr.srv.drainCtx, func() { tr.onDrain(ctx) })
 	defer stopDrain()
+	// One request for the whole stream, as Recv would allocate one per
+	// chunk: Unmarshal resets it and gives every chunk a new Audio slice,
+	// so the slice handed to the owner stays the owner's.
+	req := new(speechv1.TranscribeRequest)
 	for {
-		req, err := tr.stream.Recv()
+		err := tr.stream.RecvMsg(req)
 		if errors.Is(err, io.EOF) {
 			if err := tr.endAudio(ctx, false); err != nil {
 				return err

@@ -55,13 +55,20 @@ func (tr *transcription) own(ctx context.Context, sess STTSession) error {
 	// on a full socket still ends: runPumps closes the session (abort)
 	// before it waits for the owner, and unanswered pings close it too.
 	audioCtx := context.WithoutCancel(ctx)
-	ended := false // SLNG was told that no more audio comes
+	ended := false    // SLNG was told that no more audio comes
+	var joined []byte // the owner's buffer for coalesced audio
+	var held sttOp    // a request coalesce took but did not join
+	hasHeld := false
 	for {
 		var op sttOp
-		select {
-		case op = <-tr.ops:
-		case <-ctx.Done():
-			return nil
+		if hasHeld {
+			op, hasHeld = held, false
+		} else {
+			select {
+			case op = <-tr.ops:
+			case <-ctx.Done():
+				return nil
+			}
 		}
 		var err error
 		switch op.kind {
@@ -69,10 +76,15 @@ func (tr *transcription) own(ctx context.Context, sess STTSession) error {
 			if ended {
 				continue // draining: the upstream takes no more audio
 			}
-			tr.replay.add(op.audio)
-			tr.sent.Add(int64(len(op.audio)))
-			err = sess.SendAudio(audioCtx, op.audio)
-			tr.srv.metrics.recognizedBytes.Add(float64(len(op.audio)))
+			audio := op.audio
+			joined, held, hasHeld = tr.coalesce(joined[:0], audio)
+			if len(joined) > 0 {
+				audio = joined
+			}
+			tr.replay.add(audio)
+			tr.sent.Add(int64(len(audio)))
+			err = sess.SendAudio(audioCtx, audio)
+			tr.srv.metrics.recognizedBytes.Add(float64(len(audio)))
 		case opFinalize:
 			if !ended {
 				err = sess.Finalize(ctx)
@@ -96,6 +108,40 @@ func (tr *transcription) own(ctx context.Context, sess STTSession) error {
 		if err != nil && !tr.recoverable(err) {
 			return err
 		}
+	}
+}
+
+// coalesce joins to first the audio requests already queued behind it,
+// into buf, while the frame stays within maxJoined: when the owner has
+// fallen behind the caller, the chunks waiting cost one frame and one
+// write upstream instead of one each. It returns buf empty when nothing
+// was queued (first is sent as it is), and the first request it took but
+// could not join, which the owner handles next. Only PCM is joined: its
+// byte stream is the same however it is framed, which a compressed
+// format's framing need not be.
+func (tr *transcription) coalesce(buf, first []byte) (joined []byte, held sttOp, hasHeld bool) {
+	limit := int(tr.clock.rate / 10) // 100 ms, the size of replayTo's frames
+	if !tr.clock.ok() || len(first) >= limit {
+		return buf, sttOp{}, false
+	}
+	for {
+		var op sttOp
+		select {
+		case op = <-tr.ops:
+		default:
+			return buf, sttOp{}, false
+		}
+		size := len(buf)
+		if size == 0 {
+			size = len(first)
+		}
+		if op.kind != opAudio || size+len(op.audio) > limit {
+			return buf, op, true
+		}
+		if len(buf) == 0 {
+			buf = append(buf, first...)
+		}
+		buf = append(buf, op.audio...)
 	}
 }
 
