@@ -17,6 +17,14 @@ type stack struct {
 	direct              *slngclient.Client
 }
 
+// relayGatewayArgs lift the gateway's limits that a wave would meet before
+// any relaying: its session cap, its stream cap and its dial rate. The
+// dial rate (100 a second by default) protects SLNG from a burst of new
+// sessions, and a wave starts every stream at once: with it, part of a
+// 500-stream wave is refused with RESOURCE_EXHAUSTED, which the floor,
+// with no such limit, never is. The waves measure relaying, not that.
+var relayGatewayArgs = []string{"--pool-max-sessions", "100000", "--max-streams", "0", "--dial-rate", "-1"}
+
 func (b *bench) stack(ctx context.Context, simArgs, gwArgs []string, nconns int) (*stack, error) {
 	sim, err := b.sim(ctx, simArgs...)
 	if err != nil {

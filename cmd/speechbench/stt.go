@@ -7,7 +7,7 @@ import (
 // sttCapacity does the same for real-time Transcribe streams, measuring
 // the delay from an utterance's last audio to its final transcript.
 func (b *bench) sttCapacity(ctx context.Context) error {
-	st, err := b.stack(ctx, []string{"--max-duration", "1h"}, []string{"--pool-max-sessions", "100000"}, 8)
+	st, err := b.stack(ctx, []string{"--max-duration", "1h"}, relayGatewayArgs, 8)
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,7 @@ import (
 // the largest wave whose added p99 stays within 5 ms without errors.
 func (b *bench) ttsCapacity(ctx context.Context) error {
 	st, err := b.stack(ctx, []string{"--realtime", "--bench-stamp", "--max-duration", "1h"},
-		[]string{"--pool-max-sessions", "100000", "--max-streams", "0"}, 8)
+		relayGatewayArgs, 8)
 	if err != nil {
 		return err
 	}

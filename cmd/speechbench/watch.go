@@ -63,7 +63,7 @@ func watchRSS(p *proc) func() int64 {
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if u, err := p.usage(); err == nil && u.rss > peak {
+			if u, err := p.osUsage(); err == nil && u.rss > peak {
 				peak = u.rss
 			}
 			select {
