@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	prom "github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -22,6 +21,7 @@ import (
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/internal/buildinfo"
+	"github.com/speech-gateway/speech-gateway/internal/rpcmetrics"
 	"github.com/speech-gateway/speech-gateway/service"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 	"github.com/speech-gateway/speech-gateway/slngpool"
@@ -166,7 +166,7 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 		}
 	}
 
-	grpcMetrics := prometheus.NewServerMetrics(prometheus.WithServerHandlingTimeHistogram())
+	grpcMetrics := rpcmetrics.New()
 	reg.MustRegister(grpcMetrics)
 	g.grpc = newGRPCServer(cfg, log, grpcMetrics, gate, serverOpts...)
 	g.srv.Register(g.grpc)

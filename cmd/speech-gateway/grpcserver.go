@@ -5,7 +5,6 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"go.uber.org/zap"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/speech-gateway/speech-gateway/internal/rpcmetrics"
 	"github.com/speech-gateway/speech-gateway/service"
 )
 
@@ -22,7 +22,7 @@ import (
 // id (streams), logging, recovery
 // (innermost, so that a panic becomes INTERNAL before it is logged and
 // counted).
-func newGRPCServer(cfg *config, log *zap.Logger, metrics *prometheus.ServerMetrics, callers service.Callers, extra ...grpc.ServerOption) *grpc.Server {
+func newGRPCServer(cfg *config, log *zap.Logger, metrics *rpcmetrics.Metrics, callers service.Callers, extra ...grpc.ServerOption) *grpc.Server {
 	recoverFn := func(ctx context.Context, p any) error {
 		log.Error("panic in handler", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
