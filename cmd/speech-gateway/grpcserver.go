@@ -19,9 +19,10 @@ import (
 
 // newGRPCServer builds the gRPC server with its interceptors and transport
 // limits. Interceptor order, outermost first: metrics, session id and caller
-// id (streams), logging, recovery
-// (innermost, so that a panic becomes INTERNAL before it is logged and
-// counted).
+// id (streams), logging, recovery (so that a panic becomes INTERNAL before
+// it is logged and counted), and for streams the messages bypass, which
+// lets a stream's messages skip logging's and recovery's wrappers: both
+// act only when a call starts and ends (logging logs finished calls only).
 func newGRPCServer(cfg *config, log *zap.Logger, metrics *rpcmetrics.Metrics, callers service.Callers, extra ...grpc.ServerOption) *grpc.Server {
 	recoverFn := func(ctx context.Context, p any) error {
 		log.Error("panic in handler", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
@@ -45,6 +46,7 @@ func newGRPCServer(cfg *config, log *zap.Logger, metrics *rpcmetrics.Metrics, ca
 			service.StreamInterceptor(callers),
 			logging.StreamServerInterceptor(service.InterceptorLogger(log.Named("grpc")), logOpts...),
 			recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(recoverFn)),
+			service.MessagesBypass(),
 		),
 		// Mesh sidecars and clients ping idle connections; accept pings
 		// every 10 s or slower, even with no stream open, and ping idle
