@@ -83,8 +83,13 @@ func (b *breaker) allow() (func(error), error) {
 var errPending = errors.New("standby pending")
 
 // reportOK records a session that worked: a standby that served a stream
-// to its end, or lived out its age.
+// to its end, or lived out its age. Only a closed breaker hears of it: a
+// half-open breaker waits for its own probe, and a session dialled before
+// an outage must neither take the probe's place nor close the breaker.
 func (b *breaker) reportOK() {
+	if b.cb.State() != gobreaker.StateClosed {
+		return
+	}
 	if done, err := b.cb.Allow(); err == nil {
 		done(nil)
 	}
