@@ -36,8 +36,7 @@ func (p *Pool) KeyChanged() {
 	}
 	p.mu.Unlock()
 	for _, is := range old {
-		is.stop()
-		<-is.watched
+		is.unwatch()
 		p.discard(is.s, is.key, "key_changed")
 	}
 	p.wake()

@@ -22,6 +22,13 @@ type idleSession struct {
 	err     error         // what spoiled it, set with spoiled
 }
 
+// unwatch stops the watcher and waits for it, after which spoiled and err
+// are final and the session is the caller's alone.
+func (is *idleSession) unwatch() {
+	is.stop()
+	<-is.watched
+}
+
 // errPing is why a standby that did not answer its checkout ping died.
 var errPing = errors.New("standby did not answer its checkout ping")
 
@@ -44,8 +51,7 @@ func (p *Pool) takeWarm(ctx context.Context, k poolKey) session {
 		maxAge := p.maxIdleLocked(k, time.Now())
 		p.mu.Unlock()
 
-		is.stop()
-		<-is.watched
+		is.unwatch()
 		switch {
 		case is.spoiled:
 			p.standbyDied(is, is.err, "")
@@ -194,8 +200,7 @@ func (p *Pool) evictOldest(match func(poolKey) bool) bool {
 	}
 	p.removeIdleLocked(oldest)
 	p.mu.Unlock()
-	oldest.stop()
-	<-oldest.watched
+	oldest.unwatch()
 	p.discard(oldest.s, oldest.key, "evicted")
 	return true
 }
@@ -248,8 +253,7 @@ func (p *Pool) retireAged() {
 	}
 	p.mu.Unlock()
 	for _, is := range old {
-		is.stop()
-		<-is.watched
+		is.unwatch()
 		if is.spoiled {
 			p.standbyDied(is, is.err, "")
 			continue
