@@ -208,6 +208,13 @@ func (p *Pool) refill() time.Time {
 	var jobs []job
 	p.mu.Lock()
 	p.prunePausesLocked(now, false)
+	// Standbys still being dialled count against MaxIdle too: without
+	// them, a refill during a slow dial would dial past it, and the extra
+	// session would be closed as soon as it was ready.
+	inFlight := 0
+	for _, n := range p.dialing {
+		inFlight += n
+	}
 	keys := make([]poolKey, 0, len(p.routes))
 	for k := range p.routes {
 		keys = append(keys, k)
@@ -262,7 +269,7 @@ routes:
 		if r.profile {
 			pur = purposePrewarm
 		}
-		for ; need > 0 && p.nIdle+len(jobs) < p.opts.MaxIdle; need-- {
+		for ; need > 0 && p.nIdle+inFlight+len(jobs) < p.opts.MaxIdle; need-- {
 			select {
 			case p.slots <- struct{}{}:
 			default:

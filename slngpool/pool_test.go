@@ -390,3 +390,30 @@ func fault(spec string) slngsim.Fault {
 	}
 	return f
 }
+
+// TestRefillCountsDialsInFlight: with room for one standby and two
+// configurations to keep warm, a standby still being dialled fills the
+// room: a maintenance pass during the slow dial does not dial the other
+// configuration as well, only to close it as soon as it is ready.
+func TestRefillCountsDialsInFlight(t *testing.T) {
+	t.Parallel()
+	a, b := ttsCfg, ttsCfg
+	b.Voice = "aura-2-orion-en"
+	// Slower than the maintenance tick (1 s), so that a pass runs while
+	// the first standby is being dialled.
+	const latency = 1500 * time.Millisecond
+	sim, p := setup(t, slngsim.Options{ConnectLatency: latency}, slngpool.Options{
+		MaxIdle: 1,
+		Prewarm: []slngpool.Profile{
+			{Endpoint: slngclient.Endpoint{Model: aura}, TTS: &a, Count: 1},
+			{Endpoint: slngclient.Endpoint{Model: aura}, TTS: &b, Count: 1},
+		},
+	})
+	start := time.Now()
+	waitIdle(t, p, 1)
+	// A second dial started by the tick would have connected by now.
+	time.Sleep(time.Until(start.Add(2*latency + 200*time.Millisecond)))
+	if n := sim.Stats().Connections; n != 1 {
+		t.Fatalf("%d connections for room for one standby, want 1", n)
+	}
+}
