@@ -84,7 +84,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&o.only, "only", "", "run only these parts, comma-separated: tts, stt, ttfa, throughput, start")
 	fs.StringVar(&o.redisBin, "redis-server", "redis-server", "redis-server binary, for the stream-start part")
 	fs.IntVar(&o.startRuns, "start-runs", 1000, "streams per setup in the stream-start part")
-	fs.StringVar(&o.profileDir, "profile", "", "write CPU and allocation profiles of the gateway during the first TTS and STT waves into this directory")
+	fs.StringVar(&o.profileDir, "profile", "", "write CPU and allocation profiles of the gateway and the floor during the first TTS and STT waves into this directory")
 	fs.IntVar(&o.clientWindow, "client-window", 0, "fix the gRPC clients' HTTP/2 stream window at this many bytes, which turns off grpc-go's BDP pings; 0 keeps grpc-go's defaults")
 	fs.IntVar(&o.memProfileRate, "profile-mem-rate", 0, "with --profile, the gateway's --debug-mem-profile-rate: 1 counts every allocation (and slows the gateway)")
 	if err := fs.Parse(args); err != nil {
@@ -149,7 +149,7 @@ func (b *bench) gateway(ctx context.Context, simURL string, args ...string) (*pr
 
 // floor starts the bare relay against simURL.
 func (b *bench) floor(ctx context.Context, simURL string) (*proc, error) {
-	return b.keep(startFloor(ctx, b.relayCPU(), b.o.floorBin, simURL))
+	return b.keep(startFloor(ctx, b.relayCPU(), b.o.floorBin, simURL, b.o.profileDir != ""))
 }
 
 // relayCPU is where a relay under test runs: alone on relayCPU with

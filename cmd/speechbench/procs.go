@@ -64,7 +64,8 @@ func startPrinter(ctx context.Context, cpu int, bin string, args ...string) (*pr
 		_ = cmd.Wait()
 		return nil, fmt.Errorf("%s did not print its address: %w", filepath.Base(bin), err)
 	}
-	p.addr = strings.TrimSpace(line)
+	// A second word, when the program serves pprof, is that address.
+	p.addr, p.debug, _ = strings.Cut(strings.TrimSpace(line), " ")
 	go func() {
 		_, _ = io.Copy(io.Discard, out)
 		p.done <- cmd.Wait()
@@ -78,9 +79,14 @@ func startSim(ctx context.Context, bin string, args ...string) (*proc, error) {
 }
 
 // startFloor starts speechfloor, the bare relay, against simURL, on cpu,
-// and waits for the gRPC address it prints.
-func startFloor(ctx context.Context, cpu int, bin, simURL string) (*proc, error) {
-	return startPrinter(ctx, cpu, bin, "--listen", "127.0.0.1:0", "--slng-base-url", simURL, "--max-streams-per-conn", "10000")
+// and waits for the gRPC address it prints; with debug, it serves pprof
+// too.
+func startFloor(ctx context.Context, cpu int, bin, simURL string, debug bool) (*proc, error) {
+	args := []string{"--listen", "127.0.0.1:0", "--slng-base-url", simURL, "--max-streams-per-conn", "10000"}
+	if debug {
+		args = append(args, "--debug-listen", "127.0.0.1:0")
+	}
+	return startPrinter(ctx, cpu, bin, args...)
 }
 
 // startGateway starts speech-gateway against simURL, on cpu, and waits

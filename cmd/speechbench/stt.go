@@ -27,7 +27,7 @@ func (b *bench) sttCapacity(ctx context.Context) error {
 		interleave(i, func() {
 			gm = b.measure(ctx, st.gw, "stt", i, n, nil, func() { g = sttRelay(ctx, st.gwConns, n, audio, ends) })
 		}, func() {
-			fm = b.measure(ctx, st.floor, "stt", i, n, nil, func() { f = sttRelay(ctx, st.floorConns, n, audio, ends) })
+			fm = b.measure(ctx, st.floor, "floor-stt", i, n, nil, func() { f = sttRelay(ctx, st.floorConns, n, audio, ends) })
 		}, func() {
 			d = sttDirect(ctx, st.direct, n, audio, ends)
 		})

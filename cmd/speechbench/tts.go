@@ -28,7 +28,7 @@ func (b *bench) ttsCapacity(ctx context.Context) error {
 		interleave(i, func() {
 			gm = b.measure(ctx, st.gw, "tts", i, n, g, func() { ttsRelay(ctx, st.gwConns, n, text, g) })
 		}, func() {
-			fm = b.measure(ctx, st.floor, "tts", i, n, nil, func() { ttsRelay(ctx, st.floorConns, n, text, f) })
+			fm = b.measure(ctx, st.floor, "floor-tts", i, n, nil, func() { ttsRelay(ctx, st.floorConns, n, text, f) })
 		}, func() {
 			d = ttsDirect(ctx, st.direct, n, text)
 		})

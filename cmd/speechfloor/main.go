@@ -22,9 +22,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -52,6 +54,7 @@ func run(ctx context.Context, args []string) error {
 	maxStreams := fs.Uint("max-streams-per-conn", 10000, "HTTP/2 MaxConcurrentStreams per client connection")
 	streamWindow := fs.Int("http2-stream-window", 256<<10, "HTTP/2 stream receive window, as the gateway's default")
 	connWindow := fs.Int("http2-conn-window", 4<<20, "HTTP/2 connection receive window, as the gateway's default")
+	debugListen := fs.String("debug-listen", "", "serve pprof on this address too (the benchmark's --profile); printed after the gRPC address")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -63,10 +66,20 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	addr := l.Addr().String()
+	if *debugListen != "" {
+		stop, dl, err := serveDebug(*debugListen)
+		if err != nil {
+			_ = l.Close()
+			return err
+		}
+		defer stop()
+		addr += " " + dl
+	}
 	srv := newServer(r, uint32(*maxStreams), int32(*streamWindow), int32(*connWindow))
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	fmt.Println(l.Addr().String())
+	fmt.Println(addr)
 	select {
 	case <-ctx.Done():
 		srv.Stop()
@@ -75,6 +88,25 @@ func run(ctx context.Context, args []string) error {
 	case err := <-served:
 		return err
 	}
+}
+
+// serveDebug serves pprof on addr until stop is called, which waits for
+// the server to end.
+func serveDebug(addr string) (stop func(), bound string, err error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = hs.Serve(l)
+	}()
+	return func() { _ = hs.Close(); <-done }, l.Addr().String(), nil
 }
 
 // newServer is a gRPC server for r with the gateway's library settings and
