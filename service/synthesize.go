@@ -130,29 +130,18 @@ type synthesis struct {
 	sess  TTSSession
 	lease *upstreamLease[TTSSession] // sess's lease
 	book  *turnBook
-	// dirty is set when the current session saw anything but clean turns
-	// (a clear, a cancel, a warning, text never flushed): it is then not
-	// returned to the pool.
-	dirty bool
+	state synthState
 	// quiet, when cancelled, stops the down pump without closing the
 	// session, which goes back to the pool (see halfClose).
-	quiet        context.Context
-	stopQuiet    context.CancelFunc
-	returnToPool bool
+	quiet     context.Context
+	stopQuiet context.CancelFunc
 	// failures counts upstream failures since audio last arrived.
 	failures int
 	// delivered counts the audio bytes relayed to the caller, for metering.
 	delivered int64
-	// closed is set when the handler is done; a session dialled after that
-	// is closed at once.
-	closed bool
-	// gone is set when the session ended between turns (some models close
-	// after every audio_end; the gateway rolls over old sessions); the next
-	// text dials a new one and hands it to the down pump through next.
-	gone       bool
-	next       chan TTSSession
-	halfClosed bool
-	draining   bool
+	// next hands the down pump, waiting while the session is gone, the
+	// session the next text dials (nil: the stream ends).
+	next chan TTSSession
 	// recvCancel cancels the down pump's current Recv; the turn watchdog
 	// uses it with errTurnTimeout.
 	recvCancel context.CancelCauseFunc
@@ -257,21 +246,22 @@ func (st *synthesis) run(ctx context.Context) error {
 func (st *synthesis) reusable() bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.returnToPool {
+	if st.state.upstream == upKept {
 		return true
 	}
-	st.returnToPool = st.halfClosed && st.book.idle() && !st.book.awaitingEcho() &&
-		!st.gone && !st.dirty && !st.draining && st.sess.Err() == nil
-	return st.returnToPool
+	if st.state.keepable() && st.book.idle() && !st.book.awaitingEcho() && st.sess.Err() == nil {
+		st.state.upstream = upKept
+	}
+	return st.state.upstream == upKept
 }
 
 // release hands the session back to the pool when it is reusable and
 // closes it otherwise.
 func (st *synthesis) release(err error) {
 	st.mu.Lock()
-	st.closed = true
+	st.state.ending |= handlerDone
 	st.srv.learnEndStyle(st.ep.Model, st.book.style)
-	lease, reuse := st.lease, st.returnToPool && err == nil
+	lease, reuse := st.lease, st.state.upstream == upKept && err == nil
 	st.mu.Unlock()
 	if !reuse {
 		lease.Session.CloseNow()
@@ -366,15 +356,15 @@ func (st *synthesis) finished() (bool, error) {
 	switch {
 	case !st.book.idle():
 		return false, nil
-	case st.halfClosed && st.book.awaitingEcho() && !st.dirty && !st.gone && !st.draining:
+	case st.state.keepable() && st.book.awaitingEcho():
 		if st.echoTimer == nil {
 			cancel := st.recvCancel
 			st.echoTimer = time.AfterFunc(echoGrace, func() { cancel(errEchoGrace) })
 		}
 		return false, nil
-	case st.halfClosed:
+	case st.state.has(halfClosed):
 		return true, nil
-	case st.draining:
+	case st.state.has(draining):
 		return true, errDraining
 	}
 	return false, nil

@@ -28,7 +28,7 @@ func (st *synthesis) dial(ctx context.Context, prevErr error) (TTSSession, error
 	sess := lease.Session
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.closed {
+	if st.state.has(handlerDone) {
 		lease.release(nil, false)
 		return nil, context.Canceled
 	}
@@ -37,7 +37,7 @@ func (st *synthesis) dial(ctx context.Context, prevErr error) (TTSSession, error
 		st.lease.release(prevErr, false)
 	}
 	st.lease = lease
-	st.dirty = false
+	st.state.upstream = upClean
 	st.sess = sess
 	st.meta.upstreamSessionID = sess.ID()
 	st.meta.upstreamRequestID = sess.RequestID()
@@ -51,9 +51,6 @@ func (st *synthesis) redial(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	st.mu.Lock()
-	st.gone = false
-	st.mu.Unlock()
 	select {
 	case st.next <- sess:
 		return nil
@@ -216,7 +213,7 @@ func (st *synthesis) deliver(ev slngclient.TTSEvent) (done, replace, boundary bo
 	st.mu.Lock()
 	out, res := st.book.event(ev)
 	if res.warning {
-		st.dirty = true
+		st.state.markDirty()
 	}
 	st.delivered += int64(res.audio)
 	if res.audio > 0 || res.ended != nil {
@@ -301,7 +298,7 @@ func (st *synthesis) replace(ctx context.Context, sess TTSSession, cause error) 
 		end = &cp
 	}
 	st.mu.Lock()
-	st.dirty = true
+	st.state.markDirty()
 	st.mu.Unlock()
 	sess.CloseNow()
 	return st.upstreamEnded(ctx, end)
@@ -317,7 +314,7 @@ func (st *synthesis) rolloverDue(sess TTSSession) bool {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.book.idle() && !st.book.openText() && !st.halfClosed && !st.draining && !st.gone
+	return st.state.running() && st.book.idle() && !st.book.openText()
 }
 
 // rollover asks the owner to close an old session between turns; the next
@@ -404,9 +401,9 @@ func (st *synthesis) upstreamEnded(ctx context.Context, recvErr error) (TTSSessi
 			st.failures++
 		}
 		switch {
-		case idle && st.halfClosed:
+		case idle && st.state.has(halfClosed):
 			v = vDone
-		case idle && st.draining:
+		case idle && st.state.has(draining):
 			v = vDrain
 		case !recoverable || st.failures > maxReconnects:
 			cause := recvErr
@@ -425,7 +422,7 @@ func (st *synthesis) upstreamEnded(ctx context.Context, recvErr error) (TTSSessi
 			if st.next == nil {
 				st.next = make(chan TTSSession)
 			}
-			st.gone = true
+			st.state.upstream = upGone
 			v = vWait
 		}
 		return out

@@ -94,9 +94,9 @@ func (st *synthesis) askResume(ctx context.Context, cause error) (TTSSession, er
 // or being written; the next text then dials a new session.
 func (st *synthesis) closeBetweenTurns(ctx context.Context, sess TTSSession) bool {
 	st.mu.Lock()
-	ok := st.book.idle() && !st.book.openText() && !st.halfClosed && !st.draining && !st.gone && st.sess == sess
+	ok := st.state.running() && st.book.idle() && !st.book.openText() && st.sess == sess
 	if ok {
-		st.gone = true
+		st.state.upstream = upGone
 		if st.next == nil {
 			st.next = make(chan TTSSession)
 		}

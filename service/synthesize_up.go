@@ -62,12 +62,12 @@ const maxTurnText = 1 << 20
 // session ended, and flushes when asked. The owner runs it.
 func (st *synthesis) text(ctx context.Context, text string, flush bool) error {
 	st.mu.Lock()
-	if st.draining {
+	if st.state.has(draining) {
 		st.mu.Unlock()
 		return errDraining
 	}
 	send, err := st.book.addText(text, maxTurnText)
-	gone := st.gone
+	gone := st.state.upstream == upGone
 	st.mu.Unlock()
 	if err != nil {
 		return invalid("text.text", "a turn holds at most %d bytes of text: flush more often", maxTurnText)
@@ -176,8 +176,8 @@ func (st *synthesis) clear(ctx context.Context, cancel bool) error {
 	var gone bool
 	var sess TTSSession
 	err := st.emit(func() []*speechv1.SynthesizeResponse {
-		st.dirty = true
-		gone, sess = st.gone, st.sess
+		st.state.markDirty()
+		gone, sess = st.state.upstream == upGone, st.sess
 		// With no session there is nothing to clear upstream: the
 		// acknowledgement goes out now.
 		return st.book.clear(cancel, !gone)
@@ -197,15 +197,15 @@ func (st *synthesis) clear(ctx context.Context, cancel bool) error {
 // flushed turns complete, then the stream ends. The owner runs it.
 func (st *synthesis) halfClose(ctx context.Context) error {
 	st.mu.Lock()
-	st.halfClosed = true
+	st.state.ending |= halfClosed
 	if st.book.openText() {
 		// SLNG holds text that was never flushed: the session must not
 		// serve another stream, whose first flush would speak it.
-		st.dirty = true
+		st.state.markDirty()
 	}
 	st.book.open = nil
 	idle := st.book.idle()
-	gone := st.gone
+	gone := st.state.upstream == upGone
 	sess := st.sess
 	st.mu.Unlock()
 	if !idle {
@@ -236,7 +236,7 @@ func (st *synthesis) onDrain() {
 	var sess TTSSession
 	// A failed send shows up in the down pump, which sends too.
 	_ = st.emit(func() []*speechv1.SynthesizeResponse {
-		st.draining = true
+		st.state.ending |= draining
 		idle, sess = st.book.idle(), st.sess
 		return []*speechv1.SynthesizeResponse{{Response: &speechv1.SynthesizeResponse_Draining{
 			Draining: &speechv1.ServerDraining{Grace: durationOrNil(st.srv.cfg.DrainGrace)}}}}
