@@ -102,7 +102,7 @@ func loadBoundNote(levels []map[string]any) string {
 	if len(at) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("; direct p99 above %.0f ms at %v streams: there the load side, not the relay, was short of CPU", loadBoundMs, at)
+	return fmt.Sprintf("; direct p99 above %.0f ms at %v streams: there the load side, not the relay, was short of CPU, and those levels do not count for capacity", loadBoundMs, at)
 }
 
 // capNote says when a capacity is the largest wave tried, and so only a
