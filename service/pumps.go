@@ -83,6 +83,13 @@ func (s *Server) runPumps(ctx context.Context, p pumps) (err error) {
 // offer sends v on ch, unless ctx ends first: how the pumps ask a stream's
 // owner, and how it answers them.
 func offer[T any](ctx context.Context, ch chan<- T, v T) error {
+	// An owner already waiting takes v without a select over ctx: per
+	// audio chunk, the common case.
+	select {
+	case ch <- v:
+		return nil
+	default:
+	}
 	select {
 	case ch <- v:
 		return nil

@@ -160,6 +160,13 @@ func (cn *conn) writeTurn(ctx context.Context, typ websocket.MessageType, b []by
 
 // next waits for the next frame.
 func (cn *conn) next(ctx context.Context) (frame, error) {
+	// A frame the reader is already offering is taken without a select
+	// over the session's end and ctx: under load, the common case.
+	select {
+	case f := <-cn.frames:
+		return f, nil
+	default:
+	}
 	select {
 	case f := <-cn.frames:
 		return f, nil

@@ -69,12 +69,10 @@ func (cn *conn) readLoop() {
 			} else if endsTurn(f.msg.Type) {
 				inAudio = false
 			}
-			select {
-			case cn.frames <- f:
-				i++
-			case <-cn.ctx.Done():
+			if !cn.handOver(f) {
 				return cn.ctx.Err()
 			}
+			i++
 			if lastErr != nil {
 				// Taken when the reader goes back to the socket, so that
 				// a slow consumer does not stretch the gap.
@@ -95,6 +93,23 @@ func (cn *conn) readLoop() {
 	cn.termErr = cn.classify(err, lastErr, ph)
 	cn.cancel() // stops liveness
 	close(cn.readerDone)
+}
+
+// handOver gives f to Recv, waiting until Recv takes it or the session
+// ends (false). A Recv already waiting takes it without the cost of a
+// select over both: per audio frame, that is the common case.
+func (cn *conn) handOver(f frame) bool {
+	select {
+	case cn.frames <- f:
+		return true
+	default:
+	}
+	select {
+	case cn.frames <- f:
+		return true
+	case <-cn.ctx.Done():
+		return false
+	}
 }
 
 // fatalFrameWindow is how soon after an error frame a close must come for
