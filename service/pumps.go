@@ -109,6 +109,17 @@ func await[T any](ctx context.Context, ch <-chan T) (T, error) {
 	}
 }
 
+// roundTrip offers op on ch and waits for its answer on reply, unless ctx
+// ends first: how a pump asks its stream's owner to do something and waits
+// for the outcome.
+func roundTrip[T, R any](ctx context.Context, ch chan<- T, op T, reply <-chan R) (R, error) {
+	if err := offer(ctx, ch, op); err != nil {
+		var zero R
+		return zero, err
+	}
+	return await(ctx, reply)
+}
+
 func durationOrNil(d time.Duration) *durationpb.Duration {
 	if d <= 0 {
 		return nil

@@ -320,11 +320,7 @@ func (st *synthesis) rolloverDue(sess TTSSession) bool {
 // rollover asks the owner to close an old session between turns; the next
 // text dials a new one.
 func (st *synthesis) rollover(ctx context.Context, sess TTSSession) (TTSSession, error) {
-	reply := make(chan ttsReply, 1)
-	if err := st.ask(ctx, ttsOp{kind: opRollover, sess: sess, reply: reply}); err != nil {
-		return nil, err
-	}
-	r, err := await(ctx, reply)
+	r, err := st.call(ctx, ttsOp{kind: opRollover, sess: sess})
 	if err != nil {
 		return nil, err
 	}

@@ -79,15 +79,17 @@ func (st *synthesis) own(ctx context.Context) error {
 // askResume asks the owner to replace a session that ended while turns
 // were waiting to be spoken (see resume).
 func (st *synthesis) askResume(ctx context.Context, cause error) (TTSSession, error) {
-	reply := make(chan ttsReply, 1)
-	if err := st.ask(ctx, ttsOp{kind: opResume, cause: cause, reply: reply}); err != nil {
-		return nil, err
-	}
-	r, err := await(ctx, reply)
+	r, err := st.call(ctx, ttsOp{kind: opResume, cause: cause})
 	if err != nil {
 		return nil, err
 	}
 	return r.sess, r.err
+}
+
+// call asks the owner and waits for its answer.
+func (st *synthesis) call(ctx context.Context, op ttsOp) (ttsReply, error) {
+	op.reply = make(chan ttsReply, 1)
+	return roundTrip(ctx, st.ops, op, op.reply)
 }
 
 // closeBetweenTurns closes sess for a rollover when no turn is in progress

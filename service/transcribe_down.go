@@ -124,10 +124,7 @@ func (tr *transcription) reconnect(ctx context.Context, cause error) (STTSession
 		return nil, fail(cause)
 	}
 	reply := make(chan replacement, 1)
-	if err := tr.ask(ctx, sttOp{kind: opReplace, cause: cause, reply: reply}); err != nil {
-		return nil, err
-	}
-	r, err := await(ctx, reply)
+	r, err := roundTrip(ctx, tr.ops, sttOp{kind: opReplace, cause: cause, reply: reply}, reply)
 	if err != nil {
 		return nil, err
 	}
