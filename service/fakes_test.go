@@ -186,6 +186,11 @@ func (s *fakeTTS) Recv(ctx context.Context) (slngclient.TTSEvent, error) {
 	}
 }
 
+// RecvFast offers nothing to fast: the fake has no reader goroutine.
+func (s *fakeTTS) RecvFast(ctx context.Context, _ func(slngclient.TTSEvent) bool) (slngclient.TTSEvent, error) {
+	return s.Recv(ctx)
+}
+
 func (s *fakeTTS) sentList() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -142,8 +142,10 @@ type synthesis struct {
 	// next hands the down pump, waiting while the session is gone, the
 	// session the next text dials (nil: the stream ends).
 	next chan TTSSession
+	// fastOut is what deliverFast left for the down pump.
+	fastOut fastOutcome
 	// recvCancel cancels the down pump's current Recv; the turn watchdog
-	// uses it with errTurnTimeout.
+	// uses it with errTurnTimeout, deliverFast with errFastOutcome.
 	recvCancel context.CancelCauseFunc
 	echoTimer  *time.Timer
 

@@ -27,20 +27,24 @@ func (st *synthesis) dial(ctx context.Context, prevErr error) (TTSSession, error
 	}
 	sess := lease.Session
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	if st.state.has(handlerDone) {
+		st.mu.Unlock()
 		lease.release(nil, false)
 		return nil, context.Canceled
 	}
-	if st.lease != nil {
-		st.lease.Session.CloseNow()
-		st.lease.release(prevErr, false)
-	}
+	old := st.lease
 	st.lease = lease
 	st.state.upstream = upClean
 	st.sess = sess
 	st.meta.upstreamSessionID = sess.ID()
 	st.meta.upstreamRequestID = sess.RequestID()
+	st.mu.Unlock()
+	if old != nil {
+		// Never under mu: closing a session waits for its reader, which
+		// may be delivering audio and waiting for mu (deliverFast).
+		old.Session.CloseNow()
+		old.release(prevErr, false)
+	}
 	return sess, nil
 }
 
@@ -155,8 +159,22 @@ func (st *synthesis) pumpDown(ctx context.Context) error {
 // relay reads sess until the stream ends (nil, err) or the watchdog ends
 // the read (the session to read next).
 func (st *synthesis) relay(ctx, rctx context.Context, sess TTSSession) (TTSSession, error) {
+	fast := st.deliverFast
 	for {
-		ev, err := sess.Recv(rctx)
+		ev, err := sess.RecvFast(rctx, fast)
+		if err != nil && errors.Is(context.Cause(rctx), errFastOutcome) {
+			st.mu.Lock()
+			o := st.fastOut
+			st.fastOut = fastOutcome{}
+			st.mu.Unlock()
+			if o.err != nil || o.done {
+				return nil, o.err
+			}
+			if o.boundary && st.rolloverDue(sess) {
+				return st.rollover(ctx, sess)
+			}
+			return sess, nil // read on, with a new read context
+		}
 		if err != nil && ctx.Err() == nil && st.quiet.Err() != nil {
 			return nil, nil // the session goes back to the pool
 		}
@@ -186,7 +204,7 @@ func (st *synthesis) relay(ctx, rctx context.Context, sess TTSSession) (TTSSessi
 			// Never a nil *UpstreamError inside an error interface.
 			ev.Err = slngclient.NewErrorFrame("unknown", "")
 		}
-		done, replace, boundary, err := st.deliver(ev)
+		_, done, replace, boundary, err := st.deliver(ev, false)
 		if err != nil || done {
 			return nil, err
 		}
@@ -207,10 +225,18 @@ func (st *synthesis) relay(ctx, rctx context.Context, sess TTSSession) (TTSSessi
 // This is the per-chunk path: one lock of the state, and the responses are
 // sent after it is released. Progress for the turn watchdog is the sending
 // itself (lastSent).
-func (st *synthesis) deliver(ev slngclient.TTSEvent) (done, replace, boundary bool, err error) {
+//
+// With midTurn, it is the fast path (see deliverFast): it handles only an
+// event that comes while a turn is in progress, and leaves anything else
+// (handled false) having done nothing.
+func (st *synthesis) deliver(ev slngclient.TTSEvent, midTurn bool) (handled, done, replace, boundary bool, err error) {
 	st.sendMu.Lock()
 	defer st.sendMu.Unlock()
 	st.mu.Lock()
+	if midTurn && st.book.idle() {
+		st.mu.Unlock()
+		return false, false, false, false, nil
+	}
 	out, res := st.book.event(ev)
 	if res.warning {
 		st.state.markDirty()
@@ -246,16 +272,45 @@ func (st *synthesis) deliver(ev slngclient.TTSEvent) (done, replace, boundary bo
 		m.turnFailed(turnOutcome(ev.Err).reason)
 	}
 	if failErr != nil {
-		return true, false, false, failErr
+		return true, true, false, false, failErr
 	}
 	err = st.sendAll(out)
 	st.book.chunk.Data = nil // the session's buffer, valid until its next Recv
 	if err != nil || !idle {
-		return false, res.replace, false, err
+		return true, false, res.replace, false, err
 	}
 	done, err = st.finished()
-	return done, res.replace && !done, res.ended != nil && !done, err
+	return true, done, res.replace && !done, res.ended != nil && !done, err
 }
+
+// deliverFast is the fast path of the per-chunk path: the session's reader
+// goroutine hands it each audio chunk while the down pump waits in
+// RecvFast, and it delivers the chunks of a turn in progress itself,
+// which saves a handoff between goroutines per chunk. It leaves anything
+// else to the down pump. An outcome the down pump must act on (a failed
+// send, in practice) ends the down pump's read with errFastOutcome.
+func (st *synthesis) deliverFast(ev slngclient.TTSEvent) bool {
+	handled, done, replace, boundary, err := st.deliver(ev, true)
+	if handled && (done || replace || boundary || err != nil) {
+		st.mu.Lock()
+		st.fastOut = fastOutcome{done: done, boundary: boundary, err: err}
+		cancel := st.recvCancel
+		st.mu.Unlock()
+		cancel(errFastOutcome)
+	}
+	return handled
+}
+
+// fastOutcome is what deliverFast left for the down pump. Audio never asks
+// for a replacement (only an error frame does), so that is not kept.
+type fastOutcome struct {
+	done, boundary bool
+	err            error
+}
+
+// errFastOutcome ends the down pump's read when deliverFast has left it an
+// outcome to act on.
+var errFastOutcome = errors.New("the fast path left an outcome")
 
 // replace ends a session that cannot finish the turn in progress: SLNG
 // answered it with an error frame (cause; the turn already ended with

@@ -52,6 +52,9 @@ type TTSSession interface {
 	Flush(ctx context.Context) error
 	Clear(ctx context.Context) error
 	Recv(ctx context.Context) (slngclient.TTSEvent, error)
+	// RecvFast is Recv, offering audio to fast while it waits (see
+	// slngclient.TTSSession.RecvFast).
+	RecvFast(ctx context.Context, fast func(slngclient.TTSEvent) bool) (slngclient.TTSEvent, error)
 }
 
 // STTSession is an SLNG speech-to-text session, as a Transcribe stream

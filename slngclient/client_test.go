@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -799,5 +800,73 @@ func TestReapAfterMidTurnError(t *testing.T) {
 	ue, ok := slngclient.AsUpstreamError(err)
 	if !ok || !ue.Reaped() || !ue.Retryable || ue.Unwell() {
 		t.Fatalf("Recv after the reap = %v; want a reap (retryable, not unwell)", err)
+	}
+}
+
+// TestRecvFastKeepsOrder: with RecvFast, audio taken on the reader's
+// goroutine and the events left to the caller interleave exactly as Recv
+// returns them, turn after turn: the same kinds in the same order, and
+// the same audio.
+func TestRecvFastKeepsOrder(t *testing.T) {
+	t.Parallel()
+	// Paced as SLNG paces audio, so that the caller waits for frames:
+	// when frames queue up, the reader finds no one waiting and hands
+	// them over as Recv would.
+	_, c := setup(t, slngsim.Options{Realtime: true}, slngclient.Options{})
+	ctx := testCtx(t)
+	turns := []string{"The first turn.", "A second.", "Third."}
+	speak := func(fast bool) ([]slngclient.TTSEventKind, []byte, int) {
+		s, err := c.DialTTS(ctx, aura, slngclient.TTSConfig{Voice: "aura-2-thalia-en", Encoding: "linear16", SampleRate: 24000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.CloseNow()
+		var kinds []slngclient.TTSEventKind
+		var audio []byte
+		taken := 0
+		note := func(ev slngclient.TTSEvent) {
+			if ev.Kind != slngclient.TTSAudio || len(kinds) == 0 || kinds[len(kinds)-1] != slngclient.TTSAudio {
+				kinds = append(kinds, ev.Kind)
+			}
+			audio = append(audio, ev.Audio...)
+		}
+		// RecvFast returns only after fast has, so note needs no lock.
+		take := func(ev slngclient.TTSEvent) bool {
+			taken++
+			note(ev)
+			return true
+		}
+		for _, text := range turns {
+			if err := s.Text(ctx, text, true); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				var ev slngclient.TTSEvent
+				if fast {
+					ev, err = s.RecvFast(ctx, take)
+				} else {
+					ev, err = s.Recv(ctx)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				note(ev)
+				if ev.Kind == slngclient.TTSAudioEnd {
+					break
+				}
+			}
+		}
+		return kinds, audio, taken
+	}
+	wantKinds, wantAudio, _ := speak(false)
+	kinds, audio, taken := speak(true)
+	if fmt.Sprint(kinds) != fmt.Sprint(wantKinds) {
+		t.Fatalf("RecvFast saw %v, Recv %v", kinds, wantKinds)
+	}
+	if !bytes.Equal(audio, wantAudio) {
+		t.Fatalf("RecvFast's audio differs from Recv's (%d and %d bytes)", len(audio), len(wantAudio))
+	}
+	if taken == 0 {
+		t.Fatal("fast took no audio")
 	}
 }

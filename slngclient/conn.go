@@ -59,6 +59,11 @@ type conn struct {
 	cancel context.CancelFunc
 
 	frames     chan frame    // unbuffered: the reader waits for Recv
+	// fast, set while a TTSSession.RecvFast waits, takes audio frames on
+	// the reader's goroutine instead of frames (see RecvFast). fastMu is
+	// held while it runs, so that RecvFast returns only after it.
+	fastMu sync.Mutex
+	fast   func(frame) bool
 	readerDone chan struct{} // closed when the reader has exited and termErr is set
 	liveDone   chan struct{}
 	termErr    error // why the session ended; written before readerDone closes
@@ -156,6 +161,35 @@ func (cn *conn) sentAudioRecently() bool {
 func (cn *conn) writeTurn(ctx context.Context, typ websocket.MessageType, b []byte) error {
 	cn.audioSent.Store(time.Now().UnixNano())
 	return cn.write(ctx, typ, b)
+}
+
+// nextFast is next, with fast taking audio frames meanwhile (see
+// TTSSession.RecvFast). It returns only once no call of fast is running.
+func (cn *conn) nextFast(ctx context.Context, fast func(frame) bool) (frame, error) {
+	if fast == nil {
+		return cn.next(ctx)
+	}
+	cn.fastMu.Lock()
+	cn.fast = fast
+	cn.fastMu.Unlock()
+	f, err := cn.next(ctx)
+	cn.clearFast()
+	return f, err
+}
+
+// offerFast gives an audio frame to the fast taker of a waiting RecvFast,
+// if there is one and it takes it.
+func (cn *conn) offerFast(f frame) bool {
+	cn.fastMu.Lock()
+	defer cn.fastMu.Unlock()
+	return cn.fast != nil && cn.fast(f)
+}
+
+// clearFast withdraws the fast taker.
+func (cn *conn) clearFast() {
+	cn.fastMu.Lock()
+	cn.fast = nil
+	cn.fastMu.Unlock()
 }
 
 // next waits for the next frame.

@@ -69,10 +69,17 @@ func (cn *conn) readLoop() {
 			} else if endsTurn(f.msg.Type) {
 				inAudio = false
 			}
+			if f.audio != nil && cn.offerFast(f) {
+				continue // taken at once: the slot is free again
+			}
 			if !cn.handOver(f) {
 				return cn.ctx.Err()
 			}
 			i++
+			// Later audio must not reach a fast taker before the
+			// consumer has dealt with this frame: it offers one again
+			// when it next waits.
+			cn.clearFast()
 			if lastErr != nil {
 				// Taken when the reader goes back to the socket, so that
 				// a slow consumer does not stretch the gap.

@@ -161,8 +161,26 @@ func (s *TTSSession) Cancel(ctx context.Context) error {
 // it returns io.EOF for a normal close by SLNG, ErrSessionClosed after
 // Close or CloseNow, or an *UpstreamError.
 func (s *TTSSession) Recv(ctx context.Context) (TTSEvent, error) {
+	return s.recv(ctx, nil)
+}
+
+// RecvFast is Recv, except that while it waits, each audio event is first
+// offered to fast, on the session's reader goroutine: an event fast takes
+// (true) is done with, and RecvFast keeps waiting; one it leaves (false) is
+// returned as Recv would. RecvFast returns only after any call of fast has
+// returned, so the caller never runs alongside fast. The event's audio is
+// valid during the call only. Audio then reaches its consumer without a
+// handoff between goroutines, which costs CPU per frame and, on a busy CPU,
+// a wait in the scheduler's queue. fast must not call the session's Recv.
+func (s *TTSSession) RecvFast(ctx context.Context, fast func(TTSEvent) bool) (TTSEvent, error) {
+	return s.recv(ctx, func(f frame) bool {
+		return fast(TTSEvent{Kind: TTSAudio, Audio: f.audio, Sequence: f.sequence})
+	})
+}
+
+func (s *TTSSession) recv(ctx context.Context, fast func(frame) bool) (TTSEvent, error) {
 	for {
-		f, err := s.cn.next(ctx)
+		f, err := s.cn.nextFast(ctx, fast)
 		if err != nil {
 			return TTSEvent{}, err
 		}
