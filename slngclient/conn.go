@@ -58,12 +58,12 @@ type conn struct {
 	ctx    context.Context // ends when the session ends
 	cancel context.CancelFunc
 
-	frames     chan frame    // unbuffered: the reader waits for Recv
+	frames chan frame // unbuffered: the reader waits for Recv
 	// fast, set while a TTSSession.RecvFast waits, takes audio frames on
 	// the reader's goroutine instead of frames (see RecvFast). fastMu is
 	// held while it runs, so that RecvFast returns only after it.
-	fastMu sync.Mutex
-	fast   func(frame) bool
+	fastMu     sync.Mutex
+	fast       func(frame) bool
 	readerDone chan struct{} // closed when the reader has exited and termErr is set
 	liveDone   chan struct{}
 	termErr    error // why the session ended; written before readerDone closes
