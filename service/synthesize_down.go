@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -110,29 +109,6 @@ func (st *synthesis) resume(ctx context.Context, cause error) (TTSSession, error
 				WarmSession:               st.lease.Warm,
 				TurnsReplayed:             uint32(len(flushed)),
 			}}}}
-	})
-}
-
-// turnFailedLocked is the error that ends the stream when its upstream
-// failed for good: metadata names the turn in progress and how much of its
-// audio the caller got, so that the caller can resume from there.
-func (st *synthesis) turnFailedLocked(cause error) error {
-	t := st.book.inProgress()
-	if t == nil {
-		return cause
-	}
-	return st.turnError(t, cause)
-}
-
-// turnError attaches to cause where turn t stood: how much of its audio
-// the caller got.
-func (st *synthesis) turnError(t *turn, cause error) error {
-	d := st.book.delivery(t)
-	return withMetadata(cause, map[string]string{
-		"turn_id":            strconv.FormatUint(t.id, 10),
-		"delivered_bytes":    strconv.FormatUint(d.GetAudioBytes(), 10),
-		"delivered_audio_ms": strconv.FormatInt(d.GetAudioDuration().AsDuration().Milliseconds(), 10),
-		"last_sequence":      strconv.FormatUint(d.GetLastSequence(), 10),
 	})
 }
 
