@@ -87,9 +87,12 @@ check-generate: $(PROTO_TOOLS) ## Fail if gen/ is not what proto/ generates.
 	if ! diff -r -x go.mod -x go.sum gen "$$tmp/gen"; then echo "gen/ is stale: run 'make generate' and commit the result" >&2; exit 1; fi
 
 .PHONY: lint
-lint: $(PROTO_TOOLS) $(BIN)/.staticcheck-$(STATICCHECK_VERSION) ## go vet, gofmt, staticcheck, buf lint/format/breaking.
+lint: $(PROTO_TOOLS) $(BIN)/.staticcheck-$(STATICCHECK_VERSION) ## go vet, gofmt, no Go file over 500 lines, staticcheck, buf lint/format/breaking.
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:" $$unformatted >&2; exit 1; fi
+	@long=$$(for f in $$(git ls-files '*.go' | grep -v '^gen/' | grep -v '_test\.go$$'); do \
+		n=$$(wc -l < $$f); if [ $$n -gt 500 ]; then echo "$$f ($$n lines)"; fi; done); \
+	if [ -n "$$long" ]; then echo "files over 500 lines, split them along their seams:" $$long >&2; exit 1; fi
 	go vet $(GO_PACKAGES)
 	staticcheck $(GO_PACKAGES)
 	$(BUF) lint
