@@ -293,15 +293,7 @@ func (st *synthesis) configure(cfg *speechv1.SynthesisConfig) error {
 	if err := v.err(); err != nil {
 		return err
 	}
-	if eff.Format == nil {
-		eff.Format = &speechv1.AudioFormat{}
-	}
-	if eff.Format.Encoding == speechv1.AudioEncoding_AUDIO_ENCODING_UNSPECIFIED {
-		eff.Format.Encoding = speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16
-	}
-	if eff.Format.SampleRateHz == 0 {
-		eff.Format.SampleRateHz = defaultTTSSampleRate
-	}
+	eff.Format = formatWithDefaults(eff.Format, defaultTTSSampleRate)
 	st.cfg = eff
 	st.ep = slngclient.Endpoint{Model: eff.Model}
 	st.ttsCfg = slngclient.TTSConfig{

@@ -195,15 +195,7 @@ func (tr *transcription) configure(cfg *speechv1.RecognitionConfig) (slngclient.
 	if err := v.err(); err != nil {
 		return slngclient.STTConfig{}, err
 	}
-	if eff.Format == nil {
-		eff.Format = &speechv1.AudioFormat{}
-	}
-	if eff.Format.Encoding == speechv1.AudioEncoding_AUDIO_ENCODING_UNSPECIFIED {
-		eff.Format.Encoding = speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16
-	}
-	if eff.Format.SampleRateHz == 0 {
-		eff.Format.SampleRateHz = defaultSTTSampleRate
-	}
+	eff.Format = formatWithDefaults(eff.Format, defaultSTTSampleRate)
 	tr.cfg = eff
 	tr.ep = slngclient.Endpoint{Model: eff.Model}
 	return slngclient.STTConfig{

@@ -137,3 +137,18 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "..."
 }
+
+// formatWithDefaults fills in what a valid format left unset: LINEAR16 at
+// rate. f is the caller's clone, changed in place (a new one when nil).
+func formatWithDefaults(f *speechv1.AudioFormat, rate int32) *speechv1.AudioFormat {
+	if f == nil {
+		f = &speechv1.AudioFormat{}
+	}
+	if f.Encoding == speechv1.AudioEncoding_AUDIO_ENCODING_UNSPECIFIED {
+		f.Encoding = speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16
+	}
+	if f.SampleRateHz == 0 {
+		f.SampleRateHz = rate
+	}
+	return f
+}
