@@ -16,17 +16,16 @@ type pumps struct {
 	// up relays the caller's requests (gRPC -> SLNG) and down SLNG's
 	// events (SLNG -> gRPC).
 	up, down func(context.Context) error
-	// own, when set, owns the upstream session for the whole stream: it
-	// runs in a goroutine of its own and is joined before runPumps returns.
+	// own owns the upstream session for the whole stream: it runs in a
+	// goroutine of its own and is joined before runPumps returns.
 	own func(context.Context) error
-	// abort, when set, is called with the stream's error (nil if it ended
-	// well) before the owner is joined, so that a write it has in progress
-	// ends.
+	// abort is called with the stream's error (nil if it ended well)
+	// before the owner is joined, so that a write it has in progress ends.
 	abort func(err error)
 }
 
 // runPumps runs the pumps of one stream: up in a new goroutine, down in the
-// caller's and the owner, if any, in another. The first error cancels ctx
+// caller's and the owner in another. The first error cancels ctx
 // for all; runPumps returns that first error, or nil when the pumps
 // finished cleanly.
 //
@@ -38,22 +37,18 @@ type pumps struct {
 func (s *Server) runPumps(ctx context.Context, p pumps) (err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	if p.own != nil {
-		owned := make(chan struct{})
-		go func() {
-			defer close(owned)
-			if err := p.own(ctx); err != nil {
-				cancel(err)
-			}
-		}()
-		defer func() {
+	owned := make(chan struct{})
+	go func() {
+		defer close(owned)
+		if err := p.own(ctx); err != nil {
 			cancel(err)
-			if p.abort != nil {
-				p.abort(err)
-			}
-			<-owned
-		}()
-	}
+		}
+	}()
+	defer func() {
+		cancel(err)
+		p.abort(err)
+		<-owned
+	}()
 
 	upErr := make(chan error, 1)
 	s.pumps.Add(1)
