@@ -143,10 +143,6 @@ var categoryRows = map[slngclient.Category]outcome{
 	slngclient.CategoryProtocol:    rowProtocol,
 }
 
-// knownCode reports an SLNG error code that slngclient's table knows: a
-// bounded set, fit for a metric label.
-func knownCode(code string) bool { return slngclient.KnownCode(code) }
-
 // upstreamOutcome is the table lookup for an upstream failure.
 func upstreamOutcome(ue *slngclient.UpstreamError) outcome {
 	if row, ok := categoryRows[ue.Class().Category]; ok {

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/speech-gateway/speech-gateway/slngclient"
 )
 
 // Metrics are the service's own Prometheus metrics; RPC-level metrics come
@@ -138,7 +139,7 @@ func (m *Metrics) reconnect(kind, reason string) {
 	switch reason {
 	case "rollover", "connection_lost", "closed", "reaped", "turn_timeout":
 	default:
-		if !knownCode(reason) {
+		if !slngclient.KnownCode(reason) {
 			reason = "other"
 		}
 	}
