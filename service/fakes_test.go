@@ -197,8 +197,17 @@ func (s *fakeTTS) sentList() []string {
 	return append([]string(nil), s.sent...)
 }
 
-func newFakeHarness(t *testing.T, up *fakeUpstream, cfg Config) *harness {
-	return serveGateway(t, up, cfg, prometheus.NewRegistry(), sentinelLogger(t))
+// newFakeHarness serves a gateway whose upstream lends the given sessions,
+// in order.
+func newFakeHarness(t *testing.T, tts []*fakeTTS, stt []*fakeSTT) *harness {
+	up := newFakeUpstream()
+	for _, s := range tts {
+		up.tts <- s
+	}
+	for _, s := range stt {
+		up.stt <- s
+	}
+	return serveGateway(t, up, Config{}, prometheus.NewRegistry(), sentinelLogger(t))
 }
 
 func pcm(n int, b byte) []byte { return bytes.Repeat([]byte{b}, n) }
@@ -217,11 +226,8 @@ func recvResponse(t *testing.T, stream speechv1.SpeechToTextService_TranscribeCl
 // the caller hears of it before the new session's transcripts.
 func TestTranscribeReplayWithFakes(t *testing.T) {
 	t.Parallel()
-	up := newFakeUpstream()
 	first, second := newFakeSTT("one"), newFakeSTT("two")
-	up.stt <- first
-	up.stt <- second
-	h := newFakeHarness(t, up, Config{})
+	h := newFakeHarness(t, nil, []*fakeSTT{first, second})
 	ctx := testContext(t)
 	stream, err := h.stt.Transcribe(ctx)
 	if err != nil {
@@ -272,12 +278,9 @@ func TestTranscribeReplayWithFakes(t *testing.T) {
 // audio replayed to a new session, its transcripts still reach the caller.
 func TestTranscriptsDoNotWaitForAStalledWrite(t *testing.T) {
 	t.Parallel()
-	up := newFakeUpstream()
 	first, second := newFakeSTT("one"), newFakeSTT("two")
 	second.stall = make(chan struct{})
-	up.stt <- first
-	up.stt <- second
-	h := newFakeHarness(t, up, Config{})
+	h := newFakeHarness(t, nil, []*fakeSTT{first, second})
 	ctx := testContext(t)
 	stream, err := h.stt.Transcribe(ctx)
 	if err != nil {
@@ -323,11 +326,8 @@ func (s *fakeTTS) speakTurn(audio []byte) {
 // text, and are spoken from there.
 func TestSynthesizeResumeWithFakes(t *testing.T) {
 	t.Parallel()
-	up := newFakeUpstream()
 	first, second := newFakeTTS("one"), newFakeTTS("two")
-	up.tts <- first
-	up.tts <- second
-	h := newFakeHarness(t, up, Config{})
+	h := newFakeHarness(t, []*fakeTTS{first, second}, nil)
 	ctx := testContext(t)
 	stream, err := h.tts.Synthesize(ctx)
 	if err != nil {
