@@ -144,7 +144,7 @@ type synthesis struct {
 	// session the next text dials (nil: the stream ends).
 	next chan TTSSession
 	// fastOut is what deliverFast left for the down pump.
-	fastOut fastOutcome
+	fastOut delivered
 	// recvCancel cancels the down pump's current Recv; the turn watchdog
 	// uses it with errTurnTimeout, deliverFast with errFastOutcome.
 	recvCancel context.CancelCauseFunc

@@ -140,16 +140,13 @@ func (st *synthesis) relay(ctx, rctx context.Context, sess TTSSession) (TTSSessi
 		ev, err := sess.RecvFast(rctx, fast)
 		if err != nil && errors.Is(context.Cause(rctx), errFastOutcome) {
 			st.mu.Lock()
-			o := st.fastOut
-			st.fastOut = fastOutcome{}
+			d := st.fastOut
+			st.fastOut = delivered{}
 			st.mu.Unlock()
-			if o.err != nil || o.done {
-				return nil, o.err
-			}
-			if o.boundary && st.rolloverDue(sess) {
-				return st.rollover(ctx, sess)
-			}
-			return sess, nil // read on, with a new read context
+			// Audio never asks for a replacement (only an error frame
+			// does), so there is no cause to give.
+			next, _, err := st.act(ctx, sess, d, nil)
+			return next, err // reading goes on with a new read context
 		}
 		if err != nil && ctx.Err() == nil && st.quiet.Err() != nil {
 			return nil, nil // the session goes back to the pool
@@ -180,23 +177,45 @@ func (st *synthesis) relay(ctx, rctx context.Context, sess TTSSession) (TTSSessi
 			// Never a nil *UpstreamError inside an error interface.
 			ev.Err = slngclient.NewErrorFrame("unknown", "")
 		}
-		_, done, replace, boundary, err := st.deliver(ev, false)
-		if err != nil || done {
-			return nil, err
-		}
-		if replace {
-			return st.replace(ctx, sess, ev.Err)
-		}
-		if boundary && st.rolloverDue(sess) {
-			return st.rollover(ctx, sess)
+		_, d := st.deliver(ev, false)
+		if next, stop, err := st.act(ctx, sess, d, ev.Err); stop {
+			return next, err
 		}
 	}
 }
 
-// deliver translates one upstream event. done reports the end of the
-// stream; replace that an error frame arrived during a turn, so the session
-// must be replaced; boundary that a turn ended and none is in progress, the
-// only moment a rollover may happen.
+// delivered is what delivering an event asks of the down pump. done
+// reports the end of the stream (with err, how it ended); replace that an
+// error frame arrived during a turn, so the session must be replaced;
+// boundary that a turn ended and none is in progress, the only moment a
+// rollover may happen.
+type delivered struct {
+	done, replace, boundary bool
+	err                     error
+}
+
+// asks reports that d asks the down pump for anything.
+func (d delivered) asks() bool { return d.done || d.replace || d.boundary || d.err != nil }
+
+// act does what d asks: it ends the stream (nil, true, err), replaces or
+// rolls over sess (the session to read next, true), or nothing (sess,
+// false). cause is the error frame behind a replacement.
+func (st *synthesis) act(ctx context.Context, sess TTSSession, d delivered, cause error) (TTSSession, bool, error) {
+	switch {
+	case d.err != nil || d.done:
+		return nil, true, d.err
+	case d.replace:
+		next, err := st.replace(ctx, sess, cause)
+		return next, true, err
+	case d.boundary && st.rolloverDue(sess):
+		next, err := st.rollover(ctx, sess)
+		return next, true, err
+	}
+	return sess, false, nil
+}
+
+// deliver translates one upstream event and says what it asks of the down
+// pump.
 //
 // This is the per-chunk path: one lock of the state, and the responses are
 // sent after it is released. Progress for the turn watchdog is the sending
@@ -205,13 +224,13 @@ func (st *synthesis) relay(ctx, rctx context.Context, sess TTSSession) (TTSSessi
 // With midTurn, it is the fast path (see deliverFast): it handles only an
 // event that comes while a turn is in progress, and leaves anything else
 // (handled false) having done nothing.
-func (st *synthesis) deliver(ev slngclient.TTSEvent, midTurn bool) (handled, done, replace, boundary bool, err error) {
+func (st *synthesis) deliver(ev slngclient.TTSEvent, midTurn bool) (handled bool, d delivered) {
 	st.sendMu.Lock()
 	defer st.sendMu.Unlock()
 	st.mu.Lock()
 	if midTurn && st.book.idle() {
 		st.mu.Unlock()
-		return false, false, false, false, nil
+		return false, d
 	}
 	out, res := st.book.event(ev)
 	if res.warning {
@@ -248,15 +267,15 @@ func (st *synthesis) deliver(ev slngclient.TTSEvent, midTurn bool) (handled, don
 		m.turnFailed(turnOutcome(ev.Err).reason)
 	}
 	if failErr != nil {
-		return true, true, false, false, failErr
+		return true, delivered{done: true, err: failErr}
 	}
-	err = st.sendAll(out)
+	err := st.sendAll(out)
 	st.book.chunk.Data = nil // the session's buffer, valid until its next Recv
 	if err != nil || !idle {
-		return true, false, res.replace, false, err
+		return true, delivered{replace: res.replace, err: err}
 	}
-	done, err = st.finished()
-	return true, done, res.replace && !done, res.ended != nil && !done, err
+	done, err := st.finished()
+	return true, delivered{done: done, replace: res.replace && !done, boundary: res.ended != nil && !done, err: err}
 }
 
 // deliverFast is the fast path of the per-chunk path: the session's reader
@@ -266,22 +285,15 @@ func (st *synthesis) deliver(ev slngclient.TTSEvent, midTurn bool) (handled, don
 // else to the down pump. An outcome the down pump must act on (a failed
 // send, in practice) ends the down pump's read with errFastOutcome.
 func (st *synthesis) deliverFast(ev slngclient.TTSEvent) bool {
-	handled, done, replace, boundary, err := st.deliver(ev, true)
-	if handled && (done || replace || boundary || err != nil) {
+	handled, d := st.deliver(ev, true)
+	if handled && d.asks() {
 		st.mu.Lock()
-		st.fastOut = fastOutcome{done: done, boundary: boundary, err: err}
+		st.fastOut = d
 		cancel := st.recvCancel
 		st.mu.Unlock()
 		cancel(errFastOutcome)
 	}
 	return handled
-}
-
-// fastOutcome is what deliverFast left for the down pump. Audio never asks
-// for a replacement (only an error frame does), so that is not kept.
-type fastOutcome struct {
-	done, boundary bool
-	err            error
 }
 
 // errFastOutcome ends the down pump's read when deliverFast has left it an
