@@ -352,3 +352,19 @@ func (h *harness) counter(t testing.TB, name string, want map[string]string) flo
 	}
 	return sum
 }
+
+// onFirstConnection is a simulator script that applies fault (in
+// --fault syntax) to the first connection only, so that the session that
+// replaces it works.
+func onFirstConnection(fault string) func(slngsim.ConnInfo) slngsim.Fault {
+	_, f, err := slngsim.ParseFault(fault)
+	if err != nil {
+		panic(err)
+	}
+	return func(ci slngsim.ConnInfo) slngsim.Fault {
+		if ci.Seq == 1 {
+			return f
+		}
+		return slngsim.Fault{}
+	}
+}

@@ -69,13 +69,7 @@ func TestSynthesizeTwentyTurnsAcrossSessions(t *testing.T) {
 // caller sees success.
 func TestSynthesizeRetriesTurnBeforeAudio(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, slngsim.Options{Script: func(ci slngsim.ConnInfo) slngsim.Fault {
-		if ci.Seq == 1 {
-			_, f, _ := slngsim.ParseFault("*=error:provider_error@first-audio,fatal")
-			return f
-		}
-		return slngsim.Fault{}
-	}}, Config{})
+	h := newHarness(t, slngsim.Options{Script: onFirstConnection("*=error:provider_error@first-audio,fatal")}, Config{})
 	const text = "Spoken on the second try."
 	resps, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: text})
 	if err != nil {

@@ -75,13 +75,7 @@ func TestStreamLogsTiedToTraces(t *testing.T) {
 	log := zap.New(core)
 	// The first session fails before any audio, so that the service logs
 	// the replacement.
-	h := newHarnessWith(t, slngsim.Options{Script: func(ci slngsim.ConnInfo) slngsim.Fault {
-		if ci.Seq == 1 {
-			_, f, _ := slngsim.ParseFault("*=error:provider_error@first-audio,fatal")
-			return f
-		}
-		return slngsim.Fault{}
-	}},
+	h := newHarnessWith(t, slngsim.Options{Script: onFirstConnection("*=error:provider_error@first-audio,fatal")},
 		Config{TracerProvider: tp}, slngpool.Options{DisableWarm: true, DialAttempts: 1}, log,
 		grpc.ChainStreamInterceptor(StreamInterceptor(nil),
 			logging.StreamServerInterceptor(InterceptorLogger(log.Named("grpc")),

@@ -303,13 +303,7 @@ func TestSynthesizeClearAndCancel(t *testing.T) {
 // queued behind it are spoken on a new session; the stream goes on.
 func TestSynthesizeMidTurnErrorFailsTheTurn(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, slngsim.Options{Script: func(ci slngsim.ConnInfo) slngsim.Fault {
-		if ci.Seq == 1 {
-			_, f, _ := slngsim.ParseFault("*=error:pronunciation_not_found@chunks:2")
-			return f
-		}
-		return slngsim.Fault{}
-	}}, Config{})
+	h := newHarness(t, slngsim.Options{Script: onFirstConnection("*=error:pronunciation_not_found@chunks:2")}, Config{})
 	m := h.metrics
 	b := h.synthesize(t, testContext(t), &speechv1.SynthesisConfig{})
 	texts := []string{"This turn meets an error.", "Second turn.", "Third turn."}
@@ -648,13 +642,7 @@ func BenchmarkSynthesizeChunk(b *testing.B) {
 // turn is spoken on a new session.
 func TestSynthesizeTurnTimeout(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, slngsim.Options{Script: func(ci slngsim.ConnInfo) slngsim.Fault {
-		if ci.Seq == 1 {
-			_, f, _ := slngsim.ParseFault("*=stall@chunks:3")
-			return f
-		}
-		return slngsim.Fault{}
-	}}, Config{TurnTimeout: 300 * time.Millisecond})
+	h := newHarness(t, slngsim.Options{Script: onFirstConnection("*=stall@chunks:3")}, Config{TurnTimeout: 300 * time.Millisecond})
 	b := h.synthesize(t, testContext(t), nil)
 	b.send(ttsText("This turn gets stuck after three chunks of its audio.", true))
 	b.send(ttsText("Second turn.", true))
