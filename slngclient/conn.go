@@ -140,7 +140,7 @@ func (cn *conn) write(ctx context.Context, typ websocket.MessageType, b []byte) 
 		return cn.termErr
 	case <-time.After(100 * time.Millisecond):
 	}
-	return (&UpstreamError{Kind: KindTransport, Message: "write failed", CloseCode: 1006, Err: opaque(err)}).classified()
+	return lost("write failed", err)
 }
 
 // turnWindow is how long after STT audio went out a close counts as one in
