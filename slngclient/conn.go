@@ -83,14 +83,13 @@ type conn struct {
 	readyAt          time.Time
 }
 
-// ended returns why the session ended, or nil while the reader runs.
+// ended returns why the session ended, or nil while the reader runs. The
+// reader always sets termErr (classify never returns nil) before it
+// closes readerDone.
 func (cn *conn) ended() error {
 	select {
 	case <-cn.readerDone:
-		if cn.termErr != nil {
-			return cn.termErr
-		}
-		return ErrSessionClosed
+		return cn.termErr
 	default:
 		return nil
 	}
