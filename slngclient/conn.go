@@ -83,14 +83,13 @@ type conn struct {
 	readyAt          time.Time
 }
 
-// ended returns why the session ended, or nil while the reader runs.
+// ended returns why the session ended, or nil while the reader runs. The
+// reader always sets termErr (classify never returns nil) before it
+// closes readerDone.
 func (cn *conn) ended() error {
 	select {
 	case <-cn.readerDone:
-		if cn.termErr != nil {
-			return cn.termErr
-		}
-		return ErrSessionClosed
+		return cn.termErr
 	default:
 		return nil
 	}
@@ -140,7 +139,7 @@ func (cn *conn) write(ctx context.Context, typ websocket.MessageType, b []byte) 
 		return cn.termErr
 	case <-time.After(100 * time.Millisecond):
 	}
-	return (&UpstreamError{Kind: KindTransport, Message: "write failed", CloseCode: 1006, Err: opaque(err)}).classified()
+	return lost("write failed", err)
 }
 
 // turnWindow is how long after STT audio went out a close counts as one in

@@ -110,6 +110,13 @@ func NewClosedEarly(message string) *UpstreamError {
 	return (&UpstreamError{Kind: KindClose, CloseCode: 1000, Message: message}).classified()
 }
 
+// lost returns the error of a connection that failed without a close
+// frame: what was under way (message) and the socket's error, whose chain
+// must not pass for the normal close (see opaque).
+func lost(message string, err error) *UpstreamError {
+	return (&UpstreamError{Kind: KindTransport, Message: message, CloseCode: 1006, Err: opaque(err)}).classified()
+}
+
 func (e *UpstreamError) Error() string {
 	var b strings.Builder
 	b.WriteString("slng ")

@@ -72,7 +72,7 @@ func (cn *conn) ping(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return NewTimeout("no pong", err)
 		}
-		return (&UpstreamError{Kind: KindTransport, Message: "ping failed", CloseCode: 1006, Err: opaque(err)}).classified()
+		return lost("ping failed", err)
 	}
 	return nil
 }

@@ -175,5 +175,5 @@ func (cn *conn) classify(err error, lastErr *UpstreamError, ph phase) error {
 		// What a close means depends on the phase: see closeRows.
 		return (&UpstreamError{Kind: KindClose, CloseCode: code, CloseReason: reason, phase: ph}).classified()
 	}
-	return (&UpstreamError{Kind: KindTransport, Message: "connection lost", CloseCode: 1006, Err: opaque(err)}).classified()
+	return lost("connection lost", err)
 }

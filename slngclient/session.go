@@ -25,14 +25,7 @@ func (s *session) RequestID() string { return s.cn.reqID }
 func (s *session) Done() <-chan struct{} { return s.cn.readerDone }
 
 // Err is why the session ended (see Recv), or nil while it is open.
-func (s *session) Err() error {
-	select {
-	case <-s.cn.readerDone:
-		return s.cn.termErr
-	default:
-		return nil
-	}
-}
+func (s *session) Err() error { return s.cn.ended() }
 
 // Stats returns the session's counters. AudioBytes counts audio received
 // on a TTS session and sent on an STT session.

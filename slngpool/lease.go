@@ -87,7 +87,7 @@ func (p *Pool) release(l *lease, err error, reusable bool) {
 		p.mu.Unlock()
 	}
 	if err != nil || !reusable || p.opts.DisableWarm || isDone(l.s) ||
-		now.Sub(l.s.Stats().ReadyAt) > p.opts.MaxSessionAge || !p.keepBudget(l.key) {
+		p.tooOld(l.s, now) || !p.keepBudget(l.key) {
 		l.s.CloseNow()
 		p.freeSlot(l.key)
 		return

@@ -59,7 +59,7 @@ func (p *Pool) takeWarm(ctx context.Context, k poolKey) session {
 		case isDone(is.s):
 			p.standbyDied(is, is.s.Err(), "")
 			continue
-		case time.Since(is.since) > maxAge || time.Since(is.s.Stats().ReadyAt) > p.opts.MaxSessionAge:
+		case p.aged(is, time.Now(), maxAge):
 			p.retire(is)
 			continue
 		}
@@ -243,7 +243,7 @@ func (p *Pool) retireAged() {
 	for k, list := range p.idle {
 		maxAge := p.maxIdleLocked(k, now)
 		for _, is := range list {
-			if now.Sub(is.since) > maxAge || now.Sub(is.s.Stats().ReadyAt) > p.opts.MaxSessionAge {
+			if p.aged(is, now, maxAge) {
 				old = append(old, is)
 			}
 		}
@@ -260,6 +260,17 @@ func (p *Pool) retireAged() {
 		}
 		p.retire(is)
 	}
+}
+
+// aged reports a standby that may no longer be handed out at now: idle
+// longer than maxAge, or older than MaxSessionAge.
+func (p *Pool) aged(is *idleSession, now time.Time, maxAge time.Duration) bool {
+	return now.Sub(is.since) > maxAge || p.tooOld(is.s, now)
+}
+
+// tooOld reports a session older than MaxSessionAge at now.
+func (p *Pool) tooOld(s session, now time.Time) bool {
+	return now.Sub(s.Stats().ReadyAt) > p.opts.MaxSessionAge
 }
 
 // retire closes a standby that lived out its age unused: SLNG kept it,
