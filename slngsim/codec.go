@@ -132,9 +132,9 @@ type decoder struct {
 	ncarry int
 	block  [symbolSamples]int16
 	nblock int
-	// symbols is the position, in samples, after the last block decoded
+	// pos is the position, in samples, after the last block decoded
 	// (silence and noise included) and any quiet samples skipped since.
-	symbols int64
+	pos int64
 	// blockStart is the position of the block being filled.
 	blockStart int64
 	// resync is set after a quiet block: quiet samples are then skipped
@@ -199,19 +199,19 @@ func (d *decoder) write(b []byte, emit func(decoded)) {
 		}
 		if d.nblock == 0 && d.resync {
 			if s <= quiet && s >= -quiet {
-				d.symbols++ // a quiet sample between utterances
+				d.pos++ // a quiet sample between utterances
 				continue
 			}
 			d.resync = false
 		}
 		if d.nblock == 0 {
-			d.blockStart = d.symbols
+			d.blockStart = d.pos
 		}
 		d.block[d.nblock] = s
 		d.nblock++
 		if d.nblock == symbolSamples {
 			d.nblock = 0
-			d.symbols += symbolSamples
+			d.pos += symbolSamples
 			d.symbol(emit)
 		}
 	}

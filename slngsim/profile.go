@@ -249,11 +249,12 @@ func ProfileFunc(name string) (func(model string) Profile, error) {
 //
 //   - every route: no segment events, binary audio, AsyncAPI transcripts,
 //     reaps with close 1008 and no error frame, pronunciation dictionaries
-//     not found, BYOK refused on slng/ routes, and turns that end with
+//     not found, BYOK refused on slng/ routes, a TTS session with no text
+//     5 s after `init` dropped (close 1008: pipecat-slng measured the
+//     bridge do it, on soniox/tts-rt:v1), and turns that end with
 //     `flushed` only, except:
 //   - deepgram: `flushed` then `audio_end`; finals carry `duration`;
-//   - soniox: `audio_end` only, and a TTS session with no text 5 s after
-//     `init` is dropped (close 1008);
+//   - soniox: `audio_end` only;
 //   - rime: no end-of-turn message; close 1000 right after the audio (as
 //     LiveKit says of Rime, and as pipecat-slng saw slng/rime/arcana close
 //     after each turn); a turn over 500 characters fails mid-turn ("Text
@@ -271,6 +272,10 @@ func Realistic(model string) Profile {
 		ReapCode:     1008,
 		MidTurnError: MidTurnError{Pronunciation: true},
 		RefuseBYOK:   true,
+		// The bridge's rule, not one provider's: pipecat-slng names no
+		// route it spares.
+		TextTimeout:      5 * time.Second,
+		TextTimeoutClose: 1008,
 	}
 	provider, _, _ := strings.Cut(strings.TrimPrefix(model, "slng/"), "/")
 	switch provider {
@@ -279,7 +284,6 @@ func Realistic(model string) Profile {
 		p.AsyncAPIDuration = true
 	case "soniox":
 		p.TurnEnd = TurnEndAudioEnd
-		p.TextTimeout, p.TextTimeoutClose = 5*time.Second, 1008
 	case "rime":
 		p.TurnEnd = TurnEndClose
 		p.MidTurnError.MaxChars = 500

@@ -105,7 +105,8 @@ func errorOf(f wsFrame) (code, message string, ok bool) {
 // it proves that the turn sent nothing more.
 func isSentinel(f wsFrame) bool {
 	code, msg, ok := errorOf(f)
-	return ok && code == "invalid_request" && msg == "unknown message type"
+	// A shape with no code (error-object-message) answers with the message only.
+	return ok && (code == "invalid_request" || code == "") && msg == "unknown message type"
 }
 
 // summary names the frames in order, one word each, runs of audio and of
@@ -265,6 +266,7 @@ func TestProfiles(t *testing.T) {
 		"error-capital":               rich,
 		"error-nested":                rich,
 		"error-object":                rich,
+		"error-object-message":        rich,
 		"realistic":                   {"audio flushed sentinel", asyncFinalNoDu, asyncPartial},
 	}
 	for _, name := range ProfileNames() {
@@ -804,5 +806,27 @@ func TestProfileSelection(t *testing.T) {
 		if err != nil || p.withDefaults().validate() != nil {
 			t.Errorf("profile %q: %v", name, err)
 		}
+	}
+}
+
+// TestErrorShapeObjectMessage: the error-object-message profile's frames,
+// the reap's as well as the protocol's, carry a message and no code.
+func TestErrorShapeObjectMessage(t *testing.T) {
+	t.Parallel()
+	p, err := ProfileByName("error-object-message")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ReapAfter = 200 * time.Millisecond
+	s := startSim(t, Options{Profile: &p})
+	ctx, c := dialSim(t, s, "/v1/bridges/unmute/stt/deepgram/nova:3", `{"type":"init","config":{}}`)
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"sim_sentinel"}`)); err != nil {
+		t.Fatal(err)
+	}
+	frames, code := readFrames(ctx, t, c, nil)
+	want := []string{`{"error":{"message":"unknown message type"},"type":"error"}`,
+		`{"error":{"message":"maximum connection duration reached"},"type":"error"}`}
+	if len(frames) != 3 || string(frames[1].raw) != want[0] || string(frames[2].raw) != want[1] || code != 1008 {
+		t.Fatalf("frames %q, close %d; want ready, %s, %s, close 1008", summary(frames, code), code, want[0], want[1])
 	}
 }

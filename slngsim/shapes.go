@@ -137,6 +137,10 @@ const (
 	ErrorShapeNested
 	// ErrorShapeObject is {"type":"error","error":{"message":M,"code":C}}.
 	ErrorShapeObject
+	// ErrorShapeObjectMessage is {"type":"error","error":{"message":M}}:
+	// an error object holding only a message, as SLNG's clients describe
+	// it, so that the frame names no code at all.
+	ErrorShapeObjectMessage
 )
 
 // errorShapeTable names each error shape (the named profile that shows one
@@ -156,6 +160,9 @@ var errorShapeTable = []struct {
 	}},
 	ErrorShapeObject: {"object", func(code, msg string) map[string]any {
 		return map[string]any{"type": "error", "error": map[string]any{"message": msg, "code": code}}
+	}},
+	ErrorShapeObjectMessage: {"object-message", func(_, msg string) map[string]any {
+		return map[string]any{"type": "error", "error": map[string]any{"message": msg}}
 	}},
 }
 

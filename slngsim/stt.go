@@ -65,11 +65,11 @@ func (ss *session) serveSTT(cfg initConfig) {
 				return
 			}
 		case "finalize":
-			if !ss.final(st, true, st.dec.seconds(st.dec.symbols)) {
+			if !ss.final(st, true, st.dec.seconds(st.dec.pos)) {
 				return
 			}
 		case "close", "stop":
-			if len(st.dec.pending) > 0 && !ss.final(st, false, st.dec.seconds(st.dec.symbols)) {
+			if len(st.dec.pending) > 0 && !ss.final(st, false, st.dec.seconds(st.dec.pos)) {
 				return
 			}
 			ss.closeWith(websocket.StatusNormalClosure, "")
@@ -110,7 +110,7 @@ func (ss *session) hear(st *sttState, audio []byte) bool {
 		if ss.profile.FinalShape == FinalsRich {
 			start := st.dec.seconds(st.dec.uttStart)
 			msg["start"] = round3(start)
-			msg["duration"] = round3(st.dec.seconds(st.dec.symbols) - start)
+			msg["duration"] = round3(st.dec.seconds(st.dec.pos) - start)
 		}
 		if !ss.writeJSON(msg) {
 			return false

@@ -141,11 +141,12 @@ type speaker struct {
 	// failed is the error of the session's first failed turn: the socket
 	// answers every later turn with it.
 	failed *turnFailure
-	seq    int // audio_chunk sequence, per session
+	// chunks counts the session's audio chunks: the audio_chunk sequence
+	// and the count a chunks fault waits for.
+	chunks int
 	// frame is the buffer JSON audio frames are built in, reused for every
 	// chunk (coder/websocket's Write is done with it when it returns).
 	frame      []byte
-	chunks     int // audio chunks sent, per session
 	turns      int
 	dictionary string // the init config's pronunciation dictionary, "" for none
 }
@@ -300,9 +301,9 @@ func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int
 	bps := bytesPerSample(sp.cfg.Encoding)
 	chunkBytes := int(opts.ChunkDuration.Seconds()*float64(sp.cfg.SampleRate)) * bps
 	chunkBytes = max(chunkBytes, 16)
-	failAt := -1 // chunks of this turn before its error frame
+	failAt := -1 // the offset of the turn's error frame, after its first chunks
 	if fail != nil {
-		failAt = p.MidTurnError.AfterChunks
+		failAt = p.MidTurnError.AfterChunks * chunkBytes
 	}
 	start := time.Now()
 	var pace *time.Timer
@@ -311,12 +312,11 @@ func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int
 		defer pace.Stop()
 	}
 	var stamped []byte
-	sent := 0
 	for off := 0; off < len(audio); off += chunkBytes {
 		if gen.Load() != turnGen {
 			return true // aborted: no segment_end, flushed or audio_end
 		}
-		if sent == failAt {
+		if off == failAt {
 			return ss.failTurn(sp, fail)
 		}
 		chunk := audio[off:min(off+chunkBytes, len(audio))]
@@ -325,18 +325,16 @@ func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int
 			binary.BigEndian.PutUint64(stamped, uint64(time.Now().UnixNano()))
 			chunk = stamped
 		}
-		sp.seq++
+		sp.chunks++
 		typ, b := websocket.MessageBinary, chunk
 		if p.AudioShape != AudioShapeBinary {
-			sp.frame = appendAudioFrame(sp.frame[:0], p.AudioShape, chunk, sp.seq)
+			sp.frame = appendAudioFrame(sp.frame[:0], p.AudioShape, chunk, sp.chunks)
 			typ, b = websocket.MessageText, sp.frame
 		}
 		if err := ss.ws.Write(ss.ctx, typ, b); err != nil || ss.closing.Load() {
 			return false
 		}
-		sent++
 		ss.record(func(i *SessionInfo) { i.AudioBytesSent += int64(len(chunk)) })
-		sp.chunks++
 		if ss.maybeFault(PointChunks, sp.chunks) {
 			return false
 		}

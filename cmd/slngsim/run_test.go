@@ -68,7 +68,12 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"--model-profile", "rime/arcana"},
 		{"--model-profile", "rime/arcana=kindest"},
 	} {
-		if err := run(context.Background(), append(args, "--listen", "127.0.0.1:0"), io.Discard, io.Discard); err == nil {
+		// A flag wrongly accepted starts a simulator: the deadline stops
+		// it, and the test fails instead of hanging.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := run(ctx, append(args, "--listen", "127.0.0.1:0"), io.Discard, io.Discard)
+		cancel()
+		if err == nil {
 			t.Errorf("%v accepted", args)
 		}
 	}
