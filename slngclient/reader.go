@@ -157,6 +157,12 @@ func (cn *conn) classify(err error, lastErr *UpstreamError, ph phase) error {
 	if errors.As(err, &ce) {
 		reason = ce.Reason
 	}
+	if lastErr != nil && lastErr.Code == "" && code != -1 && code != int(websocket.StatusNormalClosure) {
+		// A frame that names no code says nothing the close code does
+		// not: the close is classified on its own (a 1008 after it is a
+		// reap like any other), and keeps the frame's message.
+		return (&UpstreamError{Kind: KindClose, CloseCode: code, CloseReason: reason, Message: lastErr.Message, phase: ph}).classified()
+	}
 	switch {
 	case lastErr != nil:
 		// SLNG's fatal errors are an error frame, then the close: the frame

@@ -53,6 +53,9 @@ func TestReaps(t *testing.T) {
 			slngclient.KindErrorFrame, "auth_error", false, false, false},
 		{"provider_error then 1011", script{ready: true, frames: []frame{text(`{"type":"error","code":"provider_error","message":"down"}`)}, code: websocket.StatusInternalError},
 			slngclient.KindErrorFrame, "provider_error", true, false, true},
+		// A frame naming no code explains nothing: the close decides.
+		{"code-less frame then 1008", script{ready: true, frames: []frame{text(`{"type":"error","error":{"message":"idle"}}`)}, code: websocket.StatusPolicyViolation},
+			slngclient.KindClose, "", true, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
