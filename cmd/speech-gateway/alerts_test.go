@@ -109,24 +109,18 @@ func TestAlertsEndToEnd(t *testing.T) {
 		}
 	}
 
-	gateways := make([]*gatewayProc, len(scenarios))
-	var wg sync.WaitGroup
+	sims := make([]*slngsim.Server, len(scenarios))
 	for i, sc := range scenarios {
-		sim := slngtest.NewServer(t, sc.sim)
+		sims[i] = slngtest.NewServer(t, sc.sim)
+	}
+	gateways := startGatewayProcs(ctx, t, bin, len(scenarios), func(i int) (string, string, []string) {
+		sc := scenarios[i]
 		key := sc.key
 		if key == "" {
 			key = sc.sim.APIKey
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			gateways[i] = startGatewayProc(ctx, t, bin, sc.name, key, append([]string{"--slng-base-url", sim.URL()}, sc.args...))
-		}()
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
+		return sc.name, key, append([]string{"--slng-base-url", sims[i].URL()}, sc.args...)
+	})
 	targets := map[string]string{}
 	for i, sc := range scenarios {
 		targets[sc.name] = gateways[i].admin
@@ -740,6 +734,28 @@ func (l *boundedLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// startGatewayProcs starts n gateway processes at once, the i-th with the
+// name, key and args spec(i) returns, and stops the test if any did not
+// start.
+func startGatewayProcs(ctx context.Context, t *testing.T, bin string, n int, spec func(i int) (name, key string, args []string)) []*gatewayProc {
+	t.Helper()
+	gws := make([]*gatewayProc, n)
+	var wg sync.WaitGroup
+	for i := range gws {
+		name, key, args := spec(i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gws[i] = startGatewayProc(ctx, t, bin, name, key, args)
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	return gws
 }
 
 // startGatewayProc starts the binary on loopback ports it picks itself and

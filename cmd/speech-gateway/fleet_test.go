@@ -49,19 +49,9 @@ func TestFleet(t *testing.T) {
 		rds := redistest.Start(t)
 		args := []string{"--slng-base-url", sim.URL(), "--redis-url", rds.URL(), "--fleet-lease-ttl", "900ms",
 			"--redis-timeout", "100ms", "--caller-max-streams", "1"}
-		var gws [2]*gatewayProc
-		var wg sync.WaitGroup
-		for i := range gws {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				gws[i] = startGatewayProc(ctx, t, bin, fmt.Sprintf("replica-%d", i), key, args)
-			}()
-		}
-		wg.Wait()
-		if t.Failed() {
-			t.FailNow()
-		}
+		gws := startGatewayProcs(ctx, t, bin, 2, func(i int) (string, string, []string) {
+			return fmt.Sprintf("replica-%d", i), key, args
+		})
 		a, b := dial(t, gws[0].grpc), dial(t, gws[1].grpc)
 
 		// A caller's concurrent streams count across both replicas.
@@ -163,25 +153,16 @@ func TestFleet(t *testing.T) {
 		args := []string{"--slng-base-url", sim.URL(), "--redis-url", rds.URL(), "--fleet-lease-ttl", ttl.String(),
 			"--upstream-session-budget", fmt.Sprint(budget), "--pool-acquire-timeout", "1500ms",
 			"--pool-max-idle-age", "1s", "--pool-recent-ttl", "1s"}
-		var gws [2]*gatewayProc
-		var wg sync.WaitGroup
-		for i := range gws {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				gws[i] = startGatewayProc(ctx, t, bin, fmt.Sprintf("budget-%d", i), key, args)
-			}()
-		}
-		wg.Wait()
-		if t.Failed() {
-			t.FailNow()
-		}
+		gws := startGatewayProcs(ctx, t, bin, 2, func(i int) (string, string, []string) {
+			return fmt.Sprintf("budget-%d", i), key, args
+		})
 		conns := []*grpc.ClientConn{dial(t, gws[0].grpc), dial(t, gws[1].grpc)}
 
 		// A burst of three times the budget across both replicas: every
 		// stream speaks or is refused with the budget's reason, and SLNG
 		// never sees one connection too many.
 		errs := make([]error, 3*budget)
+		var wg sync.WaitGroup
 		for i := range errs {
 			wg.Add(1)
 			go func() {
