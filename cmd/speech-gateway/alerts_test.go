@@ -1090,14 +1090,8 @@ func (p *promServer) alertHistory(ctx context.Context, t *testing.T, d time.Dura
 // when ctx ends first.
 func (p *promServer) poll(ctx context.Context, t *testing.T, what any, done func() bool) {
 	t.Helper()
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for !done() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("gave up waiting for %v: %v\nprometheus:\n%s", what, ctx.Err(), p.logs)
-		case <-tick.C:
-		}
+	if err := pollUntil(ctx, 250*time.Millisecond, done); err != nil {
+		t.Fatalf("gave up waiting for %v: %v\nprometheus:\n%s", what, err, p.logs)
 	}
 }
 

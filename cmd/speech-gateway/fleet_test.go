@@ -336,14 +336,8 @@ func waitMode(ctx context.Context, t *testing.T, g *gatewayProc, mode, readyz st
 // poll checks cond every 20 ms until it holds, within ctx.
 func poll(ctx context.Context, t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not within the test's deadline", what)
-		case <-tick.C:
-		}
+	if pollUntil(ctx, 20*time.Millisecond, cond) != nil {
+		t.Fatalf("%s: not within the test's deadline", what)
 	}
 }
 
