@@ -6,6 +6,7 @@ package redisping
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -31,6 +32,28 @@ func Ping(ctx context.Context, addr string) error {
 	}
 	if !strings.HasPrefix(line, "+PONG") {
 		return fmt.Errorf("PING answered %q", line)
+	}
+	return nil
+}
+
+// ErrExited is Wait's error when the server exited before it answered.
+var ErrExited = errors.New("redis-server exited before it answered PING")
+
+// Wait pings the Redis server at addr every 20 ms until it answers (nil),
+// exited is closed (ErrExited: the server process has ended) or ctx ends
+// (ctx's error). It is how a process that has just started redis-server
+// waits for it.
+func Wait(ctx context.Context, addr string, exited <-chan struct{}) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for Ping(ctx, addr) != nil {
+		select {
+		case <-exited:
+			return ErrExited
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
 	}
 	return nil
 }
