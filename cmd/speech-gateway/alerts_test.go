@@ -1098,10 +1098,7 @@ func (p *promServer) poll(ctx context.Context, t *testing.T, what any, done func
 // alertNames lists the alerts a rules file defines.
 func alertNames(t *testing.T, path string) []string {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, path)
 	var names []string
 	for _, m := range regexp.MustCompile(`(?m)^\s+- alert: (\S+)$`).FindAllStringSubmatch(string(b), -1) {
 		names = append(names, m[1])
@@ -1117,10 +1114,7 @@ func alertNames(t *testing.T, path string) []string {
 // names the table does not spell out).
 func documentedMetrics(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile(operationsDocFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, operationsDocFile)
 	// The table's rows follow its header up to the first line that is not
 	// a row.
 	_, table, _ := strings.Cut(string(b), "\n| metric | type | labels | meaning |\n|---|")
@@ -1143,10 +1137,7 @@ func documentedMetrics(t *testing.T) []string {
 // dashboardQueries lists every PromQL expression in the Grafana dashboard.
 func dashboardQueries(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile(dashboardFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, dashboardFile)
 	var dash struct {
 		Panels []struct {
 			Title   string `json:"title"`
