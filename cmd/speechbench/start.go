@@ -69,11 +69,10 @@ func startRedis(ctx context.Context, bin string) (*proc, error) {
 // session budget first; with caller limits it also takes its caller's
 // place and checks its characters.
 func (b *bench) streamStart(ctx context.Context) error {
-	rds, err := startRedis(ctx, b.o.redisBin)
+	rds, err := b.keep(startRedis(ctx, b.o.redisBin))
 	if err != nil {
 		return err
 	}
-	b.procs = append(b.procs, rds)
 	sim, err := b.sim(ctx)
 	if err != nil {
 		return err
