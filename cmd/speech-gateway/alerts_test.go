@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 	"github.com/speech-gateway/speech-gateway/internal/slngtest"
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
@@ -1090,7 +1091,7 @@ func (p *promServer) alertHistory(ctx context.Context, t *testing.T, d time.Dura
 // when ctx ends first.
 func (p *promServer) poll(ctx context.Context, t *testing.T, what any, done func() bool) {
 	t.Helper()
-	if err := pollUntil(ctx, 250*time.Millisecond, done); err != nil {
+	if err := poll.Until(ctx, 250*time.Millisecond, done); err != nil {
 		t.Fatalf("gave up waiting for %v: %v\nprometheus:\n%s", what, err, p.logs)
 	}
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/speech-gateway/speech-gateway/callers"
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 	"github.com/speech-gateway/speech-gateway/internal/redistest"
 	"github.com/speech-gateway/speech-gateway/internal/slngtest"
 	"github.com/speech-gateway/speech-gateway/slngsim"
@@ -83,7 +84,7 @@ func TestFleet(t *testing.T) {
 		// A stream's usage is counted when its handler returns, which may
 		// be just after the caller has seen the end.
 		var got map[string]float64
-		poll(ctx, t, "the usage counters", func() bool {
+		waitUntil(ctx, t, "the usage counters", func() bool {
 			got = map[string]float64{}
 			for _, g := range gws {
 				for name := range want {
@@ -204,7 +205,7 @@ func TestFleet(t *testing.T) {
 		// One replica holds the whole budget (once the standbys of the
 		// burst have aged out), then dies without a word: its leases expire
 		// within the lease TTL and the other replica's caller gets one.
-		poll(ctx, t, "the burst's standbys gone", func() bool {
+		waitUntil(ctx, t, "the burst's standbys gone", func() bool {
 			var held float64
 			for _, g := range gws {
 				held += sumMetric(t, scrapeMetrics(ctx, t, g.admin), "speech_gateway_fleet_leases", map[string]string{"semaphore": "upstream"})
@@ -314,7 +315,7 @@ func holdOneStream(ctx context.Context, t *testing.T, on, other *grpc.ClientConn
 			break
 		}
 	}
-	poll(ctx, t, "the caller admitted again", func() bool {
+	waitUntil(ctx, t, "the caller admitted again", func() bool {
 		_, err := synthesizeText(as(ctx, caller), other, "Now it may.")
 		return err == nil
 	})
@@ -324,7 +325,7 @@ func holdOneStream(ctx context.Context, t *testing.T, on, other *grpc.ClientConn
 // its /readyz, which stays ready and says why.
 func waitMode(ctx context.Context, t *testing.T, g *gatewayProc, mode, readyz string) {
 	t.Helper()
-	poll(ctx, t, g.name+" in "+mode, func() bool {
+	waitUntil(ctx, t, g.name+" in "+mode, func() bool {
 		if sumMetric(t, scrapeMetrics(ctx, t, g.admin), "speech_gateway_fleet_mode", map[string]string{"mode": mode}) != 1 {
 			return false
 		}
@@ -333,10 +334,10 @@ func waitMode(ctx context.Context, t *testing.T, g *gatewayProc, mode, readyz st
 	})
 }
 
-// poll checks cond every 20 ms until it holds, within ctx.
-func poll(ctx context.Context, t *testing.T, what string, cond func() bool) {
+// waitUntil checks cond every 20 ms until it holds, within ctx.
+func waitUntil(ctx context.Context, t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	if pollUntil(ctx, 20*time.Millisecond, cond) != nil {
+	if poll.Until(ctx, 20*time.Millisecond, cond) != nil {
 		t.Fatalf("%s: not within the test's deadline", what)
 	}
 }
