@@ -11,6 +11,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 )
 
 // Ping sends PING to the Redis server at addr (host:port) and returns nil
@@ -44,16 +46,18 @@ var ErrExited = errors.New("redis-server exited before it answered PING")
 // (ctx's error). It is how a process that has just started redis-server
 // waits for it.
 func Wait(ctx context.Context, addr string, exited <-chan struct{}) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for Ping(ctx, addr) != nil {
+	gone := false
+	err := poll.Until(ctx, 20*time.Millisecond, func() bool {
 		select {
 		case <-exited:
-			return ErrExited
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
+			gone = true
+			return true
+		default:
 		}
+		return Ping(ctx, addr) == nil
+	})
+	if gone {
+		return ErrExited
 	}
-	return nil
+	return err
 }
