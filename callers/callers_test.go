@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/speech-gateway/speech-gateway/fleet"
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 	"github.com/speech-gateway/speech-gateway/internal/redistest"
 )
 
@@ -400,14 +401,8 @@ func TestPolicyReload(t *testing.T) {
 
 func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
 	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatal("condition not met within the deadline")
-		case <-tick.C:
-		}
+	if poll.Until(ctx, 5*time.Millisecond, cond) != nil {
+		t.Fatal("condition not met within the deadline")
 	}
 }
 

@@ -111,25 +111,28 @@ func (l *labels) known(id string) string {
 func (l *labels) caller(id string) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.named[id] || l.callers[id] {
+	if l.named[id] {
 		return id
 	}
-	if len(l.callers) < l.max {
-		l.callers[id] = true
-		return id
-	}
-	return Other
+	return take(l.callers, id, l.max)
 }
 
+// model is model's label, giving it one of its own while there are some.
 func (l *labels) model(model string) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.models[model] {
-		return model
+	return take(l.models, model, maxModelLabels)
+}
+
+// take is v's label among those in set: v itself if set has it or has
+// room for it (fewer than limit), which adds it, else Other.
+func take(set map[string]bool, v string, limit int) string {
+	if set[v] {
+		return v
 	}
-	if len(l.models) < maxModelLabels {
-		l.models[model] = true
-		return model
+	if len(set) < limit {
+		set[v] = true
+		return v
 	}
 	return Other
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -60,7 +61,7 @@ func ParsePolicy(b []byte) (*Policy, error) {
 			errs = append(errs, fmt.Errorf("%s: id %q is not a caller id or pattern", where, e.ID))
 		}
 		for _, r := range e.RPCs {
-			if r != "*" && !contains(RPCs, r) {
+			if r != "*" && !slices.Contains(RPCs, r) {
 				errs = append(errs, fmt.Errorf("%s: rpc %q is none of %s", where, r, strings.Join(RPCs, ", ")))
 			}
 		}
@@ -92,7 +93,7 @@ func LoadPolicy(path string) (*Policy, error) {
 // Allows reports whether caller may use rpc with model.
 func (p *Policy) Allows(caller, rpc, model string) bool {
 	for _, e := range p.Callers {
-		if match(e.ID, caller) && (len(e.RPCs) == 0 || contains(e.RPCs, rpc) || contains(e.RPCs, "*")) &&
+		if match(e.ID, caller) && (len(e.RPCs) == 0 || slices.Contains(e.RPCs, rpc) || slices.Contains(e.RPCs, "*")) &&
 			(len(e.Models) == 0 || matchAny(e.Models, model)) {
 			return true
 		}
@@ -137,15 +138,6 @@ func (p *Policy) named() []string {
 		}
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func matchAny(patterns []string, s string) bool {

@@ -32,10 +32,15 @@ func (b *Budget) Acquire(ctx context.Context, cred string, wait time.Duration) e
 	if err != nil {
 		return err
 	}
-	b.mu.Lock()
-	b.held[cred] = append(b.held[cred], l)
-	b.mu.Unlock()
+	b.keep(cred, l)
 	return nil
+}
+
+// keep records l as a session of cred held, for Release to give back.
+func (b *Budget) keep(cred string, l *Lease) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.held[cred] = append(b.held[cred], l)
 }
 
 // reserve is what standbys leave to callers: a tenth of the limit, at
@@ -57,9 +62,7 @@ func (b *Budget) AcquireSpare(ctx context.Context, cred string) error {
 	if l == nil {
 		return ErrFull
 	}
-	b.mu.Lock()
-	b.held[cred] = append(b.held[cred], l)
-	b.mu.Unlock()
+	b.keep(cred, l)
 	return nil
 }
 

@@ -99,12 +99,7 @@ func (c *Counter) Add(key string, n int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pruneLocked(w)
-	k := c.slotLocked(key, w)
-	e := c.entries[k]
-	if e == nil {
-		e = &centry{}
-		c.entries[k] = e
-	}
+	e := c.entryLocked(c.slotLocked(key, w))
 	e.local += n
 	if c.f.rdb != nil {
 		e.pending += n
@@ -119,6 +114,16 @@ func (c *Counter) slotLocked(key string, w int64) centryKey {
 		return k
 	}
 	return centryKey{overflowKey, w}
+}
+
+// entryLocked is the entry of k, made on first use.
+func (c *Counter) entryLocked(k centryKey) *centry {
+	e := c.entries[k]
+	if e == nil {
+		e = &centry{}
+		c.entries[k] = e
+	}
+	return e
 }
 
 // Value returns the count of key in the current window across the fleet,
@@ -165,11 +170,7 @@ func (c *Counter) Value(ctx context.Context, key string) (int64, time.Duration) 
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e = c.entries[k]
-	if e == nil {
-		e = &centry{}
-		c.entries[k] = e
-	}
+	e = c.entryLocked(k)
 	// What Redis has includes what was flushed, not what is pending or
 	// being flushed (perhaps it does, if a reply was lost: then the
 	// value is high until the batch is confirmed, which is the safe side).

@@ -354,6 +354,13 @@ func (f *Fleet) requeue(released []releasedLease) {
 	f.released = all[max(0, len(all)-maxReleased):]
 }
 
+// queueReleases queues on pipe the release of each lease in Redis.
+func queueReleases(ctx context.Context, pipe redis.Pipeliner, leases []releasedLease) {
+	for _, r := range leases {
+		releaseScript.Eval(ctx, pipe, []string{r.key}, r.member, r.linger.Milliseconds())
+	}
+}
+
 // releaseAgain sends again, now, the releases of leases released while a
 // heartbeat renewed them. Without it, a renewal that reached Redis after
 // a release would hold the lease for another LeaseTTL, and refuse a
@@ -364,9 +371,7 @@ func (f *Fleet) releaseAgain(ctx context.Context, leases []releasedLease) {
 		return
 	}
 	pipe := f.rdb.Pipeline()
-	for _, r := range leases {
-		releaseScript.Eval(ctx, pipe, []string{r.key}, r.member, r.linger.Milliseconds())
-	}
+	queueReleases(ctx, pipe, leases)
 	if _, err := pipe.Exec(ctx); err != nil {
 		f.requeue(leases)
 	}
@@ -429,9 +434,7 @@ func (f *Fleet) heartbeat(ctx context.Context) error {
 	pipe := f.rdb.Pipeline()
 	ttl := f.opts.LeaseTTL.Milliseconds()
 	reg := registerScript.Eval(ctx, pipe, []string{f.opts.Prefix + "replicas"}, f.id, ttl)
-	for _, r := range released {
-		releaseScript.Eval(ctx, pipe, []string{r.key}, r.member, r.linger.Milliseconds())
-	}
+	queueReleases(ctx, pipe, released)
 	var renewals []renewal
 	for _, s := range sems {
 		renewals = append(renewals, s.renewals(ctx, pipe, ttl)...)

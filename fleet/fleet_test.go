@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 	"github.com/speech-gateway/speech-gateway/internal/redistest"
 )
 
@@ -61,14 +62,8 @@ func inspect(t *testing.T, srv *redistest.Server) *redis.Client {
 // eventually polls cond, within the test's deadline, until it holds.
 func eventually(t *testing.T, ctx context.Context, what string, cond func() bool) {
 	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not within the deadline", what)
-		case <-tick.C:
-		}
+	if poll.Until(ctx, 5*time.Millisecond, cond) != nil {
+		t.Fatalf("%s: not within the deadline", what)
 	}
 }
 

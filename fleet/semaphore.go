@@ -157,9 +157,7 @@ func (s *Semaphore) try(ctx context.Context, key string, limit int64) (*Lease, e
 	if int64(len(k.held)+len(k.lingering)) >= share(limit, mode, replicas) {
 		return nil, nil
 	}
-	k.held[member] = struct{}{}
-	s.f.m.leases.WithLabelValues(s.name).Inc()
-	return &Lease{s: s, key: key, member: member}, nil
+	return s.holdLocked(k, key, member), nil
 }
 
 // count returns the live leases of key, across the fleet when shared and
@@ -203,10 +201,16 @@ func (s *Semaphore) tryShared(ctx context.Context, key, member string, limit int
 	return n == 1, err
 }
 
+// hold records a lease Redis granted.
 func (s *Semaphore) hold(key, member string) *Lease {
 	s.mu.Lock()
-	s.keyLocked(key).held[member] = struct{}{}
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	return s.holdLocked(s.keyLocked(key), key, member)
+}
+
+// holdLocked records member as a lease of key (whose entry is k) held here.
+func (s *Semaphore) holdLocked(k *semKey, key, member string) *Lease {
+	k.held[member] = struct{}{}
 	s.f.m.leases.WithLabelValues(s.name).Inc()
 	return &Lease{s: s, key: key, member: member}
 }

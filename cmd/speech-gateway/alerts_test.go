@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 	"github.com/speech-gateway/speech-gateway/internal/slngtest"
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
@@ -109,24 +110,18 @@ func TestAlertsEndToEnd(t *testing.T) {
 		}
 	}
 
-	gateways := make([]*gatewayProc, len(scenarios))
-	var wg sync.WaitGroup
+	sims := make([]*slngsim.Server, len(scenarios))
 	for i, sc := range scenarios {
-		sim := slngtest.NewServer(t, sc.sim)
+		sims[i] = slngtest.NewServer(t, sc.sim)
+	}
+	gateways := startGatewayProcs(ctx, t, bin, len(scenarios), func(i int) (string, string, []string) {
+		sc := scenarios[i]
 		key := sc.key
 		if key == "" {
 			key = sc.sim.APIKey
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			gateways[i] = startGatewayProc(ctx, t, bin, sc.name, key, append([]string{"--slng-base-url", sim.URL()}, sc.args...))
-		}()
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
+		return sc.name, key, append([]string{"--slng-base-url", sims[i].URL()}, sc.args...)
+	})
 	targets := map[string]string{}
 	for i, sc := range scenarios {
 		targets[sc.name] = gateways[i].admin
@@ -742,6 +737,28 @@ func (l *boundedLog) String() string {
 	return l.b.String()
 }
 
+// startGatewayProcs starts n gateway processes at once, the i-th with the
+// name, key and args spec(i) returns, and stops the test if any did not
+// start.
+func startGatewayProcs(ctx context.Context, t *testing.T, bin string, n int, spec func(i int) (name, key string, args []string)) []*gatewayProc {
+	t.Helper()
+	gws := make([]*gatewayProc, n)
+	var wg sync.WaitGroup
+	for i := range gws {
+		name, key, args := spec(i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gws[i] = startGatewayProc(ctx, t, bin, name, key, args)
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	return gws
+}
+
 // startGatewayProc starts the binary on loopback ports it picks itself and
 // reads them from its "serving" log line. At the end of the test it gets
 // SIGTERM and must exit cleanly, without a data race.
@@ -1074,24 +1091,15 @@ func (p *promServer) alertHistory(ctx context.Context, t *testing.T, d time.Dura
 // when ctx ends first.
 func (p *promServer) poll(ctx context.Context, t *testing.T, what any, done func() bool) {
 	t.Helper()
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for !done() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("gave up waiting for %v: %v\nprometheus:\n%s", what, ctx.Err(), p.logs)
-		case <-tick.C:
-		}
+	if err := poll.Until(ctx, 250*time.Millisecond, done); err != nil {
+		t.Fatalf("gave up waiting for %v: %v\nprometheus:\n%s", what, err, p.logs)
 	}
 }
 
 // alertNames lists the alerts a rules file defines.
 func alertNames(t *testing.T, path string) []string {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, path)
 	var names []string
 	for _, m := range regexp.MustCompile(`(?m)^\s+- alert: (\S+)$`).FindAllStringSubmatch(string(b), -1) {
 		names = append(names, m[1])
@@ -1107,10 +1115,7 @@ func alertNames(t *testing.T, path string) []string {
 // names the table does not spell out).
 func documentedMetrics(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile(operationsDocFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, operationsDocFile)
 	// The table's rows follow its header up to the first line that is not
 	// a row.
 	_, table, _ := strings.Cut(string(b), "\n| metric | type | labels | meaning |\n|---|")
@@ -1133,10 +1138,7 @@ func documentedMetrics(t *testing.T) []string {
 // dashboardQueries lists every PromQL expression in the Grafana dashboard.
 func dashboardQueries(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile(dashboardFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := readFile(t, dashboardFile)
 	var dash struct {
 		Panels []struct {
 			Title   string `json:"title"`

@@ -101,6 +101,21 @@ type config struct {
 	upstreamBudget     int
 }
 
+// envValue is the environment variable name parsed by parse, or def when
+// it is unset. A value that does not parse adds to errs an error saying it
+// is not what (e.g. "an integer").
+func envValue[T any](getenv func(string) string, errs *[]error, name string, def T, parse func(string) (T, error), what string) T {
+	v := getenv(name)
+	if v == "" {
+		return def
+	}
+	x, err := parse(v)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("%s=%q: not %s", name, v, what))
+	}
+	return x
+}
+
 // parseConfig reads flags, falling back to environment variables for
 // their defaults, so that a Kubernetes manifest can use either.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
@@ -121,49 +136,17 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	var parseErrs []error
 	envBoolDef := func(name string, def bool) bool {
-		v := getenv(name)
-		if v == "" {
-			return def
-		}
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			parseErrs = append(parseErrs, fmt.Errorf("%s=%q: not a boolean", name, v))
-		}
-		return b
+		return envValue(getenv, &parseErrs, name, def, strconv.ParseBool, "a boolean")
 	}
 	envBool := func(name string) bool { return envBoolDef(name, false) }
 	envInt := func(name string, def int) int {
-		v := getenv(name)
-		if v == "" {
-			return def
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			parseErrs = append(parseErrs, fmt.Errorf("%s=%q: not an integer", name, v))
-		}
-		return n
+		return envValue(getenv, &parseErrs, name, def, strconv.Atoi, "an integer")
 	}
 	envFloat := func(name string, def float64) float64 {
-		v := getenv(name)
-		if v == "" {
-			return def
-		}
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			parseErrs = append(parseErrs, fmt.Errorf("%s=%q: not a number", name, v))
-		}
-		return f
+		return envValue(getenv, &parseErrs, name, def, func(v string) (float64, error) { return strconv.ParseFloat(v, 64) }, "a number")
 	}
 	envDur := func(name string, def time.Duration) time.Duration {
-		v := getenv(name)
-		if v == "" {
-			return def
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			parseErrs = append(parseErrs, fmt.Errorf("%s=%q: not a duration", name, v))
-		}
-		return d
+		return envValue(getenv, &parseErrs, name, def, time.ParseDuration, "a duration")
 	}
 
 	fs.StringVar(&c.listen, "listen", env("LISTEN_ADDR", ":50051"), "gRPC listen address [LISTEN_ADDR]")

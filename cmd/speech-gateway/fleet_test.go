@@ -25,6 +25,7 @@ import (
 
 	"github.com/speech-gateway/speech-gateway/callers"
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 	"github.com/speech-gateway/speech-gateway/internal/redistest"
 	"github.com/speech-gateway/speech-gateway/internal/slngtest"
 	"github.com/speech-gateway/speech-gateway/slngsim"
@@ -49,19 +50,9 @@ func TestFleet(t *testing.T) {
 		rds := redistest.Start(t)
 		args := []string{"--slng-base-url", sim.URL(), "--redis-url", rds.URL(), "--fleet-lease-ttl", "900ms",
 			"--redis-timeout", "100ms", "--caller-max-streams", "1"}
-		var gws [2]*gatewayProc
-		var wg sync.WaitGroup
-		for i := range gws {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				gws[i] = startGatewayProc(ctx, t, bin, fmt.Sprintf("replica-%d", i), key, args)
-			}()
-		}
-		wg.Wait()
-		if t.Failed() {
-			t.FailNow()
-		}
+		gws := startGatewayProcs(ctx, t, bin, 2, func(i int) (string, string, []string) {
+			return fmt.Sprintf("replica-%d", i), key, args
+		})
 		a, b := dial(t, gws[0].grpc), dial(t, gws[1].grpc)
 
 		// A caller's concurrent streams count across both replicas.
@@ -93,7 +84,7 @@ func TestFleet(t *testing.T) {
 		// A stream's usage is counted when its handler returns, which may
 		// be just after the caller has seen the end.
 		var got map[string]float64
-		poll(ctx, t, "the usage counters", func() bool {
+		waitUntil(ctx, t, "the usage counters", func() bool {
 			got = map[string]float64{}
 			for _, g := range gws {
 				for name := range want {
@@ -163,25 +154,16 @@ func TestFleet(t *testing.T) {
 		args := []string{"--slng-base-url", sim.URL(), "--redis-url", rds.URL(), "--fleet-lease-ttl", ttl.String(),
 			"--upstream-session-budget", fmt.Sprint(budget), "--pool-acquire-timeout", "1500ms",
 			"--pool-max-idle-age", "1s", "--pool-recent-ttl", "1s"}
-		var gws [2]*gatewayProc
-		var wg sync.WaitGroup
-		for i := range gws {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				gws[i] = startGatewayProc(ctx, t, bin, fmt.Sprintf("budget-%d", i), key, args)
-			}()
-		}
-		wg.Wait()
-		if t.Failed() {
-			t.FailNow()
-		}
+		gws := startGatewayProcs(ctx, t, bin, 2, func(i int) (string, string, []string) {
+			return fmt.Sprintf("budget-%d", i), key, args
+		})
 		conns := []*grpc.ClientConn{dial(t, gws[0].grpc), dial(t, gws[1].grpc)}
 
 		// A burst of three times the budget across both replicas: every
 		// stream speaks or is refused with the budget's reason, and SLNG
 		// never sees one connection too many.
 		errs := make([]error, 3*budget)
+		var wg sync.WaitGroup
 		for i := range errs {
 			wg.Add(1)
 			go func() {
@@ -223,7 +205,7 @@ func TestFleet(t *testing.T) {
 		// One replica holds the whole budget (once the standbys of the
 		// burst have aged out), then dies without a word: its leases expire
 		// within the lease TTL and the other replica's caller gets one.
-		poll(ctx, t, "the burst's standbys gone", func() bool {
+		waitUntil(ctx, t, "the burst's standbys gone", func() bool {
 			var held float64
 			for _, g := range gws {
 				held += sumMetric(t, scrapeMetrics(ctx, t, g.admin), "speech_gateway_fleet_leases", map[string]string{"semaphore": "upstream"})
@@ -333,7 +315,7 @@ func holdOneStream(ctx context.Context, t *testing.T, on, other *grpc.ClientConn
 			break
 		}
 	}
-	poll(ctx, t, "the caller admitted again", func() bool {
+	waitUntil(ctx, t, "the caller admitted again", func() bool {
 		_, err := synthesizeText(as(ctx, caller), other, "Now it may.")
 		return err == nil
 	})
@@ -343,7 +325,7 @@ func holdOneStream(ctx context.Context, t *testing.T, on, other *grpc.ClientConn
 // its /readyz, which stays ready and says why.
 func waitMode(ctx context.Context, t *testing.T, g *gatewayProc, mode, readyz string) {
 	t.Helper()
-	poll(ctx, t, g.name+" in "+mode, func() bool {
+	waitUntil(ctx, t, g.name+" in "+mode, func() bool {
 		if sumMetric(t, scrapeMetrics(ctx, t, g.admin), "speech_gateway_fleet_mode", map[string]string{"mode": mode}) != 1 {
 			return false
 		}
@@ -352,17 +334,11 @@ func waitMode(ctx context.Context, t *testing.T, g *gatewayProc, mode, readyz st
 	})
 }
 
-// poll checks cond every 20 ms until it holds, within ctx.
-func poll(ctx context.Context, t *testing.T, what string, cond func() bool) {
+// waitUntil checks cond every 20 ms until it holds, within ctx.
+func waitUntil(ctx context.Context, t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not within the test's deadline", what)
-		case <-tick.C:
-		}
+	if poll.Until(ctx, 20*time.Millisecond, cond) != nil {
+		t.Fatalf("%s: not within the test's deadline", what)
 	}
 }
 

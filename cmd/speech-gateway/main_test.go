@@ -621,10 +621,7 @@ func TestReadmeListsEveryFlag(t *testing.T) {
 	for _, m := range regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`).FindAllStringSubmatch(usage.String(), -1) {
 		flags[m[1]] = true
 	}
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
+	readme := readFile(t, "../../README.md")
 	documented := map[string]bool{}
 	for _, m := range regexp.MustCompile("(?m)^\\| `--([a-z0-9-]+)`").FindAllStringSubmatch(string(readme), -1) {
 		documented[m[1]] = true

@@ -51,10 +51,7 @@ spec:
 // regenerates it.
 func TestPrometheusRuleMatchesRules(t *testing.T) {
 	t.Parallel()
-	rules, err := os.ReadFile(rulesFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rules := readFile(t, rulesFile)
 	want := prometheusRule(string(rules))
 	if want == "" {
 		t.Fatalf("%s has no top-level groups:", rulesFile)
@@ -64,10 +61,7 @@ func TestPrometheusRuleMatchesRules(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, err := os.ReadFile(prometheusRuleFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := readFile(t, prometheusRuleFile)
 	if string(got) != want {
 		t.Fatalf("%s differs from what %s generates: run make monitoring", prometheusRuleFile, rulesFile)
 	}
@@ -77,14 +71,8 @@ func TestPrometheusRuleMatchesRules(t *testing.T) {
 // Service's admin port by the name and label the Service really has.
 func TestServiceMonitorSelectsTheService(t *testing.T) {
 	t.Parallel()
-	sm, err := os.ReadFile(serviceMonitorFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := os.ReadFile(serviceFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sm := readFile(t, serviceMonitorFile)
+	svc := readFile(t, serviceFile)
 	port := regexp.MustCompile(`(?m)^\s+- port: (\S+)$`).FindSubmatch(sm)
 	if port == nil || !regexp.MustCompile(`(?m)^\s+- name: `+regexp.QuoteMeta(string(port[1]))+`\n\s+port: 9090$`).Match(svc) {
 		t.Errorf("the ServiceMonitor's port %q is not the Service's admin port 9090", port)
@@ -107,10 +95,7 @@ func TestMonitoringUsesDocumentedMetrics(t *testing.T) {
 	documented := documentedMetrics(t)
 	name := regexp.MustCompile(`\b((?:speech_gateway|grpc_server)_[a-z_]+?)(?:_bucket|_count|_sum)?\b`)
 	for _, file := range []string{rulesFile, dashboardFile} {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := readFile(t, file)
 		for _, m := range name.FindAllStringSubmatch(string(b), -1) {
 			if !slices.Contains(documented, m[1]) {
 				t.Errorf("%s uses %s, which docs/operations.md does not list", file, m[1])

@@ -43,17 +43,22 @@ func startRedis(ctx context.Context, bin string) (*proc, error) {
 		return nil, err
 	}
 	p := &proc{name: "redis-server", cmd: cmd, addr: fmt.Sprintf("redis://127.0.0.1:%d/0", port), done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if redisping.Ping(ctx, fmt.Sprintf("127.0.0.1:%d", port)) == nil {
-			return p, nil
-		}
-		if time.Now().After(deadline) {
-			p.stop()
-			return nil, errors.New("redis-server did not answer PING in 10 s")
-		}
-		time.Sleep(20 * time.Millisecond)
+	exited := make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		close(exited)
+		p.done <- err
+	}()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	switch err := redisping.Wait(wctx, fmt.Sprintf("127.0.0.1:%d", port), exited); {
+	case err == nil:
+		return p, nil
+	case errors.Is(err, redisping.ErrExited):
+		return nil, fmt.Errorf("redis-server exited at start-up: %v", <-p.done)
+	default:
+		p.stop()
+		return nil, errors.New("redis-server did not answer PING in 10 s")
 	}
 }
 
@@ -64,11 +69,10 @@ func startRedis(ctx context.Context, bin string) (*proc, error) {
 // session budget first; with caller limits it also takes its caller's
 // place and checks its characters.
 func (b *bench) streamStart(ctx context.Context) error {
-	rds, err := startRedis(ctx, b.o.redisBin)
+	rds, err := b.keep(startRedis(ctx, b.o.redisBin))
 	if err != nil {
 		return err
 	}
-	b.procs = append(b.procs, rds)
 	sim, err := b.sim(ctx)
 	if err != nil {
 		return err

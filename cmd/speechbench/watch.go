@@ -20,10 +20,15 @@ func watchAllocs(gw *proc, r *ttsResult, wave time.Duration) func() float64 {
 	go func() {
 		var m [3]float64
 		var b [2]float64
+		t := time.NewTimer(wave / 3)
+		defer t.Stop()
 		for i := range 3 {
 			if i != 1 {
+				if i == 2 {
+					t.Reset(wave / 3) // a third from now, after the reads
+				}
 				select {
-				case <-time.After(wave / 3):
+				case <-t.C:
 				case <-stop:
 					res <- 0
 					return

@@ -22,15 +22,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"google.golang.org/grpc"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/internal/pprofserve"
 	"github.com/speech-gateway/speech-gateway/service"
 )
 
@@ -68,13 +67,14 @@ func run(ctx context.Context, args []string) error {
 	}
 	addr := l.Addr().String()
 	if *debugListen != "" {
-		stop, dl, err := serveDebug(*debugListen)
+		dl, err := net.Listen("tcp", *debugListen)
 		if err != nil {
 			_ = l.Close()
 			return err
 		}
+		stop := pprofserve.Serve(dl, nil)
 		defer stop()
-		addr += " " + dl
+		addr += " " + dl.Addr().String()
 	}
 	srv := newServer(r, uint32(*maxStreams), int32(*streamWindow), int32(*connWindow))
 	served := make(chan error, 1)
@@ -88,25 +88,6 @@ func run(ctx context.Context, args []string) error {
 	case err := <-served:
 		return err
 	}
-}
-
-// serveDebug serves pprof on addr until stop is called, which waits for
-// the server to end.
-func serveDebug(addr string) (stop func(), bound string, err error) {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, "", err
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = hs.Serve(l)
-	}()
-	return func() { _ = hs.Close(); <-done }, l.Addr().String(), nil
 }
 
 // newServer is a gRPC server for r with the gateway's library settings and

@@ -1,6 +1,7 @@
 // Package poll runs a check at a fixed interval until the check says it
 // is done or a context ends: the loop behind the gateway's file watchers
-// and idle checks, written once, with one ticker and no timer per round.
+// and idle checks, and the tests' waits for a condition, written once,
+// with one ticker and no timer per round.
 package poll
 
 import (
@@ -24,4 +25,22 @@ func Every(ctx context.Context, interval time.Duration, check func() (done bool)
 			}
 		}
 	}
+}
+
+// Until calls cond at once and then every interval until it holds (nil)
+// or ctx ends first (ctx's error): a wait for a condition that nothing
+// announces.
+func Until(ctx context.Context, interval time.Duration, cond func() bool) error {
+	if cond() {
+		return nil
+	}
+	held := false
+	Every(ctx, interval, func() bool {
+		held = cond()
+		return held
+	})
+	if held {
+		return nil
+	}
+	return ctx.Err()
 }

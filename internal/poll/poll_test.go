@@ -46,3 +46,22 @@ func TestEveryStopsWithItsContext(t *testing.T) {
 		t.Fatalf("check ran %d times, want 2 (or 3)", calls)
 	}
 }
+
+func TestUntil(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	calls := 0
+	if err := Until(ctx, time.Millisecond, func() bool { calls++; return calls == 3 }); err != nil || calls != 3 {
+		t.Fatalf("Until = %v after %d checks, want nil after 3", err, calls)
+	}
+	calls = 0
+	if err := Until(ctx, time.Hour, func() bool { calls++; return true }); err != nil || calls != 1 {
+		t.Fatalf("Until of a condition that holds = %v after %d checks, want nil after 1", err, calls)
+	}
+	short, cancelShort := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancelShort()
+	if err := Until(short, time.Millisecond, func() bool { return false }); err != context.DeadlineExceeded {
+		t.Fatalf("Until of a condition that never holds = %v, want context.DeadlineExceeded", err)
+	}
+}

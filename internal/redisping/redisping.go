@@ -6,10 +6,13 @@ package redisping
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"time"
+
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 )
 
 // Ping sends PING to the Redis server at addr (host:port) and returns nil
@@ -33,4 +36,28 @@ func Ping(ctx context.Context, addr string) error {
 		return fmt.Errorf("PING answered %q", line)
 	}
 	return nil
+}
+
+// ErrExited is Wait's error when the server exited before it answered.
+var ErrExited = errors.New("redis-server exited before it answered PING")
+
+// Wait pings the Redis server at addr every 20 ms until it answers (nil),
+// exited is closed (ErrExited: the server process has ended) or ctx ends
+// (ctx's error). It is how a process that has just started redis-server
+// waits for it.
+func Wait(ctx context.Context, addr string, exited <-chan struct{}) error {
+	gone := false
+	err := poll.Until(ctx, 20*time.Millisecond, func() bool {
+		select {
+		case <-exited:
+			gone = true
+			return true
+		default:
+		}
+		return Ping(ctx, addr) == nil
+	})
+	if gone {
+		return ErrExited
+	}
+	return err
 }

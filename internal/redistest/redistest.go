@@ -9,6 +9,7 @@ package redistest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -91,24 +92,17 @@ func (s *Server) start() error {
 	s.cmd, s.done = cmd, done
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for {
-		if redisping.Ping(ctx, s.addrLocked()) == nil {
-			return nil
-		}
-		t := time.NewTimer(20 * time.Millisecond)
-		select {
-		case <-done:
-			t.Stop()
-			s.cmd = nil
-			return fmt.Errorf("redis-server exited at start-up: %s", strings.TrimSpace(logs.String()))
-		case <-ctx.Done():
-			t.Stop()
-			_ = cmd.Process.Kill()
-			<-done
-			s.cmd = nil
-			return fmt.Errorf("redis-server did not answer PING within 10 s")
-		case <-t.C:
-		}
+	switch err := redisping.Wait(ctx, s.addrLocked(), done); {
+	case err == nil:
+		return nil
+	case errors.Is(err, redisping.ErrExited):
+		s.cmd = nil
+		return fmt.Errorf("redis-server exited at start-up: %s", strings.TrimSpace(logs.String()))
+	default:
+		_ = cmd.Process.Kill()
+		<-done
+		s.cmd = nil
+		return fmt.Errorf("redis-server did not answer PING within 10 s")
 	}
 }
 
