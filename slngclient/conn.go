@@ -118,6 +118,12 @@ func (cn *conn) write(ctx context.Context, typ websocket.MessageType, b []byte) 
 	if cn.closedBy.Load() {
 		return ErrSessionClosed
 	}
+	return cn.send(ctx, typ, b)
+}
+
+// send is write without the check that the session is open: close sends
+// `close` after marking the session closed.
+func (cn *conn) send(ctx context.Context, typ websocket.MessageType, b []byte) error {
 	cn.wmu.Lock()
 	err := cn.ws.Write(ctx, typ, b)
 	if err == nil {
@@ -213,13 +219,14 @@ func (cn *conn) next(ctx context.Context) (frame, error) {
 // close ends the session gracefully: it sends `close`, then waits (within
 // ctx) for SLNG to close the socket, discarding what arrives meanwhile.
 func (cn *conn) close(ctx context.Context) error {
-	if cn.closedBy.Load() {
+	// Marked first: SLNG may answer `close` before send returns, and the
+	// reader must then report our close, not SLNG's (ErrSessionClosed,
+	// not io.EOF).
+	if cn.closedBy.Swap(true) {
 		cn.shutdown()
 		return nil
 	}
-	werr := cn.write(ctx, websocket.MessageText, msgClose)
-	cn.closedBy.Store(true)
-	if werr == nil {
+	if werr := cn.send(ctx, websocket.MessageText, msgClose); werr == nil {
 	wait:
 		for {
 			select {
