@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -69,10 +68,7 @@ func recvTurn(t *testing.T, ctx context.Context, s *slngclient.TTSSession) ([]sl
 			kinds = append(kinds, ev.Kind)
 		}
 		audio = append(audio, ev.Audio...)
-		if ev.Kind == slngclient.TTSAudioEnd {
-			if ev.Duration <= 0 {
-				t.Errorf("audio_end without duration")
-			}
+		if ev.Kind == slngclient.TTSTurnEnd {
 			return kinds, audio
 		}
 	}
@@ -118,7 +114,7 @@ func TestRoundTrip2000(t *testing.T) {
 				t.Fatal(err)
 			}
 			kinds, audio := recvTurn(t, ctx, tts)
-			want := []slngclient.TTSEventKind{slngclient.TTSSegmentStart, slngclient.TTSAudio, slngclient.TTSSegmentEnd, slngclient.TTSFlushed, slngclient.TTSAudioEnd}
+			want := []slngclient.TTSEventKind{slngclient.TTSSegmentStart, slngclient.TTSAudio, slngclient.TTSSegmentEnd, slngclient.TTSTurnEnd}
 			if !equalKinds(kinds, want) {
 				t.Fatalf("events %v, want %v", kinds, want)
 			}
@@ -210,13 +206,7 @@ func TestTTSControlMessages(t *testing.T) {
 			t.Fatalf("unexpected %v before cleared", kind)
 		}
 	}
-	// Cancel: no acknowledgement; the next turn is whole.
-	if err := s.Text(ctx, strings.Repeat("cancelled ", 50), true); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Cancel(ctx); err != nil {
-		t.Fatal(err)
-	}
+	// The next turn is whole: nothing of the cleared one leaks into it.
 	if err := s.Keepalive(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +223,7 @@ func TestTTSControlMessages(t *testing.T) {
 			audio = audio[:0] // the previous turn's stray start, if any
 		}
 		audio = append(audio, ev.Audio...)
-		if ev.Kind == slngclient.TTSAudioEnd {
+		if ev.Kind == slngclient.TTSTurnEnd {
 			break
 		}
 	}
@@ -250,8 +240,8 @@ func TestTTSControlMessages(t *testing.T) {
 		t.Fatalf("text after close: %v", err)
 	}
 	info := sim.Sessions()[0]
-	if info.ProtocolErrors != 0 || info.Received["flush"] != 3 || info.Received["clear"] != 1 ||
-		info.Received["cancel"] != 1 || info.Received["keepalive"] != 1 || info.Received["close"] != 1 {
+	if info.ProtocolErrors != 0 || info.Received["flush"] != 2 || info.Received["clear"] != 1 ||
+		info.Received["keepalive"] != 1 || info.Received["close"] != 1 {
 		t.Fatalf("simulator saw %+v", info.Received)
 	}
 	if !strings.Contains(string(info.Init), `"encoding":"linear16"`) || !strings.Contains(string(info.Init), `"sample_rate":24000`) {
@@ -705,7 +695,7 @@ func TestSkippedFramesKeepAudioIntact(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ev.Kind == slngclient.TTSAudioEnd {
+			if ev.Kind == slngclient.TTSTurnEnd {
 				break
 			}
 			if ev.Kind != slngclient.TTSAudio {
@@ -755,7 +745,7 @@ func BenchmarkTTSRecv(b *testing.B) {
 			if ev.Kind == slngclient.TTSAudio {
 				break
 			}
-			if ev.Kind == slngclient.TTSAudioEnd {
+			if ev.Kind == slngclient.TTSTurnEnd {
 				if err := s.Text(ctx, text, true); err != nil {
 					b.Fatal(err)
 				}
@@ -800,73 +790,5 @@ func TestReapAfterMidTurnError(t *testing.T) {
 	ue, ok := slngclient.AsUpstreamError(err)
 	if !ok || !ue.Reaped() || !ue.Retryable || ue.Unwell() {
 		t.Fatalf("Recv after the reap = %v; want a reap (retryable, not unwell)", err)
-	}
-}
-
-// TestRecvFastKeepsOrder: with RecvFast, audio taken on the reader's
-// goroutine and the events left to the caller interleave exactly as Recv
-// returns them, turn after turn: the same kinds in the same order, and
-// the same audio.
-func TestRecvFastKeepsOrder(t *testing.T) {
-	t.Parallel()
-	// Paced as SLNG paces audio, so that the caller waits for frames:
-	// when frames queue up, the reader finds no one waiting and hands
-	// them over as Recv would.
-	_, c := setup(t, slngsim.Options{Realtime: true}, slngclient.Options{})
-	ctx := testCtx(t)
-	turns := []string{"The first turn.", "A second.", "Third."}
-	speak := func(fast bool) ([]slngclient.TTSEventKind, []byte, int) {
-		s, err := c.DialTTS(ctx, aura, slngclient.TTSConfig{Voice: "aura-2-thalia-en", Encoding: "linear16", SampleRate: 24000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.CloseNow()
-		var kinds []slngclient.TTSEventKind
-		var audio []byte
-		taken := 0
-		note := func(ev slngclient.TTSEvent) {
-			if ev.Kind != slngclient.TTSAudio || len(kinds) == 0 || kinds[len(kinds)-1] != slngclient.TTSAudio {
-				kinds = append(kinds, ev.Kind)
-			}
-			audio = append(audio, ev.Audio...)
-		}
-		// RecvFast returns only after fast has, so note needs no lock.
-		take := func(ev slngclient.TTSEvent) bool {
-			taken++
-			note(ev)
-			return true
-		}
-		for _, text := range turns {
-			if err := s.Text(ctx, text, true); err != nil {
-				t.Fatal(err)
-			}
-			for {
-				var ev slngclient.TTSEvent
-				if fast {
-					ev, err = s.RecvFast(ctx, take)
-				} else {
-					ev, err = s.Recv(ctx)
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				note(ev)
-				if ev.Kind == slngclient.TTSAudioEnd {
-					break
-				}
-			}
-		}
-		return kinds, audio, taken
-	}
-	wantKinds, wantAudio, _ := speak(false)
-	kinds, audio, taken := speak(true)
-	if fmt.Sprint(kinds) != fmt.Sprint(wantKinds) {
-		t.Fatalf("RecvFast saw %v, Recv %v", kinds, wantKinds)
-	}
-	if !bytes.Equal(audio, wantAudio) {
-		t.Fatalf("RecvFast's audio differs from Recv's (%d and %d bytes)", len(audio), len(wantAudio))
-	}
-	if taken == 0 {
-		t.Fatal("fast took no audio")
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,9 +31,9 @@ type Stats struct {
 	ReadyAt time.Time
 }
 
-// frame is one message handed from the reader goroutine to Recv: audio
-// (a binary frame, or JSON audio decoded into the reader's buffer, never
-// empty), or a JSON message, with its error when it is an error frame.
+// frame is one message read from the socket: audio (a binary frame, or
+// JSON audio decoded into the reader's buffer, never empty), or a JSON
+// message, with its error when it is an error frame.
 type frame struct {
 	audio    []byte
 	sequence int64
@@ -48,6 +47,20 @@ type slot struct {
 	raw, dec []byte
 }
 
+// sink is what a session does with the frames that follow `ready`: the
+// TTS and STT sessions turn them into their events and hand those to their
+// consumer. Both methods run on the reader goroutine only.
+type sink interface {
+	// deliver handles f. It returns handed when the consumer got an event
+	// that may still use f's buffer (the reader then fills the other slot
+	// next), and false in ok when the session shut down while it waited.
+	deliver(f frame) (handed, ok bool)
+	// finish runs once the session has ended, termErr set: the consumer
+	// gets what the end itself means (a TTS turn ended by the close), then
+	// its events channel is closed.
+	finish(termErr error)
+}
+
 // conn is the part of a session that TTS and STT share: the socket, the
 // reader goroutine, the liveness goroutine and serialized writes.
 type conn struct {
@@ -58,24 +71,31 @@ type conn struct {
 	ctx    context.Context // ends when the session ends
 	cancel context.CancelFunc
 
-	frames chan frame // unbuffered: the reader waits for Recv
-	// fast, set while a TTSSession.RecvFast waits, takes audio frames on
-	// the reader's goroutine instead of frames (see RecvFast). fastMu is
-	// held while it runs, so that RecvFast returns only after it.
-	fastMu     sync.Mutex
-	fast       func(frame) bool
-	readerDone chan struct{} // closed when the reader has exited and termErr is set
+	// frames carries what comes before `ready` to the dialer (awaitReady);
+	// everything after it goes to sink. Unbuffered.
+	frames     chan frame
+	sink       sink          // set before the reader starts
+	termDone   chan struct{} // closed once termErr is set
+	readerDone chan struct{} // closed when the reader has exited: termErr set, every event handed over
 	liveDone   chan struct{}
-	termErr    error // why the session ended; written before readerDone closes
+	termErr    error // why the session ended; written before termDone closes
 	liveOn     bool  // the liveness goroutine runs; set by dial before it returns
 
-	wmu      sync.Mutex
+	// The consumer holding the reader back (see give): heldSince is when
+	// the current wait began (Unix nanoseconds, 0 while the reader is not
+	// waiting), heldTotal the time all finished waits took, and
+	// longHoldEnd when the last wait of at least longHold ended. Liveness
+	// does not blame SLNG for a pong the reader could not read meanwhile,
+	// and a close read right after a long wait is the consumer's doing.
+	heldSince, heldTotal, longHoldEnd atomic.Int64
+
 	lastSend atomic.Int64 // Unix nanoseconds of the last data frame sent
 	// audioSent is when STT audio, a finalize or the end of the audio
 	// last went out (Unix nanoseconds): an STT turn is in flight.
 	audioSent atomic.Int64
-	closedBy  atomic.Bool // Close or CloseNow was called
-	pingLost  atomic.Bool // a ping went unanswered
+	closedBy  atomic.Bool   // Close or CloseNow was called
+	closing   chan struct{} // closed with closedBy's first set (see markClosed)
+	pingLost  atomic.Bool   // a ping went unanswered
 
 	framesIn, audioBytes, unknown, malformed, keepalives, pings atomic.Int64
 
@@ -85,10 +105,10 @@ type conn struct {
 
 // ended returns why the session ended, or nil while the reader runs. The
 // reader always sets termErr (classify never returns nil) before it
-// closes readerDone.
+// closes termDone.
 func (cn *conn) ended() error {
 	select {
-	case <-cn.readerDone:
+	case <-cn.termDone:
 		return cn.termErr
 	default:
 		return nil
@@ -112,8 +132,9 @@ func (cn *conn) writeJSON(ctx context.Context, v any) error {
 	return cn.write(ctx, websocket.MessageText, b)
 }
 
-// write sends one message. Writes are serialized so that messages keep
-// their order across goroutines.
+// write sends one message. coder/websocket writes each message whole, and
+// may be called from several goroutines; messages written from one
+// goroutine keep their order.
 func (cn *conn) write(ctx context.Context, typ websocket.MessageType, b []byte) error {
 	if cn.closedBy.Load() {
 		return ErrSessionClosed
@@ -124,13 +145,9 @@ func (cn *conn) write(ctx context.Context, typ websocket.MessageType, b []byte) 
 // send is write without the check that the session is open: close sends
 // `close` after marking the session closed.
 func (cn *conn) send(ctx context.Context, typ websocket.MessageType, b []byte) error {
-	cn.wmu.Lock()
 	err := cn.ws.Write(ctx, typ, b)
 	if err == nil {
 		cn.lastSend.Store(time.Now().UnixNano())
-	}
-	cn.wmu.Unlock()
-	if err == nil {
 		return nil
 	}
 	if ctx.Err() != nil {
@@ -138,7 +155,7 @@ func (cn *conn) send(ctx context.Context, typ websocket.MessageType, b []byte) e
 	}
 	// The reader usually knows better why the socket failed.
 	select {
-	case <-cn.readerDone:
+	case <-cn.termDone:
 		if cn.termErr == io.EOF {
 			return NewClosedEarly("upstream closed the session")
 		}
@@ -168,52 +185,54 @@ func (cn *conn) writeTurn(ctx context.Context, typ websocket.MessageType, b []by
 	return cn.write(ctx, typ, b)
 }
 
-// nextFast is next, with fast taking audio frames meanwhile (see
-// TTSSession.RecvFast). It returns only once no call of fast is running.
-func (cn *conn) nextFast(ctx context.Context, fast func(frame) bool) (frame, error) {
-	if fast == nil {
-		return cn.next(ctx)
-	}
-	cn.fastMu.Lock()
-	cn.fast = fast
-	cn.fastMu.Unlock()
-	f, err := cn.next(ctx)
-	cn.clearFast()
-	return f, err
-}
-
-// offerFast gives an audio frame to the fast taker of a waiting RecvFast,
-// if there is one and it takes it.
-func (cn *conn) offerFast(f frame) bool {
-	cn.fastMu.Lock()
-	defer cn.fastMu.Unlock()
-	return cn.fast != nil && cn.fast(f)
-}
-
-// clearFast withdraws the fast taker.
-func (cn *conn) clearFast() {
-	cn.fastMu.Lock()
-	cn.fast = nil
-	cn.fastMu.Unlock()
-}
-
-// next waits for the next frame.
-func (cn *conn) next(ctx context.Context) (frame, error) {
-	// A frame the reader is already offering is taken without a select
-	// over the session's end and ctx: under load, the common case.
+// give hands v to the consumer on ch, waiting while it is busy, unless the
+// session is being closed (v is then dropped: close discards what
+// arrives) or shut down first (false for both). The time it waits is the consumer
+// holding the reader back: it is counted (see conn.heldSince), so that
+// neither liveness nor a close that follows blames SLNG for it. A consumer
+// already waiting takes v without the cost of a select over both: per
+// audio frame, that is the common case.
+func give[E any](cn *conn, ch chan<- E, v E) bool {
 	select {
-	case f := <-cn.frames:
-		return f, nil
+	case ch <- v:
+		return true
 	default:
 	}
+	start := time.Now()
+	cn.heldSince.Store(start.UnixNano())
+	defer func() {
+		end := time.Now()
+		d := end.Sub(start)
+		cn.heldTotal.Add(int64(d))
+		cn.heldSince.Store(0)
+		if d >= longHold {
+			cn.longHoldEnd.Store(end.UnixNano())
+		}
+	}()
 	select {
-	case f := <-cn.frames:
-		return f, nil
-	case <-cn.readerDone:
-		return frame{}, cn.termErr
-	case <-ctx.Done():
-		return frame{}, ctx.Err()
+	case ch <- v:
+		return true
+	case <-cn.closing:
+		return false
+	case <-cn.ctx.Done():
+		return false
 	}
+}
+
+// longHold is how long the consumer must hold the reader back for a close
+// read right after to be put down to it (see classify): a close that SLNG
+// sent while nobody read its frames may well be SLNG shedding a reader
+// that fell behind.
+const longHold = time.Second
+
+// heldFor is how long the consumer has held the reader back in all, the
+// wait in progress included.
+func (cn *conn) heldFor(now time.Time) time.Duration {
+	d := time.Duration(cn.heldTotal.Load())
+	if since := cn.heldSince.Load(); since != 0 {
+		d += now.Sub(time.Unix(0, since))
+	}
+	return d
 }
 
 // close ends the session gracefully: it sends `close`, then waits (within
@@ -222,29 +241,34 @@ func (cn *conn) close(ctx context.Context) error {
 	// Marked first: SLNG may answer `close` before send returns, and the
 	// reader must then report our close, not SLNG's (ErrSessionClosed,
 	// not io.EOF).
-	if cn.closedBy.Swap(true) {
+	if !cn.markClosed() {
 		cn.shutdown()
 		return nil
 	}
 	if werr := cn.send(ctx, websocket.MessageText, msgClose); werr == nil {
-	wait:
-		for {
-			select {
-			case <-cn.frames:
-			case <-cn.readerDone:
-				break wait
-			case <-ctx.Done():
-				break wait
-			}
+		// give discards what arrives meanwhile (closing is closed).
+		select {
+		case <-cn.readerDone:
+		case <-ctx.Done():
 		}
 	}
 	cn.shutdown()
 	return nil
 }
 
+// markClosed records that the session is being closed on our side, and
+// reports whether this call did it.
+func (cn *conn) markClosed() bool {
+	if cn.closedBy.Swap(true) {
+		return false
+	}
+	close(cn.closing)
+	return true
+}
+
 // shutdown closes the socket at once and waits for both goroutines.
 func (cn *conn) shutdown() {
-	cn.closedBy.Store(true)
+	cn.markClosed()
 	cn.cancel()
 	cn.ws.CloseNow()
 	<-cn.readerDone

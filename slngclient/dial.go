@@ -12,8 +12,10 @@ import (
 )
 
 // dial opens a socket, sends init and waits for ready. kind is "tts" or
-// "stt"; keepalive is the session's keepalive interval.
-func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, keepalive time.Duration) (*conn, error) {
+// "stt"; keepalive is the session's keepalive interval; attach makes the
+// session around the connection, before its reader starts, and returns
+// where the frames after `ready` go.
+func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, keepalive time.Duration, attach func(*conn) sink) (*conn, error) {
 	if err := ValidateModel(ep.Model); err != nil {
 		return nil, err
 	}
@@ -42,9 +44,12 @@ func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, k
 		ctx:        lctx,
 		cancel:     cancel,
 		frames:     make(chan frame),
+		closing:    make(chan struct{}),
+		termDone:   make(chan struct{}),
 		readerDone: make(chan struct{}),
 		liveDone:   make(chan struct{}),
 	}
+	cn.sink = attach(cn)
 	cn.log.Store(log)
 	cn.handshake = time.Since(dialStart)
 	if resp != nil {
@@ -112,7 +117,7 @@ func (cn *conn) awaitReady(ctx context.Context, timeout time.Duration) error {
 			default:
 				cn.unknown.Add(1)
 			}
-		case <-cn.readerDone:
+		case <-cn.termDone:
 			return cn.termErr
 		case <-t.C:
 			return NewTimeout("no ready within "+timeout.String(), nil)

@@ -186,3 +186,26 @@ func redact(err error, secrets ...string) error {
 	}
 	return errors.New(s)
 }
+
+// HeldBackError ends a session that failed while, or right after, its
+// consumer held the reader back for a second or more: SLNG's frames were
+// not being read, so a close or reset then may be SLNG shedding a slow
+// reader, and says nothing about SLNG's health. It is not an
+// *UpstreamError (AsUpstreamError reports false, and errors.As does not
+// find one through it), so that nothing counts it against SLNG: the
+// consumer, not SLNG, was too slow.
+type HeldBackError struct {
+	// Held is how long the wait in progress had lasted when the session
+	// ended, 0 when it ended just after a long wait.
+	Held time.Duration
+	// Err is what the end would have been taken for otherwise, for logs.
+	Err error
+}
+
+func (e *HeldBackError) Error() string {
+	msg := "slng session ended while its consumer held the reader back"
+	if e.Err != nil {
+		msg += " (" + e.Err.Error() + ")"
+	}
+	return msg
+}

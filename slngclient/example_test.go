@@ -45,7 +45,7 @@ func Example_synthesize() {
 		if ev.Kind == slngclient.TTSAudio {
 			audio = append(audio, ev.Audio...) // valid until the next Recv: copy it
 		}
-		if ev.Kind == slngclient.TTSFlushed || ev.Kind == slngclient.TTSAudioEnd {
+		if ev.Kind == slngclient.TTSTurnEnd {
 			break
 		}
 	}

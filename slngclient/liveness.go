@@ -41,9 +41,16 @@ func (cn *conn) liveness(keepalive, pingEvery, pingTimeout time.Duration) {
 		}
 		if pingEvery > 0 && now.Sub(lastPing) >= pingEvery {
 			lastPing = now
+			held := cn.heldFor(now)
 			pctx, cancel := context.WithTimeout(cn.ctx, pingTimeout)
 			err := cn.ping(pctx)
 			cancel()
+			if err != nil && cn.ctx.Err() == nil && cn.heldFor(time.Now())-held > heldPingGrace {
+				// The consumer held the reader back meanwhile, so the
+				// pong may be waiting unread behind its frames: that
+				// proves nothing about SLNG. The next ping tries again.
+				continue
+			}
 			if err != nil {
 				if cn.ctx.Err() == nil {
 					cn.pingLost.Store(true)
@@ -54,6 +61,10 @@ func (cn *conn) liveness(keepalive, pingEvery, pingTimeout time.Duration) {
 		}
 	}
 }
+
+// heldPingGrace is how long the consumer may hold the reader back during a
+// ping before a missing pong stops counting as SLNG's silence.
+const heldPingGrace = time.Millisecond
 
 // ping sends a WebSocket ping and waits, within ctx, for its pong.
 func (cn *conn) ping(ctx context.Context) error {

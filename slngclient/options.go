@@ -82,6 +82,9 @@ type Client struct {
 	log  *zap.Logger
 	// key is the default key: Options.APIKey until SetAPIKey replaces it.
 	key atomic.Pointer[string]
+	// styles is how each model's route ends TTS turns, as its sessions
+	// learnt it.
+	styles endStyles
 }
 
 // SetAPIKey replaces the default key for sessions dialled from now on;

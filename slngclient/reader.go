@@ -11,9 +11,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// readLoop is the session's only reader. It hands each frame to Recv and
-// waits for it to be taken, so a slow consumer stops the reading (and, via
-// TCP, SLNG) instead of queueing.
+// readLoop is the session's only reader. It reads the socket continuously:
+// each frame goes to the dialer until `ready`, then to the session's sink,
+// which hands its event to the consumer. The reader waits only while the
+// consumer is busy with the event before (the consumer sets the pace: a
+// consumer that stops taking events stops the reading and, through TCP,
+// SLNG); that wait is counted as held (see give), never as SLNG's silence.
 func (cn *conn) readLoop() {
 	var slots [2]slot
 	var lastErr *UpstreamError // the last data frame, when it was an error (the reader's own copy)
@@ -22,6 +25,7 @@ func (cn *conn) readLoop() {
 	// SLNG sent counts, so that a close SLNG sent before it saw our text
 	// is not taken for one in the middle of a turn.
 	var inAudio bool
+	ready := false // `ready` went to the dialer: frames go to the sink now
 	var i int
 	err := func() error {
 		for {
@@ -62,6 +66,7 @@ func (cn *conn) readLoop() {
 			if f.err != nil {
 				c := *f.err
 				lastErr = &c
+				lastErrAt = time.Now()
 			}
 			if f.audio != nil {
 				cn.audioBytes.Add(int64(len(f.audio)))
@@ -69,21 +74,25 @@ func (cn *conn) readLoop() {
 			} else if endsTurn(f.msg.Type) {
 				inAudio = false
 			}
-			if f.audio != nil && cn.offerFast(f) {
-				continue // taken at once: the slot is free again
+			handed, ok := true, true
+			if ready {
+				handed, ok = cn.sink.deliver(f)
+			} else {
+				ok = give(cn, cn.frames, f)
+				ready = ok && f.msg != nil && f.msg.Type == "ready"
 			}
-			if !cn.handOver(f) {
-				return cn.ctx.Err()
+			if !ok {
+				if cn.ctx.Err() != nil {
+					return cn.ctx.Err()
+				}
+				continue // being closed: the frame is dropped
 			}
-			i++
-			// Later audio must not reach a fast taker before the
-			// consumer has dealt with this frame: it offers one again
-			// when it next waits.
-			cn.clearFast()
-			if lastErr != nil {
-				// Taken when the reader goes back to the socket, so that
-				// a slow consumer does not stretch the gap.
-				lastErrAt = time.Now()
+			if handed {
+				// The consumer is done with the frame before this one:
+				// its slot is filled next, and a large buffer of it goes
+				// now rather than when the next frame comes.
+				i++
+				slots[i&1].shrink()
 			}
 		}
 	}()
@@ -98,24 +107,26 @@ func (cn *conn) readLoop() {
 		ph = phaseTurn
 	}
 	cn.termErr = cn.classify(err, lastErr, ph)
+	close(cn.termDone)
+	if ready {
+		cn.sink.finish(cn.termErr)
+	}
 	cn.cancel() // stops liveness
 	close(cn.readerDone)
 }
 
-// handOver gives f to Recv, waiting until Recv takes it or the session
-// ends (false). A Recv already waiting takes it without the cost of a
-// select over both: per audio frame, that is the common case.
-func (cn *conn) handOver(f frame) bool {
-	select {
-	case cn.frames <- f:
-		return true
-	default:
+// maxKeptBuffer is the largest read buffer a slot keeps between frames: a
+// rare large frame's buffer is let go once the frame is done with, instead
+// of staying with the session for its whole life.
+const maxKeptBuffer = 64 << 10
+
+// shrink lets go of buffers a large frame grew, before the slot is reused.
+func (s *slot) shrink() {
+	if cap(s.raw) > maxKeptBuffer {
+		s.raw = nil
 	}
-	select {
-	case cn.frames <- f:
-		return true
-	case <-cn.ctx.Done():
-		return false
+	if cap(s.dec) > maxKeptBuffer {
+		s.dec = nil
 	}
 }
 
@@ -143,11 +154,25 @@ func readAll(r io.Reader, buf []byte) ([]byte, error) {
 }
 
 // classify turns the reader's final error into what Recv reports. ph says
-// whether a turn was in flight.
+// whether a turn was in flight. A failure that follows the consumer
+// holding the reader back is reported as a *HeldBackError (see heldBack);
+// a normal close stays one.
 func (cn *conn) classify(err error, lastErr *UpstreamError, ph phase) error {
 	if cn.closedBy.Load() {
 		return ErrSessionClosed
 	}
+	end := cn.classifyEnd(err, lastErr, ph)
+	if end == io.EOF {
+		return end
+	}
+	if held := cn.heldBack(); held != nil {
+		held.Err = end
+		return held
+	}
+	return end
+}
+
+func (cn *conn) classifyEnd(err error, lastErr *UpstreamError, ph phase) error {
 	if cn.pingLost.Load() {
 		return (&UpstreamError{Kind: KindTimeout, Message: "upstream stopped answering pings", CloseCode: 1006}).classified()
 	}
@@ -182,4 +207,24 @@ func (cn *conn) classify(err error, lastErr *UpstreamError, ph phase) error {
 		return (&UpstreamError{Kind: KindClose, CloseCode: code, CloseReason: reason, phase: ph}).classified()
 	}
 	return lost("connection lost", err)
+}
+
+// heldBackWindow is how soon after a long wait for the consumer (see
+// longHold) an end of the session counts as the consumer's doing.
+const heldBackWindow = 2 * time.Second
+
+// heldBack returns the error for a session that ended while, or right
+// after, its consumer held the reader back for long: SLNG's side was then
+// not being read, so whatever SLNG did (a close, a reset) may be SLNG
+// shedding a slow reader, and is not evidence of SLNG failing. nil
+// otherwise.
+func (cn *conn) heldBack() *HeldBackError {
+	now := time.Now()
+	if since := cn.heldSince.Load(); since != 0 && now.Sub(time.Unix(0, since)) >= longHold {
+		return &HeldBackError{Held: now.Sub(time.Unix(0, since))}
+	}
+	if end := cn.longHoldEnd.Load(); end != 0 && now.Sub(time.Unix(0, end)) < heldBackWindow {
+		return &HeldBackError{}
+	}
+	return nil
 }

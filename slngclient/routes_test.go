@@ -112,21 +112,23 @@ func recvAllTTS(t *testing.T, ctx context.Context, s *slngclient.TTSSession) ([]
 }
 
 // TestTTSEndOfTurnSpellings: every spelling of the end of a turn that
-// routes send, and the capitalised ones, arrive as the documented events.
+// routes send, and the capitalised ones, end the turn; a `cleared` that
+// answers no clear is dropped, and the close after the audio ends the
+// turn instead.
 func TestTTSEndOfTurnSpellings(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		frame string
 		want  slngclient.TTSEventKind
 	}{
-		{`{"type":"flushed"}`, slngclient.TTSFlushed},
-		{`{"type":"Flushed"}`, slngclient.TTSFlushed},
-		{`{"type":"audio_end","duration":1.5}`, slngclient.TTSAudioEnd},
-		{`{"type":"done"}`, slngclient.TTSAudioEnd},
-		{`{"type":"end"}`, slngclient.TTSAudioEnd},
-		{`{"type":"DONE","duration":0.25}`, slngclient.TTSAudioEnd},
-		{`{"type":"cleared"}`, slngclient.TTSCleared},
-		{`{"type":"Cleared"}`, slngclient.TTSCleared},
+		{`{"type":"flushed"}`, slngclient.TTSTurnEnd},
+		{`{"type":"Flushed"}`, slngclient.TTSTurnEnd},
+		{`{"type":"audio_end","duration":1.5}`, slngclient.TTSTurnEnd},
+		{`{"type":"done"}`, slngclient.TTSTurnEnd},
+		{`{"type":"end"}`, slngclient.TTSTurnEnd},
+		{`{"type":"DONE","duration":0.25}`, slngclient.TTSTurnEnd},
+		{`{"type":"cleared"}`, slngclient.TTSTurnEnd},
+		{`{"type":"Cleared"}`, slngclient.TTSTurnEnd},
 	} {
 		t.Run(tc.frame, func(t *testing.T) {
 			t.Parallel()
@@ -146,6 +148,9 @@ func TestTTSEndOfTurnSpellings(t *testing.T) {
 			}
 			if strings.Contains(tc.frame, "duration") && evs[1].Duration <= 0 {
 				t.Errorf("%s: duration not read", tc.frame)
+			}
+			if byClose := strings.Contains(strings.ToLower(tc.frame), "cleared"); evs[1].ByClose != byClose {
+				t.Errorf("%s: ByClose = %v, want %v", tc.frame, evs[1].ByClose, byClose)
 			}
 			if n := s.Stats().UnknownTypes; n != 0 {
 				t.Errorf("UnknownTypes = %d, want 0", n)
@@ -201,8 +206,8 @@ func TestJSONAudioShapes(t *testing.T) {
 		if want := []byte{1, 2, 3, 4, 5, 6, 7, 8, 9}; !bytes.Equal(audio, want) {
 			t.Errorf("audio %v, want %v", audio, want)
 		}
-		if last := evs[len(evs)-1]; last.Kind != slngclient.TTSAudioEnd {
-			t.Errorf("last event %+v, want audio_end", last)
+		if last := evs[len(evs)-1]; last.Kind != slngclient.TTSTurnEnd {
+			t.Errorf("last event %+v, want the end of the turn", last)
 		}
 		if st := s.Stats(); st.UnknownTypes != notAudio || st.Malformed != 0 || st.AudioBytes != 9 {
 			t.Errorf("stats %+v, want %d unknown, 0 malformed, 9 audio bytes", st, notAudio)
@@ -245,8 +250,8 @@ func TestEmptyJSONAudioFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.CloseNow()
-	if ev, err := s.Recv(ctx); err != nil || ev.Kind != slngclient.TTSFlushed {
-		t.Fatalf("Recv() = %+v, %v; want flushed", ev, err)
+	if ev, err := s.Recv(ctx); err != nil || ev.Kind != slngclient.TTSTurnEnd {
+		t.Fatalf("Recv() = %+v, %v; want the end of a turn", ev, err)
 	}
 	if n := s.Stats().UnknownTypes; n != 2 {
 		t.Errorf("UnknownTypes = %d, want 2", n)

@@ -83,6 +83,7 @@ type Word struct {
 // TTSSession. The caller must Close or CloseNow it.
 type STTSession struct {
 	session
+	events chan STTEvent
 }
 
 // DialSTT opens an STT session: handshake, init, and the wait for ready.
@@ -100,11 +101,15 @@ func (c *Client) DialSTT(ctx context.Context, ep Endpoint, cfg STTConfig) (*STTS
 	if cfg.MaxSpeakers > 0 {
 		config["max_speakers"] = cfg.MaxSpeakers
 	}
-	cn, err := c.dial(ctx, "stt", ep, map[string]any{"type": "init", "config": config}, c.opts.STTKeepalive)
+	s := &STTSession{events: make(chan STTEvent)}
+	_, err := c.dial(ctx, "stt", ep, map[string]any{"type": "init", "config": config}, c.opts.STTKeepalive, func(cn *conn) sink {
+		s.session = session{cn}
+		return s
+	})
 	if err != nil {
 		return nil, err
 	}
-	return &STTSession{session{cn}}, nil
+	return s, nil
 }
 
 // SendAudio sends one chunk of audio as a binary frame (SLNG's bridge
@@ -134,29 +139,51 @@ func (s *STTSession) CloseSend(ctx context.Context) error {
 
 // Recv returns the next event, like TTSSession.Recv.
 func (s *STTSession) Recv(ctx context.Context) (STTEvent, error) {
-	for {
-		f, err := s.cn.next(ctx)
-		if err != nil {
-			return STTEvent{}, err
+	select {
+	case ev, ok := <-s.events:
+		if ok {
+			return ev, nil
 		}
-		if f.msg == nil {
-			s.cn.unknown.Add(1) // audio on an STT session: not ours to use
-			continue
-		}
-		m := f.msg
-		switch m.Type {
-		case "partial_transcript":
-			return STTEvent{Kind: STTPartial, Transcript: transcriptOf(m)}, nil
-		case "final_transcript":
-			return STTEvent{Kind: STTFinal, Transcript: transcriptOf(m)}, nil
-		case "utterance_end":
-			return STTEvent{Kind: STTUtteranceEnd, LastWordEnd: seconds(m.LastWordEnd)}, nil
-		case "error":
-			return STTEvent{Kind: STTWarning, Err: f.err}, nil
-		default:
-			s.cn.unknown.Add(1)
-		}
+		return STTEvent{}, s.cn.termErr // closed after termErr is set
+	case <-ctx.Done():
+		return STTEvent{}, ctx.Err()
 	}
+}
+
+// Events is the channel Recv reads; see TTSSession.Events.
+func (s *STTSession) Events() <-chan STTEvent { return s.events }
+
+// deliver is the STT session's sink: see sink. A transcript owns its
+// memory, so no STT event holds the reader's buffer.
+func (s *STTSession) deliver(f frame) (handed, ok bool) {
+	ev, yield := s.eventOf(f)
+	if !yield {
+		return false, true
+	}
+	return false, give(s.cn, s.events, ev) || s.cn.ctx.Err() == nil
+}
+
+func (s *STTSession) finish(error) { close(s.events) }
+
+// eventOf is the event f makes, if any.
+func (s *STTSession) eventOf(f frame) (STTEvent, bool) {
+	if f.msg == nil {
+		s.cn.unknown.Add(1) // audio on an STT session: not ours to use
+		return STTEvent{}, false
+	}
+	m := f.msg
+	switch m.Type {
+	case "partial_transcript":
+		return STTEvent{Kind: STTPartial, Transcript: transcriptOf(m)}, true
+	case "final_transcript":
+		return STTEvent{Kind: STTFinal, Transcript: transcriptOf(m)}, true
+	case "utterance_end":
+		return STTEvent{Kind: STTUtteranceEnd, LastWordEnd: seconds(m.LastWordEnd)}, true
+	case "error":
+		return STTEvent{Kind: STTWarning, Err: f.err}, true
+	}
+	s.cn.unknown.Add(1)
+	return STTEvent{}, false
 }
 
 func transcriptOf(m *serverMsg) Transcript {

@@ -2,7 +2,6 @@ package slngclient
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -27,25 +26,26 @@ type TTSConfig struct {
 // TTSEventKind names a TTS event.
 type TTSEventKind int
 
-// TTS events, in the order SLNG documents a turn: segment_start, audio...,
-// segment_end, flushed, audio_end. Real routes differ (slng-real-clients.md):
-// some send only flushed, some only audio_end, some neither and close the
-// socket with 1000 after the audio; segment events may be missing. A caller
-// should end a turn on the first TTSFlushed or TTSAudioEnd, or on io.EOF
-// after the turn's audio, and ignore the other until the next text.
+// TTS events. SLNG documents a turn as segment_start, audio...,
+// segment_end, flushed, audio_end; real routes differ
+// (slng-real-clients.md): some send only flushed, some only audio_end,
+// some neither and close the socket with 1000 after the audio; segment
+// events may be missing. A session hides that: it yields exactly one
+// TTSTurnEnd per flushed turn, whatever the route sends.
 const (
 	// TTSAudio is audio: a binary frame, or JSON audio in any of the
 	// shapes decodeFrame reads (audio_chunk, audio, chunk, or no type).
 	TTSAudio TTSEventKind = iota + 1
 	TTSSegmentStart
 	TTSSegmentEnd
-	// TTSFlushed is `flushed` (any letter case).
-	TTSFlushed
-	// TTSCleared is `cleared` (any letter case).
+	// TTSTurnEnd ends a turn: the first end-of-turn signal the route sent
+	// for it (`flushed`, `audio_end`, `done` or `end`, in any letter
+	// case), or a normal close after its audio (ByClose). The route's
+	// other signal for the same turn, if it sends both, is dropped.
+	TTSTurnEnd
+	// TTSCleared acknowledges a Clear (`cleared`, any letter case); every
+	// frame of the discarded turns came before it and was dropped.
 	TTSCleared
-	// TTSAudioEnd is `audio_end`, and also `done` and `end`, which
-	// LiveKit's SLNG plugin treats as the end of a turn too.
-	TTSAudioEnd
 	// TTSWarning is an error frame. If the socket closes right after it,
 	// Recv's terminal error carries the same code. A route may also send
 	// one mid-turn and keep the socket open without finishing the turn.
@@ -55,26 +55,34 @@ const (
 // TTSEvent is one event of a TTS session.
 type TTSEvent struct {
 	Kind TTSEventKind
-	// Audio is valid until the next call to Recv: copy it to keep it.
+	// Audio is valid until the next event is received: copy it to keep
+	// it.
 	Audio []byte
 	// Sequence is SLNG's audio_chunk sequence, 0 for binary frames and
 	// when not reported.
 	Sequence  int64
 	SegmentID string
 	// Duration is the end-of-turn message's duration, 0 when not
-	// reported.
+	// reported (TTSTurnEnd).
 	Duration time.Duration
-	Err      *UpstreamError // TTSWarning
+	// ByClose: the turn ended with the socket's normal close after its
+	// audio (TTSTurnEnd); the session's end follows.
+	ByClose bool
+	// Unflushed: the route ended a turn no flush had asked for, after
+	// audio of text not yet flushed (TTSTurnEnd).
+	Unflushed bool
+	Err       *UpstreamError // TTSWarning
 }
 
-// TTSSession is an open TTS session. Recv must be called from one goroutine
-// at a time; the other methods may be called concurrently with it and with
-// each other. The caller must Close or CloseNow it.
+// TTSSession is an open TTS session. Receive its events with Recv, or from
+// Events, in one goroutine at a time; the other methods may be called
+// concurrently with that and with each other, but Text, Flush and Clear
+// keep their order only when one goroutine calls them. The caller must
+// Close or CloseNow it.
 type TTSSession struct {
 	session
-
-	mu      sync.Mutex
-	hasText bool // text sent since the last turn ended
+	turns  *ttsTurns
+	events chan TTSEvent
 }
 
 // DialTTS opens a TTS session: handshake, init, and the wait for ready. ctx
@@ -89,11 +97,16 @@ func (c *Client) DialTTS(ctx context.Context, ep Endpoint, cfg TTSConfig) (*TTSS
 	if cfg.Voice != "" {
 		init["voice"] = cfg.Voice
 	}
-	cn, err := c.dial(ctx, "tts", ep, init, c.opts.TTSKeepalive)
+	s := &TTSSession{events: make(chan TTSEvent)}
+	_, err := c.dial(ctx, "tts", ep, init, c.opts.TTSKeepalive, func(cn *conn) sink {
+		s.session = session{cn}
+		s.turns = newTTSTurns(&c.styles, ep.Model, &cn.unknown)
+		return s
+	})
 	if err != nil {
 		return nil, err
 	}
-	return &TTSSession{session: session{cn}}, nil
+	return s, nil
 }
 
 type textMsg struct {
@@ -104,16 +117,14 @@ type textMsg struct {
 
 // Text sends text for the current turn; with flush, it also ends the turn.
 func (s *TTSSession) Text(ctx context.Context, text string, flush bool) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	// Set before the write: a flush after a failed write reports the
 	// session's failure, not ErrNothingToFlush.
-	s.hasText = true
+	s.turns.sentText()
 	if err := s.cn.writeJSON(ctx, textMsg{Type: "text", Text: text}); err != nil {
 		return err
 	}
 	if flush {
-		return s.flushLocked(ctx)
+		return s.flushNow(ctx)
 	}
 	return nil
 }
@@ -121,91 +132,62 @@ func (s *TTSSession) Text(ctx context.Context, text string, flush bool) error {
 // Flush ends the turn: SLNG speaks the text sent since the last turn. It
 // returns ErrNothingToFlush, sending nothing, when there is no such text.
 func (s *TTSSession) Flush(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.flushLocked(ctx)
+	return s.flushNow(ctx)
 }
 
-// flushLocked sends a separate flush message rather than text's flag: per
-// SLNG's own clients, a model only sees the flag if it declares one.
-func (s *TTSSession) flushLocked(ctx context.Context) error {
-	if !s.hasText {
+// flushNow sends a separate flush message rather than text's flag: per
+// SLNG's own clients, a model only sees the flag if it declares one. The
+// turn is counted before the write, so that the reader always finds the
+// turn SLNG's answer ends.
+func (s *TTSSession) flushNow(ctx context.Context) error {
+	if !s.turns.flush() {
 		return ErrNothingToFlush
 	}
-	if err := s.cn.write(ctx, websocket.MessageText, msgFlush); err != nil {
-		return err
-	}
-	s.hasText = false
-	return nil
+	return s.cn.write(ctx, websocket.MessageText, msgFlush)
 }
 
-// Clear discards the current turn; SLNG answers with a TTSCleared event
-// after the last frame of the discarded turn.
+// Clear discards the current turn and every flushed one not yet ended;
+// SLNG answers with `cleared` after the last frame of the discarded turns,
+// which the session drops, and Recv yields TTSCleared.
 func (s *TTSSession) Clear(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.hasText = false
+	s.turns.clear()
 	return s.cn.write(ctx, websocket.MessageText, msgClear)
 }
 
-// Cancel discards the current turn; SLNG sends no acknowledgement.
-func (s *TTSSession) Cancel(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.hasText = false
-	return s.cn.write(ctx, websocket.MessageText, msgCancel)
+// Reusable reports whether the session may serve another caller as it is:
+// open, every flushed turn ended, no text waiting for a flush, no clear
+// waiting for `cleared`, and no error frame seen. A route's second
+// end-of-turn signal for the last turn may still come: the session drops
+// it whoever uses it next.
+func (s *TTSSession) Reusable() bool {
+	if s.Err() != nil || s.cn.closedBy.Load() {
+		return false
+	}
+	return s.turns.quiescent()
 }
 
 // Recv returns the next event. It blocks until one arrives, the session
 // ends, or ctx ends (which leaves the session open). When the session ends
 // it returns io.EOF for a normal close by SLNG, ErrSessionClosed after
-// Close or CloseNow, or an *UpstreamError.
+// Close or CloseNow, or another error (an *UpstreamError, or a
+// *HeldBackError when the consumer had held the reader back).
 func (s *TTSSession) Recv(ctx context.Context) (TTSEvent, error) {
-	return s.recv(ctx, nil)
-}
-
-// RecvFast is Recv, except that while it waits, each audio event is first
-// offered to fast, on the session's reader goroutine: an event fast takes
-// (true) is done with, and RecvFast keeps waiting; one it leaves (false) is
-// returned as Recv would. RecvFast returns only after any call of fast has
-// returned, so the caller never runs alongside fast. The event's audio is
-// valid during the call only. Audio then reaches its consumer without a
-// handoff between goroutines, which costs CPU per frame and, on a busy CPU,
-// a wait in the scheduler's queue. fast must not call the session's Recv.
-func (s *TTSSession) RecvFast(ctx context.Context, fast func(TTSEvent) bool) (TTSEvent, error) {
-	return s.recv(ctx, func(f frame) bool {
-		return fast(TTSEvent{Kind: TTSAudio, Audio: f.audio, Sequence: f.sequence})
-	})
-}
-
-func (s *TTSSession) recv(ctx context.Context, fast func(frame) bool) (TTSEvent, error) {
-	for {
-		f, err := s.cn.nextFast(ctx, fast)
-		if err != nil {
-			return TTSEvent{}, err
+	select {
+	case ev, ok := <-s.events:
+		if ok {
+			return ev, nil
 		}
-		if f.audio != nil {
-			return TTSEvent{Kind: TTSAudio, Audio: f.audio, Sequence: f.sequence}, nil
-		}
-		m := f.msg
-		switch m.Type {
-		case "segment_start":
-			return TTSEvent{Kind: TTSSegmentStart, SegmentID: m.SegmentID}, nil
-		case "segment_end":
-			return TTSEvent{Kind: TTSSegmentEnd, SegmentID: m.SegmentID}, nil
-		case "flushed":
-			return TTSEvent{Kind: TTSFlushed}, nil
-		case "cleared":
-			return TTSEvent{Kind: TTSCleared}, nil
-		case "audio_end", "done", "end": // see endsTurn
-			return TTSEvent{Kind: TTSAudioEnd, Duration: seconds(m.Duration)}, nil
-		case "error":
-			return TTSEvent{Kind: TTSWarning, Err: f.err}, nil
-		default:
-			s.cn.unknown.Add(1)
-		}
+		return TTSEvent{}, s.cn.termErr // closed after termErr is set
+	case <-ctx.Done():
+		return TTSEvent{}, ctx.Err()
 	}
 }
+
+// Events is the channel Recv reads, for a consumer that waits on several
+// things at once. It is closed when the session has ended and every event
+// before the end was received; Err then says why it ended. An event's
+// audio is valid until the next receive.
+func (s *TTSSession) Events() <-chan TTSEvent { return s.events }
 
 // endsTurn reports a message type that ends a TTS turn (or, cleared, its
 // discarding): after it, no audio of the turn is in flight.
