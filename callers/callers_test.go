@@ -217,19 +217,19 @@ func TestGateQuotas(t *testing.T) {
 	ctx := testContext(t)
 	g, m := newGate(t, localFleet(t), Options{Defaults: Limits{MaxStreams: 2, CharactersPerMinute: 100, AudioSecondsPerMinute: 3}})
 
-	a1, err := g.Admit(ctx, "alice", "Synthesize", "m/x")
-	if err != nil {
+	a1, err := g.Admit(ctx, "alice", "Synthesize")
+	if err != nil || a1.AllowModel("m/x") != nil {
 		t.Fatal(err)
 	}
-	a2, err := g.Admit(ctx, "alice", "Transcribe", "m/y")
-	if err != nil {
+	a2, err := g.Admit(ctx, "alice", "Transcribe")
+	if err != nil || a2.AllowModel("m/y") != nil {
 		t.Fatal(err)
 	}
 	var qe *QuotaError
-	if _, err := g.Admit(ctx, "alice", "Synthesize", "m/x"); !errors.As(err, &qe) || qe.Quota != QuotaStreams || qe.Limit != 2 || qe.RetryAfter != time.Second {
+	if _, err := g.Admit(ctx, "alice", "Synthesize"); !errors.As(err, &qe) || qe.Quota != QuotaStreams || qe.Limit != 2 || qe.RetryAfter != time.Second {
 		t.Fatalf("a third stream: err = %v, want a concurrent_streams QuotaError", err)
 	}
-	bob, err := g.Admit(ctx, "bob", "Synthesize", "m/x") // another caller, its own quota
+	bob, err := g.Admit(ctx, "bob", "Synthesize") // another caller, its own quota
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,17 +249,17 @@ func TestGateQuotas(t *testing.T) {
 	a1.End(Usage{Characters: 100, SynthesizedSeconds: 2})
 	a1.End(Usage{Characters: 100}) // only the first End counts
 	// Out of characters: no Synthesize stream starts; Transcribe does.
-	if _, err := g.Admit(ctx, "alice", "SynthesizeText", "m/x"); !errors.As(err, &qe) || qe.Quota != QuotaCharacters {
+	if _, err := g.Admit(ctx, "alice", "SynthesizeText"); !errors.As(err, &qe) || qe.Quota != QuotaCharacters {
 		t.Fatalf("out of characters: err = %v", err)
 	}
-	a3, err := g.Admit(ctx, "alice", "Transcribe", "m/y")
-	if err != nil {
+	a3, err := g.Admit(ctx, "alice", "Transcribe")
+	if err != nil || a3.AllowModel("m/y") != nil {
 		t.Fatal(err)
 	}
 	a3.End(Usage{TranscribedSeconds: 0.5})
 	a2.End(Usage{TranscribedSeconds: 0.5})
 	// 3 s of audio used: nothing more this minute.
-	if _, err := g.Admit(ctx, "alice", "Transcribe", "m/y"); !errors.As(err, &qe) || qe.Quota != QuotaAudioSeconds || qe.Limit != 3 {
+	if _, err := g.Admit(ctx, "alice", "Transcribe"); !errors.As(err, &qe) || qe.Quota != QuotaAudioSeconds || qe.Limit != 3 {
 		t.Fatalf("out of audio seconds: err = %v", err)
 	}
 	if got := testutil.ToFloat64(m.refused.WithLabelValues("alice", "CALLER_QUOTA_EXCEEDED")); got != 4 {
@@ -286,8 +286,11 @@ func TestGateLabelsAreBounded(t *testing.T) {
 	}
 	g, m := newGate(t, localFleet(t), Options{PolicyFile: file, MetricLabels: 2})
 	for _, caller := range []string{"a", "b", "c", "d", "vip"} {
-		s, err := g.Admit(ctx, caller, "Synthesize", "m/x")
+		s, err := g.Admit(ctx, caller, "Synthesize")
 		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AllowModel("m/x"); err != nil {
 			t.Fatal(err)
 		}
 		s.End(Usage{Characters: 1})
@@ -315,20 +318,20 @@ func TestRefusedCallersTakeNoLabels(t *testing.T) {
 	}
 	g, m := newGate(t, localFleet(t), Options{PolicyFile: file, MetricLabels: 2, Defaults: Limits{MaxStreams: 1}})
 	for _, caller := range []string{"made-up-1", "made-up-2", "made-up-3"} {
-		if _, err := g.Admit(ctx, caller, "Synthesize", "m/x"); err == nil {
+		if _, err := g.Admit(ctx, caller, "Synthesize"); err == nil {
 			t.Fatalf("%s admitted", caller)
 		}
 	}
-	held, err := g.Admit(ctx, "ok-a", "Synthesize", "m/x")
-	if err != nil {
+	held, err := g.Admit(ctx, "ok-a", "Synthesize")
+	if err != nil || held.AllowModel("m/x") != nil {
 		t.Fatal(err)
 	}
-	if _, err := g.Admit(ctx, "ok-a", "Synthesize", "m/x"); err == nil {
+	if _, err := g.Admit(ctx, "ok-a", "Synthesize"); err == nil {
 		t.Fatal("a second stream of ok-a admitted")
 	}
 	held.End(Usage{Characters: 1})
-	s, err := g.Admit(ctx, "ok-b", "Synthesize", "m/x")
-	if err != nil {
+	s, err := g.Admit(ctx, "ok-b", "Synthesize")
+	if err != nil || s.AllowModel("m/x") != nil {
 		t.Fatal(err)
 	}
 	s.End(Usage{Characters: 1})
@@ -367,7 +370,7 @@ func TestPolicyReload(t *testing.T) {
 	write("callers:\n  - id: a\n")
 	g, m := newGate(t, localFleet(t), Options{PolicyFile: file, PolicyReload: 5 * time.Millisecond})
 	allowed := func(caller string) bool {
-		s, err := g.Admit(ctx, caller, "Transcribe", "m/x")
+		s, err := g.Admit(ctx, caller, "Transcribe")
 		if err == nil {
 			s.End(Usage{})
 			return true
@@ -421,12 +424,12 @@ func TestQuotasAcrossReplicas(t *testing.T) {
 		t.Cleanup(f.Close)
 		gates[i], _ = newGate(t, f, Options{Defaults: Limits{MaxStreams: 1, CharactersPerMinute: 100}})
 	}
-	a, err := gates[0].Admit(ctx, "alice", "Synthesize", "m/x")
+	a, err := gates[0].Admit(ctx, "alice", "Synthesize")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var qe *QuotaError
-	if _, err := gates[1].Admit(ctx, "alice", "Synthesize", "m/x"); !errors.As(err, &qe) || qe.Quota != QuotaStreams {
+	if _, err := gates[1].Admit(ctx, "alice", "Synthesize"); !errors.As(err, &qe) || qe.Quota != QuotaStreams {
 		t.Fatalf("a second stream on the other replica: err = %v", err)
 	}
 	if err := a.Charge(ctx, 80); err != nil {
@@ -439,7 +442,7 @@ func TestQuotasAcrossReplicas(t *testing.T) {
 		used, _ := gates[1].chars.Value(ctx, "alice")
 		return used == 80
 	})
-	b, err := gates[1].Admit(ctx, "alice", "Synthesize", "m/x")
+	b, err := gates[1].Admit(ctx, "alice", "Synthesize")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,5 +452,36 @@ func TestQuotasAcrossReplicas(t *testing.T) {
 	}
 	if err := b.Charge(ctx, 20); err != nil {
 		t.Fatalf("20 more: %v", err)
+	}
+}
+
+// TestAdmitBeforeTheModel: a stream is let in when its caller may use its
+// RPC with some model, and its model is checked once the config names it.
+func TestAdmitBeforeTheModel(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	policy := "callers:\n  - id: a\n    rpcs: [Synthesize]\n    models: [\"m/x\"]\n"
+	if err := os.WriteFile(file, []byte(policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, m := newGate(t, localFleet(t), Options{PolicyFile: file})
+	var de *DeniedError
+	if _, err := g.Admit(ctx, "a", "Transcribe"); !errors.As(err, &de) || de.Model != "" {
+		t.Fatalf("Admit(a, Transcribe) = %v, want denied before any model", err)
+	}
+	s, err := g.Admit(ctx, "a", "Synthesize")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.End(Usage{})
+	if err := s.AllowModel("m/y"); !errors.As(err, &de) || de.Model != "m/y" {
+		t.Fatalf("AllowModel(m/y) = %v, want denied", err)
+	}
+	if err := s.AllowModel("m/x"); err != nil {
+		t.Fatalf("AllowModel(m/x) = %v", err)
+	}
+	if got := testutil.ToFloat64(m.refused.WithLabelValues("a", "CALLER_NOT_ALLOWED")); got != 2 {
+		t.Errorf("refused = %v, want 2", got)
 	}
 }

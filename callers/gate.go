@@ -160,14 +160,16 @@ func (g *Gate) Limits(caller string) Limits {
 	return g.opts.Defaults
 }
 
-// Admit lets a stream of caller start, for rpc and model, or says why
-// not: *DeniedError when the policy does not allow it, *QuotaError when
-// the caller is at its concurrent streams or has used up a rate for this
-// minute. It does not wait. The caller must End the stream it returns.
-func (g *Gate) Admit(ctx context.Context, caller, rpc, model string) (*Stream, error) {
-	if p := g.policy.Load(); p != nil && !p.Allows(caller, rpc, model) {
+// Admit lets a stream of caller start, for rpc, or says why not:
+// *DeniedError when the policy lets the caller use rpc with no model at
+// all, *QuotaError when the caller is at its concurrent streams or has used
+// up a rate for this minute. It runs when the stream starts, before its
+// config names a model (see Stream.AllowModel). It waits for at most the
+// fleet's Redis calls. The caller must End the stream it returns.
+func (g *Gate) Admit(ctx context.Context, caller, rpc string) (*Stream, error) {
+	if p := g.policy.Load(); p != nil && !p.AllowsRPC(caller, rpc) {
 		g.m.refused.WithLabelValues(g.labels.known(caller), "CALLER_NOT_ALLOWED").Inc()
-		return nil, &DeniedError{Caller: caller, RPC: rpc, Model: model}
+		return nil, &DeniedError{Caller: caller, RPC: rpc}
 	}
 	lim := g.Limits(caller)
 	if lim.CharactersPerMinute > 0 && rpc != "Transcribe" {
@@ -187,7 +189,23 @@ func (g *Gate) Admit(ctx context.Context, caller, rpc, model string) (*Stream, e
 	case err != nil:
 		return nil, err
 	}
-	return &Stream{g: g, caller: caller, label: g.labels.caller(caller), model: g.labels.model(model), lim: lim, lease: lease}, nil
+	return &Stream{g: g, caller: caller, rpc: rpc, label: g.labels.caller(caller), model: noModel, lim: lim, lease: lease}, nil
+}
+
+// noModel is the model label of a stream that never named a valid model.
+const noModel = "none"
+
+// AllowModel checks the model the stream's config names against the
+// access policy: *DeniedError when the policy does not let the caller use
+// it with the stream's RPC. It does not wait.
+func (s *Stream) AllowModel(model string) error {
+	g := s.g
+	if p := g.policy.Load(); p != nil && !p.Allows(s.caller, s.rpc, model) {
+		g.m.refused.WithLabelValues(g.labels.known(s.caller), "CALLER_NOT_ALLOWED").Inc()
+		return &DeniedError{Caller: s.caller, RPC: s.rpc, Model: model}
+	}
+	s.model = g.labels.model(model)
+	return nil
 }
 
 func (g *Gate) overQuota(caller, quota string, limit int64, retry time.Duration) error {
@@ -197,9 +215,10 @@ func (g *Gate) overQuota(caller, quota string, limit int64, retry time.Duration)
 
 // Stream is one admitted stream of a caller.
 type Stream struct {
-	g      *Gate
-	caller string
-	// label and model are the metric labels of the caller and the model.
+	g           *Gate
+	caller, rpc string
+	// label and model are the metric labels of the caller and the model
+	// (set by AllowModel; "" until then).
 	label, model string
 	lim          Limits
 	lease        *fleet.Lease

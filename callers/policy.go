@@ -91,6 +91,17 @@ func LoadPolicy(path string) (*Policy, error) {
 }
 
 // Allows reports whether caller may use rpc with model.
+// AllowsRPC reports whether the policy lets caller use rpc with some model:
+// what a stream can be told before its config names one.
+func (p *Policy) AllowsRPC(caller, rpc string) bool {
+	for _, e := range p.Callers {
+		if match(e.ID, caller) && (len(e.RPCs) == 0 || slices.Contains(e.RPCs, rpc) || slices.Contains(e.RPCs, "*")) {
+			return true
+		}
+	}
+	return false
+}
+
 func (p *Policy) Allows(caller, rpc, model string) bool {
 	for _, e := range p.Callers {
 		if match(e.ID, caller) && (len(e.RPCs) == 0 || slices.Contains(e.RPCs, rpc) || slices.Contains(e.RPCs, "*")) &&

@@ -25,16 +25,16 @@ func TestBudget(t *testing.T) {
 		Budget: budget, AcquireTimeout: 50 * time.Millisecond, RecentTTL: -1, DialAttempts: 1,
 	})
 	ep := slngclient.Endpoint{Model: aura}
-	l1, err := p.AcquireTTS(ctx, ep, ttsCfg)
+	l1, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, ttsCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l2, err := p.AcquireTTS(ctx, ep, ttsCfg)
+	l2, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, ttsCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if _, err := p.AcquireTTS(ctx, ep, ttsCfg); !errors.Is(err, slngpool.ErrBudget) || !errors.Is(err, slngpool.ErrExhausted) {
+	if _, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, ttsCfg); !errors.Is(err, slngpool.ErrBudget) || !errors.Is(err, slngpool.ErrExhausted) {
 		t.Fatalf("a third session: err = %v, want ErrBudget", err)
 	}
 	if waited := time.Since(start); waited < 50*time.Millisecond {
@@ -62,12 +62,12 @@ func TestBudget(t *testing.T) {
 	// standby to get one.
 	other := ttsCfg
 	other.Voice = "aura-2-orion-en"
-	l3, err := p.AcquireTTS(ctx, ep, other)
+	l3, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, other)
 	if err != nil {
 		t.Fatal(err)
 	}
 	other.Voice = "aura-2-luna-en"
-	l4, err := p.AcquireTTS(ctx, ep, other)
+	l4, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, other)
 	if err != nil {
 		t.Fatalf("with a standby to retire: %v", err)
 	}

@@ -13,21 +13,25 @@ import (
 	"github.com/speech-gateway/speech-gateway/slngclient"
 )
 
-// purpose is why a dial is made. Only caller and rollover dials have a
+// Purpose is why a dial is made. Only caller and rollover dials have a
 // stream waiting on them; standby and prewarm dials are the pool's own and
 // go through its background budget.
-type purpose int
+type Purpose int
 
 const (
-	purposeCaller purpose = iota
-	purposeRollover
+	// PurposeCaller: a stream waits for its first session.
+	PurposeCaller Purpose = iota
+	// PurposeRollover: a running stream replaces its session. It is
+	// dialled exactly like a caller's and labelled rollover in the
+	// metrics.
+	PurposeRollover
 	purposeStandby
 	purposePrewarm
 )
 
-func (p purpose) String() string {
+func (p Purpose) String() string {
 	switch p {
-	case purposeRollover:
+	case PurposeRollover:
 		return "rollover"
 	case purposeStandby:
 		return "standby"
@@ -35,23 +39,6 @@ func (p purpose) String() string {
 		return "prewarm"
 	}
 	return "caller"
-}
-
-type purposeKey struct{}
-
-// WithRollover returns a ctx whose acquires are rollovers: a running stream
-// replacing its upstream session rather than a new stream opening one.
-// They are dialled exactly like a caller's and labelled rollover in the
-// metrics.
-func WithRollover(ctx context.Context) context.Context {
-	return context.WithValue(ctx, purposeKey{}, purposeRollover)
-}
-
-func purposeOf(ctx context.Context) purpose {
-	if p, ok := ctx.Value(purposeKey{}).(purpose); ok {
-		return p
-	}
-	return purposeCaller
 }
 
 // jitter returns a wait of d with jitter: uniform in [floor*d, d].
@@ -202,7 +189,7 @@ func (p *Pool) refill() time.Time {
 	type job struct {
 		k       poolKey
 		dial    dialFunc
-		purpose purpose
+		purpose Purpose
 		probe   *keyPause
 	}
 	var jobs []job
@@ -304,7 +291,7 @@ func (p *Pool) doneDialingLocked(k poolKey) {
 // dialStandby opens one standby session; it holds a slot already, and
 // takes the Budget's session first. probe, when not nil, is the paused key
 // this dial probes.
-func (p *Pool) dialStandby(k poolKey, pur purpose, dial dialFunc, probe *keyPause) {
+func (p *Pool) dialStandby(k poolKey, pur Purpose, dial dialFunc, probe *keyPause) {
 	defer p.wg.Done()
 	if !p.spareBudget(k) {
 		p.mu.Lock()

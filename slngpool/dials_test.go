@@ -239,7 +239,7 @@ func TestRetryAfterPausesBackground(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			start := time.Now()
-			_, err = p.AcquireTTS(ctx, slngclient.Endpoint{Model: aura}, ttsCfg)
+			_, err = p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
 			if ue, ok := slngclient.AsUpstreamError(err); !ok || ue.HTTPStatus != tc.status || ue.RetryAfter != 30*time.Second {
 				t.Fatalf("err = %v, want the %d with its Retry-After", err, tc.status)
 			}
@@ -281,7 +281,7 @@ func TestPrewarmRejectedOnce(t *testing.T) {
 	}
 	waitIdle(t, r.p, 1) // the other profile is warm
 	quiet(300 * time.Millisecond)
-	if _, err := r.p.AcquireTTS(testCtx(t), slngclient.Endpoint{Model: flash}, ttsCfg); err == nil {
+	if _, err := r.p.AcquireTTS(testCtx(t), slngpool.Request{Endpoint: slngclient.Endpoint{Model: flash}}, ttsCfg); err == nil {
 		t.Fatal("the caller got a session SLNG refuses")
 	}
 	quiet(300 * time.Millisecond)
@@ -327,7 +327,7 @@ func TestStandbyDeathsOpenBreaker(t *testing.T) {
 		t.Errorf("standby deaths = %v, want 3", got)
 	}
 	var coe *slngpool.CircuitOpenError
-	if _, err := r.p.AcquireTTS(testCtx(t), slngclient.Endpoint{Model: aura}, ttsCfg); !errors.As(err, &coe) {
+	if _, err := r.p.AcquireTTS(testCtx(t), slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg); !errors.As(err, &coe) {
 		t.Fatalf("err = %v, want an open circuit", err)
 	}
 	before := r.count.snapshot()[aura]
@@ -345,14 +345,14 @@ func TestDialRate(t *testing.T) {
 	ctx := testCtx(t)
 	ep := slngclient.Endpoint{Model: aura}
 	for range 10 { // the burst
-		l, err := r.p.AcquireTTS(ctx, ep, ttsCfg)
+		l, err := r.p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, ttsCfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		l.Release(nil, false)
 	}
 	start := time.Now()
-	l, err := r.p.AcquireTTS(ctx, ep, ttsCfg) // a token comes every 200 ms
+	l, err := r.p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, ttsCfg) // a token comes every 200 ms
 	if err != nil {
 		t.Fatalf("a caller within AcquireTimeout of a token: %v", err)
 	}
@@ -363,7 +363,7 @@ func TestDialRate(t *testing.T) {
 	tight, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
 	start = time.Now()
-	if _, err := r.p.AcquireTTS(tight, ep, ttsCfg); !errors.Is(err, slngpool.ErrDialRate) || !errors.Is(err, slngpool.ErrExhausted) {
+	if _, err := r.p.AcquireTTS(tight, slngpool.Request{Endpoint: ep}, ttsCfg); !errors.Is(err, slngpool.ErrDialRate) || !errors.Is(err, slngpool.ErrExhausted) {
 		t.Fatalf("err = %v, want ErrDialRate", err)
 	}
 	if took := time.Since(start); took > 40*time.Millisecond {
@@ -400,7 +400,7 @@ func TestBackgroundRateSparesCallers(t *testing.T) {
 	other.SampleRate = 24000
 	for i := range 5 {
 		start := time.Now()
-		l, err := r.p.AcquireTTS(slngpool.WithRollover(ctx), slngclient.Endpoint{Model: aura}, other)
+		l, err := r.p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}, Purpose: slngpool.PurposeRollover}, other)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -443,7 +443,7 @@ func TestShortLivedRoute(t *testing.T) {
 	hits := 0
 	for i := range 30 {
 		<-tick.C
-		l, err := r.p.AcquireTTS(ctx, slngclient.Endpoint{Model: aura}, ttsCfg)
+		l, err := r.p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -490,7 +490,7 @@ func TestShortLivedRoute(t *testing.T) {
 func TestStandbyWaitsForProof(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, slngsim.Options{}, map[string]string{"*": "drop@ready"}, nil, slngpool.Options{})
-	l, err := r.p.AcquireTTS(testCtx(t), slngclient.Endpoint{Model: aura}, ttsCfg)
+	l, err := r.p.AcquireTTS(testCtx(t), slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -518,7 +518,7 @@ func TestBYOKRefusalNotRetried(t *testing.T) {
 		slngpool.Options{BreakerFailures: 1, DisableWarm: true})
 	ep := slngclient.Endpoint{Model: aura, ProviderKey: "pk_refused"}
 	for range 2 {
-		_, err := r.p.AcquireTTS(testCtx(t), ep, ttsCfg)
+		_, err := r.p.AcquireTTS(testCtx(t), slngpool.Request{Endpoint: ep}, ttsCfg)
 		ue, ok := slngclient.AsUpstreamError(err)
 		if !ok || ue.Class().Category != slngclient.CategoryProviderKey || ue.Retryable {
 			t.Fatalf("AcquireTTS() error = %v, want the provider key refused", err)

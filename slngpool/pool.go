@@ -177,27 +177,33 @@ func (p *Pool) Prewarm(pr Profile) error {
 	return nil
 }
 
-// AcquireTTS returns a TTS session for ep and cfg: a warm one when there is
-// one, else a new one. Errors are *CircuitOpenError, ErrExhausted (or
+// Request is what an acquire asks for: a session of Endpoint, for
+// Purpose (PurposeCaller or PurposeRollover).
+type Request struct {
+	Endpoint slngclient.Endpoint
+	Purpose  Purpose
+}
+
+// AcquireTTS returns a TTS session for req and cfg: a warm one when there
+// is one, else a new one. Errors are *CircuitOpenError, ErrExhausted (or
 // ErrDialRate, which wraps it), ErrClosed, the ctx's error, or
-// slngclient's dial errors. Its dials are caller dials, or rollovers when
-// ctx comes from WithRollover.
-func (p *Pool) AcquireTTS(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.TTSConfig) (*Lease[*slngclient.TTSSession], error) {
-	k, dial := p.ttsKey(ep, cfg)
-	return acquireTyped[*slngclient.TTSSession](p, ctx, k, ep, dial)
+// slngclient's dial errors.
+func (p *Pool) AcquireTTS(ctx context.Context, req Request, cfg slngclient.TTSConfig) (*Lease[*slngclient.TTSSession], error) {
+	k, dial := p.ttsKey(req.Endpoint, cfg)
+	return acquireTyped[*slngclient.TTSSession](p, ctx, k, req, dial)
 }
 
 // AcquireSTT is AcquireTTS for speech to text.
-func (p *Pool) AcquireSTT(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.STTConfig) (*Lease[*slngclient.STTSession], error) {
-	k, dial := p.sttKey(ep, cfg)
-	return acquireTyped[*slngclient.STTSession](p, ctx, k, ep, dial)
+func (p *Pool) AcquireSTT(ctx context.Context, req Request, cfg slngclient.STTConfig) (*Lease[*slngclient.STTSession], error) {
+	k, dial := p.sttKey(req.Endpoint, cfg)
+	return acquireTyped[*slngclient.STTSession](p, ctx, k, req, dial)
 }
 
 // acquireTyped is acquire for a kind of session: k's kind and dial make
 // sessions of type S, so the assertion holds for every session under k,
 // warm or new.
-func acquireTyped[S Session](p *Pool, ctx context.Context, k poolKey, ep slngclient.Endpoint, dial dialFunc) (*Lease[S], error) {
-	l, err := p.acquire(ctx, k, ep, dial)
+func acquireTyped[S Session](p *Pool, ctx context.Context, k poolKey, req Request, dial dialFunc) (*Lease[S], error) {
+	l, err := p.acquire(ctx, k, req, dial)
 	if err != nil {
 		return nil, err
 	}
@@ -248,14 +254,15 @@ func (p *Pool) key(kind string, ep slngclient.Endpoint, cfg any) poolKey {
 	return k
 }
 
-func (p *Pool) acquire(ctx context.Context, k poolKey, ep slngclient.Endpoint, dial dialFunc) (*lease, error) {
+func (p *Pool) acquire(ctx context.Context, k poolKey, req Request, dial dialFunc) (*lease, error) {
+	ep := req.Endpoint
 	if err := slngclient.ValidateModel(ep.Model); err != nil {
 		return nil, err
 	}
 	if p.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
-	purpose := purposeOf(ctx)
+	purpose := req.Purpose
 	br := p.br.get(ep.Model, ep.Region)
 	// Each use is noted after the warm check, so that the standby it may
 	// start is for the next caller; only a failed dial is SLNG's answer.
@@ -312,7 +319,7 @@ func (p *Pool) acquire(ctx context.Context, k poolKey, ep slngclient.Endpoint, d
 // exponential backoff and jitter while the breaker allows and the caller's
 // deadline leaves time. Only the DialRate bucket may add to that wait;
 // the pool's own backoffs and pauses never delay a caller.
-func (p *Pool) dialRetrying(ctx context.Context, k poolKey, br *breaker, purpose purpose, dial dialFunc, until time.Time) (session, error) {
+func (p *Pool) dialRetrying(ctx context.Context, k poolKey, br *breaker, purpose Purpose, dial dialFunc, until time.Time) (session, error) {
 	wait := p.opts.BackoffBase
 	var lastErr error
 	for attempt := 1; ; attempt++ {
@@ -391,7 +398,7 @@ func (p *Pool) dialToken(ctx context.Context, until time.Time) error {
 }
 
 // dialOnce makes one dial and records it.
-func (p *Pool) dialOnce(ctx context.Context, k poolKey, purpose purpose, dial dialFunc) (session, error) {
+func (p *Pool) dialOnce(ctx context.Context, k poolKey, purpose Purpose, dial dialFunc) (session, error) {
 	start := time.Now()
 	s, err := dial(ctx)
 	var st slngclient.Stats

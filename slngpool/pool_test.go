@@ -61,7 +61,7 @@ func speak(t *testing.T, l *slngpool.Lease[*slngclient.TTSSession], text string)
 		if ev.Kind == slngclient.TTSAudio {
 			audio = append(audio, ev.Audio...)
 		}
-		if ev.Kind == slngclient.TTSAudioEnd {
+		if ev.Kind == slngclient.TTSTurnEnd {
 			break
 		}
 	}
@@ -85,7 +85,7 @@ func TestReuseAfterCleanTurn(t *testing.T) {
 	t.Parallel()
 	sim, p := setup(t, slngsim.Options{}, slngpool.Options{RecentTTL: -1})
 	ctx := testCtx(t)
-	l, err := p.AcquireTTS(ctx, slngclient.Endpoint{Model: aura}, ttsCfg)
+	l, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestReuseAfterCleanTurn(t *testing.T) {
 	l.Release(nil, true)
 	waitIdle(t, p, 1)
 
-	l2, err := p.AcquireTTS(ctx, slngclient.Endpoint{Model: aura}, ttsCfg)
+	l2, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestReuseAfterCleanTurn(t *testing.T) {
 	// A different config never gets that session.
 	other := ttsCfg
 	other.SampleRate = 24000
-	l3, err := p.AcquireTTS(ctx, slngclient.Endpoint{Model: aura}, other)
+	l3, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, other)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestPrewarmAndRecent(t *testing.T) {
 	})
 	waitIdle(t, p, 2)
 	ctx := testCtx(t)
-	l, err := p.AcquireTTS(ctx, slngclient.Endpoint{Model: aura}, ttsCfg)
+	l, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,13 +144,13 @@ func TestPrewarmAndRecent(t *testing.T) {
 
 	// A config seen once is kept warm too.
 	stt := slngclient.STTConfig{Encoding: "linear16", SampleRate: 16000}
-	ls, err := p.AcquireSTT(ctx, slngclient.Endpoint{Model: "deepgram/nova:3"}, stt)
+	ls, err := p.AcquireSTT(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: "deepgram/nova:3"}}, stt)
 	if err != nil || ls.Warm {
 		t.Fatalf("first STT acquire: warm %v, %v", ls != nil && ls.Warm, err)
 	}
 	ls.Release(nil, false)
 	waitIdle(t, p, 3)
-	ls, err = p.AcquireSTT(ctx, slngclient.Endpoint{Model: "deepgram/nova:3"}, stt)
+	ls, err = p.AcquireSTT(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: "deepgram/nova:3"}}, stt)
 	if err != nil || !ls.Warm {
 		t.Fatalf("second STT acquire: warm %v, %v", ls != nil && ls.Warm, err)
 	}
@@ -183,7 +183,7 @@ func TestKilledStandbyNeverHandedOut(t *testing.T) {
 		if i%2 == 1 {
 			time.Sleep(20 * time.Millisecond) // let the watcher see it, the other half of the time
 		}
-		l, err := p.AcquireTTS(testCtx(t), slngclient.Endpoint{Model: aura}, ttsCfg)
+		l, err := p.AcquireTTS(testCtx(t), slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
 		if err != nil {
 			t.Fatalf("acquire after a kill: %v", err)
 		}
@@ -197,7 +197,7 @@ func TestCredentialsNeverShared(t *testing.T) {
 	sim, p := setup(t, slngsim.Options{APIKey: "gateway-key", APIKeys: []string{"caller-key"}}, slngpool.Options{RecentTTL: -1})
 	ctx := testCtx(t)
 	mine := slngclient.Endpoint{Model: aura, APIKey: "caller-key"}
-	l, err := p.AcquireTTS(ctx, mine, ttsCfg)
+	l, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: mine}, ttsCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestCredentialsNeverShared(t *testing.T) {
 	waitIdle(t, p, 1)
 
 	// The gateway's own key must not get the caller's session...
-	l2, err := p.AcquireTTS(ctx, slngclient.Endpoint{Model: aura}, ttsCfg)
+	l2, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestCredentialsNeverShared(t *testing.T) {
 	speak(t, l2, "gateway key")
 	l2.Release(nil, false)
 	// ...but the same caller key does.
-	l3, err := p.AcquireTTS(ctx, mine, ttsCfg)
+	l3, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: mine}, ttsCfg)
 	if err != nil || !l3.Warm {
 		t.Fatalf("same key: warm %v, %v", l3 != nil && l3.Warm, err)
 	}
@@ -243,14 +243,14 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 	ctx := testCtx(t)
 	ep := slngclient.Endpoint{Model: aura}
 	for range 3 {
-		_, err := p.AcquireTTS(ctx, ep, ttsCfg)
+		_, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, ttsCfg)
 		if ue, ok := slngclient.AsUpstreamError(err); !ok || ue.HTTPStatus != 503 {
 			t.Fatalf("err = %v, want the 503", err)
 		}
 	}
 	before := sim.Stats().Rejected
 	start := time.Now()
-	_, err := p.AcquireTTS(ctx, ep, ttsCfg)
+	_, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, ttsCfg)
 	took := time.Since(start)
 	var coe *slngpool.CircuitOpenError
 	if !errors.As(err, &coe) || coe.Model != aura || coe.RetryAfter <= 0 || coe.RetryAfter > 300*time.Millisecond {
@@ -263,19 +263,19 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 		t.Fatal("the simulator was dialled while the circuit was open")
 	}
 	// Another model is unaffected by aura's breaker (it fails on its own).
-	if _, err := p.AcquireTTS(ctx, slngclient.Endpoint{Model: "elevenlabs/eleven-flash:2.5"}, ttsCfg); errors.As(err, &coe) {
+	if _, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: "elevenlabs/eleven-flash:2.5"}}, ttsCfg); errors.As(err, &coe) {
 		t.Fatal("one model's breaker refused another model")
 	}
 
 	failing.Store(false)
 	time.Sleep(coe.RetryAfter + 20*time.Millisecond)
-	l, err := p.AcquireTTS(ctx, ep, ttsCfg)
+	l, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, ttsCfg)
 	if err != nil {
 		t.Fatalf("the half-open probe failed: %v", err)
 	}
 	speak(t, l, "recovered")
 	l.Release(nil, false)
-	l, err = p.AcquireTTS(ctx, ep, ttsCfg)
+	l, err = p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, ttsCfg)
 	if err != nil {
 		t.Fatalf("after recovery: %v", err)
 	}
@@ -287,17 +287,17 @@ func TestBreakerIgnoresCallerMistakes(t *testing.T) {
 	_, p := setup(t, slngsim.Options{APIKey: "right"}, slngpool.Options{DisableWarm: true, DialAttempts: 1, BreakerFailures: 2})
 	ctx := testCtx(t)
 	for range 5 {
-		_, err := p.AcquireTTS(ctx, slngclient.Endpoint{Model: aura, APIKey: "wrong"}, ttsCfg)
+		_, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura, APIKey: "wrong"}}, ttsCfg)
 		if ue, ok := slngclient.AsUpstreamError(err); !ok || ue.HTTPStatus != 401 {
 			t.Fatalf("err = %v, want the 401", err)
 		}
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
-		if _, err := p.AcquireTTS(cctx, slngclient.Endpoint{Model: aura}, ttsCfg); !errors.Is(err, context.Canceled) {
+		if _, err := p.AcquireTTS(cctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg); !errors.Is(err, context.Canceled) {
 			t.Fatalf("cancelled acquire: %v", err)
 		}
 	}
-	l, err := p.AcquireTTS(ctx, slngclient.Endpoint{Model: aura, APIKey: "right"}, ttsCfg)
+	l, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura, APIKey: "right"}}, ttsCfg)
 	if err != nil {
 		t.Fatalf("auth failures and cancellations opened the breaker: %v", err)
 	}
@@ -313,7 +313,7 @@ func TestRetryWithBackoff(t *testing.T) {
 		}
 		return slngsim.Fault{}
 	}}, slngpool.Options{DisableWarm: true, BackoffBase: 10 * time.Millisecond})
-	l, err := p.AcquireTTS(testCtx(t), slngclient.Endpoint{Model: aura}, ttsCfg)
+	l, err := p.AcquireTTS(testCtx(t), slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
 	if err != nil {
 		t.Fatalf("two retryable failures then success: %v", err)
 	}
@@ -329,7 +329,7 @@ func TestRetryWithBackoff(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	if _, err := p2.AcquireTTS(ctx, slngclient.Endpoint{Model: aura}, ttsCfg); err == nil {
+	if _, err := p2.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg); err == nil {
 		t.Fatal("want the 503")
 	}
 	if time.Since(start) > 45*time.Millisecond && ctx.Err() == nil {
@@ -342,16 +342,16 @@ func TestCapacity(t *testing.T) {
 	_, p := setup(t, slngsim.Options{}, slngpool.Options{MaxSessions: 2, AcquireTimeout: 100 * time.Millisecond, RecentTTL: -1})
 	ctx := testCtx(t)
 	ep := slngclient.Endpoint{Model: aura}
-	a, err := p.AcquireTTS(ctx, ep, ttsCfg)
+	a, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, ttsCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := p.AcquireTTS(ctx, ep, ttsCfg)
+	b, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, ttsCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if _, err := p.AcquireTTS(ctx, ep, ttsCfg); !errors.Is(err, slngpool.ErrExhausted) {
+	if _, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, ttsCfg); !errors.Is(err, slngpool.ErrExhausted) {
 		t.Fatalf("err = %v, want ErrExhausted", err)
 	}
 	if waited := time.Since(start); waited < 100*time.Millisecond {
@@ -362,7 +362,7 @@ func TestCapacity(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		a.Release(nil, false)
 	}()
-	c, err := p.AcquireTTS(ctx, ep, ttsCfg)
+	c, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, ttsCfg)
 	if err != nil {
 		t.Fatalf("acquire after a release: %v", err)
 	}
@@ -372,7 +372,7 @@ func TestCapacity(t *testing.T) {
 	waitIdle(t, p, 1)
 	other := ttsCfg
 	other.Voice = "aura-2-orion-en"
-	d, err := p.AcquireTTS(ctx, ep, other)
+	d, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, other)
 	if err != nil {
 		t.Fatalf("the standby was not evicted for a caller: %v", err)
 	}

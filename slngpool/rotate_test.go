@@ -32,7 +32,7 @@ func TestKeyChanged(t *testing.T) {
 	t.Cleanup(p.Close)
 	waitIdle(t, p, 1)
 	ctx := testCtx(t)
-	inUse, err := p.AcquireTTS(ctx, slngclient.Endpoint{Model: aura}, ttsCfg)
+	inUse, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestKeyChanged(t *testing.T) {
 		}
 		return false
 	})
-	l, err := p.AcquireTTS(ctx, slngclient.Endpoint{Model: aura}, ttsCfg)
+	l, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,14 +73,15 @@ func TestKeyChanged(t *testing.T) {
 	}
 }
 
-// TestStandbySpoiledByAnEvent: a session handed back with a frame of its
-// last turn still to come (here audio_end after flushed) gets that frame
-// while it waits as a standby: the pool drops it, and nothing breaks.
-func TestStandbySpoiledByAnEvent(t *testing.T) {
+// TestStandbySurvivesTheEcho: a session handed back with the route's
+// second end-of-turn signal for its last turn still to come (here
+// audio_end after flushed) drops that signal itself while it waits as a
+// standby: it stays warm, and the next stream's turn on it is whole.
+func TestStandbySurvivesTheEcho(t *testing.T) {
 	t.Parallel()
 	sim, p := setup(t, slngsim.Options{}, slngpool.Options{RecentTTL: -1})
 	ctx := testCtx(t)
-	l, err := p.AcquireTTS(ctx, slngclient.Endpoint{Model: aura}, ttsCfg)
+	l, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,22 +93,24 @@ func TestStandbySpoiledByAnEvent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ev.Kind == slngclient.TTSFlushed {
+		if ev.Kind == slngclient.TTSTurnEnd {
 			break // audio_end is still to come
 		}
 	}
+	if !l.Session.Reusable() {
+		t.Fatal("a session with every turn ended is not reusable")
+	}
 	l.Release(nil, true)
-	waitIdle(t, p, 0)
-	l2, err := p.AcquireTTS(ctx, slngclient.Endpoint{Model: aura}, ttsCfg)
+	l2, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l2.Warm {
-		t.Error("the spoiled session was handed out")
+	if !l2.Warm {
+		t.Error("the session was not handed out again")
 	}
-	speak(t, l2, "a fresh session")
+	speak(t, l2, "a fresh turn")
 	l2.Release(nil, false)
-	if n := sim.Stats().Connections; n != 2 {
-		t.Errorf("%d sessions, want 2", n)
+	if n := sim.Stats().Connections; n != 1 {
+		t.Errorf("%d sessions, want 1", n)
 	}
 }

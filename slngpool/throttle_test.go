@@ -48,7 +48,7 @@ func (c *sessionCounter) snapshot() map[string]int {
 // turn, release. It returns the error the caller would report, nil when
 // the turn spoke.
 func callerTurn(ctx context.Context, p *slngpool.Pool, model string) error {
-	l, err := p.AcquireTTS(ctx, slngclient.Endpoint{Model: model}, ttsCfg)
+	l, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: model}}, ttsCfg)
 	if err != nil {
 		return err
 	}
@@ -56,7 +56,7 @@ func callerTurn(ctx context.Context, p *slngpool.Pool, model string) error {
 	for err == nil {
 		var ev slngclient.TTSEvent
 		ev, err = l.Session.Recv(ctx)
-		if err == nil && ev.Kind == slngclient.TTSAudioEnd {
+		if err == nil && ev.Kind == slngclient.TTSTurnEnd {
 			break
 		}
 	}
@@ -362,7 +362,7 @@ type idleCall struct {
 func idleDropCall(ctx context.Context, p *slngpool.Pool, model string, wait time.Duration) (c idleCall) {
 	ep := slngclient.Endpoint{Model: model}
 	textAt := time.Now().Add(wait)
-	l, err := p.AcquireTTS(ctx, ep, ttsCfg)
+	l, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, ttsCfg)
 	if err != nil {
 		c.err = err
 		return c
@@ -391,7 +391,7 @@ func idleDropCall(ctx context.Context, p *slngpool.Pool, model string, wait time
 			return c
 		}
 		c.died = true
-		if l, err = p.AcquireTTS(ctx, ep, ttsCfg); err != nil {
+		if l, err = p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, ttsCfg); err != nil {
 			c.err = err
 			return c
 		}
