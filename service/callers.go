@@ -22,8 +22,9 @@ type Callers interface {
 	// Identify returns the caller id of the stream whose context is ctx.
 	Identify(ctx context.Context) string
 	// Admit returns *callers.DeniedError or *callers.QuotaError when the
-	// stream may not start; the stream returned must be ended.
-	Admit(ctx context.Context, caller, rpc, model string) (*callers.Stream, error)
+	// stream may not start; the stream returned must be ended. Its
+	// AllowModel checks the model once the config names it.
+	Admit(ctx context.Context, caller, rpc string) (*callers.Stream, error)
 }
 
 // fieldCaller is the log field of the caller id, on the service's lines
@@ -60,38 +61,38 @@ type callerUsage struct {
 	sessionNanos atomic.Int64
 }
 
-type usageKey struct{}
-
-// callerContext starts the caller's account of a stream: the caller id
-// goes on its log lines and its span, and the account into ctx, where the
-// stream's upstream leases find it.
-func (s *Server) callerContext(ctx context.Context, log *zap.Logger, rpc string) (context.Context, *zap.Logger, *callerUsage) {
+// callerUsage starts the caller's account of a stream: the caller id goes
+// on its log lines and its span.
+func (s *Server) callerUsage(ctx context.Context, log *zap.Logger, rpc string) (*callerUsage, *zap.Logger) {
 	u := &callerUsage{caller: s.callerOf(ctx), rpc: rpc}
 	if u.caller != "" {
 		log = log.With(zap.String(fieldCaller, u.caller))
 		trace.SpanFromContext(ctx).SetAttributes(attribute.String(spanCaller, u.caller))
 	}
-	return context.WithValue(ctx, usageKey{}, u), log, u
-}
-
-// usageOf is the account of the stream of ctx, or nil.
-func usageOf(ctx context.Context) *callerUsage {
-	u, _ := ctx.Value(usageKey{}).(*callerUsage)
-	return u
+	return u, log
 }
 
 // admit asks the access policy and the caller's quotas whether the stream
-// may start, once its model is known, before any upstream work.
-func (u *callerUsage) admit(ctx context.Context, s *Server, model string) error {
+// may start, before its config and before it takes a gateway slot.
+func (u *callerUsage) admit(ctx context.Context, s *Server) error {
 	if s.cfg.Callers == nil {
 		return nil
 	}
-	cs, err := s.cfg.Callers.Admit(ctx, u.caller, u.rpc, model)
+	cs, err := s.cfg.Callers.Admit(ctx, u.caller, u.rpc)
 	if err != nil {
 		return err
 	}
 	u.stream = cs
 	return nil
+}
+
+// allowModel asks the access policy whether the caller may use model,
+// once the config names it, before any upstream work.
+func (u *callerUsage) allowModel(model string) error {
+	if u.stream == nil {
+		return nil
+	}
+	return u.stream.AllowModel(model)
 }
 
 // charge counts a text about to be synthesized against the caller's
@@ -130,26 +131,6 @@ func (u *callerUsage) end(log *zap.Logger, model string, synthesized, transcribe
 		zap.Int64("characters", usage.Characters), zap.Float64("synthesized_seconds", usage.SynthesizedSeconds),
 		zap.Float64("transcribed_seconds", usage.TranscribedSeconds),
 		zap.Float64("upstream_session_seconds", usage.UpstreamSessionSeconds))
-}
-
-// synthesizedAudio is the audio a Synthesize stream delivered, for
-// uncompressed encodings; 0 for compressed ones.
-func (st *synthesis) synthesizedAudio() time.Duration {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.book == nil || !st.book.clock.ok() {
-		return 0
-	}
-	return st.book.clock.duration(st.delivered)
-}
-
-// transcribedAudio is the audio the caller of a Transcribe stream sent,
-// for uncompressed encodings; 0 for compressed ones.
-func (tr *transcription) transcribedAudio() time.Duration {
-	if !tr.clock.ok() {
-		return 0
-	}
-	return tr.clock.duration(tr.sent.Load())
 }
 
 // errHandlerAborted is the status of a stream whose handler ended without

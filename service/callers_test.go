@@ -165,30 +165,33 @@ func TestCallersMetered(t *testing.T) {
 }
 
 // TestCallerNotAllowed: a stream the access policy does not allow ends
-// with PERMISSION_DENIED before anything is dialled.
+// with PERMISSION_DENIED before anything is dialled: when it starts, if
+// the caller may not use the RPC with any model, else once its config
+// names a model the caller may not use.
 func TestCallerNotAllowed(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	file := filepath.Join(t.TempDir(), "policy.yaml")
-	if err := os.WriteFile(file, []byte("callers:\n  - id: billing\n    rpcs: [Transcribe]\n"), 0o600); err != nil {
+	policy := "callers:\n  - id: billing\n    rpcs: [Transcribe]\n  - id: checkout\n    models: [\"acme/*\"]\n"
+	if err := os.WriteFile(file, []byte(policy), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
 	gate := newGate(t, reg, callers.Options{PolicyFile: file})
 	h := newHarness(t, slngsim.Options{}, Config{Callers: gate})
-	for _, caller := range []string{"billing", "intruder"} {
-		_, err := h.synthesizeText(t, asCaller(ctx, caller), &speechv1.SynthesizeTextRequest{Text: "Not for you."})
+	for _, tc := range []struct{ caller, model string }{{"billing", ""}, {"intruder", ""}, {"checkout", "deepgram/aura:2"}} {
+		_, err := h.synthesizeText(t, asCaller(ctx, tc.caller), &speechv1.SynthesizeTextRequest{Text: "Not for you."})
 		st := wantStatus(t, err, codes.PermissionDenied, ReasonCallerNotAllowed)
 		info, retry := details(st)
 		md := info.GetMetadata()
-		if md["caller"] != caller || md["rpc"] != "SynthesizeText" || md["model"] != "deepgram/aura:2" || retry != nil {
+		if md["caller"] != tc.caller || md["rpc"] != "SynthesizeText" || md["model"] != tc.model || retry != nil {
 			t.Errorf("details: %v, %v", md, retry)
 		}
 	}
 	if n := h.sim.Stats().Connections; n != 0 {
 		t.Errorf("%d upstream connections for refused streams", n)
 	}
-	if got := testutil.ToFloat64(h.metrics.streamsTotal.WithLabelValues("SynthesizeText", "PermissionDenied")); got != 2 {
+	if got := testutil.ToFloat64(h.metrics.streamsTotal.WithLabelValues("SynthesizeText", "PermissionDenied")); got != 3 {
 		t.Errorf("streams_total{PermissionDenied} = %v", got)
 	}
 }

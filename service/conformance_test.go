@@ -335,7 +335,7 @@ func (c *conformanceCase) transcribeFinalize(t *testing.T) {
 	// The first sentence without the silence that ends an utterance: only
 	// the finalize makes it final.
 	first := slngsim.Synthesize(conformanceSentences[0], "linear16", 16000)
-	send(sttAudio(first[:len(first)-2*96]))
+	send(sttAudioReq(first[:len(first)-2*96]))
 	send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Finalize{Finalize: &speechv1.Finalize{}}})
 	var resps []*speechv1.TranscribeResponse
 	for {
@@ -351,7 +351,7 @@ func (c *conformanceCase) transcribeFinalize(t *testing.T) {
 			break
 		}
 	}
-	send(sttAudio(spoken(conformanceSentences[1:2])))
+	send(sttAudioReq(spoken(conformanceSentences[1:2])))
 	if err := stream.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +383,7 @@ func (c *conformanceCase) transcribeAcrossReap(t *testing.T) {
 	defer ticker.Stop()
 	for i := 0; len(audio) > 0; i++ {
 		n := min(chunk, len(audio))
-		if err := stream.Send(sttAudio(audio[:n])); err != nil {
+		if err := stream.Send(sttAudioReq(audio[:n])); err != nil {
 			break // the status comes from Recv
 		}
 		audio = audio[n:]

@@ -44,6 +44,9 @@ const (
 	ReasonCallerNotAllowed        = "CALLER_NOT_ALLOWED"
 	ReasonCallerQuotaExceeded     = "CALLER_QUOTA_EXCEEDED"
 	ReasonUpstreamBudget          = "UPSTREAM_BUDGET_EXHAUSTED"
+	ReasonFirstMessageTimeout     = "FIRST_MESSAGE_TIMEOUT"
+	ReasonCallerStalled           = "CALLER_STALLED"
+	ReasonCallerTooSlow           = "CALLER_TOO_SLOW"
 )
 
 // outcome is one row of the error table: what a failure becomes on the wire.
@@ -88,6 +91,12 @@ var (
 	rowBudget        = outcome{codes.ResourceExhausted, ReasonUpstreamBudget, "the SLNG session budget shared by the gateway's replicas is in use", retrySoon}
 	rowNotAllowed    = outcome{codes.PermissionDenied, ReasonCallerNotAllowed, "the access policy does not let this caller use this RPC with this model", noRetry}
 	rowCallerQuota   = outcome{codes.ResourceExhausted, ReasonCallerQuotaExceeded, "the caller reached its quota", retrySoon}
+	rowFirstMessage  = outcome{codes.OutOfRange, ReasonFirstMessageTimeout, "the caller sent no config within the gateway's first-message timeout", retryNow}
+	rowStalled       = outcome{codes.ResourceExhausted, ReasonCallerStalled, "the caller accepted no message within the gateway's stall timeout", noRetry}
+	rowTooSlow       = outcome{codes.ResourceExhausted, ReasonCallerTooSlow, "the caller read more slowly than the upstream spoke, and the upstream ended the session meanwhile", noRetry}
+	rowNoSpeech      = outcome{codes.Unavailable, ReasonUpstreamUnavailable, "upstream kept closing the session before speaking the turn", retrySoon}
+	rowClosedEarly   = outcome{codes.Unavailable, ReasonUpstreamUnavailable, "upstream closed the session before the audio ended", retrySoon}
+	rowFinalsLate    = outcome{codes.Unavailable, ReasonUpstreamUnavailable, "upstream did not deliver the last transcripts in time", retrySoon}
 )
 
 // metadataError adds ErrorInfo metadata to the error it wraps.
@@ -105,11 +114,40 @@ func withMetadata(err error, md map[string]string) error {
 	return &metadataError{err: err, md: md}
 }
 
-// errDraining ends streams when the server shuts down.
-var errDraining = errors.New("server is draining")
-
-// errOverloaded rejects streams beyond the gateway's own limit.
-var errOverloaded = errors.New("gateway stream limit reached")
+// The gateway's own conditions that end streams. Each has a row of its own
+// (statusRules); none poses as an upstream error.
+var (
+	// errDraining ends streams when the server shuts down.
+	errDraining = errors.New("server is draining")
+	// errOverloaded rejects streams beyond the gateway's own limit.
+	errOverloaded = errors.New("gateway stream limit reached")
+	// errStreamTooLong ends streams that reach MaxStreamDuration.
+	errStreamTooLong = errors.New("stream reached the gateway's maximum duration")
+	// errCallerIdle ends streams whose caller went quiet for
+	// CallerIdleTimeout.
+	errCallerIdle = errors.New("the caller sent nothing within the gateway's idle timeout")
+	// errFirstMessageTimeout ends streams whose caller sent no config within
+	// FirstMessageTimeout.
+	errFirstMessageTimeout = errors.New("the caller sent no config within the first-message timeout")
+	// errCallerStalled ends streams whose caller accepted no message for
+	// CallerStallTimeout.
+	errCallerStalled = errors.New("the caller accepted no message within the stall timeout")
+	// errCallerTooSlow ends a turn that SLNG's session ended while the
+	// caller was behind (slngclient.HeldBackError): part of its audio went
+	// out, so it cannot be replayed.
+	errCallerTooSlow = errors.New("the upstream ended the session while the caller was behind")
+	// errTurnTimeout ends a turn that made no progress for TurnTimeout.
+	errTurnTimeout = errors.New("upstream made no progress on the turn within the turn timeout")
+	// errClosedBeforeSpeaking: SLNG kept closing the session before
+	// speaking a turn.
+	errClosedBeforeSpeaking = errors.New("upstream kept closing the session before speaking the turn")
+	// errUpstreamClosedEarly: SLNG closed a Transcribe session normally
+	// before the caller's audio ended.
+	errUpstreamClosedEarly = errors.New("upstream closed the session before the audio ended")
+	// errFinalsTimeout: the last transcripts did not come within
+	// FinalsTimeout after the caller's half-close.
+	errFinalsTimeout = errors.New("upstream did not deliver the last transcripts in time")
+)
 
 // streamMeta is what ErrorInfo metadata reports about the failing stream.
 type streamMeta struct {
@@ -162,26 +200,120 @@ func turnOutcome(err error) outcome {
 	return rowUnavailable
 }
 
+// ruled is what a rule makes of an error: its row, and the details the
+// row carries beyond the stream's metadata.
+type ruled struct {
+	row   outcome
+	extra map[string]string
+	more  []protoadapt.MessageV1 // details after ErrorInfo
+}
+
+// statusRule is one rule of the status table: match says whether err is
+// the rule's, and what it becomes.
+type statusRule struct {
+	name  string
+	match func(err error, meta streamMeta) (ruled, bool)
+}
+
+// is is a rule for a sentinel error.
+func is(target error, row outcome) statusRule {
+	return statusRule{name: target.Error(), match: func(err error, _ streamMeta) (ruled, bool) {
+		return ruled{row: row}, errors.Is(err, target)
+	}}
+}
+
+// statusRules is the one table that turns the errors that end streams
+// into what the caller sees (docs/errors.md). The first rule that matches
+// wins; an error no rule knows is INTERNAL.
+var statusRules = []statusRule{
+	is(errDraining, rowDraining),
+	is(slngpool.ErrClosed, rowDraining),
+	{name: "circuit open", match: func(err error, _ streamMeta) (ruled, bool) {
+		var coe *slngpool.CircuitOpenError
+		if !errors.As(err, &coe) {
+			return ruled{}, false
+		}
+		r := ruled{row: rowCircuitOpen}
+		r.row.retry = coe.RetryAfter
+		if coe.Region != "" {
+			r.extra = map[string]string{"region": coe.Region}
+		}
+		return r, true
+	}},
+	{name: "caller not allowed", match: func(err error, _ streamMeta) (ruled, bool) {
+		var denied *callers.DeniedError
+		if !errors.As(err, &denied) {
+			return ruled{}, false
+		}
+		md := map[string]string{"caller": denied.Caller, "rpc": denied.RPC}
+		if denied.Model != "" {
+			md["model"] = denied.Model
+		}
+		return ruled{row: rowNotAllowed, extra: md}, true
+	}},
+	{name: "caller quota", match: func(err error, _ streamMeta) (ruled, bool) {
+		var quota *callers.QuotaError
+		if !errors.As(err, &quota) {
+			return ruled{}, false
+		}
+		r := ruled{row: rowCallerQuota, extra: map[string]string{"caller": quota.Caller, "quota": quota.Quota}}
+		r.row.message = fmt.Sprintf("the caller reached its quota of %d %s", quota.Limit, quota.Quota)
+		r.row.retry = quota.RetryAfter
+		r.more = []protoadapt.MessageV1{&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
+			Subject:     "caller:" + quota.Caller,
+			Description: fmt.Sprintf("%s: at most %d", quota.Quota, quota.Limit),
+		}}}}
+		return r, true
+	}},
+	is(slngpool.ErrBudget, rowBudget),
+	is(slngpool.ErrDialRate, rowDialRate),
+	is(slngpool.ErrExhausted, rowCapacity),
+	is(errOverloaded, rowOverloaded),
+	is(errStreamTooLong, rowTooLong),
+	is(errCallerIdle, rowCallerIdle),
+	is(errFirstMessageTimeout, rowFirstMessage),
+	is(errCallerStalled, rowStalled),
+	is(errCallerTooSlow, rowTooSlow),
+	is(errTurnTimeout, rowTurnTimeout),
+	is(errClosedBeforeSpeaking, rowNoSpeech),
+	is(errUpstreamClosedEarly, rowClosedEarly),
+	is(errFinalsTimeout, rowFinalsLate),
+	{name: "upstream", match: func(err error, meta streamMeta) (ruled, bool) {
+		ue, ok := slngclient.AsUpstreamError(err)
+		if !ok {
+			return ruled{}, false
+		}
+		r := ruled{row: upstreamOutcome(ue), extra: upstreamMetadata(ue)}
+		if ue.RetryAfter > 0 && r.row.retry >= 0 {
+			r.row.retry = ue.RetryAfter // SLNG's own Retry-After wins
+		}
+		if ue.Class().Category == slngclient.CategoryAuth && !meta.callerKey {
+			// The gateway's own key: an operator problem. UNAUTHENTICATED
+			// would make callers refresh their credentials and count it
+			// as their fault; INTERNAL tells them not to retry.
+			r.row = rowOwnKeyRefused
+		}
+		if ue.Kind == slngclient.KindHandshake && ue.Message != "" {
+			// SLNG's own words on a refused handshake (e.g. "BYOK is
+			// only supported for external STT/TTS routes"), which
+			// slngclient bounds, sanitises and strips of keys.
+			r.row.message += ": " + ue.Message
+		}
+		return r, true
+	}},
+}
+
 // toStatus converts any error that ends a stream into the status the caller
 // sees. It is the only place where errors become statuses. ctxErr is the
 // stream context's error, which wins: once the caller has gone, whatever
 // else failed is a consequence.
 func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, internal bool) {
-	if err == nil {
-		return status.New(codes.OK, ""), false
-	}
-	if ctxErr != nil {
-		return status.FromContextError(ctxErr), false
-	}
 	var verr *validationError
-	var ue *slngclient.UpstreamError
-	var coe *slngpool.CircuitOpenError
-	var denied *callers.DeniedError
-	var quota *callers.QuotaError
-	var row outcome
-	var extra map[string]string
-	var more []protoadapt.MessageV1 // details after ErrorInfo
 	switch {
+	case err == nil:
+		return status.New(codes.OK, ""), false
+	case ctxErr != nil:
+		return status.FromContextError(ctxErr), false
 	case errors.As(err, &verr):
 		st := status.New(codes.InvalidArgument, verr.Error())
 		st, _ = st.WithDetails(
@@ -193,85 +325,45 @@ func toStatus(err error, ctxErr error, meta streamMeta) (st *status.Status, inte
 		return status.New(codes.Canceled, "stream cancelled"), false
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.New(codes.DeadlineExceeded, "stream deadline exceeded"), false
-	case errors.Is(err, errDraining), errors.Is(err, slngpool.ErrClosed):
-		row = rowDraining
-	case errors.As(err, &coe):
-		row = rowCircuitOpen
-		row.retry = coe.RetryAfter
-		if coe.Region != "" {
-			extra = map[string]string{"region": coe.Region}
-		}
-	case errors.As(err, &denied):
-		row = rowNotAllowed
-		extra = map[string]string{"caller": denied.Caller, "rpc": denied.RPC, "model": denied.Model}
-	case errors.As(err, &quota):
-		row = rowCallerQuota
-		row.message = fmt.Sprintf("the caller reached its quota of %d %s", quota.Limit, quota.Quota)
-		row.retry = quota.RetryAfter
-		extra = map[string]string{"caller": quota.Caller, "quota": quota.Quota}
-		more = append(more, &errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
-			Subject:     "caller:" + quota.Caller,
-			Description: fmt.Sprintf("%s: at most %d", quota.Quota, quota.Limit),
-		}}})
-	case errors.Is(err, slngpool.ErrBudget):
-		row = rowBudget
-	case errors.Is(err, slngpool.ErrDialRate):
-		row = rowDialRate
-	case errors.Is(err, slngpool.ErrExhausted):
-		row = rowCapacity
-	case errors.Is(err, errOverloaded):
-		row = rowOverloaded
-	case errors.Is(err, errStreamTooLong):
-		row = rowTooLong
-	case errors.Is(err, errCallerIdle):
-		row = rowCallerIdle
-	case errors.Is(err, errTurnTimeout):
-		row = rowTurnTimeout
-	case errors.As(err, &ue):
-		row = upstreamOutcome(ue)
-		extra = upstreamMetadata(ue)
-		if ue.RetryAfter > 0 && row.retry >= 0 {
-			row.retry = ue.RetryAfter // SLNG's own Retry-After wins
-		}
-		if ue.Class().Category == slngclient.CategoryAuth && !meta.callerKey {
-			// The gateway's own key: an operator problem. UNAUTHENTICATED
-			// would make callers refresh their credentials and count it
-			// as their fault; INTERNAL tells them not to retry.
-			row = rowOwnKeyRefused
-		}
-		if ue.Kind == slngclient.KindHandshake && ue.Message != "" {
-			// SLNG's own words on a refused handshake (e.g. "BYOK is
-			// only supported for external STT/TTS routes"), which
-			// slngclient bounds, sanitises and strips of keys.
-			row.message += ": " + ue.Message
-		}
-	default:
+	}
+	r, ok := ruleFor(err, meta)
+	if !ok {
 		if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
 			// A status from the gRPC transport itself, e.g. the caller's
 			// stream breaking: pass it on unchanged.
 			return s, false
 		}
-		row = rowInternal
+		r = ruled{row: rowInternal}
 	}
 	var me *metadataError
 	if errors.As(err, &me) {
-		if extra == nil {
-			extra = map[string]string{}
+		if r.extra == nil {
+			r.extra = map[string]string{}
 		}
 		for k, v := range me.md {
-			extra[k] = v
+			r.extra[k] = v
 		}
 	}
-	st = status.New(row.code, row.message)
-	if row.reason == "" {
-		return st, row.code == codes.Internal
+	st = status.New(r.row.code, r.row.message)
+	if r.row.reason == "" {
+		return st, r.row.code == codes.Internal
 	}
-	details := append([]protoadapt.MessageV1{errorInfo(row.reason, meta, extra)}, more...)
-	if row.retry >= 0 {
-		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(row.retry)})
+	details := append([]protoadapt.MessageV1{errorInfo(r.row.reason, meta, r.extra)}, r.more...)
+	if r.row.retry >= 0 {
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(r.row.retry)})
 	}
 	st, _ = st.WithDetails(details...)
-	return st, row.code == codes.Internal
+	return st, r.row.code == codes.Internal
+}
+
+// ruleFor is the first rule of statusRules that matches err.
+func ruleFor(err error, meta streamMeta) (ruled, bool) {
+	for _, rule := range statusRules {
+		if r, ok := rule.match(err, meta); ok {
+			return r, true
+		}
+	}
+	return ruled{}, false
 }
 
 func upstreamMetadata(ue *slngclient.UpstreamError) map[string]string {

@@ -17,79 +17,192 @@ import (
 )
 
 // fakeUpstream lends in-memory sessions, in the order the test queued
-// them, so that pump and stream logic can be tested without sockets.
+// them, so that stream logic can be tested without sockets. Every session
+// it lent is closed when the test ends.
 type fakeUpstream struct {
-	stt chan *fakeSTT
-	tts chan *fakeTTS
+	stt  chan *fakeSTT
+	tts  chan *fakeTTS
+	mu   sync.Mutex
+	lent []interface{ CloseNow() }
 }
 
-func newFakeUpstream() *fakeUpstream {
-	return &fakeUpstream{stt: make(chan *fakeSTT, 8), tts: make(chan *fakeTTS, 8)}
+func newFakeUpstream(t testing.TB) *fakeUpstream {
+	u := &fakeUpstream{stt: make(chan *fakeSTT, 8), tts: make(chan *fakeTTS, 8)}
+	t.Cleanup(func() {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		for _, s := range u.lent {
+			s.CloseNow()
+		}
+	})
+	return u
 }
 
-func (u *fakeUpstream) AcquireSTT(ctx context.Context, _ slngclient.Endpoint, _ slngclient.STTConfig) (Lease[STTSession], error) {
+func (u *fakeUpstream) lend(s interface{ CloseNow() }) {
+	u.mu.Lock()
+	u.lent = append(u.lent, s)
+	u.mu.Unlock()
+}
+
+func (u *fakeUpstream) AcquireSTT(ctx context.Context, _ AcquireRequest, _ slngclient.STTConfig) (Lease[STTSession], error) {
 	select {
 	case s := <-u.stt:
+		u.lend(s)
+		s.start()
 		return Lease[STTSession]{Session: s, Release: s.release}, nil
 	case <-ctx.Done():
 		return Lease[STTSession]{}, ctx.Err()
 	}
 }
 
-func (u *fakeUpstream) AcquireTTS(ctx context.Context, _ slngclient.Endpoint, _ slngclient.TTSConfig) (Lease[TTSSession], error) {
+func (u *fakeUpstream) AcquireTTS(ctx context.Context, _ AcquireRequest, _ slngclient.TTSConfig) (Lease[TTSSession], error) {
 	select {
 	case s := <-u.tts:
+		u.lend(s)
+		s.start()
 		return Lease[TTSSession]{Session: s, Release: s.release}, nil
 	case <-ctx.Done():
 		return Lease[TTSSession]{}, ctx.Err()
 	}
 }
 
-// fakeSession is what the fake sessions share: an id, a close, and a
-// record of how the gateway released them.
+// fakeEvents is a fake session's side that the stream reads: the test
+// queues events and the session's end with send and end, in order, and
+// one goroutine (started when the session is lent) hands them to Events,
+// which it closes at the end, as slngclient's reader does.
+type fakeEvents[E any] struct {
+	in     chan fakeItem[E]
+	events chan E
+	closed chan struct{}
+	once   sync.Once
+	errMu  sync.Mutex
+	err    error
+	done   chan struct{}
+}
+
+type fakeItem[E any] struct {
+	ev  E
+	end bool
+	err error
+}
+
+func newFakeEvents[E any]() fakeEvents[E] {
+	return fakeEvents[E]{in: make(chan fakeItem[E], 64), events: make(chan E), closed: make(chan struct{}), done: make(chan struct{})}
+}
+
+// send queues an event for the stream.
+func (f *fakeEvents[E]) send(ev E) { f.in <- fakeItem[E]{ev: ev} }
+
+// end ends the session, after the events queued, with err (io.EOF: SLNG's
+// normal close).
+func (f *fakeEvents[E]) end(err error) { f.in <- fakeItem[E]{end: true, err: err} }
+
+func (f *fakeEvents[E]) start() {
+	go func() {
+		defer close(f.done)
+		defer close(f.events)
+		for {
+			select {
+			case it := <-f.in:
+				if it.end {
+					f.setErr(it.err)
+					return
+				}
+				select {
+				case f.events <- it.ev:
+				case <-f.closed:
+					f.setErr(slngclient.ErrSessionClosed)
+					return
+				}
+			case <-f.closed:
+				f.setErr(slngclient.ErrSessionClosed)
+				return
+			}
+		}
+	}()
+}
+
+func (f *fakeEvents[E]) setErr(err error) {
+	f.errMu.Lock()
+	f.err = err
+	f.errMu.Unlock()
+}
+
+func (f *fakeEvents[E]) Events() <-chan E { return f.events }
+
+func (f *fakeEvents[E]) Err() error {
+	f.errMu.Lock()
+	defer f.errMu.Unlock()
+	return f.err
+}
+
+func (f *fakeEvents[E]) isClosed() bool {
+	select {
+	case <-f.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// CloseNow ends the session, and waits for its goroutine if it started.
+func (f *fakeEvents[E]) CloseNow() {
+	f.once.Do(func() { close(f.closed) })
+}
+
+func (f *fakeEvents[E]) Close(context.Context) error { f.CloseNow(); return nil }
+
+// fakeSession is what the fake sessions share: an id, and a record of how
+// the gateway released them.
 type fakeSession struct {
-	id        string
-	readyAt   time.Time
-	closeOnce sync.Once
-	closed    chan struct{}
-	mu        sync.Mutex
-	released  bool
-	relErr    error
+	id       string
+	readyAt  time.Time
+	mu       sync.Mutex
+	released bool
+	reused   bool
+	relErr   error
 }
 
 func newFakeSession(id string) fakeSession {
-	return fakeSession{id: id, readyAt: time.Now(), closed: make(chan struct{})}
+	return fakeSession{id: id, readyAt: time.Now()}
 }
 
-func (s *fakeSession) ID() string                  { return s.id }
-func (s *fakeSession) RequestID() string           { return "req-" + s.id }
-func (s *fakeSession) Stats() slngclient.Stats     { return slngclient.Stats{ReadyAt: s.readyAt} }
-func (s *fakeSession) Err() error                  { return nil }
-func (s *fakeSession) Close(context.Context) error { s.CloseNow(); return nil }
-func (s *fakeSession) CloseNow()                   { s.closeOnce.Do(func() { close(s.closed) }) }
+func (s *fakeSession) ID() string              { return s.id }
+func (s *fakeSession) RequestID() string       { return "req-" + s.id }
+func (s *fakeSession) Stats() slngclient.Stats { return slngclient.Stats{ReadyAt: s.readyAt} }
 func (s *fakeSession) release(err error, reuse bool) {
 	s.mu.Lock()
-	s.released, s.relErr = true, err
+	if !s.released {
+		s.released, s.relErr, s.reused = true, err, reuse
+	}
 	s.mu.Unlock()
 }
 
-// errFakeLost is a failure SLNG may recover from, as a reaped session is.
-var errFakeLost = &slngclient.UpstreamError{Kind: slngclient.KindTransport, Message: "connection lost", Retryable: true}
+// releasedWith reports how the gateway gave the session back.
+func (s *fakeSession) releasedWith() (released, reused bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.released, s.reused, s.relErr
+}
 
-// fakeSTT is an STT session whose events the test sends through ev; a
-// value in fail ends it with that error. If stall is not nil, every
-// SendAudio waits for it to be closed (a socket SLNG stopped reading).
+// errFakeLost is a failure SLNG may recover from, as a lost connection is.
+var errFakeLost = &slngclient.UpstreamError{Kind: slngclient.KindTransport, Message: "connection lost", CloseCode: 1006}
+
+// fakeSTT is an STT session that records the audio it was sent. If stall
+// is not nil, every SendAudio waits for it to be closed (a socket SLNG
+// stopped reading).
 type fakeSTT struct {
 	fakeSession
-	ev    chan slngclient.STTEvent
-	fail  chan error
-	stall chan struct{}
-	audio bytes.Buffer // under mu
-	ended bool         // CloseSend was called; under mu
+	fakeEvents[slngclient.STTEvent]
+	stall    chan struct{}
+	audio    bytes.Buffer // under mu
+	ended    bool         // CloseSend was called; under mu
+	writes   []string     // "audio:N", "finalize", "close"; under mu
+	endOnEnd bool         // CloseSend ends the session with io.EOF (SLNG's answer)
 }
 
 func newFakeSTT(id string) *fakeSTT {
-	return &fakeSTT{fakeSession: newFakeSession(id), ev: make(chan slngclient.STTEvent, 16), fail: make(chan error, 1)}
+	return &fakeSTT{fakeSession: newFakeSession(id), fakeEvents: newFakeEvents[slngclient.STTEvent](), endOnEnd: true}
 }
 
 func (s *fakeSTT) SendAudio(ctx context.Context, b []byte) error {
@@ -100,9 +213,13 @@ func (s *fakeSTT) SendAudio(ctx context.Context, b []byte) error {
 			return slngclient.ErrSessionClosed
 		}
 	}
+	if s.isClosed() {
+		return slngclient.ErrSessionClosed
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.audio.Write(b)
+	s.writes = append(s.writes, fmt.Sprint("audio:", len(b)))
 	return nil
 }
 
@@ -112,54 +229,48 @@ func (s *fakeSTT) received() []byte {
 	return bytes.Clone(s.audio.Bytes())
 }
 
-func (s *fakeSTT) Finalize(context.Context) error { return nil }
+func (s *fakeSTT) Finalize(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writes = append(s.writes, "finalize")
+	return nil
+}
 
 func (s *fakeSTT) CloseSend(context.Context) error {
 	s.mu.Lock()
 	s.ended = true
+	s.writes = append(s.writes, "close")
 	s.mu.Unlock()
-	s.fail <- io.EOF
-	return nil
-}
-
-func (s *fakeSTT) Recv(ctx context.Context) (slngclient.STTEvent, error) {
-	select {
-	case ev := <-s.ev:
-		return ev, nil
-	case err := <-s.fail:
-		return slngclient.STTEvent{}, err
-	case <-s.closed:
-		return slngclient.STTEvent{}, slngclient.ErrSessionClosed
-	case <-ctx.Done():
-		return slngclient.STTEvent{}, ctx.Err()
+	if s.endOnEnd {
+		s.end(io.EOF)
 	}
+	return nil
 }
 
 func final(text string) slngclient.STTEvent {
 	return slngclient.STTEvent{Kind: slngclient.STTFinal, Transcript: slngclient.Transcript{Text: text}}
 }
 
-// fakeTTS is a TTS session that records what it was sent; the test sends
-// its events through ev.
+// fakeTTS is a TTS session that records what it was sent.
 type fakeTTS struct {
 	fakeSession
-	ev   chan slngclient.TTSEvent
-	fail chan error
+	fakeEvents[slngclient.TTSEvent]
 	sent []string // under mu
+	// notReusable makes Reusable false, as a session with a turn in
+	// flight is.
+	notReusable bool
 }
 
 func newFakeTTS(id string) *fakeTTS {
-	return &fakeTTS{fakeSession: newFakeSession(id), ev: make(chan slngclient.TTSEvent, 16), fail: make(chan error, 1)}
+	return &fakeTTS{fakeSession: newFakeSession(id), fakeEvents: newFakeEvents[slngclient.TTSEvent]()}
 }
 
 func (s *fakeTTS) record(what string) error {
+	if s.isClosed() {
+		return slngclient.ErrSessionClosed
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	select {
-	case <-s.closed:
-		return slngclient.ErrSessionClosed
-	default:
-	}
 	s.sent = append(s.sent, what)
 	return nil
 }
@@ -172,24 +283,7 @@ func (s *fakeTTS) Text(_ context.Context, text string, flush bool) error {
 }
 func (s *fakeTTS) Flush(context.Context) error { return s.record("flush") }
 func (s *fakeTTS) Clear(context.Context) error { return s.record("clear") }
-
-func (s *fakeTTS) Recv(ctx context.Context) (slngclient.TTSEvent, error) {
-	select {
-	case ev := <-s.ev:
-		return ev, nil
-	case err := <-s.fail:
-		return slngclient.TTSEvent{}, err
-	case <-s.closed:
-		return slngclient.TTSEvent{}, slngclient.ErrSessionClosed
-	case <-ctx.Done():
-		return slngclient.TTSEvent{}, ctx.Err()
-	}
-}
-
-// RecvFast offers nothing to fast: the fake has no reader goroutine.
-func (s *fakeTTS) RecvFast(ctx context.Context, _ func(slngclient.TTSEvent) bool) (slngclient.TTSEvent, error) {
-	return s.Recv(ctx)
-}
+func (s *fakeTTS) Reusable() bool              { return !s.notReusable && !s.isClosed() && s.Err() == nil }
 
 func (s *fakeTTS) sentList() []string {
 	s.mu.Lock()
@@ -200,7 +294,7 @@ func (s *fakeTTS) sentList() []string {
 // newFakeHarness serves a gateway whose upstream lends the given sessions,
 // in order.
 func newFakeHarness(t *testing.T, tts []*fakeTTS, stt []*fakeSTT) *harness {
-	up := newFakeUpstream()
+	up := newFakeUpstream(t)
 	for _, s := range tts {
 		up.tts <- s
 	}
@@ -247,7 +341,7 @@ func TestTranscribeReplayWithFakes(t *testing.T) {
 	send(audio(a))
 	send(audio(b))
 	waitFor(t, func() bool { return len(first.received()) == len(a)+len(b) }, "the first session's audio")
-	first.fail <- errFakeLost
+	first.end(errFakeLost)
 	if r := recvResponse(t, stream, "reconnected").GetReconnected(); r == nil || r.GetPreviousUpstreamSessionId() != "one" || r.GetUpstreamSessionId() != "two" {
 		t.Fatalf("want reconnected from one to two, got %v", r)
 	}
@@ -257,7 +351,7 @@ func TestTranscribeReplayWithFakes(t *testing.T) {
 	if !bytes.Equal(second.received(), want) {
 		t.Fatal("the new session heard the audio out of order")
 	}
-	second.ev <- final("all of it")
+	second.send(final("all of it"))
 	if f := recvResponse(t, stream, "final").GetFinalTranscript(); f.GetText() != "all of it" {
 		t.Fatalf("want the final, got %v", f)
 	}
@@ -267,10 +361,8 @@ func TestTranscribeReplayWithFakes(t *testing.T) {
 	if _, err := recvAll(t, stream.Recv); err != nil {
 		t.Fatal(err)
 	}
-	first.mu.Lock()
-	defer first.mu.Unlock()
-	if !first.released || !errors.Is(first.relErr, errFakeLost) {
-		t.Fatalf("the failed session was released with %v (released %v), want its failure", first.relErr, first.released)
+	if released, _, err := first.releasedWith(); !released || !errors.Is(err, errFakeLost) {
+		t.Fatalf("the failed session was released with %v (released %v), want its failure", err, released)
 	}
 }
 
@@ -294,11 +386,11 @@ func TestTranscriptsDoNotWaitForAStalledWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return len(first.received()) == 32000 }, "the first session's audio")
-	first.fail <- errFakeLost
+	first.end(errFakeLost)
 	recvResponse(t, stream, "reconnected")
 	// The replay to the second session is stuck in its first write.
 	for i := range 3 {
-		second.ev <- final(fmt.Sprint("heard ", i))
+		second.send(final(fmt.Sprint("heard ", i)))
 		if f := recvResponse(t, stream, "final").GetFinalTranscript(); f.GetText() != fmt.Sprint("heard ", i) {
 			t.Fatalf("want final %d, got %v", i, f)
 		}
@@ -313,12 +405,11 @@ func TestTranscriptsDoNotWaitForAStalledWrite(t *testing.T) {
 	}
 }
 
-// speakTurn sends what SLNG sends for one turn: audio, then both end
-// signals.
+// speakTurn sends what a TTS session yields for one turn: audio, then the
+// turn's end.
 func (s *fakeTTS) speakTurn(audio []byte) {
-	s.ev <- slngclient.TTSEvent{Kind: slngclient.TTSAudio, Audio: audio}
-	s.ev <- slngclient.TTSEvent{Kind: slngclient.TTSFlushed}
-	s.ev <- slngclient.TTSEvent{Kind: slngclient.TTSAudioEnd}
+	s.send(slngclient.TTSEvent{Kind: slngclient.TTSAudio, Audio: audio})
+	s.send(slngclient.TTSEvent{Kind: slngclient.TTSTurnEnd})
 }
 
 // TestSynthesizeResumeWithFakes: turns flushed on a session that fails
@@ -355,7 +446,7 @@ func TestSynthesizeResumeWithFakes(t *testing.T) {
 	send(text("One."))
 	send(text("Two."))
 	waitFor(t, func() bool { return len(first.sentList()) == 4 }, "both turns on the first session")
-	first.fail <- errFakeLost
+	first.end(errFakeLost)
 	if r := recv("reconnected").GetReconnected(); r.GetTurnsReplayed() != 2 || r.GetUpstreamSessionId() != "two" {
 		t.Fatalf("want both turns replayed on session two, got %v", r)
 	}

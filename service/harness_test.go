@@ -138,15 +138,20 @@ func newPooledHarness(t testing.TB, simOpts slngsim.Options, cfg Config, poolOpt
 // options, e.g. interceptors.
 func newHarnessWith(t testing.TB, simOpts slngsim.Options, cfg Config, poolOpts slngpool.Options, log *zap.Logger, extra ...grpc.ServerOption) *harness {
 	t.Helper()
+	return newHarnessClient(t, simOpts, slngclient.Options{}, cfg, poolOpts, log, extra...)
+}
+
+// newHarnessClient also takes the SLNG client's options.
+func newHarnessClient(t testing.TB, simOpts slngsim.Options, clientOpts slngclient.Options, cfg Config, poolOpts slngpool.Options,
+	log *zap.Logger, extra ...grpc.ServerOption) *harness {
+	t.Helper()
 	if simOpts.APIKey == "" {
 		simOpts.APIKey = testKey
 	}
 	sim := slngtest.NewServer(t, simOpts)
-	client, err := slngclient.New(slngclient.Options{
-		BaseURL: sim.URL(),
-		APIKey:  testKey,
-		Logger:  sentinelLogger(t).Named("client"),
-	})
+	clientOpts.BaseURL, clientOpts.APIKey = sim.URL(), testKey
+	clientOpts.Logger = sentinelLogger(t).Named("client")
+	client, err := slngclient.New(clientOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +194,11 @@ func serveGateway(t testing.TB, up Upstream, cfg Config, reg *prometheus.Registr
 	go func() { served <- gs.Serve(lis) }()
 	conn, err := grpc.NewClient("passthrough:///gateway",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Fixed windows, as the gateway's own: grpc-go's dynamic ones grow
+		// to 16 MiB a stream, which would hide a caller that stops
+		// reading behind megabytes of its own buffers.
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(1<<20))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +356,7 @@ func (h *harness) counter(t testing.TB, name string, want map[string]string) flo
 					continue metrics
 				}
 			}
-			sum += m.GetCounter().GetValue()
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
 	return sum

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,13 @@ type Metrics struct {
 	finalsEstimated                   prometheus.Counter
 	unknownFrames                     *prometheus.CounterVec
 	keyRefused                        *prometheus.CounterVec
+	// buffered counts the bytes waiting for callers in every stream's
+	// outbox (Config.BufferBytes); bufferedGauge exports it.
+	buffered      atomic.Int64
+	bufferedGauge prometheus.GaugeFunc
+	// pauses counts the times a stream stopped reading SLNG because its
+	// caller was behind.
+	pauses prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them on reg; a nil reg
@@ -103,6 +111,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Upstream messages of a type the gateway does not know, ignored, by kind.",
 		}, []string{"kind"}),
 	}
+	m.bufferedGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "speech_gateway_caller_buffered_bytes",
+		Help: "Bytes of responses, audio above all, waiting for callers that read more slowly than SLNG speaks, across streams.",
+	}, func() float64 { return float64(m.buffered.Load()) })
+	m.pauses = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "speech_gateway_caller_pauses_total",
+		Help: "Times a stream stopped reading SLNG because its caller was behind by the stream's or the gateway's buffer bound.",
+	})
 	// Series that alerts watch exist from the start at 0, so that
 	// increase() sees their first failure.
 	for _, c := range []string{"gateway", "caller"} {
@@ -117,7 +133,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.streamsActive, m.streamsTotal, m.upstreamAcquire, m.upstreamErrors,
 			m.warnings, m.audioBytes, m.firstAudio, m.transcriptDelay, m.reconnects,
-			m.turnsFailed, m.violations, m.finalsDropped, m.finalsEstimated, m.unknownFrames, m.keyRefused)
+			m.turnsFailed, m.violations, m.finalsDropped, m.finalsEstimated, m.unknownFrames, m.keyRefused,
+			m.bufferedGauge, m.pauses)
 	}
 	return m
 }
@@ -137,7 +154,7 @@ func (m *Metrics) observeAcquire(kind string, start time.Time, warm bool, err er
 // slngclient's table count as "other", to bound the label.
 func (m *Metrics) reconnect(kind, reason string) {
 	switch reason {
-	case "rollover", "connection_lost", "closed", "reaped", "turn_timeout":
+	case "rollover", "connection_lost", "closed", "reaped", "turn_timeout", "caller_behind":
 	default:
 		if !slngclient.KnownCode(reason) {
 			reason = "other"

@@ -2,20 +2,17 @@ package service
 
 import (
 	"math"
-	"sync"
 	"time"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 )
 
-// replayBuffer keeps the audio a Transcribe caller sent after the last final
-// transcript, so that a new upstream session can hear it again. Its size is
-// bounded; when it overflows, a reconnect can no longer be exact and the
-// stream fails instead. It has a lock of its own: the upstream owner adds
-// to it and the down pump trims it, and neither waits for the other's
-// socket.
+// replayBuffer keeps the audio a Transcribe caller sent that no final
+// transcript is yet proven to cover, so that a new upstream session can
+// hear it again. Its size is bounded; when it overflows, a reconnect can
+// no longer be exact and the stream fails instead. The stream's loop owns
+// it.
 type replayBuffer struct {
-	mu       sync.Mutex
 	buf      []byte
 	start    int64 // stream byte offset of buf[0]
 	end      int64 // stream byte offset after the last byte received
@@ -24,8 +21,6 @@ type replayBuffer struct {
 }
 
 func (r *replayBuffer) add(b []byte) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.end += int64(len(b))
 	if r.max <= 0 {
 		r.start = r.end
@@ -42,8 +37,6 @@ func (r *replayBuffer) add(b []byte) {
 
 // trim forgets the audio before off, which a final transcript covered.
 func (r *replayBuffer) trim(off int64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	if off < r.start {
 		return // still missing audio between the final and the buffer
 	}
@@ -64,16 +57,12 @@ func (r *replayBuffer) trim(off int64) {
 // tail returns how many bytes were received after the last final, and
 // whether some of them were dropped.
 func (r *replayBuffer) tail() (n int64, overflow bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	return r.end - r.start, r.overflow
 }
 
 // snapshot copies the audio to replay and returns it with the stream
 // offset of its first byte; overflow reports that it is incomplete.
 func (r *replayBuffer) snapshot() (audio []byte, start int64, overflow bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	return append([]byte(nil), r.buf...), r.start, r.overflow
 }
 

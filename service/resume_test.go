@@ -41,7 +41,7 @@ func (h *harness) transcribePaced(t *testing.T, ctx context.Context, cfg *speech
 	next := time.Now()
 	for len(audio) > 0 {
 		n := min(3200, len(audio))
-		if err := stream.Send(sttAudio(audio[:n])); err != nil {
+		if err := stream.Send(sttAudioReq(audio[:n])); err != nil {
 			break // the status comes from Recv
 		}
 		audio = audio[n:]

@@ -21,7 +21,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
-	"github.com/speech-gateway/speech-gateway/internal/poll"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 	"github.com/speech-gateway/speech-gateway/slngpool"
 )
@@ -83,6 +82,24 @@ type Config struct {
 	// DrainGrace is the grace period announced to streams when the server
 	// drains (ServerDraining.grace). Default 25 s.
 	DrainGrace time.Duration
+	// FirstMessageTimeout ends a stream whose caller sent no config within
+	// it. Default 10 s; negative disables.
+	FirstMessageTimeout time.Duration
+	// CallerStallTimeout ends a stream whose caller accepts no message at
+	// all for this long while responses wait for it (CALLER_STALLED): its
+	// SLNG session is closed, never pooled, and nothing counts against
+	// SLNG. Default 30 s; negative disables.
+	CallerStallTimeout time.Duration
+	// StreamBufferBytes bounds the responses, audio above all, that wait
+	// for one stream's caller, who reads more slowly than SLNG speaks. SLNG
+	// is read on meanwhile; past the bound, the stream stops reading SLNG
+	// until the caller catches up. Default 3 MiB (over 60 s of 24 kHz
+	// 16-bit audio).
+	StreamBufferBytes int
+	// BufferBytes bounds what waits for callers across the gateway: a
+	// stream with anything waiting stops reading SLNG while the total is
+	// over it. Default 256 MiB; negative disables.
+	BufferBytes int64
 	// TracerProvider records a span per upstream SLNG session; nil records
 	// nothing. The gRPC server's own spans come from its stats handler.
 	TracerProvider trace.TracerProvider
@@ -145,8 +162,30 @@ func (c Config) withDefaults() Config {
 	if c.DrainGrace <= 0 {
 		c.DrainGrace = 25 * time.Second
 	}
+	c.FirstMessageTimeout = orDefault(c.FirstMessageTimeout, 10*time.Second)
+	c.CallerStallTimeout = orDefault(c.CallerStallTimeout, 30*time.Second)
+	if c.StreamBufferBytes <= 0 {
+		c.StreamBufferBytes = 3 << 20
+	}
+	switch {
+	case c.BufferBytes == 0:
+		c.BufferBytes = 256 << 20
+	case c.BufferBytes < 0:
+		c.BufferBytes = 0
+	}
 	c.ModelAllowlist = append([]string(nil), c.ModelAllowlist...)
 	return c
+}
+
+// orDefault is d, def when d is zero, and 0 (off) when d is negative.
+func orDefault(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
 }
 
 // Server implements TextToSpeechService and SpeechToTextService on top of an
@@ -166,33 +205,10 @@ type Server struct {
 	// drainCtx is cancelled by Drain; streams watch it.
 	drainCtx context.Context
 	drain    context.CancelFunc
-	// pumps tracks up pumps that may outlive their handler (see runPumps).
+	// pumps tracks the goroutines that may outlive their handler: a
+	// stream's caller reader and sender, which grpc-go releases from a
+	// blocked Recv or Send only when the handler returns.
 	pumps sync.WaitGroup
-	// endStyles remembers, per TTS model, how its route ends a turn
-	// (endStyle), so that later streams need not find out; at most
-	// maxEndStyles models.
-	endStyles sync.Map
-	nStyles   atomic.Int64
-}
-
-// maxEndStyles bounds Server.endStyles: callers may name any valid model.
-const maxEndStyles = 1024
-
-func (s *Server) endStyle(model string) endStyle {
-	if v, ok := s.endStyles.Load(model); ok {
-		return v.(endStyle)
-	}
-	return styleUnknown
-}
-
-func (s *Server) learnEndStyle(model string, style endStyle) {
-	if style == styleUnknown || s.endStyle(model) == style {
-		return
-	}
-	if _, loaded := s.endStyles.Swap(model, style); !loaded && s.nStyles.Add(1) > maxEndStyles {
-		s.endStyles.Delete(model)
-		s.nStyles.Add(-1)
-	}
 }
 
 // New returns a Server. logger may be nil (no logs) and metrics may be nil
@@ -258,19 +274,18 @@ func (s *Server) Wait() {
 func (s *Server) Profiles(tts []*speechv1.SynthesisConfig, stt []*speechv1.RecognitionConfig) ([]slngpool.Profile, error) {
 	var out []slngpool.Profile
 	for _, c := range tts {
-		st := &synthesis{srv: s}
+		st := &synthCore{srv: s}
 		if err := st.configure(c); err != nil {
 			return nil, fmt.Errorf("prewarm synthesis config: %w", err)
 		}
 		out = append(out, slngpool.Profile{Endpoint: st.ep, TTS: &st.ttsCfg})
 	}
 	for _, c := range stt {
-		tr := &transcription{srv: s}
-		cfg, err := tr.configure(c)
-		if err != nil {
+		tr := &sttCore{srv: s}
+		if err := tr.configure(c); err != nil {
 			return nil, fmt.Errorf("prewarm recognition config: %w", err)
 		}
-		out = append(out, slngpool.Profile{Endpoint: tr.ep, STT: &cfg})
+		out = append(out, slngpool.Profile{Endpoint: tr.ep, STT: &tr.sttCfg})
 	}
 	return out, nil
 }
@@ -323,51 +338,10 @@ func newSessionID() string {
 	return "gw_" + hex.EncodeToString(b[:])
 }
 
-// streamContext bounds a stream by MaxStreamDuration and by
-// CallerIdleTimeout: the stream ends when the caller has sent nothing for
-// that long while busy reports nothing in progress. The returned activity
-// func records a message from the caller; cancel stops everything.
-func (s *Server) streamContext(ctx context.Context, busy func() bool) (context.Context, func(), context.CancelFunc) {
-	var cancelDur context.CancelFunc = func() {}
-	if s.cfg.MaxStreamDuration > 0 {
-		ctx, cancelDur = context.WithTimeoutCause(ctx, s.cfg.MaxStreamDuration, errStreamTooLong)
-	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	var last atomic.Int64
-	last.Store(time.Now().UnixNano())
-	activity := func() { last.Store(time.Now().UnixNano()) }
-	if s.cfg.CallerIdleTimeout <= 0 {
-		return ctx, activity, func() { cancel(nil); cancelDur() }
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		poll.Every(ctx, max(s.cfg.CallerIdleTimeout/4, 10*time.Millisecond), func() bool {
-			if time.Since(time.Unix(0, last.Load())) > s.cfg.CallerIdleTimeout && !busy() {
-				cancel(errCallerIdle)
-				return true
-			}
-			return false
-		})
-	}()
-	return ctx, activity, func() { cancel(nil); <-done; cancelDur() }
-}
-
-// errStreamTooLong ends streams that reach MaxStreamDuration.
-var errStreamTooLong = errors.New("stream reached the gateway's maximum duration")
-
-// errCallerIdle ends streams whose caller went quiet for CallerIdleTimeout.
-var errCallerIdle = errors.New("the caller sent nothing within the gateway's idle timeout")
-
 // finish turns a handler's error into the status the caller sees, logs it
 // once, and records it.
 func (s *Server) finish(ctx context.Context, rpc string, err error, meta streamMeta, log *zap.Logger) error {
 	ctxErr := ctx.Err()
-	if cause := context.Cause(ctx); ctxErr != nil && (errors.Is(cause, errStreamTooLong) || errors.Is(cause, errCallerIdle)) {
-		// Our own limit, not the caller's deadline.
-		ctxErr = nil
-		err = cause
-	}
 	st, internal := toStatus(err, ctxErr, meta)
 	s.metrics.streamsTotal.WithLabelValues(rpc, st.Code().String()).Inc()
 	if reason := upstreamReason(err, ctxErr, st); reason != "" {

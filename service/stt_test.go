@@ -96,7 +96,7 @@ func TestTranscribeFinalize(t *testing.T) {
 	audio = audio[:len(audio)-2*96]
 	for _, r := range []*speechv1.TranscribeRequest{
 		sttConfig(&speechv1.RecognitionConfig{EnableDiarization: true}),
-		sttAudio(audio),
+		sttAudioReq(audio),
 		{Request: &speechv1.TranscribeRequest_Finalize{Finalize: &speechv1.Finalize{}}},
 	} {
 		if err := stream.Send(r); err != nil {
@@ -115,7 +115,7 @@ func TestTranscribeFinalize(t *testing.T) {
 		t.Fatalf("final = %v", final)
 	}
 	// The stream goes on after a finalize.
-	if err := stream.Send(sttAudio(slngsim.Synthesize("And more.", "linear16", 16000))); err != nil {
+	if err := stream.Send(sttAudioReq(slngsim.Synthesize("And more.", "linear16", 16000))); err != nil {
 		t.Fatal(err)
 	}
 	if err := stream.CloseSend(); err != nil {
@@ -225,13 +225,14 @@ func TestTranscribeFinalsWithoutTiming(t *testing.T) {
 func TestTranscriptOutsideTheProtocol(t *testing.T) {
 	t.Parallel()
 	s := &Server{metrics: NewMetrics(nil)}
-	tr := &transcription{srv: s, clock: clockOf(&speechv1.AudioFormat{
+	tr := &sttCore{srv: s, clock: clockOf(&speechv1.AudioFormat{
 		Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: 16000})}
+	now := time.Now()
 	final := func(text string, start, dur time.Duration, timed bool) slngclient.STTEvent {
 		return slngclient.STTEvent{Kind: slngclient.STTFinal, Transcript: slngclient.Transcript{
 			Text: text, Start: start, HasStart: timed, Duration: dur, HasDuration: timed}}
 	}
-	r := tr.translate(final("Nothing was said.", 0, 0, false))
+	r := tr.translate(final("Nothing was said.", 0, 0, false), now)
 	if r.GetWarning().GetCode() != "upstream_protocol" {
 		t.Fatalf("final before any audio gave %v, want a warning", r)
 	}
@@ -242,23 +243,23 @@ func TestTranscriptOutsideTheProtocol(t *testing.T) {
 		t.Errorf("violations = %v", v)
 	}
 
-	tr.sent.Store(32000) // one second of audio sent
-	if f := tr.translate(final("One.", 0, time.Second, true)).GetFinalTranscript(); f.GetText() != "One." || f.GetOffsetsEstimated() {
+	tr.sent = 32000 // one second of audio sent
+	if f := tr.translate(final("One.", 0, time.Second, true), now).GetFinalTranscript(); f.GetText() != "One." || f.GetOffsetsEstimated() {
 		t.Fatalf("timed final = %v", f)
 	}
-	if r := tr.translate(final("One.", 0, time.Second, true)); r != nil {
+	if r := tr.translate(final("One.", 0, time.Second, true), now); r != nil {
 		t.Errorf("a final ending where the last one did was delivered again: %v", r)
 	}
 	if v := testutil.ToFloat64(s.metrics.finalsDropped.WithLabelValues("duplicate")); v != 1 {
 		t.Errorf("dropped duplicate = %v", v)
 	}
 
-	tr.finalizePending = true
-	tr.sent.Store(64000)
-	f := tr.translate(final("Two.", 0, 0, false)).GetFinalTranscript()
+	tr.finalizes = []int64{64000}
+	tr.sent = 96000
+	f := tr.translate(final("Two.", 0, 0, false), now).GetFinalTranscript()
 	if !f.GetFromFinalize() || !f.GetOffsetsEstimated() || f.GetStartOffset().AsDuration() != time.Second ||
-		f.GetEndOffset().AsDuration() != 2*time.Second || tr.finalizePending {
-		t.Errorf("untimed final after a finalize = %v (pending %v)", f, tr.finalizePending)
+		f.GetEndOffset().AsDuration() != 2*time.Second || len(tr.finalizes) != 0 {
+		t.Errorf("untimed final after a finalize = %v (pending %v)", f, tr.finalizes)
 	}
 }
 

@@ -33,8 +33,9 @@ type upstreamLease[S upstreamSession] struct {
 }
 
 // acquireLease gets an upstream session of kind ("tts" or "stt") through
-// get, recording the time it took and starting its span.
-func acquireLease[S upstreamSession](ctx context.Context, s *Server, kind string, ep slngclient.Endpoint, get func(context.Context) (Lease[S], error)) (*upstreamLease[S], error) {
+// get, recording the time it took and starting its span; usage is the
+// stream's account, charged with the session's time.
+func acquireLease[S upstreamSession](ctx context.Context, s *Server, kind string, usage *callerUsage, ep slngclient.Endpoint, get func(context.Context) (Lease[S], error)) (*upstreamLease[S], error) {
 	ctx, span := s.tracer.Start(ctx, "slng.session", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("slng.kind", kind), attribute.String("slng.model", ep.Model)))
 	start := time.Now()
@@ -49,8 +50,11 @@ func acquireLease[S upstreamSession](ctx context.Context, s *Server, kind string
 	sess := lease.Session
 	span.SetAttributes(attribute.Bool("slng.pool.warm", lease.Warm),
 		attribute.String("slng.session_id", sess.ID()), attribute.String("slng.request_id", sess.RequestID()))
-	l := &upstreamLease[S]{Lease: lease, span: span, kind: kind, m: s.metrics, usage: usageOf(ctx), start: time.Now()}
-	l.unknown = sess.Stats().UnknownTypes
+	l := &upstreamLease[S]{Lease: lease, span: span, kind: kind, m: s.metrics, usage: usage, start: time.Now()}
+	if lease.Warm {
+		// What the session ignored for the streams before this one.
+		l.unknown = sess.Stats().UnknownTypes
+	}
 	return l, nil
 }
 

@@ -11,30 +11,6 @@ import (
 	"github.com/speech-gateway/speech-gateway/slngclient"
 )
 
-// endSignal is one of the forms in which an upstream route ends a turn.
-// SLNG's routes differ (slng-real-clients.md, "TTS: how a turn ends"): some
-// send `flushed` and `audio_end`, some only one of them, some close the
-// socket after the audio. The gateway ends a turn on the first signal of
-// any form and sends the caller `flushed` then `audio_end` itself.
-type endSignal uint8
-
-const (
-	endNone endSignal = iota
-	endFlushed
-	endAudioEnd
-)
-
-// endStyle is what a route was seen to send at the end of a turn.
-type endStyle uint8
-
-const (
-	styleUnknown endStyle = iota
-	// styleSingle: one end signal per turn (or a close).
-	styleSingle
-	// styleBoth: `flushed` and `audio_end`, in either order.
-	styleBoth
-)
-
 // turn tracks one turn: text up to a flush and the audio that answers it.
 type turn struct {
 	id         uint64
@@ -58,6 +34,21 @@ type clearReq struct {
 	turnID    uint64
 	delivered *speechv1.TurnDelivery
 }
+
+// synthOut is one response for the caller. Audio is kept apart, as the
+// event's own bytes (valid until the next upstream event), so that the
+// stream copies it once into a buffer of its own.
+type synthOut struct {
+	resp *speechv1.SynthesizeResponse // nil for audio
+	// audio, seq and turn make an AudioChunk.
+	audio     []byte
+	seq, turn uint64
+}
+
+// maxChunk bounds the audio of one AudioChunk: a larger frame from SLNG is
+// split, so that no response approaches the caller's message size limit
+// (grpc-go's default is 4 MiB, the same as the largest frame read).
+const maxChunk = 256 << 10
 
 // turnResult reports what an upstream event did, beyond the responses.
 type turnResult struct {
@@ -84,7 +75,9 @@ type turnResult struct {
 // turnBook is the bookkeeping of one Synthesize stream's turns: text
 // queued, flushed, audio delivered, ended, cleared, failed. It does no I/O
 // and holds no lock: fed what the caller and the upstream did, it returns
-// the responses to send, in order. The stream serializes calls to it.
+// the responses to send, in order. Its stream's loop alone calls it. The
+// upstream session has already made the route's ways of ending a turn
+// into one TTSTurnEnd per flushed turn (slngclient's turn account).
 //
 // Invariants: every flushed turn ends exactly once, with `flushed` and
 // `audio_end`, `turn_failed`, or the acknowledgement of a clear or cancel
@@ -107,29 +100,19 @@ type turnBook struct {
 	// first audio or its end, so that a turn replayed on a new session does
 	// not show the caller a segment that never spoke.
 	held *speechv1.SynthesizeResponse
-	// echo is the signal that ended the last turn while no audio has
-	// arrived since: the route's other end signal for that same turn is an
-	// echo, not the end of the next turn.
-	echo endSignal
-	// style is what the route sends at the end of a turn, learned from
-	// what follows an end signal.
-	style endStyle
 	// strayWarned is set once the caller has been warned of audio outside
 	// any turn, until a turn makes progress again: one warning per burst.
 	strayWarned bool
 
-	// chunk and audioResp are reused for every chunk: Send has marshalled
-	// a message by the time it returns.
-	chunk     *speechv1.AudioChunk
-	audioResp *speechv1.SynthesizeResponse
-	out       []*speechv1.SynthesizeResponse
+	out []synthOut
 }
 
 func newTurnBook(clock pcmClock) *turnBook {
-	b := &turnBook{clock: clock, chunk: &speechv1.AudioChunk{}}
-	b.audioResp = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Audio{Audio: b.chunk}}
-	return b
+	return &turnBook{clock: clock}
 }
+
+// emit adds a response to out.
+func (b *turnBook) emit(r *speechv1.SynthesizeResponse) { b.out = append(b.out, synthOut{resp: r}) }
 
 // errTurnTooLong rejects text beyond maxTurnText in one turn.
 var errTurnTooLong = errors.New("turn text too long")
@@ -186,13 +169,6 @@ func (b *turnBook) idle() bool {
 	return len(b.pending) == 0 && len(b.clears) == 0
 }
 
-// awaitingEcho reports whether the last turn ended on one signal and the
-// route may still send the other: a session handed back to the pool with
-// that frame unread would look spoiled.
-func (b *turnBook) awaitingEcho() bool {
-	return b.echo != endNone && b.style != styleSingle
-}
-
 // openText reports whether the open turn holds text SLNG has heard.
 func (b *turnBook) openText() bool {
 	return b.open != nil && !b.open.failed && b.open.text.Len() > 0
@@ -202,7 +178,7 @@ func (b *turnBook) openText() bool {
 // session open, a Clear is acknowledged when `cleared` arrives (SLNG sends
 // it after the last frame of the discarded turns); a Cancel, or any clear
 // with no session to clear, is acknowledged now.
-func (b *turnBook) clear(cancel, upstreamOpen bool) []*speechv1.SynthesizeResponse {
+func (b *turnBook) clear(cancel, upstreamOpen bool) []synthOut {
 	b.out = b.out[:0]
 	req := clearReq{cancel: cancel, delivered: &speechv1.TurnDelivery{}}
 	if cur := b.inProgress(); cur != nil {
@@ -212,21 +188,21 @@ func (b *turnBook) clear(cancel, upstreamOpen bool) []*speechv1.SynthesizeRespon
 	b.pending = nil
 	b.open = nil
 	b.held = nil
-	b.echo = endNone
 	if upstreamOpen {
 		b.clears = append(b.clears, req)
 	}
 	if cancel || !upstreamOpen {
-		b.out = append(b.out, ackFor(req))
+		b.emit(ackFor(req))
 	}
 	return b.out
 }
 
 // event feeds one upstream event and returns the responses it makes.
-func (b *turnBook) event(ev slngclient.TTSEvent) ([]*speechv1.SynthesizeResponse, turnResult) {
+func (b *turnBook) event(ev slngclient.TTSEvent) ([]synthOut, turnResult) {
 	b.out = b.out[:0]
 	var res turnResult
-	if ev.Kind == slngclient.TTSWarning {
+	switch ev.Kind {
+	case slngclient.TTSWarning:
 		res.warning = true
 		reap := announcesReap(ev.Err)
 		if reap {
@@ -237,7 +213,7 @@ func (b *turnBook) event(ev slngclient.TTSEvent) ([]*speechv1.SynthesizeResponse
 		}
 		if t := b.inProgress(); t != nil && len(b.clears) == 0 {
 			res.replace = true
-			if ev.Err == nil || !ev.Err.Retryable || t.bytes > 0 || t.retried {
+			if ev.Err == nil || !ev.Err.Class().Retryable || t.bytes > 0 || t.retried {
 				// SLNG answered the turn with an error and will not
 				// finish it (e.g. text with no letters, text too long,
 				// an unknown pronunciation dictionary), failed it after
@@ -249,19 +225,17 @@ func (b *turnBook) event(ev slngclient.TTSEvent) ([]*speechv1.SynthesizeResponse
 			t.retried = true
 		}
 		if !reap {
-			b.out = append(b.out, warningResponse(ev.Err))
+			b.emit(warningResponse(ev.Err))
 		}
 		return b.out, res
-	}
-	if ev.Kind == slngclient.TTSCleared {
+	case slngclient.TTSCleared:
 		if len(b.clears) == 0 {
 			return b.out, res // not ours to acknowledge
 		}
 		req := b.clears[0]
 		b.clears = b.clears[1:]
-		b.echo = endNone
 		if !req.cancel {
-			b.out = append(b.out, ackFor(req))
+			b.emit(ackFor(req))
 		}
 		return b.out, res
 	}
@@ -280,26 +254,29 @@ func (b *turnBook) event(ev slngclient.TTSEvent) ([]*speechv1.SynthesizeResponse
 			res.violation = "audio_outside_turn"
 			if !b.strayWarned {
 				b.strayWarned = true
-				b.out = append(b.out, &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Warning{
+				b.emit(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Warning{
 					Warning: &speechv1.Warning{Code: "upstream_protocol", Message: "the upstream sent audio outside any turn; it was dropped"}}})
 			}
 			return b.out, res
 		}
-		if b.echo != endNone {
-			b.style = styleSingle
-		}
-		b.echo, b.strayWarned = endNone, false
-		b.seq++
-		t.bytes += uint64(len(ev.Audio))
-		t.lastSeq = b.seq
+		b.strayWarned = false
 		if !t.firstAudio {
 			t.firstAudio = true
 			res.firstAudio = t
 		}
 		res.audio = len(ev.Audio)
 		b.releaseHeld()
-		b.chunk.Data, b.chunk.Sequence, b.chunk.TurnId = ev.Audio, b.seq, t.id
-		b.out = append(b.out, b.audioResp)
+		for audio := ev.Audio; len(audio) > 0; {
+			n := min(len(audio), maxChunk)
+			if n < len(audio) && b.clock.ok() {
+				n -= n % int(b.clock.frame) // whole samples in every chunk
+			}
+			b.seq++
+			t.bytes += uint64(n)
+			t.lastSeq = b.seq
+			b.out = append(b.out, synthOut{audio: audio[:n], seq: b.seq, turn: t.id})
+			audio = audio[n:]
+		}
 	case slngclient.TTSSegmentStart:
 		if t != nil {
 			b.held = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_SegmentStart{
@@ -308,57 +285,43 @@ func (b *turnBook) event(ev slngclient.TTSEvent) ([]*speechv1.SynthesizeResponse
 	case slngclient.TTSSegmentEnd:
 		if t != nil {
 			b.releaseHeld()
-			b.out = append(b.out, &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_SegmentEnd{
+			b.emit(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_SegmentEnd{
 				SegmentEnd: &speechv1.SegmentEnd{SegmentId: ev.SegmentID, TurnId: t.id}}})
 		}
-	case slngclient.TTSFlushed, slngclient.TTSAudioEnd:
-		sig := endFlushed
-		if ev.Kind == slngclient.TTSAudioEnd {
-			sig = endAudioEnd
-		}
-		if b.echo != endNone && b.echo != sig {
-			b.echo = endNone // the other half of the last turn's end
-			b.style = styleBoth
+	case slngclient.TTSTurnEnd:
+		if ev.Unflushed && (t == nil || t.flushed || t.bytes == 0) {
+			// An end of a turn nobody flushed, with no audio of the open
+			// turn to end: the route broke its own protocol.
+			res.violation = "end_outside_turn"
 			return b.out, res
 		}
-		if b.echo == sig {
-			b.style = styleSingle
-		}
-		if t == nil || (!t.flushed && t.bytes == 0) {
+		if t == nil {
 			res.violation = "end_outside_turn"
 			return b.out, res
 		}
 		b.end(t, ev.Duration)
-		b.echo = sig
 		res.ended = t
 	}
 	return b.out, res
 }
 
 // upstreamClosed records the end of the upstream session: a closed socket
-// acknowledges no clears, so they are acknowledged here; and a clean close
-// after a turn's audio is how some routes end a turn (Rime, Cartesia).
-func (b *turnBook) upstreamClosed(clean bool) ([]*speechv1.SynthesizeResponse, *turn) {
+// acknowledges no clears, so they are acknowledged here.
+func (b *turnBook) upstreamClosed() []synthOut {
 	b.out = b.out[:0]
 	for _, req := range b.clears {
 		if !req.cancel {
-			b.out = append(b.out, ackFor(req))
+			b.emit(ackFor(req))
 		}
 	}
 	b.clears = nil
-	b.echo = endNone
-	var ended *turn
-	if t := b.inProgress(); clean && t != nil && t.bytes > 0 {
-		b.end(t, 0)
-		ended = t
-	}
 	b.held = nil // its segment never spoke
-	return b.out, ended
+	return b.out
 }
 
 // failInProgress ends the turn in progress with turn_failed, if there is
 // one.
-func (b *turnBook) failInProgress(cause error) ([]*speechv1.SynthesizeResponse, *turn) {
+func (b *turnBook) failInProgress(cause error) ([]synthOut, *turn) {
 	b.out = b.out[:0]
 	t := b.inProgress()
 	if t == nil {
@@ -368,7 +331,7 @@ func (b *turnBook) failInProgress(cause error) ([]*speechv1.SynthesizeResponse, 
 }
 
 // fail ends t with turn_failed; b.out collects the response.
-func (b *turnBook) fail(t *turn, cause error) []*speechv1.SynthesizeResponse {
+func (b *turnBook) fail(t *turn, cause error) []synthOut {
 	row := turnOutcome(cause)
 	tf := &speechv1.TurnFailed{
 		TurnId:    t.id,
@@ -387,8 +350,7 @@ func (b *turnBook) fail(t *turn, cause error) []*speechv1.SynthesizeResponse {
 		b.remove(t)
 	}
 	b.held = nil
-	b.echo = endNone
-	b.out = append(b.out, &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_TurnFailed{TurnFailed: tf}})
+	b.emit(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_TurnFailed{TurnFailed: tf}})
 	return b.out
 }
 
@@ -396,10 +358,9 @@ func (b *turnBook) fail(t *turn, cause error) []*speechv1.SynthesizeResponse {
 // whichever of them the route sent.
 func (b *turnBook) end(t *turn, reported time.Duration) {
 	b.releaseHeld()
-	b.out = append(b.out,
-		&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Flushed{Flushed: &speechv1.Flushed{TurnId: t.id}}},
-		&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_AudioEnd{AudioEnd: &speechv1.AudioEnd{
-			TurnId: t.id, Duration: durationOrNil(reported), Delivered: b.delivery(t)}}})
+	b.emit(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Flushed{Flushed: &speechv1.Flushed{TurnId: t.id}}})
+	b.emit(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_AudioEnd{AudioEnd: &speechv1.AudioEnd{
+		TurnId: t.id, Duration: durationOrNil(reported), Delivered: b.delivery(t)}}})
 	b.remove(t)
 }
 
@@ -418,7 +379,7 @@ func (b *turnBook) remove(t *turn) {
 
 func (b *turnBook) releaseHeld() {
 	if b.held != nil {
-		b.out = append(b.out, b.held)
+		b.emit(b.held)
 		b.held = nil
 	}
 }

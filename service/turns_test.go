@@ -14,10 +14,14 @@ import (
 
 // describe renders responses compactly: "audio:1", "flushed:1",
 // "audio_end:1", "turn_failed:1", "cleared:1", "warning".
-func describe(out []*speechv1.SynthesizeResponse) string {
+func describe(out []synthOut) string {
 	var parts []string
-	for _, r := range out {
-		switch m := r.GetResponse().(type) {
+	for _, o := range out {
+		if o.resp == nil {
+			parts = append(parts, fmt.Sprintf("audio:%d", o.turn))
+			continue
+		}
+		switch m := o.resp.GetResponse().(type) {
 		case *speechv1.SynthesizeResponse_Audio:
 			parts = append(parts, fmt.Sprintf("audio:%d", m.Audio.GetTurnId()))
 		case *speechv1.SynthesizeResponse_Flushed:
@@ -50,8 +54,8 @@ const (
 	stText     step = "text"      // text for the open turn
 	stFlush    step = "flush"     // the caller flushes
 	stAudio    step = "audio"     // upstream audio
-	stFlushed  step = "flushed"   // upstream flushed
-	stAudioEnd step = "audio_end" // upstream audio_end (or done, end)
+	stEnd      step = "end"       // the end of a flushed turn
+	stEarlyEnd step = "early_end" // the end of a turn nobody flushed
 	stSegStart step = "seg_start"
 	stSegEnd   step = "seg_end"
 	stWarnHard step = "error"       // an error frame SLNG will not recover from
@@ -59,7 +63,7 @@ const (
 	stCleared  step = "cleared"
 	stClear    step = "clear"
 	stCancel   step = "cancel"
-	stClose    step = "close"   // a clean close
+	stClose    step = "close"   // a clean close after a turn's audio: its end, then the close
 	stLost     step = "lost"    // a failed session
 	stTimeout  step = "timeout" // the turn watchdog fires
 	stNewSess  step = "new_session"
@@ -71,7 +75,7 @@ func (b *turnBook) run(t testing.TB, steps ...step) string {
 	t.Helper()
 	var all []string
 	for _, s := range steps {
-		var out []*speechv1.SynthesizeResponse
+		var out []synthOut
 		switch s {
 		case stText:
 			if _, err := b.addText("words ", maxTurnText); err != nil {
@@ -81,10 +85,10 @@ func (b *turnBook) run(t testing.TB, steps ...step) string {
 			b.flush(time.Now())
 		case stAudio:
 			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSAudio, Audio: []byte{1, 2, 3, 4}})
-		case stFlushed:
-			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSFlushed})
-		case stAudioEnd:
-			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSAudioEnd, Duration: time.Second})
+		case stEnd:
+			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSTurnEnd, Duration: time.Second})
+		case stEarlyEnd:
+			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSTurnEnd, Unflushed: true})
 		case stSegStart:
 			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSSegmentStart, SegmentID: "s"})
 		case stSegEnd:
@@ -93,8 +97,7 @@ func (b *turnBook) run(t testing.TB, steps ...step) string {
 			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSWarning, Err: &slngclient.UpstreamError{
 				Kind: slngclient.KindErrorFrame, Code: "pronunciation_not_found", Message: "x"}})
 		case stWarnSoft:
-			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSWarning, Err: &slngclient.UpstreamError{
-				Kind: slngclient.KindErrorFrame, Code: "provider_error", Message: "x", Retryable: true}})
+			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSWarning, Err: slngclient.NewErrorFrame("provider_error", "x")})
 		case stCleared:
 			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSCleared})
 		case stClear:
@@ -102,14 +105,14 @@ func (b *turnBook) run(t testing.TB, steps ...step) string {
 		case stCancel:
 			out = b.clear(true, true)
 		case stClose:
-			out, _ = b.upstreamClosed(true)
+			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSTurnEnd, ByClose: true})
+			out = append(append([]synthOut(nil), out...), b.upstreamClosed()...)
 		case stLost:
-			out, _ = b.upstreamClosed(false)
+			out = b.upstreamClosed()
 		case stTimeout:
 			out, _ = b.failInProgress(errTurnTimeout)
 		case stReapNote:
-			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSWarning, Err: &slngclient.UpstreamError{
-				Kind: slngclient.KindErrorFrame, Code: "idle_timeout_exceeded", Message: "x", Retryable: true}})
+			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSWarning, Err: slngclient.NewErrorFrame("idle_timeout_exceeded", "x")})
 		case stNewSess:
 		default:
 			t.Fatalf("unknown step %q", s)
@@ -133,43 +136,37 @@ func TestTurnBookRoutes(t *testing.T) {
 		want  string
 		idle  bool
 	}{
-		{"flushed and audio_end", []step{stText, stFlush, stAudio, stFlushed, stAudioEnd, stText, stFlush, stAudio, stFlushed, stAudioEnd}, twoTurns, true},
-		{"audio_end then flushed", []step{stText, stFlush, stAudio, stAudioEnd, stFlushed, stText, stFlush, stAudio, stAudioEnd, stFlushed}, twoTurns, true},
-		{"flushed only", []step{stText, stFlush, stAudio, stFlushed, stText, stFlush, stAudio, stFlushed}, twoTurns, true},
-		{"audio_end only", []step{stText, stFlush, stAudio, stAudioEnd, stText, stFlush, stAudio, stAudioEnd}, twoTurns, true},
+		{"two turns", []step{stText, stFlush, stAudio, stEnd, stText, stFlush, stAudio, stEnd}, twoTurns, true},
 		{"close after the audio", []step{stText, stFlush, stAudio, stClose}, "audio:1 flushed:1 audio_end:1", true},
-		{"close after the end signals", []step{stText, stFlush, stAudio, stFlushed, stAudioEnd, stClose}, "audio:1 flushed:1 audio_end:1", true},
-		{"segments", []step{stText, stFlush, stSegStart, stAudio, stSegEnd, stFlushed, stAudioEnd},
+		{"segments", []step{stText, stFlush, stSegStart, stAudio, stSegEnd, stEnd},
 			"segment_start:1 audio:1 segment_end:1 flushed:1 audio_end:1", true},
-		{"pipelined turns, both signals", []step{stText, stFlush, stText, stFlush, stAudio, stFlushed, stAudioEnd, stAudio, stFlushed, stAudioEnd}, twoTurns, true},
-		{"pipelined turns, one signal", []step{stText, stFlush, stText, stFlush, stAudio, stAudioEnd, stAudio, stAudioEnd}, twoTurns, true},
-		{"a turn without audio, one signal", []step{stText, stFlush, stText, stFlush, stAudio, stFlushed, stFlushed},
+		{"pipelined turns", []step{stText, stFlush, stText, stFlush, stAudio, stEnd, stAudio, stEnd}, twoTurns, true},
+		{"a turn without audio", []step{stText, stFlush, stText, stFlush, stAudio, stEnd, stEnd},
 			"audio:1 flushed:1 audio_end:1 flushed:2 audio_end:2", true},
-		{"a turn without audio, both signals", []step{stText, stFlush, stText, stFlush, stAudio, stFlushed, stAudioEnd, stFlushed, stAudioEnd},
-			"audio:1 flushed:1 audio_end:1 flushed:2 audio_end:2", true},
-		{"the model speaks before the flush", []step{stText, stAudio, stAudioEnd}, "audio:1 flushed:1 audio_end:1", true},
-		{"error in the middle of a turn", []step{stText, stFlush, stText, stFlush, stAudio, stWarnHard, stNewSess, stAudio, stAudioEnd},
+		{"the model speaks before the flush", []step{stText, stAudio, stEarlyEnd}, "audio:1 flushed:1 audio_end:1", true},
+		{"error in the middle of a turn", []step{stText, stFlush, stText, stFlush, stAudio, stWarnHard, stNewSess, stAudio, stEnd},
 			"audio:1 turn_failed:1 audio:2 flushed:2 audio_end:2", true},
-		{"error before the flush", []step{stText, stWarnHard, stText, stFlush, stText, stFlush, stAudio, stFlushed},
+		{"error before the flush", []step{stText, stWarnHard, stText, stFlush, stText, stFlush, stAudio, stEnd},
 			"turn_failed:1 audio:2 flushed:2 audio_end:2", true},
-		{"retryable error before any audio", []step{stText, stFlush, stWarnSoft, stNewSess, stAudio, stFlushed},
+		{"retryable error before any audio", []step{stText, stFlush, stWarnSoft, stNewSess, stAudio, stEnd},
 			"warning audio:1 flushed:1 audio_end:1", true},
 		{"retryable error after audio", []step{stText, stFlush, stAudio, stWarnSoft}, "audio:1 turn_failed:1", true},
 		{"retryable error twice before audio", []step{stText, stFlush, stWarnSoft, stNewSess, stWarnSoft},
 			"warning turn_failed:1", true},
 		{"error between turns", []step{stWarnHard}, "warning", true},
-		{"reap announced between turns", []step{stText, stFlush, stAudio, stFlushed, stReapNote}, "audio:1 flushed:1 audio_end:1", true},
-		{"reap announced before a turn's audio", []step{stText, stFlush, stReapNote, stNewSess, stAudio, stFlushed},
+		{"reap announced between turns", []step{stText, stFlush, stAudio, stEnd, stReapNote}, "audio:1 flushed:1 audio_end:1", true},
+		{"reap announced before a turn's audio", []step{stText, stFlush, stReapNote, stNewSess, stAudio, stEnd},
 			"audio:1 flushed:1 audio_end:1", true},
 		{"stuck turn", []step{stText, stFlush, stAudio, stTimeout}, "audio:1 turn_failed:1", true},
-		{"clear drops the rest of the turn", []step{stText, stFlush, stAudio, stClear, stAudio, stFlushed, stCleared, stText, stFlush, stAudio, stAudioEnd},
+		{"clear drops the rest of the turn", []step{stText, stFlush, stAudio, stClear, stAudio, stEnd, stCleared, stText, stFlush, stAudio, stEnd},
 			"audio:1 cleared:1 audio:2 flushed:2 audio_end:2", true},
 		{"cancel is acknowledged at once", []step{stText, stFlush, stAudio, stCancel, stAudio, stCleared}, "audio:1 cancelled:1", true},
 		{"a lost session acknowledges the clear", []step{stText, stFlush, stClear, stLost}, "cleared:1", true},
 		{"a lost session ends no turn", []step{stText, stFlush, stAudio, stLost}, "audio:1", false},
-		{"audio outside any turn", []step{stAudio, stAudio, stText, stFlush, stAudio, stFlushed, stAudio},
+		{"audio outside any turn", []step{stAudio, stAudio, stText, stFlush, stAudio, stEnd, stAudio},
 			"warning audio:1 flushed:1 audio_end:1 warning", true},
-		{"end outside any turn", []step{stFlushed, stAudioEnd}, "", true},
+		{"end outside any turn", []step{stEarlyEnd}, "", true},
+		{"an end of an unflushed turn without audio", []step{stText, stEarlyEnd, stFlush, stAudio, stEnd}, "audio:1 flushed:1 audio_end:1", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -194,7 +191,7 @@ func TestTurnBookFailedTurnStatus(t *testing.T) {
 	if res.failed == nil || !res.replace || len(out) != 1 {
 		t.Fatalf("event() = %s, %+v", describe(out), res)
 	}
-	tf := out[0].GetTurnFailed()
+	tf := out[0].resp.GetTurnFailed()
 	if codes.Code(tf.GetCode()) != codes.InvalidArgument || tf.GetReason() != ReasonUpstreamRequestRejected ||
 		tf.GetUpstreamCode() != "invalid_request" || tf.GetDelivered().GetAudioBytes() != 4 ||
 		tf.GetDelivered().GetAudioDuration().AsDuration() != 2*time.Millisecond || tf.GetMessage() == "" {
@@ -217,7 +214,7 @@ func FuzzTurnBook(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 1, 2, 9, 2, 4, 11, 2, 3})
 	f.Add([]byte{0, 2, 1, 2, 12, 10, 0, 1, 2, 5, 6, 13})
 	f.Add([]byte{0, 1, 2, 7, 0, 1, 8, 2, 14, 3, 3, 4, 4})
-	steps := []step{stText, stFlush, stAudio, stFlushed, stAudioEnd, stSegStart, stSegEnd, stWarnHard, stWarnSoft,
+	steps := []step{stText, stFlush, stAudio, stEnd, stEarlyEnd, stSegStart, stSegEnd, stWarnHard, stWarnSoft,
 		stCleared, stClear, stCancel, stClose, stLost, stTimeout}
 	f.Fuzz(func(t *testing.T, script []byte) {
 		if len(script) > 512 {
@@ -229,17 +226,19 @@ func FuzzTurnBook(f *testing.F) {
 		flushed := map[uint64]bool{}
 		discarded := map[uint64]bool{}
 		lastFlushed := uint64(0)
-		check := func(out []*speechv1.SynthesizeResponse) {
-			for _, r := range out {
-				switch m := r.GetResponse().(type) {
-				case *speechv1.SynthesizeResponse_Audio:
-					if m.Audio.GetSequence() != lastSeq+1 {
-						t.Fatalf("sequence %d after %d", m.Audio.GetSequence(), lastSeq)
+		check := func(out []synthOut) {
+			for _, o := range out {
+				if o.resp == nil {
+					if o.seq != lastSeq+1 {
+						t.Fatalf("sequence %d after %d", o.seq, lastSeq)
 					}
-					lastSeq = m.Audio.GetSequence()
-					if ended[m.Audio.GetTurnId()] > 0 {
-						t.Fatalf("audio of turn %d after its end", m.Audio.GetTurnId())
+					lastSeq = o.seq
+					if ended[o.turn] > 0 {
+						t.Fatalf("audio of turn %d after its end", o.turn)
 					}
+					continue
+				}
+				switch m := o.resp.GetResponse().(type) {
 				case *speechv1.SynthesizeResponse_Flushed:
 					lastFlushed = m.Flushed.GetTurnId()
 				case *speechv1.SynthesizeResponse_AudioEnd:
@@ -268,7 +267,7 @@ func FuzzTurnBook(f *testing.F) {
 		}
 		for _, c := range script {
 			s := steps[int(c)%len(steps)]
-			var out []*speechv1.SynthesizeResponse
+			var out []synthOut
 			switch s {
 			case stText:
 				_, _ = b.addText("w", maxTurnText)
@@ -294,7 +293,7 @@ func FuzzTurnBook(f *testing.F) {
 				break
 			}
 			check(b.runOne(t, stAudio))
-			check(b.runOne(t, stAudioEnd))
+			check(b.runOne(t, stEnd))
 		}
 		for id := range flushed {
 			if !discarded[id] && ended[id] != 1 {
@@ -305,33 +304,34 @@ func FuzzTurnBook(f *testing.F) {
 }
 
 // runOne feeds one upstream step and returns a copy of the responses.
-func (b *turnBook) runOne(t *testing.T, s step) []*speechv1.SynthesizeResponse {
-	var out []*speechv1.SynthesizeResponse
+func (b *turnBook) runOne(t *testing.T, s step) []synthOut {
+	var out []synthOut
 	switch s {
 	case stAudio:
 		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSAudio, Audio: []byte{1}})
-	case stFlushed:
-		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSFlushed})
-	case stAudioEnd:
-		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSAudioEnd})
+	case stEnd:
+		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSTurnEnd})
+	case stEarlyEnd:
+		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSTurnEnd, Unflushed: true})
 	case stSegStart:
 		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSSegmentStart})
 	case stSegEnd:
 		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSSegmentEnd})
 	case stWarnHard:
-		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSWarning, Err: &slngclient.UpstreamError{Kind: slngclient.KindErrorFrame, Code: "x"}})
+		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSWarning, Err: slngclient.NewErrorFrame("x", "")})
 	case stWarnSoft:
-		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSWarning, Err: &slngclient.UpstreamError{Kind: slngclient.KindErrorFrame, Code: "x", Retryable: true}})
+		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSWarning, Err: slngclient.NewErrorFrame("provider_error", "")})
 	case stCleared:
 		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSCleared})
 	case stClose:
-		out, _ = b.upstreamClosed(true)
+		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSTurnEnd, ByClose: true})
+		out = append(append([]synthOut(nil), out...), b.upstreamClosed()...)
 	case stLost:
-		out, _ = b.upstreamClosed(false)
+		out = b.upstreamClosed()
 	case stTimeout:
 		out, _ = b.failInProgress(errTurnTimeout)
 	default:
 		t.Fatalf("step %q", s)
 	}
-	return append([]*speechv1.SynthesizeResponse(nil), out...)
+	return append([]synthOut(nil), out...)
 }

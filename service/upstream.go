@@ -7,6 +7,13 @@ import (
 	"github.com/speech-gateway/speech-gateway/slngpool"
 )
 
+// AcquireRequest says what a stream asks of the pool: the endpoint, and
+// why (a stream's first session, or one replacing a session it had).
+type AcquireRequest struct {
+	Endpoint slngclient.Endpoint
+	Purpose  slngpool.Purpose
+}
+
 // The upstream seam: what a stream needs of SLNG, declared here where it is
 // used. *slngclient.TTSSession and *slngclient.STTSession implement the
 // session interfaces, PoolUpstream adapts a *slngpool.Pool, and the
@@ -14,12 +21,11 @@ import (
 
 // Upstream lends SLNG sessions to streams.
 type Upstream interface {
-	// AcquireTTS returns a TTS session for ep and cfg. Its errors are the
-	// pool's (see slngpool.Pool.AcquireTTS); a ctx from
-	// slngpool.WithRollover marks a replacement for a running stream.
-	AcquireTTS(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.TTSConfig) (Lease[TTSSession], error)
+	// AcquireTTS returns a TTS session for req and cfg. Its errors are
+	// the pool's (see slngpool.Pool.AcquireTTS).
+	AcquireTTS(ctx context.Context, req AcquireRequest, cfg slngclient.TTSConfig) (Lease[TTSSession], error)
 	// AcquireSTT is AcquireTTS for speech to text.
-	AcquireSTT(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.STTConfig) (Lease[STTSession], error)
+	AcquireSTT(ctx context.Context, req AcquireRequest, cfg slngclient.STTConfig) (Lease[STTSession], error)
 }
 
 // Lease is one upstream session lent to a stream.
@@ -45,26 +51,26 @@ type upstreamSession interface {
 }
 
 // TTSSession is an SLNG text-to-speech session, as a Synthesize stream
-// uses it. Recv's event, and the audio in it, is valid until the next Recv.
+// uses it. Events is closed when the session has ended (Err says why); an
+// event's audio is valid until the next event is received.
 type TTSSession interface {
 	upstreamSession
 	Text(ctx context.Context, text string, flush bool) error
 	Flush(ctx context.Context) error
 	Clear(ctx context.Context) error
-	Recv(ctx context.Context) (slngclient.TTSEvent, error)
-	// RecvFast is Recv, offering audio to fast while it waits (see
-	// slngclient.TTSSession.RecvFast).
-	RecvFast(ctx context.Context, fast func(slngclient.TTSEvent) bool) (slngclient.TTSEvent, error)
+	Events() <-chan slngclient.TTSEvent
+	// Reusable reports that the session may serve another stream as it is.
+	Reusable() bool
 }
 
 // STTSession is an SLNG speech-to-text session, as a Transcribe stream
-// uses it.
+// uses it. Events is as TTSSession's.
 type STTSession interface {
 	upstreamSession
 	SendAudio(ctx context.Context, audio []byte) error
 	Finalize(ctx context.Context) error
 	CloseSend(ctx context.Context) error
-	Recv(ctx context.Context) (slngclient.STTEvent, error)
+	Events() <-chan slngclient.STTEvent
 }
 
 // PoolUpstream lends the sessions of p.
@@ -72,16 +78,16 @@ func PoolUpstream(p *slngpool.Pool) Upstream { return poolUpstream{p} }
 
 type poolUpstream struct{ p *slngpool.Pool }
 
-func (u poolUpstream) AcquireTTS(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.TTSConfig) (Lease[TTSSession], error) {
-	l, err := u.p.AcquireTTS(ctx, ep, cfg)
+func (u poolUpstream) AcquireTTS(ctx context.Context, req AcquireRequest, cfg slngclient.TTSConfig) (Lease[TTSSession], error) {
+	l, err := u.p.AcquireTTS(ctx, slngpool.Request{Endpoint: req.Endpoint, Purpose: req.Purpose}, cfg)
 	if err != nil {
 		return Lease[TTSSession]{}, err
 	}
 	return Lease[TTSSession]{Session: l.Session, Warm: l.Warm, Release: l.Release}, nil
 }
 
-func (u poolUpstream) AcquireSTT(ctx context.Context, ep slngclient.Endpoint, cfg slngclient.STTConfig) (Lease[STTSession], error) {
-	l, err := u.p.AcquireSTT(ctx, ep, cfg)
+func (u poolUpstream) AcquireSTT(ctx context.Context, req AcquireRequest, cfg slngclient.STTConfig) (Lease[STTSession], error) {
+	l, err := u.p.AcquireSTT(ctx, slngpool.Request{Endpoint: req.Endpoint, Purpose: req.Purpose}, cfg)
 	if err != nil {
 		return Lease[STTSession]{}, err
 	}

@@ -24,7 +24,7 @@ func sttConfig(c *speechv1.RecognitionConfig) *speechv1.TranscribeRequest {
 	return &speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Config{Config: c}}
 }
 
-func sttAudio(b []byte) *speechv1.TranscribeRequest {
+func sttAudioReq(b []byte) *speechv1.TranscribeRequest {
 	return &speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Audio{Audio: b}}
 }
 
@@ -106,14 +106,14 @@ func TestValidation(t *testing.T) {
 		field string
 	}{
 		{"no messages", nil, "config"},
-		{"audio before config", []*speechv1.TranscribeRequest{sttAudio([]byte{1, 2})}, "config"},
+		{"audio before config", []*speechv1.TranscribeRequest{sttAudioReq([]byte{1, 2})}, "config"},
 		{"config twice", []*speechv1.TranscribeRequest{sttConfig(nil), sttConfig(nil)}, "config"},
 		{"malformed model", []*speechv1.TranscribeRequest{sttConfig(&speechv1.RecognitionConfig{Model: "nova#3"})}, "config.model"},
 		{"unknown encoding", []*speechv1.TranscribeRequest{sttConfig(&speechv1.RecognitionConfig{Format: &speechv1.AudioFormat{Encoding: -1}})}, "config.format.encoding"},
 		{"rate", []*speechv1.TranscribeRequest{sttConfig(&speechv1.RecognitionConfig{Format: &speechv1.AudioFormat{SampleRateHz: 96000}})}, "config.format.sample_rate_hz"},
 		{"speakers", []*speechv1.TranscribeRequest{sttConfig(&speechv1.RecognitionConfig{MinSpeakers: 3, MaxSpeakers: 2})}, "config.max_speakers"},
-		{"empty audio", []*speechv1.TranscribeRequest{sttConfig(nil), sttAudio(nil)}, "audio"},
-		{"oversized audio", []*speechv1.TranscribeRequest{sttConfig(nil), sttAudio(make([]byte, 101))}, "audio"},
+		{"empty audio", []*speechv1.TranscribeRequest{sttConfig(nil), sttAudioReq(nil)}, "audio"},
+		{"oversized audio", []*speechv1.TranscribeRequest{sttConfig(nil), sttAudioReq(make([]byte, 101))}, "audio"},
 		{"empty request", []*speechv1.TranscribeRequest{sttConfig(nil), {}}, "request"},
 	}
 	for _, tc := range sttCases {

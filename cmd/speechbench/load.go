@@ -166,7 +166,7 @@ func ttsDirect(ctx context.Context, client *slngclient.Client, n int, text strin
 				}
 				r.bytes.Add(int64(len(ev.Audio)))
 			}
-			if ev.Kind == slngclient.TTSAudioEnd {
+			if ev.Kind == slngclient.TTSTurnEnd {
 				break
 			}
 		}

@@ -1,0 +1,127 @@
+package service
+
+import (
+	"context"
+	"time"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngclient"
+)
+
+// Transcribe implements SpeechToTextService.Transcribe.
+func (s *Server) Transcribe(stream speechv1.SpeechToTextService_TranscribeServer) error {
+	const rpc = "Transcribe"
+	ctx := stream.Context()
+	st, err := s.startStream(ctx, speechv1.SpeechToTextService_ServiceDesc.ServiceName, rpc)
+	if err != nil {
+		return err
+	}
+	defer st.release()
+	c := newSTTCore(s, st.log, st.meta, st.usage, st.callerKey, time.Now())
+	err = s.runSTT(ctx, c, stream)
+	err = s.finish(ctx, rpc, err, c.meta, st.log)
+	st.usage.end(st.log, c.meta.model, 0, c.transcribedAudio(), err)
+	return err
+}
+
+// runSTT is runSynth for a Transcribe stream. A used STT session is never
+// reused: the half-close ends it.
+func (s *Server) runSTT(ctx context.Context, c *sttCore, stream speechv1.SpeechToTextService_TranscribeServer) error {
+	stop := make(chan struct{})
+	defer close(stop)
+	in := make(chan callerMsg[sttIn], callerQueue)
+	// One request for the whole stream, as Recv would allocate one per
+	// chunk: Unmarshal resets it and gives every chunk a new Audio slice,
+	// which the loop and the writer keep.
+	req := new(speechv1.TranscribeRequest)
+	readCaller(s, func() (sttIn, error) {
+		if err := stream.RecvMsg(req); err != nil {
+			return sttIn{}, err
+		}
+		return sttInOf(req), nil
+	}, in, stop)
+
+	w := newSTTWriter(c)
+	ob := newOutbox[*speechv1.TranscribeResponse](s.cfg.StreamBufferBytes, &s.metrics.buffered, s.cfg.BufferBytes, nil)
+	s.pumps.Add(1)
+	go func() {
+		defer s.pumps.Done()
+		ob.send(stream.Send)
+	}()
+	defer ob.close()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		w.run(wctx)
+	}()
+
+	l := &streamLoop[sttIn, slngclient.STTEvent, sttResult, *speechv1.TranscribeResponse, sttCmd]{
+		s: s, core: c, ob: ob, cmds: w.cmds, results: w.results}
+	l.run(ctx, in)
+
+	if lease := c.lease; lease != nil {
+		lease.Session.CloseNow() // also ends a write blocked on it
+	}
+	cancel()
+	w.cmds.close()
+	<-written
+	if lease := c.lease; lease != nil {
+		lease.release(c.err, false)
+	}
+	return c.err
+}
+
+// sttInOf is what the loop needs of a request.
+func sttInOf(req *speechv1.TranscribeRequest) sttIn {
+	switch r := req.GetRequest().(type) {
+	case *speechv1.TranscribeRequest_Config:
+		return sttIn{config: r.Config}
+	case *speechv1.TranscribeRequest_Audio:
+		return sttIn{audio: r.Audio, hasAudio: true}
+	case *speechv1.TranscribeRequest_Finalize:
+		return sttIn{finalize: true}
+	}
+	return sttIn{}
+}
+
+// The rest makes sttCore a streamCore.
+
+func (c *sttCore) onCallerMsg(m callerMsg[sttIn], now time.Time) {
+	switch {
+	case m.err != nil:
+		c.onCallerEnd(m.err, now)
+	case c.phase == phaseConfig:
+		c.onFirst(m.msg, now)
+	default:
+		c.onCaller(m.msg, now)
+	}
+}
+
+func (c *sttCore) reading() eventSource[slngclient.STTEvent] {
+	if sess := c.session(); sess != nil {
+		return sess
+	}
+	return nil
+}
+
+func (c *sttCore) ended() (done, drainOut bool) { return c.done, c.drainOut }
+
+// setPaused: a Transcribe stream has no turn watchdog to hold.
+func (c *sttCore) setPaused(bool, time.Time) {}
+
+func (c *sttCore) carry(ob *outbox[*speechv1.TranscribeResponse], cmds *mailbox[sttCmd]) (pushed, over bool) {
+	for i, r := range c.out {
+		over = ob.push(r, controlBytes)
+		c.out[i] = nil
+	}
+	pushed = len(c.out) > 0
+	c.out = c.out[:0]
+	for i := range c.cmds {
+		cmds.put(c.cmds[i])
+		c.cmds[i] = sttCmd{}
+	}
+	c.cmds = c.cmds[:0]
+	return pushed, over
+}

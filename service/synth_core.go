@@ -1,0 +1,500 @@
+package service
+
+import (
+	"errors"
+	"io"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngclient"
+	"github.com/speech-gateway/speech-gateway/slngpool"
+)
+
+// synthCore is every decision of one Synthesize stream: its turns, its
+// upstream session, its timers and how it ends. It does no I/O and starts
+// no goroutine: the stream's loop (synth_loop.go) feeds it what the caller,
+// SLNG, the upstream writer and the clock did, one call at a time, and
+// carries out what it asks (out: responses for the caller; cmds: commands
+// for the upstream writer; done: the end of the stream). Time is what the
+// loop passes in, so that tests drive every timer with a fake clock.
+//
+// Everything here is owned by the loop goroutine.
+type synthCore struct {
+	srv      *Server // read-only: its cfg, metrics and callers
+	log      *zap.Logger
+	usage    *callerUsage
+	callerEP string // the caller's own SLNG key, "" for the gateway's
+	// failFast ends the stream with the status of a failed turn instead of
+	// sending turn_failed (SynthesizeText, which has one turn).
+	failFast bool
+	start    time.Time
+
+	// Set by the config.
+	cfg    *speechv1.SynthesisConfig
+	ep     slngclient.Endpoint
+	ttsCfg slngclient.TTSConfig
+	meta   streamMeta
+	book   *turnBook
+
+	phase synthPhase
+	state synthState
+	// lease is the session in use, nil while there is none: a session
+	// that ends or is given up is released at once, with why.
+	lease *upstreamLease[TTSSession]
+	// dialling: an acquire is with the writer; replacing says what it
+	// replaces (nil for the first session and for a redial between turns).
+	dialling  bool
+	replacing *replacement
+	// failures counts upstream failures since audio last arrived.
+	failures  int
+	delivered int64
+	// paused: the loop stopped reading SLNG because the caller is behind
+	// (the outbox is full); SLNG's silence meanwhile is not SLNG's fault.
+	paused bool
+
+	// Timers, checked lazily: lastCaller is when the caller last sent a
+	// message; idleSince when the stream last had nothing in progress (zero
+	// while something is); progress when the turn being spoken last made
+	// progress (its flush, or an event from SLNG).
+	lastCaller, idleSince, progress time.Time
+
+	out  []synthOut
+	cmds []ttsCmd
+	// done is set once the stream's end is decided: err is how it ends,
+	// drainOut whether what the outbox holds is sent first.
+	done     bool
+	err      error
+	drainOut bool
+}
+
+type synthPhase uint8
+
+const (
+	phaseConfig    synthPhase = iota // waiting for the config
+	phaseOpening                     // the first session is being acquired
+	phaseRunning                     // `started` went out
+	phaseFinishing                   // done: what the outbox holds goes out
+)
+
+// replacement is why the session being acquired replaces another.
+type replacement struct {
+	cause    error // nil for a model's normal close after a turn
+	prevID   string
+	failedAt time.Time
+}
+
+// ttsCmd is a command for the upstream writer (synth_writer.go).
+type ttsCmd struct {
+	kind ttsCmdKind
+	sess TTSSession // the session to write to (not cmdAcquire, cmdCharge)
+	text string     // cmdText, cmdCharge
+	// charge: count text against the caller's quota before it goes up.
+	charge  bool
+	flush   bool // cmdText
+	purpose slngpool.Purpose
+	lease   *upstreamLease[TTSSession] // cmdClose
+}
+
+type ttsCmdKind uint8
+
+const (
+	cmdAcquire ttsCmdKind = iota
+	cmdText
+	cmdFlush
+	cmdClear
+	cmdCharge
+	// cmdClose closes a session gracefully and gives it back: a rollover.
+	cmdClose
+)
+
+// ttsResult is the upstream writer's report of a command that acquired a
+// session or failed.
+type ttsResult struct {
+	lease *upstreamLease[TTSSession] // acquired
+	sess  TTSSession                 // the session a write failed on
+	err   error
+	// charge: err is the caller's quota refusing a text.
+	charge bool
+}
+
+// maxQueuedTurns bounds the flushed turns a stream keeps waiting to be
+// spoken: beyond it, the loop stops reading the caller until one ends.
+const maxQueuedTurns = 32
+
+func newSynthCore(srv *Server, log *zap.Logger, meta streamMeta, usage *callerUsage, callerKey string, failFast bool, now time.Time) *synthCore {
+	return &synthCore{srv: srv, log: log, meta: meta, usage: usage, callerEP: callerKey, failFast: failFast,
+		start: now, lastCaller: now, idleSince: now}
+}
+
+// wantsCaller reports whether the loop should read the caller's next
+// message now.
+func (c *synthCore) wantsCaller() bool {
+	switch c.phase {
+	case phaseConfig:
+		return true
+	case phaseRunning:
+		return !c.dialling && (c.book == nil || len(c.book.pending) < maxQueuedTurns)
+	}
+	return false
+}
+
+// session is the session whose events the loop should read, nil for none.
+func (c *synthCore) session() TTSSession {
+	if c.phase != phaseRunning || c.lease == nil || c.dialling || c.state.upstream == upGone {
+		return nil
+	}
+	return c.lease.Session
+}
+
+// finish decides how the stream ends. The first decision stands.
+func (c *synthCore) finish(err error, drainOut bool) {
+	if c.done {
+		return
+	}
+	c.done, c.err, c.drainOut = true, err, drainOut
+	c.phase = phaseFinishing
+}
+
+// abort ends the stream now, without waiting for the outbox: the caller
+// went, stopped accepting messages, or ran out of time. A stream already
+// done keeps its error, unless it was ending well.
+func (c *synthCore) abort(err error) {
+	if !c.done {
+		c.finish(err, false)
+		return
+	}
+	c.drainOut = false
+	if c.err == nil {
+		c.err = err
+	}
+}
+
+// fail ends the stream with err, after what the outbox holds.
+func (c *synthCore) fail(err error) { c.finish(err, true) }
+
+// emit adds a response for the caller.
+func (c *synthCore) emit(r *speechv1.SynthesizeResponse) { c.out = append(c.out, synthOut{resp: r}) }
+
+// onFirst handles the caller's first message, which must be the config.
+func (c *synthCore) onFirst(req *speechv1.SynthesizeRequest, now time.Time) {
+	c.lastCaller = now
+	cfg := req.GetConfig()
+	if cfg == nil {
+		c.fail(invalid("config", "the first message must be a config"))
+		return
+	}
+	if err := c.configure(cfg); err != nil {
+		c.fail(err)
+		return
+	}
+	c.meta.model = c.ep.Model
+	if err := c.usage.allowModel(c.ep.Model); err != nil {
+		c.fail(err)
+		return
+	}
+	c.ep.APIKey = c.callerEP
+	c.meta.model, c.meta.callerKey = c.ep.Model, c.ep.APIKey != ""
+	c.book = newTurnBook(clockOf(c.cfg.Format))
+	c.phase = phaseOpening
+	c.dial(slngpool.PurposeCaller)
+}
+
+// dial asks the writer for a session.
+func (c *synthCore) dial(p slngpool.Purpose) {
+	c.dialling = true
+	c.cmds = append(c.cmds, ttsCmd{kind: cmdAcquire, purpose: p})
+}
+
+// onCaller handles a caller's message after the config.
+func (c *synthCore) onCaller(req *speechv1.SynthesizeRequest, now time.Time) {
+	c.lastCaller = now
+	switch r := req.GetRequest().(type) {
+	case *speechv1.SynthesizeRequest_Config:
+		c.fail(invalid("config", "config may be sent only once, as the first message"))
+	case *speechv1.SynthesizeRequest_Text:
+		if err := c.srv.checkText("text.text", r.Text.GetText()); err != nil {
+			c.fail(err)
+			return
+		}
+		c.text(r.Text.GetText(), r.Text.GetFlush(), now)
+	case *speechv1.SynthesizeRequest_Flush:
+		c.flush(now)
+	case *speechv1.SynthesizeRequest_Clear:
+		c.clear(false)
+	case *speechv1.SynthesizeRequest_Cancel:
+		c.clear(true)
+	default:
+		c.fail(invalid("request", "the request sets none of config, text, flush, clear, cancel"))
+	}
+}
+
+// maxTurnText bounds the text of one turn, which the gateway keeps until the
+// turn is spoken so that it can replay it on a new upstream session.
+const maxTurnText = 1 << 20
+
+// text adds text to the open turn and sends it, dialling first if the
+// session ended between turns.
+func (c *synthCore) text(text string, flush bool, now time.Time) {
+	if c.state.has(draining) {
+		c.fail(errDraining)
+		return
+	}
+	send, err := c.book.addText(text, maxTurnText)
+	if err != nil {
+		c.fail(invalid("text.text", "a turn holds at most %d bytes of text: flush more often", maxTurnText))
+		return
+	}
+	if send && c.state.upstream == upGone {
+		// The text waits in the book; the new session hears it as part of
+		// the replay (see onAcquired).
+		c.cmds = append(c.cmds, ttsCmd{kind: cmdCharge, text: text})
+		if flush {
+			c.flushBook(now)
+		}
+		c.dial(slngpool.PurposeRollover)
+		return
+	}
+	if send {
+		c.cmds = append(c.cmds, ttsCmd{kind: cmdText, sess: c.lease.Session, text: text, charge: true})
+	}
+	if flush {
+		c.flush(now)
+	}
+}
+
+// flush ends the open turn. A flush without text is ignored: SLNG treats a
+// bare flush as a protocol violation.
+func (c *synthCore) flush(now time.Time) {
+	if c.flushBook(now) && c.state.upstream != upGone {
+		c.cmds = append(c.cmds, ttsCmd{kind: cmdFlush, sess: c.lease.Session})
+	}
+}
+
+// flushBook queues the open turn to be spoken, if it has text.
+func (c *synthCore) flushBook(now time.Time) bool {
+	// Registered before the flush goes out, so that the turn its audio
+	// belongs to is always found.
+	t := c.book.flush(now)
+	if t == nil {
+		return false
+	}
+	if len(c.book.pending) == 1 {
+		c.progress = now // the watchdog runs from the first flush of a run
+	}
+	c.idleSince = time.Time{}
+	return true
+}
+
+// clear discards the open turn and every pending one. SLNG answers its
+// `clear` with `cleared` after the last frame of the discarded turns; a
+// Cancel is acknowledged at once (barge-in wants no wait), a Clear when
+// `cleared` arrives.
+func (c *synthCore) clear(cancel bool) {
+	c.state.markDirty()
+	live := c.state.upstream != upGone && !c.dialling
+	c.out = append(c.out, c.book.clear(cancel, live)...)
+	if live {
+		c.cmds = append(c.cmds, ttsCmd{kind: cmdClear, sess: c.lease.Session})
+	}
+}
+
+// onCallerEnd handles the end of the caller's side: io.EOF is a half-close;
+// anything else is the caller's stream breaking.
+func (c *synthCore) onCallerEnd(err error, now time.Time) {
+	if !errors.Is(err, io.EOF) {
+		c.finish(err, false)
+		return
+	}
+	if c.phase == phaseConfig {
+		c.fail(invalid("config", "the stream ended before a config message"))
+		return
+	}
+	c.state.ending |= halfClosed
+	if c.book.openText() {
+		// SLNG holds text that was never flushed: the session must not
+		// serve another stream, whose first flush would speak it.
+		c.state.markDirty()
+	}
+	c.book.open = nil
+	c.settle(now)
+}
+
+// settle ends the stream once nothing is left to do after a half-close or a
+// drain: every flushed turn spoken, and no session being acquired.
+func (c *synthCore) settle(now time.Time) {
+	if !c.book.idle() || c.dialling || c.phase != phaseRunning {
+		return
+	}
+	switch {
+	case c.state.has(halfClosed):
+		c.finish(nil, true)
+	case c.state.has(draining):
+		c.fail(errDraining)
+	}
+}
+
+// onAcquired takes the session the writer acquired.
+func (c *synthCore) onAcquired(l *upstreamLease[TTSSession], now time.Time) {
+	c.dialling = false
+	sess := l.Session
+	c.lease = l
+	c.state.upstream = upClean
+	c.meta.upstreamSessionID, c.meta.upstreamRequestID = sess.ID(), sess.RequestID()
+	if c.phase == phaseOpening {
+		c.phase = phaseRunning
+		c.emit(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Started{Started: &speechv1.SynthesisStarted{
+			SessionId:         c.meta.sessionID,
+			UpstreamSessionId: sess.ID(),
+			UpstreamRequestId: sess.RequestID(),
+			Config:            c.cfg,
+			Limits:            c.srv.limits(),
+			WarmSession:       l.Warm,
+			CallerId:          c.usage.caller,
+		}}})
+		return
+	}
+	// A replacement or a redial: the new session hears the turns waiting
+	// to be spoken, flushed ones first, then the open turn's text.
+	flushed, open := c.book.queued()
+	for _, text := range flushed {
+		c.cmds = append(c.cmds, ttsCmd{kind: cmdText, sess: sess, text: text, flush: true})
+	}
+	if open != "" {
+		c.cmds = append(c.cmds, ttsCmd{kind: cmdText, sess: sess, text: open})
+	}
+	if len(flushed) > 0 {
+		c.progress = now
+	}
+	r := c.replacing
+	c.replacing = nil
+	if r != nil && r.cause != nil {
+		reason := reconnectReason(r.cause)
+		c.log.Info("upstream session replaced", zap.String("reason", reason), zap.NamedError("cause", r.cause),
+			zap.String("previous_upstream_session_id", r.prevID), zap.String("upstream_session_id", sess.ID()),
+			zap.Int("turns_replayed", len(flushed)))
+		c.srv.metrics.reconnect("tts", reason)
+		c.emit(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Reconnected{
+			Reconnected: &speechv1.UpstreamReconnected{
+				Reason:                    reason,
+				PreviousUpstreamSessionId: r.prevID,
+				UpstreamSessionId:         sess.ID(),
+				Gap:                       durationpb.New(now.Sub(r.failedAt)),
+				WarmSession:               l.Warm,
+				TurnsReplayed:             uint32(len(flushed)),
+			}}})
+	}
+	c.settle(now)
+}
+
+// onResult handles the writer's report of a failed command.
+func (c *synthCore) onResult(r ttsResult, now time.Time) {
+	switch {
+	case r.lease != nil && c.done:
+		r.lease.Session.CloseNow()
+		r.lease.release(c.err, false)
+	case r.lease != nil:
+		c.onAcquired(r.lease, now)
+	case r.charge:
+		c.fail(r.err)
+	case r.sess == nil:
+		// The acquire failed.
+		c.dialling = false
+		err := r.err
+		if c.replacing != nil && c.replacing.cause != nil {
+			err = c.turnFailed(err)
+		}
+		c.fail(err)
+	case c.lease == nil || r.sess != c.lease.Session || writeRecoverable(r.err):
+		// A write to a session already replaced, or one that SLNG just
+		// closed: the session's end, read from its events, decides.
+	default:
+		c.fail(r.err)
+	}
+}
+
+// writeRecoverable reports a write that failed because SLNG had just closed
+// the socket, normally (as models that close after audio_end do) or with a
+// failure it may recover from, or because the stream closed the session
+// itself. The text is already in its turn: the session's end, which the
+// loop reads next, replays it on a new session or ends the stream.
+func writeRecoverable(err error) bool {
+	if errors.Is(err, slngclient.ErrSessionClosed) {
+		return true
+	}
+	var held *slngclient.HeldBackError
+	if errors.As(err, &held) {
+		return true
+	}
+	ue, ok := slngclient.AsUpstreamError(err)
+	return ok && ue.Class().Retryable
+}
+
+// setPaused records that the loop stopped (or resumed) reading SLNG because
+// the caller is behind.
+func (c *synthCore) setPaused(paused bool, now time.Time) {
+	if c.paused && !paused && !c.progress.IsZero() {
+		c.progress = now // the wait was the caller's, not SLNG's
+	}
+	c.paused = paused
+}
+
+// onDrain handles the server's drain: a stream without a config ends now,
+// an idle one too, and a busy one after its flushed turns.
+func (c *synthCore) onDrain(now time.Time) {
+	if c.phase == phaseConfig {
+		c.finish(errDraining, false)
+		return
+	}
+	c.state.ending |= draining
+	c.emit(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Draining{
+		Draining: &speechv1.ServerDraining{Grace: durationOrNil(c.srv.cfg.DrainGrace)}}})
+	c.settle(now)
+}
+
+// configure validates cfg and fills in the effective configuration.
+func (c *synthCore) configure(cfg *speechv1.SynthesisConfig) error {
+	s := c.srv
+	var v violations
+	eff := proto.Clone(cfg).(*speechv1.SynthesisConfig)
+	if eff.Model == "" {
+		eff.Model = s.cfg.DefaultTTSModel
+		if eff.Voice == "" {
+			eff.Voice = s.cfg.DefaultVoice
+		}
+	}
+	s.checkModel(&v, "config.model", eff.Model)
+	checkFormat(&v, "config.format", eff.Format)
+	if sp := eff.Speed; sp != 0 && (sp < minSpeed || sp > maxSpeed) {
+		v.add("config.speed", "%g is outside %g-%g", sp, minSpeed, maxSpeed)
+	}
+	opts := eff.GetModelOptions().AsMap()
+	checkOptions(&v, "config.model_options", opts, reservedTTSOptions)
+	if err := v.err(); err != nil {
+		return err
+	}
+	eff.Format = formatWithDefaults(eff.Format, defaultTTSSampleRate)
+	c.cfg = eff
+	c.ep = slngclient.Endpoint{Model: eff.Model}
+	c.ttsCfg = slngclient.TTSConfig{
+		Voice:      eff.Voice,
+		Encoding:   encodingNames[eff.Format.Encoding],
+		SampleRate: int(eff.Format.SampleRateHz),
+		Language:   eff.Language,
+		Speed:      eff.Speed,
+		Extra:      opts,
+	}
+	return nil
+}
+
+// synthesizedAudio is the audio the stream delivered, for uncompressed
+// encodings; 0 for compressed ones.
+func (c *synthCore) synthesizedAudio() time.Duration {
+	if c.book == nil || !c.book.clock.ok() {
+		return 0
+	}
+	return c.book.clock.duration(c.delivered)
+}

@@ -1,0 +1,303 @@
+package service
+
+import (
+	"errors"
+	"io"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngclient"
+	"github.com/speech-gateway/speech-gateway/slngpool"
+)
+
+// What SLNG and the clock do to a Synthesize stream: synthCore's other
+// half.
+
+// onUpstream handles one event of the session being read. Audio in it is
+// valid until the loop takes the next event: the loop copies what out
+// holds before that.
+func (c *synthCore) onUpstream(ev slngclient.TTSEvent, now time.Time) {
+	if ev.Kind == slngclient.TTSWarning && ev.Err == nil {
+		// Never a nil *UpstreamError inside an error interface.
+		ev.Err = slngclient.NewErrorFrame("unknown", "")
+	}
+	out, res := c.book.event(ev)
+	if res.warning {
+		c.state.markDirty()
+	}
+	c.delivered += int64(res.audio)
+	if res.audio > 0 || res.ended != nil {
+		c.failures = 0
+	}
+	c.progress = now
+	failed := res.failed != nil
+	m := c.srv.metrics
+	switch {
+	case res.audio > 0:
+		m.synthesizedBytes.Add(float64(res.audio))
+	case res.warning && !failed:
+		m.warnings.WithLabelValues("tts").Inc()
+		if res.replace {
+			c.log.Info("upstream error before the turn's audio; replacing the session", zap.Error(ev.Err))
+		}
+	case res.violation != "":
+		m.protocolViolation("tts", res.violation)
+	}
+	if t := res.firstAudio; t != nil && !t.flushedAt.IsZero() {
+		m.firstAudio.Observe(now.Sub(t.flushedAt).Seconds())
+	}
+	if failed {
+		m.turnFailed(turnOutcome(ev.Err).reason)
+		if c.failFast {
+			c.fail(c.turnError(res.failed, ev.Err))
+			return
+		}
+	}
+	c.out = append(c.out, out...)
+	c.noteIdle(now)
+	switch {
+	case res.replace:
+		c.replace(ev.Err, now)
+	case c.state.ended():
+		c.settle(now)
+	case res.ended != nil && c.rolloverDue(now):
+		c.rollover()
+	}
+}
+
+// noteIdle starts the idle clock when nothing is in progress any more.
+func (c *synthCore) noteIdle(now time.Time) {
+	if c.book.idle() && c.idleSince.IsZero() {
+		c.idleSince = now
+	}
+}
+
+// replace gives up a session that cannot finish the turn in progress: SLNG
+// answered it with an error frame (cause; the turn already ended with
+// turn_failed, or waits to be spoken again), or the turn made no progress
+// for the turn timeout (cause is errTurnTimeout; the turn ends with
+// turn_failed here). The turns queued behind go to a new session.
+func (c *synthCore) replace(cause error, now time.Time) {
+	end := cause
+	if errors.Is(cause, errTurnTimeout) {
+		out, t := c.book.failInProgress(cause)
+		c.srv.metrics.turnFailed(ReasonUpstreamTurnTimeout)
+		c.log.Info("turn timed out", zap.Duration("turn_timeout", c.srv.cfg.TurnTimeout),
+			zap.String("upstream_session_id", c.lease.Session.ID()))
+		if t != nil && c.failFast {
+			c.fail(c.turnError(t, cause))
+			return
+		}
+		c.out = append(c.out, out...)
+		// For the pool: a session stuck in a turn is SLNG failing.
+		end = slngclient.NewTimeout("no progress on the turn", errTurnTimeout)
+	}
+	c.state.markDirty()
+	c.dropSession(end)
+	// The session is given up, not the stream: what it failed on is
+	// already reported in turn_failed, or the turn is spoken again.
+	c.afterLoss(cause, false, true, now)
+}
+
+// dropSession closes the session at once and gives it back with err, why
+// it ended.
+func (c *synthCore) dropSession(err error) {
+	l := c.lease
+	c.lease = nil
+	l.Session.CloseNow()
+	l.release(err, false)
+}
+
+// onUpstreamEnd handles the end of the session being read: err is its
+// Err.
+func (c *synthCore) onUpstreamEnd(err error, now time.Time) {
+	// io.EOF is SLNG's normal close; ErrSessionClosed our own. A failure
+	// SLNG may recover from is treated like a close, except that a turn
+	// must not have started reaching the caller. A session that ended
+	// while the caller held its reading back is the caller's doing: the
+	// same, and never SLNG's fault.
+	normal := err == io.EOF || errors.Is(err, slngclient.ErrSessionClosed)
+	var held *slngclient.HeldBackError
+	ue, isUpstream := slngclient.AsUpstreamError(err)
+	recoverable := normal || errors.As(err, &held) || (isUpstream && ue.Class().Retryable)
+	relErr := err
+	if normal {
+		relErr = nil // the pool sees how SLNG closed it
+	}
+	c.dropSession(relErr)
+	c.out = append(c.out, c.book.upstreamClosed()...)
+	c.afterLoss(err, normal, recoverable, now)
+}
+
+// afterLoss decides what the loss of the session means, cause being why it
+// ended (nil or io.EOF for a normal close): the end of the stream, its
+// failure, a new session for the turns waiting, or a wait for the next
+// text.
+func (c *synthCore) afterLoss(cause error, normal, recoverable bool, now time.Time) {
+	idle, openText := c.book.idle(), c.book.openText()
+	if recoverable && (!idle || openText) {
+		// A session that ends again before speaking, failing or closing
+		// normally, counts: an upstream that keeps doing that must not be
+		// redialled forever.
+		c.failures++
+	}
+	switch {
+	case idle && c.state.has(halfClosed):
+		c.finish(nil, true)
+	case idle && c.state.has(draining):
+		c.fail(errDraining)
+	case !recoverable || c.failures > maxReconnects:
+		if normal {
+			cause = errClosedBeforeSpeaking
+		}
+		c.fail(c.turnFailed(cause))
+	case !idle && c.book.pending[0].bytes > 0:
+		// Part of the turn reached the caller: replaying it would repeat
+		// audio.
+		var held *slngclient.HeldBackError
+		if errors.As(cause, &held) {
+			cause = errCallerTooSlow
+		}
+		c.fail(c.turnFailed(cause))
+	case !idle || openText:
+		// SLNG closed, or failed, with turns still to speak (models that
+		// close after every audio_end drop the turns queued behind):
+		// they go to a new session.
+		r := &replacement{prevID: c.meta.upstreamSessionID, failedAt: now}
+		if !normal {
+			r.cause = cause
+		}
+		c.replacing = r
+		c.dial(slngpool.PurposeRollover)
+	default:
+		// A close between turns: the next text dials again.
+		c.state.upstream = upGone
+	}
+}
+
+// rolloverDue reports whether the session should be replaced at this turn
+// boundary, before SLNG's maximum connection duration (30 minutes on some
+// plans) ends it in the middle of a turn.
+func (c *synthCore) rolloverDue(now time.Time) bool {
+	age := c.srv.cfg.MaxUpstreamSessionAge
+	return age > 0 && c.lease != nil && now.Sub(c.lease.Session.Stats().ReadyAt) >= age &&
+		c.state.running() && c.book.idle() && !c.book.openText()
+}
+
+// rollover closes an old session between turns; the next text dials a new
+// one.
+func (c *synthCore) rollover() {
+	l := c.lease
+	c.lease = nil
+	c.state.upstream = upGone
+	c.srv.metrics.reconnect("tts", "rollover")
+	c.log.Info("upstream session rolled over between turns", zap.String("upstream_session_id", l.Session.ID()))
+	c.cmds = append(c.cmds, ttsCmd{kind: cmdClose, lease: l})
+}
+
+// onTick checks the stream's timers at now.
+func (c *synthCore) onTick(now time.Time) {
+	cfg := &c.srv.cfg
+	switch {
+	case cfg.MaxStreamDuration > 0 && now.Sub(c.start) >= cfg.MaxStreamDuration:
+		c.abort(errStreamTooLong)
+	case c.done:
+	case c.phase == phaseConfig && cfg.FirstMessageTimeout > 0 && now.Sub(c.start) >= cfg.FirstMessageTimeout:
+		c.finish(errFirstMessageTimeout, false)
+	case c.idleAt().Before(now) || c.idleAt().Equal(now):
+		c.finish(errCallerIdle, false)
+	case c.stuckAt().Before(now) || c.stuckAt().Equal(now):
+		c.replace(errTurnTimeout, now)
+	}
+}
+
+// never is a check time that never comes.
+var never = time.Unix(1<<62, 0)
+
+// idleAt is when the caller counts as idle: it has sent nothing and
+// nothing was in progress for CallerIdleTimeout.
+func (c *synthCore) idleAt() time.Time {
+	idle := c.srv.cfg.CallerIdleTimeout
+	if idle <= 0 || c.phase != phaseRunning || c.dialling || !c.book.idle() || c.idleSince.IsZero() {
+		return never
+	}
+	return maxTime(c.lastCaller, c.idleSince).Add(idle)
+}
+
+// stuckAt is when the turn being spoken times out: no progress for
+// TurnTimeout while SLNG is read.
+func (c *synthCore) stuckAt() time.Time {
+	d := c.srv.cfg.TurnTimeout
+	if d <= 0 || c.phase != phaseRunning || c.paused || c.dialling || c.lease == nil || len(c.book.pending) == 0 {
+		return never
+	}
+	return c.progress.Add(d)
+}
+
+// nextCheck is the earliest time a timer may fire; a check finding nothing
+// due just schedules the next.
+func (c *synthCore) nextCheck() time.Time {
+	cfg := &c.srv.cfg
+	at := never
+	if c.phase == phaseConfig && cfg.FirstMessageTimeout > 0 {
+		at = c.start.Add(cfg.FirstMessageTimeout)
+	}
+	if cfg.MaxStreamDuration > 0 {
+		at = minTime(at, c.start.Add(cfg.MaxStreamDuration))
+	}
+	if c.done {
+		return at
+	}
+	return minTime(at, minTime(c.idleAt(), c.stuckAt()))
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// reusable reports, once the stream is done, whether its session may serve
+// another stream: the caller half-closed, every turn finished cleanly,
+// nothing spoiled it, and the session itself says so.
+func (c *synthCore) reusable() bool {
+	return c.err == nil && c.lease != nil && c.state.keepable() && c.book.idle() && c.lease.Session.Reusable()
+}
+
+// turnFailed is the error that ends the stream when its upstream failed
+// for good: metadata names the turn in progress and how much of its audio
+// the caller got, so that the caller can resume from there.
+func (c *synthCore) turnFailed(cause error) error {
+	t := c.book.inProgress()
+	if t == nil {
+		return cause
+	}
+	return c.turnError(t, cause)
+}
+
+// turnError attaches to cause where turn t stood: how much of its audio
+// the caller got.
+func (c *synthCore) turnError(t *turn, cause error) error {
+	d := c.book.delivery(t)
+	return withMetadata(cause, map[string]string{
+		"turn_id":            strconv.FormatUint(t.id, 10),
+		"delivered_bytes":    strconv.FormatUint(d.GetAudioBytes(), 10),
+		"delivered_audio_ms": strconv.FormatInt(d.GetAudioDuration().AsDuration().Milliseconds(), 10),
+		"last_sequence":      strconv.FormatUint(d.GetLastSequence(), 10),
+	})
+}
+
+func warningResponse(ue *slngclient.UpstreamError) *speechv1.SynthesizeResponse {
+	return &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Warning{Warning: warningOf(ue)}}
+}

@@ -1,0 +1,90 @@
+package service
+
+import (
+	"context"
+	"errors"
+
+	"github.com/speech-gateway/speech-gateway/slngclient"
+)
+
+// ttsWriter is a Synthesize stream's upstream writer: the only goroutine
+// that dials, writes to and closes the stream's SLNG sessions, in the
+// order the loop queued the commands, so that a replayed turn always
+// reaches a new session before newer text. It decides nothing: it reports
+// what it acquired, and the writes that failed, to the loop.
+type ttsWriter struct {
+	c    *synthCore // read-only here: ep, ttsCfg and usage, set before the first acquire
+	cmds *mailbox[ttsCmd]
+	// results is unbuffered: a session acquired after the loop stopped
+	// taking results is given back by the writer itself.
+	results chan ttsResult
+}
+
+func newTTSWriter(c *synthCore) *ttsWriter {
+	return &ttsWriter{c: c, cmds: newMailbox[ttsCmd](maxWriterQueue), results: make(chan ttsResult)}
+}
+
+// run carries out the commands until the mailbox is closed. ctx ends when
+// the stream does: an acquire in progress stops, and a write blocked on a
+// socket ends when the loop closes the session.
+func (w *ttsWriter) run(ctx context.Context) {
+	s := w.c.srv
+	for {
+		cmd, ok := w.cmds.take()
+		if !ok {
+			return
+		}
+		switch cmd.kind {
+		case cmdAcquire:
+			c := w.c
+			lease, err := acquireLease(ctx, s, "tts", c.usage, c.ep, func(ctx context.Context) (Lease[TTSSession], error) {
+				return s.upstream.AcquireTTS(ctx, AcquireRequest{Endpoint: c.ep, Purpose: cmd.purpose}, c.ttsCfg)
+			})
+			w.report(ctx, ttsResult{lease: lease, err: err})
+		case cmdCharge:
+			if err := w.c.usage.charge(ctx, cmd.text); err != nil {
+				w.report(ctx, ttsResult{err: err, charge: true})
+			}
+		case cmdText:
+			if cmd.charge {
+				if err := w.c.usage.charge(ctx, cmd.text); err != nil {
+					w.report(ctx, ttsResult{err: err, charge: true})
+					continue
+				}
+			}
+			w.wrote(ctx, cmd.sess, cmd.sess.Text(ctx, cmd.text, cmd.flush))
+		case cmdFlush:
+			w.wrote(ctx, cmd.sess, cmd.sess.Flush(ctx))
+		case cmdClear:
+			w.wrote(ctx, cmd.sess, cmd.sess.Clear(ctx))
+		case cmdClose:
+			closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CloseTimeout)
+			_ = cmd.lease.Session.Close(closeCtx) // best effort: every turn on it is over
+			cancel()
+			cmd.lease.release(nil, false)
+		}
+	}
+}
+
+// wrote reports a write that failed.
+func (w *ttsWriter) wrote(ctx context.Context, sess TTSSession, err error) {
+	if err != nil && !errors.Is(err, slngclient.ErrNothingToFlush) {
+		w.report(ctx, ttsResult{sess: sess, err: err})
+	}
+}
+
+// report hands r to the loop. When the stream has ended, a session r
+// acquired is given back here.
+func (w *ttsWriter) report(ctx context.Context, r ttsResult) {
+	if r.lease != nil {
+		r.err = nil
+	}
+	select {
+	case w.results <- r:
+	case <-ctx.Done():
+		if r.lease != nil {
+			r.lease.Session.CloseNow()
+			r.lease.release(context.Cause(ctx), false)
+		}
+	}
+}
