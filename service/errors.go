@@ -274,6 +274,10 @@ var statusRules = []statusRule{
 	is(errFirstMessageTimeout, rowFirstMessage),
 	is(errCallerStalled, rowStalled),
 	is(errCallerTooSlow, rowTooSlow),
+	{name: "held back", match: func(err error, _ streamMeta) (ruled, bool) {
+		var held *slngclient.HeldBackError
+		return ruled{row: rowTooSlow}, errors.As(err, &held)
+	}},
 	is(errTurnTimeout, rowTurnTimeout),
 	is(errClosedBeforeSpeaking, rowNoSpeech),
 	is(errUpstreamClosedEarly, rowClosedEarly),

@@ -309,3 +309,77 @@ func TestFiftyPausedCallers(t *testing.T) {
 		t.Errorf("%v bytes still counted as waiting after every stream ended", v)
 	}
 }
+
+// TestTranscribeCutsAfterAFinalize: the upstream connection is cut with no
+// close frame each time 64,000 bytes have reached it, after a finalize,
+// with partials on and the audio sent unpaced in 3,200-byte messages. The
+// finals still cover every byte the caller sent, whatever the finals say
+// of their timing: the one that answers the finalize covers exactly the
+// audio before it, and the audio after it is heard again. Finals with no
+// timing at all prove nothing but a finalize: there, one cut is survived
+// (each new session hears everything since the finalize again, which
+// here is more than a session takes before the next cut).
+func TestTranscribeCutsAfterAFinalize(t *testing.T) {
+	t.Parallel()
+	first := "The caller speaks before the finalize."
+	rest := []string{"Then it goes on after it.", "Every byte must be heard once.", "Nothing is lost across the cuts.",
+		"Three cuts in all."}
+	for _, tc := range []struct{ profile, fault string }{
+		{"rich", "*=drop@chunks:20"},
+		{"asyncapi-finals", "*=drop@chunks:20"},
+		{"asyncapi-finals-no-duration", "*=drop@chunks:20,once"},
+	} {
+		t.Run(tc.profile, func(t *testing.T) {
+			t.Parallel()
+			p, err := slngsim.ProfileByName(tc.profile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := newHarness(t, slngsim.Options{Profile: &p, Faults: slngsim.MustFaults(tc.fault)}, Config{})
+			ctx := testContext(t)
+			stream, err := h.stt.Transcribe(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			send := func(r *speechv1.TranscribeRequest) {
+				t.Helper()
+				if err := stream.Send(r); err != nil {
+					t.Fatalf("send: %v", err)
+				}
+			}
+			audio := func(b []byte) {
+				for len(b) > 0 {
+					n := min(3200, len(b))
+					send(sttAudioReq(b[:n]))
+					b = b[n:]
+				}
+			}
+			send(sttConfig(&speechv1.RecognitionConfig{EnablePartials: true}))
+			audio(spoken([]string{first}))
+			send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Finalize{Finalize: &speechv1.Finalize{}}})
+			after := spoken(rest)
+			audio(after)
+			if err := stream.CloseSend(); err != nil {
+				t.Fatal(err)
+			}
+			resps, err := recvAll(t, stream.Recv)
+			if err != nil {
+				t.Fatalf("status %v", err)
+			}
+			want := first + " " + strings.Join(rest, " ")
+			if got := finalText(resps); got != want {
+				t.Fatalf("finals %q, want %q", got, want)
+			}
+			reconnects := 0
+			for _, r := range resps {
+				if r.GetReconnected() != nil {
+					reconnects++
+				}
+			}
+			if reconnects == 0 {
+				t.Fatal("no cut happened")
+			}
+			t.Logf("%d bytes after the finalize, %d in all, %d reconnects", len(after), len(after)+len(spoken([]string{first})), reconnects)
+		})
+	}
+}

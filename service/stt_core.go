@@ -59,8 +59,10 @@ type sttCore struct {
 	// oldest first, until a final answers each.
 	finalizes  []int64
 	finalizeAt time.Time // for the finalize-to-final metric
-	// prevFinalEnd is where the last final delivered ends, in stream time.
-	prevFinalEnd time.Duration
+	// prevFinalEnd is where the last final delivered ends, in stream time;
+	// timedEnd where the last one with timing of its own does (a final
+	// ending before it is the previous session's, heard again).
+	prevFinalEnd, timedEnd time.Duration
 	// unproven are the texts of the finals delivered that no proof covers
 	// yet (no timing, no finalize answered): a new session hears their
 	// audio again, and dedupe, set at a reconnect, expects them back in

@@ -198,7 +198,7 @@ func (c *sttCore) transcript(t slngclient.Transcript, final bool, now time.Time)
 			end = max(start, c.clock.duration(c.sent))
 		}
 	}
-	if final && timed && t.Text != "" && end <= c.prevFinalEnd {
+	if final && timed && t.Text != "" && end <= c.timedEnd {
 		return nil, "duplicate" // already delivered, from the session before a reconnect
 	}
 	if final && !timed && c.heardAgain(t.Text) {
@@ -236,6 +236,9 @@ func (c *sttCore) transcript(t slngclient.Transcript, final bool, now time.Time)
 		return out, ""
 	}
 	c.prevFinalEnd = max(c.prevFinalEnd, end)
+	if timed {
+		c.timedEnd = max(c.timedEnd, end)
+	}
 	if t.Text != "" {
 		c.failures = 0
 	}

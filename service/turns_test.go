@@ -40,6 +40,12 @@ func describe(out []synthOut) string {
 			parts = append(parts, fmt.Sprintf("segment_end:%d", m.SegmentEnd.GetTurnId()))
 		case *speechv1.SynthesizeResponse_Warning:
 			parts = append(parts, "warning")
+		case *speechv1.SynthesizeResponse_Started:
+			parts = append(parts, "started")
+		case *speechv1.SynthesizeResponse_Reconnected:
+			parts = append(parts, "reconnected")
+		case *speechv1.SynthesizeResponse_Draining:
+			parts = append(parts, "draining")
 		default:
 			parts = append(parts, fmt.Sprintf("%T", m))
 		}
