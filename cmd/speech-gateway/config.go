@@ -56,6 +56,9 @@ type config struct {
 	maxStreamDuration  time.Duration
 	maxStreams         int
 	maxStreamsPerConn  int
+	// maxHeaderListSize bounds a request's metadata (HTTP/2
+	// SETTINGS_MAX_HEADER_LIST_SIZE); more is refused by the transport.
+	maxHeaderListSize int
 	// streamWindow and connWindow fix the HTTP/2 receive windows; 0 leaves
 	// grpc-go's dynamic ones.
 	streamWindow, connWindow int
@@ -174,6 +177,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.maxStreamDuration, "max-stream-duration", envDur("MAX_STREAM_DURATION", time.Hour), "longest stream; negative means no limit [MAX_STREAM_DURATION]")
 	fs.IntVar(&c.maxStreams, "max-streams", envInt("MAX_STREAMS", 0), "concurrent streams across the gateway; 0 means no limit [MAX_STREAMS]")
 	fs.IntVar(&c.maxStreamsPerConn, "max-streams-per-conn", envInt("MAX_STREAMS_PER_CONN", 1000), "HTTP/2 MaxConcurrentStreams per client connection [MAX_STREAMS_PER_CONN]")
+	fs.IntVar(&c.maxHeaderListSize, "max-header-list-size", envInt("MAX_HEADER_LIST_SIZE", 64<<10), "bytes of request metadata (headers, uncompressed) a stream may send, from 4096 to 16777216; a stream with more is refused by the transport before it reaches the gateway [MAX_HEADER_LIST_SIZE]")
 	fs.IntVar(&c.streamWindow, "http2-stream-window", envInt("HTTP2_STREAM_WINDOW", 256<<10), "bytes a caller may send on one stream before the gateway reads them; at least 65536, or 0 for grpc-go's dynamic window [HTTP2_STREAM_WINDOW]")
 	fs.IntVar(&c.connWindow, "http2-conn-window", envInt("HTTP2_CONN_WINDOW", 4<<20), "the same for all streams of one connection [HTTP2_CONN_WINDOW]")
 	fs.DurationVar(&c.finalsTimeout, "finals-timeout", envDur("FINALS_TIMEOUT", 10*time.Second), "wait for the last transcripts after a Transcribe half-close [FINALS_TIMEOUT]")
@@ -261,6 +265,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	validWindow := func(n int) bool { return n >= 64<<10 && n <= math.MaxInt32 }
 	if (c.streamWindow != 0 || c.connWindow != 0) && (!validWindow(c.streamWindow) || !validWindow(c.connWindow)) {
 		return nil, errors.New("--http2-stream-window and --http2-conn-window must both be 0, or both from 65536 to 2147483647")
+	}
+	if c.maxHeaderListSize < 4<<10 || c.maxHeaderListSize > 16<<20 {
+		return nil, errors.New("--max-header-list-size must be from 4096 to 16777216")
 	}
 	if c.memProfileRate < 0 || (c.memProfileRate > 0 && c.debugListen == "") {
 		return nil, errors.New("--debug-mem-profile-rate must be 0, or positive with --debug-listen")
