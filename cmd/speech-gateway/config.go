@@ -45,6 +45,8 @@ type config struct {
 	// regionOverride, for a warning at start-up.
 	legacyRegion bool
 	tokenInQuery bool
+	// handshakeTimeout bounds each SLNG WebSocket handshake.
+	handshakeTimeout time.Duration
 
 	defaultTTSModel string
 	defaultVoice    string
@@ -166,6 +168,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.regionOverride, "slng-region-override", env("SLNG_REGION_OVERRIDE", ""), "send X-Region-Override, e.g. eu-north-1; retired for speech by SLNG's current clients [SLNG_REGION_OVERRIDE]")
 	fs.StringVar(&c.worldPartOverride, "slng-world-part-override", env("SLNG_WORLD_PART_OVERRIDE", ""), "send X-World-Part-Override: na, eu or ap; retired for speech by SLNG's current clients [SLNG_WORLD_PART_OVERRIDE]")
 	legacyRegion := fs.String("slng-region", env("SLNG_REGION", ""), "deprecated: the same as --slng-region-override [SLNG_REGION]")
+	fs.DurationVar(&c.handshakeTimeout, "slng-handshake-timeout", envDur("SLNG_HANDSHAKE_TIMEOUT", 10*time.Second), "bound on each SLNG WebSocket handshake (TCP, TLS, HTTP upgrade); one that takes longer fails as SLNG being unwell and counts against the breaker [SLNG_HANDSHAKE_TIMEOUT]")
 	fs.BoolVar(&c.tokenInQuery, "slng-token-in-query", envBool("SLNG_TOKEN_IN_QUERY"), "send the key as ?token= instead of an Authorization header [SLNG_TOKEN_IN_QUERY]")
 	fs.DurationVar(&c.keyReload, "key-reload-interval", envDur("KEY_RELOAD_INTERVAL", 10*time.Second), "re-read SLNG_API_KEY_FILE this often and use a changed key for new sessions (a rotated Secret); 0 disables [KEY_RELOAD_INTERVAL]")
 	fs.StringVar(&c.defaultTTSModel, "default-tts-model", env("DEFAULT_TTS_MODEL", "deepgram/aura:2"), "model for Synthesize streams that name none [DEFAULT_TTS_MODEL]")
@@ -285,6 +288,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		if r.v == 0 || math.IsNaN(r.v) {
 			return nil, fmt.Errorf("%s must be positive, or negative for no limit", r.name)
 		}
+	}
+	if c.handshakeTimeout <= 0 {
+		return nil, errors.New("--slng-handshake-timeout must be positive")
 	}
 	if c.routes != "bridge" && c.routes != "direct" {
 		return nil, fmt.Errorf("--slng-routes must be bridge or direct, not %q", c.routes)

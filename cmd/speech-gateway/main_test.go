@@ -233,6 +233,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{[]string{"--dev"}, map[string]string{"POOL_BACKGROUND_DIAL_RATE": "often"}},
 		{[]string{"--dev", "--pool-background-dial-rate", "NaN"}, nil},
 		{[]string{"--dev", "--max-header-list-size", "1024"}, nil},
+		{[]string{"--dev", "--slng-handshake-timeout", "0s"}, nil},
 		{[]string{"--dev"}, map[string]string{"MAX_HEADER_LIST_SIZE": "33554432"}},
 	} {
 		err := run(context.Background(), append(tc.args, "--listen", "127.0.0.1:0", "--admin-listen", ""), envFrom(tc.env), io.Discard)

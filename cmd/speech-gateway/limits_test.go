@@ -18,6 +18,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/speech-gateway/speech-gateway/internal/slngtest"
 )
 
 // sendHeaders writes, as a raw HTTP/2 client on c, the preface and one
@@ -166,5 +168,29 @@ func TestLargeMetadataRefusedAtTransport(t *testing.T) {
 		float64(before)/(1<<20), streams, float64(after)/(1<<20), float64(grew)/(1<<20))
 	if grew > 8<<20 {
 		t.Fatalf("the heap grew by %d bytes for %d refused streams: their metadata was kept", grew, streams)
+	}
+}
+
+// TestHungUpstreamOpensBreaker: with SLNG accepting connections and never
+// answering, streams fail after --slng-handshake-timeout with
+// UPSTREAM_UNAVAILABLE rather than at their own deadlines, and after
+// --breaker-failures of them the next fails at once with
+// UPSTREAM_CIRCUIT_OPEN, without a dial.
+func TestHungUpstreamOpensBreaker(t *testing.T) {
+	t.Parallel()
+	url, accepted := slngtest.BlackHole(t)
+	g := startGateway(t, []string{"--slng-base-url", url, "--slng-handshake-timeout", "100ms", "--breaker-failures", "2",
+		"--dial-attempts", "1", "--pool-warm=false"}, map[string]string{"SLNG_API_KEY": "k"})
+	conn := g.dial(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	for i, want := range []string{"UPSTREAM_UNAVAILABLE", "UPSTREAM_UNAVAILABLE", "UPSTREAM_CIRCUIT_OPEN"} {
+		_, err := synthesizeText(ctx, conn, "Hello.")
+		if status.Code(err) != codes.Unavailable || reasonOf(err) != want {
+			t.Fatalf("stream %d: %v (%s), want UNAVAILABLE / %s", i+1, err, reasonOf(err), want)
+		}
+	}
+	if n := accepted(); n != 2 {
+		t.Fatalf("connections to SLNG = %d, want 2", n)
 	}
 }
