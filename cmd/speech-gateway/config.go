@@ -95,6 +95,7 @@ type config struct {
 
 	// Callers and fleet-wide limits (fleet.go).
 	callerIdentity     string
+	trustAsserted      bool // --trust-asserted-caller-identity
 	accessPolicy       string
 	callerMaxStreams   int
 	callerCharsPerMin  int64
@@ -209,7 +210,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error [LOG_LEVEL]")
 	fs.StringVar(&c.logFormat, "log-format", env("LOG_FORMAT", ""), "json or console; default json, console with --dev [LOG_FORMAT]")
 
-	fs.StringVar(&c.callerIdentity, "caller-identity", env("CALLER_IDENTITY", callers.DefaultIdentity), "where a stream's caller id comes from, first found wins: xfcc (Envoy/Istio x-forwarded-client-cert URI SAN), l5d (Linkerd l5d-client-id), metadata[:KEY] (default x-caller-id), peer; trust mesh headers only behind the mesh's sidecar (docs/operations.md) [CALLER_IDENTITY]")
+	fs.StringVar(&c.callerIdentity, "caller-identity", env("CALLER_IDENTITY", callers.DefaultIdentity), "where a stream's caller id comes from, first found wins: xfcc[:By=SPIFFE-ID] (Envoy/Istio x-forwarded-client-cert URI SAN, with By: only from a proxy of that identity, * matching any run), l5d (Linkerd l5d-client-id), metadata[:KEY] (default x-caller-id), peer; trust mesh headers only behind the mesh's sidecar (docs/operations.md) [CALLER_IDENTITY]")
+	fs.BoolVar(&c.trustAsserted, "trust-asserted-caller-identity", envBool("TRUST_ASSERTED_CALLER_IDENTITY"), "with --access-policy or per-caller quotas, accept a metadata identity source, which any caller can set to any id; without it the gateway refuses to start so [TRUST_ASSERTED_CALLER_IDENTITY]")
 	fs.StringVar(&c.accessPolicy, "access-policy", env("ACCESS_POLICY", ""), "YAML or JSON file of the callers allowed per RPC and model pattern, with per-caller quotas; re-read when it changes; empty allows every caller everything [ACCESS_POLICY]")
 	fs.IntVar(&c.callerMaxStreams, "caller-max-streams", envInt("CALLER_MAX_STREAMS", 0), "concurrent streams per caller (across replicas with --redis-url); the access policy may override it per caller; 0 means no limit [CALLER_MAX_STREAMS]")
 	fs.Int64Var(&c.callerCharsPerMin, "caller-characters-per-minute", int64(envInt("CALLER_CHARACTERS_PER_MINUTE", 0)), "characters a caller may synthesize per minute; 0 means no limit [CALLER_CHARACTERS_PER_MINUTE]")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -35,8 +36,9 @@ func setupFleet(ctx context.Context, cfg *config, log *zap.Logger, reg prom.Regi
 		}
 	}
 	gate, err := callers.New(f, callers.Options{
-		Identity:   cfg.callerIdentity,
-		PolicyFile: cfg.accessPolicy,
+		Identity:              cfg.callerIdentity,
+		TrustAssertedIdentity: cfg.trustAsserted,
+		PolicyFile:            cfg.accessPolicy,
 		Defaults: callers.Limits{
 			MaxStreams:            cfg.callerMaxStreams,
 			CharactersPerMinute:   cfg.callerCharsPerMin,
@@ -46,6 +48,10 @@ func setupFleet(ctx context.Context, cfg *config, log *zap.Logger, reg prom.Regi
 		Logger:       log,
 		Metrics:      callers.NewMetrics(reg),
 	})
+	if errors.Is(err, callers.ErrAssertedIdentity) {
+		err = fmt.Errorf("%w: any caller could claim any id; behind a mesh use its identity (--caller-identity xfcc:By=..., or l5d), "+
+			"or accept it with --trust-asserted-caller-identity (docs/operations.md, \"Caller identity\")", err)
+	}
 	if err != nil {
 		f.Close()
 		return nil, nil, err

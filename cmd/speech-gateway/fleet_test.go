@@ -49,7 +49,7 @@ func TestFleet(t *testing.T) {
 		sim := slngtest.NewServer(t, slngsim.Options{APIKey: key})
 		rds := redistest.Start(t)
 		args := []string{"--slng-base-url", sim.URL(), "--redis-url", rds.URL(), "--fleet-lease-ttl", "900ms",
-			"--redis-timeout", "100ms", "--caller-max-streams", "1"}
+			"--redis-timeout", "100ms", "--caller-max-streams", "1", "--trust-asserted-caller-identity"}
 		gws := startGatewayProcs(ctx, t, bin, 2, func(i int) (string, string, []string) {
 			return fmt.Sprintf("replica-%d", i), key, args
 		})
@@ -428,7 +428,10 @@ func TestRunRejectsBadFleetConfig(t *testing.T) {
 	}{
 		{[]string{"--caller-identity", "cookie"}, nil, "caller identity"},
 		{nil, map[string]string{"CALLER_IDENTITY": "metadata:grpc-timeout"}, "caller identity"},
-		{[]string{"--access-policy", "/nonexistent/policy.yaml"}, nil, "access policy"},
+		{[]string{"--access-policy", "/nonexistent/policy.yaml", "--caller-identity", "peer"}, nil, "access policy"},
+		{[]string{"--access-policy", "../../deploy/kubernetes/components/access-policy/policy.yaml"}, nil, "--trust-asserted-caller-identity"},
+		{nil, map[string]string{"CALLER_CHARACTERS_PER_MINUTE": "100", "CALLER_IDENTITY": "l5d,metadata:x-team"}, "metadata:x-team"},
+		{[]string{"--caller-identity", "xfcc:Hash=abc"}, nil, "caller identity"},
 		{[]string{"--caller-max-streams", "-1"}, nil, "--caller-max-streams"},
 		{nil, map[string]string{"UPSTREAM_SESSION_BUDGET": "-3"}, "--upstream-session-budget"},
 		{[]string{"--fleet-lease-ttl", "10ms"}, nil, "--fleet-lease-ttl"},
