@@ -102,7 +102,12 @@ type config struct {
 	callerAudioPerMin  int64
 	callerMetricLabels int
 	redisURL           string // may hold a password: never logged
+	redisMode          string
+	redisPasswordFile  string
+	redisPassword      string // from redisPasswordFile: never logged
 	redisTimeout       time.Duration
+	redisStartBudget   time.Duration
+	fallbackReplicas   int
 	fleetLeaseTTL      time.Duration
 	upstreamBudget     int
 }
@@ -220,7 +225,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	// Not defaulted from REDIS_URL: -h prints defaults, and the URL may
 	// hold a password. The environment is read after parsing.
 	fs.StringVar(&c.redisURL, "redis-url", "", "redis://[user:password@]host:port/db (rediss:// for TLS) shared by the replicas for the upstream session budget and the caller quotas; empty keeps every limit per process [REDIS_URL]")
+	fs.StringVar(&c.redisMode, "redis-mode", env("REDIS_MODE", "single"), "single (--redis-url names the server), sentinel (it names the sentinels and ?master_name=) or cluster (it names seed nodes, more with ?addr=) [REDIS_MODE]")
+	fs.StringVar(&c.redisPasswordFile, "redis-password-file", env("REDIS_PASSWORD_FILE", ""), "file holding the Redis password (a mounted Secret), used in place of one in --redis-url; with sentinel, the primary's [REDIS_PASSWORD_FILE]")
 	fs.DurationVar(&c.redisTimeout, "redis-timeout", envDur("REDIS_TIMEOUT", 250*time.Millisecond), "bound on every Redis command; a slower Redis puts the limits in fallback (each replica's share) [REDIS_TIMEOUT]")
+	fs.DurationVar(&c.redisStartBudget, "redis-start-budget", envDur("REDIS_START_BUDGET", 50*time.Millisecond), "bound on each Redis check when a stream starts (a caller's streams and rates, the session budget); past it this replica's share decides the check, and speech_gateway_fleet_redis_slow_total counts it [REDIS_START_BUDGET]")
+	fs.IntVar(&c.fallbackReplicas, "fleet-fallback-replicas", envInt("FLEET_FALLBACK_REPLICAS", 1), "with --redis-url, the replicas each limit is divided by while Redis has not answered since start-up (then the replicas last seen alive) [FLEET_FALLBACK_REPLICAS]")
 	fs.DurationVar(&c.fleetLeaseTTL, "fleet-lease-ttl", envDur("FLEET_LEASE_TTL", 10*time.Second), "with --redis-url, how long a replica's leases outlive its last heartbeat: a crashed replica's sessions and streams are free again within it [FLEET_LEASE_TTL]")
 	fs.IntVar(&c.upstreamBudget, "upstream-session-budget", envInt("UPSTREAM_SESSION_BUDGET", 0), "SLNG sessions at most per SLNG key, standbys included, across every replica sharing --redis-url (per process without it); streams wait --pool-acquire-timeout for one; 0 means no limit [UPSTREAM_SESSION_BUDGET]")
 
@@ -298,10 +307,22 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, fmt.Errorf("--slng-routes must be bridge or direct, not %q", c.routes)
 	}
 	if c.callerMaxStreams < 0 || c.callerCharsPerMin < 0 || c.callerAudioPerMin < 0 || c.upstreamBudget < 0 ||
-		c.callerMetricLabels < 1 || c.redisTimeout <= 0 || c.fleetLeaseTTL < 300*time.Millisecond {
+		c.callerMetricLabels < 1 || c.redisTimeout <= 0 || c.redisStartBudget <= 0 || c.fallbackReplicas < 1 || c.fleetLeaseTTL < 300*time.Millisecond {
 		return nil, errors.New("--caller-max-streams, --caller-characters-per-minute, --caller-audio-seconds-per-minute and " +
-			"--upstream-session-budget must be 0 or more, --caller-metric-labels at least 1, --redis-timeout positive " +
-			"and --fleet-lease-ttl at least 300ms")
+			"--upstream-session-budget must be 0 or more, --caller-metric-labels and --fleet-fallback-replicas at least 1, " +
+			"--redis-timeout and --redis-start-budget positive and --fleet-lease-ttl at least 300ms")
+	}
+	if c.redisMode != "single" && c.redisMode != "sentinel" && c.redisMode != "cluster" {
+		return nil, fmt.Errorf("--redis-mode must be single, sentinel or cluster, not %q", c.redisMode)
+	}
+	if c.redisPasswordFile != "" {
+		b, err := os.ReadFile(c.redisPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("read --redis-password-file: %w", err)
+		}
+		if c.redisPassword = strings.TrimSpace(string(b)); c.redisPassword == "" {
+			return nil, fmt.Errorf("--redis-password-file %s is empty", c.redisPasswordFile)
+		}
 	}
 	if !c.dev {
 		key, err := readKey(getenv)

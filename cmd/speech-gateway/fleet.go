@@ -20,10 +20,12 @@ import (
 // closes both, the gate first.
 func setupFleet(ctx context.Context, cfg *config, log *zap.Logger, reg prom.Registerer) (*fleet.Fleet, *callers.Gate, error) {
 	opts := fleet.Options{
-		LeaseTTL:  cfg.fleetLeaseTTL,
-		OpTimeout: cfg.redisTimeout,
-		Logger:    log,
-		Metrics:   fleet.NewMetrics(reg),
+		LeaseTTL:         cfg.fleetLeaseTTL,
+		OpTimeout:        cfg.redisTimeout,
+		StartBudget:      cfg.redisStartBudget,
+		FallbackReplicas: cfg.fallbackReplicas,
+		Logger:           log,
+		Metrics:          fleet.NewMetrics(reg),
 	}
 	var f *fleet.Fleet
 	if cfg.redisURL == "" {
@@ -31,7 +33,8 @@ func setupFleet(ctx context.Context, cfg *config, log *zap.Logger, reg prom.Regi
 	} else {
 		redisLog.Do(func() { redis.SetLogger(redisLogger{log.Named("redis")}) })
 		var err error
-		if f, err = fleet.Connect(ctx, cfg.redisURL, opts); err != nil {
+		r := fleet.Redis{URL: cfg.redisURL, Mode: cfg.redisMode, Password: cfg.redisPassword}
+		if f, err = fleet.Connect(ctx, r, opts); err != nil {
 			return nil, nil, err
 		}
 	}

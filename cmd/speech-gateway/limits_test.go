@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/speech-gateway/speech-gateway/internal/poll"
+	"github.com/speech-gateway/speech-gateway/internal/redistest"
 	"github.com/speech-gateway/speech-gateway/internal/slngtest"
 )
 
@@ -192,5 +194,31 @@ func TestHungUpstreamOpensBreaker(t *testing.T) {
 	}
 	if n := accepted(); n != 2 {
 		t.Fatalf("connections to SLNG = %d, want 2", n)
+	}
+}
+
+// TestServesWhileRedisIsDown: a gateway whose Redis does not answer starts
+// anyway and serves at its share of each limit, says so on /readyz, and
+// shares its limits once Redis is up.
+func TestServesWhileRedisIsDown(t *testing.T) {
+	t.Parallel()
+	rds := redistest.Start(t)
+	rds.Stop()
+	g := startGateway(t, []string{"--dev", "--redis-url", rds.URL(), "--redis-timeout", "100ms", "--fleet-lease-ttl", "900ms",
+		"--caller-max-streams", "2", "--caller-identity", "peer"}, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if _, err := synthesizeText(ctx, g.dial(t), "Hello."); err != nil {
+		t.Fatalf("a stream with Redis down: %v", err)
+	}
+	if code, body := g.get(t, g.adminLis, "/readyz"); code != 200 || !strings.Contains(body, "local share of each limit") {
+		t.Fatalf("/readyz = %d %q, want ready, in fallback", code, body)
+	}
+	rds.Restart()
+	if err := poll.Until(ctx, 20*time.Millisecond, func() bool {
+		_, body := g.get(t, g.adminLis, "/readyz")
+		return strings.Contains(body, "shared limits in redis")
+	}); err != nil {
+		t.Fatalf("the limits are not shared once Redis is up: %v", err)
 	}
 }
