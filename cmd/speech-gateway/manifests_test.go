@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -117,5 +118,59 @@ func TestShippedPeerAuthentication(t *testing.T) {
 		if port != "9090" || strings.ToUpper(m.Mode) == "DISABLE" {
 			t.Errorf("port %s is %s: only the admin port may be left PERMISSIVE", port, m.Mode)
 		}
+	}
+}
+
+// TestShippedRedis: the Redis component runs a Redis with the Lua fixes of
+// 7.2.11 (or a later line), requires the password from the Secret that the
+// gateway reads too, and never evicts keys: an evicted lease would let the
+// fleet go past its limits.
+func TestShippedRedis(t *testing.T) {
+	t.Parallel()
+	const dir = "../../deploy/kubernetes/components/redis/"
+	var redisDep struct {
+		Spec struct {
+			Template struct {
+				Spec struct {
+					Containers []struct {
+						Image string
+						Args  []string
+						Env   []struct {
+							Name      string
+							ValueFrom struct {
+								SecretKeyRef struct{ Name, Key string } `json:"secretKeyRef"`
+							} `json:"valueFrom"`
+						}
+					}
+				}
+			}
+		}
+	}
+	doc, _, _ := strings.Cut(string(readFile(t, dir+"redis.yaml")), "\n---")
+	if err := yaml.Unmarshal([]byte(doc), &redisDep); err != nil {
+		t.Fatal(err)
+	}
+	c := redisDep.Spec.Template.Spec.Containers[0]
+	_, version, _ := strings.Cut(c.Image, ":")
+	var major, minor, patch int
+	if _, err := fmt.Sscanf(version, "%d.%d.%d", &major, &minor, &patch); err != nil ||
+		(major == 7 && minor == 2 && patch < 11) || major < 7 || (major == 7 && minor < 2) {
+		t.Errorf("image %s: want redis 7.2.11 or a later line", c.Image)
+	}
+	args := strings.Join(c.Args, " ")
+	if !strings.Contains(args, "--maxmemory-policy noeviction") || !strings.Contains(args, "--requirepass $(REDIS_PASSWORD)") {
+		t.Errorf("args %q: want --requirepass $(REDIS_PASSWORD) and --maxmemory-policy noeviction", args)
+	}
+	var secret string
+	for _, e := range c.Env {
+		if e.Name == "REDIS_PASSWORD" {
+			secret = e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+		}
+	}
+	if secret != "speech-gateway-redis/password" {
+		t.Errorf("REDIS_PASSWORD from %q, want the Secret speech-gateway-redis/password", secret)
+	}
+	if f := manifestEnv(t, dir+"gateway.yaml", "REDIS_PASSWORD_FILE"); !strings.HasPrefix(f, "/var/run/secrets/redis/") {
+		t.Errorf("the gateway reads the password from %q, not the mounted Secret", f)
 	}
 }
