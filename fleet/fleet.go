@@ -384,4 +384,3 @@ func (f *Fleet) wake() {
 	default:
 	}
 }
-

@@ -431,7 +431,7 @@ func TestFlushAppliedOnce(t *testing.T) {
 type lossyProxy struct {
 	// delay holds back each reply of Redis this long (nanoseconds): a
 	// slow Redis, or one far away.
-	delay atomic.Int64
+	delay    atomic.Int64
 	ln       net.Listener
 	target   string
 	dropping atomic.Bool
