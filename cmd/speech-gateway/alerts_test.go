@@ -93,6 +93,10 @@ func TestAlertsEndToEnd(t *testing.T) {
 		// shows it stays silent on the INTERNAL that SLNG's refusal causes,
 		// and alerts.test.yaml shows it fires.
 		"SpeechGatewayInternalErrors": true,
+		// A slow Redis: fleet.TestSlowRedisAtStreamStart moves its metric
+		// behind a proxy that delays Redis's replies, and
+		// alerts.test.yaml shows the alert fires on it.
+		"SpeechGatewayRedisSlow": true,
 	}
 	for _, sc := range scenarios {
 		for _, a := range append(slices.Clone(sc.want), sc.allow...) {
@@ -179,9 +183,10 @@ func TestAlertsEndToEnd(t *testing.T) {
 	t.Run("documented metrics moved", func(t *testing.T) {
 		// Only a misbehaving upstream moves these, in ways no simulator
 		// fault reproduces; service.TestTranscriptOutsideTheProtocol
-		// asserts them.
+		// asserts them. A slow Redis (no scenario runs one) moves the
+		// last; fleet.TestSlowRedisAtStreamStart asserts it.
 		elsewhere := []string{"speech_gateway_upstream_protocol_violations_total", "speech_gateway_stt_finals_dropped_total",
-			"speech_gateway_key_reloads_total"}
+			"speech_gateway_key_reloads_total", "speech_gateway_fleet_redis_slow_total"}
 		for _, name := range documentedMetrics(t) {
 			q := fmt.Sprintf(`max by (job) (max_over_time({__name__=~"%s|%s_count"}[%ds])) > 0`, name, name, int(time.Since(start).Seconds())+60)
 			var jobs []string

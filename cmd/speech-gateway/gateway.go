@@ -209,6 +209,7 @@ func newSLNGClient(cfg *config, log *zap.Logger) (*slngclient.Client, error) {
 		WorldPart:         cfg.worldPart,
 		APIKey:            cfg.apiKey,
 		TokenInQuery:      cfg.tokenInQuery,
+		HandshakeTimeout:  cfg.handshakeTimeout,
 		Routes:            routes,
 		RegionOverride:    cfg.regionOverride,
 		WorldPartOverride: cfg.worldPartOverride,

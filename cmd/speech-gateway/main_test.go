@@ -106,6 +106,13 @@ type testGateway struct {
 
 func startGateway(t *testing.T, args []string, env map[string]string) *testGateway {
 	t.Helper()
+	return startGatewayOn(t, nil, args, env)
+}
+
+// startGatewayOn is startGateway serving gRPC on grpcLis instead of an
+// in-memory listener (grpcLis nil: in memory, g.grpcLis).
+func startGatewayOn(t *testing.T, grpcLis net.Listener, args []string, env map[string]string) *testGateway {
+	t.Helper()
 	g := &testGateway{done: make(chan error, 1), logs: &syncBuffer{}}
 	cfg, err := parseConfig(args, envFrom(env), g.logs)
 	if err != nil {
@@ -121,8 +128,12 @@ func startGateway(t *testing.T, args []string, env map[string]string) *testGatew
 	if err != nil {
 		t.Fatalf("gateway: %v\n%s", err, g.logs)
 	}
-	g.grpcLis, g.adminLis = bufconn.Listen(1<<20), bufconn.Listen(64<<10)
-	lis := listeners{grpc: g.grpcLis, admin: g.adminLis}
+	g.adminLis = bufconn.Listen(64 << 10)
+	lis := listeners{grpc: grpcLis, admin: g.adminLis}
+	if grpcLis == nil {
+		g.grpcLis = bufconn.Listen(1 << 20)
+		lis.grpc = g.grpcLis
+	}
 	if cfg.debugListen != "" {
 		g.debugLis = bufconn.Listen(64 << 10)
 		lis.debug = g.debugLis
@@ -221,6 +232,9 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{[]string{"--dev", "--dial-rate", "0"}, nil},
 		{[]string{"--dev"}, map[string]string{"POOL_BACKGROUND_DIAL_RATE": "often"}},
 		{[]string{"--dev", "--pool-background-dial-rate", "NaN"}, nil},
+		{[]string{"--dev", "--max-header-list-size", "1024"}, nil},
+		{[]string{"--dev", "--slng-handshake-timeout", "0s"}, nil},
+		{[]string{"--dev"}, map[string]string{"MAX_HEADER_LIST_SIZE": "33554432"}},
 	} {
 		err := run(context.Background(), append(tc.args, "--listen", "127.0.0.1:0", "--admin-listen", ""), envFrom(tc.env), io.Discard)
 		if err == nil {
