@@ -84,7 +84,7 @@ generate: $(PROTO_TOOLS) ## Regenerate gen/ from proto/.
 check-generate: $(PROTO_TOOLS) ## Fail if gen/ is not what proto/ generates.
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(BUF) generate -o "$$tmp"; \
-	if ! diff -r -x go.mod -x go.sum gen "$$tmp/gen"; then echo "gen/ is stale: run 'make generate' and commit the result" >&2; exit 1; fi
+	if ! diff -r -x go.mod -x go.sum -x LICENSE gen "$$tmp/gen"; then echo "gen/ is stale: run 'make generate' and commit the result" >&2; exit 1; fi
 
 .PHONY: lint
 lint: $(PROTO_TOOLS) $(BIN)/.staticcheck-$(STATICCHECK_VERSION) ## go vet, gofmt, no Go file over 500 lines, staticcheck, buf lint/format/breaking.
@@ -93,6 +93,13 @@ lint: $(PROTO_TOOLS) $(BIN)/.staticcheck-$(STATICCHECK_VERSION) ## go vet, gofmt
 	@long=$$(for f in $$(git ls-files '*.go' | grep -v '^gen/' | grep -v '_test\.go$$'); do \
 		n=$$(wc -l < $$f); if [ $$n -gt 500 ]; then echo "$$f ($$n lines)"; fi; done); \
 	if [ -n "$$long" ]; then echo "files over 500 lines, split them along their seams:" $$long >&2; exit 1; fi
+	@# Build output stays out of git (.gitignore): no tracked file over 1 MiB,
+	@# and no tracked executable but scripts.
+	@big=$$(git ls-files -z | xargs -0 -r stat -c '%s %n' 2>/dev/null | awk '$$1 > 1048576 {print $$2}'); \
+	if [ -n "$$big" ]; then echo "tracked files over 1 MiB (build output? see .gitignore):" $$big >&2; exit 1; fi
+	@bins=$$(git ls-files -s | awk '$$1 == "100755" {print $$4}' | while read -r f; do \
+		[ -f "$$f" ] && [ "$$(head -c 2 "$$f")" != '#!' ] && echo "$$f"; done || true); \
+	if [ -n "$$bins" ]; then echo "tracked executables that are not scripts (build output? see .gitignore):" $$bins >&2; exit 1; fi
 	go vet $(GO_PACKAGES)
 	staticcheck $(GO_PACKAGES)
 	$(BUF) lint
