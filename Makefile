@@ -188,16 +188,32 @@ clients: $(PROTO_TOOLS) ## Vet the Go API module (gen/); build the Python wheels
 image-check: build ## Build the FROM-scratch image with buildah, run it with chroot isolation and probe it (needs buildah).
 	./scripts/image-check.sh
 
+# The custom resources in deploy/ are validated against the CRDs their
+# projects publish, taken from the projects' Go modules at these versions
+# (go mod download: the module proxy, or the module cache when they are in
+# it already), never fetched from anywhere else.
+ISTIO_API_VERSION := v1.32.0
+KEDA_VERSION      := v2.20.2
+CRD_MODULES := istio.io/api@$(ISTIO_API_VERSION):kubernetes/customresourcedefinitions.gen.yaml \
+	github.com/kedacore/keda/v2@$(KEDA_VERSION):config/crd/bases/keda.sh_scaledobjects.yaml
+
 .PHONY: validate-manifests
-validate-manifests: $(BIN)/.kubectl-validate-$(KUBECTL_VALIDATE_VERSION) $(BIN)/.kustomize-$(KUSTOMIZE_VERSION) check-image-tags ## Validate deploy/kubernetes, and each overlay in deploy/overlays built with its components, offline against Kubernetes 1.30.
-	$(BIN)/kubectl-validate --version 1.30 $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
+validate-manifests: $(BIN)/.kubectl-validate-$(KUBECTL_VALIDATE_VERSION) $(BIN)/.kustomize-$(KUSTOMIZE_VERSION) check-image-tags ## Validate deploy/kubernetes, and each overlay in deploy/overlays built with its components, offline against Kubernetes 1.30 and the pinned CRDs.
 	@# Components are patches and resources for the base: they are validated
 	@# as the overlays that use them build, and each must be used by one.
-	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; mkdir "$$tmp/crds"; \
+	for m in $(CRD_MODULES); do \
+		mod=$${m%%:*}; file=$${m#*:}; \
+		dir=$$(cd "$$tmp" && GOFLAGS= go mod download -json "$$mod" | sed -nE 's/^\t"Dir": "(.*)",$$/\1/p'); \
+		if [[ -z "$$dir" || ! -f "$$dir/$$file" ]]; then echo "$$mod has no $$file" >&2; exit 1; fi; \
+		echo "CRDs: $$mod $$file"; cp "$$dir/$$file" "$$tmp/crds/$$(echo "$$mod" | tr '/@' '__')-$$(basename "$$file")"; \
+	done; \
+	validate() { $(BIN)/kubectl-validate --version 1.30 --local-crds "$$tmp/crds" "$$@"; }; \
+	validate $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml)); \
 	for o in deploy/overlays/*/; do \
 		n=$$(basename "$$o"); echo "kustomize build $$o"; \
 		$(BIN)/kustomize build "$$o" > "$$tmp/$$n.yaml"; \
-		$(BIN)/kubectl-validate --version 1.30 "$$tmp/$$n.yaml"; \
+		validate "$$tmp/$$n.yaml"; \
 	done; \
 	for c in deploy/kubernetes/components/*/; do \
 		if ! grep -qs "kubernetes/components/$$(basename "$$c")$$" deploy/overlays/*/kustomization.yaml; then \
