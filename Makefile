@@ -17,6 +17,7 @@ GRPCURL_VERSION            := v1.9.4
 GHZ_VERSION                := v0.93.0
 KUBECTL_VALIDATE_VERSION   := v0.0.4
 KUSTOMIZE_VERSION          := v5.7.1
+CYCLONEDX_GOMOD_VERSION    := v1.10.0
 
 BUF := $(BIN)/buf
 GO_PACKAGES := ./...
@@ -30,7 +31,10 @@ VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo unk
 REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(if $(filter %-dirty,$(VERSION)),-dirty)
 LDFLAGS  := -X main.version=$(VERSION) -X main.revision=$(REVISION)
 IMAGE    ?= registry.example.com/speech-gateway
+SIM_IMAGE ?= registry.example.com/slngsim
+IMAGE_SOURCE ?= https://github.com/speech-gateway/speech-gateway
 CONTAINER_TOOL ?= docker
+IMAGE_ENV = VERSION=$(VERSION) REVISION=$(REVISION) IMAGE_SOURCE=$(IMAGE_SOURCE) CONTAINER_TOOL="$(CONTAINER_TOOL)"
 
 .PHONY: help
 help: ## Show this help.
@@ -68,6 +72,9 @@ $(BIN)/.kubectl-validate-$(KUBECTL_VALIDATE_VERSION):
 	@touch $@
 $(BIN)/.kustomize-$(KUSTOMIZE_VERSION):
 	go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	@touch $@
+$(BIN)/.cyclonedx-gomod-$(CYCLONEDX_GOMOD_VERSION):
+	go install github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@$(CYCLONEDX_GOMOD_VERSION)
 	@touch $@
 
 PROTO_TOOLS := $(BIN)/.protoc-gen-go-$(PROTOC_GEN_GO_VERSION) $(BIN)/.protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION) $(BIN)/.buf-$(BUF_VERSION)
@@ -122,9 +129,12 @@ build: ## Build the binaries into ./bin, reporting VERSION.
 version: ## Print the VERSION that builds and image tags use.
 	@echo $(VERSION)
 
-.PHONY: image image-tag
-image: ## Build the image $(IMAGE):$(VERSION) from the Dockerfile (CONTAINER_TOOL=docker, or buildah).
-	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE):$(VERSION) .
+.PHONY: image image-slngsim image-tag
+image: $(BIN)/.cyclonedx-gomod-$(CYCLONEDX_GOMOD_VERSION) ## Build the production image $(IMAGE):$(VERSION) (speech-gateway alone, OCI labels) and its SBOM, dist/image/speech-gateway/speech-gateway.cdx.json (CONTAINER_TOOL=docker, or buildah).
+	$(IMAGE_ENV) ./scripts/image.sh speech-gateway $(IMAGE):$(VERSION)
+
+image-slngsim: $(BIN)/.cyclonedx-gomod-$(CYCLONEDX_GOMOD_VERSION) ## Build the simulator's own image $(SIM_IMAGE):$(VERSION), for test clusters, and its SBOM.
+	$(IMAGE_ENV) ./scripts/image.sh slngsim $(SIM_IMAGE):$(VERSION)
 
 image-tag: ## Point deploy/kubernetes at $(IMAGE):$(VERSION) (the kustomization's newTag and the Deployment).
 	sed -i -E 's|^(    newTag: ).*|\1"$(VERSION)"|' deploy/kubernetes/kustomization.yaml
@@ -185,8 +195,8 @@ clients: $(PROTO_TOOLS) ## Vet the Go API module (gen/); build the Python wheels
 	./clients/build.sh $(CLIENTS_OUT) $(CLIENTS_VERSION)
 
 .PHONY: image-check
-image-check: build ## Build the FROM-scratch image with buildah, run it with chroot isolation and probe it (needs buildah).
-	./scripts/image-check.sh
+image-check: build $(BIN)/.cyclonedx-gomod-$(CYCLONEDX_GOMOD_VERSION) ## Build both images as make image does, with buildah; check their files, labels and SBOMs; run them with chroot isolation and probe them (needs buildah).
+	VERSION=$(VERSION) REVISION=$(REVISION) IMAGE_SOURCE=$(IMAGE_SOURCE) ./scripts/image-check.sh
 
 # The custom resources in deploy/ are validated against the CRDs their
 # projects publish, taken from the projects' Go modules at these versions
