@@ -14,8 +14,9 @@ import (
 )
 
 // The embedded simulator of --dev is built in unless the build tag nodev
-// is set; the production image is built with it (Dockerfile), so that it
-// holds no simulator (devsim_off.go).
+// is set. The production image's binary is built with the tag
+// (scripts/image.sh, the Dockerfile), so that the image holds no simulator
+// and its --dev says so (devsim_off.go).
 
 // startSimulator starts the embedded SLNG simulator for --dev and points the
 // config at it, with a random key so that the auth path is exercised too.
