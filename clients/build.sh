@@ -40,6 +40,7 @@ rm -f "$out"/speech_gateway_*.whl "$out"/speech-gateway-*.jar
 # wheel DIR: builds the Python project staged in DIR into $work/whl.
 wheel() {
 	echo "$version" >"$1/VERSION"
+	cp LICENSE "$1/"
 	(cd "$1" && /usr/bin/python3 -m build --no-isolation --wheel --outdir "$work/whl" . >"$work/build.log" 2>&1) || {
 		cat "$work/build.log" >&2
 		exit 1
@@ -73,6 +74,8 @@ jar_of() {
 	mkdir -p "$work/classes-$name"
 	javac --release 8 -Xlint:-options -nowarn -encoding UTF-8 -d "$work/classes-$name" -cp "${cp#:}" \
 		$(find "$src" -name '*.java')
+	mkdir -p "$work/classes-$name/META-INF"
+	cp LICENSE "$work/classes-$name/META-INF/LICENSE"
 	for p in "$@"; do
 		mkdir -p "$work/classes-$name/$(dirname "$p")"
 		cp "$root/$p" "$work/classes-$name/$p"

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"sync/atomic"
@@ -25,7 +23,6 @@ import (
 	"github.com/speech-gateway/speech-gateway/service"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 	"github.com/speech-gateway/speech-gateway/slngpool"
-	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
 // gateway is the speech gateway with everything wired and nothing served
@@ -230,30 +227,4 @@ func newSLNGClient(cfg *config, log *zap.Logger) (*slngclient.Client, error) {
 	}
 	log.Info("slng upstream", fields...)
 	return client, nil
-}
-
-// startSimulator starts the embedded SLNG simulator for --dev and points the
-// config at it, with a random key so that the auth path is exercised too.
-func startSimulator(cfg *config, log *zap.Logger) (*slngsim.Server, error) {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	key := "dev_" + hex.EncodeToString(b[:])
-	profile, err := slngsim.ProfileFunc(cfg.devProfile)
-	if err != nil {
-		return nil, fmt.Errorf("--dev-profile: %w", err)
-	}
-	sim, err := slngsim.Start(slngsim.Options{
-		Addr:       "127.0.0.1:0",
-		APIKey:     key,
-		Realtime:   cfg.devRealtime,
-		ProfileFor: profile,
-		Logger:     log.Named("slngsim"),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("start simulator: %w", err)
-	}
-	cfg.baseURL = sim.URL()
-	cfg.apiKey = key
-	log.Info("dev mode: using the embedded SLNG simulator", zap.String("url", sim.URL()), zap.String("profile", cfg.devProfile))
-	return sim, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -75,12 +76,19 @@ func TestShippedIdentitySettings(t *testing.T) {
 	}
 }
 
-// TestShippedPeerAuthentication: the Istio component's PeerAuthentication
-// puts the gateway's pods, selected by the Deployment's own labels, under
-// STRICT mutual TLS, leaving only the admin port (probes, metrics) open to
-// callers outside the mesh.
+// TestShippedPeerAuthentication: the Istio component ships a
+// PeerAuthentication that puts the gateway's pods, selected by the
+// Deployment's own labels, under STRICT mutual TLS, leaving only the admin
+// port (probes, metrics) open to callers outside the mesh.
 func TestShippedPeerAuthentication(t *testing.T) {
 	t.Parallel()
+	var component struct{ Resources []string }
+	if err := yaml.Unmarshal(readFile(t, "../../deploy/kubernetes/components/istio/kustomization.yaml"), &component); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(component.Resources, "peerauthentication.yaml") {
+		t.Errorf("the Istio component's resources %v leave out peerauthentication.yaml", component.Resources)
+	}
 	var pa struct {
 		APIVersion string `json:"apiVersion"`
 		Kind       string
