@@ -78,7 +78,7 @@ func TestIdentify(t *testing.T) {
 
 func TestParseSources(t *testing.T) {
 	t.Parallel()
-	for _, bad := range []string{"", " , ", "spiffe", "peer:x", "metadata:", "metadata:grpc-timeout", "xfcc,bogus", "metadata:x-slng-api-key", "metadata:Authorization"} {
+	for _, bad := range []string{"", " , ", "spiffe", "peer:x", "metadata:", "metadata:grpc-timeout", "xfcc,bogus", "tls:x", "metadata:x-slng-api-key", "metadata:Authorization"} {
 		if _, err := parseSources(bad); err == nil {
 			t.Errorf("parseSources(%q) succeeded", bad)
 		}

@@ -19,8 +19,10 @@ import (
 type Options struct {
 	// Identity is the order of identity sources, comma-separated: xfcc
 	// (Envoy/Istio x-forwarded-client-cert URI SAN), l5d (Linkerd
-	// l5d-client-id), metadata[:KEY] (default key x-caller-id), peer (the
-	// caller's address). Default DefaultIdentity.
+	// l5d-client-id), tls (the SPIFFE id, else the first DNS SAN, of a
+	// client certificate the gRPC server verified), metadata[:KEY]
+	// (default key x-caller-id), peer (the caller's address). Default
+	// DefaultIdentity.
 	Identity string
 	// PolicyFile is the access policy (see Policy); "" allows every
 	// caller everything.

@@ -26,7 +26,7 @@ const maxIDLen = 256
 
 // source is where a caller id may come from.
 type source struct {
-	kind string // xfcc, l5d, metadata, peer
+	kind string // xfcc, l5d, tls, metadata, peer
 	key  string // the metadata key, for kind metadata
 }
 
@@ -51,8 +51,8 @@ func parseSources(spec string) ([]source, error) {
 			if key == "authorization" || key == "cookie" || key == "x-slng-api-key" || key == "x-api-key" {
 				return nil, fmt.Errorf("caller identity %q: that header carries credentials", item)
 			}
-		case hasKey || (kind != "xfcc" && kind != "l5d" && kind != "peer"):
-			return nil, fmt.Errorf("caller identity %q: want xfcc, l5d, metadata[:KEY] or peer", item)
+		case hasKey || (kind != "xfcc" && kind != "l5d" && kind != "tls" && kind != "peer"):
+			return nil, fmt.Errorf("caller identity %q: want xfcc, l5d, tls, metadata[:KEY] or peer", item)
 		}
 		out = append(out, source{kind: kind, key: key})
 	}
@@ -73,6 +73,8 @@ func identify(ctx context.Context, sources []source) string {
 			id = xfccURI(lastValue(md, "x-forwarded-client-cert"))
 		case "l5d":
 			id = lastValue(md, "l5d-client-id")
+		case "tls":
+			id = tlsID(ctx)
 		case "metadata":
 			id = lastValue(md, s.key)
 		case "peer":
