@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -42,6 +43,7 @@ type gateway struct {
 	srv     *service.Server
 	admin   http.Handler
 	serving *atomic.Bool // false from the start of shutdown on
+	tls     string       // the gRPC port's TLS: off, on or mutual
 
 	// closers release, last first, what newGateway started.
 	closers []func()
@@ -55,7 +57,7 @@ var healthServices = []string{"", speechv1.TextToSpeechService_ServiceDesc.Servi
 // getenv supplies the OTEL_* variables. On error, everything started so far
 // is released. The caller must close the gateway.
 func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(string) string) (_ *gateway, err error) {
-	g := &gateway{cfg: cfg, log: log, info: buildInfo(), serving: &atomic.Bool{}}
+	g := &gateway{cfg: cfg, log: log, info: buildInfo(), serving: &atomic.Bool{}, tls: "off"}
 	defer func() {
 		if err != nil {
 			g.close()
@@ -103,6 +105,20 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 	}
 	g.onClose(fl.Close)
 	g.onClose(gate.Close)
+	if cfg.tlsCertFile != "" {
+		st, err := newServerTLS(cfg.tlsCertFile, cfg.tlsKeyFile, cfg.tlsClientCAFile, log, reg)
+		if err != nil {
+			return nil, err
+		}
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(st.config())))
+		if cfg.tlsReload > 0 {
+			g.onClose(st.file.Start(cfg.tlsReload))
+		}
+		g.tls = "on"
+		if st.mutual() {
+			g.tls = "mutual"
+		}
+	}
 	pool, err := slngpool.New(client, slngpool.Options{
 		DisableWarm:         !cfg.poolWarm,
 		MaxSessions:         cfg.poolMaxSessions,
@@ -187,8 +203,9 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 func (g *gateway) onClose(fn func()) { g.closers = append(g.closers, fn) }
 
 // close releases what newGateway started, last first: the key watcher,
-// the pool, the callers' gate, the fleet, the simulator, tracing. Call it
-// once, after serve has returned (or instead of serve).
+// the pool, the TLS files' watcher, the callers' gate, the fleet, the
+// simulator, tracing. Call it once, after serve has returned (or instead
+// of serve).
 func (g *gateway) close() {
 	for i := len(g.closers) - 1; i >= 0; i-- {
 		g.closers[i]()

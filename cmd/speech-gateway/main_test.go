@@ -106,6 +106,13 @@ type testGateway struct {
 
 func startGateway(t *testing.T, args []string, env map[string]string) *testGateway {
 	t.Helper()
+	return startGatewayOn(t, nil, args, env)
+}
+
+// startGatewayOn is startGateway serving gRPC on grpcLis, for a client in
+// another process; nil serves it in memory (grpcLis, dial).
+func startGatewayOn(t *testing.T, grpcLis net.Listener, args []string, env map[string]string) *testGateway {
+	t.Helper()
 	g := &testGateway{done: make(chan error, 1), logs: &syncBuffer{}}
 	cfg, err := parseConfig(args, envFrom(env), g.logs)
 	if err != nil {
@@ -119,10 +126,17 @@ func startGateway(t *testing.T, args []string, env map[string]string) *testGatew
 	defer cancel()
 	gw, err := newGateway(ctx, cfg, log, envFrom(env))
 	if err != nil {
+		if grpcLis != nil {
+			grpcLis.Close()
+		}
 		t.Fatalf("gateway: %v\n%s", err, g.logs)
 	}
-	g.grpcLis, g.adminLis = bufconn.Listen(1<<20), bufconn.Listen(64<<10)
-	lis := listeners{grpc: g.grpcLis, admin: g.adminLis}
+	g.adminLis = bufconn.Listen(64 << 10)
+	lis := listeners{grpc: grpcLis, admin: g.adminLis}
+	if grpcLis == nil {
+		g.grpcLis = bufconn.Listen(1 << 20)
+		lis.grpc = g.grpcLis
+	}
 	if cfg.debugListen != "" {
 		g.debugLis = bufconn.Listen(64 << 10)
 		lis.debug = g.debugLis
