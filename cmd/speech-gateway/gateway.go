@@ -67,11 +67,12 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 
 	var tracer trace.TracerProvider // nil: no spans
 	var serverOpts []grpc.ServerOption
-	tp, err := setupTracing(ctx, getenv)
+	tr, err := setupTracing(ctx, getenv)
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
-	if tp != nil {
+	if tr != nil {
+		tp := tr.provider
 		g.onClose(func() {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
@@ -80,8 +81,9 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 		tracer = tp
 		// Spans per RPC, with no event per message: audio streams would
 		// make thousands.
-		serverOpts = append(serverOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp))))
-		log.Info("tracing to OpenTelemetry")
+		serverOpts = append(serverOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(tr.propagator))))
+		log.Info("tracing to OpenTelemetry", tr.fields...)
 	}
 
 	if cfg.dev {

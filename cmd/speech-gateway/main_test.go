@@ -485,15 +485,15 @@ func TestSetupTracing(t *testing.T) {
 		{map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}, false},
 		{map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}, false},
 	} {
-		tp, err := setupTracing(t.Context(), envFrom(tc.env))
+		tr, err := setupTracing(t.Context(), envFrom(tc.env))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if (tp != nil) != tc.on {
-			t.Errorf("env %v: tracing on = %v", tc.env, tp != nil)
+		if (tr != nil) != tc.on {
+			t.Errorf("env %v: tracing on = %v", tc.env, tr != nil)
 		}
-		if tp != nil {
-			if err := tp.Shutdown(t.Context()); err != nil {
+		if tr != nil {
+			if err := tr.provider.Shutdown(t.Context()); err != nil {
 				t.Errorf("shutdown: %v", err)
 			}
 		}
