@@ -170,12 +170,8 @@ func TestRunServesTLS(t *testing.T) {
 // the certificate the gateway served it, or the connection's error.
 func servedSerial(ctx context.Context, t *testing.T, g *testGateway, cfg *tls.Config) (*big.Int, error) {
 	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///gateway", grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return g.grpcLis.DialContext(ctx) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := g.dialWith(t, credentials.NewTLS(cfg))
+	defer conn.Close() // now, not at the end of the test
 	var p peer.Peer
 	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Peer(&p)); err != nil {
 		return nil, err
