@@ -23,11 +23,12 @@ BUF := $(BIN)/buf
 GO_PACKAGES := ./...
 
 # The version the binaries report (--version, speech_gateway_build_info, the
-# start-up log) and the image tag: the nearest tag, the commits since it and
-# -dirty for local changes. `make build VERSION=v1.2.0` sets another. The
-# revision is passed too, because go build stamps none with -buildvcs=false
-# and the image's build context has no .git.
-VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+# start-up log) and the image tag: the nearest vX.Y.Z tag (never a gen/ tag of
+# the API module), the commits since it and -dirty for local changes.
+# `make build VERSION=v1.2.0` sets another. The revision is passed too,
+# because go build stamps none with -buildvcs=false and the image's build
+# context has no .git.
+VERSION  := $(shell git describe --tags --match 'v[0-9]*' --always --dirty 2>/dev/null || echo unknown)
 REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(if $(filter %-dirty,$(VERSION)),-dirty)
 LDFLAGS  := -X main.version=$(VERSION) -X main.revision=$(REVISION)
 IMAGE    ?= registry.example.com/speech-gateway
@@ -180,19 +181,39 @@ walkthrough: build $(BIN)/.grpcurl-$(GRPCURL_VERSION) ## Run the README's grpcur
 
 .PHONY: examples
 examples: build clients ## Run the Go, Python and Java client examples, built on the client packages, against the gateway in dev mode.
-	CLIENTS_OUT=$(CLIENTS_OUT) CLIENTS_VERSION=$(CLIENTS_VERSION) ./examples/run.sh
+	CLIENTS_OUT=$(CLIENTS_OUT) CLIENTS_VERSION=$(CLIENTS_VERSION) MAVEN_REPO=$(MAVEN_REPO) ./examples/run.sh
 
-## Client packages (docs/clients.md): the Go API module gen/ is checked at its
-## own floor versions; Python wheels and Java jars are built offline with
-## Debian's protoc, gRPC plugins and Python build tools (.ci/run installs them).
+## Client packages (docs/clients.md), one target per language, so that each
+## needs only its own tools: the Go API module gen/ is checked at its own
+## floor versions and fetched by tag as a caller would; Python wheels and Java
+## jars (with their POMs) are built offline with Debian's protoc, gRPC plugins,
+## Python build tools and jars (.ci/run installs them).
 CLIENTS_VERSION ?= 0.1.0
 CLIENTS_OUT ?= $(CURDIR)/dist/clients
+# The Maven repository clients-java installs into; MAVEN_REPO=$$HOME/.m2/repository
+# for your own local one.
+MAVEN_REPO ?= $(CLIENTS_OUT)/maven-repository
 
-.PHONY: clients
-clients: $(PROTO_TOOLS) ## Vet the Go API module (gen/); build the Python wheels and Java jars into dist/clients.
+.PHONY: clients clients-go clients-python clients-java
+clients: clients-go clients-python clients-java ## All the client packages: clients-go, clients-python and clients-java.
+
+clients-go: ## Vet the Go API module (gen/) and resolve it by a gen/vCLIENTS_VERSION tag, as `go get` through a module proxy does.
 	cd gen && go mod tidy -diff && go vet ./...
 	cd examples/go && go mod tidy -diff
-	./clients/build.sh $(CLIENTS_OUT) $(CLIENTS_VERSION)
+	./clients/go/check.sh $(CLIENTS_VERSION)
+
+clients-python: $(PROTO_TOOLS) ## Build the Python wheels into CLIENTS_OUT (needs Debian's protoc, gRPC plugin and python3-build).
+	./clients/python/build.sh $(CLIENTS_OUT) $(CLIENTS_VERSION)
+
+clients-java: $(PROTO_TOOLS) ## Build the Java jars with their POMs into CLIENTS_OUT and install them into MAVEN_REPO (needs a JDK and Debian's grpc-java).
+	./clients/java/build.sh $(CLIENTS_OUT) $(CLIENTS_VERSION) $(MAVEN_REPO)
+
+# A release of the API tags gen/vX.Y.Z (the Go module in gen/) on the commit
+# whose go.mod files require that version; the wheels and jars of the same
+# release carry X.Y.Z. Creating the tag is all this does: push it yourself.
+.PHONY: tag-api
+tag-api: ## Tag the Go API module gen/vCLIENTS_VERSION at HEAD, after checking go.mod and examples/go/go.mod require it.
+	./clients/go/tag.sh $(CLIENTS_VERSION)
 
 .PHONY: image-check
 image-check: build $(BIN)/.cyclonedx-gomod-$(CYCLONEDX_GOMOD_VERSION) ## Build both images as make image does, with buildah; check their files, labels and SBOMs; run them with chroot isolation and probe them (needs buildah).

@@ -109,7 +109,7 @@ func TestAssertedIdentityNeedsTrust(t *testing.T) {
 		{"metadata with a rate quota", Options{Identity: "metadata", Defaults: Limits{CharactersPerMinute: 10}}, true, 0},
 		{"metadata trusted explicitly", Options{PolicyFile: file, TrustAssertedIdentity: true}, false, 1},
 		{"metadata without access control", Options{}, false, 0},
-		{"mesh and peer with a policy", Options{Identity: "xfcc:By=spiffe://x,l5d,peer", PolicyFile: file}, false, 0},
+		{"mesh, tls and peer with a policy", Options{Identity: "xfcc:By=spiffe://x,l5d,tls,peer", PolicyFile: file}, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -140,7 +140,7 @@ func TestAssertedIdentityNeedsTrust(t *testing.T) {
 
 func TestParseSources(t *testing.T) {
 	t.Parallel()
-	for _, bad := range []string{"", " , ", "spiffe", "peer:x", "metadata:", "metadata:grpc-timeout", "xfcc,bogus", "metadata:x-slng-api-key",
+	for _, bad := range []string{"", " , ", "spiffe", "peer:x", "metadata:", "metadata:grpc-timeout", "xfcc,bogus", "tls:x", "metadata:x-slng-api-key",
 		"metadata:Authorization", "xfcc:By=", "xfcc:URI=spiffe://x", "l5d:By=x"} {
 		if _, err := parseSources(bad); err == nil {
 			t.Errorf("parseSources(%q) succeeded", bad)

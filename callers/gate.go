@@ -19,9 +19,11 @@ import (
 type Options struct {
 	// Identity is the order of identity sources, comma-separated: xfcc
 	// (Envoy/Istio x-forwarded-client-cert URI SAN), l5d (Linkerd
-	// l5d-client-id), metadata[:KEY] (default key x-caller-id), peer (the
-	// caller's address); xfcc:By=PATTERN takes the header only from a
-	// proxy whose identity matches PATTERN. Default DefaultIdentity.
+	// l5d-client-id), tls (the SPIFFE id, else the first DNS SAN, of a
+	// client certificate the gRPC server verified), metadata[:KEY]
+	// (default key x-caller-id), peer (the caller's address);
+	// xfcc:By=PATTERN takes the header only from a proxy whose identity
+	// matches PATTERN. Default DefaultIdentity.
 	Identity string
 	// TrustAssertedIdentity accepts, with an access policy or per-caller
 	// quotas, an identity source that the caller asserts itself

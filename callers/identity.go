@@ -26,7 +26,7 @@ const maxIDLen = 256
 
 // source is where a caller id may come from.
 type source struct {
-	kind string // xfcc, l5d, metadata, peer
+	kind string // xfcc, l5d, tls, metadata, peer
 	key  string // the metadata key, for kind metadata
 	// by, for kind xfcc, is the pattern (see match) that the By= of the
 	// header's last element must match: the identity of the proxy that
@@ -60,6 +60,8 @@ func (s source) trust() string {
 		return "the mesh: only a client certificate reported by a proxy whose identity matches By"
 	case s.kind == "xfcc" || s.kind == "l5d":
 		return "the mesh: trustworthy only when every request comes through the gateway's own sidecar over mutual TLS"
+	case s.kind == "tls":
+		return "the gateway: a client certificate it verified against --tls-client-ca-file"
 	case s.kind == "peer":
 		return "the connection's address"
 	}
@@ -95,8 +97,8 @@ func parseSources(spec string) ([]source, error) {
 			}
 			out = append(out, source{kind: kind, by: strings.TrimSpace(by)})
 			continue
-		case hasKey || (kind != "xfcc" && kind != "l5d" && kind != "peer"):
-			return nil, fmt.Errorf("caller identity %q: want xfcc[:By=SPIFFE-ID], l5d, metadata[:KEY] or peer", item)
+		case hasKey || (kind != "xfcc" && kind != "l5d" && kind != "tls" && kind != "peer"):
+			return nil, fmt.Errorf("caller identity %q: want xfcc[:By=SPIFFE-ID], l5d, tls, metadata[:KEY] or peer", item)
 		}
 		out = append(out, source{kind: kind, key: key})
 	}
@@ -117,6 +119,8 @@ func identify(ctx context.Context, sources []source) string {
 			id = xfccURI(lastValue(md, "x-forwarded-client-cert"), s.by)
 		case "l5d":
 			id = lastValue(md, "l5d-client-id")
+		case "tls":
+			id = tlsID(ctx)
 		case "metadata":
 			id = lastValue(md, s.key)
 		case "peer":

@@ -32,6 +32,11 @@ type config struct {
 	devRealtime    bool
 	devProfile     string
 
+	// The gRPC port's TLS (servertls.go): off without tlsCertFile; mutual
+	// with tlsClientCAFile. The files are re-read every tlsReload (0: never).
+	tlsCertFile, tlsKeyFile, tlsClientCAFile string
+	tlsReload                                time.Duration
+
 	baseURL string // empty: worldPart's regional host
 	apiKey  string // never logged or printed
 	// keyFile is SLNG_API_KEY_FILE, re-read every keyReload (0: never).
@@ -164,6 +169,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.adminListen, "admin-listen", env("ADMIN_ADDR", ":9090"), "admin HTTP address for /metrics, /healthz, /readyz; empty disables [ADMIN_ADDR]")
 	fs.StringVar(&c.debugListen, "debug-listen", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof on this address, apart from the admin port; bind it to loopback, e.g. 127.0.0.1:6060; empty disables [DEBUG_ADDR]")
 	fs.IntVar(&c.memProfileRate, "debug-mem-profile-rate", envInt("DEBUG_MEM_PROFILE_RATE", 0), "with --debug-listen, sample one allocation per this many bytes; 1 records every allocation, for exact counts at a large CPU cost; 0 keeps Go's default [DEBUG_MEM_PROFILE_RATE]")
+	fs.StringVar(&c.tlsCertFile, "tls-cert-file", env("TLS_CERT_FILE", ""), "serve gRPC over TLS with this PEM certificate (chain); empty serves cleartext, for a mesh that brings its own TLS [TLS_CERT_FILE]")
+	fs.StringVar(&c.tlsKeyFile, "tls-key-file", env("TLS_KEY_FILE", ""), "the PEM private key of --tls-cert-file [TLS_KEY_FILE]")
+	fs.StringVar(&c.tlsClientCAFile, "tls-client-ca-file", env("TLS_CLIENT_CA_FILE", ""), "with --tls-cert-file, require client certificates that chain to a CA in this PEM bundle (mutual TLS); the caller identity source tls reads them [TLS_CLIENT_CA_FILE]")
+	fs.DurationVar(&c.tlsReload, "tls-reload-interval", envDur("TLS_RELOAD_INTERVAL", 10*time.Second), "re-read the TLS files this often and serve new connections with changed ones (a renewed certificate); 0 disables [TLS_RELOAD_INTERVAL]")
 	showVersion := fs.Bool("version", false, "print the version, revision and Go version, and exit")
 	fs.BoolVar(&c.dev, "dev", envBool("SPEECH_GATEWAY_DEV"), "run an embedded SLNG simulator on loopback and use it; no key needed [SPEECH_GATEWAY_DEV]")
 	fs.BoolVar(&c.devRealtime, "dev-realtime", envBool("SPEECH_GATEWAY_DEV_REALTIME"), "with --dev, the simulator paces audio at playback speed [SPEECH_GATEWAY_DEV_REALTIME]")
@@ -215,7 +224,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error [LOG_LEVEL]")
 	fs.StringVar(&c.logFormat, "log-format", env("LOG_FORMAT", ""), "json or console; default json, console with --dev [LOG_FORMAT]")
 
-	fs.StringVar(&c.callerIdentity, "caller-identity", env("CALLER_IDENTITY", callers.DefaultIdentity), "where a stream's caller id comes from, first found wins: xfcc[:By=SPIFFE-ID] (Envoy/Istio x-forwarded-client-cert URI SAN, with By: only from a proxy of that identity, * matching any run), l5d (Linkerd l5d-client-id), metadata[:KEY] (default x-caller-id), peer; trust mesh headers only behind the mesh's sidecar (docs/operations.md) [CALLER_IDENTITY]")
+	fs.StringVar(&c.callerIdentity, "caller-identity", env("CALLER_IDENTITY", callers.DefaultIdentity), "where a stream's caller id comes from, first found wins: xfcc[:By=SPIFFE-ID] (Envoy/Istio x-forwarded-client-cert URI SAN, with By: only from a proxy of that identity, * matching any run), l5d (Linkerd l5d-client-id), tls (the verified client certificate's SPIFFE id, else its first DNS name; needs --tls-client-ca-file), metadata[:KEY] (default x-caller-id), peer; trust mesh headers only behind the mesh's sidecar (docs/operations.md) [CALLER_IDENTITY]")
 	fs.BoolVar(&c.trustAsserted, "trust-asserted-caller-identity", envBool("TRUST_ASSERTED_CALLER_IDENTITY"), "with --access-policy or per-caller quotas, accept a metadata identity source, which any caller can set to any id; without it the gateway refuses to start so [TRUST_ASSERTED_CALLER_IDENTITY]")
 	fs.StringVar(&c.accessPolicy, "access-policy", env("ACCESS_POLICY", ""), "YAML or JSON file of the callers allowed per RPC and model pattern, with per-caller quotas; re-read when it changes; empty allows every caller everything [ACCESS_POLICY]")
 	fs.IntVar(&c.callerMaxStreams, "caller-max-streams", envInt("CALLER_MAX_STREAMS", 0), "concurrent streams per caller (across replicas with --redis-url); the access policy may override it per caller; 0 means no limit [CALLER_MAX_STREAMS]")
@@ -324,6 +333,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 			return nil, fmt.Errorf("--redis-password-file %s is empty", c.redisPasswordFile)
 		}
 	}
+	if err := checkTLS(c); err != nil {
+		return nil, err
+	}
 	if !c.dev {
 		key, err := readKey(getenv)
 		if err != nil {
@@ -336,6 +348,27 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		c.keyReload = 0
 	}
 	return c, nil
+}
+
+// checkTLS refuses TLS settings that cannot work together: a certificate
+// without its key, client CAs without a certificate, and the tls caller
+// identity without client certificates to read it from.
+func checkTLS(c *config) error {
+	if (c.tlsCertFile == "") != (c.tlsKeyFile == "") {
+		return errors.New("--tls-cert-file and --tls-key-file go together: set both or neither")
+	}
+	if c.tlsClientCAFile != "" && c.tlsCertFile == "" {
+		return errors.New("--tls-client-ca-file needs --tls-cert-file and --tls-key-file")
+	}
+	for _, s := range strings.Split(c.callerIdentity, ",") {
+		if strings.TrimSpace(s) == "tls" && c.tlsClientCAFile == "" {
+			return errors.New("--caller-identity tls needs --tls-client-ca-file: without client certificates there is no id to read")
+		}
+	}
+	if c.tlsReload < 0 {
+		c.tlsReload = 0
+	}
+	return nil
 }
 
 // readKey reads the SLNG key from SLNG_API_KEY or SLNG_API_KEY_FILE (a

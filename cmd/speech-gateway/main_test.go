@@ -109,8 +109,9 @@ func startGateway(t *testing.T, args []string, env map[string]string) *testGatew
 	return startGatewayOn(t, nil, args, env)
 }
 
-// startGatewayOn is startGateway serving gRPC on grpcLis instead of an
-// in-memory listener (grpcLis nil: in memory, g.grpcLis).
+// startGatewayOn is startGateway serving gRPC on grpcLis, a real listener
+// (loopback, TLS, a client in another process); nil serves it in memory
+// (g.grpcLis, dial).
 func startGatewayOn(t *testing.T, grpcLis net.Listener, args []string, env map[string]string) *testGateway {
 	t.Helper()
 	g := &testGateway{done: make(chan error, 1), logs: &syncBuffer{}}
@@ -126,6 +127,9 @@ func startGatewayOn(t *testing.T, grpcLis net.Listener, args []string, env map[s
 	defer cancel()
 	gw, err := newGateway(ctx, cfg, log, envFrom(env))
 	if err != nil {
+		if grpcLis != nil {
+			grpcLis.Close()
+		}
 		t.Fatalf("gateway: %v\n%s", err, g.logs)
 	}
 	g.adminLis = bufconn.Listen(64 << 10)
@@ -485,15 +489,15 @@ func TestSetupTracing(t *testing.T) {
 		{map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}, false},
 		{map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}, false},
 	} {
-		tp, err := setupTracing(t.Context(), envFrom(tc.env))
+		tr, err := setupTracing(t.Context(), envFrom(tc.env))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if (tp != nil) != tc.on {
-			t.Errorf("env %v: tracing on = %v", tc.env, tp != nil)
+		if (tr != nil) != tc.on {
+			t.Errorf("env %v: tracing on = %v", tc.env, tr != nil)
 		}
-		if tp != nil {
-			if err := tp.Shutdown(t.Context()); err != nil {
+		if tr != nil {
+			if err := tr.provider.Shutdown(t.Context()); err != nil {
 				t.Errorf("shutdown: %v", err)
 			}
 		}
