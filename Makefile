@@ -17,20 +17,25 @@ GRPCURL_VERSION            := v1.9.4
 GHZ_VERSION                := v0.93.0
 KUBECTL_VALIDATE_VERSION   := v0.0.4
 KUSTOMIZE_VERSION          := v5.7.1
+CYCLONEDX_GOMOD_VERSION    := v1.10.0
 
 BUF := $(BIN)/buf
 GO_PACKAGES := ./...
 
 # The version the binaries report (--version, speech_gateway_build_info, the
-# start-up log) and the image tag: the nearest tag, the commits since it and
-# -dirty for local changes. `make build VERSION=v1.2.0` sets another. The
-# revision is passed too, because go build stamps none with -buildvcs=false
-# and the image's build context has no .git.
-VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+# start-up log) and the image tag: the nearest vX.Y.Z tag (never a gen/ tag of
+# the API module), the commits since it and -dirty for local changes.
+# `make build VERSION=v1.2.0` sets another. The revision is passed too,
+# because go build stamps none with -buildvcs=false and the image's build
+# context has no .git.
+VERSION  := $(shell git describe --tags --match 'v[0-9]*' --always --dirty 2>/dev/null || echo unknown)
 REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(if $(filter %-dirty,$(VERSION)),-dirty)
 LDFLAGS  := -X main.version=$(VERSION) -X main.revision=$(REVISION)
 IMAGE    ?= registry.example.com/speech-gateway
+SIM_IMAGE ?= registry.example.com/slngsim
+IMAGE_SOURCE ?= https://github.com/speech-gateway/speech-gateway
 CONTAINER_TOOL ?= docker
+IMAGE_ENV = VERSION=$(VERSION) REVISION=$(REVISION) IMAGE_SOURCE=$(IMAGE_SOURCE) CONTAINER_TOOL="$(CONTAINER_TOOL)"
 
 .PHONY: help
 help: ## Show this help.
@@ -69,6 +74,9 @@ $(BIN)/.kubectl-validate-$(KUBECTL_VALIDATE_VERSION):
 $(BIN)/.kustomize-$(KUSTOMIZE_VERSION):
 	go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 	@touch $@
+$(BIN)/.cyclonedx-gomod-$(CYCLONEDX_GOMOD_VERSION):
+	go install github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@$(CYCLONEDX_GOMOD_VERSION)
+	@touch $@
 
 PROTO_TOOLS := $(BIN)/.protoc-gen-go-$(PROTOC_GEN_GO_VERSION) $(BIN)/.protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION) $(BIN)/.buf-$(BUF_VERSION)
 
@@ -84,7 +92,7 @@ generate: $(PROTO_TOOLS) ## Regenerate gen/ from proto/.
 check-generate: $(PROTO_TOOLS) ## Fail if gen/ is not what proto/ generates.
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(BUF) generate -o "$$tmp"; \
-	if ! diff -r -x go.mod -x go.sum gen "$$tmp/gen"; then echo "gen/ is stale: run 'make generate' and commit the result" >&2; exit 1; fi
+	if ! diff -r -x go.mod -x go.sum -x LICENSE gen "$$tmp/gen"; then echo "gen/ is stale: run 'make generate' and commit the result" >&2; exit 1; fi
 
 .PHONY: lint
 lint: $(PROTO_TOOLS) $(BIN)/.staticcheck-$(STATICCHECK_VERSION) ## go vet, gofmt, no Go file over 500 lines, staticcheck, buf lint/format/breaking.
@@ -93,6 +101,13 @@ lint: $(PROTO_TOOLS) $(BIN)/.staticcheck-$(STATICCHECK_VERSION) ## go vet, gofmt
 	@long=$$(for f in $$(git ls-files '*.go' | grep -v '^gen/' | grep -v '_test\.go$$'); do \
 		n=$$(wc -l < $$f); if [ $$n -gt 500 ]; then echo "$$f ($$n lines)"; fi; done); \
 	if [ -n "$$long" ]; then echo "files over 500 lines, split them along their seams:" $$long >&2; exit 1; fi
+	@# Build output stays out of git (.gitignore): no tracked file over 1 MiB,
+	@# and no tracked executable but scripts.
+	@big=$$(git ls-files -z | xargs -0 -r stat -c '%s %n' 2>/dev/null | awk '$$1 > 1048576 {print $$2}'); \
+	if [ -n "$$big" ]; then echo "tracked files over 1 MiB (build output? see .gitignore):" $$big >&2; exit 1; fi
+	@bins=$$(git ls-files -s | awk '$$1 == "100755" {print $$4}' | while read -r f; do \
+		[ -f "$$f" ] && [ "$$(head -c 2 "$$f")" != '#!' ] && echo "$$f"; done || true); \
+	if [ -n "$$bins" ]; then echo "tracked executables that are not scripts (build output? see .gitignore):" $$bins >&2; exit 1; fi
 	go vet $(GO_PACKAGES)
 	staticcheck $(GO_PACKAGES)
 	$(BUF) lint
@@ -115,9 +130,12 @@ build: ## Build the binaries into ./bin, reporting VERSION.
 version: ## Print the VERSION that builds and image tags use.
 	@echo $(VERSION)
 
-.PHONY: image image-tag
-image: ## Build the image $(IMAGE):$(VERSION) from the Dockerfile (CONTAINER_TOOL=docker, or buildah).
-	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE):$(VERSION) .
+.PHONY: image image-slngsim image-tag
+image: $(BIN)/.cyclonedx-gomod-$(CYCLONEDX_GOMOD_VERSION) ## Build the production image $(IMAGE):$(VERSION) (speech-gateway alone, OCI labels) and its SBOM, dist/image/speech-gateway/speech-gateway.cdx.json (CONTAINER_TOOL=docker, or buildah).
+	$(IMAGE_ENV) ./scripts/image.sh speech-gateway $(IMAGE):$(VERSION)
+
+image-slngsim: $(BIN)/.cyclonedx-gomod-$(CYCLONEDX_GOMOD_VERSION) ## Build the simulator's own image $(SIM_IMAGE):$(VERSION), for test clusters, and its SBOM.
+	$(IMAGE_ENV) ./scripts/image.sh slngsim $(SIM_IMAGE):$(VERSION)
 
 image-tag: ## Point deploy/kubernetes at $(IMAGE):$(VERSION) (the kustomization's newTag and the Deployment).
 	sed -i -E 's|^(    newTag: ).*|\1"$(VERSION)"|' deploy/kubernetes/kustomization.yaml
@@ -163,34 +181,70 @@ walkthrough: build $(BIN)/.grpcurl-$(GRPCURL_VERSION) ## Run the README's grpcur
 
 .PHONY: examples
 examples: build clients ## Run the Go, Python and Java client examples, built on the client packages, against the gateway in dev mode.
-	CLIENTS_OUT=$(CLIENTS_OUT) CLIENTS_VERSION=$(CLIENTS_VERSION) ./examples/run.sh
+	CLIENTS_OUT=$(CLIENTS_OUT) CLIENTS_VERSION=$(CLIENTS_VERSION) MAVEN_REPO=$(MAVEN_REPO) ./examples/run.sh
 
-## Client packages (docs/clients.md): the Go API module gen/ is checked at its
-## own floor versions; Python wheels and Java jars are built offline with
-## Debian's protoc, gRPC plugins and Python build tools (.ci/run installs them).
+## Client packages (docs/clients.md), one target per language, so that each
+## needs only its own tools: the Go API module gen/ is checked at its own
+## floor versions and fetched by tag as a caller would; Python wheels and Java
+## jars (with their POMs) are built offline with Debian's protoc, gRPC plugins,
+## Python build tools and jars (.ci/run installs them).
 CLIENTS_VERSION ?= 0.1.0
 CLIENTS_OUT ?= $(CURDIR)/dist/clients
+# The Maven repository clients-java installs into; MAVEN_REPO=$$HOME/.m2/repository
+# for your own local one.
+MAVEN_REPO ?= $(CLIENTS_OUT)/maven-repository
 
-.PHONY: clients
-clients: $(PROTO_TOOLS) ## Vet the Go API module (gen/); build the Python wheels and Java jars into dist/clients.
+.PHONY: clients clients-go clients-python clients-java
+clients: clients-go clients-python clients-java ## All the client packages: clients-go, clients-python and clients-java.
+
+clients-go: ## Vet the Go API module (gen/) and resolve it by a gen/vCLIENTS_VERSION tag, as `go get` through a module proxy does.
 	cd gen && go mod tidy -diff && go vet ./...
 	cd examples/go && go mod tidy -diff
-	./clients/build.sh $(CLIENTS_OUT) $(CLIENTS_VERSION)
+	./clients/go/check.sh $(CLIENTS_VERSION)
+
+clients-python: $(PROTO_TOOLS) ## Build the Python wheels into CLIENTS_OUT (needs Debian's protoc, gRPC plugin and python3-build).
+	./clients/python/build.sh $(CLIENTS_OUT) $(CLIENTS_VERSION)
+
+clients-java: $(PROTO_TOOLS) ## Build the Java jars with their POMs into CLIENTS_OUT and install them into MAVEN_REPO (needs a JDK and Debian's grpc-java).
+	./clients/java/build.sh $(CLIENTS_OUT) $(CLIENTS_VERSION) $(MAVEN_REPO)
+
+# A release of the API tags gen/vX.Y.Z (the Go module in gen/) on the commit
+# whose go.mod files require that version; the wheels and jars of the same
+# release carry X.Y.Z. Creating the tag is all this does: push it yourself.
+.PHONY: tag-api
+tag-api: ## Tag the Go API module gen/vCLIENTS_VERSION at HEAD, after checking go.mod and examples/go/go.mod require it.
+	./clients/go/tag.sh $(CLIENTS_VERSION)
 
 .PHONY: image-check
-image-check: build ## Build the FROM-scratch image with buildah, run it with chroot isolation and probe it (needs buildah).
-	./scripts/image-check.sh
+image-check: build $(BIN)/.cyclonedx-gomod-$(CYCLONEDX_GOMOD_VERSION) ## Build both images as make image does, with buildah; check their files, labels and SBOMs; run them with chroot isolation and probe them (needs buildah).
+	VERSION=$(VERSION) REVISION=$(REVISION) IMAGE_SOURCE=$(IMAGE_SOURCE) ./scripts/image-check.sh
+
+# The custom resources in deploy/ are validated against the CRDs their
+# projects publish, taken from the projects' Go modules at these versions
+# (go mod download: the module proxy, or the module cache when they are in
+# it already), never fetched from anywhere else.
+ISTIO_API_VERSION := v1.32.0
+KEDA_VERSION      := v2.20.2
+CRD_MODULES := istio.io/api@$(ISTIO_API_VERSION):kubernetes/customresourcedefinitions.gen.yaml \
+	github.com/kedacore/keda/v2@$(KEDA_VERSION):config/crd/bases/keda.sh_scaledobjects.yaml
 
 .PHONY: validate-manifests
-validate-manifests: $(BIN)/.kubectl-validate-$(KUBECTL_VALIDATE_VERSION) $(BIN)/.kustomize-$(KUSTOMIZE_VERSION) check-image-tags ## Validate deploy/kubernetes, and each overlay in deploy/overlays built with its components, offline against Kubernetes 1.30.
-	$(BIN)/kubectl-validate --version 1.30 $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
+validate-manifests: $(BIN)/.kubectl-validate-$(KUBECTL_VALIDATE_VERSION) $(BIN)/.kustomize-$(KUSTOMIZE_VERSION) check-image-tags ## Validate deploy/kubernetes, and each overlay in deploy/overlays built with its components, offline against Kubernetes 1.30 and the pinned CRDs.
 	@# Components are patches and resources for the base: they are validated
 	@# as the overlays that use them build, and each must be used by one.
-	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; mkdir "$$tmp/crds"; \
+	for m in $(CRD_MODULES); do \
+		mod=$${m%%:*}; file=$${m#*:}; \
+		dir=$$(cd "$$tmp" && GOFLAGS= go mod download -json "$$mod" | sed -nE 's/^\t"Dir": "(.*)",$$/\1/p'); \
+		if [[ -z "$$dir" || ! -f "$$dir/$$file" ]]; then echo "$$mod has no $$file" >&2; exit 1; fi; \
+		echo "CRDs: $$mod $$file"; cp "$$dir/$$file" "$$tmp/crds/$$(echo "$$mod" | tr '/@' '__')-$$(basename "$$file")"; \
+	done; \
+	validate() { $(BIN)/kubectl-validate --version 1.30 --local-crds "$$tmp/crds" "$$@"; }; \
+	validate $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml)); \
 	for o in deploy/overlays/*/; do \
 		n=$$(basename "$$o"); echo "kustomize build $$o"; \
 		$(BIN)/kustomize build "$$o" > "$$tmp/$$n.yaml"; \
-		$(BIN)/kubectl-validate --version 1.30 "$$tmp/$$n.yaml"; \
+		validate "$$tmp/$$n.yaml"; \
 	done; \
 	for c in deploy/kubernetes/components/*/; do \
 		if ! grep -qs "kubernetes/components/$$(basename "$$c")$$" deploy/overlays/*/kustomization.yaml; then \

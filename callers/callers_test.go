@@ -1,6 +1,7 @@
 package callers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net"
@@ -13,7 +14,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
@@ -49,6 +53,14 @@ func TestIdentify(t *testing.T) {
 			[]string{"x-forwarded-client-cert", `Subject="CN=a,O=b;c";URI="` + spiffe + `"`}, false, spiffe},
 		{"xfcc: several headers, the last wins", "xfcc",
 			[]string{"x-forwarded-client-cert", "URI=spiffe://forged", "x-forwarded-client-cert", "URI=" + spiffe}, false, spiffe},
+		{"xfcc pinned: our sidecar's", "xfcc:By=spiffe://cluster.local/ns/*/sa/gw",
+			[]string{"x-forwarded-client-cert", "By=spiffe://cluster.local/ns/gw/sa/gw;Hash=abc;URI=" + spiffe}, false, spiffe},
+		{"xfcc pinned: another proxy's is no id", "xfcc:By=spiffe://cluster.local/ns/*/sa/gw,peer",
+			[]string{"x-forwarded-client-cert", "By=spiffe://cluster.local/ns/edge/sa/ingress;URI=" + spiffe}, false, "10.1.2.3"},
+		{"xfcc pinned: none named is no id", "xfcc:By=spiffe://cluster.local/ns/*/sa/gw,peer",
+			[]string{"x-forwarded-client-cert", "URI=" + spiffe}, false, "10.1.2.3"},
+		{"xfcc pinned: a forged element before ours does not count", "xfcc:By=spiffe://gw",
+			[]string{"x-forwarded-client-cert", "By=spiffe://gw;URI=spiffe://forged,By=spiffe://gw;URI=" + spiffe}, false, spiffe},
 		{"xfcc without a URI falls through", "xfcc,metadata", []string{"x-forwarded-client-cert", "Hash=abc", "x-caller-id", "billing"}, false, "billing"},
 		{"l5d", "l5d", []string{"l5d-client-id", "web.checkout.serviceaccount.identity.linkerd.cluster.local"}, false,
 			"web.checkout.serviceaccount.identity.linkerd.cluster.local"},
@@ -76,18 +88,69 @@ func TestIdentify(t *testing.T) {
 	}
 }
 
+// TestAssertedIdentityNeedsTrust: with an access policy or a per-caller
+// quota, an identity the caller asserts (metadata) is refused unless it is
+// trusted explicitly; without either, or with only mesh and peer sources,
+// it is not; and each source is logged with what vouches for it.
+func TestAssertedIdentityNeedsTrust(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(file, []byte("callers:\n  - id: svc-a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		opts     Options
+		refused  bool
+		warnings int
+	}{
+		{"default order with a policy", Options{PolicyFile: file}, true, 0},
+		{"metadata with a streams quota", Options{Identity: "xfcc,metadata:x-team", Defaults: Limits{MaxStreams: 3}}, true, 0},
+		{"metadata with a rate quota", Options{Identity: "metadata", Defaults: Limits{CharactersPerMinute: 10}}, true, 0},
+		{"metadata trusted explicitly", Options{PolicyFile: file, TrustAssertedIdentity: true}, false, 1},
+		{"metadata without access control", Options{}, false, 0},
+		{"mesh, tls and peer with a policy", Options{Identity: "xfcc:By=spiffe://x,l5d,tls,peer", PolicyFile: file}, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			core, logs := observer.New(zapcore.InfoLevel)
+			tc.opts.Logger = zap.New(core)
+			g, err := New(localFleet(t), tc.opts)
+			if tc.refused {
+				if !errors.Is(err, ErrAssertedIdentity) || !strings.Contains(err.Error(), "metadata:x-") {
+					t.Fatalf("New = %v, want ErrAssertedIdentity naming the source", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			sources, _ := parseSources(cmp.Or(tc.opts.Identity, DefaultIdentity))
+			lines := logs.FilterMessage("caller identity source")
+			if lines.Len() != len(sources) {
+				t.Fatalf("%d start-up lines for %d sources", lines.Len(), len(sources))
+			}
+			if n := lines.FilterLevelExact(zapcore.WarnLevel).Len(); n != tc.warnings {
+				t.Fatalf("%d warnings, want %d", n, tc.warnings)
+			}
+		})
+	}
+}
+
 func TestParseSources(t *testing.T) {
 	t.Parallel()
-	for _, bad := range []string{"", " , ", "spiffe", "peer:x", "metadata:", "metadata:grpc-timeout", "xfcc,bogus", "metadata:x-slng-api-key", "metadata:Authorization"} {
+	for _, bad := range []string{"", " , ", "spiffe", "peer:x", "metadata:", "metadata:grpc-timeout", "xfcc,bogus", "tls:x", "metadata:x-slng-api-key",
+		"metadata:Authorization", "xfcc:By=", "xfcc:URI=spiffe://x", "l5d:By=x"} {
 		if _, err := parseSources(bad); err == nil {
 			t.Errorf("parseSources(%q) succeeded", bad)
 		}
 	}
-	got, err := parseSources(" xfcc , metadata:X-Team,peer")
+	got, err := parseSources(" xfcc , metadata:X-Team,peer, xfcc:by=spiffe://td/ns/*/sa/gw")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []source{{kind: "xfcc"}, {kind: "metadata", key: "x-team"}, {kind: "peer"}}
+	want := []source{{kind: "xfcc"}, {kind: "metadata", key: "x-team"}, {kind: "peer"}, {kind: "xfcc", by: "spiffe://td/ns/*/sa/gw"}}
 	if len(got) != len(want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
@@ -198,6 +261,8 @@ func newGate(t *testing.T, f *fleet.Fleet, opts Options) (*Gate, *Metrics) {
 		opts.Metrics = NewMetrics(prometheus.NewRegistry())
 	}
 	opts.Logger = zaptest.NewLogger(t)
+	// The tests name their callers in x-caller-id.
+	opts.TrustAssertedIdentity = true
 	g, err := New(f, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -417,7 +482,7 @@ func TestQuotasAcrossReplicas(t *testing.T) {
 	srv := redistest.Start(t)
 	gates := make([]*Gate, 2)
 	for i := range gates {
-		f, err := fleet.Connect(ctx, srv.URL(), fleet.Options{LeaseTTL: 600 * time.Millisecond, Linger: -1, Logger: zaptest.NewLogger(t)})
+		f, err := fleet.Connect(ctx, fleet.Redis{URL: srv.URL()}, fleet.Options{LeaseTTL: 600 * time.Millisecond, Linger: -1, Logger: zaptest.NewLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

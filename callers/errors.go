@@ -1,9 +1,15 @@
 package callers
 
 import (
+	"errors"
 	"fmt"
 	"time"
 )
+
+// ErrAssertedIdentity is New's error for an identity source that the
+// caller asserts itself (metadata) together with an access policy or
+// per-caller quotas, without Options.TrustAssertedIdentity.
+var ErrAssertedIdentity = errors.New("callers: an identity source that any caller can assert")
 
 // DeniedError refuses a stream the access policy does not allow. The
 // service turns it into PERMISSION_DENIED.

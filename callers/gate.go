@@ -19,9 +19,17 @@ import (
 type Options struct {
 	// Identity is the order of identity sources, comma-separated: xfcc
 	// (Envoy/Istio x-forwarded-client-cert URI SAN), l5d (Linkerd
-	// l5d-client-id), metadata[:KEY] (default key x-caller-id), peer (the
-	// caller's address). Default DefaultIdentity.
+	// l5d-client-id), tls (the SPIFFE id, else the first DNS SAN, of a
+	// client certificate the gRPC server verified), metadata[:KEY]
+	// (default key x-caller-id), peer (the caller's address);
+	// xfcc:By=PATTERN takes the header only from a proxy whose identity
+	// matches PATTERN. Default DefaultIdentity.
 	Identity string
+	// TrustAssertedIdentity accepts, with an access policy or per-caller
+	// quotas, an identity source that the caller asserts itself
+	// (metadata): New refuses that combination otherwise
+	// (ErrAssertedIdentity), since any caller could then claim any id.
+	TrustAssertedIdentity bool
 	// PolicyFile is the access policy (see Policy); "" allows every
 	// caller everything.
 	PolicyFile string
@@ -90,6 +98,14 @@ func New(f *fleet.Fleet, opts Options) (*Gate, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Access control: a policy, or quotas that a caller could escape by
+	// claiming another id.
+	controlled := opts.PolicyFile != "" || d.MaxStreams > 0 || d.CharactersPerMinute > 0 || d.AudioSecondsPerMinute > 0
+	for _, src := range sources {
+		if src.asserted() && controlled && !opts.TrustAssertedIdentity {
+			return nil, fmt.Errorf("%w: %s, with an access policy or per-caller quotas", ErrAssertedIdentity, src)
+		}
+	}
 	g := &Gate{
 		f:       f,
 		sources: sources,
@@ -101,6 +117,13 @@ func New(f *fleet.Fleet, opts Options) (*Gate, error) {
 		chars:   f.Counter("characters", time.Minute),
 		audioMS: f.Counter("audio_ms", time.Minute),
 		stop:    func() {},
+	}
+	for _, src := range sources {
+		log := g.log.Info
+		if src.asserted() && controlled {
+			log = g.log.Warn
+		}
+		log("caller identity source", zap.Stringer("source", src), zap.String("trusted_by", src.trust()))
 	}
 	if opts.PolicyFile != "" {
 		b, err := os.ReadFile(opts.PolicyFile)

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs the client examples against the real gateway in dev mode, each built
 # the way a caller builds: Go as its own module that depends on the API module
-# (gen/) alone; Python from the wheels installed into a fresh venv; Java
-# compiled against the jars. The wheels and jars are what `make clients`
-# (clients/build.sh) puts in $CLIENTS_OUT. Python and Java use Debian's gRPC
-# packages (.ci/run installs them).
+# (gen/) alone; Python from the wheels installed into a fresh venv with pip
+# and no index; Java by a Maven build that names only the API's coordinates
+# (examples/java/pom.xml), offline. The wheels are what `make clients-python`
+# puts in $CLIENTS_OUT, and the jars with their POMs what `make clients-java`
+# installs into $MAVEN_REPO. Python and Java use Debian's gRPC packages, and
+# Maven Debian's packaged Maven repository for everything but our jars
+# (.ci/run installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +38,35 @@ trap cleanup_gateway EXIT
 	"$CLIENTS_OUT/speech_gateway_api-$VERSION-py3-none-any.whl" \
 	"$CLIENTS_OUT/speech_gateway_googleapis_rpc-$VERSION-py3-none-any.whl"
 
-# Java: Debian's grpc-java 1.41 and its dependencies, plus our jars.
+# Java: Maven compiles the example from a copy (its target/ stays out of the
+# checkout), resolving our jars from $MAVEN_REPO and grpc-java, protobuf-java
+# and JUnit from Debian's Maven repository in place of Maven Central, offline:
+# the dependencies the example gets are the ones the API's POM names.
+MAVEN_REPO=${MAVEN_REPO:-$CLIENTS_OUT/maven-repository}
+mkdir -p "$work/java"
+cp examples/java/pom.xml examples/java/ExampleTest.java "$work/java/"
+cat >"$work/maven-settings.xml" <<XML
+<settings>
+  <localRepository>$work/m2</localRepository>
+  <offline>true</offline>
+  <mirrors>
+    <mirror><id>debian</id><mirrorOf>central</mirrorOf><url>file:///usr/share/maven-repo</url></mirror>
+  </mirrors>
+  <profiles>
+    <profile>
+      <id>speech-gateway</id>
+      <repositories>
+        <repository><id>speech-gateway</id><url>file://$(realpath "$MAVEN_REPO")</url></repository>
+      </repositories>
+    </profile>
+  </profiles>
+  <activeProfiles><activeProfile>speech-gateway</activeProfile></activeProfiles>
+</settings>
+XML
+# Offline, Maven still reads file:// repositories when told it may.
+(cd "$work/java" && mvn -B -q -Dstyle.color=never -s "$work/maven-settings.xml" -Daether.offline.protocols=file \
+	-Dspeech-gateway.version="$VERSION" test-compile)
+# It runs with Debian's grpc-java 1.41 and its dependencies, plus our jars.
 J=/usr/share/java
 cp="$CLIENTS_OUT/speech-gateway-api-$VERSION.jar:$CLIENTS_OUT/speech-gateway-googleapis-rpc-$VERSION.jar"
 for jar in grpc-api grpc-core grpc-netty grpc-protobuf grpc-protobuf-lite grpc-stub grpc-context protobuf guava \
@@ -43,8 +74,6 @@ for jar in grpc-api grpc-core grpc-netty grpc-protobuf grpc-protobuf-lite grpc-s
 	netty-codec-http2 netty-common netty-handler netty-resolver netty-transport netty-transport-native-unix-common; do
 	cp="$cp:$J/$jar.jar"
 done
-mkdir -p "$work/classes"
-javac -nowarn -d "$work/classes" -cp "$cp:$J/junit-platform-console-standalone.jar" examples/java/ExampleTest.java
 
 start_gateway --dev --listen 127.0.0.1:0 --admin-listen ''
 echo "examples: gateway on $addr"
@@ -67,7 +96,7 @@ py_example=$PWD/examples/python/example.py
 )
 
 SPEECH_GATEWAY_ADDR="$addr" java -jar "$J/junit-platform-console-standalone.jar" --disable-banner \
-	--details=summary --fail-if-no-tests --class-path "$work/classes:$cp" --select-class ExampleTest
+	--details=summary --fail-if-no-tests --class-path "$work/java/target/test-classes:$cp" --select-class ExampleTest
 
 stop_gateway
 echo "examples: ok"

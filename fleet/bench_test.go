@@ -16,7 +16,7 @@ import (
 //	go test -run '^$' -bench BenchmarkStreamStart ./fleet/
 func BenchmarkStreamStart(b *testing.B) {
 	srv := redistest.Start(b)
-	f, err := Connect(b.Context(), srv.URL(), Options{})
+	f, err := Connect(b.Context(), Redis{URL: srv.URL()}, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -86,8 +86,12 @@ func (c *Counter) current(now time.Time) (int64, time.Duration) {
 	return w, end.Sub(now)
 }
 
+// rkey is the Redis key of key's count in window win. Its part in braces
+// is a Cluster hash tag: flushScript's second key, this one followed by
+// ":flushed", has the same tag (the first '{' is the prefix's, and the
+// first '}' after it is within this key), so both are in one slot.
 func (c *Counter) rkey(key string, win int64) string {
-	return c.f.opts.Prefix + "count:" + c.name + ":" + key + ":" + strconv.FormatInt(win, 10)
+	return c.f.opts.Prefix + "count:{" + c.name + ":" + key + ":" + strconv.FormatInt(win, 10) + "}"
 }
 
 // Add counts n for key in the current window. It never blocks.
@@ -130,7 +134,8 @@ func (c *Counter) entryLocked(k centryKey) *centry {
 // and the time until the window ends. In fallback it is this replica's
 // count times the replicas last seen, so that comparing it with a limit
 // applies this replica's share. It blocks for at most one Redis round
-// trip (OpTimeout), when it has not seen the key's total lately.
+// trip (at most Options.StartBudget), when it has not seen the key's total
+// lately.
 func (c *Counter) Value(ctx context.Context, key string) (int64, time.Duration) {
 	now := time.Now()
 	w, left := c.current(now)
@@ -154,7 +159,7 @@ func (c *Counter) Value(ctx context.Context, key string) (int64, time.Duration) 
 	if fresh {
 		return shared + pending, left
 	}
-	octx, cancel := c.f.opCtx(ctx)
+	octx, cancel := c.f.boundCtx(ctx, c.f.opts.StartBudget)
 	defer cancel()
 	start := time.Now()
 	total, err := c.f.rdb.Get(octx, c.rkey(k.key, w)).Int64()
@@ -163,7 +168,9 @@ func (c *Counter) Value(ctx context.Context, key string) (int64, time.Duration) 
 		total, err = 0, nil
 	}
 	if err != nil {
-		if ctx.Err() == nil && c.f.ctx.Err() == nil {
+		// Slow (past StartBudget): this read only takes the local share;
+		// gone: the Fleet falls back.
+		if !c.f.overBudget(ctx, octx, "read", err) && ctx.Err() == nil && c.f.ctx.Err() == nil {
 			c.f.fail("read", err)
 		}
 		return local * int64(max(replicas, 1)), left
@@ -180,16 +187,16 @@ func (c *Counter) Value(ctx context.Context, key string) (int64, time.Duration) 
 
 // flush is one key's batch on its way to Redis in a heartbeat.
 type flush struct {
-	c   *Counter
-	k   centryKey
-	b   *batch
-	cmd *redis.Cmd
+	c  *Counter
+	k  centryKey
+	b  *batch
+	op *op
 }
 
-// flushes queues on pipe the batch of every key that has one not yet
+// flushes are the batches to send of every key that has one not yet
 // confirmed, or else a pending count, for the current and the previous
 // window.
-func (c *Counter) flushes(ctx context.Context, pipe redis.Pipeliner) []flush {
+func (c *Counter) flushes() []flush {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []flush
@@ -204,8 +211,8 @@ func (c *Counter) flushes(ctx context.Context, pipe redis.Pipeliner) []flush {
 		}
 		e.batch.inflight = true
 		rk := c.rkey(k.key, k.win)
-		cmd := flushScript.Eval(ctx, pipe, []string{rk, rk + ":flushed"}, c.f.id, e.batch.seq, e.batch.n, ttl)
-		out = append(out, flush{c: c, k: k, b: e.batch, cmd: cmd})
+		out = append(out, flush{c: c, k: k, b: e.batch, op: &op{script: flushScript,
+			keys: []string{rk, rk + ":flushed"}, args: []any{c.f.id, e.batch.seq, e.batch.n, ttl}}})
 	}
 	return out
 }
@@ -216,7 +223,7 @@ func (c *Counter) flushed(fl flush) {
 	defer c.mu.Unlock()
 	if e := c.entries[fl.k]; e != nil && e.batch == fl.b {
 		e.batch = nil
-		total, _ := fl.cmd.Int64()
+		total, _ := fl.op.cmd.Int64()
 		e.shared, e.seen = total, time.Now()
 	}
 }

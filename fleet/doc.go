@@ -10,6 +10,13 @@
 // back within seconds. Times are Redis's own (TIME inside the scripts), so
 // replicas' clocks do not matter.
 //
+// Redis is one server, a primary watched by Sentinel, or a Cluster (see
+// Redis); multi-key scripts keep their keys in one slot. A Fleet checks at
+// Connect that Redis is at least MinVersion, loads its scripts, and sends
+// its heartbeat in round trips of a bounded size. A check made when a
+// stream starts waits for Redis at most Options.StartBudget; past it the
+// local share decides that check.
+//
 // When Redis stops answering, a shared Fleet falls back: every limit
 // holds locally at this replica's share of it (the limit divided by the
 // replicas last seen alive, at least 1), streams keep flowing, and the

@@ -6,13 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 	"go.uber.org/zap"
 )
 
@@ -39,7 +40,9 @@ const (
 // documented default.
 type Options struct {
 	// Prefix starts every Redis key, so that gateways of different
-	// deployments can share one Redis. Default "speech-gateway:".
+	// deployments can share one Redis. Default "speech-gateway:", also in
+	// place of one with braces, which would change the keys' Cluster hash
+	// tags.
 	Prefix string
 	// LeaseTTL is how long a lease outlives the last heartbeat of the
 	// replica holding it: a crashed replica's leases are free again within
@@ -54,6 +57,18 @@ type Options struct {
 	// OpTimeout bounds every Redis command; one that takes longer puts the
 	// Fleet in fallback. Default 250 ms.
 	OpTimeout time.Duration
+	// StartBudget bounds the Redis round trip of each check made when a
+	// stream starts (Semaphore.Acquire, Budget.Acquire, Counter.Value):
+	// past it the local share decides that check, as in fallback, without
+	// putting the Fleet in fallback, and the check is counted
+	// (speech_gateway_fleet_redis_slow_total). A slow Redis then costs a
+	// stream start at most this much per check. Default 50 ms; at most
+	// OpTimeout.
+	StartBudget time.Duration
+	// FallbackReplicas is what each limit is divided by in fallback until
+	// Redis has answered once and said how many replicas there are: a
+	// replica that starts while Redis is down. Default 1.
+	FallbackReplicas int
 	// PollInterval is how often a waiting Acquire asks again, with jitter.
 	// Default 20 ms.
 	PollInterval time.Duration
@@ -64,7 +79,8 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Prefix == "" {
+	if o.Prefix == "" || strings.ContainsAny(o.Prefix, "{}") {
+		// No braces: the keys' Cluster hash tags are the Fleet's own.
 		o.Prefix = "speech-gateway:"
 	}
 	o.LeaseTTL = positiveOr(o.LeaseTTL, 10*time.Second)
@@ -73,6 +89,8 @@ func (o Options) withDefaults() Options {
 	}
 	o.Linger = max(o.Linger, 0) // negative: none
 	o.OpTimeout = positiveOr(o.OpTimeout, 250*time.Millisecond)
+	o.StartBudget = min(positiveOr(o.StartBudget, 50*time.Millisecond), o.OpTimeout)
+	o.FallbackReplicas = max(o.FallbackReplicas, 1)
 	o.PollInterval = positiveOr(o.PollInterval, 20*time.Millisecond)
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -134,6 +152,9 @@ type Fleet struct {
 	// beforeExec, when set, runs in heartbeat between the copy of what
 	// to send and the sending: tests place a release there.
 	beforeExec atomic.Pointer[func()]
+	// prepared is set once Redis's version is checked and the scripts
+	// loaded (prepare); the heartbeat does it first until then.
+	prepared atomic.Bool
 
 	mu       sync.Mutex
 	mode     Mode
@@ -166,33 +187,32 @@ func New(opts Options) *Fleet {
 	return f
 }
 
-// Connect returns a Fleet that shares its limits through the Redis at url
-// (redis://[user:password@]host:port/db, or rediss:// for TLS). It fails
-// when Redis does not answer now: a replica that has never seen the others
-// cannot know its share of a limit. Close it.
-func Connect(ctx context.Context, url string, opts Options) (*Fleet, error) {
-	ro, err := redis.ParseURL(url)
-	if err != nil {
-		// Not wrapped: the parser's error quotes the URL, password and all.
-		return nil, errors.New("fleet: the redis url is not redis://[user:password@]host:port/db or rediss://…")
-	}
+// Connect returns a Fleet that shares its limits through the Redis that r
+// describes. When Redis does not answer now, the Fleet starts in fallback
+// (each limit at 1/Options.FallbackReplicas) and shares its limits once
+// Redis answers. It fails when r is not valid, or when Redis answers but
+// refuses it: a wrong password or a missing permission, or a version
+// older than MinVersion. Close it.
+func Connect(ctx context.Context, r Redis, opts Options) (*Fleet, error) {
 	opts = opts.withDefaults()
-	// Every command is bounded by OpTimeout and never retried by the
-	// client: a slow Redis means fallback, not a stuck stream.
-	ro.DialTimeout, ro.ReadTimeout, ro.WriteTimeout = opts.OpTimeout, opts.OpTimeout, opts.OpTimeout
-	ro.ContextTimeoutEnabled = true
-	ro.MaxRetries = -1
-	ro.PoolTimeout = opts.OpTimeout
-	ro.DisableIdentity = true
-	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	rdb := redis.NewClient(ro)
+	rdb, addr, err := r.client(opts.OpTimeout)
+	if err != nil {
+		return nil, err
+	}
 	f := newFleet(rdb, ModeShared, opts)
+	f.replicas = opts.FallbackReplicas
 	if err := f.heartbeat(ctx); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("fleet: redis at %s does not answer: %w", ro.Addr, err)
+		if refusal(err) || ctx.Err() != nil {
+			f.Close()
+			return nil, fmt.Errorf("fleet: redis %s: %w", addr, err)
+		}
+		// Started in fallback, logged by fail: the heartbeat probes.
+		f.fail("connect", err)
+		f.start()
+		return f, nil
 	}
 	f.m.setMode(ModeShared)
-	f.log.Info("fleet limits shared through redis", zap.String("redis", ro.Addr),
+	f.log.Info("fleet limits shared through redis", zap.String("redis", addr),
 		zap.String("replica", f.id), zap.Int("replicas", f.Status().Replicas))
 	f.start()
 	return f, nil
@@ -326,9 +346,32 @@ func (f *Fleet) recovered(replicas int) {
 
 // opCtx bounds one Redis command by OpTimeout and by Close.
 func (f *Fleet) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(ctx, f.opts.OpTimeout)
+	return f.boundCtx(ctx, f.opts.OpTimeout)
+}
+
+// boundCtx bounds one Redis command by d and by Close.
+func (f *Fleet) boundCtx(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(ctx, d)
 	stop := context.AfterFunc(f.ctx, cancel)
 	return ctx, func() { stop(); cancel() }
+}
+
+// overBudget reports whether a check at stream start that failed with err
+// under octx (bounded by StartBudget) only ran out of its budget, and
+// counts it: Redis is slow, not gone, so the local share decides this
+// check and the Fleet stays shared.
+func (f *Fleet) overBudget(ctx, octx context.Context, op string, err error) bool {
+	if err == nil || ctx.Err() != nil || f.ctx.Err() != nil {
+		return false
+	}
+	// The socket's deadline, which is octx's, may pass just before octx
+	// reports it.
+	var nerr net.Error
+	if !errors.Is(octx.Err(), context.DeadlineExceeded) && !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &nerr) && nerr.Timeout()) {
+		return false
+	}
+	f.m.slow.WithLabelValues(op).Inc()
+	return true
 }
 
 func (f *Fleet) member() string {
@@ -340,139 +383,4 @@ func (f *Fleet) wake() {
 	case f.kick <- struct{}{}:
 	default:
 	}
-}
-
-// requeue puts back releases a failed heartbeat did not deliver, ahead of
-// newer ones, within maxReleased.
-func (f *Fleet) requeue(released []releasedLease) {
-	if len(released) == 0 {
-		return
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	all := append(released, f.released...)
-	f.released = all[max(0, len(all)-maxReleased):]
-}
-
-// queueReleases queues on pipe the release of each lease in Redis.
-func queueReleases(ctx context.Context, pipe redis.Pipeliner, leases []releasedLease) {
-	for _, r := range leases {
-		releaseScript.Eval(ctx, pipe, []string{r.key}, r.member, r.linger.Milliseconds())
-	}
-}
-
-// releaseAgain sends again, now, the releases of leases released while a
-// heartbeat renewed them. Without it, a renewal that reached Redis after
-// a release would hold the lease for another LeaseTTL, and refuse a
-// caller's next stream meanwhile. A release already applied changes
-// nothing when sent twice.
-func (f *Fleet) releaseAgain(ctx context.Context, leases []releasedLease) {
-	if len(leases) == 0 {
-		return
-	}
-	pipe := f.rdb.Pipeline()
-	queueReleases(ctx, pipe, leases)
-	if _, err := pipe.Exec(ctx); err != nil {
-		f.requeue(leases)
-	}
-}
-
-// loop is the heartbeat: every tick, and at once when a lease is
-// released, it brings Redis up to date (or probes it, in fallback).
-func (f *Fleet) loop() {
-	defer f.wg.Done()
-	t := time.NewTicker(f.tick)
-	defer t.Stop()
-	var notBefore time.Time // after failures, when Redis may be tried again
-	fails := 0
-	for {
-		select {
-		case <-f.ctx.Done():
-			return
-		case <-t.C:
-		case <-f.kick:
-		}
-		if time.Now().Before(notBefore) {
-			continue // Redis is failing: releases wait for the next probe
-		}
-		if err := f.heartbeat(f.ctx); err != nil && f.ctx.Err() == nil {
-			f.fail("heartbeat", err)
-			// Back off the probes of a Redis that does not answer: the
-			// tick doubles per failure, up to 8 ticks, so that neither
-			// releases nor ticks make it a tight loop.
-			fails = min(fails+1, 3)
-			notBefore = time.Now().Add(f.tick<<fails - f.tick/2)
-			continue
-		}
-		fails, notBefore = 0, time.Time{}
-	}
-}
-
-// heartbeat, in one round trip: registers this replica and counts the
-// live ones; applies queued releases; renews every lease held (putting
-// back any Redis lost); adds the counts made since the last one, each
-// batch once however often it is sent (see batch). Releases made while it
-// ran are sent again after it (releaseAgain).
-func (f *Fleet) heartbeat(ctx context.Context) error {
-	f.mu.Lock()
-	released := f.released
-	f.released, f.releaseArmed = nil, false
-	sems := make([]*Semaphore, 0, len(f.sems))
-	for _, s := range f.sems {
-		sems = append(sems, s)
-	}
-	counters := make([]*Counter, 0, len(f.counters))
-	for _, c := range f.counters {
-		counters = append(counters, c)
-	}
-	mode := f.mode
-	f.mu.Unlock()
-
-	ctx, cancel := f.opCtx(ctx)
-	defer cancel()
-	start := time.Now()
-	pipe := f.rdb.Pipeline()
-	ttl := f.opts.LeaseTTL.Milliseconds()
-	reg := registerScript.Eval(ctx, pipe, []string{f.opts.Prefix + "replicas"}, f.id, ttl)
-	queueReleases(ctx, pipe, released)
-	var renewals []renewal
-	for _, s := range sems {
-		renewals = append(renewals, s.renewals(ctx, pipe, ttl)...)
-	}
-	var flushes []flush
-	for _, c := range counters {
-		flushes = append(flushes, c.flushes(ctx, pipe)...)
-	}
-	if fn := f.beforeExec.Load(); fn != nil {
-		(*fn)()
-	}
-	_, err := pipe.Exec(ctx)
-	f.m.redisSeconds.WithLabelValues("heartbeat").Observe(time.Since(start).Seconds())
-	if err != nil {
-		for _, fl := range flushes {
-			fl.c.unflush(fl)
-		}
-		f.requeue(released)
-		return err
-	}
-	restored := 0
-	var again []releasedLease
-	for _, r := range renewals {
-		n, _ := r.cmd.Int()
-		restored += n
-		again = append(again, r.releasedSince()...)
-	}
-	f.releaseAgain(ctx, again)
-	if restored > 0 && mode == ModeFallback {
-		f.log.Info("leases taken during the fallback are shared again", zap.Int("leases", restored))
-	}
-	for _, fl := range flushes {
-		fl.c.flushed(fl)
-	}
-	for _, c := range counters {
-		c.prune()
-	}
-	replicas, _ := reg.Int()
-	f.recovered(replicas)
-	return nil
 }

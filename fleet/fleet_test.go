@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,7 +44,7 @@ func connect(t *testing.T, srv *redistest.Server, opts Options) *Fleet {
 		opts.Metrics = NewMetrics(prometheus.NewRegistry())
 	}
 	opts.Logger = zaptest.NewLogger(t)
-	f, err := Connect(testContext(t), srv.URL(), opts)
+	f, err := Connect(testContext(t), Redis{URL: srv.URL(), Password: srv.Password()}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,16 +253,26 @@ func TestFallbackAndRecovery(t *testing.T) {
 	}
 }
 
-func TestConnectNeedsRedis(t *testing.T) {
+func TestConnectRefusesWhatWaitingWouldNotMend(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
-	srv.Stop()
-	_, err := Connect(testContext(t), srv.URL(), Options{OpTimeout: 100 * time.Millisecond})
-	if err == nil {
-		t.Fatal("Connect succeeded without Redis")
-	}
-	if _, err := Connect(testContext(t), "http://nowhere", Options{}); err == nil {
-		t.Fatal("Connect took a non-Redis URL")
+	srv := redistest.StartWith(t, redistest.Options{Password: "right-password"})
+	ctx := testContext(t)
+	for _, r := range []Redis{
+		{URL: "http://nowhere"},
+		{URL: srv.URL(), Mode: "sentinel"}, // no master_name
+		{URL: srv.URL(), Mode: "ring"},
+		{URL: srv.URL(), Password: "SENTINEL_WRONG_PASSWORD"},
+		{URL: srv.URL()}, // no password at all
+	} {
+		f, err := Connect(ctx, r, Options{OpTimeout: time.Second})
+		if err == nil {
+			f.Close()
+			t.Errorf("Connect(%v) succeeded", r)
+			continue
+		}
+		if strings.Contains(err.Error(), "SENTINEL_WRONG_PASSWORD") {
+			t.Errorf("Connect(%v): the error shows the password: %v", r, err)
+		}
 	}
 }
 
@@ -390,7 +401,7 @@ func TestFlushAppliedOnce(t *testing.T) {
 	ctx := testContext(t)
 	srv := redistest.Start(t)
 	proxy := startLossyProxy(t, srv.Addr())
-	a, err := Connect(ctx, "redis://"+proxy.addr(), Options{OpTimeout: 100 * time.Millisecond, Logger: zaptest.NewLogger(t)})
+	a, err := Connect(ctx, Redis{URL: "redis://" + proxy.addr()}, Options{OpTimeout: 100 * time.Millisecond, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,6 +429,9 @@ func TestFlushAppliedOnce(t *testing.T) {
 // away while dropping is set: requests reach Redis and are applied, and
 // their answers never arrive, as when a network fails at the worst moment.
 type lossyProxy struct {
+	// delay holds back each reply of Redis this long (nanoseconds): a
+	// slow Redis, or one far away.
+	delay    atomic.Int64
 	ln       net.Listener
 	target   string
 	dropping atomic.Bool
@@ -480,6 +494,11 @@ func (p *lossyProxy) pipe(dst, src net.Conn, drop *atomic.Bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
+		if d := time.Duration(p.delay.Load()); n > 0 && drop != nil && d > 0 {
+			// The latency of a distant Redis, not a synchronization.
+			t := time.NewTimer(d)
+			<-t.C
+		}
 		if n > 0 && (drop == nil || !drop.Load()) {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return

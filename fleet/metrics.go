@@ -10,6 +10,7 @@ type Metrics struct {
 	replicas     prometheus.Gauge
 	redisErrors  *prometheus.CounterVec
 	redisSeconds *prometheus.HistogramVec
+	slow         *prometheus.CounterVec
 	leases       *prometheus.GaugeVec
 	refused      *prometheus.CounterVec
 }
@@ -32,12 +33,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "speech_gateway_fleet_redis_errors_total",
-			Help: "Redis commands that failed or timed out, by operation (acquire, release, count, read, heartbeat).",
+			Help: "Redis commands that failed or timed out, by operation (connect, acquire, release, count, read, heartbeat).",
 		}, []string{"op"}),
 		redisSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "speech_gateway_fleet_redis_seconds",
 			Help:    "Redis round trips, by operation (acquire, release, count, read, heartbeat).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
+		}, []string{"op"}),
+		slow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "speech_gateway_fleet_redis_slow_total",
+			Help: "Redis checks at stream start (acquire, read) that took longer than the start budget (--redis-start-budget), which the local share decided instead.",
 		}, []string{"op"}),
 		leases: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "speech_gateway_fleet_leases",
@@ -51,9 +56,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, mode := range []Mode{ModeLocal, ModeShared, ModeFallback} {
 		m.mode.WithLabelValues(string(mode))
 	}
+	for _, op := range []string{"acquire", "read"} {
+		m.slow.WithLabelValues(op)
+	}
 	m.replicas.Set(1)
 	if reg != nil {
-		reg.MustRegister(m.mode, m.fallbacks, m.replicas, m.redisErrors, m.redisSeconds, m.leases, m.refused)
+		reg.MustRegister(m.mode, m.fallbacks, m.replicas, m.redisErrors, m.redisSeconds, m.slow, m.leases, m.refused)
 	}
 	return m
 }

@@ -134,7 +134,7 @@ func (s *Semaphore) try(ctx context.Context, key string, limit int64) (*Lease, e
 	mode, replicas := s.f.state()
 	member := s.f.member()
 	if mode == ModeShared {
-		ok, err := s.tryShared(ctx, key, member, limit)
+		ok, slow, err := s.tryShared(ctx, key, member, limit)
 		switch {
 		case err == nil && !ok:
 			return nil, nil
@@ -146,18 +146,34 @@ func (s *Semaphore) try(ctx context.Context, key string, limit int64) (*Lease, e
 			return nil, ctx.Err()
 		case s.f.ctx.Err() != nil:
 			return nil, ErrClosed
+		case slow:
+			// Redis is slow: the local share decides, under this very
+			// member. A lease granted here reaches Redis with the next
+			// heartbeat (renewals add back what Redis lacks); one refused
+			// here is let go there, in case Redis took it meanwhile.
+			if l := s.tryLocal(key, member, limit, ModeFallback, replicas); l != nil {
+				return l, nil
+			}
+			s.f.queueRelease(s.rkey(key), member, 0)
+			return nil, nil
 		}
 		s.f.fail("acquire", err)
 		mode, replicas = s.f.state()
 	}
+	return s.tryLocal(key, member, limit, mode, replicas), nil
+}
+
+// tryLocal takes member as a lease of key if this replica holds fewer than
+// its share of limit in mode; nil if it does not.
+func (s *Semaphore) tryLocal(key, member string, limit int64, mode Mode, replicas int) *Lease {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := s.keyLocked(key)
 	k.prune(time.Now())
 	if int64(len(k.held)+len(k.lingering)) >= share(limit, mode, replicas) {
-		return nil, nil
+		return nil
 	}
-	return s.holdLocked(k, key, member), nil
+	return s.holdLocked(k, key, member)
 }
 
 // count returns the live leases of key, across the fleet when shared and
@@ -189,8 +205,10 @@ func (s *Semaphore) count(ctx context.Context, key string) (int64, Mode, int) {
 	return int64(len(k.held) + len(k.lingering)), mode, replicas
 }
 
-func (s *Semaphore) tryShared(ctx context.Context, key, member string, limit int64) (bool, error) {
-	octx, cancel := s.f.opCtx(ctx)
+// tryShared runs the acquire script within StartBudget: slow says that
+// the budget ran out before Redis answered.
+func (s *Semaphore) tryShared(ctx context.Context, key, member string, limit int64) (ok, slow bool, err error) {
+	octx, cancel := s.f.boundCtx(ctx, s.f.opts.StartBudget)
 	defer cancel()
 	start := time.Now()
 	n, err := acquireScript.Run(octx, s.f.rdb, []string{s.rkey(key)}, member, limit, s.f.opts.LeaseTTL.Milliseconds()).Int()
@@ -198,7 +216,7 @@ func (s *Semaphore) tryShared(ctx context.Context, key, member string, limit int
 	if errors.Is(err, redis.Nil) {
 		err = errors.New("acquire script returned nothing")
 	}
-	return n == 1, err
+	return n == 1, s.f.overBudget(ctx, octx, "acquire", err), err
 }
 
 // hold records a lease Redis granted.
@@ -292,11 +310,11 @@ type renewal struct {
 	s       *Semaphore
 	key     string
 	members []string
-	cmd     *redis.Cmd
+	op      *op
 }
 
-// renewals queues on pipe the renewal of every lease held.
-func (s *Semaphore) renewals(ctx context.Context, pipe redis.Pipeliner, ttl int64) []renewal {
+// renewals are the renewals of every lease held, to send.
+func (s *Semaphore) renewals(ttl int64) []renewal {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []renewal
@@ -316,7 +334,7 @@ func (s *Semaphore) renewals(ctx context.Context, pipe redis.Pipeliner, ttl int6
 			members = append(members, m)
 			args = append(args, m)
 		}
-		out = append(out, renewal{s: s, key: key, members: members, cmd: renewScript.Eval(ctx, pipe, []string{s.rkey(key)}, args...)})
+		out = append(out, renewal{s: s, key: key, members: members, op: &op{script: renewScript, keys: []string{s.rkey(key)}, args: args}})
 	}
 	return out
 }

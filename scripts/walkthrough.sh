@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the README's "Try it with grpcurl" commands, exactly as written,
-# against the real binary in dev mode on localhost:50051 (what `make run`
-# starts), in a scratch directory; then checks what they produced.
+# Runs the README's "Try it with grpcurl" and "Try it with speechctl"
+# commands, exactly as written, against the real binary in dev mode on
+# localhost:50051 (what `make run` starts), in a scratch directory with
+# REPO set to the checkout, as the README has its reader do; then checks
+# what they produced, and that the checkout holds nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -11,20 +13,26 @@ me=walkthrough
 . scripts/gateway.sh
 trap cleanup_gateway EXIT
 
+# What the checkout holds before: the walkthrough must add nothing to it.
+before=$(git status --porcelain --untracked-files=all)
+
 # --listen is the default, :50051, which the README uses.
 start_gateway --dev --admin-listen 127.0.0.1:0
 
-# The README's sh blocks of that section, one file each.
+# The README's sh blocks of those sections, one file each, in order.
 python3 - "$root/README.md" "$work" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
-section = text.split("## Try it with grpcurl", 1)[1].split("\n## ", 1)[0]
-for i, block in enumerate(re.findall(r"```sh\n(.*?)```", section, re.S)):
-    open("%s/block%d.sh" % (sys.argv[2], i), "w").write(block)
+n = 0
+for title in ("## Try it with grpcurl", "## Try it with speechctl"):
+    section = text.split(title + "\n", 1)[1].split("\n## ", 1)[0]
+    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        open("%s/block%02d.sh" % (sys.argv[2], n), "w").write(block)
+        n += 1
 PY
 cd "$work"
-ln -s "$root/bin" bin
-ln -s "$root/scripts" scripts
+# The reader's scratch directory is made by mktemp: here, inside $work.
+export REPO=$root TMPDIR=$work
 for f in block*.sh; do
 	echo "walkthrough: running $(head -c 60 "$f" | head -1)..."
 	if grep -q '"text": ""' "$f"; then
@@ -35,9 +43,16 @@ for f in block*.sh; do
 		bash -e "$f" | tee -a all.txt >/dev/null
 	fi
 done
-got=$(python3 scripts/grpcurl_audio.py finals stt.json)
+got=$(python3 "$root/scripts/grpcurl_audio.py" finals stt.json)
 [[ "$got" == "Hello from the gateway." ]] || { echo "walkthrough: transcribed \"$got\"" >&2; exit 1; }
 file hello.wav 2>/dev/null | grep -q 'WAVE audio' || python3 -c "import wave; wave.open('hello.wav').getnframes()"
+grep -qx 'Hello from speechctl.' all.txt || { echo "walkthrough: speechctl did not transcribe its own audio back" >&2; exit 1; }
 cd "$root"
+after=$(git status --porcelain --untracked-files=all)
+if [[ "$before" != "$after" ]]; then
+	echo "walkthrough: the commands wrote into the checkout:" >&2
+	diff <(echo "$before") <(echo "$after") >&2 || true
+	exit 1
+fi
 stop_gateway
 echo "walkthrough: ok"

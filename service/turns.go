@@ -244,6 +244,12 @@ func (b *turnBook) event(ev slngclient.TTSEvent) ([]synthOut, turnResult) {
 	}
 	t := b.inProgress()
 	switch ev.Kind {
+	case slngclient.TTSUndecodableAudio:
+		// Audio SLNG sent that is not base64 in any form: the caller
+		// misses it and is told so; the turn goes on.
+		res.violation = "undecodable_audio"
+		b.emit(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Warning{
+			Warning: &speechv1.Warning{Code: "undecodable_audio", Message: "the upstream sent audio that could not be decoded; it is missing from the stream"}}})
 	case slngclient.TTSAudio:
 		if len(ev.Audio) == 0 {
 			return b.out, res

@@ -581,6 +581,35 @@ func TestReadyTimeout(t *testing.T) {
 	}
 }
 
+// TestHandshakeTimeout: an upstream that accepts the connection and never
+// answers fails the dial within HandshakeTimeout with KindTimeout, which
+// says SLNG is unwell, however far away the caller's deadline is; the
+// caller's own cancellation stays the caller's.
+func TestHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	url, accepted := slngtest.BlackHole(t)
+	c, err := slngclient.New(slngclient.Options{BaseURL: url, APIKey: "k", HandshakeTimeout: 200 * time.Millisecond, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	_, err = c.DialTTS(ctx, aura, slngclient.TTSConfig{})
+	took := time.Since(start)
+	if ue, ok := slngclient.AsUpstreamError(err); !ok || ue.Kind != slngclient.KindTimeout || !ue.Unwell() || !ue.Retryable {
+		t.Fatalf("err = %v, want an unwell, retryable KindTimeout", err)
+	}
+	if took > 10*time.Second || accepted() != 1 {
+		t.Fatalf("the dial took %v over %d connections, want about 200ms over 1", took, accepted())
+	}
+	short, cancelShort := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancelShort()
+	if _, err := c.DialTTS(short, aura, slngclient.TTSConfig{}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a caller's deadline before the handshake timeout: err = %v, want the caller's DeadlineExceeded", err)
+	}
+}
+
 // TestDeadPeer: a server that stops reading never answers pings; the
 // session must end with KindTimeout instead of hanging.
 func TestDeadPeer(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"time"
 
 	"github.com/coder/websocket"
@@ -26,14 +27,25 @@ func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, k
 	full, display := c.endpointURL(kind, ep.Model, key)
 	log := c.log.With(zap.String("url", display), zap.String("kind", kind))
 	dialStart := time.Now()
-	ws, resp, err := websocket.Dial(ctx, full, &websocket.DialOptions{
+	// The handshake has a bound of its own: the caller's deadline may be
+	// far away (or absent, for the pool's own dials), and an upstream
+	// that takes the connection and never answers is SLNG failing, which
+	// the breaker must hear of, not the caller's deadline passing. Only
+	// the handshake: the session outlives this context.
+	hctx, cancel := context.WithTimeout(ctx, c.opts.HandshakeTimeout)
+	ws, resp, err := websocket.Dial(hctx, full, &websocket.DialOptions{
 		HTTPClient: c.opts.HTTPClient,
 		HTTPHeader: c.headers(ep, key),
 		// SLNG's own clients disable permessage-deflate: some upstreams
 		// fail the handshake with it.
 		CompressionMode: websocket.CompressionDisabled,
 	})
+	handshakeExpired := hctx.Err() != nil && ctx.Err() == nil
+	cancel()
 	if err != nil {
+		if handshakeExpired && (resp == nil || resp.StatusCode == http.StatusSwitchingProtocols) {
+			return nil, NewTimeout("no handshake answer within "+c.opts.HandshakeTimeout.String(), nil)
+		}
 		secrets := []string{key, ep.ProviderKey, c.opts.ProviderKey}
 		return nil, handshakeError(ctx, resp, redact(err, secrets...), secrets)
 	}

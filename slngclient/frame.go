@@ -1,6 +1,7 @@
 package slngclient
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -22,6 +23,11 @@ type serverMsg struct {
 	Data     json.RawMessage `json:"data"`
 	Audio    json.RawMessage `json:"audio"`
 	Sequence json.RawMessage `json:"sequence"`
+
+	// undecodable marks a JSON audio message whose payload is not base64
+	// in any alphabet or padding decodeBase64 reads: audio lost, which
+	// the session reports (TTSUndecodableAudio) rather than dropping it.
+	undecodable bool
 
 	SegmentID string   `json:"segment_id"`
 	Duration  *float64 `json:"duration"`
@@ -72,14 +78,13 @@ var errNoAudioPayload = errors.New("audio message without a string payload")
 // audio, as ElevenLabs routes pass it through ({"audio": "...",
 // "isFinal": false}). A payload that is an empty string or null is no
 // audio: such a frame is returned as a message, which sessions count as an
-// unknown type, so that a caller never sees an empty audio event.
+// unknown type, so that a caller never sees an empty audio event. A
+// payload that is not base64 (see decodeBase64) is returned as a message
+// marked undecodable.
 func decodeFrame(b []byte, dst []byte) (frame, error) {
 	if payload, seq, ok := scanAudio(b); ok {
-		audio, err := decodeBase64(payload, dst)
-		if err != nil {
-			return frame{}, err
-		}
-		if len(audio) > 0 {
+		// An undecodable payload takes the full decode, which marks it.
+		if audio, err := decodeBase64(payload, dst); err == nil && len(audio) > 0 {
 			return frame{audio: audio, sequence: seq}, nil
 		}
 	}
@@ -116,7 +121,8 @@ func decodeJSON(b []byte, dst []byte) (frame, error) {
 	}
 	audio, err := decodeBase64(payload, dst)
 	if err != nil {
-		return frame{}, err
+		msg.undecodable = true
+		return frame{msg: &msg}, nil
 	}
 	if len(audio) == 0 { // only line breaks, which base64 skips
 		return frame{msg: &msg}, nil
@@ -161,18 +167,56 @@ func jsonString(r json.RawMessage) (s []byte, ok bool) {
 	return []byte(str), true
 }
 
-// decodeBase64 decodes standard base64 into dst, grown if needed. The
-// result is empty only when the input is.
+// decodeBase64 decodes base64 into dst, grown if needed, in every form
+// that providers' audio comes in through SLNG's routes: the standard
+// alphabet (RFC 4648 section 4) or the URL-safe one (section 5, as
+// Python's urlsafe_b64encode and JavaScript's base64url write it), padded
+// or not, wrapped in lines (CR and LF are skipped anywhere), and padded
+// pieces run together (chunks encoded one by one, then joined). The
+// result is empty only when the input has no base64 characters. Standard
+// padded base64, SLNG's documented form, takes one pass; the others a
+// second one.
 func decodeBase64(src, dst []byte) ([]byte, error) {
-	n := base64.StdEncoding.DecodedLen(len(src))
+	// Room for the unpadded decoding, which may be 2 bytes longer.
+	n := base64.RawStdEncoding.DecodedLen(len(src))
 	if cap(dst) < n {
 		dst = make([]byte, n)
 	}
-	m, err := base64.StdEncoding.Decode(dst[:n], src)
-	if err != nil {
-		return nil, err
+	if m, err := base64.StdEncoding.Decode(dst[:n], src); err == nil {
+		return dst[:m], nil
 	}
-	return dst[:m], nil
+	return decodeLenient(src, dst[:0])
+}
+
+// decodeLenient is decodeBase64 for what is not standard padded base64:
+// it decodes each piece that padding ends, in the alphabet the input
+// uses, without padding. dst has room for the unpadded decoding of src,
+// which is at least what this one makes.
+func decodeLenient(src, dst []byte) ([]byte, error) {
+	enc := base64.RawStdEncoding
+	if bytes.ContainsAny(src, "-_") {
+		enc = base64.RawURLEncoding // one mixing both alphabets fails below
+	}
+	for len(src) > 0 {
+		piece, rest := src, []byte(nil)
+		if i := bytes.IndexByte(src, '='); i >= 0 {
+			j := i
+			for j < len(src) && (src[j] == '=' || src[j] == '\r' || src[j] == '\n') {
+				j++
+			}
+			if bytes.Count(src[i:j], []byte("=")) > 2 {
+				return nil, errors.New("base64: more than two padding characters")
+			}
+			piece, rest = src[:i], src[j:]
+		}
+		k := len(dst)
+		m, err := enc.Decode(dst[k:k+enc.DecodedLen(len(piece))], piece)
+		if err != nil {
+			return nil, err
+		}
+		dst, src = dst[:k+m], rest
+	}
+	return dst, nil
 }
 
 // sequenceOf reads an audio_chunk sequence: an integer, or an integer in a

@@ -20,6 +20,8 @@ func TestDecodeFrame(t *testing.T) {
 		seq      int64
 		typ      string
 		wantErr  bool
+		// undecodable: a message of type typ marked undecodable.
+		undecodable bool
 	}{
 		{name: "fast path", in: `{"type":"audio_chunk","data":"` + b64 + `","sequence":7}`, audio: pcm, seq: 7},
 		{name: "fast path any order", in: ` { "sequence" : 3 , "data":"` + b64 + `", "type":"audio_chunk", "final":false, "x":null } `, audio: pcm, seq: 3},
@@ -30,7 +32,11 @@ func TestDecodeFrame(t *testing.T) {
 		{name: "a key twice: the last wins", in: `{"type":"audio_chunk","data":"AAAA","sequence":1,"data":"` + b64 + `","sequence":2}`, audio: pcm, seq: 2},
 		{name: "sequence in a string", in: `{"type":"audio_chunk","data":"` + b64 + `","sequence":"2"}`, audio: pcm, seq: 2},
 		{name: "sequence neither: the audio still counts", in: `{"type":"audio_chunk","data":"` + b64 + `","sequence":{"n":2}}`, audio: pcm},
-		{name: "bad base64", in: `{"type":"audio_chunk","data":"!!!"}`, wantErr: true},
+		{name: "bad base64", in: `{"type":"audio_chunk","data":"!!!"}`, typ: "audio_chunk", undecodable: true},
+		{name: "unpadded", in: `{"type":"audio_chunk","data":"` + base64.RawStdEncoding.EncodeToString(pcm) + `"}`, audio: pcm},
+		{name: "url-safe", in: `{"type":"audio_chunk","data":"` + base64.URLEncoding.EncodeToString([]byte{0xfb, 0xff, 0xfe}) + `"}`, audio: []byte{0xfb, 0xff, 0xfe}},
+		{name: "url-safe unpadded, no type", in: `{"audio":"` + base64.RawURLEncoding.EncodeToString([]byte{0xfb, 0xff}) + `"}`, audio: []byte{0xfb, 0xff}},
+		{name: "both alphabets", in: `{"type":"audio_chunk","data":"+-AA"}`, typ: "audio_chunk", undecodable: true},
 		{name: "data not a string", in: `{"type":"audio_chunk","data":5}`, wantErr: true},
 		{name: "ready", in: `{"type":"ready","session_id":"s1"}`, typ: "ready"},
 		{name: "Error upper case", in: `{"type":"Error","code":"x"}`, typ: "error"},
@@ -57,7 +63,7 @@ func TestDecodeFrame(t *testing.T) {
 		{name: "typed audio without a payload", in: `{"type":"audio"}`, wantErr: true},
 		{name: "typed audio with null data", in: `{"type":"chunk","data":null}`, wantErr: true},
 		{name: "typed audio with a numeric payload", in: `{"type":"audio","data":{"audio":5}}`, wantErr: true},
-		{name: "typed audio, bad base64", in: `{"type":"audio","audio":"!!!"}`, wantErr: true},
+		{name: "typed audio, bad base64", in: `{"type":"audio","audio":"!!!"}`, typ: "audio", undecodable: true},
 		{name: "a transcript's audio field is not audio", in: `{"type":"final_transcript","transcript":"x","audio":"` + b64 + `"}`, typ: "final_transcript"},
 		{name: "Flushed", in: `{"type":"Flushed"}`, typ: "flushed"},
 	} {
@@ -70,8 +76,8 @@ func TestDecodeFrame(t *testing.T) {
 				return
 			}
 			if tc.audio == nil {
-				if d.msg == nil || d.msg.Type != tc.typ || d.audio != nil {
-					t.Fatalf("decoded %+v, want a message of type %q", d, tc.typ)
+				if d.msg == nil || d.msg.Type != tc.typ || d.audio != nil || d.msg.undecodable != tc.undecodable {
+					t.Fatalf("decoded %+v, want a message of type %q, undecodable %v", d, tc.typ, tc.undecodable)
 				}
 				return
 			}
@@ -79,6 +85,58 @@ func TestDecodeFrame(t *testing.T) {
 				t.Fatalf("decoded audio %v seq %d msg %v, want %v seq %d", d.audio, d.sequence, d.msg, tc.audio, tc.seq)
 			}
 		})
+	}
+}
+
+// TestDecodeBase64: every form of base64 that audio may come in decodes to
+// the same bytes, at every length (so every padding), into a buffer
+// exactly as large as decodeBase64 asks for; what is not base64 fails.
+func TestDecodeBase64(t *testing.T) {
+	t.Parallel()
+	wrap := func(s string) string { // lines of 8, CRLF, as MIME wraps at 76
+		var b strings.Builder
+		for i := 0; i < len(s); i += 8 {
+			b.WriteString(s[i:min(i+8, len(s))])
+			b.WriteString("\r\n")
+		}
+		return b.String()
+	}
+	forms := map[string]func([]byte) string{
+		"standard":          base64.StdEncoding.EncodeToString,
+		"standard unpadded": base64.RawStdEncoding.EncodeToString,
+		"url-safe":          base64.URLEncoding.EncodeToString,
+		"url-safe unpadded": base64.RawURLEncoding.EncodeToString,
+		"wrapped":           func(b []byte) string { return wrap(base64.StdEncoding.EncodeToString(b)) },
+		"url-safe wrapped":  func(b []byte) string { return wrap(base64.RawURLEncoding.EncodeToString(b)) },
+		"padded pieces joined": func(b []byte) string {
+			h := len(b) / 2
+			return base64.StdEncoding.EncodeToString(b[:h]) + base64.StdEncoding.EncodeToString(b[h:])
+		},
+		"url-safe padded pieces joined": func(b []byte) string {
+			h := len(b) / 3
+			return base64.URLEncoding.EncodeToString(b[:h]) + base64.URLEncoding.EncodeToString(b[h:])
+		},
+	}
+	for name, encode := range forms {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			for n := 1; n <= 40; n++ {
+				want := make([]byte, n)
+				for i := range want {
+					want[i] = byte(251 + i*7) // 0xfb, 0xff, ...: both alphabets' last characters
+				}
+				in := encode(want)
+				got, err := decodeBase64([]byte(in), nil)
+				if err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("decodeBase64(%q) = %v, %v; want %v", in, got, err, want)
+				}
+			}
+		})
+	}
+	for _, bad := range []string{"!!!!", "QQ===", "QUJD+-_/", "Q", "QUJDR", "QQ==Q"} {
+		if got, err := decodeBase64([]byte(bad), nil); err == nil {
+			t.Errorf("decodeBase64(%q) = %v, want an error", bad, got)
+		}
 	}
 }
 

@@ -54,6 +54,12 @@ type Options struct {
 	RegionOverride, WorldPartOverride string
 	// ProviderKey, when set, is sent as X-Slng-Provider-Key (BYOK).
 	ProviderKey string
+	// HandshakeTimeout bounds the WebSocket handshake: the TCP connection,
+	// TLS and the HTTP upgrade. An upstream that accepts the connection
+	// and never answers fails the dial with KindTimeout, which says SLNG
+	// is unwell, instead of holding the dial to its caller's deadline.
+	// Default 10 s.
+	HandshakeTimeout time.Duration
 	// ReadyTimeout bounds the wait for `ready` after `init`. Default 5 s,
 	// as SLNG's own clients use.
 	ReadyTimeout time.Duration
@@ -145,6 +151,9 @@ func New(opts Options) (*Client, error) {
 		return nil, fmt.Errorf("slngclient: BaseURL scheme %q is not ws or wss", u.Scheme)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = 10 * time.Second
+	}
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = 5 * time.Second
 	}

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -339,5 +340,41 @@ func TestErrorFrameMidTurn(t *testing.T) {
 	}
 	if err := s.Text(ctx, "still open", true); err != nil {
 		t.Fatalf("Text() after the warnings = %v", err)
+	}
+}
+
+// TestTTSUndecodableAudio: JSON audio in unpadded or URL-safe base64 is
+// audio, and JSON audio that is not base64 at all is reported
+// (TTSUndecodableAudio) where it came, without ending the turn or the
+// session, rather than skipped as a malformed frame.
+func TestTTSUndecodableAudio(t *testing.T) {
+	t.Parallel()
+	c := scripted(t, script{ready: true, frames: []frame{
+		text(`{"type":"audio_chunk","data":"AQI"}`),     // 1, 2 unpadded
+		text(`{"type":"audio_chunk","data":"not*b64"}`), // lost
+		text(`{"audio":"-_8"}`),                         // 0xfb, 0xff url-safe
+		text(`{"type":"audio_end"}`),
+	}, code: websocket.StatusNormalClosure}, slngclient.Options{})
+	ctx := testCtx(t)
+	s, err := c.DialTTS(ctx, aura, slngclient.TTSConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.CloseNow()
+	evs, err := recvAllTTS(t, ctx, s)
+	if !errors.Is(err, io.EOF) {
+		t.Fatalf("end: %v, want io.EOF", err)
+	}
+	want := []slngclient.TTSEvent{
+		{Kind: slngclient.TTSAudio, Audio: []byte{1, 2}},
+		{Kind: slngclient.TTSUndecodableAudio},
+		{Kind: slngclient.TTSAudio, Audio: []byte{0xfb, 0xff}},
+		{Kind: slngclient.TTSTurnEnd, Unflushed: true},
+	}
+	if !reflect.DeepEqual(evs, want) {
+		t.Fatalf("events = %+v, want %+v", evs, want)
+	}
+	if st := s.Stats(); st.Malformed != 0 {
+		t.Fatalf("malformed = %d, want 0: undecodable audio is reported, not skipped", st.Malformed)
 	}
 }

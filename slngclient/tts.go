@@ -50,6 +50,11 @@ const (
 	// Recv's terminal error carries the same code. A route may also send
 	// one mid-turn and keep the socket open without finishing the turn.
 	TTSWarning
+	// TTSUndecodableAudio is a JSON audio message whose payload is not
+	// base64 in any form decodeBase64 reads: audio SLNG sent and the
+	// caller will not get. It is no error frame and ends nothing; the
+	// turn goes on without that audio.
+	TTSUndecodableAudio
 )
 
 // TTSEvent is one event of a TTS session.

@@ -124,6 +124,12 @@ func (t *ttsTurns) next(f frame) (ev TTSEvent, ok bool) {
 		return TTSEvent{Kind: TTSAudio, Audio: f.audio, Sequence: f.sequence}, true
 	}
 	m := f.msg
+	if m.undecodable {
+		if len(t.clears) > 0 {
+			return ev, false // a frame of a discarded turn
+		}
+		return TTSEvent{Kind: TTSUndecodableAudio}, true
+	}
 	switch m.Type {
 	case "error":
 		t.failed = true

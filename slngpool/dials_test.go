@@ -531,3 +531,42 @@ func TestBYOKRefusalNotRetried(t *testing.T) {
 		t.Errorf("breaker state = %v, want closed", got)
 	}
 }
+
+// TestNoBackgroundDialWithCallerKey: a caller's own SLNG key is dialled
+// only while its caller waits. After the caller's stream the pool keeps no
+// configuration of it and never dials a standby with it, while the
+// gateway's own key, used the same way, has its standby dialled, retired
+// at its idle age and dialled again.
+func TestNoBackgroundDialWithCallerKey(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	sim, p := setup(t, slngsim.Options{APIKey: "gateway-key", APIKeys: []string{"caller-key"}},
+		slngpool.Options{MaxIdleAge: 200 * time.Millisecond, Metrics: slngpool.NewMetrics(reg)})
+	r := &rig{reg: reg}
+	ctx := testCtx(t)
+	for _, ep := range []slngclient.Endpoint{{Model: aura, APIKey: "caller-key"}, {Model: aura}} {
+		l, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: ep}, ttsCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		speak(t, l, "one turn")
+		l.Release(nil, false)
+	}
+	if n := r.metric(t, "speech_gateway_pool_configurations"); n != 1 {
+		t.Fatalf("configurations kept warm = %v, want 1: the gateway key's only", n)
+	}
+	byKey := func() map[string]int {
+		n := map[string]int{}
+		for _, s := range sim.Sessions() {
+			n[s.KeyID]++
+		}
+		return n
+	}
+	waitFor(t, "three standbys of the gateway's key", func() bool { return byKey()[slngsim.KeyID("gateway-key")] >= 4 })
+	if n := byKey()[slngsim.KeyID("caller-key")]; n != 1 {
+		t.Fatalf("sessions with the caller's key = %d, want 1: its caller's", n)
+	}
+	if err := p.Prewarm(slngpool.Profile{Endpoint: slngclient.Endpoint{Model: aura, APIKey: "caller-key"}, TTS: &ttsCfg}); err == nil {
+		t.Fatal("Prewarm took a profile with a key of its own")
+	}
+}

@@ -145,7 +145,8 @@ func New(client *slngclient.Client, opts Options) (*Pool, error) {
 }
 
 // Prewarm keeps pr's configuration warm from now on. It is ignored when
-// DisableWarm is set. A configuration SLNG refuses is not dialled again
+// DisableWarm is set. Its endpoint must name no APIKey: the pool's own
+// dials use the gateway's key only. A configuration SLNG refuses is not dialled again
 // until a caller uses it; Rejected lists it.
 func (p *Pool) Prewarm(pr Profile) error {
 	var k poolKey
@@ -160,6 +161,10 @@ func (p *Pool) Prewarm(pr Profile) error {
 	}
 	if err := slngclient.ValidateModel(pr.Endpoint.Model); err != nil {
 		return err
+	}
+	if !k.own {
+		// The pool's own dials use the gateway's key only.
+		return errors.New("slngpool: a prewarm profile names no key of its own")
 	}
 	if p.opts.DisableWarm {
 		return nil

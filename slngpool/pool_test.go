@@ -417,3 +417,37 @@ func TestRefillCountsDialsInFlight(t *testing.T) {
 		t.Fatalf("%d connections for room for one standby, want 1", n)
 	}
 }
+
+// TestBlackHoleOpensBreaker: against an upstream that accepts TCP and
+// never answers, each dial ends at the handshake timeout as SLNG being
+// unwell, and after BreakerFailures of them the breaker is open: the next
+// caller gets *CircuitOpenError at once, and nothing more is dialled.
+func TestBlackHoleOpensBreaker(t *testing.T) {
+	t.Parallel()
+	url, accepted := slngtest.BlackHole(t)
+	c, err := slngclient.New(slngclient.Options{BaseURL: url, APIKey: "k", HandshakeTimeout: 100 * time.Millisecond, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := slngpool.New(c, slngpool.Options{DisableWarm: true, DialAttempts: 1, BreakerFailures: 3, BreakerOpenTimeout: time.Minute, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	for i := range 3 {
+		_, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
+		if ue, ok := slngclient.AsUpstreamError(err); !ok || ue.Kind != slngclient.KindTimeout {
+			t.Fatalf("dial %d: err = %v, want KindTimeout", i+1, err)
+		}
+	}
+	_, err = p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
+	var coe *slngpool.CircuitOpenError
+	if !errors.As(err, &coe) {
+		t.Fatalf("after 3 hung handshakes: err = %v, want *CircuitOpenError", err)
+	}
+	if n := accepted(); n != 3 {
+		t.Fatalf("connections to the black hole = %d, want 3", n)
+	}
+}

@@ -119,13 +119,16 @@ const (
 
 // noteUse remembers a caller's use of a configuration, so that it is kept
 // warm for a while and, if it had stopped, dialled in the background
-// again.
+// again. A configuration of a caller's own SLNG key is never remembered:
+// the pool dials with a caller's key only while that caller waits, never
+// on its own after the caller has gone (a clean session of it may still
+// be kept for the caller's next stream, which is no dial).
 func (p *Pool) noteUse(k poolKey, dial dialFunc, res useResult, err error) {
 	now := time.Now()
 	p.mu.Lock()
 	r := p.routes[k]
 	wake := false
-	if r == nil && !p.opts.DisableWarm && p.opts.RecentTTL >= 0 && p.roomLocked() {
+	if r == nil && k.own && !p.opts.DisableWarm && p.opts.RecentTTL >= 0 && p.roomLocked() {
 		r = p.addRouteLocked(k, dial)
 		wake = true
 	}

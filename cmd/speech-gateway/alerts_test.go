@@ -93,6 +93,10 @@ func TestAlertsEndToEnd(t *testing.T) {
 		// shows it stays silent on the INTERNAL that SLNG's refusal causes,
 		// and alerts.test.yaml shows it fires.
 		"SpeechGatewayInternalErrors": true,
+		// A slow Redis: fleet.TestSlowRedisAtStreamStart moves its metric
+		// behind a proxy that delays Redis's replies, and
+		// alerts.test.yaml shows the alert fires on it.
+		"SpeechGatewayRedisSlow": true,
 	}
 	for _, sc := range scenarios {
 		for _, a := range append(slices.Clone(sc.want), sc.allow...) {
@@ -179,9 +183,14 @@ func TestAlertsEndToEnd(t *testing.T) {
 	t.Run("documented metrics moved", func(t *testing.T) {
 		// Only a misbehaving upstream moves these, in ways no simulator
 		// fault reproduces; service.TestTranscriptOutsideTheProtocol
-		// asserts them.
+		// asserts them. A slow Redis (no scenario runs one) moves
+		// speech_gateway_fleet_redis_slow_total;
+		// fleet.TestSlowRedisAtStreamStart asserts it. The key and TLS
+		// files' metrics have tests of their own (the scenarios rotate no
+		// key and serve no TLS).
 		elsewhere := []string{"speech_gateway_upstream_protocol_violations_total", "speech_gateway_stt_finals_dropped_total",
-			"speech_gateway_key_reloads_total"}
+			"speech_gateway_key_reloads_total", "speech_gateway_fleet_redis_slow_total",
+			"speech_gateway_tls_reloads_total", "speech_gateway_tls_certificate_expiry_timestamp_seconds"}
 		for _, name := range documentedMetrics(t) {
 			q := fmt.Sprintf(`max by (job) (max_over_time({__name__=~"%s|%s_count"}[%ds])) > 0`, name, name, int(time.Since(start).Seconds())+60)
 			var jobs []string
@@ -684,13 +693,7 @@ func goBuild(ctx context.Context) (string, error) {
 	gatewayBinary.dir = dir
 	out := filepath.Join(dir, "speech-gateway")
 	args := []string{"build", "-o", out, "-ldflags", "-X main.version=" + alertsTestVersion + " -X main.revision=" + alertsTestRevision}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "-race" && s.Value == "true" {
-				args = append(args, "-race")
-			}
-		}
-	}
+	args = append(args, raceFlag()...)
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		return "", fmt.Errorf("go not found: %w", err)
@@ -699,6 +702,19 @@ func goBuild(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, b)
 	}
 	return out, nil
+}
+
+// raceFlag is -race when the test binary was built with it, for the
+// binaries it builds: their packages are then already compiled.
+func raceFlag() []string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "-race" && s.Value == "true" {
+				return []string{"-race"}
+			}
+		}
+	}
+	return nil
 }
 
 // gatewayProc is the real binary, running until the test ends.

@@ -32,6 +32,11 @@ type config struct {
 	devRealtime    bool
 	devProfile     string
 
+	// The gRPC port's TLS (servertls.go): off without tlsCertFile; mutual
+	// with tlsClientCAFile. The files are re-read every tlsReload (0: never).
+	tlsCertFile, tlsKeyFile, tlsClientCAFile string
+	tlsReload                                time.Duration
+
 	baseURL string // empty: worldPart's regional host
 	apiKey  string // never logged or printed
 	// keyFile is SLNG_API_KEY_FILE, re-read every keyReload (0: never).
@@ -45,6 +50,8 @@ type config struct {
 	// regionOverride, for a warning at start-up.
 	legacyRegion bool
 	tokenInQuery bool
+	// handshakeTimeout bounds each SLNG WebSocket handshake.
+	handshakeTimeout time.Duration
 
 	defaultTTSModel string
 	defaultVoice    string
@@ -56,6 +63,9 @@ type config struct {
 	maxStreamDuration  time.Duration
 	maxStreams         int
 	maxStreamsPerConn  int
+	// maxHeaderListSize bounds a request's metadata (HTTP/2
+	// SETTINGS_MAX_HEADER_LIST_SIZE); more is refused by the transport.
+	maxHeaderListSize int
 	// streamWindow and connWindow fix the HTTP/2 receive windows; 0 leaves
 	// grpc-go's dynamic ones.
 	streamWindow, connWindow int
@@ -90,13 +100,19 @@ type config struct {
 
 	// Callers and fleet-wide limits (fleet.go).
 	callerIdentity     string
+	trustAsserted      bool // --trust-asserted-caller-identity
 	accessPolicy       string
 	callerMaxStreams   int
 	callerCharsPerMin  int64
 	callerAudioPerMin  int64
 	callerMetricLabels int
 	redisURL           string // may hold a password: never logged
+	redisMode          string
+	redisPasswordFile  string
+	redisPassword      string // from redisPasswordFile: never logged
 	redisTimeout       time.Duration
+	redisStartBudget   time.Duration
+	fallbackReplicas   int
 	fleetLeaseTTL      time.Duration
 	upstreamBudget     int
 }
@@ -153,6 +169,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.adminListen, "admin-listen", env("ADMIN_ADDR", ":9090"), "admin HTTP address for /metrics, /healthz, /readyz; empty disables [ADMIN_ADDR]")
 	fs.StringVar(&c.debugListen, "debug-listen", env("DEBUG_ADDR", ""), "serve Go's /debug/pprof on this address, apart from the admin port; bind it to loopback, e.g. 127.0.0.1:6060; empty disables [DEBUG_ADDR]")
 	fs.IntVar(&c.memProfileRate, "debug-mem-profile-rate", envInt("DEBUG_MEM_PROFILE_RATE", 0), "with --debug-listen, sample one allocation per this many bytes; 1 records every allocation, for exact counts at a large CPU cost; 0 keeps Go's default [DEBUG_MEM_PROFILE_RATE]")
+	fs.StringVar(&c.tlsCertFile, "tls-cert-file", env("TLS_CERT_FILE", ""), "serve gRPC over TLS with this PEM certificate (chain); empty serves cleartext, for a mesh that brings its own TLS [TLS_CERT_FILE]")
+	fs.StringVar(&c.tlsKeyFile, "tls-key-file", env("TLS_KEY_FILE", ""), "the PEM private key of --tls-cert-file [TLS_KEY_FILE]")
+	fs.StringVar(&c.tlsClientCAFile, "tls-client-ca-file", env("TLS_CLIENT_CA_FILE", ""), "with --tls-cert-file, require client certificates that chain to a CA in this PEM bundle (mutual TLS); the caller identity source tls reads them [TLS_CLIENT_CA_FILE]")
+	fs.DurationVar(&c.tlsReload, "tls-reload-interval", envDur("TLS_RELOAD_INTERVAL", 10*time.Second), "re-read the TLS files this often and serve new connections with changed ones (a renewed certificate); 0 disables [TLS_RELOAD_INTERVAL]")
 	showVersion := fs.Bool("version", false, "print the version, revision and Go version, and exit")
 	fs.BoolVar(&c.dev, "dev", envBool("SPEECH_GATEWAY_DEV"), "run an embedded SLNG simulator on loopback and use it; no key needed [SPEECH_GATEWAY_DEV]")
 	fs.BoolVar(&c.devRealtime, "dev-realtime", envBool("SPEECH_GATEWAY_DEV_REALTIME"), "with --dev, the simulator paces audio at playback speed [SPEECH_GATEWAY_DEV_REALTIME]")
@@ -163,6 +183,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.regionOverride, "slng-region-override", env("SLNG_REGION_OVERRIDE", ""), "send X-Region-Override, e.g. eu-north-1; retired for speech by SLNG's current clients [SLNG_REGION_OVERRIDE]")
 	fs.StringVar(&c.worldPartOverride, "slng-world-part-override", env("SLNG_WORLD_PART_OVERRIDE", ""), "send X-World-Part-Override: na, eu or ap; retired for speech by SLNG's current clients [SLNG_WORLD_PART_OVERRIDE]")
 	legacyRegion := fs.String("slng-region", env("SLNG_REGION", ""), "deprecated: the same as --slng-region-override [SLNG_REGION]")
+	fs.DurationVar(&c.handshakeTimeout, "slng-handshake-timeout", envDur("SLNG_HANDSHAKE_TIMEOUT", 10*time.Second), "bound on each SLNG WebSocket handshake (TCP, TLS, HTTP upgrade); one that takes longer fails as SLNG being unwell and counts against the breaker [SLNG_HANDSHAKE_TIMEOUT]")
 	fs.BoolVar(&c.tokenInQuery, "slng-token-in-query", envBool("SLNG_TOKEN_IN_QUERY"), "send the key as ?token= instead of an Authorization header [SLNG_TOKEN_IN_QUERY]")
 	fs.DurationVar(&c.keyReload, "key-reload-interval", envDur("KEY_RELOAD_INTERVAL", 10*time.Second), "re-read SLNG_API_KEY_FILE this often and use a changed key for new sessions (a rotated Secret); 0 disables [KEY_RELOAD_INTERVAL]")
 	fs.StringVar(&c.defaultTTSModel, "default-tts-model", env("DEFAULT_TTS_MODEL", "deepgram/aura:2"), "model for Synthesize streams that name none [DEFAULT_TTS_MODEL]")
@@ -174,6 +195,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.maxStreamDuration, "max-stream-duration", envDur("MAX_STREAM_DURATION", time.Hour), "longest stream; negative means no limit [MAX_STREAM_DURATION]")
 	fs.IntVar(&c.maxStreams, "max-streams", envInt("MAX_STREAMS", 0), "concurrent streams across the gateway; 0 means no limit [MAX_STREAMS]")
 	fs.IntVar(&c.maxStreamsPerConn, "max-streams-per-conn", envInt("MAX_STREAMS_PER_CONN", 1000), "HTTP/2 MaxConcurrentStreams per client connection [MAX_STREAMS_PER_CONN]")
+	fs.IntVar(&c.maxHeaderListSize, "max-header-list-size", envInt("MAX_HEADER_LIST_SIZE", 64<<10), "bytes of request metadata (headers, uncompressed) a stream may send, from 4096 to 16777216; a stream with more is refused by the transport before it reaches the gateway [MAX_HEADER_LIST_SIZE]")
 	fs.IntVar(&c.streamWindow, "http2-stream-window", envInt("HTTP2_STREAM_WINDOW", 256<<10), "bytes a caller may send on one stream before the gateway reads them; at least 65536, or 0 for grpc-go's dynamic window [HTTP2_STREAM_WINDOW]")
 	fs.IntVar(&c.connWindow, "http2-conn-window", envInt("HTTP2_CONN_WINDOW", 4<<20), "the same for all streams of one connection [HTTP2_CONN_WINDOW]")
 	fs.DurationVar(&c.finalsTimeout, "finals-timeout", envDur("FINALS_TIMEOUT", 10*time.Second), "wait for the last transcripts after a Transcribe half-close [FINALS_TIMEOUT]")
@@ -202,7 +224,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error [LOG_LEVEL]")
 	fs.StringVar(&c.logFormat, "log-format", env("LOG_FORMAT", ""), "json or console; default json, console with --dev [LOG_FORMAT]")
 
-	fs.StringVar(&c.callerIdentity, "caller-identity", env("CALLER_IDENTITY", callers.DefaultIdentity), "where a stream's caller id comes from, first found wins: xfcc (Envoy/Istio x-forwarded-client-cert URI SAN), l5d (Linkerd l5d-client-id), metadata[:KEY] (default x-caller-id), peer; trust mesh headers only behind the mesh's sidecar (docs/operations.md) [CALLER_IDENTITY]")
+	fs.StringVar(&c.callerIdentity, "caller-identity", env("CALLER_IDENTITY", callers.DefaultIdentity), "where a stream's caller id comes from, first found wins: xfcc[:By=SPIFFE-ID] (Envoy/Istio x-forwarded-client-cert URI SAN, with By: only from a proxy of that identity, * matching any run), l5d (Linkerd l5d-client-id), tls (the verified client certificate's SPIFFE id, else its first DNS name; needs --tls-client-ca-file), metadata[:KEY] (default x-caller-id), peer; trust mesh headers only behind the mesh's sidecar (docs/operations.md) [CALLER_IDENTITY]")
+	fs.BoolVar(&c.trustAsserted, "trust-asserted-caller-identity", envBool("TRUST_ASSERTED_CALLER_IDENTITY"), "with --access-policy or per-caller quotas, accept a metadata identity source, which any caller can set to any id; without it the gateway refuses to start so [TRUST_ASSERTED_CALLER_IDENTITY]")
 	fs.StringVar(&c.accessPolicy, "access-policy", env("ACCESS_POLICY", ""), "YAML or JSON file of the callers allowed per RPC and model pattern, with per-caller quotas; re-read when it changes; empty allows every caller everything [ACCESS_POLICY]")
 	fs.IntVar(&c.callerMaxStreams, "caller-max-streams", envInt("CALLER_MAX_STREAMS", 0), "concurrent streams per caller (across replicas with --redis-url); the access policy may override it per caller; 0 means no limit [CALLER_MAX_STREAMS]")
 	fs.Int64Var(&c.callerCharsPerMin, "caller-characters-per-minute", int64(envInt("CALLER_CHARACTERS_PER_MINUTE", 0)), "characters a caller may synthesize per minute; 0 means no limit [CALLER_CHARACTERS_PER_MINUTE]")
@@ -211,7 +234,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	// Not defaulted from REDIS_URL: -h prints defaults, and the URL may
 	// hold a password. The environment is read after parsing.
 	fs.StringVar(&c.redisURL, "redis-url", "", "redis://[user:password@]host:port/db (rediss:// for TLS) shared by the replicas for the upstream session budget and the caller quotas; empty keeps every limit per process [REDIS_URL]")
+	fs.StringVar(&c.redisMode, "redis-mode", env("REDIS_MODE", "single"), "single (--redis-url names the server), sentinel (it names the sentinels and ?master_name=) or cluster (it names seed nodes, more with ?addr=) [REDIS_MODE]")
+	fs.StringVar(&c.redisPasswordFile, "redis-password-file", env("REDIS_PASSWORD_FILE", ""), "file holding the Redis password (a mounted Secret), used in place of one in --redis-url; with sentinel, the primary's [REDIS_PASSWORD_FILE]")
 	fs.DurationVar(&c.redisTimeout, "redis-timeout", envDur("REDIS_TIMEOUT", 250*time.Millisecond), "bound on every Redis command; a slower Redis puts the limits in fallback (each replica's share) [REDIS_TIMEOUT]")
+	fs.DurationVar(&c.redisStartBudget, "redis-start-budget", envDur("REDIS_START_BUDGET", 50*time.Millisecond), "bound on each Redis check when a stream starts (a caller's streams and rates, the session budget); past it this replica's share decides the check, and speech_gateway_fleet_redis_slow_total counts it [REDIS_START_BUDGET]")
+	fs.IntVar(&c.fallbackReplicas, "fleet-fallback-replicas", envInt("FLEET_FALLBACK_REPLICAS", 1), "with --redis-url, the replicas each limit is divided by while Redis has not answered since start-up (then the replicas last seen alive) [FLEET_FALLBACK_REPLICAS]")
 	fs.DurationVar(&c.fleetLeaseTTL, "fleet-lease-ttl", envDur("FLEET_LEASE_TTL", 10*time.Second), "with --redis-url, how long a replica's leases outlive its last heartbeat: a crashed replica's sessions and streams are free again within it [FLEET_LEASE_TTL]")
 	fs.IntVar(&c.upstreamBudget, "upstream-session-budget", envInt("UPSTREAM_SESSION_BUDGET", 0), "SLNG sessions at most per SLNG key, standbys included, across every replica sharing --redis-url (per process without it); streams wait --pool-acquire-timeout for one; 0 means no limit [UPSTREAM_SESSION_BUDGET]")
 
@@ -262,6 +289,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if (c.streamWindow != 0 || c.connWindow != 0) && (!validWindow(c.streamWindow) || !validWindow(c.connWindow)) {
 		return nil, errors.New("--http2-stream-window and --http2-conn-window must both be 0, or both from 65536 to 2147483647")
 	}
+	if c.maxHeaderListSize < 4<<10 || c.maxHeaderListSize > 16<<20 {
+		return nil, errors.New("--max-header-list-size must be from 4096 to 16777216")
+	}
 	if c.memProfileRate < 0 || (c.memProfileRate > 0 && c.debugListen == "") {
 		return nil, errors.New("--debug-mem-profile-rate must be 0, or positive with --debug-listen")
 	}
@@ -279,14 +309,32 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 			return nil, fmt.Errorf("%s must be positive, or negative for no limit", r.name)
 		}
 	}
+	if c.handshakeTimeout <= 0 {
+		return nil, errors.New("--slng-handshake-timeout must be positive")
+	}
 	if c.routes != "bridge" && c.routes != "direct" {
 		return nil, fmt.Errorf("--slng-routes must be bridge or direct, not %q", c.routes)
 	}
 	if c.callerMaxStreams < 0 || c.callerCharsPerMin < 0 || c.callerAudioPerMin < 0 || c.upstreamBudget < 0 ||
-		c.callerMetricLabels < 1 || c.redisTimeout <= 0 || c.fleetLeaseTTL < 300*time.Millisecond {
+		c.callerMetricLabels < 1 || c.redisTimeout <= 0 || c.redisStartBudget <= 0 || c.fallbackReplicas < 1 || c.fleetLeaseTTL < 300*time.Millisecond {
 		return nil, errors.New("--caller-max-streams, --caller-characters-per-minute, --caller-audio-seconds-per-minute and " +
-			"--upstream-session-budget must be 0 or more, --caller-metric-labels at least 1, --redis-timeout positive " +
-			"and --fleet-lease-ttl at least 300ms")
+			"--upstream-session-budget must be 0 or more, --caller-metric-labels and --fleet-fallback-replicas at least 1, " +
+			"--redis-timeout and --redis-start-budget positive and --fleet-lease-ttl at least 300ms")
+	}
+	if c.redisMode != "single" && c.redisMode != "sentinel" && c.redisMode != "cluster" {
+		return nil, fmt.Errorf("--redis-mode must be single, sentinel or cluster, not %q", c.redisMode)
+	}
+	if c.redisPasswordFile != "" {
+		b, err := os.ReadFile(c.redisPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("read --redis-password-file: %w", err)
+		}
+		if c.redisPassword = strings.TrimSpace(string(b)); c.redisPassword == "" {
+			return nil, fmt.Errorf("--redis-password-file %s is empty", c.redisPasswordFile)
+		}
+	}
+	if err := checkTLS(c); err != nil {
+		return nil, err
 	}
 	if !c.dev {
 		key, err := readKey(getenv)
@@ -300,6 +348,27 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		c.keyReload = 0
 	}
 	return c, nil
+}
+
+// checkTLS refuses TLS settings that cannot work together: a certificate
+// without its key, client CAs without a certificate, and the tls caller
+// identity without client certificates to read it from.
+func checkTLS(c *config) error {
+	if (c.tlsCertFile == "") != (c.tlsKeyFile == "") {
+		return errors.New("--tls-cert-file and --tls-key-file go together: set both or neither")
+	}
+	if c.tlsClientCAFile != "" && c.tlsCertFile == "" {
+		return errors.New("--tls-client-ca-file needs --tls-cert-file and --tls-key-file")
+	}
+	for _, s := range strings.Split(c.callerIdentity, ",") {
+		if strings.TrimSpace(s) == "tls" && c.tlsClientCAFile == "" {
+			return errors.New("--caller-identity tls needs --tls-client-ca-file: without client certificates there is no id to read")
+		}
+	}
+	if c.tlsReload < 0 {
+		c.tlsReload = 0
+	}
+	return nil
 }
 
 // readKey reads the SLNG key from SLNG_API_KEY or SLNG_API_KEY_FILE (a

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -19,10 +20,12 @@ import (
 // closes both, the gate first.
 func setupFleet(ctx context.Context, cfg *config, log *zap.Logger, reg prom.Registerer) (*fleet.Fleet, *callers.Gate, error) {
 	opts := fleet.Options{
-		LeaseTTL:  cfg.fleetLeaseTTL,
-		OpTimeout: cfg.redisTimeout,
-		Logger:    log,
-		Metrics:   fleet.NewMetrics(reg),
+		LeaseTTL:         cfg.fleetLeaseTTL,
+		OpTimeout:        cfg.redisTimeout,
+		StartBudget:      cfg.redisStartBudget,
+		FallbackReplicas: cfg.fallbackReplicas,
+		Logger:           log,
+		Metrics:          fleet.NewMetrics(reg),
 	}
 	var f *fleet.Fleet
 	if cfg.redisURL == "" {
@@ -30,13 +33,15 @@ func setupFleet(ctx context.Context, cfg *config, log *zap.Logger, reg prom.Regi
 	} else {
 		redisLog.Do(func() { redis.SetLogger(redisLogger{log.Named("redis")}) })
 		var err error
-		if f, err = fleet.Connect(ctx, cfg.redisURL, opts); err != nil {
+		r := fleet.Redis{URL: cfg.redisURL, Mode: cfg.redisMode, Password: cfg.redisPassword}
+		if f, err = fleet.Connect(ctx, r, opts); err != nil {
 			return nil, nil, err
 		}
 	}
 	gate, err := callers.New(f, callers.Options{
-		Identity:   cfg.callerIdentity,
-		PolicyFile: cfg.accessPolicy,
+		Identity:              cfg.callerIdentity,
+		TrustAssertedIdentity: cfg.trustAsserted,
+		PolicyFile:            cfg.accessPolicy,
 		Defaults: callers.Limits{
 			MaxStreams:            cfg.callerMaxStreams,
 			CharactersPerMinute:   cfg.callerCharsPerMin,
@@ -46,6 +51,10 @@ func setupFleet(ctx context.Context, cfg *config, log *zap.Logger, reg prom.Regi
 		Logger:       log,
 		Metrics:      callers.NewMetrics(reg),
 	})
+	if errors.Is(err, callers.ErrAssertedIdentity) {
+		err = fmt.Errorf("%w: any caller could claim any id; behind a mesh use its identity (--caller-identity xfcc:By=..., or l5d), "+
+			"or accept it with --trust-asserted-caller-identity (docs/operations.md, \"Caller identity\")", err)
+	}
 	if err != nil {
 		f.Close()
 		return nil, nil, err

@@ -8,6 +8,8 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -49,7 +51,7 @@ func TestFleet(t *testing.T) {
 		sim := slngtest.NewServer(t, slngsim.Options{APIKey: key})
 		rds := redistest.Start(t)
 		args := []string{"--slng-base-url", sim.URL(), "--redis-url", rds.URL(), "--fleet-lease-ttl", "900ms",
-			"--redis-timeout", "100ms", "--caller-max-streams", "1"}
+			"--redis-timeout", "100ms", "--caller-max-streams", "1", "--trust-asserted-caller-identity"}
 		gws := startGatewayProcs(ctx, t, bin, 2, func(i int) (string, string, []string) {
 			return fmt.Sprintf("replica-%d", i), key, args
 		})
@@ -414,13 +416,16 @@ func TestShippedAccessPolicyParses(t *testing.T) {
 }
 
 // TestRunRejectsBadFleetConfig: the callers' and the fleet's settings are
-// checked at start-up, and a Redis that does not answer stops it with a
-// message that names the address but never the password.
+// checked at start-up, and a Redis that refuses the password stops it with
+// a message that names the address but never the password.
 func TestRunRejectsBadFleetConfig(t *testing.T) {
 	t.Parallel()
-	dead := redistest.Start(t)
-	dead.Stop()
-	deadURL := strings.Replace(dead.URL(), "redis://", "redis://user:SENTINEL_REDIS_PASSWORD@", 1)
+	locked := redistest.StartWith(t, redistest.Options{Password: "the-right-one"})
+	wrongURL := strings.Replace(locked.URL(), "redis://", "redis://:SENTINEL_REDIS_PASSWORD@", 1)
+	wrongFile := filepath.Join(t.TempDir(), "redis-password")
+	if err := os.WriteFile(wrongFile, []byte("SENTINEL_REDIS_PASSWORD\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		env  map[string]string
@@ -428,12 +433,20 @@ func TestRunRejectsBadFleetConfig(t *testing.T) {
 	}{
 		{[]string{"--caller-identity", "cookie"}, nil, "caller identity"},
 		{nil, map[string]string{"CALLER_IDENTITY": "metadata:grpc-timeout"}, "caller identity"},
-		{[]string{"--access-policy", "/nonexistent/policy.yaml"}, nil, "access policy"},
+		{[]string{"--access-policy", "/nonexistent/policy.yaml", "--caller-identity", "peer"}, nil, "access policy"},
+		{[]string{"--access-policy", "../../deploy/kubernetes/components/access-policy/policy.yaml"}, nil, "--trust-asserted-caller-identity"},
+		{nil, map[string]string{"CALLER_CHARACTERS_PER_MINUTE": "100", "CALLER_IDENTITY": "l5d,metadata:x-team"}, "metadata:x-team"},
+		{[]string{"--caller-identity", "xfcc:Hash=abc"}, nil, "caller identity"},
 		{[]string{"--caller-max-streams", "-1"}, nil, "--caller-max-streams"},
 		{nil, map[string]string{"UPSTREAM_SESSION_BUDGET": "-3"}, "--upstream-session-budget"},
 		{[]string{"--fleet-lease-ttl", "10ms"}, nil, "--fleet-lease-ttl"},
 		{[]string{"--redis-url", "http://SENTINEL_REDIS_PASSWORD@example.com"}, nil, "redis url"},
-		{[]string{"--redis-url", deadURL, "--redis-timeout", "100ms"}, nil, dead.Addr()},
+		{[]string{"--redis-url", wrongURL, "--redis-timeout", "1s"}, nil, locked.Addr()},
+		{[]string{"--redis-url", locked.URL(), "--redis-password-file", wrongFile}, nil, locked.Addr()},
+		{[]string{"--redis-url", locked.URL(), "--redis-password-file", "/nonexistent"}, nil, "--redis-password-file"},
+		{[]string{"--redis-url", locked.URL(), "--redis-mode", "ring"}, nil, "--redis-mode"},
+		{[]string{"--redis-url", locked.URL(), "--redis-mode", "sentinel"}, nil, "master_name"},
+		{[]string{"--redis-start-budget", "0s"}, nil, "--redis-start-budget"},
 	} {
 		var stderr syncBuffer
 		err := run(t.Context(), append(append([]string{"--dev"}, tc.args...), "--listen", "127.0.0.1:0", "--admin-listen", ""), envFrom(tc.env), &stderr)

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"sync/atomic"
@@ -15,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -25,7 +24,6 @@ import (
 	"github.com/speech-gateway/speech-gateway/service"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 	"github.com/speech-gateway/speech-gateway/slngpool"
-	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
 // gateway is the speech gateway with everything wired and nothing served
@@ -42,6 +40,7 @@ type gateway struct {
 	srv     *service.Server
 	admin   http.Handler
 	serving *atomic.Bool // false from the start of shutdown on
+	tls     string       // the gRPC port's TLS: off, on or mutual
 
 	// closers release, last first, what newGateway started.
 	closers []func()
@@ -55,7 +54,7 @@ var healthServices = []string{"", speechv1.TextToSpeechService_ServiceDesc.Servi
 // getenv supplies the OTEL_* variables. On error, everything started so far
 // is released. The caller must close the gateway.
 func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(string) string) (_ *gateway, err error) {
-	g := &gateway{cfg: cfg, log: log, info: buildInfo(), serving: &atomic.Bool{}}
+	g := &gateway{cfg: cfg, log: log, info: buildInfo(), serving: &atomic.Bool{}, tls: "off"}
 	defer func() {
 		if err != nil {
 			g.close()
@@ -65,11 +64,12 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 
 	var tracer trace.TracerProvider // nil: no spans
 	var serverOpts []grpc.ServerOption
-	tp, err := setupTracing(ctx, getenv)
+	tr, err := setupTracing(ctx, getenv)
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
-	if tp != nil {
+	if tr != nil {
+		tp := tr.provider
 		g.onClose(func() {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
@@ -78,8 +78,9 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 		tracer = tp
 		// Spans per RPC, with no event per message: audio streams would
 		// make thousands.
-		serverOpts = append(serverOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp))))
-		log.Info("tracing to OpenTelemetry")
+		serverOpts = append(serverOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(tr.propagator))))
+		log.Info("tracing to OpenTelemetry", tr.fields...)
 	}
 
 	if cfg.dev {
@@ -103,6 +104,20 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 	}
 	g.onClose(fl.Close)
 	g.onClose(gate.Close)
+	if cfg.tlsCertFile != "" {
+		st, err := newServerTLS(cfg.tlsCertFile, cfg.tlsKeyFile, cfg.tlsClientCAFile, log, reg)
+		if err != nil {
+			return nil, err
+		}
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(st.config())))
+		if cfg.tlsReload > 0 {
+			g.onClose(st.file.Start(cfg.tlsReload))
+		}
+		g.tls = "on"
+		if st.mutual() {
+			g.tls = "mutual"
+		}
+	}
 	pool, err := slngpool.New(client, slngpool.Options{
 		DisableWarm:         !cfg.poolWarm,
 		MaxSessions:         cfg.poolMaxSessions,
@@ -187,8 +202,9 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 func (g *gateway) onClose(fn func()) { g.closers = append(g.closers, fn) }
 
 // close releases what newGateway started, last first: the key watcher,
-// the pool, the callers' gate, the fleet, the simulator, tracing. Call it
-// once, after serve has returned (or instead of serve).
+// the pool, the TLS files' watcher, the callers' gate, the fleet, the
+// simulator, tracing. Call it once, after serve has returned (or instead
+// of serve).
 func (g *gateway) close() {
 	for i := len(g.closers) - 1; i >= 0; i-- {
 		g.closers[i]()
@@ -209,6 +225,7 @@ func newSLNGClient(cfg *config, log *zap.Logger) (*slngclient.Client, error) {
 		WorldPart:         cfg.worldPart,
 		APIKey:            cfg.apiKey,
 		TokenInQuery:      cfg.tokenInQuery,
+		HandshakeTimeout:  cfg.handshakeTimeout,
 		Routes:            routes,
 		RegionOverride:    cfg.regionOverride,
 		WorldPartOverride: cfg.worldPartOverride,
@@ -229,30 +246,4 @@ func newSLNGClient(cfg *config, log *zap.Logger) (*slngclient.Client, error) {
 	}
 	log.Info("slng upstream", fields...)
 	return client, nil
-}
-
-// startSimulator starts the embedded SLNG simulator for --dev and points the
-// config at it, with a random key so that the auth path is exercised too.
-func startSimulator(cfg *config, log *zap.Logger) (*slngsim.Server, error) {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	key := "dev_" + hex.EncodeToString(b[:])
-	profile, err := slngsim.ProfileFunc(cfg.devProfile)
-	if err != nil {
-		return nil, fmt.Errorf("--dev-profile: %w", err)
-	}
-	sim, err := slngsim.Start(slngsim.Options{
-		Addr:       "127.0.0.1:0",
-		APIKey:     key,
-		Realtime:   cfg.devRealtime,
-		ProfileFor: profile,
-		Logger:     log.Named("slngsim"),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("start simulator: %w", err)
-	}
-	cfg.baseURL = sim.URL()
-	cfg.apiKey = key
-	log.Info("dev mode: using the embedded SLNG simulator", zap.String("url", sim.URL()), zap.String("profile", cfg.devProfile))
-	return sim, nil
 }

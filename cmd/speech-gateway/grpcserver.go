@@ -65,6 +65,12 @@ func newGRPCServer(cfg *config, log *zap.Logger, metrics *rpcmetrics.Metrics, ca
 		// get a BadRequest naming the field rather than a transport error.
 		grpc.MaxRecvMsgSize(max(cfg.maxTextBytes, cfg.maxAudioChunkBytes) + 64<<10),
 		grpc.MaxSendMsgSize(4 << 20),
+		// grpc-go accepts 16 MiB of metadata per stream by default and
+		// keeps it for the stream's life: a few hundred such streams would
+		// take the heap past a pod's memory limit. Past this bound the
+		// transport resets the stream (FRAME_SIZE_ERROR) while decoding, and
+		// the header fields beyond it are never stored.
+		grpc.MaxHeaderListSize(uint32(cfg.maxHeaderListSize)),
 		grpc.ForceServerCodecV2(service.Codec()),
 	}
 	if cfg.streamWindow > 0 {

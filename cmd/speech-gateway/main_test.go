@@ -106,6 +106,14 @@ type testGateway struct {
 
 func startGateway(t *testing.T, args []string, env map[string]string) *testGateway {
 	t.Helper()
+	return startGatewayOn(t, nil, args, env)
+}
+
+// startGatewayOn is startGateway serving gRPC on grpcLis, a real listener
+// (loopback, TLS, a client in another process); nil serves it in memory
+// (g.grpcLis, dial).
+func startGatewayOn(t *testing.T, grpcLis net.Listener, args []string, env map[string]string) *testGateway {
+	t.Helper()
 	g := &testGateway{done: make(chan error, 1), logs: &syncBuffer{}}
 	cfg, err := parseConfig(args, envFrom(env), g.logs)
 	if err != nil {
@@ -119,10 +127,17 @@ func startGateway(t *testing.T, args []string, env map[string]string) *testGatew
 	defer cancel()
 	gw, err := newGateway(ctx, cfg, log, envFrom(env))
 	if err != nil {
+		if grpcLis != nil {
+			grpcLis.Close()
+		}
 		t.Fatalf("gateway: %v\n%s", err, g.logs)
 	}
-	g.grpcLis, g.adminLis = bufconn.Listen(1<<20), bufconn.Listen(64<<10)
-	lis := listeners{grpc: g.grpcLis, admin: g.adminLis}
+	g.adminLis = bufconn.Listen(64 << 10)
+	lis := listeners{grpc: grpcLis, admin: g.adminLis}
+	if grpcLis == nil {
+		g.grpcLis = bufconn.Listen(1 << 20)
+		lis.grpc = g.grpcLis
+	}
 	if cfg.debugListen != "" {
 		g.debugLis = bufconn.Listen(64 << 10)
 		lis.debug = g.debugLis
@@ -221,6 +236,9 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{[]string{"--dev", "--dial-rate", "0"}, nil},
 		{[]string{"--dev"}, map[string]string{"POOL_BACKGROUND_DIAL_RATE": "often"}},
 		{[]string{"--dev", "--pool-background-dial-rate", "NaN"}, nil},
+		{[]string{"--dev", "--max-header-list-size", "1024"}, nil},
+		{[]string{"--dev", "--slng-handshake-timeout", "0s"}, nil},
+		{[]string{"--dev"}, map[string]string{"MAX_HEADER_LIST_SIZE": "33554432"}},
 	} {
 		err := run(context.Background(), append(tc.args, "--listen", "127.0.0.1:0", "--admin-listen", ""), envFrom(tc.env), io.Discard)
 		if err == nil {
@@ -471,15 +489,15 @@ func TestSetupTracing(t *testing.T) {
 		{map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}, false},
 		{map[string]string{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}, false},
 	} {
-		tp, err := setupTracing(t.Context(), envFrom(tc.env))
+		tr, err := setupTracing(t.Context(), envFrom(tc.env))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if (tp != nil) != tc.on {
-			t.Errorf("env %v: tracing on = %v", tc.env, tp != nil)
+		if (tr != nil) != tc.on {
+			t.Errorf("env %v: tracing on = %v", tc.env, tr != nil)
 		}
-		if tp != nil {
-			if err := tp.Shutdown(t.Context()); err != nil {
+		if tr != nil {
+			if err := tr.provider.Shutdown(t.Context()); err != nil {
 				t.Errorf("shutdown: %v", err)
 			}
 		}

@@ -62,7 +62,7 @@ func (g *gateway) serve(ctx context.Context, lis listeners) error {
 		stop := serveDebug(lis.debug, g.log)
 		defer stop()
 	}
-	g.log.Info("serving", zap.String("grpc", addr(lis.grpc)), zap.String("admin", addr(lis.admin)), zap.String("debug", addr(lis.debug)),
+	g.log.Info("serving", zap.String("grpc", addr(lis.grpc)), zap.String("admin", addr(lis.admin)), zap.String("debug", addr(lis.debug)), zap.String("tls", g.tls),
 		zap.Bool("dev", g.cfg.dev), zap.String("slng_routes", g.cfg.routes), zap.String("version", g.info.Version))
 
 	var serveErr error

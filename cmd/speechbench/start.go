@@ -82,7 +82,7 @@ func (b *bench) streamStart(ctx context.Context) error {
 	b.printf("%22s | %9s %9s | %9s %9s | %9s %9s | %9s %9s\n", "setup", "local p50", "local p99", "redis p50", "redis p99",
 		"add p50", "add p99", "rtt p50", "rtt p99")
 	budget := []string{"--upstream-session-budget", "100000", "--dial-rate", "-1", "--pool-background-dial-rate", "-1"}
-	callerLimits := []string{"--caller-max-streams", "100000", "--caller-characters-per-minute", "1000000000"}
+	callerLimits := []string{"--caller-max-streams", "100000", "--caller-characters-per-minute", "1000000000", "--trust-asserted-caller-identity"}
 	rows := map[string]any{}
 	for _, setup := range []struct {
 		name, key string

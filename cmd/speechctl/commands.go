@@ -11,18 +11,12 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 )
-
-func dial(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-}
 
 var encodings = map[string]speechv1.AudioEncoding{
 	"linear16": speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16,
@@ -33,7 +27,7 @@ var encodings = map[string]speechv1.AudioEncoding{
 }
 
 func synthesize(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs, addr := flags("synthesize", stderr)
+	fs, cf := flags("synthesize", stderr, 0)
 	text := fs.String("text", "", "the text to speak")
 	file := fs.String("file", "", "read the text from this file (- for stdin); default stdin when --text is empty")
 	out := fs.String("out", "", "write the audio here: a WAV file for linear16, raw bytes otherwise (required)")
@@ -69,11 +63,13 @@ func synthesize(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		}
 		*text = strings.TrimSpace(string(b))
 	}
-	conn, err := dial(*addr)
+	conn, err := cf.dial()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
+	ctx, cancel := cf.callContext(ctx)
+	defer cancel()
 	stream, err := speechv1.NewTextToSpeechServiceClient(conn).SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{
 		Text: *text,
 		Config: &speechv1.SynthesisConfig{Model: *model, Voice: *voice,
@@ -107,7 +103,7 @@ func synthesize(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		switch {
 		case m.GetStarted() != nil:
 			s := m.GetStarted()
-			fmt.Fprintf(stderr, "synthesizing with %s (session %s)\n", s.GetConfig().GetModel(), s.GetSessionId())
+			fmt.Fprintf(stderr, "synthesizing with %s%s (session %s)\n", s.GetConfig().GetModel(), asCaller(s.GetCallerId()), s.GetSessionId())
 		case m.GetAudio() != nil:
 			if n == 0 {
 				fmt.Fprintf(stderr, "first audio after %s\n", time.Since(start).Round(time.Millisecond))
@@ -136,7 +132,7 @@ func synthesize(ctx context.Context, args []string, stdin io.Reader, stdout, std
 }
 
 func transcribe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, addr := flags("transcribe", stderr)
+	fs, cf := flags("transcribe", stderr, 0)
 	model := fs.String("model", "", "SLNG model, e.g. deepgram/nova:3 (default: the gateway's)")
 	language := fs.String("language", "", "language hint, e.g. en")
 	realtime := fs.Bool("realtime", false, "send the audio at playback speed, as a live source would")
@@ -161,11 +157,13 @@ func transcribe(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	conn, err := dial(*addr)
+	conn, err := cf.dial()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
+	ctx, cancel := cf.callContext(ctx)
+	defer cancel()
 	stream, err := speechv1.NewSpeechToTextServiceClient(conn).Transcribe(ctx)
 	if err != nil {
 		return err
@@ -220,6 +218,9 @@ func transcribe(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		switch {
+		case m.GetStarted() != nil:
+			s := m.GetStarted()
+			fmt.Fprintf(stderr, "transcribing with %s%s (session %s)\n", s.GetConfig().GetModel(), asCaller(s.GetCallerId()), s.GetSessionId())
 		case m.GetPartialTranscript() != nil:
 			if tty {
 				fmt.Fprintf(stderr, "\r\033[K… %s", m.GetPartialTranscript().GetText())
@@ -243,17 +244,17 @@ func transcribe(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func health(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, addr := flags("health", stderr)
+	fs, cf := flags("health", stderr, 5*time.Second)
 	service := fs.String("service", "", "the service to check; empty checks the server")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
-	conn, err := dial(*addr)
+	conn, err := cf.dial()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := cf.callContext(ctx)
 	defer cancel()
 	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: *service})
 	if err != nil {
@@ -300,7 +301,7 @@ func advice(c codes.Code) string {
 	case codes.InvalidArgument:
 		return "fix the request as described above."
 	case codes.Unavailable:
-		return "try again, after the delay when one is given; --addr may be wrong if nothing answers."
+		return "try again, after the delay when one is given; if nothing answers, check --addr, and --tls, --ca, --cert and --key for a gateway that serves TLS."
 	case codes.ResourceExhausted:
 		return "a limit was reached: try again later, or use fewer streams at once."
 	case codes.Unauthenticated:

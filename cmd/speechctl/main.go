@@ -4,13 +4,14 @@
 //	speechctl transcribe hello.wav
 //	speechctl health
 //
-// Every subcommand takes --addr (default localhost:50051).
+// Every subcommand takes --addr (default localhost:50051), TLS settings
+// (--tls, --ca, --cert and --key for mutual TLS, --server-name), --timeout
+// and --caller-id.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -46,7 +47,9 @@ Commands:
   health       check the gateway's health
   version      print speechctl's version, revision and Go version (also --version)
 
-Every command takes --addr host:port (default localhost:50051).
+Every command takes --addr host:port (default localhost:50051); --tls,
+--ca FILE, --cert FILE and --key FILE (mutual TLS), --server-name NAME;
+--timeout DURATION; and --caller-id ID (sent as x-caller-id metadata).
 Run "speechctl <command> -h" for its flags.
 `
 
@@ -71,12 +74,4 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	fmt.Fprintf(stderr, "speechctl: unknown command %q\n\n%s", args[0], usage)
 	return errUsage
-}
-
-// flags returns a flag set with the shared --addr flag.
-func flags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
-	fs := flag.NewFlagSet("speechctl "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("addr", "localhost:50051", "the gateway's gRPC address")
-	return fs, addr
 }

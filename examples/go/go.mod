@@ -3,7 +3,7 @@ module github.com/speech-gateway/speech-gateway/examples/go
 go 1.21
 
 require (
-	github.com/speech-gateway/speech-gateway/gen v0.0.0-00010101000000-000000000000
+	github.com/speech-gateway/speech-gateway/gen v0.1.0
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20240318140521-94a12d6c2237
 	google.golang.org/grpc v1.64.1
 )

@@ -1,7 +1,8 @@
-// Package filewatch re-reads a file on an interval and hands its content
-// on when it changes. It serves files mounted from Kubernetes Secrets and
-// ConfigMaps (the SLNG key, the access policy), which the kubelet updates
-// in place by swapping a symlink, so that a change takes effect without
+// Package filewatch re-reads a file, or a set of files read together, on
+// an interval and hands the content on when it changes. It serves files
+// mounted from Kubernetes Secrets and ConfigMaps (the SLNG key, the access
+// policy, a TLS certificate with its key), which the kubelet updates in
+// place by swapping a symlink, so that a change takes effect without
 // restarting every replica.
 //
 // It polls rather than using inotify: a symlink swap in a parent directory
@@ -13,20 +14,21 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/speech-gateway/speech-gateway/internal/poll"
 )
 
-// Watcher re-reads one file. Check must not be called concurrently with
+// Watcher re-reads its files. Check must not be called concurrently with
 // itself; Start runs it on its own goroutine.
 type Watcher struct {
-	path   string
-	apply  func(content []byte) error
+	paths  []string
+	apply  func(contents [][]byte) error
 	report func(error)
 
-	last    []byte // the content last handed to apply
-	failing bool   // the last read failed
+	last    [][]byte // the contents last handed to apply; nil: none
+	failing bool     // the last read failed
 }
 
 // New returns a Watcher of path. current is the content already in force
@@ -36,25 +38,43 @@ type Watcher struct {
 // per streak of them (a missing file during a swap, say) and each error
 // apply returns. A failure leaves whatever apply last accepted in force.
 func New(path string, current []byte, apply func(content []byte) error, report func(error)) *Watcher {
-	return &Watcher{path: path, apply: apply, report: report, last: current}
+	var last [][]byte
+	if current != nil {
+		last = [][]byte{current}
+	}
+	return NewSet([]string{path}, last, func(c [][]byte) error { return apply(c[0]) }, report)
 }
 
-// Check reads the file once and applies a changed content.
+// NewSet returns a Watcher of files that belong together, such as a
+// certificate and its key: every check reads them all, and apply receives
+// all their contents (in the order of paths) when any of them changed.
+// Files swapped one after the other are then seen half-swapped at worst,
+// which apply refuses and the next check, with both swapped, puts right.
+// current, the contents in force, and the rest are as for New.
+func NewSet(paths []string, current [][]byte, apply func(contents [][]byte) error, report func(error)) *Watcher {
+	return &Watcher{paths: paths, apply: apply, report: report, last: current}
+}
+
+// Check reads the files once and applies changed contents.
 func (w *Watcher) Check() {
-	b, err := os.ReadFile(w.path)
-	if err != nil {
-		if !w.failing {
-			w.failing = true
-			w.report(err)
+	contents := make([][]byte, len(w.paths))
+	for i, p := range w.paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			if !w.failing {
+				w.failing = true
+				w.report(err)
+			}
+			return
 		}
-		return
+		contents[i] = b
 	}
 	w.failing = false
-	if w.last != nil && bytes.Equal(b, w.last) {
+	if w.last != nil && slices.EqualFunc(contents, w.last, bytes.Equal) {
 		return
 	}
-	w.last = b
-	if err := w.apply(b); err != nil {
+	w.last = contents
+	if err := w.apply(contents); err != nil {
 		w.report(err)
 	}
 }

@@ -87,3 +87,49 @@ func TestStart(t *testing.T) {
 		t.Fatal("the change was not applied")
 	}
 }
+
+// TestSet: files read together are applied together when either changes;
+// a half-done swap that apply refuses is put right by the next check that
+// sees both files swapped.
+func TestSet(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	write := func(path, s string) {
+		if err := os.WriteFile(path+".new", []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".new", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(a, "a1")
+	write(b, "b1")
+	var applied, reported []string
+	w := NewSet([]string{a, b}, [][]byte{[]byte("a1"), []byte("b1")}, func(c [][]byte) error {
+		pair := string(c[0]) + "+" + string(c[1])
+		applied = append(applied, pair)
+		if c[0][1] != c[1][1] { // a2 with b1: half swapped
+			return errors.New("mismatched " + pair)
+		}
+		return nil
+	}, func(err error) { reported = append(reported, err.Error()) })
+	w.Check() // in force already
+	write(a, "a2")
+	w.Check() // half swapped: refused
+	w.Check()
+	write(b, "b2")
+	w.Check() // both swapped
+	write(b, "b2")
+	w.Check() // the same content rewritten: nothing to do
+	os.Remove(a)
+	w.Check()
+	write(a, "a2")
+	w.Check() // back as it was: nothing to do
+	if want := []string{"a2+b1", "a2+b2"}; !slices.Equal(applied, want) {
+		t.Errorf("applied %q, want %q", applied, want)
+	}
+	if len(reported) != 2 || reported[0] != "mismatched a2+b1" || !strings.Contains(reported[1], "no such file") {
+		t.Errorf("reported %q, want the mismatch and one read failure", reported)
+	}
+}

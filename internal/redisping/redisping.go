@@ -16,7 +16,8 @@ import (
 )
 
 // Ping sends PING to the Redis server at addr (host:port) and returns nil
-// when it answers PONG, within a second of connecting.
+// when it answers PONG (or, having a password, NOAUTH), within a second of
+// connecting.
 func Ping(ctx context.Context, addr string) error {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
@@ -32,7 +33,8 @@ func Ping(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(line, "+PONG") {
+	// A server with a password answers NOAUTH: it is up all the same.
+	if !strings.HasPrefix(line, "+PONG") && !strings.HasPrefix(line, "-NOAUTH") {
 		return fmt.Errorf("PING answered %q", line)
 	}
 	return nil

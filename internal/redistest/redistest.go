@@ -12,15 +12,30 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 	"github.com/speech-gateway/speech-gateway/internal/redisping"
 )
+
+// Options configure a test Redis. The zero value is a plain server.
+type Options struct {
+	// Password, when set, is required of every client (--requirepass).
+	Password string
+	// Cluster runs the server as a Cluster of one node that owns every
+	// slot: Redis then refuses any command or script whose keys are in
+	// different slots, as a Cluster of many nodes does.
+	Cluster bool
+}
 
 // Server is one redis-server process. Its methods may be called
 // concurrently.
@@ -28,6 +43,11 @@ type Server struct {
 	t    testing.TB
 	bin  string
 	port int
+	opts Options
+	// args are the arguments after the port, the server's role: a config
+	// file and --sentinel for a sentinel; none for a server.
+	args []string
+	dir  string // for the files a sentinel or a Cluster node writes
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -39,12 +59,58 @@ type Server struct {
 // not installed or does not answer within 10 s.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith is Start with opts.
+func StartWith(t testing.TB, opts Options) *Server {
+	t.Helper()
+	s := &Server{t: t, bin: lookPath(t), opts: opts, dir: t.TempDir()}
+	s.launch()
+	if opts.Cluster {
+		s.ownAllSlots()
+	}
+	return s
+}
+
+func lookPath(t testing.TB) string {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server not found: the fleet tests need a real Redis 7; install it with "+
 			"`apt-get install redis-server` (.ci/run does): %v", err)
 	}
-	s := &Server{t: t, bin: bin}
+	return bin
+}
+
+// StartSentinel runs a Sentinel (redis-server --sentinel) on a free
+// loopback port that watches primary as the primary named MasterName,
+// with primary's password, and stops it when the test ends. Its URL is
+// what a client of the Sentinel deployment is given.
+func StartSentinel(t testing.TB, primary *Server) *Server {
+	t.Helper()
+	s := &Server{t: t, bin: lookPath(t), dir: t.TempDir()}
+	conf := filepath.Join(s.dir, "sentinel.conf")
+	text := fmt.Sprintf("bind 127.0.0.1\nprotected-mode no\nsentinel monitor %s 127.0.0.1 %d 1\n", MasterName, primary.port)
+	if primary.opts.Password != "" {
+		text += fmt.Sprintf("sentinel auth-pass %s %s\n", MasterName, primary.opts.Password)
+	}
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.args = []string{conf, "--sentinel"}
+	s.launch()
+	return s
+}
+
+// MasterName is the name under which a Sentinel of StartSentinel knows its
+// primary.
+const MasterName = "speech-gateway"
+
+// launch starts the process on a free port and registers its Stop.
+func (s *Server) launch() {
+	t := s.t
+	t.Helper()
 	// A port picked by the kernel can be taken by someone else before
 	// redis-server binds it; try a few.
 	var lastErr error
@@ -60,7 +126,6 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("start redis-server: %v", lastErr)
 	}
 	t.Cleanup(s.Stop)
-	return s
 }
 
 func freePort() (int, error) {
@@ -77,8 +142,18 @@ func (s *Server) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	logs := &syncBuilder{}
-	cmd := exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning")
+	args := append(append([]string(nil), s.args...), "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--protected-mode", "no", "--loglevel", "warning")
+	if len(s.args) == 0 { // a server, not a sentinel
+		args = append(args, "--save", "", "--appendonly", "no", "--dir", s.dir)
+	}
+	if s.opts.Password != "" {
+		args = append(args, "--requirepass", s.opts.Password)
+	}
+	if s.opts.Cluster {
+		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", fmt.Sprintf("nodes-%d.conf", s.port))
+	}
+	cmd := exec.Command(s.bin, args...)
 	cmd.Stdout = logs
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
@@ -135,8 +210,40 @@ func (s *Server) Addr() string {
 	return s.addrLocked()
 }
 
-// URL is the server's redis:// URL, for --redis-url.
-func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+// URL is the server's redis:// URL, for --redis-url, without its
+// password; a Sentinel's names MasterName.
+func (s *Server) URL() string {
+	if len(s.args) > 0 {
+		return "redis://" + s.Addr() + "/0?master_name=" + MasterName
+	}
+	if s.opts.Cluster {
+		return "redis://" + s.Addr()
+	}
+	return "redis://" + s.Addr() + "/0"
+}
+
+// Password is the password clients must give, "" for none.
+func (s *Server) Password() string { return s.opts.Password }
+
+// ownAllSlots gives the one node of a Cluster every slot and waits until
+// the Cluster says it is ok.
+func (s *Server) ownAllSlots() {
+	s.t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), Password: s.opts.Password, MaxRetries: -1, DisableIdentity: true})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.ClusterAddSlotsRange(ctx, 0, 16383).Err(); err != nil {
+		s.t.Fatalf("cluster addslotsrange: %v", err)
+	}
+	err := poll.Until(ctx, 20*time.Millisecond, func() bool {
+		info, err := c.ClusterInfo(ctx).Result()
+		return err == nil && strings.Contains(info, "cluster_state:ok")
+	})
+	if err != nil {
+		s.t.Fatalf("the cluster did not become ok: %v", err)
+	}
+}
 
 // Stop kills redis-server and waits for it to exit; clients see their
 // connections drop, as when Redis crashes. It does nothing when the server
@@ -160,5 +267,8 @@ func (s *Server) Restart() {
 	s.Stop()
 	if err := s.start(); err != nil {
 		s.t.Fatalf("restart redis-server: %v", err)
+	}
+	if s.opts.Cluster {
+		s.ownAllSlots()
 	}
 }
