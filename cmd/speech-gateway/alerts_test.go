@@ -187,10 +187,12 @@ func TestAlertsEndToEnd(t *testing.T) {
 		// speech_gateway_fleet_redis_slow_total;
 		// fleet.TestSlowRedisAtStreamStart asserts it. The key and TLS
 		// files' metrics have tests of their own (the scenarios rotate no
-		// key and serve no TLS).
+		// key and serve no TLS), and so do the slow callers' (no scenario
+		// pauses a caller): service.TestFiftyPausedCallers.
 		elsewhere := []string{"speech_gateway_upstream_protocol_violations_total", "speech_gateway_stt_finals_dropped_total",
 			"speech_gateway_key_reloads_total", "speech_gateway_fleet_redis_slow_total",
-			"speech_gateway_tls_reloads_total", "speech_gateway_tls_certificate_expiry_timestamp_seconds"}
+			"speech_gateway_tls_reloads_total", "speech_gateway_tls_certificate_expiry_timestamp_seconds",
+			"speech_gateway_caller_buffered_bytes", "speech_gateway_caller_pauses_total"}
 		for _, name := range documentedMetrics(t) {
 			q := fmt.Sprintf(`max by (job) (max_over_time({__name__=~"%s|%s_count"}[%ds])) > 0`, name, name, int(time.Since(start).Seconds())+60)
 			var jobs []string

@@ -74,6 +74,12 @@ type config struct {
 	replayBytes              int
 	maxUpstreamAge           time.Duration
 	turnTimeout              time.Duration
+	// firstMessageTimeout and stallTimeout end streams whatever they are
+	// blocked in; streamBuffer and totalBuffer bound what waits for
+	// callers that read more slowly than SLNG speaks.
+	firstMessageTimeout, stallTimeout time.Duration
+	streamBuffer                      int
+	totalBuffer                       int64
 
 	shutdownDelay   time.Duration
 	shutdownTimeout time.Duration
@@ -158,6 +164,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	envInt := func(name string, def int) int {
 		return envValue(getenv, &parseErrs, name, def, strconv.Atoi, "an integer")
 	}
+	envInt64 := func(name string, def int64) int64 {
+		return envValue(getenv, &parseErrs, name, def, func(v string) (int64, error) { return strconv.ParseInt(v, 10, 64) }, "an integer")
+	}
 	envFloat := func(name string, def float64) float64 {
 		return envValue(getenv, &parseErrs, name, def, func(v string) (float64, error) { return strconv.ParseFloat(v, 64) }, "a number")
 	}
@@ -203,6 +212,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.replayBytes, "transcribe-replay-bytes", envInt("TRANSCRIBE_REPLAY_BYTES", 2<<20), "audio kept after the last final to replay to a new upstream session; negative disables reconnecting [TRANSCRIBE_REPLAY_BYTES]")
 	fs.DurationVar(&c.maxUpstreamAge, "max-upstream-session-age", envDur("MAX_UPSTREAM_SESSION_AGE", 25*time.Minute), "move a stream to a new upstream session past this age: Transcribe at the first final, Synthesize between turns; negative disables [MAX_UPSTREAM_SESSION_AGE]")
 	fs.DurationVar(&c.turnTimeout, "turn-timeout", envDur("TURN_TIMEOUT", 15*time.Second), "end a Synthesize turn that makes no progress this long after its flush with turn_failed, and speak the turns behind it on a new upstream session; negative disables [TURN_TIMEOUT]")
+	fs.DurationVar(&c.firstMessageTimeout, "first-message-timeout", envDur("FIRST_MESSAGE_TIMEOUT", 10*time.Second), "end a stream whose caller sent no config this long after it opened (FIRST_MESSAGE_TIMEOUT); negative disables [FIRST_MESSAGE_TIMEOUT]")
+	fs.DurationVar(&c.stallTimeout, "caller-stall-timeout", envDur("CALLER_STALL_TIMEOUT", 30*time.Second), "end a stream whose caller accepts no message this long while responses wait for it (CALLER_STALLED); its SLNG session is closed and nothing counts against SLNG; negative disables [CALLER_STALL_TIMEOUT]")
+	fs.IntVar(&c.streamBuffer, "stream-buffer-bytes", envInt("STREAM_BUFFER_BYTES", 3<<20), "responses (audio) that may wait for one caller that reads more slowly than SLNG speaks; beyond, the stream stops reading SLNG until the caller catches up (3 MiB: over 60 s of 24 kHz audio) [STREAM_BUFFER_BYTES]")
+	fs.Int64Var(&c.totalBuffer, "total-buffer-bytes", envInt64("TOTAL_BUFFER_BYTES", 256<<20), "the same across every stream of the gateway; negative disables [TOTAL_BUFFER_BYTES]")
 	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", envDur("SHUTDOWN_DELAY", 0), "on SIGTERM, report not-ready this long before draining, so that load balancers stop sending [SHUTDOWN_DELAY]")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDur("SHUTDOWN_TIMEOUT", 25*time.Second), "on SIGTERM, how long streams may take to finish before they are cut [SHUTDOWN_TIMEOUT]")
 	fs.BoolVar(&c.allowCallerKey, "allow-caller-key", envBool("ALLOW_CALLER_KEY"), "let callers send their own SLNG key in x-slng-api-key metadata [ALLOW_CALLER_KEY]")

@@ -165,6 +165,10 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 		TranscribeReplayBytes: cfg.replayBytes,
 		MaxUpstreamSessionAge: cfg.maxUpstreamAge,
 		TurnTimeout:           cfg.turnTimeout,
+		FirstMessageTimeout:   cfg.firstMessageTimeout,
+		CallerStallTimeout:    cfg.stallTimeout,
+		StreamBufferBytes:     cfg.streamBuffer,
+		BufferBytes:           cfg.totalBuffer,
 		DrainGrace:            cfg.shutdownTimeout,
 		Callers:               gate,
 	})
