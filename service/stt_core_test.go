@@ -21,7 +21,6 @@ type sttRig struct {
 	c     *sttCore
 	now   time.Time
 	ended bool
-	sent  int // audio bytes the caller sent
 }
 
 // 16 kHz LINEAR16: 32 bytes a millisecond.

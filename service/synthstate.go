@@ -1,8 +1,8 @@
 package service
 
 // synthState is what a Synthesize stream decides on beside its turns, as
-// one value (under synthesis.mu): how the stream is ending, and what its
-// current upstream session is good for.
+// one value (synthCore's): how the stream is ending, and what its current
+// upstream session is good for.
 type synthState struct {
 	ending   ending
 	upstream upstreamState
@@ -20,9 +20,6 @@ const (
 	// draining: the server shuts down; flushed turns finish, then the
 	// stream ends with SERVER_DRAINING unless the caller half-closed.
 	draining
-	// handlerDone: the handler has returned; a session dialled after that
-	// is closed at once.
-	handlerDone
 )
 
 // upstreamState is what the stream's current upstream session is good for.
@@ -38,9 +35,6 @@ const (
 	// upGone: it ended between turns (a route that closes after every
 	// turn, or a rollover); the next text dials a new one.
 	upGone
-	// upKept: the stream ended cleanly and the session goes back to the
-	// pool (decided once, by reusable).
-	upKept
 )
 
 func (s synthState) has(e ending) bool { return s.ending&e != 0 }
