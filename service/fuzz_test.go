@@ -40,14 +40,14 @@ func FuzzConfigs(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var tc speechv1.SynthesisConfig
 		if proto.Unmarshal(b, &tc) == nil {
-			st := &synthCore{srv: s}
+			st := &synthCore{coreBase: coreBase{srv: s}}
 			if st.configure(&tc) == nil {
 				checkInit(t, st.ep.Model, st.ttsCfg.Encoding, st.ttsCfg.SampleRate, st.ttsCfg.Extra)
 			}
 		}
 		var rc speechv1.RecognitionConfig
 		if proto.Unmarshal(b, &rc) == nil {
-			tr := &sttCore{srv: s}
+			tr := &sttCore{coreBase: coreBase{srv: s}}
 			if err := tr.configure(&rc); err == nil {
 				checkInit(t, tr.cfg.Model, tr.sttCfg.Encoding, tr.sttCfg.SampleRate, tr.sttCfg.Extra)
 			}

@@ -56,6 +56,44 @@ type streamLoop[M, E, R, Resp, C any] struct {
 	stallAt time.Time
 }
 
+// runStream runs one stream: the caller's reader and sender, the upstream
+// writer (write), and the loop that drives core, until the core decides
+// the end. Then settle closes what must be closed (the session, which also
+// ends a write blocked on it), and the writer is joined. The caller's
+// reader and sender are not waited for: grpc-go releases a blocked Recv or
+// Send only when the handler returns, and Server.Wait joins them.
+func runStream[M, E, R, Resp, C any](ctx context.Context, s *Server, core streamCore[M, E, R, Resp, C],
+	recv func() (M, error), send func(Resp) error, recycle func(Resp) bool,
+	cmds *mailbox[C], results <-chan R, write func(context.Context), settle func()) {
+	stop := make(chan struct{})
+	defer close(stop)
+	in := make(chan callerMsg[M], callerQueue)
+	readCaller(s, recv, in, stop)
+
+	ob := newOutbox(s.cfg.StreamBufferBytes, &s.metrics.buffered, s.cfg.BufferBytes, recycle)
+	s.pumps.Add(1)
+	go func() {
+		defer s.pumps.Done()
+		ob.send(send)
+	}()
+	defer ob.close()
+
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		write(wctx)
+	}()
+
+	l := &streamLoop[M, E, R, Resp, C]{s: s, core: core, ob: ob, cmds: cmds, results: results}
+	l.run(ctx, in)
+	settle()
+	cancel()
+	cmds.close()
+	<-written
+}
+
 // maxWriterQueue bounds the commands waiting for the upstream writer: the
 // loop stops reading the caller while more wait.
 const maxWriterQueue = 8

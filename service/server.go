@@ -274,14 +274,14 @@ func (s *Server) Wait() {
 func (s *Server) Profiles(tts []*speechv1.SynthesisConfig, stt []*speechv1.RecognitionConfig) ([]slngpool.Profile, error) {
 	var out []slngpool.Profile
 	for _, c := range tts {
-		st := &synthCore{srv: s}
+		st := &synthCore{coreBase: coreBase{srv: s}}
 		if err := st.configure(c); err != nil {
 			return nil, fmt.Errorf("prewarm synthesis config: %w", err)
 		}
 		out = append(out, slngpool.Profile{Endpoint: st.ep, TTS: &st.ttsCfg})
 	}
 	for _, c := range stt {
-		tr := &sttCore{srv: s}
+		tr := &sttCore{coreBase: coreBase{srv: s}}
 		if err := tr.configure(c); err != nil {
 			return nil, fmt.Errorf("prewarm recognition config: %w", err)
 		}

@@ -28,22 +28,13 @@ import (
 // moment is replaced by one that hears again everything not proven
 // transcribed, with every pending finalize at its place.
 type sttCore struct {
-	srv      *Server // read-only
-	log      *zap.Logger
-	usage    *callerUsage
-	callerEP string
-	start    time.Time
+	coreBase
 
 	cfg    *speechv1.RecognitionConfig
-	ep     slngclient.Endpoint
 	sttCfg slngclient.STTConfig
 	clock  pcmClock
-	meta   streamMeta
 
-	phase     synthPhase
-	lease     *upstreamLease[STTSession]
-	dialling  bool
-	replacing *replacement
+	lease *upstreamLease[STTSession]
 
 	replay replayBuffer
 	// sent is the stream's audio received from the caller, in bytes.
@@ -76,14 +67,8 @@ type sttCore struct {
 	heard    bool
 	failures int
 
-	lastCaller time.Time
-
 	out  []*speechv1.TranscribeResponse
 	cmds []sttCmd
-
-	done     bool
-	err      error
-	drainOut bool
 }
 
 // sttCmd is a command for the Transcribe stream's upstream writer.
@@ -127,29 +112,7 @@ type sttIn struct {
 }
 
 func newSTTCore(srv *Server, log *zap.Logger, meta streamMeta, usage *callerUsage, callerKey string, now time.Time) *sttCore {
-	return &sttCore{srv: srv, log: log, meta: meta, usage: usage, callerEP: callerKey, start: now, lastCaller: now}
-}
-
-func (c *sttCore) finish(err error, drainOut bool) {
-	if c.done {
-		return
-	}
-	c.done, c.err, c.drainOut = true, err, drainOut
-	c.phase = phaseFinishing
-}
-
-func (c *sttCore) fail(err error) { c.finish(err, true) }
-
-// abort: see synthCore.abort.
-func (c *sttCore) abort(err error) {
-	if !c.done {
-		c.finish(err, false)
-		return
-	}
-	c.drainOut = false
-	if c.err == nil {
-		c.err = err
-	}
+	return &sttCore{coreBase: newCoreBase(srv, log, meta, usage, callerKey, now)}
 }
 
 func (c *sttCore) emit(r *speechv1.TranscribeResponse) { c.out = append(c.out, r) }
@@ -186,13 +149,10 @@ func (c *sttCore) onFirst(in sttIn, now time.Time) {
 		c.fail(err)
 		return
 	}
-	c.meta.model = c.ep.Model
-	if err := c.usage.allowModel(c.ep.Model); err != nil {
+	if err := c.admitModel(); err != nil {
 		c.fail(err)
 		return
 	}
-	c.ep.APIKey = c.callerEP
-	c.meta.model, c.meta.callerKey = c.cfg.Model, c.ep.APIKey != ""
 	if c.clock = clockOf(c.cfg.Format); c.clock.ok() {
 		c.replay.max = c.srv.cfg.TranscribeReplayBytes
 	}

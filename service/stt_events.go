@@ -56,13 +56,8 @@ func (c *sttCore) onUpstreamEnd(err error, now time.Time) {
 
 // dropSession closes the current session and gives it back with err.
 func (c *sttCore) dropSession(err error) {
-	l := c.lease
-	if l == nil {
-		return
-	}
+	dropLease(c.lease, err)
 	c.lease = nil
-	l.Session.CloseNow()
-	l.release(err, false)
 }
 
 // reconnect decides whether the stream survives the end of its session,
@@ -304,13 +299,8 @@ func (c *sttCore) heardAgain(text string) bool {
 
 // onTick checks the stream's timers at now.
 func (c *sttCore) onTick(now time.Time) {
-	cfg := &c.srv.cfg
 	switch {
-	case cfg.MaxStreamDuration > 0 && now.Sub(c.start) >= cfg.MaxStreamDuration:
-		c.abort(errStreamTooLong)
-	case c.done:
-	case c.phase == phaseConfig && cfg.FirstMessageTimeout > 0 && now.Sub(c.start) >= cfg.FirstMessageTimeout:
-		c.finish(errFirstMessageTimeout, false)
+	case c.timedOut(now):
 	case !c.finalsAt().After(now):
 		c.fail(errFinalsTimeout)
 	case !c.idleAt().After(now):
@@ -337,14 +327,7 @@ func (c *sttCore) idleAt() time.Time {
 }
 
 func (c *sttCore) nextCheck() time.Time {
-	cfg := &c.srv.cfg
-	at := never
-	if c.phase == phaseConfig && cfg.FirstMessageTimeout > 0 {
-		at = c.start.Add(cfg.FirstMessageTimeout)
-	}
-	if cfg.MaxStreamDuration > 0 {
-		at = minTime(at, c.start.Add(cfg.MaxStreamDuration))
-	}
+	at := c.baseCheck()
 	if c.done {
 		return at
 	}

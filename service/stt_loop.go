@@ -27,46 +27,22 @@ func (s *Server) Transcribe(stream speechv1.SpeechToTextService_TranscribeServer
 // runSTT is runSynth for a Transcribe stream. A used STT session is never
 // reused: the half-close ends it.
 func (s *Server) runSTT(ctx context.Context, c *sttCore, stream speechv1.SpeechToTextService_TranscribeServer) error {
-	stop := make(chan struct{})
-	defer close(stop)
-	in := make(chan callerMsg[sttIn], callerQueue)
 	// One request for the whole stream, as Recv would allocate one per
 	// chunk: Unmarshal resets it and gives every chunk a new Audio slice,
 	// which the loop and the writer keep.
 	req := new(speechv1.TranscribeRequest)
-	readCaller(s, func() (sttIn, error) {
+	recv := func() (sttIn, error) {
 		if err := stream.RecvMsg(req); err != nil {
 			return sttIn{}, err
 		}
 		return sttInOf(req), nil
-	}, in, stop)
-
-	w := newSTTWriter(c)
-	ob := newOutbox[*speechv1.TranscribeResponse](s.cfg.StreamBufferBytes, &s.metrics.buffered, s.cfg.BufferBytes, nil)
-	s.pumps.Add(1)
-	go func() {
-		defer s.pumps.Done()
-		ob.send(stream.Send)
-	}()
-	defer ob.close()
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	written := make(chan struct{})
-	go func() {
-		defer close(written)
-		w.run(wctx)
-	}()
-
-	l := &streamLoop[sttIn, slngclient.STTEvent, sttResult, *speechv1.TranscribeResponse, sttCmd]{
-		s: s, core: c, ob: ob, cmds: w.cmds, results: w.results}
-	l.run(ctx, in)
-
-	if lease := c.lease; lease != nil {
-		lease.Session.CloseNow() // also ends a write blocked on it
 	}
-	cancel()
-	w.cmds.close()
-	<-written
+	w := newSTTWriter(c)
+	runStream(ctx, s, c, recv, stream.Send, nil, w.cmds, w.results, w.run, func() {
+		if lease := c.lease; lease != nil {
+			lease.Session.CloseNow() // also ends a write blocked on it
+		}
+	})
 	if lease := c.lease; lease != nil {
 		lease.release(c.err, false)
 	}
@@ -89,24 +65,11 @@ func sttInOf(req *speechv1.TranscribeRequest) sttIn {
 // The rest makes sttCore a streamCore.
 
 func (c *sttCore) onCallerMsg(m callerMsg[sttIn], now time.Time) {
-	switch {
-	case m.err != nil:
-		c.onCallerEnd(m.err, now)
-	case c.phase == phaseConfig:
-		c.onFirst(m.msg, now)
-	default:
-		c.onCaller(m.msg, now)
-	}
+	dispatch(c.phase, m, now, c.onFirst, c.onCaller, c.onCallerEnd)
 }
 
-func (c *sttCore) reading() eventSource[slngclient.STTEvent] {
-	if sess := c.session(); sess != nil {
-		return sess
-	}
-	return nil
-}
-
-func (c *sttCore) ended() (done, drainOut bool) { return c.done, c.drainOut }
+// reading: a nil session converts to a nil eventSource.
+func (c *sttCore) reading() eventSource[slngclient.STTEvent] { return c.session() }
 
 // setPaused: a Transcribe stream has no turn watchdog to hold.
 func (c *sttCore) setPaused(bool, time.Time) {}
@@ -118,10 +81,6 @@ func (c *sttCore) carry(ob *outbox[*speechv1.TranscribeResponse], cmds *mailbox[
 	}
 	pushed = len(c.out) > 0
 	c.out = c.out[:0]
-	for i := range c.cmds {
-		cmds.put(c.cmds[i])
-		c.cmds[i] = sttCmd{}
-	}
-	c.cmds = c.cmds[:0]
+	putAll(&c.cmds, cmds)
 	return pushed, over
 }

@@ -225,7 +225,7 @@ func TestTranscribeFinalsWithoutTiming(t *testing.T) {
 func TestTranscriptOutsideTheProtocol(t *testing.T) {
 	t.Parallel()
 	s := &Server{metrics: NewMetrics(nil)}
-	tr := &sttCore{srv: s, clock: clockOf(&speechv1.AudioFormat{
+	tr := &sttCore{coreBase: coreBase{srv: s}, clock: clockOf(&speechv1.AudioFormat{
 		Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: 16000})}
 	now := time.Now()
 	final := func(text string, start, dur time.Duration, timed bool) slngclient.STTEvent {

@@ -47,7 +47,7 @@ func (w *sttWriter) run(ctx context.Context) {
 			lease, aerr := acquireLease(ctx, s, "stt", c.usage, c.ep, func(ctx context.Context) (Lease[STTSession], error) {
 				return s.upstream.AcquireSTT(ctx, AcquireRequest{Endpoint: c.ep, Purpose: cmd.purpose}, c.sttCfg)
 			})
-			w.report(ctx, sttResult{lease: lease, err: aerr})
+			report(ctx, w.results, sttResult{lease: lease, err: aerr}, lease)
 			continue
 		case sttAudio:
 			audio := cmd.audio
@@ -65,7 +65,7 @@ func (w *sttWriter) run(ctx context.Context) {
 			err = w.replay(ctx, cmd)
 		}
 		if err != nil {
-			w.report(ctx, sttResult{sess: cmd.sess, err: err})
+			report[STTSession](ctx, w.results, sttResult{sess: cmd.sess, err: err}, nil)
 		}
 	}
 }
@@ -143,19 +143,4 @@ func (w *sttWriter) replay(ctx context.Context, cmd sttCmd) error {
 		return cmd.sess.CloseSend(ctx)
 	}
 	return nil
-}
-
-// report hands r to the loop; see ttsWriter.report.
-func (w *sttWriter) report(ctx context.Context, r sttResult) {
-	if r.lease != nil {
-		r.err = nil
-	}
-	select {
-	case w.results <- r:
-	case <-ctx.Done():
-		if r.lease != nil {
-			r.lease.Session.CloseNow()
-			r.lease.release(context.Cause(ctx), false)
-		}
-	}
 }

@@ -24,31 +24,20 @@ import (
 //
 // Everything here is owned by the loop goroutine.
 type synthCore struct {
-	srv      *Server // read-only: its cfg, metrics and callers
-	log      *zap.Logger
-	usage    *callerUsage
-	callerEP string // the caller's own SLNG key, "" for the gateway's
+	coreBase
 	// failFast ends the stream with the status of a failed turn instead of
 	// sending turn_failed (SynthesizeText, which has one turn).
 	failFast bool
-	start    time.Time
 
 	// Set by the config.
 	cfg    *speechv1.SynthesisConfig
-	ep     slngclient.Endpoint
 	ttsCfg slngclient.TTSConfig
-	meta   streamMeta
 	book   *turnBook
 
-	phase synthPhase
 	state synthState
 	// lease is the session in use, nil while there is none: a session
 	// that ends or is given up is released at once, with why.
 	lease *upstreamLease[TTSSession]
-	// dialling: an acquire is with the writer; replacing says what it
-	// replaces (nil for the first session and for a redial between turns).
-	dialling  bool
-	replacing *replacement
 	// failures counts upstream failures since audio last arrived.
 	failures  int
 	delivered int64
@@ -56,35 +45,14 @@ type synthCore struct {
 	// (the outbox is full); SLNG's silence meanwhile is not SLNG's fault.
 	paused bool
 
-	// Timers, checked lazily: lastCaller is when the caller last sent a
-	// message; idleSince when the stream last had nothing in progress (zero
-	// while something is); progress when the turn being spoken last made
-	// progress (its flush, or an event from SLNG).
-	lastCaller, idleSince, progress time.Time
+	// Timers, checked lazily (beside coreBase's): idleSince is when the
+	// stream last had nothing in progress (zero while something is);
+	// progress when the turn being spoken last made progress (its flush,
+	// or an event from SLNG).
+	idleSince, progress time.Time
 
 	out  []synthOut
 	cmds []ttsCmd
-	// done is set once the stream's end is decided: err is how it ends,
-	// drainOut whether what the outbox holds is sent first.
-	done     bool
-	err      error
-	drainOut bool
-}
-
-type synthPhase uint8
-
-const (
-	phaseConfig    synthPhase = iota // waiting for the config
-	phaseOpening                     // the first session is being acquired
-	phaseRunning                     // `started` went out
-	phaseFinishing                   // done: what the outbox holds goes out
-)
-
-// replacement is why the session being acquired replaces another.
-type replacement struct {
-	cause    error // nil for a model's normal close after a turn
-	prevID   string
-	failedAt time.Time
 }
 
 // ttsCmd is a command for the upstream writer (synth_writer.go).
@@ -126,8 +94,7 @@ type ttsResult struct {
 const maxQueuedTurns = 32
 
 func newSynthCore(srv *Server, log *zap.Logger, meta streamMeta, usage *callerUsage, callerKey string, failFast bool, now time.Time) *synthCore {
-	return &synthCore{srv: srv, log: log, meta: meta, usage: usage, callerEP: callerKey, failFast: failFast,
-		start: now, lastCaller: now, idleSince: now}
+	return &synthCore{coreBase: newCoreBase(srv, log, meta, usage, callerKey, now), failFast: failFast, idleSince: now}
 }
 
 // wantsCaller reports whether the loop should read the caller's next
@@ -150,32 +117,6 @@ func (c *synthCore) session() TTSSession {
 	return c.lease.Session
 }
 
-// finish decides how the stream ends. The first decision stands.
-func (c *synthCore) finish(err error, drainOut bool) {
-	if c.done {
-		return
-	}
-	c.done, c.err, c.drainOut = true, err, drainOut
-	c.phase = phaseFinishing
-}
-
-// abort ends the stream now, without waiting for the outbox: the caller
-// went, stopped accepting messages, or ran out of time. A stream already
-// done keeps its error, unless it was ending well.
-func (c *synthCore) abort(err error) {
-	if !c.done {
-		c.finish(err, false)
-		return
-	}
-	c.drainOut = false
-	if c.err == nil {
-		c.err = err
-	}
-}
-
-// fail ends the stream with err, after what the outbox holds.
-func (c *synthCore) fail(err error) { c.finish(err, true) }
-
 // emit adds a response for the caller.
 func (c *synthCore) emit(r *speechv1.SynthesizeResponse) { c.out = append(c.out, synthOut{resp: r}) }
 
@@ -191,13 +132,10 @@ func (c *synthCore) onFirst(req *speechv1.SynthesizeRequest, now time.Time) {
 		c.fail(err)
 		return
 	}
-	c.meta.model = c.ep.Model
-	if err := c.usage.allowModel(c.ep.Model); err != nil {
+	if err := c.admitModel(); err != nil {
 		c.fail(err)
 		return
 	}
-	c.ep.APIKey = c.callerEP
-	c.meta.model, c.meta.callerKey = c.ep.Model, c.ep.APIKey != ""
 	c.book = newTurnBook(clockOf(c.cfg.Format))
 	c.phase = phaseOpening
 	c.dial(slngpool.PurposeCaller)

@@ -105,10 +105,8 @@ func (c *synthCore) replace(cause error, now time.Time) {
 // dropSession closes the session at once and gives it back with err, why
 // it ended.
 func (c *synthCore) dropSession(err error) {
-	l := c.lease
+	dropLease(c.lease, err)
 	c.lease = nil
-	l.Session.CloseNow()
-	l.release(err, false)
 }
 
 // onUpstreamEnd handles the end of the session being read: err is its
@@ -200,13 +198,8 @@ func (c *synthCore) rollover() {
 
 // onTick checks the stream's timers at now.
 func (c *synthCore) onTick(now time.Time) {
-	cfg := &c.srv.cfg
 	switch {
-	case cfg.MaxStreamDuration > 0 && now.Sub(c.start) >= cfg.MaxStreamDuration:
-		c.abort(errStreamTooLong)
-	case c.done:
-	case c.phase == phaseConfig && cfg.FirstMessageTimeout > 0 && now.Sub(c.start) >= cfg.FirstMessageTimeout:
-		c.finish(errFirstMessageTimeout, false)
+	case c.timedOut(now):
 	case c.idleAt().Before(now) || c.idleAt().Equal(now):
 		c.finish(errCallerIdle, false)
 	case c.stuckAt().Before(now) || c.stuckAt().Equal(now):
@@ -240,14 +233,7 @@ func (c *synthCore) stuckAt() time.Time {
 // nextCheck is the earliest time a timer may fire; a check finding nothing
 // due just schedules the next.
 func (c *synthCore) nextCheck() time.Time {
-	cfg := &c.srv.cfg
-	at := never
-	if c.phase == phaseConfig && cfg.FirstMessageTimeout > 0 {
-		at = c.start.Add(cfg.FirstMessageTimeout)
-	}
-	if cfg.MaxStreamDuration > 0 {
-		at = minTime(at, c.start.Add(cfg.MaxStreamDuration))
-	}
+	at := c.baseCheck()
 	if c.done {
 		return at
 	}

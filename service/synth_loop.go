@@ -57,52 +57,26 @@ func (s *Server) synthesize(ctx context.Context, rpc string, recv func() (*speec
 	return err
 }
 
-// runSynth runs the stream's goroutines and its loop, and returns how the
-// stream ended once the writer has stopped and the session is given back.
-// The caller's reader and sender are not waited for: each ends with the
-// RPC (Server.Wait joins them).
+// runSynth runs the stream (see runStream) and returns how it ended, once
+// its session is given back.
 func (s *Server) runSynth(ctx context.Context, c *synthCore, recv func() (*speechv1.SynthesizeRequest, error),
 	send func(*speechv1.SynthesizeResponse) error) error {
-	stop := make(chan struct{})
-	defer close(stop)
-	in := make(chan callerMsg[*speechv1.SynthesizeRequest], callerQueue)
-	readCaller(s, recv, in, stop)
-
 	w := newTTSWriter(c)
-	ob := newOutbox(s.cfg.StreamBufferBytes, &s.metrics.buffered, s.cfg.BufferBytes, reusableChunk)
-	s.pumps.Add(1)
-	go func() {
-		defer s.pumps.Done()
-		ob.send(send)
-	}()
-	defer ob.close()
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	written := make(chan struct{})
-	go func() {
-		defer close(written)
-		w.run(wctx)
-	}()
-
-	l := &streamLoop[*speechv1.SynthesizeRequest, slngclient.TTSEvent, ttsResult, *speechv1.SynthesizeResponse, ttsCmd]{
-		s: s, core: c, ob: ob, cmds: w.cmds, results: w.results}
-	l.run(ctx, in)
-
-	// The session goes back to the pool, or is closed: gracefully when
-	// every turn is delivered, at once otherwise (which also ends a write
-	// blocked on it).
-	keep := c.reusable()
-	if lease := c.lease; lease != nil && !keep {
-		if c.err == nil {
-			closeCtx, cancelClose := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CloseTimeout)
-			_ = lease.Session.Close(closeCtx)
-			cancelClose()
+	keep := false
+	runStream(ctx, s, c, recv, send, reusableChunk, w.cmds, w.results, w.run, func() {
+		// The session goes back to the pool, or is closed: gracefully
+		// when every turn is delivered, at once otherwise (which also
+		// ends a write blocked on it).
+		keep = c.reusable()
+		if lease := c.lease; lease != nil && !keep {
+			if c.err == nil {
+				closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CloseTimeout)
+				_ = lease.Session.Close(closeCtx)
+				cancel()
+			}
+			lease.Session.CloseNow()
 		}
-		lease.Session.CloseNow()
-	}
-	cancel()
-	w.cmds.close()
-	<-written
+	})
 	if lease := c.lease; lease != nil {
 		lease.release(c.err, keep)
 	}
@@ -112,24 +86,11 @@ func (s *Server) runSynth(ctx context.Context, c *synthCore, recv func() (*speec
 // The rest makes synthCore a streamCore.
 
 func (c *synthCore) onCallerMsg(m callerMsg[*speechv1.SynthesizeRequest], now time.Time) {
-	switch {
-	case m.err != nil:
-		c.onCallerEnd(m.err, now)
-	case c.phase == phaseConfig:
-		c.onFirst(m.msg, now)
-	default:
-		c.onCaller(m.msg, now)
-	}
+	dispatch(c.phase, m, now, c.onFirst, c.onCaller, c.onCallerEnd)
 }
 
-func (c *synthCore) reading() eventSource[slngclient.TTSEvent] {
-	if sess := c.session(); sess != nil {
-		return sess
-	}
-	return nil
-}
-
-func (c *synthCore) ended() (done, drainOut bool) { return c.done, c.drainOut }
+// reading: a nil session converts to a nil eventSource.
+func (c *synthCore) reading() eventSource[slngclient.TTSEvent] { return c.session() }
 
 // carry queues the responses, copying audio into responses of the
 // stream's own, and the commands.
@@ -152,11 +113,7 @@ func (c *synthCore) carry(ob *outbox[*speechv1.SynthesizeResponse], cmds *mailbo
 	}
 	pushed = len(c.out) > 0
 	c.out = c.out[:0]
-	for i := range c.cmds {
-		cmds.put(c.cmds[i])
-		c.cmds[i] = ttsCmd{}
-	}
-	c.cmds = c.cmds[:0]
+	putAll(&c.cmds, cmds)
 	return pushed, over
 }
 

@@ -40,15 +40,15 @@ func (w *ttsWriter) run(ctx context.Context) {
 			lease, err := acquireLease(ctx, s, "tts", c.usage, c.ep, func(ctx context.Context) (Lease[TTSSession], error) {
 				return s.upstream.AcquireTTS(ctx, AcquireRequest{Endpoint: c.ep, Purpose: cmd.purpose}, c.ttsCfg)
 			})
-			w.report(ctx, ttsResult{lease: lease, err: err})
+			report(ctx, w.results, ttsResult{lease: lease, err: err}, lease)
 		case cmdCharge:
 			if err := w.c.usage.charge(ctx, cmd.text); err != nil {
-				w.report(ctx, ttsResult{err: err, charge: true})
+				report[TTSSession](ctx, w.results, ttsResult{err: err, charge: true}, nil)
 			}
 		case cmdText:
 			if cmd.charge {
 				if err := w.c.usage.charge(ctx, cmd.text); err != nil {
-					w.report(ctx, ttsResult{err: err, charge: true})
+					report[TTSSession](ctx, w.results, ttsResult{err: err, charge: true}, nil)
 					continue
 				}
 			}
@@ -69,22 +69,17 @@ func (w *ttsWriter) run(ctx context.Context) {
 // wrote reports a write that failed.
 func (w *ttsWriter) wrote(ctx context.Context, sess TTSSession, err error) {
 	if err != nil && !errors.Is(err, slngclient.ErrNothingToFlush) {
-		w.report(ctx, ttsResult{sess: sess, err: err})
+		report[TTSSession](ctx, w.results, ttsResult{sess: sess, err: err}, nil)
 	}
 }
 
-// report hands r to the loop. When the stream has ended, a session r
-// acquired is given back here.
-func (w *ttsWriter) report(ctx context.Context, r ttsResult) {
-	if r.lease != nil {
-		r.err = nil
-	}
+// report hands r to the loop on results. When the stream has ended, the
+// session r acquired (lease, nil for none) is given back here: results is
+// unbuffered, so it never waits there unseen.
+func report[S upstreamSession, R any](ctx context.Context, results chan<- R, r R, lease *upstreamLease[S]) {
 	select {
-	case w.results <- r:
+	case results <- r:
 	case <-ctx.Done():
-		if r.lease != nil {
-			r.lease.Session.CloseNow()
-			r.lease.release(context.Cause(ctx), false)
-		}
+		dropLease(lease, context.Cause(ctx))
 	}
 }
