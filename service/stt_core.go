@@ -118,9 +118,11 @@ func newSTTCore(srv *Server, log *zap.Logger, meta streamMeta, usage *callerUsag
 func (c *sttCore) emit(r *speechv1.TranscribeResponse) { c.out = append(c.out, r) }
 
 // wantsCaller: the caller's audio is read while a session is replaced
-// too: it waits in the replay buffer for the new one.
+// too: it waits in the replay buffer for the new one. Where nothing can be
+// kept (compressed audio, or replay off), the caller waits for the new
+// session instead.
 func (c *sttCore) wantsCaller() bool {
-	return c.phase == phaseConfig || (c.phase == phaseRunning && !c.closing)
+	return c.phase == phaseConfig || (c.phase == phaseRunning && !c.closing && (!c.dialling || c.replay.max > 0))
 }
 
 // session is the session whose events the loop should read.
