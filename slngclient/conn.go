@@ -76,6 +76,7 @@ type conn struct {
 	audioSent atomic.Int64
 	closedBy  atomic.Bool // Close or CloseNow was called
 	pingLost  atomic.Bool // a ping went unanswered
+	life      life        // signs of SLNG's life, and the proof ProveLife asks for (life.go)
 
 	framesIn, audioBytes, unknown, malformed, keepalives, pings atomic.Int64
 
@@ -131,6 +132,9 @@ func (cn *conn) send(ctx context.Context, typ websocket.MessageType, b []byte) e
 	}
 	cn.wmu.Unlock()
 	if err == nil {
+		if cn.life.armed.Load() != 0 {
+			cn.startProof()
+		}
 		return nil
 	}
 	if ctx.Err() != nil {
@@ -251,6 +255,7 @@ func (cn *conn) shutdown() {
 	if cn.liveOn {
 		<-cn.liveDone
 	}
+	cn.stopProofs()
 }
 
 func (cn *conn) stats() Stats {

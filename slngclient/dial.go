@@ -24,12 +24,15 @@ func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, k
 	full, display := c.endpointURL(kind, ep.Model, key)
 	log := c.log.With(zap.String("url", display), zap.String("kind", kind))
 	dialStart := time.Now()
+	var cn *conn // set before the reader, whose reads run OnPongReceived, starts
 	ws, resp, err := websocket.Dial(ctx, full, &websocket.DialOptions{
 		HTTPClient: c.opts.HTTPClient,
 		HTTPHeader: c.headers(ep, key),
 		// SLNG's own clients disable permessage-deflate: some upstreams
 		// fail the handshake with it.
 		CompressionMode: websocket.CompressionDisabled,
+		// A pong is a sign of life (Heard), whoever pinged.
+		OnPongReceived: func(context.Context, []byte) { cn.life.heardNow() },
 	})
 	if err != nil {
 		secrets := []string{key, ep.ProviderKey, c.opts.ProviderKey}
@@ -37,7 +40,7 @@ func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, k
 	}
 	ws.SetReadLimit(c.opts.ReadLimit)
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	cn := &conn{
+	cn = &conn{
 		ws:         ws,
 		ctx:        lctx,
 		cancel:     cancel,

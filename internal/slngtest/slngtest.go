@@ -1,4 +1,5 @@
-// Package slngtest starts SLNG simulators for tests.
+// Package slngtest starts SLNG simulators for tests, and proxies to them
+// whose connections can vanish without a FIN.
 package slngtest
 
 import (
