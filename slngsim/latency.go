@@ -130,10 +130,14 @@ type delayConn struct {
 	in  chan chunk // pumpIn to Read
 	out chan chunk // Write to pumpOut
 
-	closing   chan struct{} // closed by Close: flush what was written, then close
-	cut       chan struct{} // closed by cutNow: drop everything
+	closing chan struct{} // closed by Close: flush what was written, then close
+	cut     chan struct{} // closed by cutNow: drop everything
+	// dead is closed by the first of Close and cutNow: Reads and Writes
+	// fail from then on.
+	dead      chan struct{}
 	closeOnce sync.Once
 	cutOnce   sync.Once
+	deadOnce  sync.Once
 
 	// rmu serializes Reads; cur is the chunk being read, owned by the
 	// Read holding rmu. ready says that cur is due.
@@ -158,7 +162,7 @@ func newDelayConn(raw net.Conn, d netDelay) *delayConn {
 	return &delayConn{
 		raw: raw, d: d, accepted: time.Now(),
 		in: make(chan chunk, delayQueue), out: make(chan chunk, delayQueue),
-		closing: make(chan struct{}), cut: make(chan struct{}), changed: make(chan struct{}),
+		closing: make(chan struct{}), cut: make(chan struct{}), dead: make(chan struct{}), changed: make(chan struct{}),
 	}
 }
 
@@ -269,9 +273,7 @@ func (c *delayConn) Read(p []byte) (int, error) {
 // within the read deadline and while the connection is open.
 func (c *delayConn) waitRead(from <-chan chunk, until time.Time) (chunk, error) {
 	for {
-		c.dlMu.Lock()
-		dl, changed := c.rdl, c.changed
-		c.dlMu.Unlock()
+		dl, changed := c.deadline(true)
 		now := time.Now()
 		if !dl.IsZero() && !now.Before(dl) {
 			return chunk{}, os.ErrDeadlineExceeded
@@ -284,24 +286,29 @@ func (c *delayConn) waitRead(from <-chan chunk, until time.Time) (chunk, error) 
 			end = until
 		}
 		timeout, stop := timerAt(end)
-		var ch chunk
-		var err error
-		got := false
 		select {
-		case ch = <-from:
-			got = true
+		case ch := <-from:
+			stop()
+			return ch, nil
+		case <-c.dead:
+			stop()
+			return chunk{}, net.ErrClosed
 		case <-timeout:
 		case <-changed:
-		case <-c.closing:
-			err = net.ErrClosed
-		case <-c.cut:
-			err = net.ErrClosed
-		}
-		stop()
-		if got || err != nil {
-			return ch, err
+			stop()
 		}
 	}
+}
+
+// deadline returns the read (or write) deadline and a channel that is
+// closed when either deadline changes.
+func (c *delayConn) deadline(read bool) (time.Time, <-chan struct{}) {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	if read {
+		return c.rdl, c.changed
+	}
+	return c.wdl, c.changed
 }
 
 // timerAt returns a channel that fires at t, or never for a zero t, and
@@ -320,45 +327,34 @@ func timerAt(t time.Time) (<-chan time.Time, func() bool) {
 func (c *delayConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	select {
-	case <-c.closing:
-		return 0, net.ErrClosed
-	case <-c.cut:
-		return 0, net.ErrClosed
-	default:
-	}
 	due := time.Now().Add(c.d.next())
 	if due.Before(c.lastOut) {
 		due = c.lastOut
 	}
-	c.lastOut = due
 	ch := chunk{data: append([]byte(nil), p...), due: due}
 	for {
-		c.dlMu.Lock()
-		dl, changed := c.wdl, c.changed
-		c.dlMu.Unlock()
+		dl, changed := c.deadline(false)
 		if !dl.IsZero() && !time.Now().Before(dl) {
 			return 0, os.ErrDeadlineExceeded
 		}
 		timeout, stop := timerAt(dl)
-		var err error
-		sent := false
+		select {
+		case <-c.dead:
+			stop()
+			return 0, net.ErrClosed
+		default:
+		}
 		select {
 		case c.out <- ch:
-			sent = true
+			stop()
+			c.lastOut = due
+			return len(p), nil
+		case <-c.dead:
+			stop()
+			return 0, net.ErrClosed
 		case <-timeout:
 		case <-changed:
-		case <-c.closing:
-			err = net.ErrClosed
-		case <-c.cut:
-			err = net.ErrClosed
-		}
-		stop()
-		if sent {
-			return len(p), nil
-		}
-		if err != nil {
-			return 0, err
+			stop()
 		}
 	}
 }
@@ -368,6 +364,7 @@ func (c *delayConn) Write(p []byte) (int, error) {
 // Reads fail at once.
 func (c *delayConn) Close() error {
 	c.closeOnce.Do(func() {
+		c.deadOnce.Do(func() { close(c.dead) })
 		close(c.closing)
 		// Stop pumpIn's read; pumpOut closes the socket once flushed.
 		_ = c.raw.SetReadDeadline(aLongTimeAgo)
@@ -380,6 +377,7 @@ func (c *delayConn) Close() error {
 // cutNow closes the socket at once, dropping what is in flight.
 func (c *delayConn) cutNow() {
 	c.cutOnce.Do(func() {
+		c.deadOnce.Do(func() { close(c.dead) })
 		close(c.cut)
 		_ = c.raw.Close()
 	})
