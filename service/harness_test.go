@@ -142,11 +142,18 @@ func newHarnessWith(t testing.TB, simOpts slngsim.Options, cfg Config, poolOpts 
 		simOpts.APIKey = testKey
 	}
 	sim := slngtest.NewServer(t, simOpts)
-	client, err := slngclient.New(slngclient.Options{
-		BaseURL: sim.URL(),
-		APIKey:  testKey,
-		Logger:  sentinelLogger(t).Named("client"),
-	})
+	h := gatewayVia(t, slngclient.Options{BaseURL: sim.URL()}, cfg, poolOpts, log, extra...)
+	h.sim = sim
+	return h
+}
+
+// gatewayVia runs a gateway on a pool whose client has opts and the test
+// key; the harness it returns has no simulator.
+func gatewayVia(t testing.TB, opts slngclient.Options, cfg Config, poolOpts slngpool.Options, log *zap.Logger, extra ...grpc.ServerOption) *harness {
+	t.Helper()
+	opts.APIKey = testKey
+	opts.Logger = sentinelLogger(t).Named("client")
+	client, err := slngclient.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +166,7 @@ func newHarnessWith(t testing.TB, simOpts slngsim.Options, cfg Config, poolOpts 
 	}
 	t.Cleanup(pool.Close) // after the gateway's cleanup: they run last first
 	h := serveGateway(t, PoolUpstream(pool), cfg, reg, log, extra...)
-	h.sim, h.pool = sim, pool
+	h.pool = pool
 	return h
 }
 

@@ -4,8 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/internal/slngtest"
 	"github.com/speech-gateway/speech-gateway/slngclient"
@@ -18,7 +16,7 @@ import (
 // each RPC's default configuration and reaches the simulator through a
 // proxy whose connections can vanish without a FIN.
 
-// standbyConfigs are the configurations the tests' streams use and keep
+// standbyTTS and standbySTT are the configurations the tests' streams use and keep
 // warm.
 var (
 	standbyTTS = &speechv1.SynthesisConfig{}
@@ -33,31 +31,18 @@ func newStandbyHarness(t *testing.T, simOpts slngsim.Options, poolOpts slngpool.
 	simOpts.APIKey = testKey
 	sim := slngtest.NewServer(t, simOpts)
 	proxy := slngtest.NewProxy(t, sim.URL())
-	client, err := slngclient.New(slngclient.Options{BaseURL: proxy.URL(), APIKey: testKey, PingInterval: -1,
-		Logger: sentinelLogger(t).Named("client")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	poolOpts.Logger = sentinelLogger(t).Named("pool")
-	poolOpts.Metrics = slngpool.NewMetrics(reg)
-	pool, err := slngpool.New(client, poolOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	h := serveGateway(t, PoolUpstream(pool), Config{}, reg, sentinelLogger(t))
-	h.sim, h.pool = sim, pool
+	h := gatewayVia(t, slngclient.Options{BaseURL: proxy.URL(), PingInterval: -1}, Config{}, poolOpts, sentinelLogger(t))
+	h.sim = sim
 	profiles, err := h.srv.Profiles([]*speechv1.SynthesisConfig{standbyTTS}, []*speechv1.RecognitionConfig{standbySTT})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range profiles {
-		if err := pool.Prewarm(p); err != nil {
+		if err := h.pool.Prewarm(p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, func() bool { return pool.IdleCount() == 2 }, "a standby of each RPC")
+	waitFor(t, func() bool { return h.pool.IdleCount() == 2 }, "a standby of each RPC")
 	return h, proxy
 }
 
