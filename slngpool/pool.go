@@ -7,6 +7,9 @@
 // caller would otherwise wait for. Sessions are keyed by kind, model,
 // region, credential and init config, so a session never serves a
 // configuration or a credential other than the one it was opened with.
+// A standby is lent at once: its first message never waits for a round
+// trip, and one that SLNG has not been heard from on lately proves SLNG is
+// still there beside that message instead (proof.go).
 //
 // Every dial has a purpose: a caller waiting for its first session, a
 // rollover of a running stream, a standby for a configuration used

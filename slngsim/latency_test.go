@@ -226,6 +226,22 @@ func isTimeout(err error) bool {
 	return ok && ne.Timeout()
 }
 
+// TestLatencyRefusedHandshake: a refusal crosses the delay lines whole,
+// status and body.
+func TestLatencyRefusedHandshake(t *testing.T) {
+	t.Parallel()
+	s := startSim(t, Options{Latency: 10 * time.Millisecond, APIKey: "right"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, resp, err := websocket.Dial(ctx, s.URL()+"/v1/bridges/unmute/tts/deepgram/aura:2?token=wrong", nil)
+	if err == nil || resp == nil || resp.StatusCode != 401 {
+		t.Fatalf("dial = %v, %v; want 401", resp, err)
+	}
+	if body, _ := io.ReadAll(resp.Body); !bytes.Contains(body, []byte("Invalid or missing API key")) {
+		t.Fatalf("body %q", body)
+	}
+}
+
 // TestNegativeLatencyRefused: New validates the latency options.
 func TestNegativeLatencyRefused(t *testing.T) {
 	t.Parallel()
