@@ -54,10 +54,10 @@ func (p *Pool) takeWarm(k poolKey) (session, bool) {
 		is.unwatch()
 		switch {
 		case is.spoiled:
-			p.standbyDied(is, is.err, "")
+			p.standbyDied(is, is.err)
 			continue
 		case isDone(is.s):
-			p.standbyDied(is, is.s.Err(), "")
+			p.standbyDied(is, is.s.Err())
 			continue
 		case p.aged(is, time.Now(), maxAge):
 			p.retire(is)
@@ -142,7 +142,7 @@ func (p *Pool) watch(ctx context.Context, is *idleSession) {
 	mine := p.removeIdleLocked(is)
 	p.mu.Unlock()
 	if mine {
-		p.standbyDied(is, err, "")
+		p.standbyDied(is, err)
 	}
 }
 
@@ -240,7 +240,7 @@ func (p *Pool) retireAged() {
 	for _, is := range old {
 		is.unwatch()
 		if is.spoiled {
-			p.standbyDied(is, is.err, "")
+			p.standbyDied(is, is.err)
 			continue
 		}
 		p.retire(is)
