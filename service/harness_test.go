@@ -149,9 +149,19 @@ func newHarnessClient(t testing.TB, simOpts slngsim.Options, clientOpts slngclie
 		simOpts.APIKey = testKey
 	}
 	sim := slngtest.NewServer(t, simOpts)
-	clientOpts.BaseURL, clientOpts.APIKey = sim.URL(), testKey
-	clientOpts.Logger = sentinelLogger(t).Named("client")
-	client, err := slngclient.New(clientOpts)
+	clientOpts.BaseURL = sim.URL()
+	h := gatewayVia(t, clientOpts, cfg, poolOpts, log, extra...)
+	h.sim = sim
+	return h
+}
+
+// gatewayVia runs a gateway on a pool whose client has opts and the test
+// key; the harness it returns has no simulator.
+func gatewayVia(t testing.TB, opts slngclient.Options, cfg Config, poolOpts slngpool.Options, log *zap.Logger, extra ...grpc.ServerOption) *harness {
+	t.Helper()
+	opts.APIKey = testKey
+	opts.Logger = sentinelLogger(t).Named("client")
+	client, err := slngclient.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +174,7 @@ func newHarnessClient(t testing.TB, simOpts slngsim.Options, clientOpts slngclie
 	}
 	t.Cleanup(pool.Close) // after the gateway's cleanup: they run last first
 	h := serveGateway(t, PoolUpstream(pool), cfg, reg, log, extra...)
-	h.sim, h.pool = sim, pool
+	h.pool = pool
 	return h
 }
 

@@ -96,6 +96,7 @@ type conn struct {
 	closedBy  atomic.Bool   // Close or CloseNow was called
 	closing   chan struct{} // closed with closedBy's first set (see markClosed)
 	pingLost  atomic.Bool   // a ping went unanswered
+	life      life          // signs of SLNG's life, and the proof ProveLife asks for (life.go)
 
 	framesIn, audioBytes, unknown, malformed, keepalives, pings atomic.Int64
 
@@ -147,6 +148,9 @@ func (cn *conn) send(ctx context.Context, typ websocket.MessageType, b []byte) e
 	err := cn.ws.Write(ctx, typ, b)
 	if err == nil {
 		cn.lastSend.Store(time.Now().UnixNano())
+		if cn.life.armed.Load() != 0 {
+			cn.startProof()
+		}
 		return nil
 	}
 	if ctx.Err() != nil {
@@ -274,6 +278,7 @@ func (cn *conn) shutdown() {
 	if cn.liveOn {
 		<-cn.liveDone
 	}
+	cn.stopProofs()
 }
 
 func (cn *conn) stats() Stats {

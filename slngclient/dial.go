@@ -33,12 +33,15 @@ func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, k
 	// the breaker must hear of, not the caller's deadline passing. Only
 	// the handshake: the session outlives this context.
 	hctx, cancel := context.WithTimeout(ctx, c.opts.HandshakeTimeout)
+	var cn *conn // set before the reader, whose reads run OnPongReceived, starts
 	ws, resp, err := websocket.Dial(hctx, full, &websocket.DialOptions{
 		HTTPClient: c.opts.HTTPClient,
 		HTTPHeader: c.headers(ep, key),
 		// SLNG's own clients disable permessage-deflate: some upstreams
 		// fail the handshake with it.
 		CompressionMode: websocket.CompressionDisabled,
+		// A pong is a sign of life (Heard), whoever pinged.
+		OnPongReceived: func(context.Context, []byte) { cn.life.heardNow() },
 	})
 	handshakeExpired := hctx.Err() != nil && ctx.Err() == nil
 	cancel()
@@ -51,7 +54,7 @@ func (c *Client) dial(ctx context.Context, kind string, ep Endpoint, init any, k
 	}
 	ws.SetReadLimit(c.opts.ReadLimit)
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	cn := &conn{
+	cn = &conn{
 		ws:         ws,
 		ctx:        lctx,
 		cancel:     cancel,

@@ -7,7 +7,10 @@
 // (so a slow consumer pauses the reading instead of queueing), and one
 // liveness goroutine that sends application keepalives when the session is
 // quiet (SLNG's idle timer ignores WebSocket pings) and pings to find dead
-// peers. Close or CloseNow stops both and waits for them.
+// peers. A session that sat idle may be asked for a proof of life
+// (ProveLife), which its next message carries: a ping right after it, no
+// wait before it, and the session ends, retryably, when SLNG stays
+// silent. Close or CloseNow stops these goroutines and waits for them.
 //
 // Every failure that comes from SLNG is an *UpstreamError: an error frame's
 // code, a close code, a refused handshake's HTTP status and body, a lost

@@ -45,6 +45,7 @@ func (cn *conn) readLoop() {
 				return err
 			}
 			cn.framesIn.Add(1)
+			cn.life.heardNow()
 			var f frame
 			if typ == websocket.MessageBinary {
 				if len(s.raw) == 0 {

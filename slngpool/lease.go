@@ -29,7 +29,10 @@ type lease struct {
 	br   *breaker
 	s    session
 	warm bool
-	once sync.Once
+	// proving: the session was lent with a proof of life pending (see
+	// proof.go).
+	proving bool
+	once    sync.Once
 }
 
 // Release ends the lease. err is why the stream ended, nil if it ended
@@ -44,6 +47,9 @@ func (l *Lease[S]) Release(err error, reusable bool) {
 
 func (p *Pool) release(l *lease, err error, reusable bool) {
 	p.m.inUse.WithLabelValues(l.key.kind).Dec()
+	if l.proving {
+		p.settleProof(l.key, l.s)
+	}
 	now := time.Now()
 	if err == nil && isDone(l.s) {
 		// A caller that replaced a failed session may release it as if
@@ -57,7 +63,9 @@ func (p *Pool) release(l *lease, err error, reusable bool) {
 	if err != nil {
 		p.m.upstreamError(l.key.kind, err)
 		ue, upstream := slngclient.AsUpstreamError(err)
-		early := upstream && now.Sub(l.s.Stats().ReadyAt) < p.opts.EarlyDeath
+		// A standby that failed its proof of life was recorded as one
+		// that died unused (settleProof), however young.
+		early := upstream && now.Sub(l.s.Stats().ReadyAt) < p.opts.EarlyDeath && !l.s.LifeUnproven()
 		switch {
 		case counted(err):
 			l.br.report(err)

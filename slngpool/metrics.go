@@ -50,7 +50,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		discards: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "speech_gateway_pool_discards_total",
 			Help: "Standby sessions dropped, by kind and reason: spoiled (SLNG sent something or closed while idle), " +
-				"aged, ping (failed the checkout ping), evicted (room for another configuration), full, closed (pool closed).",
+				"aged, ping (lent, and failed its proof of life), suspect (not heard from since another standby of its configuration failed its proof), " +
+				"evicted (room for another configuration), full, closed (pool closed).",
 		}, []string{"kind", "reason"}),
 		dial: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "speech_gateway_upstream_dial_seconds",
@@ -78,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		deaths: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "speech_gateway_pool_standby_deaths_total",
 			Help: "Standby sessions that SLNG ended or spoiled before any caller used them, by kind and cause: " +
-				"closed, dropped, rate_limit, auth, idle_timeout, error (another error frame), protocol, message (SLNG sent something), ping (no pong at checkout), other.",
+				"closed, dropped, rate_limit, auth, idle_timeout, error (another error frame), protocol, message (SLNG sent something), ping (lent, and neither a pong nor any frame came within the checkout ping timeout of its first message), other.",
 		}, []string{"kind", "cause"}),
 		lifetime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "speech_gateway_pool_standby_lifetime_seconds",

@@ -40,9 +40,18 @@ type Options struct {
 	MaxRecent int
 	// Prewarm lists configurations kept warm from the start.
 	Prewarm []Profile
-	// CheckoutPingTimeout bounds the ping that checks a standby session
-	// just before it is handed out. Default 500 ms; negative skips it.
+	// CheckoutPingTimeout bounds the proof of life of a standby lent
+	// without SLNG heard from on it within HeardWithin: its first message
+	// goes out at once, a ping right after it, and unless the pong or any
+	// frame comes within this long, the session ends with a retryable
+	// error (a stream then replays its turn on another session). Nothing
+	// waits for the ping. Default 500 ms; negative lends standbys
+	// unproven.
 	CheckoutPingTimeout time.Duration
+	// HeardWithin: a standby that SLNG was heard from on (any frame or
+	// pong) this recently is lent with no proof of life. Default 1 s;
+	// negative proves every standby.
+	HeardWithin time.Duration
 	// AcquireTimeout bounds the wait for capacity when MaxSessions are in
 	// use, and for a DialRate token. Default 2 s.
 	AcquireTimeout time.Duration
@@ -124,6 +133,7 @@ func (o Options) withDefaults() Options {
 	defDur(&o.MaxSessionAge, 20*time.Minute)
 	defDur(&o.RecentTTL, 2*time.Minute)
 	defDur(&o.CheckoutPingTimeout, 500*time.Millisecond)
+	defDur(&o.HeardWithin, time.Second)
 	defDur(&o.AcquireTimeout, 2*time.Second)
 	defDur(&o.BackoffBase, 100*time.Millisecond)
 	defDur(&o.BackoffMax, 2*time.Second)

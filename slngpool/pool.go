@@ -7,6 +7,9 @@
 // caller would otherwise wait for. Sessions are keyed by kind, model,
 // region, credential and init config, so a session never serves a
 // configuration or a credential other than the one it was opened with.
+// A standby is lent at once: its first message never waits for a round
+// trip, and one that SLNG has not been heard from on lately proves SLNG is
+// still there beside that message instead (proof.go).
 //
 // Every dial has a purpose: a caller waiting for its first session, a
 // rollover of a running stream, a standby for a configuration used
@@ -59,8 +62,10 @@ type session interface {
 	ID() string
 	Done() <-chan struct{}
 	Err() error
-	Ping(ctx context.Context) error
 	Stats() slngclient.Stats
+	Heard() time.Time
+	ProveLife(within time.Duration)
+	LifeUnproven() bool
 	CloseNow()
 }
 
@@ -105,6 +110,9 @@ type Pool struct {
 	routes  map[poolKey]*route
 	gen     uint64               // the generation of the gateway's own key; see KeyChanged
 	pauses  map[string]*keyPause // by credential fingerprint
+	// proving holds the standbys lent with a proof of life pending, by
+	// configuration (proof.go).
+	proving map[poolKey][]lent
 }
 
 // New returns a pool dialling with client and starts its maintenance
@@ -130,6 +138,7 @@ func New(client *slngclient.Client, opts Options) (*Pool, error) {
 		dialing: map[poolKey]int{},
 		routes:  map[poolKey]*route{},
 		pauses:  map[string]*keyPause{},
+		proving: map[poolKey][]lent{},
 	}
 	p.br = &breakers{m: map[string]*breaker{}, max: opts.MaxBreakers, opts: &p.opts, log: p.log, metrics: p.m}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -273,10 +282,10 @@ func (p *Pool) acquire(ctx context.Context, k poolKey, req Request, dial dialFun
 	// start is for the next caller; only a failed dial is SLNG's answer.
 	res, dialErr := useOther, error(nil)
 	defer func() { p.noteUse(k, dial, res, dialErr) }()
-	if s := p.takeWarm(ctx, k); s != nil {
+	if s, proving := p.takeWarm(k); s != nil {
 		p.m.acquires.WithLabelValues(k.kind, "hit").Inc()
 		p.m.inUse.WithLabelValues(k.kind).Inc()
-		return &lease{p: p, key: k, br: br, s: s, warm: true}, nil
+		return &lease{p: p, key: k, br: br, s: s, warm: true, proving: proving}, nil
 	}
 	// Fail fast while the breaker is open, before waiting for capacity.
 	if br.cb.State() == gobreaker.StateOpen {

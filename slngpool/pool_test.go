@@ -158,7 +158,12 @@ func TestPrewarmAndRecent(t *testing.T) {
 }
 
 // TestKilledStandbyNeverHandedOut: the simulator cuts standby sessions
-// while they sit idle; every caller still gets a working session.
+// while they sit idle. One the pool saw die is never handed out. One cut
+// just before it is lent (the socket's end not read yet) is lent, as
+// nothing waits for SLNG at checkout: its first message then fails, or the
+// session ends before any answer, with a retryable error, on which a
+// stream replays the message on another session; the pool never lends it
+// again.
 func TestKilledStandbyNeverHandedOut(t *testing.T) {
 	t.Parallel()
 	cfg := ttsCfg
@@ -181,11 +186,32 @@ func TestKilledStandbyNeverHandedOut(t *testing.T) {
 			t.Fatalf("killed %d sessions, want 1", n)
 		}
 		if i%2 == 1 {
-			time.Sleep(20 * time.Millisecond) // let the watcher see it, the other half of the time
+			waitIdle(t, p, 0) // the watcher saw it, the other half of the time
 		}
-		l, err := p.AcquireTTS(testCtx(t), slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
+		ctx := testCtx(t)
+		l, err := p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg)
 		if err != nil {
 			t.Fatalf("acquire after a kill: %v", err)
+		}
+		if killed[l.Session.ID()] {
+			if i%2 == 1 {
+				t.Fatal("a standby the pool saw die was handed out")
+			}
+			// The race a stream's replay covers.
+			err := l.Session.Text(ctx, "anyone?", true)
+			if err == nil {
+				_, err = l.Session.Recv(ctx)
+			}
+			if ue, ok := slngclient.AsUpstreamError(err); !ok || !ue.Retryable {
+				t.Fatalf("the cut standby's first message: %v, want a retryable error", err)
+			}
+			l.Release(err, false)
+			if l, err = p.AcquireTTS(ctx, slngpool.Request{Endpoint: slngclient.Endpoint{Model: aura}}, ttsCfg); err != nil {
+				t.Fatalf("acquire after a cut standby: %v", err)
+			}
+			if killed[l.Session.ID()] {
+				t.Fatal("a cut standby was handed out twice")
+			}
 		}
 		speak(t, l, "still speaking")
 		l.Release(nil, false)

@@ -247,22 +247,16 @@ func deathCause(err error) string {
 }
 
 // standbyDied closes a standby that died before any caller used it and
-// learns from it. cause overrides the cause derived from err. A death is
-// SLNG failing, for the configuration's backoff and for its breaker,
-// except that SLNG reaping an idle standby teaches the configuration's
-// idle lifetime instead of backing it off, and counts against the breaker
-// only until that lifetime is known.
-func (p *Pool) standbyDied(is *idleSession, err error, cause string) {
+// learns from it. A death is SLNG failing, for the configuration's backoff
+// and for its breaker, except that SLNG reaping an idle standby teaches
+// the configuration's idle lifetime instead of backing it off, and counts
+// against the breaker only until that lifetime is known. (A standby that
+// failed its proof of life after it was lent is settleProof's.)
+func (p *Pool) standbyDied(is *idleSession, err error) {
 	k := is.key
 	life := time.Since(is.since)
-	if cause == "" {
-		cause = deathCause(err)
-	}
-	reason := "spoiled"
-	if cause == "ping" {
-		reason = "ping"
-	}
-	p.discard(is.s, k, reason)
+	cause := deathCause(err)
+	p.discard(is.s, k, "spoiled")
 	p.m.deaths.WithLabelValues(k.kind, cause).Inc()
 	p.m.lifetime.WithLabelValues(k.kind).Observe(life.Seconds())
 	now := time.Now()

@@ -29,22 +29,22 @@ func (is *idleSession) unwatch() {
 	<-is.watched
 }
 
-// errPing is why a standby that did not answer its checkout ping died.
-var errPing = errors.New("standby did not answer its checkout ping")
-
-// takeWarm returns a standby session of k that is still good, or nil.
-// Dead, aged or unresponsive standbys are closed on the way; that costs
-// the caller no retry.
-func (p *Pool) takeWarm(ctx context.Context, k poolKey) session {
+// takeWarm returns a standby session of k that is still good, or nil,
+// and whether it was lent with a proof of life pending (proof.go). Dead
+// and aged standbys are closed on the way; that costs the caller no
+// retry. Nothing here waits for SLNG: a standby's first message is never
+// held behind a round trip.
+func (p *Pool) takeWarm(k poolKey) (session, bool) {
 	if p.opts.DisableWarm {
-		return nil
+		return nil, false
 	}
+	p.sweepProofs(k)
 	for {
 		p.mu.Lock()
 		list := p.idle[k]
 		if len(list) == 0 {
 			p.mu.Unlock()
-			return nil
+			return nil, false
 		}
 		is := list[len(list)-1]
 		p.removeIdleLocked(is)
@@ -54,33 +54,18 @@ func (p *Pool) takeWarm(ctx context.Context, k poolKey) session {
 		is.unwatch()
 		switch {
 		case is.spoiled:
-			p.standbyDied(is, is.err, "")
+			p.standbyDied(is, is.err)
 			continue
 		case isDone(is.s):
-			p.standbyDied(is, is.s.Err(), "")
+			p.standbyDied(is, is.s.Err())
 			continue
 		case p.aged(is, time.Now(), maxAge):
 			p.retire(is)
 			continue
 		}
-		if p.opts.CheckoutPingTimeout > 0 {
-			// The watcher sees a close as soon as the socket reports it; a
-			// peer that vanished silently only shows up on a round trip.
-			pctx, cancel := context.WithTimeout(ctx, p.opts.CheckoutPingTimeout)
-			err := is.s.Ping(pctx)
-			cancel()
-			if err != nil && ctx.Err() != nil {
-				// The caller went away during the ping: that says
-				// nothing about SLNG. The standby is closed, unlearned.
-				p.discard(is.s, is.key, "ping")
-				return nil
-			}
-			if err != nil {
-				p.standbyDied(is, errPing, "ping")
-				continue
-			}
-		}
-		return is.s
+		// The watcher sees a close as soon as the socket reports it; a
+		// peer that vanished silently only shows up on a round trip.
+		return is.s, p.lendProving(k, is.s)
 	}
 }
 
@@ -157,7 +142,7 @@ func (p *Pool) watch(ctx context.Context, is *idleSession) {
 	mine := p.removeIdleLocked(is)
 	p.mu.Unlock()
 	if mine {
-		p.standbyDied(is, err, "")
+		p.standbyDied(is, err)
 	}
 }
 
@@ -255,7 +240,7 @@ func (p *Pool) retireAged() {
 	for _, is := range old {
 		is.unwatch()
 		if is.spoiled {
-			p.standbyDied(is, is.err, "")
+			p.standbyDied(is, is.err)
 			continue
 		}
 		p.retire(is)

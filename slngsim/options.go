@@ -59,6 +59,15 @@ type Options struct {
 	// ConnectLatency delays every handshake; ReadyLatency delays `ready`
 	// after `init`; FirstAudioLatency delays each turn's first audio.
 	ConnectLatency, ReadyLatency, FirstAudioLatency time.Duration
+	// Latency is the network's one-way delay: every byte the simulator
+	// receives and every byte it sends, so every frame in both directions
+	// (pings, pongs and closes too) and the upgrade, is held this long,
+	// plus or minus a uniform Jitter, without ever overtaking an earlier
+	// one. A connection's first bytes also wait one round trip, TCP's
+	// handshake. Twice Latency is the round trip a client sees. It applies
+	// to the listener Start opens (not to Handler served elsewhere).
+	// Default 0: loopback's own.
+	Latency, Jitter time.Duration
 	// CloseAfterAudioEnd, when set, decides each model's
 	// Profile.CloseAfterTurn (close 1000 after each turn's end messages),
 	// whatever the profile says. When it, Profile and ProfileFor are all

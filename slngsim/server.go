@@ -16,19 +16,24 @@ import (
 
 // SessionInfo records one connection, for tests.
 type SessionInfo struct {
-	ID               string
-	Kind             string // "tts" or "stt"
-	Route            string // "bridge" or "direct"
-	Model            string
-	Region           string // X-Region-Override
-	WorldPart        string // X-World-Part-Override
-	Profile          string // the Name of the session's profile
-	ProviderKey      bool   // whether X-Slng-Provider-Key was sent (never its value)
-	TokenInQuery     bool   // whether the key came as ?token=
-	KeyID            string // KeyID of the key presented, "" without one
-	Init             json.RawMessage
-	Received         map[string]int // client messages by type; "binary" counts audio frames
-	Pings            int
+	ID           string
+	Kind         string // "tts" or "stt"
+	Route        string // "bridge" or "direct"
+	Model        string
+	Region       string // X-Region-Override
+	WorldPart    string // X-World-Part-Override
+	Profile      string // the Name of the session's profile
+	ProviderKey  bool   // whether X-Slng-Provider-Key was sent (never its value)
+	TokenInQuery bool   // whether the key came as ?token=
+	KeyID        string // KeyID of the key presented, "" without one
+	Init         json.RawMessage
+	Received     map[string]int // client messages by type; "binary" counts audio frames
+	Pings        int
+	// PingsBeforeData counts the pings answered before the first data
+	// the client sent after init: a TTS `text` or an STT audio frame (in
+	// any form). A client that proves a session alive beside its first
+	// message, not before it, leaves it at 0.
+	PingsBeforeData  int
 	CloseCode        int // the close code the simulator sent, 0 if none (e.g. the client closed first)
 	ProtocolErrors   int // client protocol violations (bare flush, bad JSON, unknown types)
 	Open             bool
@@ -59,9 +64,12 @@ type Server struct {
 	opts Options
 	log  *zap.Logger
 
-	lis  net.Listener
-	http *http.Server
-	url  string
+	lis net.Listener
+	// delay is lis when Options.Latency or Jitter is set: Close cuts its
+	// connections and waits for their delay lines.
+	delay *delayListener
+	http  *http.Server
+	url   string
 
 	seq atomic.Int64
 	// keys are the accepted keys (see SetAPIKeys).
@@ -82,6 +90,9 @@ type Server struct {
 func New(opts Options) (*Server, error) {
 	if opts.ChunkDuration < 0 || opts.MaxConcurrentPerKey < 0 {
 		return nil, errors.New("slngsim: negative ChunkDuration or MaxConcurrentPerKey")
+	}
+	if opts.Latency < 0 || opts.Jitter < 0 {
+		return nil, errors.New("slngsim: negative Latency or Jitter")
 	}
 	if opts.ChunkDuration == 0 {
 		opts.ChunkDuration = 20 * time.Millisecond
@@ -135,8 +146,12 @@ func Start(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("slngsim: %w", err)
 	}
-	s.lis = lis
 	s.url = "ws://" + lis.Addr().String()
+	if s.opts.Latency > 0 || s.opts.Jitter > 0 {
+		s.delay = newDelayListener(lis, netDelay{latency: s.opts.Latency, jitter: s.opts.Jitter})
+		lis = s.delay
+	}
+	s.lis = lis
 	s.http = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	s.serveErr = make(chan error, 1)
 	go func() { s.serveErr <- s.http.Serve(lis) }()
@@ -164,6 +179,9 @@ func (s *Server) Close() error {
 		ss.cancel()
 	}
 	s.conns.Wait()
+	if s.delay != nil {
+		s.delay.closeAll()
+	}
 	return err
 }
 

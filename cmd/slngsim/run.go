@@ -108,6 +108,8 @@ Flags:
 	fs.DurationVar(&opts.ConnectLatency, "connect-latency", 0, "delay before each handshake completes")
 	fs.DurationVar(&opts.ReadyLatency, "ready-latency", 0, "delay between init and ready")
 	fs.DurationVar(&opts.FirstAudioLatency, "first-audio-latency", 0, "delay before each turn's first audio")
+	fs.DurationVar(&opts.Latency, "latency", 0, "one-way network delay on every byte received and sent (every frame, pings and closes too); the round trip is twice this")
+	fs.DurationVar(&opts.Jitter, "jitter", 0, "with --latency, vary each delay by up to this much either way, never reordering")
 	fs.BoolVar(&opts.BenchStamp, "bench-stamp", false, "stamp send time (big-endian Unix ns) into the first 8 bytes of each audio chunk")
 	fs.Var(faultFlags(opts.Faults), "fault", "inject a fault, MODEL=KIND[:ARG][@POINT][,OPTION...] (repeatable); see package slngsim")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

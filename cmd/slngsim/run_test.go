@@ -67,6 +67,8 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"--profile", "kindest"},
 		{"--model-profile", "rime/arcana"},
 		{"--model-profile", "rime/arcana=kindest"},
+		{"--latency", "-5ms"},
+		{"--jitter", "-5ms"},
 	} {
 		// A flag wrongly accepted starts a simulator: the deadline stops
 		// it, and the test fails instead of hanging.
@@ -186,6 +188,34 @@ func TestRunProfiles(t *testing.T) {
 	if body, _ := io.ReadAll(resp.Body); !bytes.Contains(body, []byte("BYOK is only supported")) {
 		t.Fatalf("BYOK refusal body %q", body)
 	}
+}
+
+// TestRunLatency: --latency puts its delay on every message: a ping's
+// pong comes back no sooner than a round trip.
+func TestRunLatency(t *testing.T) {
+	t.Parallel()
+	url := startRun(t, "--latency", "25ms", "--jitter", "5ms")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, url+"/v1/bridges/unmute/tts/deepgram/aura:2", nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer c.CloseNow()
+	readErr := make(chan error, 1)
+	go func() {
+		_, _, err := c.Read(ctx) // reads the pong; ends at CloseNow
+		readErr <- err
+	}()
+	start := time.Now()
+	if err := c.Ping(ctx); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	if d := time.Since(start); d < 40*time.Millisecond {
+		t.Errorf("pong after %v, want at least the round trip of --latency 25ms --jitter 5ms (40ms)", d)
+	}
+	c.CloseNow()
+	<-readErr
 }
 
 // TestRunHelpListsProfiles: -h names every profile.

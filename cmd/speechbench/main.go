@@ -169,6 +169,14 @@ func (b *bench) keep(p *proc, err error) (*proc, error) {
 	return p, err
 }
 
+// stop stops procs before the end of the run, and forgets them.
+func (b *bench) stop(procs ...*proc) {
+	for _, p := range procs {
+		p.stop()
+		b.procs = slices.DeleteFunc(b.procs, func(q *proc) bool { return q == p })
+	}
+}
+
 func (b *bench) stopAll() {
 	for _, p := range b.procs {
 		p.stop()

@@ -1,5 +1,6 @@
-// Package slngtest starts SLNG simulators for tests, and upstreams that
-// never answer.
+// Package slngtest starts SLNG simulators for tests, upstreams that never
+// answer, and proxies to simulators whose connections can vanish without
+// a FIN.
 package slngtest
 
 import (
