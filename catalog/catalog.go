@@ -214,9 +214,10 @@ func (m *Model) voice(id string) *Voice {
 }
 
 // nearestVoice is the voice id closest to id, when one is close enough to
-// be a typo of it (at most a third of its letters differ), else "".
+// be a typo of it (at most 3 edits, and at most a quarter of its letters),
+// else "".
 func (m *Model) nearestVoice(id string) string {
-	best, bestDist := "", len(id)/3+1
+	best, bestDist := "", min(3, len(id)/4)+1
 	for _, v := range m.Voices {
 		if d := distance(strings.ToLower(id), strings.ToLower(v.ID)); d < bestDist {
 			best, bestDist = v.ID, d
