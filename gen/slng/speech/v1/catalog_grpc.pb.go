@@ -45,9 +45,9 @@ type CatalogServiceClient interface {
 	// model id.
 	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
 	// ListVoices lists the catalogued voices of the text-to-speech models the
-	// caller may use. It fails with NOT_FOUND (reason MODEL_NOT_IN_CATALOG)
-	// for a model the catalog does not list for the caller, and with
-	// INVALID_ARGUMENT for a speech-to-text model.
+	// caller may use. A model the catalog does not list for the caller, or a
+	// speech-to-text model, fails with INVALID_ARGUMENT (reason
+	// INVALID_REQUEST, BadRequest on "model").
 	ListVoices(ctx context.Context, in *ListVoicesRequest, opts ...grpc.CallOption) (*ListVoicesResponse, error)
 }
 
@@ -101,9 +101,9 @@ type CatalogServiceServer interface {
 	// model id.
 	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
 	// ListVoices lists the catalogued voices of the text-to-speech models the
-	// caller may use. It fails with NOT_FOUND (reason MODEL_NOT_IN_CATALOG)
-	// for a model the catalog does not list for the caller, and with
-	// INVALID_ARGUMENT for a speech-to-text model.
+	// caller may use. A model the catalog does not list for the caller, or a
+	// speech-to-text model, fails with INVALID_ARGUMENT (reason
+	// INVALID_REQUEST, BadRequest on "model").
 	ListVoices(context.Context, *ListVoicesRequest) (*ListVoicesResponse, error)
 	mustEmbedUnimplementedCatalogServiceServer()
 }
