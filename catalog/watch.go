@@ -43,7 +43,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // Options configure Watch and Static. The zero value of every field is its
 // documented default.
 type Options struct {
-	// Reload is how often the file is checked for changes. Default 5 s.
+	// Reload is how often the file is checked for changes. Default 5 s;
+	// negative never re-reads it.
 	Reload time.Duration
 	// Logger receives reloads; nil discards them.
 	Logger *zap.Logger
@@ -52,7 +53,7 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Reload <= 0 {
+	if o.Reload == 0 {
 		o.Reload = 5 * time.Second
 	}
 	if o.Logger == nil {
@@ -90,7 +91,10 @@ func Watch(path string, opts Options) (*Live, error) {
 	l := &Live{m: opts.Metrics, log: opts.Logger.Named("catalog")}
 	l.set(c)
 	l.log.Info("catalog", zap.String("file", path), zap.Int("models", c.Len()))
-	l.stop = filewatch.New(path, b, l.reload, l.unusable).Start(opts.Reload)
+	l.stop = func() {}
+	if opts.Reload > 0 {
+		l.stop = filewatch.New(path, b, l.reload, l.unusable).Start(opts.Reload)
+	}
 	return l, nil
 }
 
