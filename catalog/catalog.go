@@ -215,8 +215,12 @@ func (m *Model) voice(id string) *Voice {
 
 // nearestVoice is the voice id closest to id, when one is close enough to
 // be a typo of it (at most 3 edits, and at most a quarter of its letters),
-// else "".
+// else "". Ids longer than any voice's name are no typo: their distances
+// are not worth computing.
 func (m *Model) nearestVoice(id string) string {
+	if len(id) > maxVoiceGuess {
+		return ""
+	}
 	best, bestDist := "", min(3, len(id)/4)+1
 	for _, v := range m.Voices {
 		if d := distance(strings.ToLower(id), strings.ToLower(v.ID)); d < bestDist {
@@ -225,6 +229,9 @@ func (m *Model) nearestVoice(id string) string {
 	}
 	return best
 }
+
+// maxVoiceGuess bounds the voice ids nearestVoice matches.
+const maxVoiceGuess = 64
 
 // distance is the Levenshtein distance of a and b, in bytes.
 func distance(a, b string) int {

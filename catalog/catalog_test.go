@@ -131,6 +131,8 @@ func TestCheck(t *testing.T) {
 		{"unknown voice", "a/tts:1", Request{"bob", "linear16", 24000}, []Field{FieldVoice}, `model a/tts:1 has no voice "bob" (CatalogService.ListVoices lists its voices)`},
 		{"everything wrong", "a/tts:1", Request{"bob", "opus", 16000}, []Field{FieldVoice, FieldEncoding, FieldSampleRate}, "offers no 16000 Hz; it offers 8000, 24000 Hz"},
 		{"open lists", "a/open:1", Request{"bob", "opus", 16000}, nil, ""},
+		{"a long voice, cut", "a/tts:1", Request{strings.Repeat("aura-2-thalia-en", 10000), "linear16", 24000}, []Field{FieldVoice},
+			`has no voice "aura-2-thalia-enaura-2-thalia-en`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -144,6 +146,9 @@ func TestCheck(t *testing.T) {
 			}
 			if !slices.Equal(fields, tt.want) {
 				t.Errorf("Check(%+v) fields = %v, want %v (%q)", tt.req, fields, tt.want, msgs)
+			}
+			if len(strings.Join(msgs, "")) > 1000 {
+				t.Errorf("Check(...) says %d bytes: a caller's value must be cut", len(strings.Join(msgs, "")))
 			}
 			if tt.msg != "" && !strings.Contains(strings.Join(msgs, "\n"), tt.msg) {
 				t.Errorf("Check(%+v) = %q, want a message containing %q", tt.req, msgs, tt.msg)

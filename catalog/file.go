@@ -145,7 +145,14 @@ func validateVoices(m *Model, bad func(string, ...any)) {
 	}
 }
 
-func quote(s string) string { return strconv.Quote(s) }
+// quote quotes a value for a message, cut to 140 bytes: a caller's value
+// may be long.
+func quote(s string) string {
+	if len(s) > 140 {
+		return strconv.Quote(s[:140]) + "..."
+	}
+	return strconv.Quote(s)
+}
 
 func itoa(n int) string { return strconv.Itoa(n) }
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	prom "github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -17,7 +19,15 @@ func setupCatalog(cfg *config, log *zap.Logger, reg prom.Registerer) (*catalog.L
 		if opts.Reload == 0 {
 			opts.Reload = -1 // never
 		}
-		return catalog.Watch(cfg.catalogFile, opts)
+		live, err := catalog.Watch(cfg.catalogFile, opts)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkDefaultVoice(cfg, live.Current()); err != nil {
+			live.Close()
+			return nil, err
+		}
+		return live, nil
 	}
 	c, err := catalog.Default()
 	source := "built in"
@@ -25,9 +35,27 @@ func setupCatalog(cfg *config, log *zap.Logger, reg prom.Registerer) (*catalog.L
 		c, err = devCatalog(c)
 		source = "built in, as the simulator plays it"
 	}
+	if err == nil {
+		err = checkDefaultVoice(cfg, c)
+	}
 	if err != nil {
 		return nil, err
 	}
 	log.Info("catalog", zap.String("source", source), zap.Int("models", c.Len()))
 	return catalog.Static(c, opts), nil
+}
+
+// checkDefaultVoice refuses a default voice that the catalog says the
+// default model lacks: every stream that names neither would fail.
+func checkDefaultVoice(cfg *config, c *catalog.Catalog) error {
+	m := c.Lookup(cfg.defaultTTSModel)
+	if m == nil {
+		return nil
+	}
+	for _, p := range m.Check(catalog.Request{Voice: cfg.defaultVoice}) {
+		if p.Field == catalog.FieldVoice {
+			return fmt.Errorf("--default-voice: %s", p.Message)
+		}
+	}
+	return nil
 }

@@ -169,3 +169,16 @@ func TestRunReloadsCatalogFile(t *testing.T) {
 		t.Errorf("run with an invalid catalog file = %v, want it refused", err)
 	}
 }
+
+// TestRunRefusesDefaultVoiceOutsideCatalog: a default voice the catalog
+// says the default model lacks would fail every stream that names
+// neither; the gateway refuses to start with it.
+func TestRunRefusesDefaultVoiceOutsideCatalog(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	err := run(ctx, []string{"--dev", "--default-voice", "aura-2-nobody-en", "--listen", "127.0.0.1:0", "--admin-listen", ""}, envFrom(nil), &syncBuffer{})
+	if err == nil || !strings.Contains(err.Error(), `--default-voice: model deepgram/aura:2 has no voice "aura-2-nobody-en"`) {
+		t.Errorf("run with a default voice the default model lacks = %v, want it refused", err)
+	}
+}
