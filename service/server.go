@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/speech-gateway/speech-gateway/catalog"
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 	"github.com/speech-gateway/speech-gateway/slngpool"
@@ -110,6 +111,11 @@ type Config struct {
 	// Callers identifies, admits and meters the caller of each stream
 	// (service/callers.go); nil identifies nobody and admits everyone.
 	Callers Callers
+	// Catalog returns the model catalog in force (catalog.Live.Current):
+	// CatalogService lists it, and a stream naming a model in it is
+	// checked against it before any SLNG dial (service/catalog.go). nil
+	// lists nothing and checks nothing.
+	Catalog func() *catalog.Catalog
 }
 
 // CallerKeyHeader is the request metadata that carries a caller's own SLNG
@@ -188,11 +194,13 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-// Server implements TextToSpeechService and SpeechToTextService on top of an
-// Upstream. Its methods may be called concurrently.
+// Server implements TextToSpeechService, SpeechToTextService and
+// CatalogService on top of an Upstream. Its methods may be called
+// concurrently.
 type Server struct {
 	speechv1.UnimplementedTextToSpeechServiceServer
 	speechv1.UnimplementedSpeechToTextServiceServer
+	speechv1.UnimplementedCatalogServiceServer
 
 	upstream Upstream
 	log      *zap.Logger
@@ -246,10 +254,11 @@ func New(upstream Upstream, logger *zap.Logger, metrics *Metrics, cfg Config) (*
 	return s, nil
 }
 
-// Register registers both services on r.
+// Register registers the three services on r.
 func (s *Server) Register(r grpc.ServiceRegistrar) {
 	speechv1.RegisterTextToSpeechServiceServer(r, s)
 	speechv1.RegisterSpeechToTextServiceServer(r, s)
+	speechv1.RegisterCatalogServiceServer(r, s)
 }
 
 // Drain asks every stream to finish: Synthesize streams end after the turn

@@ -382,6 +382,7 @@ func (c *sttCore) configure(cfg *speechv1.RecognitionConfig) error {
 	}
 	opts := eff.GetModelOptions().AsMap()
 	checkOptions(&v, "config.model_options", opts, reservedSTTOptions)
+	s.checkCatalog(&v, eff.Model, "", eff.Format, defaultSTTSampleRate)
 	if err := v.err(); err != nil {
 		return err
 	}

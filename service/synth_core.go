@@ -411,6 +411,7 @@ func (c *synthCore) configure(cfg *speechv1.SynthesisConfig) error {
 	}
 	opts := eff.GetModelOptions().AsMap()
 	checkOptions(&v, "config.model_options", opts, reservedTTSOptions)
+	s.checkCatalog(&v, eff.Model, eff.Voice, eff.Format, defaultTTSSampleRate)
 	if err := v.err(); err != nil {
 		return err
 	}

@@ -57,6 +57,10 @@ type config struct {
 	defaultVoice    string
 	defaultSTTModel string
 	models          []string
+	// catalogFile replaces the built-in model catalog; re-read every
+	// catalogReload (0: never).
+	catalogFile   string
+	catalogReload time.Duration
 
 	maxTextBytes       int
 	maxAudioChunkBytes int
@@ -199,6 +203,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.defaultVoice, "default-voice", env("DEFAULT_VOICE", "aura-2-thalia-en"), "voice for streams that name neither model nor voice [DEFAULT_VOICE]")
 	fs.StringVar(&c.defaultSTTModel, "default-stt-model", env("DEFAULT_STT_MODEL", "deepgram/nova:3"), "model for Transcribe streams that name none [DEFAULT_STT_MODEL]")
 	models := fs.String("models", env("MODEL_ALLOWLIST", ""), "comma-separated models callers may name; empty allows any valid name [MODEL_ALLOWLIST]")
+	fs.StringVar(&c.catalogFile, "catalog-file", env("CATALOG_FILE", ""), "YAML file of the models and voices CatalogService lists, and against which streams' voices, encodings and sample rates are checked before any SLNG dial; re-read when it changes; empty uses the built-in catalog of SLNG's documented models (with --dev, as the simulator plays them) [CATALOG_FILE]")
+	fs.DurationVar(&c.catalogReload, "catalog-reload-interval", envDur("CATALOG_RELOAD_INTERVAL", 5*time.Second), "re-read --catalog-file this often and put a changed file that parses in force; 0 disables [CATALOG_RELOAD_INTERVAL]")
 	fs.IntVar(&c.maxTextBytes, "max-text-bytes", envInt("MAX_TEXT_BYTES", 64<<10), "largest text in one request [MAX_TEXT_BYTES]")
 	fs.IntVar(&c.maxAudioChunkBytes, "max-audio-chunk-bytes", envInt("MAX_AUDIO_CHUNK_BYTES", 64<<10), "largest audio chunk in one request [MAX_AUDIO_CHUNK_BYTES]")
 	fs.DurationVar(&c.maxStreamDuration, "max-stream-duration", envDur("MAX_STREAM_DURATION", time.Hour), "longest stream; negative means no limit [MAX_STREAM_DURATION]")
@@ -359,6 +365,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if c.keyReload < 0 {
 		c.keyReload = 0
+	}
+	if c.catalogReload < 0 {
+		c.catalogReload = 0
 	}
 	return c, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/speech-gateway/speech-gateway/catalog"
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
@@ -42,4 +43,26 @@ func startSimulator(cfg *config, log *zap.Logger) (io.Closer, error) {
 	cfg.apiKey = key
 	log.Info("dev mode: using the embedded SLNG simulator", zap.String("url", sim.URL()), zap.String("profile", cfg.devProfile))
 	return sim, nil
+}
+
+// devCatalog is the catalog of --dev: the models of c, which the simulator
+// serves under any id with its provider's realistic profile, as it plays
+// them. The lists the gateway checks (voices, encodings, sample rates) stay
+// SLNG's, so that dev mode refuses what SLNG would; what the routes send is
+// the simulator's, on every profile: partial transcripts when asked for,
+// utterance_end with enable_vad, and no alignment with synthesized audio.
+func devCatalog(c *catalog.Catalog) (*catalog.Catalog, error) {
+	yes, no := true, false
+	return c.Map(func(m catalog.Model) catalog.Model {
+		m.Source = "slngsim, the embedded SLNG simulator, serving this model as its route profile says (docs/simulator.md); " +
+			"the voices, encodings and sample rates are SLNG's: " + m.Source
+		m.Regions, m.RegionsComplete = nil, false
+		switch m.Kind {
+		case catalog.STT:
+			m.Sends = catalog.Sends{Partials: &yes, UtteranceEnd: &yes}
+		case catalog.TTS:
+			m.Sends = catalog.Sends{Timings: &no}
+		}
+		return m
+	})
 }

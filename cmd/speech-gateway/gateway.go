@@ -47,7 +47,8 @@ type gateway struct {
 }
 
 // healthServices are the names the gRPC health service answers for.
-var healthServices = []string{"", speechv1.TextToSpeechService_ServiceDesc.ServiceName, speechv1.SpeechToTextService_ServiceDesc.ServiceName}
+var healthServices = []string{"", speechv1.TextToSpeechService_ServiceDesc.ServiceName, speechv1.SpeechToTextService_ServiceDesc.ServiceName,
+	speechv1.CatalogService_ServiceDesc.ServiceName}
 
 // newGateway wires the gateway that cfg describes. ctx bounds only what
 // start-up does (a first Redis round trip); the gateway runs until close.
@@ -104,6 +105,11 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 	}
 	g.onClose(fl.Close)
 	g.onClose(gate.Close)
+	models, err := setupCatalog(cfg, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	g.onClose(models.Close)
 	if cfg.tlsCertFile != "" {
 		st, err := newServerTLS(cfg.tlsCertFile, cfg.tlsKeyFile, cfg.tlsClientCAFile, log, reg)
 		if err != nil {
@@ -171,6 +177,7 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 		BufferBytes:           cfg.totalBuffer,
 		DrainGrace:            cfg.shutdownTimeout,
 		Callers:               gate,
+		Catalog:               models.Current,
 	})
 	if err != nil {
 		return nil, err
@@ -206,9 +213,9 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 func (g *gateway) onClose(fn func()) { g.closers = append(g.closers, fn) }
 
 // close releases what newGateway started, last first: the key watcher,
-// the pool, the TLS files' watcher, the callers' gate, the fleet, the
-// simulator, tracing. Call it once, after serve has returned (or instead
-// of serve).
+// the pool, the TLS files' watcher, the catalog's watcher, the callers'
+// gate, the fleet, the simulator, tracing. Call it once, after serve has
+// returned (or instead of serve).
 func (g *gateway) close() {
 	for i := len(g.closers) - 1; i >= 0; i-- {
 		g.closers[i]()
