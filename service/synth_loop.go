@@ -100,6 +100,14 @@ func (s *Server) runSynth(ctx context.Context, c *synthCore, recv func() (*speec
 		}
 		lease.Session.CloseNow()
 	}
+	if keep {
+		// The writer's last write is on the wire, but its goroutine may
+		// not have returned from it yet: coder/websocket closes a
+		// connection whose write's context ends, so the writer finishes
+		// before its context does.
+		w.cmds.close()
+		<-written
+	}
 	cancel()
 	w.cmds.close()
 	<-written
