@@ -147,6 +147,14 @@ var (
 	// errFinalsTimeout: the last transcripts did not come within
 	// FinalsTimeout after the caller's half-close.
 	errFinalsTimeout = errors.New("upstream did not deliver the last transcripts in time")
+	// errClearUnanswered: SLNG answered a clear within ClearTimeout
+	// neither with `cleared` nor with an end of a turn; the session was
+	// retired. It names a reconnect, never a stream's end.
+	errClearUnanswered = errors.New("upstream did not answer the clear in time")
+	// errFinalizeUnanswered: no final answered a finalize within
+	// FinalizeTimeout; the audio went to a new session. It names a
+	// reconnect, never a stream's end.
+	errFinalizeUnanswered = errors.New("upstream did not answer the finalize in time")
 )
 
 // streamMeta is what ErrorInfo metadata reports about the failing stream.
@@ -191,8 +199,13 @@ func upstreamOutcome(ue *slngclient.UpstreamError) outcome {
 
 // turnOutcome is the table row for the failure of one turn.
 func turnOutcome(err error) outcome {
-	if errors.Is(err, errTurnTimeout) {
+	switch {
+	case errors.Is(err, errTurnTimeout):
 		return rowTurnTimeout
+	case errors.Is(err, errCallerTooSlow):
+		return rowTooSlow
+	case errors.Is(err, errUpstreamClosedEarly):
+		return rowClosedEarly
 	}
 	if ue, ok := slngclient.AsUpstreamError(err); ok {
 		return upstreamOutcome(ue)

@@ -86,8 +86,13 @@ func reconnectReason(cause error) string {
 	if cause == nil {
 		return "rollover"
 	}
-	if errors.Is(cause, errTurnTimeout) {
+	switch {
+	case errors.Is(cause, errTurnTimeout):
 		return "turn_timeout"
+	case errors.Is(cause, errClearUnanswered):
+		return "clear_unanswered"
+	case errors.Is(cause, errFinalizeUnanswered):
+		return "finalize_unanswered"
 	}
 	var held *slngclient.HeldBackError
 	if errors.As(cause, &held) {
