@@ -246,10 +246,15 @@ var statusRules = []statusRule{
 		if !errors.As(err, &coe) {
 			return ruled{}, false
 		}
-		r := ruled{row: rowCircuitOpen}
+		r := ruled{row: rowCircuitOpen, extra: map[string]string{}}
 		r.row.retry = coe.RetryAfter
 		if coe.Region != "" {
-			r.extra = map[string]string{"region": coe.Region}
+			r.extra["region"] = coe.Region
+		}
+		if coe.Config {
+			// One caller's voice, language or encoding, not the model.
+			r.row.message = "upstream kept ending sessions of this configuration (its voice, language or encoding) at init; not trying it for now"
+			r.extra["breaker"] = "configuration"
 		}
 		return r, true
 	}},

@@ -299,6 +299,16 @@ func (e *UpstreamError) Class() Class {
 // followed by a close. A reap is always Retryable and never Unwell.
 func (e *UpstreamError) Reaped() bool { return e.Class().Reap }
 
+// AtInit reports whether SLNG ended the session in answer to its init:
+// after the handshake and before `ready`, with an error frame, a close or
+// a lost connection. What the init asked for (a voice, a language, an
+// encoding the provider refuses) may be why, as much as SLNG failing:
+// LiveKit's plugin retires such a session "as when the provider refuses
+// the voice".
+func (e *UpstreamError) AtInit() bool {
+	return e.phase == phaseOpening && (e.Kind == KindErrorFrame || e.Kind == KindClose || e.Kind == KindTransport)
+}
+
 // Unwell reports whether the error says that SLNG or its provider is
 // failing, as opposed to the request being wrong, the caller going away, a
 // limit being reached or a reap (Class().Unwell). Circuit breakers count

@@ -336,8 +336,14 @@ func (p *Pool) dialRetrying(ctx context.Context, k poolKey, br *breaker, purpose
 		if err != nil {
 			return nil, err
 		}
+		cdone, err := p.allowConfig(k)
+		if err != nil {
+			done(errConfigOnly{err})
+			return nil, err
+		}
 		s, err := p.dialOnce(ctx, k, purpose, dial)
-		done(err)
+		cdone(err)
+		p.br.outcome(k, br, done, err, false)
 		if err == nil {
 			return s, nil
 		}
@@ -362,6 +368,28 @@ func (p *Pool) dialRetrying(ctx context.Context, k poolKey, br *breaker, purpose
 		}
 		wait = min(2*wait, p.opts.BackoffMax)
 	}
+}
+
+// allowConfig asks the breaker of k's configuration, if SLNG ended
+// sessions of it at init, for a dial; a *CircuitOpenError while it is
+// open. The returned func takes the dial's outcome to a half-open
+// breaker's probe; outcome records everything else.
+func (p *Pool) allowConfig(k poolKey) (func(error), error) {
+	cb := p.br.config(k, false)
+	if cb == nil || cb.cb.State() == gobreaker.StateClosed {
+		return func(error) {}, nil
+	}
+	done, err := cb.allow()
+	if err != nil {
+		return nil, err
+	}
+	return func(err error) {
+		if err != nil && atInit(err, false) {
+			done(err)
+			return
+		}
+		done(errUndecided)
+	}, nil
 }
 
 // dialToken takes a DialRate token for a caller's dial, waiting for one

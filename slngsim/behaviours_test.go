@@ -122,15 +122,16 @@ func TestMidTurnDrop(t *testing.T) {
 	}
 }
 
-// TestVoiceRefused: a session whose init names the refused voice gets
-// ready, then an error frame and close 1011; another voice works.
+// TestVoiceRefused: a session whose init names the refused voice gets an
+// error frame and close 1011 instead of ready; another voice works.
 func TestVoiceRefused(t *testing.T) {
 	t.Parallel()
 	p, _ := ProfileByName("voice-refused")
-	c := ttsSession(t, p, `{"type":"init","voice":"refused-voice","config":{}}`)
-	frames, code := readFrames(t.Context(), t, c, nil)
+	s := startSim(t, Options{Profile: &p})
+	ctx, c := dialSim(t, s, "/v1/bridges/unmute/tts/deepgram/aura:2", `{"type":"init","voice":"refused-voice","config":{}}`)
+	frames, code := readFrames(ctx, t, c, nil)
 	if got := summary(frames, code); got != "error:provider_error close:1011" {
-		t.Errorf("after ready: %q, want the provider's refusal", got)
+		t.Errorf("answer to init: %q, want the provider's refusal", got)
 	}
 	_, frames, code = ttsTurn(t, startSim(t, Options{Profile: &p}), "deepgram/aura:2", `{"type":"init","voice":"fine","config":{}}`, "Works.")
 	if got := summary(frames, code); got != richTTS {

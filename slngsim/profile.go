@@ -60,9 +60,10 @@ type Profile struct {
 	// some turns' audio; the zero value loses none.
 	MidTurnDrop MidTurnDrop
 	// RefusedVoice, when set, makes the provider refuse a TTS session
-	// whose init names this voice: `ready`, then at once an error frame
-	// (provider_error) and a close 1011, as LiveKit describes a session
-	// that "never worked, as when the provider refuses the voice".
+	// whose init names this voice: init is answered with an error frame
+	// (provider_error) and a close 1011, and no ready, as LiveKit
+	// describes a session that "never worked, as when the provider refuses
+	// the voice".
 	RefusedVoice string
 	// NotDeployed refuses every handshake of the model with HTTP 404
 	// ("... is not deployed in this region"): SLNG's region page says not

@@ -138,6 +138,12 @@ func (ss *session) run() {
 		}
 		return
 	}
+	if v := ss.profile.RefusedVoice; v != "" && ss.info.Kind == "tts" && cfg.voice == v {
+		// The provider refuses the voice: SLNG answers init with its
+		// error, and no ready.
+		ss.fatal("provider_error", "voice "+v+" not found", websocket.StatusInternalError)
+		return
+	}
 	ready := map[string]any{"type": "ready", "session_id": ss.info.ID, "slng_request_id": ss.requestID}
 	if ss.info.Kind == "tts" && ss.profile.PartialText {
 		ready["accepts_partial_text"] = true
@@ -153,11 +159,6 @@ func (ss *session) run() {
 		return
 	}
 	if ss.info.Kind == "tts" {
-		if v := ss.profile.RefusedVoice; v != "" && cfg.voice == v {
-			// The provider refuses the voice once the session is up.
-			ss.fatal("provider_error", "voice "+v+" not found", websocket.StatusInternalError)
-			return
-		}
 		ss.serveTTS(cfg)
 	} else {
 		ss.serveSTT(cfg)
