@@ -168,6 +168,8 @@ type streamMeta struct {
 	callerKey bool
 	// caller is the caller id (service/callers.go), "" when not known.
 	caller string
+	// region is the SLNG region the gateway dials (Config.Region).
+	region string
 }
 
 // categoryRows maps slngclient's classification of an upstream failure
@@ -310,6 +312,15 @@ var statusRules = []statusRule{
 			// would make callers refresh their credentials and count it
 			// as their fault; INTERNAL tells them not to retry.
 			r.row = rowOwnKeyRefused
+		}
+		if ue.Class().Category == slngclient.CategoryNotFound && meta.model != "" {
+			// Not every model runs in every region, and SLNG routes no
+			// request between regions: the caller needs both names.
+			r.row.message = fmt.Sprintf("upstream does not serve model %s", meta.model)
+			if meta.region != "" {
+				r.row.message += " in region " + meta.region
+				r.extra["region"] = meta.region
+			}
 		}
 		if ue.Kind == slngclient.KindHandshake && ue.Message != "" {
 			// SLNG's own words on a refused handshake (e.g. "BYOK is

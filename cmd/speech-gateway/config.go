@@ -32,19 +32,19 @@ type config struct {
 	devRealtime    bool
 	devProfile     string
 
-	baseURL string // empty: worldPart's regional host
+	baseURL string // empty: region's host
 	apiKey  string // never logged or printed
 	// keyFile is SLNG_API_KEY_FILE, re-read every keyReload (0: never).
 	keyFile   string
 	keyReload time.Duration
 	routes    string
-	// worldPart selects the regional host; regionOverride and
-	// worldPartOverride are sent as headers only when set.
-	worldPart, regionOverride, worldPartOverride string
-	// legacyRegion says that the deprecated --slng-region set
-	// regionOverride, for a warning at start-up.
-	legacyRegion bool
-	tokenInQuery bool
+	// region selects the host; regionOverride and worldPartOverride are
+	// sent as headers only when set.
+	region, regionOverride, worldPartOverride string
+	// legacyWorldPart says that the deprecated --slng-world-part named
+	// the region, for a warning at start-up.
+	legacyWorldPart bool
+	tokenInQuery    bool
 
 	defaultTTSModel string
 	defaultVoice    string
@@ -64,6 +64,8 @@ type config struct {
 	replayBytes              int
 	maxUpstreamAge           time.Duration
 	turnTimeout              time.Duration
+	clearTimeout             time.Duration
+	finalizeTimeout          time.Duration
 
 	shutdownDelay   time.Duration
 	shutdownTimeout time.Duration
@@ -157,12 +159,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.BoolVar(&c.dev, "dev", envBool("SPEECH_GATEWAY_DEV"), "run an embedded SLNG simulator on loopback and use it; no key needed [SPEECH_GATEWAY_DEV]")
 	fs.BoolVar(&c.devRealtime, "dev-realtime", envBool("SPEECH_GATEWAY_DEV_REALTIME"), "with --dev, the simulator paces audio at playback speed [SPEECH_GATEWAY_DEV_REALTIME]")
 	fs.StringVar(&c.devProfile, "dev-profile", env("SPEECH_GATEWAY_DEV_PROFILE", "realistic"), "with --dev, the simulator's route profile: realistic (per provider, as SLNG's own clients report; docs/simulator.md), rich (the kindest), or another slngsim profile name [SPEECH_GATEWAY_DEV_PROFILE]")
-	fs.StringVar(&c.baseURL, "slng-base-url", env("SLNG_BASE_URL", ""), "SLNG base URL, e.g. wss://eu.api.slng.ai; empty uses the regional host of --slng-world-part [SLNG_BASE_URL]")
+	fs.StringVar(&c.baseURL, "slng-base-url", env("SLNG_BASE_URL", ""), "SLNG base URL, e.g. wss://us-east.api.slng.ai; empty uses the host of --slng-region [SLNG_BASE_URL]")
+	fs.StringVar(&c.region, "slng-region", env("SLNG_REGION", ""), "SLNG region, whose host wss://{region}.api.slng.ai the gateway dials: "+
+		strings.Join(slngclient.KnownRegions, ", ")+" (there is no default; SLNG routes no request between regions) [SLNG_REGION]")
 	fs.StringVar(&c.routes, "slng-routes", env("SLNG_ROUTES", "bridge"), "SLNG route family: bridge (/v1/bridges/unmute/...) or direct (/v1/{tts|stt}/...) [SLNG_ROUTES]")
-	fs.StringVar(&c.worldPart, "slng-world-part", env("SLNG_WORLD_PART", slngclient.DefaultWorldPart), "with no --slng-base-url, use the regional host wss://{world part}.api.slng.ai: na, eu or ap [SLNG_WORLD_PART]")
+	legacyWorldPart := fs.String("slng-world-part", env("SLNG_WORLD_PART", ""), "deprecated name of --slng-region; na, eu and ap are refused: they are world parts, not hosts [SLNG_WORLD_PART]")
 	fs.StringVar(&c.regionOverride, "slng-region-override", env("SLNG_REGION_OVERRIDE", ""), "send X-Region-Override, e.g. eu-north-1; retired for speech by SLNG's current clients [SLNG_REGION_OVERRIDE]")
 	fs.StringVar(&c.worldPartOverride, "slng-world-part-override", env("SLNG_WORLD_PART_OVERRIDE", ""), "send X-World-Part-Override: na, eu or ap; retired for speech by SLNG's current clients [SLNG_WORLD_PART_OVERRIDE]")
-	legacyRegion := fs.String("slng-region", env("SLNG_REGION", ""), "deprecated: the same as --slng-region-override [SLNG_REGION]")
 	fs.BoolVar(&c.tokenInQuery, "slng-token-in-query", envBool("SLNG_TOKEN_IN_QUERY"), "send the key as ?token= instead of an Authorization header [SLNG_TOKEN_IN_QUERY]")
 	fs.DurationVar(&c.keyReload, "key-reload-interval", envDur("KEY_RELOAD_INTERVAL", 10*time.Second), "re-read SLNG_API_KEY_FILE this often and use a changed key for new sessions (a rotated Secret); 0 disables [KEY_RELOAD_INTERVAL]")
 	fs.StringVar(&c.defaultTTSModel, "default-tts-model", env("DEFAULT_TTS_MODEL", "deepgram/aura:2"), "model for Synthesize streams that name none [DEFAULT_TTS_MODEL]")
@@ -181,6 +184,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.IntVar(&c.replayBytes, "transcribe-replay-bytes", envInt("TRANSCRIBE_REPLAY_BYTES", 2<<20), "audio kept after the last final to replay to a new upstream session; negative disables reconnecting [TRANSCRIBE_REPLAY_BYTES]")
 	fs.DurationVar(&c.maxUpstreamAge, "max-upstream-session-age", envDur("MAX_UPSTREAM_SESSION_AGE", 25*time.Minute), "move a stream to a new upstream session past this age: Transcribe at the first final, Synthesize between turns; negative disables [MAX_UPSTREAM_SESSION_AGE]")
 	fs.DurationVar(&c.turnTimeout, "turn-timeout", envDur("TURN_TIMEOUT", 15*time.Second), "end a Synthesize turn that makes no progress this long after its flush with turn_failed, and speak the turns behind it on a new upstream session; negative disables [TURN_TIMEOUT]")
+	fs.DurationVar(&c.clearTimeout, "clear-timeout", envDur("CLEAR_TIMEOUT", time.Second), "wait this long for SLNG to answer a Synthesize clear, then send the caller cleared anyway and move to a new upstream session; negative waits for the turn timeout [CLEAR_TIMEOUT]")
+	fs.DurationVar(&c.finalizeTimeout, "finalize-timeout", envDur("FINALIZE_TIMEOUT", 5*time.Second), "wait this long for the final that answers a Transcribe finalize, then replay the audio to a new upstream session once, then warn the caller; negative disables [FINALIZE_TIMEOUT]")
 	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", envDur("SHUTDOWN_DELAY", 0), "on SIGTERM, report not-ready this long before draining, so that load balancers stop sending [SHUTDOWN_DELAY]")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDur("SHUTDOWN_TIMEOUT", 25*time.Second), "on SIGTERM, how long streams may take to finish before they are cut [SHUTDOWN_TIMEOUT]")
 	fs.BoolVar(&c.allowCallerKey, "allow-caller-key", envBool("ALLOW_CALLER_KEY"), "let callers send their own SLNG key in x-slng-api-key metadata [ALLOW_CALLER_KEY]")
@@ -265,12 +270,6 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if c.memProfileRate < 0 || (c.memProfileRate > 0 && c.debugListen == "") {
 		return nil, errors.New("--debug-mem-profile-rate must be 0, or positive with --debug-listen")
 	}
-	if *legacyRegion != "" {
-		if c.regionOverride != "" && c.regionOverride != *legacyRegion {
-			return nil, errors.New("--slng-region is a deprecated name of --slng-region-override: set one of them")
-		}
-		c.regionOverride, c.legacyRegion = *legacyRegion, true
-	}
 	for _, r := range []struct {
 		name string
 		v    float64
@@ -296,10 +295,40 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		c.apiKey = key
 		c.keyFile = getenv("SLNG_API_KEY_FILE")
 	}
+	if err := c.parseRegion(*legacyWorldPart); err != nil {
+		return nil, err
+	}
 	if c.keyReload < 0 {
 		c.keyReload = 0
 	}
 	return c, nil
+}
+
+// parseRegion checks the region, from --slng-region or its deprecated
+// name --slng-world-part, which refuses the world parts it once meant.
+// Outside --dev, a region or a base URL is required: there is no default.
+func (c *config) parseRegion(legacy string) error {
+	c.region = strings.ToLower(c.region)
+	if legacy = strings.ToLower(legacy); legacy != "" {
+		if err := slngclient.CheckRegion(legacy); err != nil {
+			return fmt.Errorf("--slng-world-part (SLNG_WORLD_PART), a deprecated name of --slng-region (SLNG_REGION): %w", err)
+		}
+		if c.region != "" && c.region != legacy {
+			return errors.New("--slng-world-part is a deprecated name of --slng-region: set one of them")
+		}
+		c.region, c.legacyWorldPart = legacy, true
+	}
+	if c.region != "" {
+		if err := slngclient.CheckRegion(c.region); err != nil {
+			return fmt.Errorf("--slng-region (SLNG_REGION): %w", err)
+		}
+	}
+	if !c.dev && c.region == "" && c.baseURL == "" {
+		return fmt.Errorf("no SLNG region: set --slng-region (SLNG_REGION) to one of %s, or --slng-base-url; "+
+			"SLNG routes no request between regions, and not every model runs in every region",
+			strings.Join(slngclient.KnownRegions, ", "))
+	}
+	return nil
 }
 
 // readKey reads the SLNG key from SLNG_API_KEY or SLNG_API_KEY_FILE (a
