@@ -130,7 +130,6 @@ type sttIn struct {
 	config   *speechv1.RecognitionConfig
 	audio    []byte
 	finalize bool
-	bad      string // the message sets none of the above: what it was
 	hasAudio bool
 }
 

@@ -20,9 +20,6 @@ const (
 	// draining: the server shuts down; flushed turns finish, then the
 	// stream ends with SERVER_DRAINING unless the caller half-closed.
 	draining
-	// handlerDone: the handler has returned; a session dialled after that
-	// is closed at once.
-	handlerDone
 )
 
 // upstreamState is what the stream's current upstream session is good for.
@@ -38,9 +35,6 @@ const (
 	// upGone: it ended between turns (a route that closes after every
 	// turn, or a rollover); the next text dials a new one.
 	upGone
-	// upKept: the stream ended cleanly and the session goes back to the
-	// pool (decided once, by reusable).
-	upKept
 )
 
 func (s synthState) has(e ending) bool { return s.ending&e != 0 }
@@ -60,7 +54,3 @@ func (s *synthState) markDirty() {
 func (s synthState) keepable() bool {
 	return s.ending == halfClosed && s.upstream == upClean
 }
-
-// running reports a stream neither ending nor between sessions: the only
-// state in which its session may be rolled over.
-func (s synthState) running() bool { return !s.ended() && s.upstream != upGone }

@@ -119,7 +119,6 @@ var (
 	msgKeepalive = []byte(`{"type":"keepalive"}`)
 	msgFlush     = []byte(`{"type":"flush"}`)
 	msgClear     = []byte(`{"type":"clear"}`)
-	msgCancel    = []byte(`{"type":"cancel"}`)
 	msgClose     = []byte(`{"type":"close"}`)
 	msgFinalize  = []byte(`{"type":"finalize"}`)
 )
