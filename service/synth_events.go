@@ -64,10 +64,10 @@ func (c *synthCore) onUpstream(ev slngclient.TTSEvent, now time.Time) {
 	switch {
 	case res.replace:
 		c.replace(ev.Err, now)
-	case c.state.ended():
-		c.settle(now)
 	case res.ended != nil && c.rolloverDue(now):
 		c.rollover(now)
+	case c.state.ended():
+		c.settle(now)
 	}
 }
 
@@ -203,9 +203,12 @@ func (c *synthCore) afterLoss(cause error, normal, recoverable bool, now time.Ti
 // has not).
 func (c *synthCore) rolloverDue(now time.Time) bool {
 	age := c.srv.cfg.MaxUpstreamSessionAge
-	if age <= 0 || c.lease == nil || now.Sub(c.lease.Session.Stats().ReadyAt) < age || !c.state.running() ||
+	if age <= 0 || c.lease == nil || now.Sub(c.lease.Session.Stats().ReadyAt) < age || c.state.upstream == upGone ||
 		len(c.book.clears) > 0 {
 		return false
+	}
+	if c.book.idle() && !c.book.openText() && c.state.ended() {
+		return false // nothing more to speak: the stream ends
 	}
 	if len(c.book.pending) > 0 && c.book.pending[0].bytes > 0 {
 		return false
