@@ -97,6 +97,7 @@ var (
 	rowNoSpeech      = outcome{codes.Unavailable, ReasonUpstreamUnavailable, "upstream kept closing the session before speaking the turn", retrySoon}
 	rowClosedEarly   = outcome{codes.Unavailable, ReasonUpstreamUnavailable, "upstream closed the session before the audio ended", retrySoon}
 	rowFinalsLate    = outcome{codes.Unavailable, ReasonUpstreamUnavailable, "upstream did not deliver the last transcripts in time", retrySoon}
+	rowUnanswered    = outcome{codes.Unavailable, ReasonUpstreamUnavailable, "upstream kept leaving requests unanswered", retrySoon}
 )
 
 // metadataError adds ErrorInfo metadata to the error it wraps.
@@ -149,11 +150,12 @@ var (
 	errFinalsTimeout = errors.New("upstream did not deliver the last transcripts in time")
 	// errClearUnanswered: SLNG answered a clear within ClearTimeout
 	// neither with `cleared` nor with an end of a turn; the session was
-	// retired. It names a reconnect, never a stream's end.
+	// retired. It names a reconnect; the stream ends with it only when
+	// reconnects keep bringing nothing.
 	errClearUnanswered = errors.New("upstream did not answer the clear in time")
 	// errFinalizeUnanswered: no final answered a finalize within
-	// FinalizeTimeout; the audio went to a new session. It names a
-	// reconnect, never a stream's end.
+	// FinalizeTimeout; the audio went to a new session. As
+	// errClearUnanswered.
 	errFinalizeUnanswered = errors.New("upstream did not answer the finalize in time")
 )
 
@@ -298,6 +300,8 @@ var statusRules = []statusRule{
 	is(errClosedBeforeSpeaking, rowNoSpeech),
 	is(errUpstreamClosedEarly, rowClosedEarly),
 	is(errFinalsTimeout, rowFinalsLate),
+	is(errClearUnanswered, rowUnanswered),
+	is(errFinalizeUnanswered, rowUnanswered),
 	{name: "upstream", match: func(err error, meta streamMeta) (ruled, bool) {
 		ue, ok := slngclient.AsUpstreamError(err)
 		if !ok {

@@ -55,6 +55,8 @@ func TestToStatusTable(t *testing.T) {
 		{"http 429", handshake(429), codes.ResourceExhausted, ReasonUpstreamRateLimited, time.Second},
 		// Numeric codes in error frames mean what the status or close
 		// code means.
+		{"clear unanswered", errClearUnanswered, codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"finalize unanswered", errFinalizeUnanswered, codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
 		{"frame 429", frame("429"), codes.ResourceExhausted, ReasonUpstreamRateLimited, time.Second},
 		{"frame 503", frame("503"), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
 		{"frame 413", frame("413"), codes.InvalidArgument, ReasonUpstreamRequestRejected, -1},
