@@ -70,12 +70,12 @@ func TestCatalogRefusesBeforeDialling(t *testing.T) {
 			return err
 		}, []string{`config.voice: model slng/deepgram/aura:2-es has no voice "aura-2-thalia-en" (CatalogService.ListVoices lists its voices)`,
 			"config.format.sample_rate_hz: model slng/deepgram/aura:2-es offers no 11025 Hz; it offers 8000, 16000, 22050, 24000, 32000, 44100, 48000 Hz"}},
-		{"mu-law into the STT bridge", func() error {
+		{"mu-law at a rate the STT bridge does not take", func() error {
 			_, err := h.transcribe(t, ctx, &speechv1.RecognitionConfig{Model: "deepgram/nova:3",
-				Format: &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, SampleRateHz: 8000}}, []byte{1, 2, 3}, 3)
+				Format: &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, SampleRateHz: 11025}}, []byte{1, 2, 3}, 3)
 			return err
-		}, []string{"config.format.encoding: model deepgram/nova:3 does not take AUDIO_ENCODING_MULAW; " +
-			"it takes AUDIO_ENCODING_LINEAR16, AUDIO_ENCODING_MP3, AUDIO_ENCODING_OPUS"}},
+		}, []string{"config.format.sample_rate_hz: model deepgram/nova:3 offers no 11025 Hz; " +
+			"it offers 8000, 16000, 22050, 24000, 32000, 44100, 48000 Hz"}},
 	}
 	for _, tt := range refused {
 		st := wantStatus(t, tt.call(), codes.InvalidArgument, ReasonInvalidRequest)
@@ -105,8 +105,14 @@ func TestCatalogRefusesBeforeDialling(t *testing.T) {
 			t.Errorf("SynthesizeText(%v) = %v, want it served", req.GetConfig(), err)
 		}
 	}
-	if n := len(h.sim.Sessions()); n != len(served) {
-		t.Errorf("SLNG saw %d sessions, want %d", n, len(served))
+	// The STT bridge takes no G.711, but the gateway decodes it into the
+	// linear16 that goes up: the catalog is asked about that.
+	if _, err := h.transcribe(t, ctx, &speechv1.RecognitionConfig{Model: "deepgram/nova:3",
+		Format: &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, SampleRateHz: 8000}}, []byte{1, 2, 3}, 3); err != nil {
+		t.Errorf("Transcribe in MULAW = %v, want it served", err)
+	}
+	if n := len(h.sim.Sessions()); n != len(served)+1 {
+		t.Errorf("SLNG saw %d sessions, want %d", n, len(served)+1)
 	}
 }
 

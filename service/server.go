@@ -80,6 +80,22 @@ type Config struct {
 	// turn with an error frame and never finish it. Default 15 s; negative
 	// disables.
 	TurnTimeout time.Duration
+	// ClearTimeout bounds the wait for SLNG's answer to a Synthesize
+	// clear or cancel (`cleared`, or an end of a turn). Without one in
+	// time, the caller gets `cleared` anyway, the session is retired, and
+	// the next turn goes to a new one, as LiveKit's SLNG plugin waits 1 s.
+	// Default 1 s; negative disables (the wait is then the turn
+	// watchdog's).
+	ClearTimeout time.Duration
+	// FinalizeTimeout bounds the wait for the final that answers a
+	// Transcribe finalize: without one in time, the audio no final covers
+	// goes again to a new session, finalize included; if that one does
+	// not answer either, the caller gets a finalize_timeout warning.
+	// Default 5 s; negative disables.
+	FinalizeTimeout time.Duration
+	// Region names the SLNG region the upstream serves, for the status of
+	// a model SLNG does not serve there. Optional.
+	Region string
 	// DrainGrace is the grace period announced to streams when the server
 	// drains (ServerDraining.grace). Default 25 s.
 	DrainGrace time.Duration
@@ -168,6 +184,8 @@ func (c Config) withDefaults() Config {
 	if c.DrainGrace <= 0 {
 		c.DrainGrace = 25 * time.Second
 	}
+	c.ClearTimeout = orDefault(c.ClearTimeout, time.Second)
+	c.FinalizeTimeout = orDefault(c.FinalizeTimeout, 5*time.Second)
 	c.FirstMessageTimeout = orDefault(c.FirstMessageTimeout, 10*time.Second)
 	c.CallerStallTimeout = orDefault(c.CallerStallTimeout, 30*time.Second)
 	if c.StreamBufferBytes <= 0 {

@@ -32,7 +32,7 @@ func setupCatalog(cfg *config, log *zap.Logger, reg prom.Registerer) (*catalog.L
 	c, err := catalog.Default()
 	source := "built in"
 	if err == nil && cfg.dev {
-		c, err = devCatalog(c)
+		c, err = devCatalog(c, cfg.devProfile)
 		source = "built in, as the simulator plays it"
 	}
 	if err == nil {

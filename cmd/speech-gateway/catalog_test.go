@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -31,50 +32,31 @@ func TestRunServesDevCatalog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var nova *speechv1.ModelInfo
+	byName := map[string]*speechv1.ModelInfo{}
 	for _, m := range resp.GetModels() {
-		if m.GetModel() == "deepgram/nova:3" {
-			nova = m
-		}
+		byName[m.GetModel()] = m
 		if m.GetKind() != speechv1.ModelKind_MODEL_KIND_STT || !strings.HasPrefix(m.GetSource(), "slngsim") {
 			t.Errorf("ListModels(STT) in dev mode lists %v", m)
 		}
 	}
-	if nova == nil || !nova.GetGatewayDefault() || nova.GetSends().GetPartials() != speechv1.Sent_SENT_YES ||
-		nova.GetSends().GetUtteranceEnd() != speechv1.Sent_SENT_YES {
-		t.Fatalf("deepgram/nova:3 = %v, want the default, sending partials and utterance_end", nova)
+	if nova := byName["deepgram/nova:3"]; nova == nil || !nova.GetGatewayDefault() {
+		t.Fatalf("deepgram/nova:3 = %v, want the default", nova)
 	}
 
-	// The simulator's routes send what the dev catalog says.
-	stream, err := speechv1.NewSpeechToTextServiceClient(conn).Transcribe(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	send := func(r *speechv1.TranscribeRequest) {
-		if err := stream.Send(r); err != nil {
-			t.Fatal(err)
+	// The simulator's routes send what the dev catalog says: Deepgram Nova
+	// partials and no utterance_end, as on SLNG's bridge, Soniox both.
+	for _, tc := range []struct {
+		model string
+		ends  speechv1.Sent
+	}{{"deepgram/nova:3", speechv1.Sent_SENT_NO}, {"soniox/speech-ai:rt-v4", speechv1.Sent_SENT_YES}} {
+		info := byName[tc.model]
+		if info.GetSends().GetPartials() != speechv1.Sent_SENT_YES || info.GetSends().GetUtteranceEnd() != tc.ends {
+			t.Errorf("%s sends %v, want partials and utterance_end %v", tc.model, info.GetSends(), tc.ends)
 		}
-	}
-	send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Config{Config: &speechv1.RecognitionConfig{
-		Model: "deepgram/nova:3", EnablePartials: true, EnableVad: true}}})
-	audio := slngsim.Synthesize("Catalogued claims hold.", "linear16", 16000)
-	for off := 0; off < len(audio); off += 640 { // 20 ms chunks, as a live source sends
-		send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Audio{Audio: audio[off:min(off+640, len(audio))]}})
-	}
-	if err := stream.CloseSend(); err != nil {
-		t.Fatal(err)
-	}
-	var partials, ends int
-	for _, m := range recvAll(t, stream.Recv) {
-		if m.GetPartialTranscript() != nil {
-			partials++
+		partials, ends := transcribeCounts(ctx, t, conn, tc.model)
+		if partials == 0 || (ends > 0) != (tc.ends == speechv1.Sent_SENT_YES) {
+			t.Errorf("%s sent %d partials and %d utterance ends; the catalog says %v", tc.model, partials, ends, info.GetSends())
 		}
-		if m.GetUtteranceEnd() != nil {
-			ends++
-		}
-	}
-	if partials == 0 || ends == 0 {
-		t.Errorf("deepgram/nova:3 sent %d partials and %d utterance ends, want some of each", partials, ends)
 	}
 
 	_, before := g.get(t, g.adminLis, "/metrics")
@@ -90,6 +72,39 @@ func TestRunServesDevCatalog(t *testing.T) {
 	if d, a := metricLine(before, "speech_gateway_upstream_dial_seconds_count"), metricLine(after, "speech_gateway_upstream_dial_seconds_count"); d != a {
 		t.Errorf("the refused stream dialled SLNG: %s, then %s", d, a)
 	}
+}
+
+// transcribeCounts transcribes a sentence with model at live pace and
+// counts the partial transcripts and utterance ends that come back.
+func transcribeCounts(ctx context.Context, t *testing.T, conn grpc.ClientConnInterface, model string) (partials, ends int) {
+	t.Helper()
+	stream, err := speechv1.NewSpeechToTextServiceClient(conn).Transcribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(r *speechv1.TranscribeRequest) {
+		if err := stream.Send(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Config{Config: &speechv1.RecognitionConfig{
+		Model: model, EnablePartials: true, EnableVad: true}}})
+	audio := slngsim.Synthesize("Catalogued claims hold.", "linear16", 16000)
+	for off := 0; off < len(audio); off += 640 { // 20 ms chunks, as a live source sends
+		send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Audio{Audio: audio[off:min(off+640, len(audio))]}})
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range recvAll(t, stream.Recv) {
+		if m.GetPartialTranscript() != nil {
+			partials++
+		}
+		if m.GetUtteranceEnd() != nil {
+			ends++
+		}
+	}
+	return partials, ends
 }
 
 // metricLine is the first line of a /metrics page that starts with name.

@@ -37,19 +37,19 @@ type config struct {
 	tlsCertFile, tlsKeyFile, tlsClientCAFile string
 	tlsReload                                time.Duration
 
-	baseURL string // empty: worldPart's regional host
+	baseURL string // empty: region's host
 	apiKey  string // never logged or printed
 	// keyFile is SLNG_API_KEY_FILE, re-read every keyReload (0: never).
 	keyFile   string
 	keyReload time.Duration
 	routes    string
-	// worldPart selects the regional host; regionOverride and
-	// worldPartOverride are sent as headers only when set.
-	worldPart, regionOverride, worldPartOverride string
-	// legacyRegion says that the deprecated --slng-region set
-	// regionOverride, for a warning at start-up.
-	legacyRegion bool
-	tokenInQuery bool
+	// region selects the host; regionOverride and worldPartOverride are
+	// sent as headers only when set.
+	region, regionOverride, worldPartOverride string
+	// legacyWorldPart says that the deprecated --slng-world-part named
+	// the region, for a warning at start-up.
+	legacyWorldPart bool
+	tokenInQuery    bool
 	// handshakeTimeout bounds each SLNG WebSocket handshake.
 	handshakeTimeout time.Duration
 
@@ -84,6 +84,8 @@ type config struct {
 	firstMessageTimeout, stallTimeout time.Duration
 	streamBuffer                      int
 	totalBuffer                       int64
+	clearTimeout                      time.Duration
+	finalizeTimeout                   time.Duration
 
 	shutdownDelay   time.Duration
 	shutdownTimeout time.Duration
@@ -190,12 +192,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.BoolVar(&c.dev, "dev", envBool("SPEECH_GATEWAY_DEV"), "run an embedded SLNG simulator on loopback and use it; no key needed [SPEECH_GATEWAY_DEV]")
 	fs.BoolVar(&c.devRealtime, "dev-realtime", envBool("SPEECH_GATEWAY_DEV_REALTIME"), "with --dev, the simulator paces audio at playback speed [SPEECH_GATEWAY_DEV_REALTIME]")
 	fs.StringVar(&c.devProfile, "dev-profile", env("SPEECH_GATEWAY_DEV_PROFILE", "realistic"), "with --dev, the simulator's route profile: realistic (per provider, as SLNG's own clients report; docs/simulator.md), rich (the kindest), or another slngsim profile name [SPEECH_GATEWAY_DEV_PROFILE]")
-	fs.StringVar(&c.baseURL, "slng-base-url", env("SLNG_BASE_URL", ""), "SLNG base URL, e.g. wss://eu.api.slng.ai; empty uses the regional host of --slng-world-part [SLNG_BASE_URL]")
+	fs.StringVar(&c.baseURL, "slng-base-url", env("SLNG_BASE_URL", ""), "SLNG base URL, e.g. wss://us-east.api.slng.ai; empty uses the host of --slng-region [SLNG_BASE_URL]")
+	fs.StringVar(&c.region, "slng-region", env("SLNG_REGION", ""), "SLNG region, whose host wss://{region}.api.slng.ai the gateway dials: "+
+		strings.Join(slngclient.KnownRegions, ", ")+" (there is no default; SLNG routes no request between regions) [SLNG_REGION]")
 	fs.StringVar(&c.routes, "slng-routes", env("SLNG_ROUTES", "bridge"), "SLNG route family: bridge (/v1/bridges/unmute/...) or direct (/v1/{tts|stt}/...) [SLNG_ROUTES]")
-	fs.StringVar(&c.worldPart, "slng-world-part", env("SLNG_WORLD_PART", slngclient.DefaultWorldPart), "with no --slng-base-url, use the regional host wss://{world part}.api.slng.ai: na, eu or ap [SLNG_WORLD_PART]")
+	legacyWorldPart := fs.String("slng-world-part", env("SLNG_WORLD_PART", ""), "deprecated name of --slng-region; na, eu and ap are refused: they are world parts, not hosts [SLNG_WORLD_PART]")
 	fs.StringVar(&c.regionOverride, "slng-region-override", env("SLNG_REGION_OVERRIDE", ""), "send X-Region-Override, e.g. eu-north-1; retired for speech by SLNG's current clients [SLNG_REGION_OVERRIDE]")
 	fs.StringVar(&c.worldPartOverride, "slng-world-part-override", env("SLNG_WORLD_PART_OVERRIDE", ""), "send X-World-Part-Override: na, eu or ap; retired for speech by SLNG's current clients [SLNG_WORLD_PART_OVERRIDE]")
-	legacyRegion := fs.String("slng-region", env("SLNG_REGION", ""), "deprecated: the same as --slng-region-override [SLNG_REGION]")
 	fs.DurationVar(&c.handshakeTimeout, "slng-handshake-timeout", envDur("SLNG_HANDSHAKE_TIMEOUT", 10*time.Second), "bound on each SLNG WebSocket handshake (TCP, TLS, HTTP upgrade); one that takes longer fails as SLNG being unwell and counts against the breaker [SLNG_HANDSHAKE_TIMEOUT]")
 	fs.BoolVar(&c.tokenInQuery, "slng-token-in-query", envBool("SLNG_TOKEN_IN_QUERY"), "send the key as ?token= instead of an Authorization header [SLNG_TOKEN_IN_QUERY]")
 	fs.DurationVar(&c.keyReload, "key-reload-interval", envDur("KEY_RELOAD_INTERVAL", 10*time.Second), "re-read SLNG_API_KEY_FILE this often and use a changed key for new sessions (a rotated Secret); 0 disables [KEY_RELOAD_INTERVAL]")
@@ -222,6 +225,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.stallTimeout, "caller-stall-timeout", envDur("CALLER_STALL_TIMEOUT", 30*time.Second), "end a stream whose caller accepts no message this long while responses wait for it (CALLER_STALLED); its SLNG session is closed and nothing counts against SLNG; negative disables [CALLER_STALL_TIMEOUT]")
 	fs.IntVar(&c.streamBuffer, "stream-buffer-bytes", envInt("STREAM_BUFFER_BYTES", 3<<20), "responses (audio) that may wait for one caller that reads more slowly than SLNG speaks; beyond, the stream stops reading SLNG until the caller catches up (3 MiB: over 60 s of 24 kHz audio) [STREAM_BUFFER_BYTES]")
 	fs.Int64Var(&c.totalBuffer, "total-buffer-bytes", envInt64("TOTAL_BUFFER_BYTES", 256<<20), "the same across every stream of the gateway; negative disables [TOTAL_BUFFER_BYTES]")
+	fs.DurationVar(&c.clearTimeout, "clear-timeout", envDur("CLEAR_TIMEOUT", time.Second), "wait this long for SLNG to answer a Synthesize clear, then send the caller cleared anyway and move to a new upstream session; negative waits for the turn timeout [CLEAR_TIMEOUT]")
+	fs.DurationVar(&c.finalizeTimeout, "finalize-timeout", envDur("FINALIZE_TIMEOUT", 5*time.Second), "wait this long for the final that answers a Transcribe finalize, then replay the audio to a new upstream session once, then warn the caller; negative disables [FINALIZE_TIMEOUT]")
 	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", envDur("SHUTDOWN_DELAY", 0), "on SIGTERM, report not-ready this long before draining, so that load balancers stop sending [SHUTDOWN_DELAY]")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDur("SHUTDOWN_TIMEOUT", 25*time.Second), "on SIGTERM, how long streams may take to finish before they are cut [SHUTDOWN_TIMEOUT]")
 	fs.BoolVar(&c.allowCallerKey, "allow-caller-key", envBool("ALLOW_CALLER_KEY"), "let callers send their own SLNG key in x-slng-api-key metadata [ALLOW_CALLER_KEY]")
@@ -314,12 +319,6 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if c.memProfileRate < 0 || (c.memProfileRate > 0 && c.debugListen == "") {
 		return nil, errors.New("--debug-mem-profile-rate must be 0, or positive with --debug-listen")
 	}
-	if *legacyRegion != "" {
-		if c.regionOverride != "" && c.regionOverride != *legacyRegion {
-			return nil, errors.New("--slng-region is a deprecated name of --slng-region-override: set one of them")
-		}
-		c.regionOverride, c.legacyRegion = *legacyRegion, true
-	}
 	for _, r := range []struct {
 		name string
 		v    float64
@@ -363,6 +362,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		c.apiKey = key
 		c.keyFile = getenv("SLNG_API_KEY_FILE")
 	}
+	if err := c.parseRegion(*legacyWorldPart); err != nil {
+		return nil, err
+	}
 	if c.keyReload < 0 {
 		c.keyReload = 0
 	}
@@ -370,6 +372,33 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		c.catalogReload = 0
 	}
 	return c, nil
+}
+
+// parseRegion checks the region, from --slng-region or its deprecated
+// name --slng-world-part, which refuses the world parts it once meant.
+// Outside --dev, a region or a base URL is required: there is no default.
+func (c *config) parseRegion(legacy string) error {
+	c.region = strings.ToLower(c.region)
+	if legacy = strings.ToLower(legacy); legacy != "" {
+		if err := slngclient.CheckRegion(legacy); err != nil {
+			return fmt.Errorf("--slng-world-part (SLNG_WORLD_PART), a deprecated name of --slng-region (SLNG_REGION): %w", err)
+		}
+		if c.region != "" && c.region != legacy {
+			return errors.New("--slng-world-part is a deprecated name of --slng-region: set one of them")
+		}
+		c.region, c.legacyWorldPart = legacy, true
+	}
+	if c.region != "" {
+		if err := slngclient.CheckRegion(c.region); err != nil {
+			return fmt.Errorf("--slng-region (SLNG_REGION): %w", err)
+		}
+	}
+	if !c.dev && c.region == "" && c.baseURL == "" {
+		return fmt.Errorf("no SLNG region: set --slng-region (SLNG_REGION) to one of %s, or --slng-base-url; "+
+			"SLNG routes no request between regions, and not every model runs in every region",
+			strings.Join(slngclient.KnownRegions, ", "))
+	}
+	return nil
 }
 
 // checkTLS refuses TLS settings that cannot work together: a certificate

@@ -263,19 +263,15 @@ func TestScaledObjectScalesOnStreams(t *testing.T) {
 }
 
 // TestIstioSettingsFitTheGateway: the Istio component lets the gateway out
-// to the regional SLNG host it dials for any world part, and its sidecar's
+// to the SLNG host it dials for every known region, and its sidecar's
 // stream idle timeout is above the gateway's own CALLER_IDLE_TIMEOUT, so
 // that an idle caller gets the gateway's described error, not a reset.
 func TestIstioSettingsFitTheGateway(t *testing.T) {
 	t.Parallel()
-	c, err := parseConfig(nil, envFrom(map[string]string{"SLNG_API_KEY": "k"}), io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
 	se := manifest(t, istioEgressFile, "ServiceEntry")
 	dr := manifest(t, istioEgressFile, "DestinationRule")
-	for _, part := range []string{c.worldPart, "eu", "ap", "us-east", "eu-north"} {
-		client, err := slngclient.New(slngclient.Options{WorldPart: part})
+	for _, region := range slngclient.KnownRegions {
+		client, err := slngclient.New(slngclient.Options{Region: region})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -294,6 +290,10 @@ func TestIstioSettingsFitTheGateway(t *testing.T) {
 		t.Errorf("the ServiceEntry's port is %v, want 443", got)
 	}
 
+	c, err := parseConfig(nil, envFrom(map[string]string{"SLNG_API_KEY": "k", "SLNG_REGION": "us-east"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ef := manifest(t, istioStreamsFile, "EnvoyFilter")
 	patch := list(ef, "spec", "configPatches")
 	v, _ := field(patch, "0", "patch", "value", "typed_config", "stream_idle_timeout").(string)

@@ -22,6 +22,6 @@ func startSimulator(*config, *zap.Logger) (io.Closer, error) {
 }
 
 // devCatalog is never reached: --dev fails first.
-func devCatalog(*catalog.Catalog) (*catalog.Catalog, error) {
+func devCatalog(*catalog.Catalog, string) (*catalog.Catalog, error) {
 	return nil, errNoSimulator
 }

@@ -175,6 +175,9 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 		CallerStallTimeout:    cfg.stallTimeout,
 		StreamBufferBytes:     cfg.streamBuffer,
 		BufferBytes:           cfg.totalBuffer,
+		ClearTimeout:          cfg.clearTimeout,
+		FinalizeTimeout:       cfg.finalizeTimeout,
+		Region:                client.Region(),
 		DrainGrace:            cfg.shutdownTimeout,
 		Callers:               gate,
 		Catalog:               models.Current,
@@ -233,7 +236,7 @@ func newSLNGClient(cfg *config, log *zap.Logger) (*slngclient.Client, error) {
 	}
 	client, err := slngclient.New(slngclient.Options{
 		BaseURL:           cfg.baseURL,
-		WorldPart:         cfg.worldPart,
+		Region:            cfg.region,
 		APIKey:            cfg.apiKey,
 		TokenInQuery:      cfg.tokenInQuery,
 		HandshakeTimeout:  cfg.handshakeTimeout,
@@ -245,10 +248,16 @@ func newSLNGClient(cfg *config, log *zap.Logger) (*slngclient.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("slng client: %w", err)
 	}
-	if cfg.legacyRegion {
-		log.Warn("--slng-region (SLNG_REGION) is deprecated: use --slng-region-override (SLNG_REGION_OVERRIDE)")
+	if cfg.legacyWorldPart {
+		log.Warn("--slng-world-part (SLNG_WORLD_PART) is deprecated: use --slng-region (SLNG_REGION)")
 	}
-	fields := []zap.Field{zap.String("slng_host", client.Host())}
+	if r := cfg.region; r != "" && cfg.baseURL == "" && !slngclient.IsKnownRegion(r) {
+		// Regions are added: an unknown one is used as it is.
+		log.Warn("the SLNG region is not one SLNG's region page lists; if nothing connects, check it "+
+			"(hosts take a prefix such as us-east, not a region id such as us-east-1)",
+			zap.String("slng_region", r), zap.Strings("known_regions", slngclient.KnownRegions))
+	}
+	fields := []zap.Field{zap.String("slng_host", client.Host()), zap.String("slng_region", client.Region())}
 	if cfg.regionOverride != "" {
 		fields = append(fields, zap.String("slng_region_override", cfg.regionOverride))
 	}
