@@ -179,7 +179,7 @@ func (p *Pool) refill() time.Time {
 	if p.opts.DisableWarm {
 		return time.Time{}
 	}
-	now := time.Now()
+	now := p.now()
 	var wakeAt time.Time
 	soon := func(t time.Time) {
 		if wakeAt.IsZero() || t.Before(wakeAt) {
@@ -318,7 +318,7 @@ func (p *Pool) dialStandby(k poolKey, pur Purpose, dial dialFunc, probe *keyPaus
 			done(err)
 		}
 	}
-	now := time.Now()
+	now := p.now()
 	p.mu.Lock()
 	p.doneDialingLocked(k)
 	if probe != nil {
