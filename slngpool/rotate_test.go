@@ -5,6 +5,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 	"github.com/speech-gateway/speech-gateway/internal/slngtest"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 	"github.com/speech-gateway/speech-gateway/slngpool"
@@ -46,7 +47,7 @@ func TestKeyChanged(t *testing.T) {
 	speak(t, inUse, "still speaking")
 	inUse.Release(nil, true)
 	// A new standby, with the new key, replaces the old one.
-	waitFor(t, "a standby with the new key", func() bool {
+	poll.Wait(t, ctx, "a standby with the new key", func() bool {
 		for _, s := range sim.Sessions() {
 			if s.KeyID == slngsim.KeyID(newKey) && s.Open {
 				return p.IdleCount() == 1
