@@ -60,14 +60,6 @@ func inspect(t *testing.T, srv *redistest.Server) *redis.Client {
 	return c
 }
 
-// eventually polls cond, within the test's deadline, until it holds.
-func eventually(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	if poll.Until(ctx, 5*time.Millisecond, cond) != nil {
-		t.Fatalf("%s: not within the deadline", what)
-	}
-}
-
 func TestSemaphoreHoldsAcrossReplicas(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
@@ -168,7 +160,7 @@ func TestLeasesOfADeadReplicaExpire(t *testing.T) {
 	if took := time.Since(died); took > ttl+200*time.Millisecond {
 		t.Errorf("a's leases were free after %v, want within the TTL (%v)", took, ttl)
 	}
-	eventually(t, ctx, "b sees one replica", func() bool { return b.Status().Replicas == 1 })
+	poll.Wait(t, ctx, "b sees one replica", func() bool { return b.Status().Replicas == 1 })
 }
 
 func TestFallbackAndRecovery(t *testing.T) {
@@ -231,13 +223,13 @@ func TestFallbackAndRecovery(t *testing.T) {
 	// Redis comes back, empty: the heartbeat puts back every lease held
 	// and the counts, and the limits are shared again.
 	srv.Restart()
-	eventually(t, ctx, "a recovers", func() bool { return a.Status().Mode == ModeShared })
-	eventually(t, ctx, "b recovers", func() bool { return b.Status().Mode == ModeShared })
+	poll.Wait(t, ctx, "a recovers", func() bool { return a.Status().Mode == ModeShared })
+	poll.Wait(t, ctx, "b recovers", func() bool { return b.Status().Mode == ModeShared })
 	rc := inspect(t, srv)
 	if n := rc.ZCard(ctx, "speech-gateway:sem:upstream:k").Val(); n != 3 {
 		t.Errorf("redis holds %d leases after the recovery, want the 3 held", n)
 	}
-	eventually(t, ctx, "the counts reach redis", func() bool {
+	poll.Wait(t, ctx, "the counts reach redis", func() bool {
 		v, _ := chars.Value(ctx, "caller")
 		return v == 10
 	})

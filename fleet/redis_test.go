@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 	"github.com/speech-gateway/speech-gateway/internal/redistest"
 )
 
@@ -55,7 +56,7 @@ func share2(t *testing.T, r Redis) {
 			t.Fatalf("heartbeat: %v", err)
 		}
 	}
-	eventually(t, ctx, "both counts on both replicas", func() bool {
+	poll.Wait(t, ctx, "both counts on both replicas", func() bool {
 		v, _ := fs[0].Counter("characters", time.Minute).Value(ctx, "team-a")
 		w, _ := fs[1].Counter("characters", time.Minute).Value(ctx, "team-a")
 		return v == 12 && w == 12
@@ -120,7 +121,7 @@ func TestConnectWhileRedisIsDown(t *testing.T) {
 		t.Fatalf("beyond 4/2 in fallback: %v, want ErrFull", err)
 	}
 	srv.Restart()
-	eventually(t, ctx, "shared once Redis is up", func() bool { return f.Status().Mode == ModeShared })
+	poll.Wait(t, ctx, "shared once Redis is up", func() bool { return f.Status().Mode == ModeShared })
 	if n := inspect(t, srv).ZCard(ctx, "speech-gateway:sem:upstream:k").Val(); n != 2 {
 		t.Fatalf("redis holds %d leases, want the 2 taken in fallback", n)
 	}
@@ -205,6 +206,18 @@ func TestSlowRedisAtStreamStart(t *testing.T) {
 	}
 	if n := inspect(t, srv).ZCard(ctx, "speech-gateway:sem:caller_streams:team-a").Val(); n != 1 {
 		t.Fatalf("redis holds %d leases of team-a, want the 1 granted locally", n)
+	}
+}
+
+func TestCheckMode(t *testing.T) {
+	t.Parallel()
+	for mode, ok := range map[string]bool{"": true, DefaultRedisMode: true, "sentinel": true, "cluster": true, "ring": false, "Single": false} {
+		if err := (Redis{Mode: mode}).CheckMode(); (err == nil) != ok {
+			t.Errorf("CheckMode(%q) = %v", mode, err)
+		}
+	}
+	if _, _, err := (Redis{URL: "redis://127.0.0.1:1", Mode: "ring"}).client(time.Second); err == nil {
+		t.Error("a client for mode ring")
 	}
 }
 
