@@ -784,7 +784,7 @@ func startGatewayProc(ctx context.Context, t *testing.T, bin, name, key string, 
 	t.Helper()
 	args = append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"}, args...)
 	cmd := exec.Command(bin, args...)
-	cmd.Env = []string{"SLNG_API_KEY=" + key}
+	cmd.Env = []string{"SPEECH_GATEWAY_SLNG_API_KEY=" + key}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Errorf("%s: %v", name, err)

@@ -182,7 +182,7 @@ func TestHungUpstreamOpensBreaker(t *testing.T) {
 	t.Parallel()
 	url, accepted := slngtest.BlackHole(t)
 	g := startGateway(t, []string{"--slng-base-url", url, "--slng-handshake-timeout", "100ms", "--breaker-failures", "2",
-		"--dial-attempts", "1", "--pool-warm=false"}, map[string]string{"SLNG_API_KEY": "k"})
+		"--dial-attempts", "1", "--pool-warm=false"}, map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k"})
 	conn := g.dial(t)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
