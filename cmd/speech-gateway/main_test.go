@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	prom "github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
@@ -23,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/internal/slngtest"
@@ -261,10 +263,19 @@ func TestParsePoolConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.pool.DisableWarm || c.pool.MaxSessions != 7 || c.pool.DialRate != -1 || c.pool.BackgroundDialRate != 0.5 || len(c.prewarmTTS) != 2 || len(c.prewarmSTT) != 1 ||
-		c.prewarmTTS[0].GetVoice() != "aura-2-thalia-en" || c.prewarmTTS[1].GetFormat().GetSampleRateHz() != 8000 ||
-		!c.prewarmSTT[0].GetEnablePartials() {
-		t.Fatalf("parsed %+v", c)
+	if !c.pool.DisableWarm || c.pool.MaxSessions != 7 || c.pool.DialRate != -1 || c.pool.BackgroundDialRate != 0.5 {
+		t.Errorf("parsed warm off %v, max sessions %d, dial rates %v and %v", c.pool.DisableWarm, c.pool.MaxSessions, c.pool.DialRate, c.pool.BackgroundDialRate)
+	}
+	wantTTS := []*speechv1.SynthesisConfig{
+		{Model: "deepgram/aura:2", Voice: "aura-2-thalia-en"},
+		{Format: &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, SampleRateHz: 8000}},
+	}
+	if diff := cmp.Diff(wantTTS, c.prewarmTTS, protocmp.Transform()); diff != "" {
+		t.Errorf("prewarm TTS (-want +got):\n%s", diff)
+	}
+	wantSTT := []*speechv1.RecognitionConfig{{Model: "deepgram/nova:3", EnablePartials: true}}
+	if diff := cmp.Diff(wantSTT, c.prewarmSTT, protocmp.Transform()); diff != "" {
+		t.Errorf("prewarm STT (-want +got):\n%s", diff)
 	}
 }
 
