@@ -149,17 +149,27 @@ func TestLeasesOfADeadReplicaExpire(t *testing.T) {
 	if _, err := b.Semaphore("upstream").Acquire(ctx, "k", 2, 0); !errors.Is(err, ErrFull) {
 		t.Fatalf("while a holds both: err = %v, want ErrFull", err)
 	}
-	// a dies without releasing anything.
+	// a dies without releasing anything: its leases stay in Redis until
+	// the expiry its last heartbeat gave them, within the TTL of its
+	// death (Redis's clock and this one are the machine's), and b gets
+	// one then.
 	died := time.Now()
 	a.Close()
-	l, err := b.Semaphore("upstream").Acquire(ctx, "k", 2, 3*ttl)
+	leases, err := inspect(t, srv).ZRangeWithScores(ctx, "speech-gateway:sem:upstream:k", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, z := range leases {
+		if exp := time.UnixMilli(int64(z.Score)); exp.After(died.Add(ttl)) {
+			t.Errorf("a lease of the dead replica expires %v after its death, past the TTL (%v)", exp.Sub(died), ttl)
+		}
+	}
+	l, err := b.Semaphore("upstream").Acquire(ctx, "k", 2, 10*time.Second)
 	if err != nil {
 		t.Fatalf("after a died: %v", err)
 	}
 	l.Release()
-	if took := time.Since(died); took > ttl+200*time.Millisecond {
-		t.Errorf("a's leases were free after %v, want within the TTL (%v)", took, ttl)
-	}
+	t.Logf("a's leases were free for b after %v (TTL %v)", time.Since(died), ttl)
 	poll.Wait(t, ctx, "b sees one replica", func() bool { return b.Status().Replicas == 1 })
 }
 

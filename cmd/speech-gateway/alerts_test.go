@@ -81,9 +81,9 @@ func TestAlertsEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	ruleNames := alertNames(t, rules)
+	bin := buildGatewayBinary(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	bin := buildGatewayBinary(ctx, t)
 
 	scenarios := alertScenarios()
 	// Every alert has a scenario that fires it, or is named here with why
@@ -673,9 +673,13 @@ var gatewayBinary struct {
 // version and revision set at link time, once for the test binary. It
 // builds with -race when the test does: the packages are then already
 // compiled, and the gateway's races are caught too.
-func buildGatewayBinary(ctx context.Context, t *testing.T) string {
+func buildGatewayBinary(t *testing.T) string {
 	t.Helper()
 	gatewayBinary.once.Do(func() {
+		// Its own bound, apart from the tests' time budgets: the build
+		// takes a minute or more on a busy machine.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
 		start := time.Now()
 		gatewayBinary.path, gatewayBinary.err = goBuild(ctx)
 		t.Logf("built %s in %v", gatewayBinary.path, time.Since(start).Round(time.Millisecond))

@@ -41,9 +41,9 @@ func TestFleet(t *testing.T) {
 	t.Parallel()
 	// The subtests run after this function returns: the context ends with
 	// them, at cleanup.
+	bin := buildGatewayBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	t.Cleanup(cancel)
-	bin := buildGatewayBinary(ctx, t)
 
 	t.Run("quotas, metering and a Redis outage", func(t *testing.T) {
 		t.Parallel()

@@ -146,14 +146,18 @@ func TestLargeMetadataRefusedAtTransport(t *testing.T) {
 	before := heapInUse()
 	const streams = 30
 	for i := range streams {
+		// Each its own deadline: on a busy machine, thirty of them take
+		// more than one test's.
+		sctx, scancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer scancel()
 		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", tcp.Addr().String())
+		c, err := d.DialContext(sctx, "tcp", tcp.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
 		werr := sendHeaders(c, extra)
-		how, err := refusal(ctx, c)
+		how, err := refusal(sctx, c)
 		if err != nil {
 			t.Fatal(err)
 		}
