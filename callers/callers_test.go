@@ -496,7 +496,7 @@ func TestQuotasAcrossReplicas(t *testing.T) {
 	srv := redistest.Start(t)
 	gates := make([]*Gate, 2)
 	for i := range gates {
-		f, err := fleet.Connect(ctx, fleet.Redis{URL: srv.URL()}, fleet.Options{LeaseTTL: 600 * time.Millisecond, Linger: -1, Logger: zaptest.NewLogger(t)})
+		f, err := fleet.Connect(ctx, fleet.Redis{URL: srv.URL()}, fleet.Options{LeaseTTL: 600 * time.Millisecond, Linger: -1, OpTimeout: 5 * time.Second, StartBudget: 5 * time.Second, Logger: zaptest.NewLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -40,6 +40,12 @@ func connect(t *testing.T, srv *redistest.Server, opts Options) *Fleet {
 	if opts.Linger == 0 {
 		opts.Linger = 30 * time.Millisecond
 	}
+	if opts.OpTimeout == 0 {
+		// Not the default 250 ms: a busy machine's Redis would put the
+		// replicas in fallback, which the tests here do not ask for.
+		opts.OpTimeout = 5 * time.Second
+		opts.StartBudget = 5 * time.Second
+	}
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(prometheus.NewRegistry())
 	}
@@ -153,8 +159,8 @@ func TestLeasesOfADeadReplicaExpire(t *testing.T) {
 	// the expiry its last heartbeat gave them, within the TTL of its
 	// death (Redis's clock and this one are the machine's), and b gets
 	// one then.
+	a.Close() // its heartbeat renews nothing after this
 	died := time.Now()
-	a.Close()
 	leases, err := inspect(t, srv).ZRangeWithScores(ctx, "speech-gateway:sem:upstream:k", 0, -1).Result()
 	if err != nil {
 		t.Fatal(err)
@@ -178,8 +184,10 @@ func TestFallbackAndRecovery(t *testing.T) {
 	ctx := testContext(t)
 	srv := redistest.Start(t)
 	reg := prometheus.NewRegistry()
-	a := connect(t, srv, Options{OpTimeout: 100 * time.Millisecond, Metrics: NewMetrics(reg)})
-	b := connect(t, srv, Options{OpTimeout: 100 * time.Millisecond})
+	// A stopped Redis refuses connections at once: the fallback needs no
+	// short timeout, and a busy machine's live one must not trip it.
+	a := connect(t, srv, Options{OpTimeout: 2 * time.Second, StartBudget: 2 * time.Second, Metrics: NewMetrics(reg)})
+	b := connect(t, srv, Options{OpTimeout: 2 * time.Second, StartBudget: 2 * time.Second})
 	if err := a.heartbeat(ctx); err != nil { // a sees b
 		t.Fatal(err)
 	}

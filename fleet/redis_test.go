@@ -24,7 +24,9 @@ func share2(t *testing.T, r Redis) {
 	ctx := testContext(t)
 	var fs [2]*Fleet
 	for i := range fs {
-		f, err := Connect(ctx, r, Options{LeaseTTL: 900 * time.Millisecond, Linger: -1, Logger: zaptest.NewLogger(t)})
+		// A Redis slower than the default OpTimeout on a busy machine
+		// would put a replica in fallback: this is about sharing.
+		f, err := Connect(ctx, r, Options{LeaseTTL: 900 * time.Millisecond, Linger: -1, OpTimeout: 5 * time.Second, StartBudget: 5 * time.Second, Logger: zaptest.NewLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

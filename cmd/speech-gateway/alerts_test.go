@@ -131,6 +131,10 @@ func TestAlertsEndToEnd(t *testing.T) {
 		targets[sc.name] = gateways[i].admin
 	}
 	prom := startPrometheus(ctx, t, promBin, rules, targets)
+	// Every gateway scraped before any fault begins: on a busy machine
+	// Prometheus takes seconds to start, and a short-lived condition (the
+	// draining one) would come and go unseen.
+	prom.waitFor(ctx, t, fmt.Sprintf("count(up == 1) == %d", len(scenarios)))
 	start := time.Now()
 
 	// Every fault at once, each until its alerts fire: the scenarios are

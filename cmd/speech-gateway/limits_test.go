@@ -208,7 +208,7 @@ func TestServesWhileRedisIsDown(t *testing.T) {
 	t.Parallel()
 	rds := redistest.Start(t)
 	rds.Stop()
-	g := startGateway(t, []string{"--dev", "--redis-url", rds.URL(), "--redis-timeout", "100ms", "--fleet-lease-ttl", "900ms",
+	g := startGateway(t, []string{"--dev", "--redis-url", rds.URL(), "--redis-timeout", "5s", "--fleet-lease-ttl", "900ms",
 		"--caller-max-streams", "2", "--caller-identity", "peer"}, nil)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
