@@ -226,6 +226,15 @@ func (g *Gate) Admit(ctx context.Context, caller, rpc string) (*Stream, error) {
 	return &Stream{g: g, caller: caller, rpc: rpc, label: g.labels.caller(caller), model: noModel, lim: lim, lease: lease}, nil
 }
 
+// Allows reports whether the access policy in force lets caller use rpc
+// with model (always, without a policy). It counts nothing and does not
+// wait: it answers what a caller may ask for, as the gateway's model
+// catalog lists it.
+func (g *Gate) Allows(caller, rpc, model string) bool {
+	p := g.policy.Load()
+	return p == nil || p.Allows(caller, rpc, model)
+}
+
 // noModel is the model label of a stream that never named a valid model.
 const noModel = "none"
 

@@ -35,8 +35,9 @@ cd "$work"
 export REPO=$root TMPDIR=$work
 for f in block*.sh; do
 	echo "walkthrough: running $(head -c 60 "$f" | head -1)..."
-	if grep -q '"text": ""' "$f"; then
-		# The bad-input example: it must fail with INVALID_ARGUMENT.
+	if grep -q '"text": ""\|aura-2-thalai-en' "$f"; then
+		# The bad-input examples (an empty text, a voice the catalogued
+		# model lacks): each must fail with INVALID_ARGUMENT.
 		if bash -e "$f" >out.txt 2>&1; then echo "walkthrough: the bad request succeeded" >&2; exit 1; fi
 		grep -q 'InvalidArgument' out.txt && grep -q 'BadRequest' out.txt
 	else
@@ -47,6 +48,16 @@ got=$(python3 "$root/scripts/grpcurl_audio.py" finals stt.json)
 [[ "$got" == "Hello from the gateway." ]] || { echo "walkthrough: transcribed \"$got\"" >&2; exit 1; }
 file hello.wav 2>/dev/null | grep -q 'WAVE audio' || python3 -c "import wave; wave.open('hello.wav').getnframes()"
 grep -qx 'Hello from speechctl.' all.txt || { echo "walkthrough: speechctl did not transcribe its own audio back" >&2; exit 1; }
+# ListModels listed the dev models (SLNG's, as the simulator plays them),
+# the defaults among them; speechctl listed them too, and Aura's Spanish
+# voices.
+for m in deepgram/aura:2 deepgram/nova:3 elevenlabs/eleven-flash:2.5; do
+	grep -q "^$m MODEL_KIND_" all.txt || { echo "walkthrough: ListModels did not list $m" >&2; exit 1; }
+done
+grep -q '"source": "slngsim' models.json || { echo "walkthrough: ListModels did not list the dev catalog" >&2; exit 1; }
+grep -q '"voiceId": "aura-2-celeste-es"' all.txt || { echo "walkthrough: ListVoices did not list Aura's Spanish voices" >&2; exit 1; }
+grep -q '^deepgram/aura:2 (default) ' all.txt || { echo "walkthrough: speechctl models did not list the default model" >&2; exit 1; }
+grep -q '^aura-2-celeste-es ' all.txt || { echo "walkthrough: speechctl voices did not list Aura's Spanish voices" >&2; exit 1; }
 cd "$root"
 after=$(git status --porcelain --untracked-files=all)
 if [[ "$before" != "$after" ]]; then

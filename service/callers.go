@@ -25,6 +25,9 @@ type Callers interface {
 	// stream may not start; the stream returned must be ended. Its
 	// AllowModel checks the model once the config names it.
 	Admit(ctx context.Context, caller, rpc string) (*callers.Stream, error)
+	// Allows reports whether the access policy lets caller use rpc with
+	// model, without admitting anything: what CatalogService lists.
+	Allows(caller, rpc, model string) bool
 }
 
 // fieldCaller is the log field of the caller id, on the service's lines

@@ -26,7 +26,8 @@ type conformanceRoute struct {
 func conformanceRoutes(t *testing.T) []conformanceRoute {
 	var routes []conformanceRoute
 	for _, name := range slngsim.ProfileNames() {
-		if name == "realistic" {
+		if name == "realistic" || name == "not-deployed" {
+			// not-deployed refuses every model: TestModelNotDeployed.
 			continue
 		}
 		p, err := slngsim.ProfileByName(name)
@@ -68,9 +69,14 @@ func TestConformance(t *testing.T) {
 		{"Synthesize clear mid-turn", (*conformanceCase).clearMidTurn},
 		{"Synthesize failing turn", (*conformanceCase).failingTurn},
 		{"Synthesize across a reap", (*conformanceCase).synthesizeAcrossReap},
+		{"Synthesize texts with pauses", (*conformanceCase).textsWithPauses},
+		{"Synthesize barge-in", (*conformanceCase).bargeIn},
+		{"Synthesize dropped mid-turn", (*conformanceCase).droppedMidTurn},
+		{"Synthesize letterless texts", (*conformanceCase).letterlessTexts},
 		{"Transcribe half-close", (*conformanceCase).transcribeHalfClose},
 		{"Transcribe finalize", (*conformanceCase).transcribeFinalize},
 		{"Transcribe real time across a reap", (*conformanceCase).transcribeAcrossReap},
+		{"Transcribe telephony", (*conformanceCase).transcribeTelephony},
 	}
 	var mu sync.Mutex
 	table := map[string]map[string]string{}
@@ -135,12 +141,14 @@ func newConformanceCase(t *testing.T, route conformanceRoute) *conformanceCase {
 	profile := func(model string) slngsim.Profile {
 		p := route.profile(model)
 		p.MidTurnError.Marker = "<error>"
+		p.MidTurnDrop = slngsim.MidTurnDrop{Marker: "<drop>", AfterChunks: 2}
 		return p
 	}
 	c := &conformanceCase{route: route}
-	c.h = newHarness(t, slngsim.Options{ProfileFor: profile}, Config{TurnTimeout: 5 * time.Second})
+	cfg := Config{TurnTimeout: 5 * time.Second, FinalizeTimeout: time.Second}
+	c.h = newHarness(t, slngsim.Options{ProfileFor: profile}, cfg)
 	c.realtime = func() *harness {
-		return newHarness(t, slngsim.Options{ProfileFor: profile, Realtime: true}, Config{TurnTimeout: 5 * time.Second})
+		return newHarness(t, slngsim.Options{ProfileFor: profile, Realtime: true}, cfg)
 	}
 	return c
 }
@@ -177,6 +185,16 @@ func turns(resps []*speechv1.SynthesizeResponse) (audio map[uint64][]byte, ends 
 		}
 	}
 	return audio, ends
+}
+
+// spokenText is what the route's audio of a turn sent as texts decodes to:
+// their text, or, on a route that speaks each text as an utterance of its
+// own, the utterances' text, which Decode joins with a space.
+func (c *conformanceCase) spokenText(texts []string) string {
+	if c.route.profile(c.route.tts).SpeakOnText {
+		return strings.Join(texts, " ")
+	}
+	return strings.Join(texts, "")
 }
 
 func wantTurn(t *testing.T, audio map[uint64][]byte, ends map[uint64]string, id uint64, text string) {
@@ -317,6 +335,11 @@ func (c *conformanceCase) transcribeHalfClose(t *testing.T) {
 	}
 	if got, want := finalText(resps), strings.Join(conformanceSentences, " "); got != want {
 		t.Errorf("finals %q, want %q", got, want)
+	}
+	for _, r := range resps {
+		if r.GetPartialTranscript() != nil {
+			t.Fatalf("a partial transcript, but the caller turned them off: %v", r)
+		}
 	}
 }
 

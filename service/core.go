@@ -49,6 +49,9 @@ type replacement struct {
 	cause    error // nil for a normal close, or a rollover
 	prevID   string
 	failedAt time.Time
+	// rollover: the old session was old enough to be replaced at a turn
+	// boundary, with turns queued behind it.
+	rollover bool
 }
 
 func newCoreBase(srv *Server, log *zap.Logger, meta streamMeta, usage *callerUsage, callerKey string, now time.Time) coreBase {

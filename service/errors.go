@@ -97,6 +97,7 @@ var (
 	rowNoSpeech      = outcome{codes.Unavailable, ReasonUpstreamUnavailable, "upstream kept closing the session before speaking the turn", retrySoon}
 	rowClosedEarly   = outcome{codes.Unavailable, ReasonUpstreamUnavailable, "upstream closed the session before the audio ended", retrySoon}
 	rowFinalsLate    = outcome{codes.Unavailable, ReasonUpstreamUnavailable, "upstream did not deliver the last transcripts in time", retrySoon}
+	rowUnanswered    = outcome{codes.Unavailable, ReasonUpstreamUnavailable, "upstream kept leaving requests unanswered", retrySoon}
 )
 
 // metadataError adds ErrorInfo metadata to the error it wraps.
@@ -147,6 +148,15 @@ var (
 	// errFinalsTimeout: the last transcripts did not come within
 	// FinalsTimeout after the caller's half-close.
 	errFinalsTimeout = errors.New("upstream did not deliver the last transcripts in time")
+	// errClearUnanswered: SLNG answered a clear within ClearTimeout
+	// neither with `cleared` nor with an end of a turn; the session was
+	// retired. It names a reconnect; the stream ends with it only when
+	// reconnects keep bringing nothing.
+	errClearUnanswered = errors.New("upstream did not answer the clear in time")
+	// errFinalizeUnanswered: no final answered a finalize within
+	// FinalizeTimeout; the audio went to a new session. As
+	// errClearUnanswered.
+	errFinalizeUnanswered = errors.New("upstream did not answer the finalize in time")
 )
 
 // streamMeta is what ErrorInfo metadata reports about the failing stream.
@@ -160,6 +170,8 @@ type streamMeta struct {
 	callerKey bool
 	// caller is the caller id (service/callers.go), "" when not known.
 	caller string
+	// region is the SLNG region the gateway dials (Config.Region).
+	region string
 }
 
 // categoryRows maps slngclient's classification of an upstream failure
@@ -191,8 +203,13 @@ func upstreamOutcome(ue *slngclient.UpstreamError) outcome {
 
 // turnOutcome is the table row for the failure of one turn.
 func turnOutcome(err error) outcome {
-	if errors.Is(err, errTurnTimeout) {
+	switch {
+	case errors.Is(err, errTurnTimeout):
 		return rowTurnTimeout
+	case errors.Is(err, errCallerTooSlow):
+		return rowTooSlow
+	case errors.Is(err, errUpstreamClosedEarly):
+		return rowClosedEarly
 	}
 	if ue, ok := slngclient.AsUpstreamError(err); ok {
 		return upstreamOutcome(ue)
@@ -233,10 +250,15 @@ var statusRules = []statusRule{
 		if !errors.As(err, &coe) {
 			return ruled{}, false
 		}
-		r := ruled{row: rowCircuitOpen}
+		r := ruled{row: rowCircuitOpen, extra: map[string]string{}}
 		r.row.retry = coe.RetryAfter
 		if coe.Region != "" {
-			r.extra = map[string]string{"region": coe.Region}
+			r.extra["region"] = coe.Region
+		}
+		if coe.Config {
+			// One caller's voice, language or encoding, not the model.
+			r.row.message = "upstream kept ending sessions of this configuration (its voice, language or encoding) at init; not trying it for now"
+			r.extra["breaker"] = "configuration"
 		}
 		return r, true
 	}},
@@ -282,6 +304,8 @@ var statusRules = []statusRule{
 	is(errClosedBeforeSpeaking, rowNoSpeech),
 	is(errUpstreamClosedEarly, rowClosedEarly),
 	is(errFinalsTimeout, rowFinalsLate),
+	is(errClearUnanswered, rowUnanswered),
+	is(errFinalizeUnanswered, rowUnanswered),
 	{name: "upstream", match: func(err error, meta streamMeta) (ruled, bool) {
 		ue, ok := slngclient.AsUpstreamError(err)
 		if !ok {
@@ -296,6 +320,15 @@ var statusRules = []statusRule{
 			// would make callers refresh their credentials and count it
 			// as their fault; INTERNAL tells them not to retry.
 			r.row = rowOwnKeyRefused
+		}
+		if ue.Class().Category == slngclient.CategoryNotFound && meta.model != "" {
+			// Not every model runs in every region, and SLNG routes no
+			// request between regions: the caller needs both names.
+			r.row.message = fmt.Sprintf("upstream does not serve model %s", meta.model)
+			if meta.region != "" {
+				r.row.message += " in region " + meta.region
+				r.extra["region"] = meta.region
+			}
 		}
 		if ue.Kind == slngclient.KindHandshake && ue.Message != "" {
 			// SLNG's own words on a refused handshake (e.g. "BYOK is

@@ -53,6 +53,15 @@ func TestToStatusTable(t *testing.T) {
 		{"rate_limit", frame("rate_limit"), codes.ResourceExhausted, ReasonUpstreamRateLimited, time.Second},
 		{"rate_limit_exceeded", frame("rate_limit_exceeded"), codes.ResourceExhausted, ReasonUpstreamRateLimited, time.Second},
 		{"http 429", handshake(429), codes.ResourceExhausted, ReasonUpstreamRateLimited, time.Second},
+		// Numeric codes in error frames mean what the status or close
+		// code means.
+		{"clear unanswered", errClearUnanswered, codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"finalize unanswered", errFinalizeUnanswered, codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"frame 429", frame("429"), codes.ResourceExhausted, ReasonUpstreamRateLimited, time.Second},
+		{"frame 503", frame("503"), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
+		{"frame 413", frame("413"), codes.InvalidArgument, ReasonUpstreamRequestRejected, -1},
+		{"frame 418", frame("418"), codes.InvalidArgument, ReasonUpstreamRequestRejected, -1},
+		{"frame 1008", frame("1008"), codes.Unavailable, ReasonUpstreamSessionExpired, 0},
 		{"overloaded", errOverloaded, codes.ResourceExhausted, ReasonGatewayOverloaded, time.Second},
 		{"dial rate", fmt.Errorf("acquire: %w", slngpool.ErrDialRate), codes.ResourceExhausted, ReasonUpstreamCapacity, time.Second},
 		{"provider_error", frame("provider_error"), codes.Unavailable, ReasonUpstreamUnavailable, time.Second},
@@ -236,5 +245,21 @@ func TestKeyRefusedCounted(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(h.metrics.upstreamErrors.WithLabelValues(ReasonUpstreamAuthFailed)); got != 2 {
 		t.Errorf("upstream errors{UPSTREAM_AUTH_FAILED} = %v, want 2", got)
+	}
+}
+
+// TestCircuitOpenScopes: an open breaker of one configuration says so, in
+// its message and metadata, apart from a model's.
+func TestCircuitOpenScopes(t *testing.T) {
+	t.Parallel()
+	for _, config := range []bool{false, true} {
+		st, _ := toStatus(&slngpool.CircuitOpenError{Model: "m/x:1", Config: config, RetryAfter: time.Second}, nil, streamMeta{})
+		info, retry := details(st)
+		if st.Code() != codes.Unavailable || info.GetReason() != ReasonUpstreamCircuitOpen || retry.GetRetryDelay().AsDuration() != time.Second {
+			t.Fatalf("config %v: %v", config, st.Proto())
+		}
+		if got := info.GetMetadata()["breaker"] == "configuration"; got != config || strings.Contains(st.Message(), "configuration") != config {
+			t.Errorf("config %v: %q %v", config, st.Message(), info.GetMetadata())
+		}
 	}
 }

@@ -14,8 +14,9 @@ import (
 
 // FuzzConfigs feeds arbitrary SynthesisConfig and RecognitionConfig
 // messages to validation. Nothing may panic, and a config that passes must
-// become an init message SLNG can be sent: a valid model, a known encoding,
-// a rate in range, and options that encode as JSON.
+// become an init message SLNG can be sent: a valid model, a known encoding
+// (for STT, one of the three the bridge takes), a rate in range, and
+// options that encode as JSON.
 func FuzzConfigs(f *testing.F) {
 	opts, _ := structpb.NewStruct(map[string]any{"style": "calm", "n": 2.5, "nested": map[string]any{"a": []any{1.0, "x"}}})
 	nan := &structpb.Struct{Fields: map[string]*structpb.Value{"x": structpb.NewNumberValue(math.NaN())}}
@@ -25,6 +26,7 @@ func FuzzConfigs(f *testing.F) {
 			Format: &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, SampleRateHz: 8000}},
 		&speechv1.SynthesisConfig{Model: "a/../b", Format: &speechv1.AudioFormat{Encoding: 99, SampleRateHz: 1}},
 		&speechv1.RecognitionConfig{Model: "deepgram/nova:3", EnablePartials: true, MinSpeakers: 1, MaxSpeakers: 3, ModelOptions: opts},
+		&speechv1.RecognitionConfig{Format: &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_ALAW, SampleRateHz: 8000}},
 		&speechv1.SynthesisConfig{ModelOptions: nan},
 	} {
 		b, err := proto.Marshal(m)
@@ -50,6 +52,10 @@ func FuzzConfigs(f *testing.F) {
 			tr := &sttCore{coreBase: coreBase{srv: s}}
 			if err := tr.configure(&rc); err == nil {
 				checkInit(t, tr.cfg.Model, tr.sttCfg.Encoding, tr.sttCfg.SampleRate, tr.sttCfg.Extra)
+				// SLNG's STT bridge takes these three only.
+				if e := tr.sttCfg.Encoding; e != "linear16" && e != "mp3" && e != "opus" {
+					t.Fatalf("STT init with encoding %q", e)
+				}
 			}
 		}
 	})

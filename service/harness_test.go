@@ -119,6 +119,7 @@ type harness struct {
 	reg     *prometheus.Registry
 	tts     speechv1.TextToSpeechServiceClient
 	stt     speechv1.SpeechToTextServiceClient
+	catalog speechv1.CatalogServiceClient
 }
 
 // newHarness runs the gateway without standby sessions, dial retries or
@@ -220,8 +221,9 @@ func serveGateway(t testing.TB, up Upstream, cfg Config, reg *prometheus.Registr
 		checkMetricsForSecrets(t, reg)
 	})
 	return &harness{srv: srv, metrics: metrics, reg: reg,
-		tts: speechv1.NewTextToSpeechServiceClient(conn),
-		stt: speechv1.NewSpeechToTextServiceClient(conn)}
+		tts:     speechv1.NewTextToSpeechServiceClient(conn),
+		stt:     speechv1.NewSpeechToTextServiceClient(conn),
+		catalog: speechv1.NewCatalogServiceClient(conn)}
 }
 
 func testContext(t *testing.T) context.Context {

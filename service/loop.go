@@ -59,12 +59,13 @@ type streamLoop[M, E, R, Resp, C any] struct {
 // runStream runs one stream: the caller's reader and sender, the upstream
 // writer (write), and the loop that drives core, until the core decides
 // the end. Then settle closes what must be closed (the session, which also
-// ends a write blocked on it), and the writer is joined. The caller's
+// ends a write blocked on it) and reports whether the session is kept, and
+// the writer is joined. The caller's
 // reader and sender are not waited for: grpc-go releases a blocked Recv or
 // Send only when the handler returns, and Server.Wait joins them.
 func runStream[M, E, R, Resp, C any](ctx context.Context, s *Server, core streamCore[M, E, R, Resp, C],
 	recv func() (M, error), send func(Resp) error, recycle func(Resp) bool,
-	cmds *mailbox[C], results <-chan R, write func(context.Context), settle func()) {
+	cmds *mailbox[C], results <-chan R, write func(context.Context), settle func() (keep bool)) {
 	stop := make(chan struct{})
 	defer close(stop)
 	in := make(chan callerMsg[M], callerQueue)
@@ -88,7 +89,14 @@ func runStream[M, E, R, Resp, C any](ctx context.Context, s *Server, core stream
 
 	l := &streamLoop[M, E, R, Resp, C]{s: s, core: core, ob: ob, cmds: cmds, results: results}
 	l.run(ctx, in)
-	settle()
+	if keep := settle(); keep {
+		// The session goes back to the pool: the writer's last write is
+		// on the wire, but its goroutine may not have returned from it,
+		// and coder/websocket closes a connection whose write's context
+		// ends. So the writer finishes before its context does.
+		cmds.close()
+		<-written
+	}
 	cancel()
 	cmds.close()
 	<-written

@@ -37,6 +37,12 @@ type Metrics struct {
 	// pauses counts the times a stream stopped reading SLNG because its
 	// caller was behind.
 	pauses prometheus.Counter
+	// unanswered counts requests SLNG did not answer in time: clear
+	// (ClearTimeout) and finalize (FinalizeTimeout).
+	unanswered *prometheus.CounterVec
+	// partialsDropped counts partials a route sent although the caller
+	// turned them off.
+	partialsDropped prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them on reg; a nil reg
@@ -115,6 +121,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "speech_gateway_caller_buffered_bytes",
 		Help: "Bytes of responses, audio above all, waiting for callers that read more slowly than SLNG speaks, across streams.",
 	}, func() float64 { return float64(m.buffered.Load()) })
+	m.unanswered = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "speech_gateway_upstream_unanswered_total",
+		Help: "Requests SLNG did not answer in time, by kind and request: tts clear (--clear-timeout; the session was retired) " +
+			"and stt finalize (--finalize-timeout; the audio went to a new session, or the caller was warned).",
+	}, []string{"kind", "request"})
+	m.partialsDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "speech_gateway_stt_partials_dropped_total",
+		Help: "Partial transcripts a route sent although the caller turned partials off, dropped.",
+	})
 	m.pauses = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "speech_gateway_caller_pauses_total",
 		Help: "Times a stream stopped reading SLNG because its caller was behind by the stream's or the gateway's buffer bound.",
@@ -134,7 +149,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.streamsActive, m.streamsTotal, m.upstreamAcquire, m.upstreamErrors,
 			m.warnings, m.audioBytes, m.firstAudio, m.transcriptDelay, m.reconnects,
 			m.turnsFailed, m.violations, m.finalsDropped, m.finalsEstimated, m.unknownFrames, m.keyRefused,
-			m.bufferedGauge, m.pauses)
+			m.bufferedGauge, m.pauses, m.unanswered, m.partialsDropped)
 	}
 	return m
 }
@@ -154,7 +169,7 @@ func (m *Metrics) observeAcquire(kind string, start time.Time, warm bool, err er
 // slngclient's table count as "other", to bound the label.
 func (m *Metrics) reconnect(kind, reason string) {
 	switch reason {
-	case "rollover", "connection_lost", "closed", "reaped", "turn_timeout", "caller_behind":
+	case "rollover", "connection_lost", "closed", "reaped", "turn_timeout", "caller_behind", "clear_unanswered", "finalize_unanswered":
 	default:
 		if !slngclient.KnownCode(reason) {
 			reason = "other"

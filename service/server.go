@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/speech-gateway/speech-gateway/catalog"
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 	"github.com/speech-gateway/speech-gateway/slngpool"
@@ -79,6 +80,22 @@ type Config struct {
 	// turn with an error frame and never finish it. Default 15 s; negative
 	// disables.
 	TurnTimeout time.Duration
+	// ClearTimeout bounds the wait for SLNG's answer to a Synthesize
+	// clear or cancel (`cleared`, or an end of a turn). Without one in
+	// time, the caller gets `cleared` anyway, the session is retired, and
+	// the next turn goes to a new one, as LiveKit's SLNG plugin waits 1 s.
+	// Default 1 s; negative disables (the wait is then the turn
+	// watchdog's).
+	ClearTimeout time.Duration
+	// FinalizeTimeout bounds the wait for the final that answers a
+	// Transcribe finalize: without one in time, the audio no final covers
+	// goes again to a new session, finalize included; if that one does
+	// not answer either, the caller gets a finalize_timeout warning.
+	// Default 5 s; negative disables.
+	FinalizeTimeout time.Duration
+	// Region names the SLNG region the upstream serves, for the status of
+	// a model SLNG does not serve there. Optional.
+	Region string
 	// DrainGrace is the grace period announced to streams when the server
 	// drains (ServerDraining.grace). Default 25 s.
 	DrainGrace time.Duration
@@ -110,6 +127,11 @@ type Config struct {
 	// Callers identifies, admits and meters the caller of each stream
 	// (service/callers.go); nil identifies nobody and admits everyone.
 	Callers Callers
+	// Catalog returns the model catalog in force (catalog.Live.Current):
+	// CatalogService lists it, and a stream naming a model in it is
+	// checked against it before any SLNG dial (service/catalog.go). nil
+	// lists nothing and checks nothing.
+	Catalog func() *catalog.Catalog
 }
 
 // CallerKeyHeader is the request metadata that carries a caller's own SLNG
@@ -166,6 +188,8 @@ func (c Config) withDefaults() Config {
 	if c.DrainGrace <= 0 {
 		c.DrainGrace = 25 * time.Second
 	}
+	c.ClearTimeout = orDefault(c.ClearTimeout, time.Second)
+	c.FinalizeTimeout = orDefault(c.FinalizeTimeout, 5*time.Second)
 	c.FirstMessageTimeout = orDefault(c.FirstMessageTimeout, 10*time.Second)
 	c.CallerStallTimeout = orDefault(c.CallerStallTimeout, 30*time.Second)
 	if c.StreamBufferBytes <= 0 {
@@ -192,11 +216,13 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-// Server implements TextToSpeechService and SpeechToTextService on top of an
-// Upstream. Its methods may be called concurrently.
+// Server implements TextToSpeechService, SpeechToTextService and
+// CatalogService on top of an Upstream. Its methods may be called
+// concurrently.
 type Server struct {
 	speechv1.UnimplementedTextToSpeechServiceServer
 	speechv1.UnimplementedSpeechToTextServiceServer
+	speechv1.UnimplementedCatalogServiceServer
 
 	upstream Upstream
 	log      *zap.Logger
@@ -250,10 +276,11 @@ func New(upstream Upstream, logger *zap.Logger, metrics *Metrics, cfg Config) (*
 	return s, nil
 }
 
-// Register registers both services on r.
+// Register registers the three services on r.
 func (s *Server) Register(r grpc.ServiceRegistrar) {
 	speechv1.RegisterTextToSpeechServiceServer(r, s)
 	speechv1.RegisterSpeechToTextServiceServer(r, s)
+	speechv1.RegisterCatalogServiceServer(r, s)
 }
 
 // Drain asks every stream to finish: Synthesize streams end after the turn

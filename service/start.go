@@ -38,7 +38,7 @@ func (st *streamStart) release() {
 func (s *Server) startStream(ctx context.Context, service, rpc string) (*streamStart, error) {
 	id, log := s.streamLogger(ctx, service, rpc)
 	usage, log := s.callerUsage(ctx, log, rpc)
-	meta := streamMeta{sessionID: id, caller: usage.caller}
+	meta := streamMeta{sessionID: id, caller: usage.caller, region: s.cfg.Region}
 	refuse := func(err error) (*streamStart, error) {
 		usage.end(log, "", 0, 0, err)
 		return nil, s.finish(ctx, rpc, err, meta, log)
@@ -86,8 +86,13 @@ func reconnectReason(cause error) string {
 	if cause == nil {
 		return "rollover"
 	}
-	if errors.Is(cause, errTurnTimeout) {
+	switch {
+	case errors.Is(cause, errTurnTimeout):
 		return "turn_timeout"
+	case errors.Is(cause, errClearUnanswered):
+		return "clear_unanswered"
+	case errors.Is(cause, errFinalizeUnanswered):
+		return "finalize_unanswered"
 	}
 	var held *slngclient.HeldBackError
 	if errors.As(cause, &held) {

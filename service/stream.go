@@ -144,7 +144,7 @@ func (m *mailbox[T]) popLocked() (T, bool) {
 	m.items[m.head] = zero
 	m.head++
 	if m.head == len(m.items) {
-		m.items, m.head = m.items[:0], 0
+		m.items, m.head = emptied(m.items), 0
 	}
 	if m.full && len(m.items)-m.head < m.limit {
 		m.full = false
@@ -154,6 +154,15 @@ func (m *mailbox[T]) popLocked() (T, bool) {
 		}
 	}
 	return v, true
+}
+
+// emptied is a drained queue ready for reuse: the same array unless a
+// backlog grew it past maxKeptQueue.
+func emptied[T any](items []T) []T {
+	if cap(items) > maxKeptQueue {
+		return nil
+	}
+	return items[:0]
 }
 
 // close ends the mailbox: the taker stops, and what waits is dropped.
@@ -208,8 +217,14 @@ type outItem[R any] struct {
 	n int // bytes
 }
 
-// maxFree bounds the responses an outbox keeps for reuse.
-const maxFree = 64
+// maxFree bounds the responses an outbox keeps for reuse: enough for the
+// chunks in flight between the loop and a sender that keeps up; a backlog
+// that drained leaves no more behind.
+const maxFree = 8
+
+// maxKeptQueue is the largest queue capacity an outbox or a mailbox keeps
+// once it is empty: a backlog's array is let go when it has drained.
+const maxKeptQueue = 256
 
 // newOutbox returns an outbox bounded to limit bytes, and to max bytes
 // across the gateway as counted in total (0: no such bound).
@@ -317,7 +332,7 @@ func (o *outbox[R]) send(send func(R) error) {
 		o.items[o.head] = outItem[R]{}
 		o.head++
 		if o.head == len(o.items) {
-			o.items, o.head = o.items[:0], 0
+			o.items, o.head = emptied(o.items), 0
 		}
 		o.sending = true
 		o.mu.Unlock()

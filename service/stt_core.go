@@ -32,7 +32,11 @@ type sttCore struct {
 
 	cfg    *speechv1.RecognitionConfig
 	sttCfg slngclient.STTConfig
-	clock  pcmClock
+	// g711 decodes the caller's telephony audio into the linear16 SLNG
+	// gets; nil for the encodings SLNG takes as they are. clock counts
+	// the audio as it goes upstream.
+	g711  *g711
+	clock pcmClock
 
 	lease *upstreamLease[STTSession]
 
@@ -50,6 +54,11 @@ type sttCore struct {
 	// oldest first, until a final answers each.
 	finalizes  []int64
 	finalizeAt time.Time // for the finalize-to-final metric
+	// finalizeWait is when the wait for a final to answer the oldest
+	// finalize began (FinalizeTimeout), zero with none outstanding;
+	// finalizeRetried: that finalize already went to a new session.
+	finalizeWait    time.Time
+	finalizeRetried bool
 	// prevFinalEnd is where the last final delivered ends, in stream time;
 	// timedEnd where the last one with timing of its own does (a final
 	// ending before it is the previous session's, heard again).
@@ -155,7 +164,11 @@ func (c *sttCore) onFirst(in sttIn, now time.Time) {
 		c.fail(err)
 		return
 	}
-	if c.clock = clockOf(c.cfg.Format); c.clock.ok() {
+	up := c.cfg.Format
+	if c.g711 != nil {
+		up = &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: up.SampleRateHz}
+	}
+	if c.clock = clockOf(up); c.clock.ok() {
 		c.replay.max = c.srv.cfg.TranscribeReplayBytes
 	}
 	c.phase = phaseOpening
@@ -188,12 +201,15 @@ func (c *sttCore) onCaller(in sttIn, now time.Time) {
 
 // audio keeps the caller's audio for a replay and sends it.
 func (c *sttCore) audio(audio []byte) {
+	c.srv.metrics.recognizedBytes.Add(float64(len(audio)))
+	if c.g711 != nil {
+		audio = c.g711.decode(audio)
+	}
 	c.replay.add(audio)
 	c.sent += int64(len(audio))
 	if !c.clock.ok() || c.replay.max <= 0 {
 		c.covered = c.sent // nothing can be replayed
 	}
-	c.srv.metrics.recognizedBytes.Add(float64(len(audio)))
 	if sess := c.live(); sess != nil {
 		c.cmds = append(c.cmds, sttCmd{kind: sttAudio, sess: sess, audio: audio})
 	}
@@ -205,6 +221,9 @@ func (c *sttCore) finalize(now time.Time) {
 	c.finalizes = append(c.finalizes, c.sent)
 	if c.finalizeAt.IsZero() {
 		c.finalizeAt = now
+	}
+	if c.finalizeWait.IsZero() {
+		c.finalizeWait = now
 	}
 	if sess := c.live(); sess != nil {
 		c.cmds = append(c.cmds, sttCmd{kind: sttFinalize, sess: sess})
@@ -295,6 +314,9 @@ func (c *sttCore) onAcquired(l *upstreamLease[STTSession], now time.Time) {
 			CallerId:          c.usage.caller,
 		}}})
 		c.replayTo(sess) // what the caller sent meanwhile
+		if len(c.finalizes) > 0 {
+			c.finalizeWait = now
+		}
 		return
 	}
 	audio, start, overflow := c.replay.snapshot()
@@ -308,6 +330,9 @@ func (c *sttCore) onAcquired(l *upstreamLease[STTSession], now time.Time) {
 	}
 	c.base, c.baseOff = c.clock.duration(start), start
 	replayed := c.clock.duration(int64(len(audio)))
+	if len(c.finalizes) > 0 {
+		c.finalizeWait = now // the new session hears them again
+	}
 	c.dedupe = append(c.dedupe[:0], c.unproven...)
 	c.replayTo(sess)
 	if r == nil {
@@ -351,7 +376,7 @@ func (c *sttCore) recoverable(err error) bool {
 		return false
 	}
 	var held *slngclient.HeldBackError
-	if errors.Is(err, errUpstreamClosedEarly) || errors.As(err, &held) {
+	if errors.Is(err, errUpstreamClosedEarly) || errors.Is(err, errFinalizeUnanswered) || errors.As(err, &held) {
 		return true
 	}
 	ue, ok := slngclient.AsUpstreamError(err)
@@ -382,15 +407,26 @@ func (c *sttCore) configure(cfg *speechv1.RecognitionConfig) error {
 	}
 	opts := eff.GetModelOptions().AsMap()
 	checkOptions(&v, "config.model_options", opts, reservedSTTOptions)
+	// The catalog is SLNG's: it is asked about what goes up, which for
+	// G.711 is the linear16 the gateway decodes it into.
+	upFormat := eff.Format
+	if g711For(eff.Format.GetEncoding()) != nil {
+		upFormat = &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: eff.Format.GetSampleRateHz()}
+	}
+	s.checkCatalog(&v, eff.Model, "", upFormat, defaultSTTSampleRate)
 	if err := v.err(); err != nil {
 		return err
 	}
 	eff.Format = formatWithDefaults(eff.Format, defaultSTTSampleRate)
 	c.cfg = eff
 	c.ep = slngclient.Endpoint{Model: eff.Model}
+	enc := encodingNames[eff.Format.Encoding]
+	if c.g711 = g711For(eff.Format.Encoding); c.g711 != nil {
+		enc = "linear16" // decoded here: SLNG's STT bridge takes no G.711
+	}
 	c.sttCfg = slngclient.STTConfig{
 		Language:             eff.Language,
-		Encoding:             encodingNames[eff.Format.Encoding],
+		Encoding:             enc,
 		SampleRate:           int(eff.Format.SampleRateHz),
 		EnablePartials:       eff.EnablePartials,
 		EnableVAD:            eff.EnableVad,

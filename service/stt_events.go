@@ -116,6 +116,12 @@ func (c *sttCore) warnUntranscribed() {
 func (c *sttCore) translate(ev slngclient.STTEvent, now time.Time) *speechv1.TranscribeResponse {
 	switch ev.Kind {
 	case slngclient.STTPartial:
+		if !c.cfg.EnablePartials {
+			// Some routes send partials whatever init says (Sarvam
+			// Saaras): the caller turned them off.
+			c.srv.metrics.partialsDropped.Inc()
+			return nil
+		}
 		t, _ := c.transcript(ev.Transcript, false, now)
 		if t == nil {
 			return nil
@@ -237,7 +243,7 @@ func (c *sttCore) transcript(t slngclient.Transcript, final bool, now time.Time)
 	if t.Text != "" {
 		c.failures = 0
 	}
-	c.cover(t, timed, end, answers)
+	c.cover(t, timed, end, answers, now)
 	if t.Text != "" {
 		c.dedupe = c.dedupe[:0] // past what the new session hears again
 	}
@@ -250,8 +256,17 @@ func (c *sttCore) transcript(t slngclient.Transcript, final bool, now time.Time)
 
 // cover moves the covered offset as far as final t proves, and trims the
 // replay buffer there.
-func (c *sttCore) cover(t slngclient.Transcript, timed bool, end time.Duration, answers bool) {
+func (c *sttCore) cover(t slngclient.Transcript, timed bool, end time.Duration, answers bool, now time.Time) {
+	if answers {
+		c.finalizeWait, c.finalizeRetried = time.Time{}, false
+		if len(c.finalizes) > 1 {
+			c.finalizeWait = now // the next one's wait starts now, at the latest
+		}
+	}
 	if !c.clock.ok() {
+		if answers {
+			c.finalizes = c.finalizes[1:]
+		}
 		return
 	}
 	to := c.covered
@@ -305,7 +320,46 @@ func (c *sttCore) onTick(now time.Time) {
 		c.fail(errFinalsTimeout)
 	case !c.idleAt().After(now):
 		c.finish(errCallerIdle, false)
+	case !c.finalizeDue().After(now):
+		c.finalizeTimedOut(now)
 	}
+}
+
+// finalizeDue is when the wait for the final that answers the oldest
+// finalize ends (FinalizeTimeout).
+func (c *sttCore) finalizeDue() time.Time {
+	d := c.srv.cfg.FinalizeTimeout
+	if d <= 0 || c.finalizeWait.IsZero() || c.phase != phaseRunning || c.dialling || c.lease == nil || c.closing {
+		return never
+	}
+	return c.finalizeWait.Add(d)
+}
+
+// finalizeTimedOut answers a finalize that SLNG left unanswered, never
+// with a hang: LiveKit keeps a watchdog after a finalize, as "a provider
+// that never sends the final would hang the stream". The first time, a
+// new session hears again the audio no final covers, the finalize at its
+// place; if that cannot be, or did not help, the caller is warned and the
+// stream goes on without waiting for that final.
+func (c *sttCore) finalizeTimedOut(now time.Time) {
+	c.srv.metrics.unanswered.WithLabelValues("stt", "finalize").Inc()
+	if _, overflow := c.replay.tail(); !c.finalizeRetried && c.clock.ok() && c.replay.max > 0 && !overflow {
+		c.finalizeRetried = true
+		c.log.Info("no final answered a finalize in time; replaying to a new session",
+			zap.Duration("finalize_timeout", c.srv.cfg.FinalizeTimeout))
+		c.reconnect(errFinalizeUnanswered, now)
+		return
+	}
+	c.finalizes = c.finalizes[1:]
+	c.finalizeWait, c.finalizeRetried = time.Time{}, false
+	if len(c.finalizes) > 0 {
+		c.finalizeWait = now
+	}
+	c.emit(&speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_Warning{Warning: &speechv1.Warning{
+		Code: "finalize_timeout",
+		Message: fmt.Sprintf("no final transcript answered the finalize within %s; the speech before it "+
+			"will come in a later final, if the upstream sends one", c.srv.cfg.FinalizeTimeout),
+	}}})
 }
 
 // finalsAt is when the wait for the last finals after the half-close ends.
@@ -331,5 +385,5 @@ func (c *sttCore) nextCheck() time.Time {
 	if c.done {
 		return at
 	}
-	return minTime(at, minTime(c.finalsAt(), c.idleAt()))
+	return minTime(at, minTime(c.finalsAt(), minTime(c.idleAt(), c.finalizeDue())))
 }

@@ -38,10 +38,11 @@ func (s *Server) runSTT(ctx context.Context, c *sttCore, stream speechv1.SpeechT
 		return sttInOf(req), nil
 	}
 	w := newSTTWriter(c)
-	runStream(ctx, s, c, recv, stream.Send, nil, w.cmds, w.results, w.run, func() {
+	runStream(ctx, s, c, recv, stream.Send, nil, w.cmds, w.results, w.run, func() bool {
 		if lease := c.lease; lease != nil {
 			lease.Session.CloseNow() // also ends a write blocked on it
 		}
+		return false
 	})
 	if lease := c.lease; lease != nil {
 		lease.release(c.err, false)

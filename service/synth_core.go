@@ -44,6 +44,13 @@ type synthCore struct {
 	// paused: the loop stopped reading SLNG because the caller is behind
 	// (the outbox is full); SLNG's silence meanwhile is not SLNG's fault.
 	paused bool
+	// held is the open turn's text, at the end of its book text, that has
+	// no letter and waits for a neighbour before it goes upstream (see
+	// text).
+	held string
+	// parkedAt is when the caller's text began to wait for SLNG to answer
+	// a clear (see parks), zero while none waits.
+	parkedAt time.Time
 
 	// Timers, checked lazily (beside coreBase's): idleSince is when the
 	// stream last had nothing in progress (zero while something is);
@@ -162,81 +169,11 @@ func (c *synthCore) onCaller(req *speechv1.SynthesizeRequest, now time.Time) {
 	case *speechv1.SynthesizeRequest_Flush:
 		c.flush(now)
 	case *speechv1.SynthesizeRequest_Clear:
-		c.clear(false)
+		c.clear(false, now)
 	case *speechv1.SynthesizeRequest_Cancel:
-		c.clear(true)
+		c.clear(true, now)
 	default:
 		c.fail(invalid("request", "the request sets none of config, text, flush, clear, cancel"))
-	}
-}
-
-// maxTurnText bounds the text of one turn, which the gateway keeps until the
-// turn is spoken so that it can replay it on a new upstream session.
-const maxTurnText = 1 << 20
-
-// text adds text to the open turn and sends it, dialling first if the
-// session ended between turns.
-func (c *synthCore) text(text string, flush bool, now time.Time) {
-	if c.state.has(draining) {
-		c.fail(errDraining)
-		return
-	}
-	send, err := c.book.addText(text, maxTurnText)
-	if err != nil {
-		c.fail(invalid("text.text", "a turn holds at most %d bytes of text: flush more often", maxTurnText))
-		return
-	}
-	if send && c.state.upstream == upGone {
-		// The text waits in the book; the new session hears it as part of
-		// the replay (see onAcquired).
-		c.cmds = append(c.cmds, ttsCmd{kind: cmdCharge, text: text})
-		if flush {
-			c.flushBook(now)
-		}
-		c.dial(slngpool.PurposeRollover)
-		return
-	}
-	if send {
-		c.cmds = append(c.cmds, ttsCmd{kind: cmdText, sess: c.lease.Session, text: text, charge: true})
-	}
-	if flush {
-		c.flush(now)
-	}
-}
-
-// flush ends the open turn. A flush without text is ignored: SLNG treats a
-// bare flush as a protocol violation.
-func (c *synthCore) flush(now time.Time) {
-	if c.flushBook(now) && c.state.upstream != upGone {
-		c.cmds = append(c.cmds, ttsCmd{kind: cmdFlush, sess: c.lease.Session})
-	}
-}
-
-// flushBook queues the open turn to be spoken, if it has text.
-func (c *synthCore) flushBook(now time.Time) bool {
-	// Registered before the flush goes out, so that the turn its audio
-	// belongs to is always found.
-	t := c.book.flush(now)
-	if t == nil {
-		return false
-	}
-	if len(c.book.pending) == 1 {
-		c.progress = now // the watchdog runs from the first flush of a run
-	}
-	c.idleSince = time.Time{}
-	return true
-}
-
-// clear discards the open turn and every pending one. SLNG answers its
-// `clear` with `cleared` after the last frame of the discarded turns; a
-// Cancel is acknowledged at once (barge-in wants no wait), a Clear when
-// `cleared` arrives.
-func (c *synthCore) clear(cancel bool) {
-	c.state.markDirty()
-	live := c.state.upstream != upGone && !c.dialling
-	c.out = append(c.out, c.book.clear(cancel, live)...)
-	if live {
-		c.cmds = append(c.cmds, ttsCmd{kind: cmdClear, sess: c.lease.Session})
 	}
 }
 
@@ -258,6 +195,7 @@ func (c *synthCore) onCallerEnd(err error, now time.Time) {
 		c.state.markDirty()
 	}
 	c.book.open = nil
+	c.held = ""
 	c.settle(now)
 }
 
@@ -295,21 +233,10 @@ func (c *synthCore) onAcquired(l *upstreamLease[TTSSession], now time.Time) {
 		}}})
 		return
 	}
-	// A replacement or a redial: the new session hears the turns waiting
-	// to be spoken, flushed ones first, then the open turn's text.
-	flushed, open := c.book.queued()
-	for _, text := range flushed {
-		c.cmds = append(c.cmds, ttsCmd{kind: cmdText, sess: sess, text: text, flush: true})
-	}
-	if open != "" {
-		c.cmds = append(c.cmds, ttsCmd{kind: cmdText, sess: sess, text: open})
-	}
-	if len(flushed) > 0 {
-		c.progress = now
-	}
+	flushed := c.replay(sess, now)
 	r := c.replacing
 	c.replacing = nil
-	if r != nil && r.cause != nil {
+	if r != nil && (r.cause != nil || r.rollover) {
 		reason := reconnectReason(r.cause)
 		c.log.Info("upstream session replaced", zap.String("reason", reason), zap.NamedError("cause", r.cause),
 			zap.String("previous_upstream_session_id", r.prevID), zap.String("upstream_session_id", sess.ID()),
@@ -326,6 +253,23 @@ func (c *synthCore) onAcquired(l *upstreamLease[TTSSession], now time.Time) {
 			}}})
 	}
 	c.settle(now)
+}
+
+// replay sends sess the turns waiting to be spoken, flushed ones first,
+// then the open turn's text not yet spoken (a replacement, a redial, or a
+// session that answered a clear), and returns the flushed ones.
+func (c *synthCore) replay(sess TTSSession, now time.Time) []string {
+	flushed, open := c.book.queued(len(c.held))
+	for _, text := range flushed {
+		c.cmds = append(c.cmds, ttsCmd{kind: cmdText, sess: sess, text: text, flush: true})
+	}
+	if open != "" {
+		c.cmds = append(c.cmds, ttsCmd{kind: cmdText, sess: sess, text: open})
+	}
+	if len(flushed) > 0 {
+		c.progress = now
+	}
+	return flushed
 }
 
 // onResult handles the writer's report of a failed command.
@@ -411,6 +355,7 @@ func (c *synthCore) configure(cfg *speechv1.SynthesisConfig) error {
 	}
 	opts := eff.GetModelOptions().AsMap()
 	checkOptions(&v, "config.model_options", opts, reservedTTSOptions)
+	s.checkCatalog(&v, eff.Model, eff.Voice, eff.Format, defaultTTSSampleRate)
 	if err := v.err(); err != nil {
 		return err
 	}

@@ -57,14 +57,17 @@ func (c *synthCore) onUpstream(ev slngclient.TTSEvent, now time.Time) {
 		}
 	}
 	c.out = append(c.out, out...)
+	if ev.Kind == slngclient.TTSCleared {
+		c.unpark(now)
+	}
 	c.noteIdle(now)
 	switch {
 	case res.replace:
 		c.replace(ev.Err, now)
+	case res.ended != nil && c.rolloverDue(now):
+		c.rollover(now)
 	case c.state.ended():
 		c.settle(now)
-	case res.ended != nil && c.rolloverDue(now):
-		c.rollover()
 	}
 }
 
@@ -107,6 +110,7 @@ func (c *synthCore) replace(cause error, now time.Time) {
 func (c *synthCore) dropSession(err error) {
 	dropLease(c.lease, err)
 	c.lease = nil
+	c.parkedAt = time.Time{} // what waited goes to the next session
 }
 
 // onUpstreamEnd handles the end of the session being read: err is its
@@ -133,8 +137,30 @@ func (c *synthCore) onUpstreamEnd(err error, now time.Time) {
 // afterLoss decides what the loss of the session means, cause being why it
 // ended (nil or io.EOF for a normal close): the end of the stream, its
 // failure, a new session for the turns waiting, or a wait for the next
-// text.
+// text. A turn whose audio the loss cut fails alone (turn_failed, with what
+// was delivered: replaying it would repeat audio); the turns behind it go
+// on on a new session.
 func (c *synthCore) afterLoss(cause error, normal, recoverable bool, now time.Time) {
+	var held *slngclient.HeldBackError
+	turnCause := cause
+	switch {
+	case errors.As(cause, &held):
+		turnCause = errCallerTooSlow
+	case normal:
+		turnCause = errUpstreamClosedEarly
+	}
+	out, cut := c.book.cutTurns(turnCause)
+	if len(cut) > 0 {
+		for range cut {
+			c.srv.metrics.turnFailed(turnOutcome(turnCause).reason)
+		}
+		if c.failFast {
+			c.fail(c.turnError(cut[0], turnCause))
+			return
+		}
+		c.log.Info("upstream session lost in the middle of a turn's audio; the turn failed", zap.NamedError("cause", cause))
+		c.out = append(c.out, out...)
+	}
 	idle, openText := c.book.idle(), c.book.openText()
 	if recoverable && (!idle || openText) {
 		// A session that ends again before speaking, failing or closing
@@ -150,14 +176,6 @@ func (c *synthCore) afterLoss(cause error, normal, recoverable bool, now time.Ti
 	case !recoverable || c.failures > maxReconnects:
 		if normal {
 			cause = errClosedBeforeSpeaking
-		}
-		c.fail(c.turnFailed(cause))
-	case !idle && c.book.pending[0].bytes > 0:
-		// Part of the turn reached the caller: replaying it would repeat
-		// audio.
-		var held *slngclient.HeldBackError
-		if errors.As(cause, &held) {
-			cause = errCallerTooSlow
 		}
 		c.fail(c.turnFailed(cause))
 	case !idle || openText:
@@ -178,22 +196,62 @@ func (c *synthCore) afterLoss(cause error, normal, recoverable bool, now time.Ti
 
 // rolloverDue reports whether the session should be replaced at this turn
 // boundary, before SLNG's maximum connection duration (30 minutes on some
-// plans) ends it in the middle of a turn.
+// plans) ends it in the middle of a turn: it is old enough, and no audio
+// of a turn still to end has come (at the end of a turn, the next one's
+// has not).
 func (c *synthCore) rolloverDue(now time.Time) bool {
 	age := c.srv.cfg.MaxUpstreamSessionAge
-	return age > 0 && c.lease != nil && now.Sub(c.lease.Session.Stats().ReadyAt) >= age &&
-		c.state.running() && c.book.idle() && !c.book.openText()
+	if age <= 0 || c.lease == nil || now.Sub(c.lease.Session.Stats().ReadyAt) < age || c.state.upstream == upGone ||
+		len(c.book.clears) > 0 {
+		return false
+	}
+	if c.book.idle() && !c.book.openText() && c.state.ended() {
+		return false // nothing more to speak: the stream ends
+	}
+	if len(c.book.pending) > 0 && c.book.pending[0].bytes > 0 {
+		return false
+	}
+	o := c.book.open
+	return o == nil || o.failed || o.bytes == o.spokenBytes
 }
 
-// rollover closes an old session between turns; the next text dials a new
-// one.
-func (c *synthCore) rollover() {
+// rollover replaces an old session at a turn boundary: between turns it is
+// closed and the next text dials a new one; with turns queued back to
+// back, or text of the open turn not yet spoken, a new one is dialled now
+// and hears them, none of whose audio has come.
+func (c *synthCore) rollover(now time.Time) {
 	l := c.lease
 	c.lease = nil
-	c.state.upstream = upGone
 	c.srv.metrics.reconnect("tts", "rollover")
-	c.log.Info("upstream session rolled over between turns", zap.String("upstream_session_id", l.Session.ID()))
+	c.log.Info("upstream session rolled over at a turn boundary", zap.String("upstream_session_id", l.Session.ID()),
+		zap.Int("turns_queued", len(c.book.pending)))
 	c.cmds = append(c.cmds, ttsCmd{kind: cmdClose, lease: l})
+	if c.book.idle() && !c.book.openText() {
+		c.state.upstream = upGone
+		return
+	}
+	c.replacing = &replacement{prevID: c.meta.upstreamSessionID, failedAt: now, rollover: true}
+	c.dial(slngpool.PurposeRollover)
+}
+
+// clearTimedOut gives up waiting for SLNG to answer a clear: the caller
+// gets `cleared` for every clear still waiting, the session is retired (a
+// socket that does not answer clear cannot be trusted to have stopped the
+// discarded turns), and turns sent since go to a new one, none of whose
+// audio has come.
+func (c *synthCore) clearTimedOut(now time.Time) {
+	c.out = append(c.out, c.book.upstreamClosed()...)
+	c.srv.metrics.unanswered.WithLabelValues("tts", "clear").Inc()
+	c.log.Info("upstream did not answer a clear in time; the session is retired",
+		zap.Duration("clear_timeout", c.srv.cfg.ClearTimeout), zap.String("upstream_session_id", c.lease.Session.ID()))
+	c.dropSession(nil)
+	if c.book.idle() && !c.book.openText() {
+		c.state.upstream = upGone
+		c.settle(now)
+		return
+	}
+	c.replacing = &replacement{cause: errClearUnanswered, prevID: c.meta.upstreamSessionID, failedAt: now}
+	c.dial(slngpool.PurposeRollover)
 }
 
 // onTick checks the stream's timers at now.
@@ -202,9 +260,30 @@ func (c *synthCore) onTick(now time.Time) {
 	case c.timedOut(now):
 	case c.idleAt().Before(now) || c.idleAt().Equal(now):
 		c.finish(errCallerIdle, false)
+	case !c.clearAt().After(now):
+		c.clearTimedOut(now)
 	case c.stuckAt().Before(now) || c.stuckAt().Equal(now):
 		c.replace(errTurnTimeout, now)
 	}
+}
+
+// clearAt is when the wait for SLNG's answer to the oldest clear ends:
+// ClearTimeout after it was sent, or sooner, bargeInWait after a turn
+// began to wait for it.
+func (c *synthCore) clearAt() time.Time {
+	d := c.srv.cfg.ClearTimeout
+	if d <= 0 || c.phase != phaseRunning || c.lease == nil || c.dialling || c.paused {
+		return never
+	}
+	sent := c.book.clearDue()
+	if sent.IsZero() {
+		return never
+	}
+	at := sent.Add(d)
+	if !c.parkedAt.IsZero() {
+		at = minTime(at, c.parkedAt.Add(min(bargeInWait, d)))
+	}
+	return at
 }
 
 // never is a check time that never comes.
@@ -237,7 +316,7 @@ func (c *synthCore) nextCheck() time.Time {
 	if c.done {
 		return at
 	}
-	return minTime(at, minTime(c.idleAt(), c.stuckAt()))
+	return minTime(at, minTime(c.idleAt(), minTime(c.stuckAt(), c.clearAt())))
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -63,7 +63,7 @@ func (s *Server) runSynth(ctx context.Context, c *synthCore, recv func() (*speec
 	send func(*speechv1.SynthesizeResponse) error) error {
 	w := newTTSWriter(c)
 	keep := false
-	runStream(ctx, s, c, recv, send, reusableChunk, w.cmds, w.results, w.run, func() {
+	runStream(ctx, s, c, recv, send, reusableChunk, w.cmds, w.results, w.run, func() bool {
 		// The session goes back to the pool, or is closed: gracefully
 		// when every turn is delivered, at once otherwise (which also
 		// ends a write blocked on it).
@@ -76,6 +76,7 @@ func (s *Server) runSynth(ctx context.Context, c *synthCore, recv func() (*speec
 			}
 			lease.Session.CloseNow()
 		}
+		return keep
 	})
 	if lease := c.lease; lease != nil {
 		lease.release(c.err, keep)

@@ -54,7 +54,3 @@ func (s *synthState) markDirty() {
 func (s synthState) keepable() bool {
 	return s.ending == halfClosed && s.upstream == upClean
 }
-
-// running reports a stream neither ending nor between sessions: the only
-// state in which its session may be rolled over.
-func (s synthState) running() bool { return !s.ended() && s.upstream != upGone }

@@ -32,6 +32,16 @@ func TestTracing(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.srv.Wait()
+	// The server span ends at the RPC's end event, which may come just
+	// after the caller has read the status.
+	waitFor(t, func() bool {
+		for _, s := range exp.GetSpans() {
+			if s.Name == "slng.speech.v1.TextToSpeechService/SynthesizeText" {
+				return true
+			}
+		}
+		return false
+	}, "the stream's span")
 	var server, session tracetest.SpanStub
 	for _, s := range exp.GetSpans() {
 		switch s.Name {

@@ -27,12 +27,23 @@ type turn struct {
 	retried bool
 	bytes   uint64
 	lastSeq uint64
+	// The open turn on a route that speaks each text before the flush
+	// (slngclient.TTSTextSpoken): pieces are where the text messages sent
+	// on the current session end (offsets in text), spokenPieces how many
+	// of them the route has finished, spoken where the text spoken so far
+	// ends, and spokenBytes the turn's audio then. A new session hears
+	// only what follows spoken; audio past spokenBytes is a piece cut.
+	pieces       []int
+	spokenPieces int
+	spoken       int
+	spokenBytes  uint64
 }
 
 type clearReq struct {
 	cancel    bool // a Cancel (already acknowledged) rather than a Clear
 	turnID    uint64
 	delivered *speechv1.TurnDelivery
+	at        time.Time // when it was sent upstream
 }
 
 // synthOut is one response for the caller. Audio is kept apart, as the
@@ -169,18 +180,53 @@ func (b *turnBook) idle() bool {
 	return len(b.pending) == 0 && len(b.clears) == 0
 }
 
-// openText reports whether the open turn holds text SLNG has heard.
+// openText reports whether the open turn holds text not yet spoken.
 func (b *turnBook) openText() bool {
-	return b.open != nil && !b.open.failed && b.open.text.Len() > 0
+	return b.open != nil && !b.open.failed && b.open.text.Len() > b.open.spoken
+}
+
+// sentPiece records that the open turn's text up to end went upstream as
+// one text message.
+func (b *turnBook) sentPiece(end int) {
+	if t := b.open; t != nil && !t.failed {
+		t.pieces = append(t.pieces, end)
+	}
+}
+
+// clearDue is when the oldest clear not yet acknowledged was sent, zero
+// when there is none.
+func (b *turnBook) clearDue() time.Time {
+	if len(b.clears) == 0 {
+		return time.Time{}
+	}
+	return b.clears[0].at
+}
+
+// cutTurns ends with turn_failed the turns whose audio a lost session cut:
+// the one being spoken, if any of its audio came, and the open turn, if
+// audio of text not known to be spoken came. Turns behind them go on.
+func (b *turnBook) cutTurns(cause error) ([]synthOut, []*turn) {
+	b.out = b.out[:0]
+	var cut []*turn
+	if len(b.pending) > 0 && b.pending[0].bytes > 0 {
+		cut = append(cut, b.pending[0])
+	}
+	if t := b.open; t != nil && !t.failed && t.bytes > t.spokenBytes {
+		cut = append(cut, t)
+	}
+	for _, t := range cut {
+		b.fail(t, cause)
+	}
+	return b.out, cut
 }
 
 // clear discards the open turn and every pending one. With the upstream
 // session open, a Clear is acknowledged when `cleared` arrives (SLNG sends
 // it after the last frame of the discarded turns); a Cancel, or any clear
 // with no session to clear, is acknowledged now.
-func (b *turnBook) clear(cancel, upstreamOpen bool) []synthOut {
+func (b *turnBook) clear(cancel, upstreamOpen bool, now time.Time) []synthOut {
 	b.out = b.out[:0]
-	req := clearReq{cancel: cancel, delivered: &speechv1.TurnDelivery{}}
+	req := clearReq{cancel: cancel, delivered: &speechv1.TurnDelivery{}, at: now}
 	if cur := b.inProgress(); cur != nil {
 		req.turnID = cur.id
 		req.delivered = b.delivery(cur)
@@ -294,14 +340,18 @@ func (b *turnBook) event(ev slngclient.TTSEvent) ([]synthOut, turnResult) {
 			b.emit(&speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_SegmentEnd{
 				SegmentEnd: &speechv1.SegmentEnd{SegmentId: ev.SegmentID, TurnId: t.id}}})
 		}
-	case slngclient.TTSTurnEnd:
-		if ev.Unflushed && (t == nil || t.flushed || t.bytes == 0) {
-			// An end of a turn nobody flushed, with no audio of the open
-			// turn to end: the route broke its own protocol.
-			res.violation = "end_outside_turn"
-			return b.out, res
+	case slngclient.TTSTextSpoken:
+		// The route spoke the text it had before the caller's flush: the
+		// turn goes on, and only the caller's flush ends it.
+		if o := b.open; o != nil && !o.failed && len(o.pieces) > 0 {
+			o.spokenPieces++
+			o.spoken = o.pieces[min(o.spokenPieces, len(o.pieces))-1]
+			o.spokenBytes = o.bytes
 		}
-		if t == nil {
+	case slngclient.TTSTurnEnd:
+		if ev.Unflushed || t == nil || !t.flushed {
+			// An end when no turn was in flight: the route broke its own
+			// protocol. No turn ends before the caller's flush.
 			res.violation = "end_outside_turn"
 			return b.out, res
 		}
@@ -399,13 +449,20 @@ func (b *turnBook) delivery(t *turn) *speechv1.TurnDelivery {
 }
 
 // queued returns the texts to replay on a new session: every flushed turn
-// not yet ended, then the open turn's text.
-func (b *turnBook) queued() (flushed []string, open string) {
+// not yet ended, then the open turn's text not yet spoken, but for the
+// last held bytes, which wait for a neighbour (see synthCore.held). The
+// open turn's pieces start again from there.
+func (b *turnBook) queued(held int) (flushed []string, open string) {
 	for _, t := range b.pending {
 		flushed = append(flushed, t.text.String())
 	}
-	if b.openText() {
-		open = b.open.text.String()
+	if t := b.open; t != nil && !t.failed {
+		end := t.text.Len() - held
+		t.pieces, t.spokenPieces = t.pieces[:0], 0
+		if end > t.spoken {
+			open = t.text.String()[t.spoken:end]
+			t.pieces = append(t.pieces, end)
+		}
 	}
 	return flushed, open
 }

@@ -61,7 +61,9 @@ const (
 	stFlush    step = "flush"     // the caller flushes
 	stAudio    step = "audio"     // upstream audio
 	stEnd      step = "end"       // the end of a flushed turn
-	stEarlyEnd step = "early_end" // the end of a turn nobody flushed
+	stEarlyEnd step = "early_end" // the route spoke the text sent before the flush (TTSTextSpoken)
+	stStray    step = "stray_end" // an end with no turn in flight
+	stCut      step = "cut"       // the session is lost: turns whose audio it cut fail
 	stSegStart step = "seg_start"
 	stSegEnd   step = "seg_end"
 	stWarnHard step = "error"       // an error frame SLNG will not recover from
@@ -87,6 +89,7 @@ func (b *turnBook) run(t testing.TB, steps ...step) string {
 			if _, err := b.addText("words ", maxTurnText); err != nil {
 				t.Fatal(err)
 			}
+			b.sentPiece(b.open.text.Len())
 		case stFlush:
 			b.flush(time.Now())
 		case stAudio:
@@ -94,7 +97,11 @@ func (b *turnBook) run(t testing.TB, steps ...step) string {
 		case stEnd:
 			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSTurnEnd, Duration: time.Second})
 		case stEarlyEnd:
+			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSTextSpoken})
+		case stStray:
 			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSTurnEnd, Unflushed: true})
+		case stCut:
+			out, _ = b.cutTurns(errFakeLost)
 		case stSegStart:
 			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSSegmentStart, SegmentID: "s"})
 		case stSegEnd:
@@ -107,9 +114,9 @@ func (b *turnBook) run(t testing.TB, steps ...step) string {
 		case stCleared:
 			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSCleared})
 		case stClear:
-			out = b.clear(false, true)
+			out = b.clear(false, true, time.Now())
 		case stCancel:
-			out = b.clear(true, true)
+			out = b.clear(true, true, time.Now())
 		case stClose:
 			out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSTurnEnd, ByClose: true})
 			out = append(append([]synthOut(nil), out...), b.upstreamClosed()...)
@@ -149,7 +156,15 @@ func TestTurnBookRoutes(t *testing.T) {
 		{"pipelined turns", []step{stText, stFlush, stText, stFlush, stAudio, stEnd, stAudio, stEnd}, twoTurns, true},
 		{"a turn without audio", []step{stText, stFlush, stText, stFlush, stAudio, stEnd, stEnd},
 			"audio:1 flushed:1 audio_end:1 flushed:2 audio_end:2", true},
-		{"the model speaks before the flush", []step{stText, stAudio, stEarlyEnd}, "audio:1 flushed:1 audio_end:1", true},
+		{"the model speaks before the flush: the flush ends the turn", []step{stText, stAudio, stEarlyEnd, stText, stAudio,
+			stEarlyEnd, stFlush, stEnd}, "audio:1 audio:1 flushed:1 audio_end:1", true},
+		{"an early end and no flush: the turn is still open", []step{stText, stAudio, stEarlyEnd}, "audio:1", true},
+		{"a cut after text spoken before the flush", []step{stText, stAudio, stEarlyEnd, stText, stAudio, stCut},
+			"audio:1 audio:1 turn_failed:1", true},
+		{"a cut after the open turn's text was spoken", []step{stText, stAudio, stEarlyEnd, stCut, stText, stFlush, stAudio, stEnd},
+			"audio:1 audio:1 flushed:1 audio_end:1", true},
+		{"a cut in the middle of a turn's audio", []step{stText, stFlush, stText, stFlush, stAudio, stCut, stAudio, stEnd},
+			"audio:1 turn_failed:1 audio:2 flushed:2 audio_end:2", true},
 		{"error in the middle of a turn", []step{stText, stFlush, stText, stFlush, stAudio, stWarnHard, stNewSess, stAudio, stEnd},
 			"audio:1 turn_failed:1 audio:2 flushed:2 audio_end:2", true},
 		{"error before the flush", []step{stText, stWarnHard, stText, stFlush, stText, stFlush, stAudio, stEnd},
@@ -171,8 +186,9 @@ func TestTurnBookRoutes(t *testing.T) {
 		{"a lost session ends no turn", []step{stText, stFlush, stAudio, stLost}, "audio:1", false},
 		{"audio outside any turn", []step{stAudio, stAudio, stText, stFlush, stAudio, stEnd, stAudio},
 			"warning audio:1 flushed:1 audio_end:1 warning", true},
-		{"end outside any turn", []step{stEarlyEnd}, "", true},
-		{"an end of an unflushed turn without audio", []step{stText, stEarlyEnd, stFlush, stAudio, stEnd}, "audio:1 flushed:1 audio_end:1", true},
+		{"end outside any turn", []step{stStray}, "", true},
+		{"an end before any flush ends no turn", []step{stText, stAudio, stStray, stFlush, stEnd}, "audio:1 flushed:1 audio_end:1", true},
+		{"an early end of an unflushed turn without audio", []step{stText, stEarlyEnd, stFlush, stAudio, stEnd}, "audio:1 flushed:1 audio_end:1", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -221,7 +237,7 @@ func FuzzTurnBook(f *testing.F) {
 	f.Add([]byte{0, 2, 1, 2, 12, 10, 0, 1, 2, 5, 6, 13})
 	f.Add([]byte{0, 1, 2, 7, 0, 1, 8, 2, 14, 3, 3, 4, 4})
 	steps := []step{stText, stFlush, stAudio, stEnd, stEarlyEnd, stSegStart, stSegEnd, stWarnHard, stWarnSoft,
-		stCleared, stClear, stCancel, stClose, stLost, stTimeout}
+		stCleared, stClear, stCancel, stClose, stLost, stTimeout, stStray, stCut}
 	f.Fuzz(func(t *testing.T, script []byte) {
 		if len(script) > 512 {
 			return
@@ -277,13 +293,14 @@ func FuzzTurnBook(f *testing.F) {
 			switch s {
 			case stText:
 				_, _ = b.addText("w", maxTurnText)
+				b.sentPiece(b.open.text.Len())
 			case stFlush:
 				if tt := b.flush(time.Now()); tt != nil {
 					flushed[tt.id] = true
 				}
 			case stClear, stCancel:
 				discard()
-				out = b.clear(s == stCancel, true)
+				out = b.clear(s == stCancel, true, time.Now())
 			default:
 				out = b.runOne(t, s)
 			}
@@ -318,7 +335,12 @@ func (b *turnBook) runOne(t *testing.T, s step) []synthOut {
 	case stEnd:
 		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSTurnEnd})
 	case stEarlyEnd:
+		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSTextSpoken})
+	case stStray:
 		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSTurnEnd, Unflushed: true})
+	case stCut:
+		out, _ = b.cutTurns(errFakeLost)
+		out = append(append([]synthOut(nil), out...), b.upstreamClosed()...)
 	case stSegStart:
 		out, _ = b.event(slngclient.TTSEvent{Kind: slngclient.TTSSegmentStart})
 	case stSegEnd:

@@ -116,10 +116,52 @@ var codeClasses = map[string]Class{
 }
 
 // KnownCode reports whether code is one of SLNG's error codes that this
-// package classifies: a bounded set, fit for a metric label.
+// package classifies: a bounded set, fit for a metric label. Numeric codes
+// count when they are an HTTP status of the table below or a close code
+// closeRows knows.
 func KnownCode(code string) bool {
+	if n, ok := numericCode(code); ok {
+		_, isClose := closeRows[n]
+		return isClose || numericStatuses[n] || n >= 500 && n <= 504
+	}
 	_, ok := codeClasses[code]
 	return ok && code != ""
+}
+
+// numericStatuses are the HTTP statuses an error frame is known to carry
+// as its code besides 5xx, each with a row in frameStatusClass.
+var numericStatuses = map[int]bool{400: true, 401: true, 403: true, 404: true, 408: true, 409: true, 413: true,
+	422: true, 425: true, 429: true}
+
+// numericCode reads an error frame's code that is a number (SLNG's clients
+// meet `{"type":"error","code":1008}` from Gradium, and statuses in code,
+// status_code or err_code), as decimal digits.
+func numericCode(code string) (int, bool) {
+	if code == "" || len(code) > 4 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(code)
+	return n, err == nil && n >= 100 && code[0] != '+' && code[0] != '-'
+}
+
+// numericClass classifies an error frame whose code is a number: an HTTP
+// status (100-599) as LiveKit's SLNG plugin reads one (4xx other than 408,
+// 409, 425 and 429 will not succeed later, 413 is final, 5xx is SLNG
+// failing), or a WebSocket close code (1000-4999) as the same close would
+// be.
+func numericClass(n int, ph phase) (Class, bool) {
+	switch {
+	case n >= 1000 && n <= 4999:
+		return closeClass(n, ph), true
+	case n == 400 && ph == phaseOpening:
+		return refused(CategoryConfig), true // the answer to init
+	case n == 400 || n == 413 || n == 422 || n >= 400 && n < 500 && !numericStatuses[n]:
+		// Too large, or another refusal of what the caller asked.
+		return refused(CategoryRequest), true
+	case n >= 400 && n < 600:
+		return statusClass(n), true
+	}
+	return Class{}, false
 }
 
 // phase is where in its life a session was when it failed.
@@ -216,7 +258,10 @@ func frameClass(code string, closed bool, ph phase, byok bool) Class {
 	}
 	c, ok := codeClasses[code]
 	if !ok {
-		return unknownEF
+		n, isNum := numericCode(code)
+		if c, ok = numericClass(n, ph); !isNum || !ok {
+			return unknownEF
+		}
 	}
 	if c.Reap && (!closed || ph == phaseOpening) {
 		// The frame announces a reap that has not happened (yet), or SLNG
@@ -253,6 +298,16 @@ func (e *UpstreamError) Class() Class {
 // idle_timeout_exceeded or max_connection_duration_exceeded error frame
 // followed by a close. A reap is always Retryable and never Unwell.
 func (e *UpstreamError) Reaped() bool { return e.Class().Reap }
+
+// AtInit reports whether SLNG ended the session in answer to its init:
+// after the handshake and before `ready`, with an error frame, a close or
+// a lost connection. What the init asked for (a voice, a language, an
+// encoding the provider refuses) may be why, as much as SLNG failing:
+// LiveKit's plugin retires such a session "as when the provider refuses
+// the voice".
+func (e *UpstreamError) AtInit() bool {
+	return e.phase == phaseOpening && (e.Kind == KindErrorFrame || e.Kind == KindClose || e.Kind == KindTransport)
+}
 
 // Unwell reports whether the error says that SLNG or its provider is
 // failing, as opposed to the request being wrong, the caller going away, a

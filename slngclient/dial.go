@@ -119,7 +119,7 @@ func (cn *conn) awaitReady(ctx context.Context, timeout time.Duration) error {
 		select {
 		case f := <-cn.frames:
 			switch {
-			case f.msg == nil:
+			case f.audio != nil:
 				return (&UpstreamError{Kind: KindProtocol, Message: "audio before ready"}).classified()
 			case f.err != nil:
 				return f.err

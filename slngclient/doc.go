@@ -22,14 +22,17 @@
 // a printed URL.
 //
 // The client reads what SLNG's routes really send, which varies by route
-// more than the protocol documents (see slng-real-clients.md): every
-// spelling of the end of a TTS turn (flushed, audio_end, done, end, in any
-// letter case), JSON audio in every shape besides binary frames, error
-// frames in every shape, and transcripts without timing. It does not
-// decide when a turn has ended: callers end a turn on the first of those
-// events or on a normal close after its audio. By default it dials the
-// regional host wss://na.api.slng.ai (Options.WorldPart) and sends only
-// the Authorization header.
+// more than the protocol documents (see slng-real-clients.md): every form
+// of the end of a TTS reply LiveKit's plugin reads (flushed, audio_end,
+// done, end in any letter case, `event` frames, ElevenLabs' untyped
+// isFinal, ends carrying the last audio, a normal close after the audio),
+// JSON audio in every shape besides binary frames, error frames in every
+// shape (numeric codes included), and transcripts without timing. A TTS
+// session turns them into exactly one TTSTurnEnd per flushed turn: the
+// caller's flush ends the caller's turn, whatever the route signals before
+// it (turns.go). It dials the host of its region, wss://{region}.api.slng.ai
+// (Options.Region; there is no default), or Options.BaseURL, and sends
+// only the Authorization header.
 //
 // The package does not import gRPC or the gateway's API: it is usable and
 // testable on its own.

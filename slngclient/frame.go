@@ -45,6 +45,10 @@ type serverMsg struct {
 	// outstanding finalize.
 	FromFinalize json.RawMessage `json:"from_finalize"`
 	LastWordEnd  *float64        `json:"last_word_end"`
+
+	// IsFinal ends an ElevenLabs generation in frames without a type,
+	// which some routes pass through (see normalizeType).
+	IsFinal json.RawMessage `json:"isFinal"`
 }
 
 type wireWord struct {
@@ -81,6 +85,11 @@ var errNoAudioPayload = errors.New("audio message without a string payload")
 // unknown type, so that a caller never sees an empty audio event. A
 // payload that is not base64 (see decodeBase64) is returned as a message
 // marked undecodable.
+//
+// A frame that ends a turn (see normalizeType for its spellings) may carry
+// the turn's last audio in the same places: it is returned with both, the
+// audio first. Frames are then audio alone (msg nil), a message alone, or
+// such an end with its audio.
 func decodeFrame(b []byte, dst []byte) (frame, error) {
 	if payload, seq, ok := scanAudio(b); ok {
 		// An undecodable payload takes the full decode, which marks it.
@@ -97,7 +106,7 @@ func decodeJSON(b []byte, dst []byte) (frame, error) {
 	if err := json.Unmarshal(b, &msg); err != nil {
 		return frame{}, err
 	}
-	msg.Type = strings.ToLower(msg.Type) // some gateways send "Error", "Flushed", "Audio"
+	msg.Type = normalizeType(&msg)
 	var payload []byte
 	switch {
 	case audioTypes[msg.Type]:
@@ -108,26 +117,99 @@ func decodeJSON(b []byte, dst []byte) (frame, error) {
 		payload = p
 	case msg.Type == "":
 		// No type: ElevenLabs pass-through audio, or something unknown.
-		// A null audio (its last message, {"audio":null,"isFinal":true})
-		// or one that is not a string is no audio.
+		// An audio that is not a string is no audio.
 		payload, _ = jsonString(msg.Audio)
+	case endsTurn(msg.Type) && msg.Type != "cleared":
+		// An end of a turn may carry the turn's last audio, in the
+		// places JSON audio has it (LiveKit plays it before the end).
+		payload, _ = audioPayload(&msg)
+	}
+	f := frame{msg: &msg}
+	if msg.Type == "error" {
+		f.err = errorFrame(&msg)
 	}
 	if len(payload) == 0 {
-		f := frame{msg: &msg}
-		if msg.Type == "error" {
-			f.err = errorFrame(&msg)
-		}
 		return f, nil
 	}
 	audio, err := decodeBase64(payload, dst)
-	if err != nil {
+	switch {
+	case err != nil && f.msg.Type != "" && !audioTypes[f.msg.Type]:
+		// An end of a turn with a payload that is not audio: the end
+		// still counts.
+		return f, nil
+	case err != nil:
 		msg.undecodable = true
 		return frame{msg: &msg}, nil
+	case len(audio) == 0: // only line breaks, which base64 skips
+		return f, nil
 	}
-	if len(audio) == 0 { // only line breaks, which base64 skips
-		return frame{msg: &msg}, nil
+	f.audio, f.sequence = audio, sequenceOf(msg.Sequence)
+	if audioTypes[msg.Type] || msg.Type == "" {
+		f.msg = nil // audio alone
 	}
-	return frame{audio: audio, sequence: sequenceOf(msg.Sequence)}, nil
+	return f, nil
+}
+
+// eventEnds and eventFails are the names a frame of type `event` gives,
+// in data.event or data.event_type, to the end of a reply and to its
+// failure (LiveKit's SLNG plugin, tts.py).
+var (
+	eventEnds  = map[string]bool{"complete": true, "completed": true, "done": true, "end": true, "final": true}
+	eventFails = map[string]bool{"error": true, "failed": true}
+)
+
+// normalizeType returns the type of m as the sessions read it: lower
+// case, with the other spellings SLNG's routes use for the end of a reply
+// and for an error made into "done" and "error" (slng-real-clients.md,
+// "Second reading"): an `event` frame naming the end or a failure in
+// data.event or data.event_type, and, in frames without a type (passed
+// through from ElevenLabs), a true isFinal (the end; its audio, if any,
+// comes first) or an error key.
+func normalizeType(m *serverMsg) string {
+	typ := strings.ToLower(m.Type) // some gateways send "Error", "Flushed", "Audio"
+	switch typ {
+	case "event":
+		var ev struct {
+			Event     string `json:"event"`
+			EventType string `json:"event_type"`
+		}
+		if len(m.Data) > 0 && m.Data[0] == '{' && json.Unmarshal(m.Data, &ev) == nil {
+			name := strings.ToLower(strings.TrimSpace(firstNonEmpty(ev.Event, ev.EventType)))
+			switch {
+			case eventEnds[name]:
+				return "done"
+			case eventFails[name]:
+				return "error"
+			}
+		}
+	case "":
+		switch {
+		case truthy(m.IsFinal):
+			return "done"
+		case len(m.Error) > 0 && string(m.Error) != "null":
+			return "error"
+		}
+	}
+	return typ
+}
+
+// truthy reads isFinal as LiveKit does: true, 1, or a string "true" or
+// "1" in any letter case.
+func truthy(raw json.RawMessage) bool {
+	var v any
+	if len(raw) == 0 || json.Unmarshal(raw, &v) != nil {
+		return false
+	}
+	switch x := v.(type) {
+	case bool:
+		return x
+	case float64:
+		return x == 1
+	case string:
+		s := strings.ToLower(strings.TrimSpace(x))
+		return s == "true" || s == "1"
+	}
+	return false
 }
 
 // audioPayload finds the base64 payload of a typed JSON audio message: data

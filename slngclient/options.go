@@ -54,18 +54,20 @@ func (r *Routes) UnmarshalText(b []byte) error {
 // Options configure a Client. The zero value of every field is its
 // documented default.
 type Options struct {
-	// BaseURL is SLNG's base URL, e.g. "wss://eu.api.slng.ai". Default:
-	// the regional host of WorldPart. ws:// is allowed only for loopback
+	// BaseURL is SLNG's base URL, e.g. "wss://us-east.api.slng.ai". When
+	// empty, Region names the host. ws:// is allowed only for loopback
 	// hosts or with AllowInsecure.
 	BaseURL       string
 	AllowInsecure bool
-	// WorldPart selects SLNG's regional host, wss://{WorldPart}.api.slng.ai,
-	// when BaseURL is empty: a DNS label such as "na", "eu", "ap" or
-	// "us-east". Default "na". SLNG's current clients use regional hosts
-	// and say the global api.slng.ai host is no longer supported for
-	// speech (slng-real-clients.md). Some regional names are reported not
-	// to resolve, so BaseURL can name any host.
-	WorldPart string
+	// Region selects SLNG's regional host, wss://{Region}.api.slng.ai,
+	// when BaseURL is empty: a host prefix such as "us-east" or
+	// "eu-north" (KnownRegions). There is no default: SLNG's current
+	// clients require a region ("requests are not routed between
+	// regions", and the global api.slng.ai is retired for speech), so New
+	// refuses options with neither. "na", "eu" and "ap" are world parts,
+	// values of the X-World-Part-Override header, not hosts: New refuses
+	// them (slng-real-clients.md, "Second reading").
+	Region string
 	// APIKey is the default SLNG key, sent as "Authorization: Bearer".
 	APIKey string
 	// TokenInQuery sends the key as ?token= instead of a header.
@@ -133,26 +135,61 @@ func (c *Client) apiKey() string {
 	return ""
 }
 
-// DefaultWorldPart is the world part whose regional host a Client uses
-// when neither Options.BaseURL nor Options.WorldPart is set.
-const DefaultWorldPart = "na"
+// KnownRegions are the host prefixes of SLNG's speech regions its region
+// page lists: {prefix}.api.slng.ai. Regions are added from time to time,
+// so a Region outside the list is taken as it is.
+var KnownRegions = []string{"us-east", "us-west", "eu-north", "eu-west", "au", "br", "gb", "id", "il", "in", "jp", "sg", "za"}
 
-// worldPartPattern is a DNS label: the world part becomes a host name.
-var worldPartPattern = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$`)
+// worldParts are the values of X-World-Part-Override, which earlier
+// clients took for hosts.
+var worldParts = map[string]bool{"na": true, "eu": true, "ap": true}
+
+// IsKnownRegion reports whether region is one of KnownRegions.
+func IsKnownRegion(region string) bool {
+	for _, r := range KnownRegions {
+		if r == region {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckRegion reports a region that cannot name a host: not a DNS label,
+// or a world part.
+func CheckRegion(region string) error {
+	switch {
+	case worldParts[region]:
+		return fmt.Errorf("%q is a world part, a value of the X-World-Part-Override header, not a region: "+
+			"SLNG's hosts are {region}.api.slng.ai, with regions such as %s", region, strings.Join(KnownRegions, ", "))
+	case !regionPattern.MatchString(region):
+		return fmt.Errorf("region %q is not a host prefix such as us-east", region)
+	}
+	return nil
+}
+
+// regionPattern is a DNS label: the region becomes a host name.
+var regionPattern = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// regionalHost reads the region of a host of the form
+// {region}.api.slng.ai.
+var regionalHost = regexp.MustCompile(`^([a-z0-9-]+)\.api\.slng\.ai$`)
 
 // overridePattern bounds override header values to what region names use.
 var overridePattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
-// New validates opts and returns a Client. It returns an error for a
-// BaseURL that is not ws:// or wss:// as described there, a WorldPart that
-// is not a DNS label, or an override that is not a plain name.
+// New validates opts and returns a Client. It returns an error for
+// neither a BaseURL nor a Region, a BaseURL that is not ws:// or wss:// as
+// described there, a Region that CheckRegion refuses, or an override that
+// is not a plain name.
 func New(opts Options) (*Client, error) {
-	if opts.WorldPart == "" {
-		opts.WorldPart = DefaultWorldPart
-	}
-	opts.WorldPart = strings.ToLower(opts.WorldPart)
-	if !worldPartPattern.MatchString(opts.WorldPart) {
-		return nil, fmt.Errorf("slngclient: WorldPart %q is not a DNS label such as na, eu or ap", opts.WorldPart)
+	opts.Region = strings.ToLower(opts.Region)
+	switch {
+	case opts.BaseURL == "" && opts.Region == "":
+		return nil, fmt.Errorf("slngclient: no Region (a host prefix such as %s) and no BaseURL", strings.Join(KnownRegions, ", "))
+	case opts.Region != "":
+		if err := CheckRegion(opts.Region); err != nil {
+			return nil, fmt.Errorf("slngclient: %w", err)
+		}
 	}
 	for _, o := range [...]struct{ name, v string }{{"RegionOverride", opts.RegionOverride}, {"WorldPartOverride", opts.WorldPartOverride}} {
 		if o.v != "" && !overridePattern.MatchString(o.v) {
@@ -160,7 +197,7 @@ func New(opts Options) (*Client, error) {
 		}
 	}
 	if opts.BaseURL == "" {
-		opts.BaseURL = "wss://" + opts.WorldPart + ".api.slng.ai"
+		opts.BaseURL = "wss://" + opts.Region + ".api.slng.ai"
 	}
 	u, err := url.Parse(opts.BaseURL)
 	if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
@@ -187,11 +224,9 @@ func New(opts Options) (*Client, error) {
 }
 
 // DefaultOptions are the options New uses for a zero Options: every knob
-// at its documented default (BaseURL stays empty: it defaults to the
-// regional host of WorldPart).
-func DefaultOptions() Options {
-	return Options{WorldPart: DefaultWorldPart}.withDefaults()
-}
+// at its documented default. BaseURL and Region stay empty: there is no
+// default region, and New refuses options with neither.
+func DefaultOptions() Options { return Options{}.withDefaults() }
 
 func (o Options) withDefaults() Options {
 	if o.HandshakeTimeout <= 0 {
@@ -221,10 +256,23 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Host is the base URL the Client dials, e.g. "wss://na.api.slng.ai": the
-// configured BaseURL or WorldPart's regional host. It holds no secret
-// (New refuses credentials and queries in BaseURL) and may be logged.
+// Host is the base URL the Client dials, e.g. "wss://us-east.api.slng.ai":
+// the configured BaseURL or Region's host. It holds no secret (New refuses
+// credentials and queries in BaseURL) and may be logged.
 func (c *Client) Host() string { return c.base.String() }
+
+// Region is the SLNG region the Client dials: Options.Region, or the
+// region of a BaseURL of the form wss://{region}.api.slng.ai; "" for
+// another host (a simulator, a proxy).
+func (c *Client) Region() string {
+	if c.opts.Region != "" {
+		return c.opts.Region
+	}
+	if m := regionalHost.FindStringSubmatch(c.base.Hostname()); m != nil {
+		return m[1]
+	}
+	return ""
+}
 
 func isLoopback(host string) bool {
 	if host == "localhost" {
@@ -236,7 +284,7 @@ func isLoopback(host string) bool {
 
 // Endpoint selects the model of one session and, optionally, overrides the
 // Client's credentials and override headers for it. It never changes the
-// host: that is the Client's (Options.BaseURL, Options.WorldPart).
+// host: that is the Client's (Options.BaseURL, Options.Region).
 type Endpoint struct {
 	Model string
 	// APIKey and ProviderKey replace Options.APIKey and

@@ -10,37 +10,43 @@ import (
 	"github.com/speech-gateway/speech-gateway/slngclient"
 )
 
-// TestHosts: the world part picks the regional host unless a base URL is
-// given, and bad names are refused.
+// TestHosts: the region picks the host unless a base URL is given; there
+// is no default region, world parts are refused as hosts, and bad names
+// are refused.
 func TestHosts(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		opts slngclient.Options
-		want string
+		opts         slngclient.Options
+		want, region string
 	}{
-		{slngclient.Options{}, "wss://na.api.slng.ai"},
-		{slngclient.Options{WorldPart: "eu"}, "wss://eu.api.slng.ai"},
-		{slngclient.Options{WorldPart: "AP"}, "wss://ap.api.slng.ai"},
-		{slngclient.Options{WorldPart: "us-east"}, "wss://us-east.api.slng.ai"},
-		{slngclient.Options{WorldPart: "eu", BaseURL: "wss://api.slng.ai/"}, "wss://api.slng.ai"},
-		{slngclient.Options{BaseURL: "ws://127.0.0.1:8787"}, "ws://127.0.0.1:8787"},
+		{slngclient.Options{Region: "us-east"}, "wss://us-east.api.slng.ai", "us-east"},
+		{slngclient.Options{Region: "EU-North"}, "wss://eu-north.api.slng.ai", "eu-north"},
+		{slngclient.Options{Region: "mars-1"}, "wss://mars-1.api.slng.ai", "mars-1"}, // regions are added
+		{slngclient.Options{Region: "jp", BaseURL: "wss://api.slng.ai/"}, "wss://api.slng.ai", "jp"},
+		{slngclient.Options{BaseURL: "wss://gb.api.slng.ai"}, "wss://gb.api.slng.ai", "gb"},
+		{slngclient.Options{BaseURL: "ws://127.0.0.1:8787"}, "ws://127.0.0.1:8787", ""},
 	} {
 		c, err := slngclient.New(tc.opts)
 		if err != nil {
 			t.Errorf("New(%+v) error = %v", tc.opts, err)
 			continue
 		}
-		if got := c.Host(); got != tc.want {
-			t.Errorf("New(%+v).Host() = %q, want %q", tc.opts, got, tc.want)
+		if got := c.Host(); got != tc.want || c.Region() != tc.region {
+			t.Errorf("New(%+v): host %q region %q, want %q %q", tc.opts, got, c.Region(), tc.want, tc.region)
 		}
 	}
 	for _, opts := range []slngclient.Options{
-		{WorldPart: "e u"}, {WorldPart: "eu.evil.com/x"}, {WorldPart: "-eu"}, {WorldPart: "eu-"}, {WorldPart: strings.Repeat("a", 64)},
-		{WorldPart: "eu:443"}, {RegionOverride: "eu north"}, {WorldPartOverride: "eu\r\nX-Evil: 1"}, {RegionOverride: strings.Repeat("r", 65)},
+		{}, {Region: "na"}, {Region: "EU"}, {Region: "ap"},
+		{Region: "e u"}, {Region: "eu.evil.com/x"}, {Region: "-eu"}, {Region: "eu-"}, {Region: strings.Repeat("a", 64)},
+		{Region: "eu:443"}, {Region: "us-east", RegionOverride: "eu north"}, {Region: "us-east", WorldPartOverride: "eu\r\nX-Evil: 1"},
+		{Region: "us-east", RegionOverride: strings.Repeat("r", 65)},
 	} {
 		if _, err := slngclient.New(opts); err == nil {
 			t.Errorf("New(%+v) accepted", opts)
 		}
+	}
+	if _, err := slngclient.New(slngclient.Options{Region: "na"}); err == nil || !strings.Contains(err.Error(), "world part") {
+		t.Errorf("New(na) error = %v, want it to say why", err)
 	}
 }
 
@@ -55,7 +61,7 @@ func TestHeaders(t *testing.T) {
 		ep   slngclient.Endpoint
 		want map[string]string
 	}{
-		{"default", slngclient.Options{WorldPart: "eu"}, aura, nil},
+		{"default", slngclient.Options{Region: "eu-west"}, aura, nil},
 		{"client overrides", slngclient.Options{RegionOverride: "eu-north-1", WorldPartOverride: "eu"}, aura,
 			map[string]string{"X-Region-Override": "eu-north-1", "X-World-Part-Override": "eu"}},
 		{"session overrides", slngclient.Options{RegionOverride: "eu-north-1"}, slngclient.Endpoint{Model: aura.Model, Region: "ap-south-1", WorldPart: "ap"},
@@ -107,7 +113,7 @@ func TestRoutesText(t *testing.T) {
 	if err := r.UnmarshalText([]byte("sideways")); err == nil {
 		t.Error("UnmarshalText(sideways) succeeded")
 	}
-	if d := slngclient.DefaultOptions(); d.Routes != slngclient.RoutesBridge || d.WorldPart != slngclient.DefaultWorldPart || d.HandshakeTimeout != 10*time.Second || d.BaseURL != "" {
+	if d := slngclient.DefaultOptions(); d.Routes != slngclient.RoutesBridge || d.Region != "" || d.HandshakeTimeout != 10*time.Second || d.BaseURL != "" {
 		t.Errorf("DefaultOptions() = %+v", d)
 	}
 }

@@ -59,7 +59,7 @@ func (cn *conn) readLoop() {
 					cn.log.Load().Debug("ignoring malformed frame", zap.Int("bytes", len(s.raw)))
 					continue
 				}
-				if f.msg == nil {
+				if f.audio != nil {
 					s.dec = f.audio[:0:cap(f.audio)]
 				}
 			}
@@ -72,7 +72,8 @@ func (cn *conn) readLoop() {
 			if f.audio != nil {
 				cn.audioBytes.Add(int64(len(f.audio)))
 				inAudio = true
-			} else if endsTurn(f.msg.Type) {
+			}
+			if f.msg != nil && endsTurn(f.msg.Type) {
 				inAudio = false
 			}
 			handed, ok := true, true
@@ -80,7 +81,7 @@ func (cn *conn) readLoop() {
 				handed, ok = cn.sink.deliver(f)
 			} else {
 				ok = give(cn, cn.frames, f)
-				ready = ok && f.msg != nil && f.msg.Type == "ready"
+				ready = ok && f.audio == nil && f.msg != nil && f.msg.Type == "ready"
 			}
 			if !ok {
 				if cn.ctx.Err() != nil {

@@ -130,6 +130,18 @@ func TestTTSEndOfTurnSpellings(t *testing.T) {
 		{`{"type":"DONE","duration":0.25}`, slngclient.TTSTurnEnd},
 		{`{"type":"cleared"}`, slngclient.TTSTurnEnd},
 		{`{"type":"Cleared"}`, slngclient.TTSTurnEnd},
+		// The ends of a reply LiveKit's newest plugin reads (tts.py):
+		// ElevenLabs' isFinal in every form it accepts, and `event`
+		// frames naming the end.
+		{`{"audio":null,"isFinal":true}`, slngclient.TTSTurnEnd},
+		{`{"isFinal":1,"normalizedAlignment":null}`, slngclient.TTSTurnEnd},
+		{`{"audio":"","isFinal":" TRUE "}`, slngclient.TTSTurnEnd},
+		{`{"isFinal":"1"}`, slngclient.TTSTurnEnd},
+		{`{"type":"event","data":{"event":"complete"}}`, slngclient.TTSTurnEnd},
+		{`{"type":"event","data":{"event":"Completed"}}`, slngclient.TTSTurnEnd},
+		{`{"type":"Event","data":{"event_type":" final "}}`, slngclient.TTSTurnEnd},
+		{`{"type":"event","data":{"event":"done"}}`, slngclient.TTSTurnEnd},
+		{`{"type":"event","data":{"event_type":"end"}}`, slngclient.TTSTurnEnd},
 	} {
 		t.Run(tc.frame, func(t *testing.T) {
 			t.Parallel()
@@ -178,9 +190,14 @@ func TestJSONAudioShapes(t *testing.T) {
 		text(`{"audio":"` + b64(8) + `","isFinal":false}`),
 		{binary: []byte{9}},
 		// Not audio: ignored, counted as unknown.
-		text(`{"audio":null,"isFinal":true}`),
 		text(`{"audio":"","isFinal":false}`),
 		text(`{"type":"audio_chunk","data":""}`),
+		text(`{"type":"event","data":{"event":"progress"}}`),
+		// Ignored, as LiveKit ignores them, and not counted.
+		text(`{"type":"Metadata","request_id":"r"}`),
+		text(`{"type":"Open"}`),
+		text(`{"type":"control_ack"}`),
+		text(`{"type":"ready","session_id":"again"}`),
 		text(`{"type":"audio_end"}`),
 	}
 	const notAudio = 3
@@ -376,5 +393,105 @@ func TestTTSUndecodableAudio(t *testing.T) {
 	}
 	if st := s.Stats(); st.Malformed != 0 {
 		t.Fatalf("malformed = %d, want 0: undecodable audio is reported, not skipped", st.Malformed)
+	}
+}
+
+// TestTTSEndCarriesAudio: an end of a reply may carry the reply's last
+// audio, in every place JSON audio has it (LiveKit's tts.py plays it before
+// the end): the session yields that audio, then the end, once per turn.
+func TestTTSEndCarriesAudio(t *testing.T) {
+	t.Parallel()
+	b64 := func(b ...byte) string { return base64.StdEncoding.EncodeToString(b) }
+	for _, end := range []string{
+		`{"type":"audio_end","data":"` + b64(2, 3) + `"}`,
+		`{"type":"Flushed","data":{"audio":"` + b64(2, 3) + `"}}`,
+		`{"type":"done","audio":"` + b64(2, 3) + `"}`,
+		`{"type":"end","data":"` + b64(2, 3) + `","duration":0.1}`,
+		`{"audio":"` + b64(2, 3) + `","isFinal":true}`,
+		`{"type":"event","data":{"event":"complete","audio":"` + b64(2, 3) + `"}}`,
+	} {
+		t.Run(end, func(t *testing.T) {
+			t.Parallel()
+			c := scripted(t, script{ready: true, frames: []frame{{binary: []byte{1}}, text(end)}, awaitFrame: true,
+				code: websocket.StatusNormalClosure}, slngclient.Options{})
+			ctx := testCtx(t)
+			s, err := c.DialTTS(ctx, aura, slngclient.TTSConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.CloseNow()
+			if err := s.Text(ctx, "Hello.", true); err != nil {
+				t.Fatal(err)
+			}
+			evs, err := recvAllTTS(t, ctx, s)
+			if !errors.Is(err, io.EOF) {
+				t.Fatalf("Recv() error = %v, want io.EOF", err)
+			}
+			var audio []byte
+			ends := 0
+			for _, ev := range evs {
+				switch ev.Kind {
+				case slngclient.TTSAudio:
+					if ends > 0 {
+						t.Fatalf("audio after the end: %+v", evs)
+					}
+					audio = append(audio, ev.Audio...)
+				case slngclient.TTSTurnEnd:
+					ends++
+					if ev.Unflushed || ev.ByClose {
+						t.Errorf("end %+v, want the flushed turn's own", ev)
+					}
+				default:
+					t.Errorf("event %+v", ev)
+				}
+			}
+			if !bytes.Equal(audio, []byte{1, 2, 3}) || ends != 1 {
+				t.Fatalf("audio %v and %d ends, want [1 2 3] and one end", audio, ends)
+			}
+		})
+	}
+}
+
+// TestTTSErrorForms: every error form LiveKit's newest plugin reads on a
+// TTS socket is a warning with the frame's message and code: typed `error`
+// and `Error`, an `event` naming a failure, and a frame without a type
+// that holds an error. The close after it carries the same code.
+func TestTTSErrorForms(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ frame, code, message string }{
+		{`{"type":"error","code":"provider_error","message":"boom"}`, "provider_error", "boom"},
+		{`{"type":"event","data":{"event":"failed","message":"boom"}}`, "", "boom"},
+		{`{"type":"event","data":{"event_type":"Error","error":"boom","status_code":503}}`, "503", "boom"},
+		{`{"error":"boom"}`, "", "boom"},
+		{`{"error":{"message":"boom","code":429},"isFinal":false}`, "429", "boom"},
+	} {
+		t.Run(tc.frame, func(t *testing.T) {
+			t.Parallel()
+			c := scripted(t, script{ready: true, frames: []frame{{binary: []byte{1}}, text(tc.frame)}, awaitFrame: true,
+				code: websocket.StatusInternalError}, slngclient.Options{})
+			ctx := testCtx(t)
+			s, err := c.DialTTS(ctx, aura, slngclient.TTSConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.CloseNow()
+			if err := s.Text(ctx, "Hello.", true); err != nil {
+				t.Fatal(err)
+			}
+			evs, err := recvAllTTS(t, ctx, s)
+			if len(evs) != 2 || evs[1].Kind != slngclient.TTSWarning || evs[1].Err.Code != tc.code || evs[1].Err.Message != tc.message {
+				t.Fatalf("events %+v, want audio then a warning %q %q", evs, tc.code, tc.message)
+			}
+			// A frame that names no code says nothing the close does not:
+			// the close is classified, with the frame's message.
+			kind := slngclient.KindErrorFrame
+			if tc.code == "" {
+				kind = slngclient.KindClose
+			}
+			ue, ok := slngclient.AsUpstreamError(err)
+			if !ok || ue.Kind != kind || ue.Code != tc.code || ue.Message != tc.message || ue.CloseCode != 1011 {
+				t.Fatalf("Recv() error = %v, want the frame's error closed with 1011", err)
+			}
+		})
 	}
 }

@@ -8,6 +8,9 @@ import (
 // audioKeys are the keys scanAudio reads, by index.
 var audioKeys = [4]string{"type", "data", "audio", "sequence"}
 
+// moreKeys are the keys that make a frame more than audio (see scanAudio).
+var moreKeys = [2]string{"isFinal", "error"}
+
 // Indexes into audioKeys.
 const (
 	keyType = iota
@@ -31,6 +34,15 @@ func scanAudio(b []byte) (payload []byte, seq int64, ok bool) {
 	end, ok := eachMember(b, 0, func(key, val []byte) bool {
 		k := knownKey(key, audioKeys[:])
 		if k < 0 {
+			// An ElevenLabs frame that ends its generation, or one that
+			// carries an error, is more than audio: the full decode reads
+			// it. isFinal false (or null) is the common case and stays.
+			switch knownKey(key, moreKeys[:]) {
+			case 0:
+				return string(val) == "false" || string(val) == "null"
+			case 1:
+				return false
+			}
 			return true
 		}
 		if seen[k] || string(key) != audioKeys[k] {

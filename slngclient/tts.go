@@ -29,22 +29,27 @@ type TTSEventKind int
 // TTS events. SLNG documents a turn as segment_start, audio...,
 // segment_end, flushed, audio_end; real routes differ
 // (slng-real-clients.md): some send only flushed, some only audio_end,
-// some neither and close the socket with 1000 after the audio; segment
-// events may be missing. A session hides that: it yields exactly one
-// TTSTurnEnd per flushed turn, whatever the route sends.
+// some neither and close the socket with 1000 after the audio, some end
+// each text's audio before the flush; segment events may be missing. A
+// session hides that: it yields exactly one TTSTurnEnd per flushed turn,
+// whatever the route sends, and never ends a turn before its flush.
 const (
 	// TTSAudio is audio: a binary frame, or JSON audio in any of the
-	// shapes decodeFrame reads (audio_chunk, audio, chunk, or no type).
+	// shapes decodeFrame reads (audio_chunk, audio, chunk, no type, or
+	// the last audio an end of a turn carries).
 	TTSAudio TTSEventKind = iota + 1
 	TTSSegmentStart
 	TTSSegmentEnd
-	// TTSTurnEnd ends a turn: the first end-of-turn signal the route sent
-	// for it (`flushed`, `audio_end`, `done` or `end`, in any letter
-	// case), or a normal close after its audio (ByClose). The route's
-	// other signal for the same turn, if it sends both, is dropped.
+	// TTSTurnEnd ends the oldest flushed turn: its end signal (`flushed`,
+	// `audio_end`, `done` or `end` in any letter case, an `event` frame
+	// naming the end, or an untyped isFinal frame), or a normal close
+	// after its audio (ByClose). A second signal for the same turn is
+	// dropped; on a route that ends each text's audio, so are the signals
+	// of the turn's texts before the one that answers its flush.
 	TTSTurnEnd
-	// TTSCleared acknowledges a Clear (`cleared`, any letter case); every
-	// frame of the discarded turns came before it and was dropped.
+	// TTSCleared acknowledges a Clear: `cleared` (any letter case) or,
+	// as LiveKit takes it, an end of a turn (ByEnd); every frame of the
+	// discarded turns came before it and was dropped.
 	TTSCleared
 	// TTSWarning is an error frame. If the socket closes right after it,
 	// Recv's terminal error carries the same code. A route may also send
@@ -55,6 +60,11 @@ const (
 	// caller will not get. It is no error frame and ends nothing; the
 	// turn goes on without that audio.
 	TTSUndecodableAudio
+	// TTSTextSpoken says that the route ended the audio of the text sent
+	// so far before any flush asked for it (an end signal, or a normal
+	// close after the audio: ByClose), as routes that speak each text at
+	// once do. The turn is not over: its flush ends it.
+	TTSTextSpoken
 )
 
 // TTSEvent is one event of a TTS session.
@@ -70,11 +80,16 @@ type TTSEvent struct {
 	// Duration is the end-of-turn message's duration, 0 when not
 	// reported (TTSTurnEnd).
 	Duration time.Duration
-	// ByClose: the turn ended with the socket's normal close after its
-	// audio (TTSTurnEnd); the session's end follows.
+	// ByClose: the socket's normal close after audio ended the turn
+	// (TTSTurnEnd) or the text's audio (TTSTextSpoken); the session's end
+	// follows.
 	ByClose bool
-	// Unflushed: the route ended a turn no flush had asked for, after
-	// audio of text not yet flushed (TTSTurnEnd).
+	// ByEnd: an end of a turn, not `cleared`, acknowledged the clear
+	// (TTSCleared).
+	ByEnd bool
+	// Unflushed: the route ended a turn when none was in flight, with no
+	// text sent since the last one (TTSTurnEnd): it broke its own
+	// protocol.
 	Unflushed bool
 	Err       *UpstreamError // TTSWarning
 }
@@ -152,8 +167,11 @@ func (s *TTSSession) flushNow(ctx context.Context) error {
 }
 
 // Clear discards the current turn and every flushed one not yet ended;
-// SLNG answers with `cleared` after the last frame of the discarded turns,
-// which the session drops, and Recv yields TTSCleared.
+// SLNG answers with `cleared` (some routes with an end of a turn instead)
+// after the last frame of the discarded turns, which the session drops,
+// and Recv yields TTSCleared. Some routes do not answer at all: the
+// caller decides how long to wait (LiveKit waits 1 s, then discards the
+// session).
 func (s *TTSSession) Clear(ctx context.Context) error {
 	s.turns.clear()
 	return s.cn.write(ctx, websocket.MessageText, msgClear)
@@ -194,8 +212,9 @@ func (s *TTSSession) Recv(ctx context.Context) (TTSEvent, error) {
 // audio is valid until the next receive.
 func (s *TTSSession) Events() <-chan TTSEvent { return s.events }
 
-// endsTurn reports a message type that ends a TTS turn (or, cleared, its
-// discarding): after it, no audio of the turn is in flight.
+// endsTurn reports a message type, as normalizeType leaves it, that ends
+// a TTS turn (or, cleared, its discarding): after it, no audio of the turn
+// is in flight.
 func endsTurn(typ string) bool {
 	switch typ {
 	case "flushed", "cleared", "audio_end", "done", "end":

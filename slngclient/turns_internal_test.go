@@ -10,11 +10,13 @@ import (
 
 // TestTTSTurns feeds the turn account what the writing side did (t: text,
 // f: a flush, c: a clear) and what routes send (a: audio, F: flushed, E:
-// audio_end, C: cleared, x: an error frame, s: segment_start, ?: an
-// unknown type, and Z: a normal close), and checks the events it yields
-// (A: audio, T: a turn's end, U: an end of a turn nobody flushed, K: the
-// end of a turn by the close, L: cleared, W: a warning, S: segment start)
-// and whether the session is left reusable.
+// audio_end, B: audio_end carrying audio, C: cleared, x: an error frame,
+// s: segment_start, ?: an unknown type, m: a type LiveKit ignores, and Z:
+// a normal close), and checks the events it yields (A: audio, T: a turn's
+// end, U: an end with no turn, K: the end of a turn by the close, P: text
+// spoken before its flush, Q: the same by the close, L: cleared, M:
+// cleared by an end of a turn, W: a warning, S: segment start) and whether
+// the session is left reusable.
 func TestTTSTurns(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -28,21 +30,31 @@ func TestTTSTurns(t *testing.T) {
 		{name: "only audio_end", in: "tf aE tf aE", want: "ATAT", reusable: true},
 		{name: "only flushed, turns back to back", in: "tf tf aF aF", want: "ATAT", reusable: true},
 		{name: "echo after the next flush", in: "tf aF tf E aE", want: "ATAT", reusable: true},
+		{name: "echo after the next text", in: "tf aF t E f aF", want: "ATAT", reusable: true},
 		{name: "two turns, both signals", in: "tf tf aFE aEF", want: "ATAT", reusable: true},
+		{name: "an end carrying the last audio", in: "tf aB", want: "AAT", reusable: true},
 		{name: "close ends the turn", in: "tf aaZ", want: "AAK", reusable: true},
 		{name: "close with no audio ends nothing", in: "tf Z", want: "", reusable: false},
 		{name: "close after the end adds nothing", in: "tf aFZ", want: "AT", reusable: true},
-		{name: "unflushed turn ended by the route", in: "t aE", want: "AU", reusable: false},
+		{name: "close before the flush: the text was spoken", in: "t aZ", want: "AQ", reusable: false},
+		{name: "an end before the flush is absorbed", in: "t aE", want: "AP", reusable: false},
+		{name: "the flush ends the turn", in: "t aE f E", want: "APT", reusable: true},
+		{name: "several texts with pauses", in: "t aE t aE t aE f E", want: "APAPAPT", reusable: true},
+		{name: "each text's end, flushed before the audio", in: "tf aE E tf aE E", want: "ATAT", reusable: true},
+		{name: "learnt per text: texts sent together", style: stylePerText, in: "t t f aE aE E", want: "AAT", reusable: true},
+		{name: "learnt per text: turns back to back", style: stylePerText, in: "tf tf aE E aE E", want: "ATAT", reusable: true},
 		{name: "end with no turn", in: "E", want: "U", reusable: true},
 		{name: "text waiting for a flush", in: "tf aF t", want: "AT", reusable: false},
 		{name: "turn in flight", in: "tf a", want: "A", reusable: false},
-		{name: "clear drops the turn's frames", in: "tf a c aaFEs C", want: "AL", reusable: true},
-		{name: "clear waits for cleared", in: "tf a c aa", want: "A", reusable: false},
-		{name: "next turn after a clear", in: "tf a c aF C tf aF", want: "ALAT", reusable: true},
+		{name: "clear drops the turn's frames", in: "tf a c aas C", want: "AL", reusable: true},
+		{name: "clear answered by an end", in: "tf a c aa E C", want: "AM", reusable: true},
+		{name: "clear answered by both ends", in: "tf a c aa FE", want: "AM", reusable: true},
+		{name: "clear waits for an answer", in: "tf a c aa", want: "A", reusable: false},
+		{name: "next turn after a clear", in: "tf a c aF C tf aF", want: "AMAT", reusable: true},
 		{name: "cleared answering nothing", in: "tf aF C", want: "AT", reusable: true},
 		{name: "close during a clear ends nothing", in: "tf a c aZ", want: "A", reusable: false},
 		{name: "error frame", in: "tf a x", want: "AW", reusable: false},
-		{name: "segments and unknown types", in: "tf s?a?F", want: "SAT", reusable: true},
+		{name: "segments and unknown types", in: "tf s?ma?mF", want: "SAT", reusable: true},
 		{name: "learnt single: same signals end turns", style: styleSingle, in: "tf tf aF F", want: "ATT", reusable: true},
 		{name: "learnt single: other signal ends the next", style: styleSingle, in: "tf tf aF E", want: "ATT", reusable: true},
 		{name: "learnt both: the other half is an echo", style: styleBoth, in: "tf tf aF E aE", want: "ATAT", reusable: true},
@@ -79,15 +91,18 @@ func TestTTSTurns(t *testing.T) {
 					continue
 				case 'a':
 					f.audio = []byte{1}
+				case 'B':
+					f.audio, f.msg = []byte{1}, &serverMsg{Type: "audio_end"}
 				default:
 					typ := map[rune]string{'F': "flushed", 'E': "audio_end", 'C': "cleared", 'x': "error",
-						's': "segment_start", '?': "metadata"}[c]
+						's': "segment_start", '?': "sim_unknown", 'm': "metadata"}[c]
 					f.msg = &serverMsg{Type: typ}
 					if c == 'x' {
 						f.err = NewErrorFrame("provider_error", "")
 					}
 				}
-				if ev, ok := tr.next(f); ok {
+				evs, n := tr.next(f)
+				for _, ev := range evs[:n] {
 					got.WriteString(code(ev))
 				}
 			}
@@ -107,16 +122,22 @@ func TestTTSTurns(t *testing.T) {
 // code is an event's letter in TestTTSTurns.
 func code(ev TTSEvent) string {
 	switch {
-	case ev.Kind == TTSTurnEnd && ev.ByClose:
-		return "K"
 	case ev.Kind == TTSTurnEnd && ev.Unflushed:
 		return "U"
+	case ev.Kind == TTSTurnEnd && ev.ByClose:
+		return "K"
+	case ev.Kind == TTSTextSpoken && ev.ByClose:
+		return "Q"
+	case ev.Kind == TTSCleared && ev.ByEnd:
+		return "M"
 	}
 	switch ev.Kind {
 	case TTSAudio:
 		return "A"
 	case TTSTurnEnd:
 		return "T"
+	case TTSTextSpoken:
+		return "P"
 	case TTSCleared:
 		return "L"
 	case TTSWarning:

@@ -14,9 +14,13 @@ import (
 )
 
 // CircuitOpenError is returned, without dialing, while the breaker of a
-// model and region is open.
+// model and region is open, or that of one configuration of it (Config).
 type CircuitOpenError struct {
 	Model, Region string
+	// Config: the breaker is one configuration's (its voice, language,
+	// encoding and the rest of its init), whose sessions SLNG kept ending
+	// right after init; other configurations of the model are dialled.
+	Config bool
 	// RetryAfter is the time left until the breaker lets a probe through.
 	RetryAfter time.Duration
 }
@@ -26,16 +30,26 @@ func (e *CircuitOpenError) Error() string {
 	if region == "" {
 		region = "default"
 	}
-	return fmt.Sprintf("slng circuit open for %s in region %s; retry in %s", e.Model, region, e.RetryAfter.Round(time.Millisecond))
+	scope := ""
+	if e.Config {
+		scope = " (this configuration)"
+	}
+	return fmt.Sprintf("slng circuit open for %s%s in region %s; retry in %s", e.Model, scope, region, e.RetryAfter.Round(time.Millisecond))
 }
 
-// breaker wraps a gobreaker two-step breaker for one (model, region) and
-// remembers when it opened, which gobreaker does not expose.
+// breaker wraps a gobreaker two-step breaker for one (model, region), or
+// one configuration of it, and remembers when it opened, which gobreaker
+// does not expose.
 type breaker struct {
 	model, region string
 	cb            *gobreaker.TwoStepCircuitBreaker[struct{}]
 	timeout       time.Duration
 	openedAt      atomic.Int64 // Unix nanoseconds of the last transition to open
+	// config: the breaker of one configuration (see atInit). spent says
+	// that the configuration has already counted one failure against its
+	// model's breaker since it last worked.
+	config bool
+	spent  atomic.Bool
 }
 
 // counted reports whether err counts against a breaker: only failures that
@@ -43,6 +57,10 @@ type breaker struct {
 // reportDeath reports. Caller cancellations, invalid configs, auth and
 // rate limits are excluded, neither success nor failure.
 func counted(err error) bool {
+	var only errConfigOnly
+	if errors.As(err, &only) {
+		return false
+	}
 	if errors.Is(err, errDied) {
 		return true
 	}
@@ -73,7 +91,7 @@ func (b *breaker) allow() (func(error), error) {
 		left = b.timeout - time.Since(time.Unix(0, b.openedAt.Load()))
 	}
 	// Half-open with its probe in flight: the probe decides soon.
-	return nil, &CircuitOpenError{Model: b.model, Region: b.region, RetryAfter: max(left, 100*time.Millisecond)}
+	return nil, &CircuitOpenError{Model: b.model, Region: b.region, Config: b.config, RetryAfter: max(left, 100*time.Millisecond)}
 }
 
 // errPending is what a standby's successful dial reports to its breaker:
@@ -106,15 +124,122 @@ func (b *breaker) report(err error) {
 	}
 }
 
-// breakers holds one breaker per (model, region), bounded: when full, the
-// closed breakers are forgotten (they hold no state worth keeping).
+// breakers holds one breaker per (model, region), and one per
+// configuration that SLNG ended sessions of at init, bounded: when full,
+// the closed breakers are forgotten (they hold no state worth keeping).
 type breakers struct {
 	mu      sync.Mutex
 	m       map[string]*breaker
+	cm      map[poolKey]*breaker
 	max     int
 	opts    *Options
 	log     *zap.Logger
 	metrics *Metrics
+}
+
+// atInit reports a failure that may be the configuration's rather than
+// the model's: SLNG ended a session in answer to its init (see
+// slngclient.UpstreamError.AtInit), or soon after ready, before it was of
+// use (early), with an error frame or a close. One caller's voice, language
+// or encoding that the provider refuses must not open the breaker for
+// every caller of the model.
+func atInit(err error, early bool) bool {
+	ue, ok := slngclient.AsUpstreamError(err)
+	return ok && (ue.AtInit() || early && (ue.Kind == slngclient.KindErrorFrame || ue.Kind == slngclient.KindClose))
+}
+
+// errUndecided is what a configuration's breaker hears of a dial that got
+// past init: neither success nor failure, since SLNG may still end the
+// session right after ready; the session's end decides (configWorked, or
+// outcome).
+var errUndecided = errors.New("configuration not proven yet")
+
+// configWorked records that a session of k's configuration served a
+// stream to its end: its breaker, if it has one, closes, and its next
+// failure at init counts against the model again.
+func (bs *breakers) configWorked(k poolKey) {
+	cb := bs.config(k, false)
+	if cb == nil {
+		return
+	}
+	cb.spent.Store(false)
+	if done, err := cb.cb.Allow(); err == nil {
+		done(nil)
+	}
+}
+
+// errConfigOnly wraps a failure that counts against its configuration's
+// breaker alone: the model's excludes it.
+type errConfigOnly struct{ error }
+
+func (e errConfigOnly) Unwrap() error { return e.error }
+
+// config returns the breaker of k's configuration, nil if there is none
+// and create is false.
+func (bs *breakers) config(k poolKey, create bool) *breaker {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if b := bs.cm[k]; b != nil || !create {
+		return b
+	}
+	if bs.cm == nil {
+		bs.cm = map[poolKey]*breaker{}
+	}
+	if len(bs.cm) >= bs.max {
+		for key, b := range bs.cm {
+			if b.cb.State() == gobreaker.StateClosed {
+				delete(bs.cm, key)
+			}
+		}
+	}
+	b := &breaker{model: k.model, region: k.region, timeout: bs.opts.BreakerOpenTimeout, config: true}
+	failures := uint32(bs.opts.BreakerFailures)
+	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        k.model,
+		MaxRequests: 1,
+		Timeout:     bs.opts.BreakerOpenTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
+		IsExcluded:  func(err error) bool { return errors.Is(err, errUndecided) },
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			if to == gobreaker.StateOpen {
+				b.openedAt.Store(time.Now().UnixNano())
+			}
+			bs.log.Info("slng circuit breaker of one configuration changed state",
+				zap.String("kind", k.kind), zap.String("model", k.model), zap.String("region", k.region),
+				zap.Stringer("from", from), zap.Stringer("to", to))
+		},
+	})
+	bs.cm[k] = b
+	return b
+}
+
+// outcome records how a session of k ended or failed to open (nil: it
+// worked) on the breakers: a failure at init (see atInit) on k's
+// configuration's breaker, and on the model's only the first time since
+// the configuration last worked, so that a refused voice counts there
+// once however often its caller retries, while several configurations
+// failing in a row still open it. done is the model breaker's two-step
+// callback, nil to report on br itself.
+func (bs *breakers) outcome(k poolKey, br *breaker, done func(error), err error, early bool) {
+	if done == nil {
+		done = br.report
+	}
+	if err == nil || !atInit(err, early) || !early && !counted(err) {
+		done(err) // a refusal at init is the caller's: no breaker counts it
+		return
+	}
+	cb := bs.config(k, true)
+	if early {
+		cb.reportDeath(err)
+	} else {
+		cb.report(err)
+	}
+	if cb.spent.Swap(true) {
+		err = errConfigOnly{err}
+	} else if early {
+		err = fmt.Errorf("%w: %w", errDied, err)
+	}
+	done(err)
 }
 
 func (bs *breakers) get(model, region string) *breaker {
@@ -153,4 +278,26 @@ func (bs *breakers) get(model, region string) *breaker {
 	bs.m[k] = b
 	bs.metrics.breakerState(model, region, gobreaker.StateClosed)
 	return b
+}
+
+// allowConfig asks the breaker of k's configuration, if SLNG ended
+// sessions of it at init, for a dial; a *CircuitOpenError while it is
+// open. The returned func takes the dial's outcome to a half-open
+// breaker's probe; outcome records everything else.
+func (p *Pool) allowConfig(k poolKey) (func(error), error) {
+	cb := p.br.config(k, false)
+	if cb == nil || cb.cb.State() == gobreaker.StateClosed {
+		return func(error) {}, nil
+	}
+	done, err := cb.allow()
+	if err != nil {
+		return nil, err
+	}
+	return func(err error) {
+		if err != nil && atInit(err, false) {
+			done(err)
+			return
+		}
+		done(errUndecided)
+	}, nil
 }

@@ -308,14 +308,22 @@ func (p *Pool) dialStandby(k poolKey, pur Purpose, dial dialFunc, probe *keyPaus
 	done, err := br.allow()
 	var s session
 	dialled := err == nil
+	var cdone func(error)
+	if dialled {
+		if cdone, err = p.allowConfig(k); err != nil {
+			done(errConfigOnly{err})
+			dialled = false
+		}
+	}
 	if dialled {
 		ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
 		s, err = p.dialOnce(ctx, k, pur, dial)
 		cancel()
+		cdone(err)
 		if err == nil {
 			done(errPending)
 		} else {
-			done(err)
+			p.br.outcome(k, br, done, err, false)
 		}
 	}
 	now := p.now()

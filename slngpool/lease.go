@@ -66,12 +66,13 @@ func (p *Pool) release(l *lease, err error, reusable bool) {
 		// that died unused (settleProof), however young.
 		early := upstream && now.Sub(l.s.Stats().ReadyAt) < p.opts.EarlyDeath && !l.s.LifeUnproven()
 		switch {
+		case early && atInit(err, true):
+			// SLNG ended a session right after ready: its configuration
+			// (a voice the provider refuses), or SLNG failing, whatever
+			// the close code says.
+			p.br.outcome(l.key, l.br, nil, err, true)
 		case counted(err):
 			l.br.report(err)
-		case early && ue.Kind == slngclient.KindClose:
-			// SLNG closed a session right after ready: whatever the
-			// close code says, that is SLNG failing.
-			l.br.reportDeath(err)
 		}
 		if upstream {
 			reason, _ := keySignal(err)
@@ -89,6 +90,7 @@ func (p *Pool) release(l *lease, err error, reusable bool) {
 		if l.warm {
 			l.br.reportOK() // its dial was not counted yet: see errPending
 		}
+		p.br.configWorked(l.key)
 		p.mu.Lock()
 		p.succeededLocked(l.key)
 		p.mu.Unlock()

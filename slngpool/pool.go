@@ -355,8 +355,14 @@ func (p *Pool) dialRetrying(ctx context.Context, k poolKey, br *breaker, purpose
 		if err != nil {
 			return nil, err
 		}
+		cdone, err := p.allowConfig(k)
+		if err != nil {
+			done(errConfigOnly{err})
+			return nil, err
+		}
 		s, err := p.dialOnce(ctx, k, purpose, dial)
-		done(err)
+		cdone(err)
+		p.br.outcome(k, br, done, err, false)
 		if err == nil {
 			return s, nil
 		}

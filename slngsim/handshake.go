@@ -61,6 +61,14 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (admitted, bool) 
 		s.refuse(w, profile, http.StatusUnauthorized, "Invalid or missing API key")
 		return admitted{}, false
 	}
+	if profile.NotDeployed {
+		region := s.opts.Region
+		if region == "" {
+			region = "this region"
+		}
+		s.refuse(w, profile, http.StatusNotFound, "Model "+model+" is not deployed in "+region)
+		return admitted{}, false
+	}
 	if s.opts.ConnectLatency > 0 && !sleepCtx(r.Context(), s.opts.ConnectLatency) {
 		return admitted{}, false
 	}

@@ -26,6 +26,10 @@ const (
 type Options struct {
 	// Addr is the listen address for Start. Default "127.0.0.1:0".
 	Addr string
+	// Region names the SLNG region the simulator stands for (a host
+	// prefix such as "us-east"), in the refusals of models a profile
+	// marks NotDeployed. Optional.
+	Region string
 	// APIKey is the key the simulator accepts (Bearer or ?token=). Empty
 	// accepts any request, with or without a key, unless APIKeys is set.
 	APIKey string

@@ -42,6 +42,34 @@ type Profile struct {
 	// an ElevenLabs route passes it through. It carries no audio and ends
 	// nothing: the turn ends as TurnEnd says.
 	IsFinalFrame bool
+	// SpeakOnText speaks each `text` message at once, as a turn of its
+	// own (its audio, then the end messages TurnEnd says), and answers
+	// each `flush` with the end messages alone: routes that voice every
+	// text frame (LiveKit: Rime Coda with segment="immediate"; pipecat-slng
+	// 0.5.2: "segment terminals before the input flush do not end the
+	// utterance"). TurnEnd must not be TurnEndClose.
+	SpeakOnText bool
+	// LastAudioInEnd sends each turn's last audio chunk inside its first
+	// end-of-turn message instead of as audio: in data, data.audio or
+	// audio, turn by turn (audio for TurnEndIsFinal), the places LiveKit's
+	// plugin reads it from.
+	LastAudioInEnd bool
+	// ClearAnswer is how `clear` is answered. Default ClearCleared.
+	ClearAnswer ClearAnswer
+	// MidTurnDrop loses the connection (no close frame) in the middle of
+	// some turns' audio; the zero value loses none.
+	MidTurnDrop MidTurnDrop
+	// RefusedVoice, when set, makes the provider refuse a TTS session
+	// whose init names this voice: init is answered with an error frame
+	// (provider_error) and a close 1011, and no ready, as LiveKit
+	// describes a session that "never worked, as when the provider refuses
+	// the voice".
+	RefusedVoice string
+	// NotDeployed refuses every handshake of the model with HTTP 404
+	// ("... is not deployed in this region"): SLNG's region page says not
+	// every model is deployed in every region, and requests are not
+	// routed between regions.
+	NotDeployed bool
 	// PartialText announces `accepts_partial_text: true` in TTS `ready`,
 	// as routes that take the `partial` text flag do. The simulator speaks
 	// partial text like any other.
@@ -62,6 +90,19 @@ type Profile struct {
 	// AsyncAPIDuration sends `duration` in FinalsAsyncAPI finals, where
 	// the AsyncAPI makes it optional.
 	AsyncAPIDuration bool
+	// PartialsAlways sends partial transcripts even when init turns them
+	// off, as Sarvam Saaras does (LiveKit drops them itself).
+	PartialsAlways bool
+	// UtteranceEnd says when `utterance_end` is sent. Default
+	// UtteranceEndVAD.
+	UtteranceEnd UtteranceEnd
+	// LostFinalizes leaves the first LostFinalizes `finalize` messages
+	// the simulator gets for the model, on any of its sessions, unanswered
+	// (no final, however long), as a provider that loses one now and then
+	// does: LiveKit keeps a watchdog after a finalize because "a provider
+	// that never sends the final would hang the stream". Negative: every
+	// one.
+	LostFinalizes int
 	// AsyncAPIWords sends Deepgram-shaped `words` in every FinalsAsyncAPI
 	// final with text, asked for or not: the AsyncAPI does not define
 	// them, but LiveKit reads a final's times from words[0].start and
@@ -131,6 +172,15 @@ type MidTurnError struct {
 	AfterChunks int
 }
 
+// MidTurnDrop loses the connection of a turn whose text contains Marker
+// after AfterChunks of its audio chunks (at least one), without a close
+// frame, as a provider crash or a network fault does. It is for tests:
+// no client names a route that does it on purpose.
+type MidTurnDrop struct {
+	Marker      string
+	AfterChunks int
+}
+
 // ProfileRich is the simulator's original, kindest behaviour: segments,
 // `flushed` then `audio_end`, binary audio, rich finals, reaps with an
 // error frame and close 1008, flat error frames, no mid-turn errors, no
@@ -179,6 +229,21 @@ func namedProfiles() []namedProfile {
 		{"mid-turn-error", func(p *Profile) {
 			p.MidTurnError = MidTurnError{Marker: "<error>", NoLetters: true, MaxChars: 500, Pronunciation: true, AfterChunks: 2}
 		}},
+		{"isfinal-only", turnEnd(TurnEndIsFinal, "")},
+		{"isfinal-with-audio", func(p *Profile) {
+			p.TurnEnd, p.AudioShape, p.LastAudioInEnd, p.Segments = TurnEndIsFinal, AudioShapeElevenLabs, true, false
+		}},
+		{"event-end", turnEnd(TurnEndEvent, "")},
+		{"end-with-audio", func(p *Profile) { p.TurnEnd, p.LastAudioInEnd = TurnEndAudioEnd, true }},
+		{"speak-on-text", func(p *Profile) { p.TurnEnd, p.SpeakOnText, p.Segments = TurnEndAudioEnd, true, false }},
+		{"clear-answers-end", func(p *Profile) { p.ClearAnswer = ClearEnd }},
+		{"clear-unanswered", func(p *Profile) { p.ClearAnswer = ClearNothing }},
+		{"voice-refused", func(p *Profile) { p.RefusedVoice = "refused-voice" }},
+		{"not-deployed", func(p *Profile) { p.NotDeployed = true }},
+		{"partials-always", func(p *Profile) { p.PartialsAlways = true }},
+		{"utterance-end-never", func(p *Profile) { p.UtteranceEnd = UtteranceEndNever }},
+		{"utterance-end-always", func(p *Profile) { p.UtteranceEnd = UtteranceEndAlways }},
+		{"finalize-lost", func(p *Profile) { p.LostFinalizes = 1 }},
 	}...)
 	for _, code := range []int{1008, 1011, 1012, 1001} {
 		list = append(list, namedProfile{fmt.Sprintf("reap-silent-%d", code), func(p *Profile) { p.ReapErrorFrame, p.ReapCode = false, code }})
@@ -263,7 +328,9 @@ func ProfileFunc(name string) (func(model string) Profile, error) {
 //   - elevenlabs: audio as {"audio":B64,"isFinal":false} frames, and
 //     {"audio":null,"isFinal":true} after each turn's audio;
 //   - sarvam: a turn with a text message that holds no letter fails
-//     mid-turn.
+//     mid-turn; partial transcripts come even when init turns them off;
+//   - and on STT, `utterance_end` only from soniox, after every final,
+//     whatever enable_vad says (it does nothing on the bridge).
 func Realistic(model string) Profile {
 	p := Profile{
 		Name:         "realistic",
@@ -276,6 +343,7 @@ func Realistic(model string) Profile {
 		// route it spares.
 		TextTimeout:      5 * time.Second,
 		TextTimeoutClose: 1008,
+		UtteranceEnd:     UtteranceEndNever,
 	}
 	provider, _, _ := strings.Cut(strings.TrimPrefix(model, "slng/"), "/")
 	switch provider {
@@ -284,15 +352,19 @@ func Realistic(model string) Profile {
 		p.AsyncAPIDuration = true
 	case "soniox":
 		p.TurnEnd = TurnEndAudioEnd
+		p.UtteranceEnd = UtteranceEndAlways
 	case "rime":
 		p.TurnEnd = TurnEndClose
 		p.MidTurnError.MaxChars = 500
 	case "cartesia":
 		p.TurnEnd = TurnEndClose
 	case "elevenlabs":
-		p.AudioShape, p.IsFinalFrame = AudioShapeElevenLabs, true
+		// Only the isFinal frame ends a turn: no SLNG message follows it
+		// (the harder reading; LiveKit takes isFinal for the end).
+		p.AudioShape, p.TurnEnd = AudioShapeElevenLabs, TurnEndIsFinal
 	case "sarvam":
 		p.MidTurnError.NoLetters = true
+		p.PartialsAlways = true
 	default:
 		return p
 	}
@@ -323,11 +395,15 @@ func (p Profile) validate() error {
 		return fmt.Errorf("slngsim: profile %q: close codes must be 1000-1014 or 3000-4999", p.Name)
 	}
 	if !known(audioShapeTable, p.AudioShape) || !known(turnEndNames, p.TurnEnd) ||
-		!known(finalShapeNames, p.FinalShape) || !known(errorShapeTable, p.ErrorShape) {
-		return fmt.Errorf("slngsim: profile %q: unknown TurnEnd, AudioShape, FinalShape or ErrorShape", p.Name)
+		!known(finalShapeNames, p.FinalShape) || !known(errorShapeTable, p.ErrorShape) ||
+		!known(clearAnswerNames, p.ClearAnswer) || !known(utteranceEndNames, p.UtteranceEnd) {
+		return fmt.Errorf("slngsim: profile %q: unknown TurnEnd, AudioShape, FinalShape, ErrorShape, ClearAnswer or UtteranceEnd", p.Name)
 	}
-	if p.MidTurnError.MaxChars < 0 || p.MidTurnError.AfterChunks < 0 || p.ReapAfter < 0 {
+	if p.MidTurnError.MaxChars < 0 || p.MidTurnError.AfterChunks < 0 || p.MidTurnDrop.AfterChunks < 0 || p.ReapAfter < 0 {
 		return fmt.Errorf("slngsim: profile %q: negative MaxChars, AfterChunks or ReapAfter", p.Name)
+	}
+	if p.SpeakOnText && p.TurnEnd == TurnEndClose {
+		return fmt.Errorf("slngsim: profile %q: SpeakOnText needs an end-of-turn message, not a close", p.Name)
 	}
 	return nil
 }

@@ -77,9 +77,12 @@ type Server struct {
 	mu       sync.Mutex
 	sessions []*session
 	perKey   map[string]int
-	closed   bool
-	conns    sync.WaitGroup
-	serveErr chan error
+	// lostFinalizes counts, per model, the finalizes left unanswered
+	// (Profile.LostFinalizes).
+	lostFinalizes map[string]int
+	closed        bool
+	conns         sync.WaitGroup
+	serveErr      chan error
 
 	stats struct {
 		connections, active, rejected, violations, turns, finals atomic.Int64

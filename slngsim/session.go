@@ -73,6 +73,9 @@ type initConfig struct {
 	// Pronunciation names a pronunciation dictionary (some TTS routes);
 	// its shape is not published, so any JSON value is taken.
 	Pronunciation json.RawMessage `json:"pronunciation"`
+
+	// voice is the init message's voice (not part of its config).
+	voice string
 }
 
 func (ss *session) snapshot() SessionInfo {
@@ -135,6 +138,12 @@ func (ss *session) run() {
 		}
 		return
 	}
+	if v := ss.profile.RefusedVoice; v != "" && ss.info.Kind == "tts" && cfg.voice == v {
+		// The provider refuses the voice: SLNG answers init with its
+		// error, and no ready.
+		ss.fatal("provider_error", "voice "+v+" not found", websocket.StatusInternalError)
+		return
+	}
 	ready := map[string]any{"type": "ready", "session_id": ss.info.ID, "slng_request_id": ss.requestID}
 	if ss.info.Kind == "tts" && ss.profile.PartialText {
 		ready["accepts_partial_text"] = true
@@ -192,6 +201,7 @@ func (ss *session) awaitInit() (initConfig, bool) {
 				return initConfig{}, false
 			}
 		}
+		cfg.voice = m.Voice
 		if msg := checkConfig(ss.info.Kind, &cfg); msg != "" {
 			ss.fatal("config_error", msg, websocket.StatusPolicyViolation)
 			return initConfig{}, false
@@ -217,6 +227,9 @@ func (ss *session) parseMessage(data []byte) (m clientMsg, ok bool) {
 	return m, true
 }
 
+// sttEncodings are the encodings SLNG's STT bridge accepts.
+var sttEncodings = map[string]bool{"linear16": true, "mp3": true, "opus": true}
+
 // checkConfig validates and defaults an init config; it returns a problem
 // or "".
 func checkConfig(kind string, cfg *initConfig) string {
@@ -230,6 +243,11 @@ func checkConfig(kind string, cfg *initConfig) string {
 	}
 	if bytesPerSample(cfg.Encoding) == 0 {
 		return "unsupported encoding " + cfg.Encoding
+	}
+	if kind == "stt" && !sttEncodings[cfg.Encoding] {
+		// The STT bridge takes these three only, telephony audio not
+		// among them (pipecat-slng 0.5.0; SLNG's STT bridge reference).
+		return "unsupported encoding " + cfg.Encoding + ": use linear16, mp3 or opus"
 	}
 	if cfg.SampleRate == 0 {
 		cfg.SampleRate = 24000

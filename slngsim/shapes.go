@@ -25,9 +25,65 @@ const (
 	// 1000 right after the turn's last audio, before any segment_end
 	// (LiveKit names Rime and Cartesia).
 	TurnEndClose
+	// TurnEndIsFinal sends only ElevenLabs' last message of a generation,
+	// {"audio":null,"isFinal":true}, with no type: LiveKit's plugin takes
+	// it for the end of the reply.
+	TurnEndIsFinal
+	// TurnEndEvent sends only {"type":"event","data":{K: N}}, where the
+	// key K is "event" or "event_type" and N one of "complete",
+	// "completed", "done", "end", "final", taken in turn: every name
+	// LiveKit's plugin takes for the end of a reply.
+	TurnEndEvent
 )
 
-var turnEndNames = []string{"flushed+audio_end", "flushed", "audio_end", "close"}
+var turnEndNames = []string{"flushed+audio_end", "flushed", "audio_end", "close", "isFinal", "event"}
+
+// eventEnds are the names TurnEndEvent gives the end of a turn, turn by
+// turn.
+var eventEnds = []string{"complete", "completed", "done", "end", "final"}
+
+// ClearAnswer is how a TTS route answers `clear`.
+type ClearAnswer int
+
+const (
+	// ClearCleared answers `cleared` after the last frame of the
+	// discarded turn, as the protocol documents.
+	ClearCleared ClearAnswer = iota
+	// ClearEnd answers with the profile's end of a turn instead (e.g.
+	// `audio_end`), which LiveKit's plugin also takes for the answer.
+	ClearEnd
+	// ClearNothing answers nothing: the turn stops and no frame says so.
+	// LiveKit waits 1 s, then discards the socket; pipecat-slng never
+	// waits.
+	ClearNothing
+)
+
+var clearAnswerNames = []string{"cleared", "end", "nothing"}
+
+// String names the answer.
+func (c ClearAnswer) String() string { return enumName(clearAnswerNames, c, "ClearAnswer") }
+
+// UtteranceEnd says when the simulated STT sends `utterance_end`.
+type UtteranceEnd int
+
+const (
+	// UtteranceEndVAD sends one after each utterance's final when init
+	// sets enable_vad, the simulator's original behaviour.
+	UtteranceEndVAD UtteranceEnd = iota
+	// UtteranceEndNever sends none, whatever init says: enable_vad does
+	// nothing on the bridge, and Deepgram Nova was never seen to send one
+	// (pipecat-slng's live tests).
+	UtteranceEndNever
+	// UtteranceEndAlways sends one after each utterance's final, whatever
+	// init says, as models whose catalog declares final markers
+	// (Soniox) do.
+	UtteranceEndAlways
+)
+
+var utteranceEndNames = []string{"vad", "never", "always"}
+
+// String names the rule.
+func (u UtteranceEnd) String() string { return enumName(utteranceEndNames, u, "UtteranceEnd") }
 
 // String names the turn end as the profile names do.
 func (t TurnEnd) String() string { return enumName(turnEndNames, t, "TurnEnd") }
@@ -141,6 +197,20 @@ const (
 	// an error object holding only a message, as SLNG's clients describe
 	// it, so that the frame names no code at all.
 	ErrorShapeObjectMessage
+	// ErrorShapeEvent is {"type":"event","data":{"event":"failed",
+	// "code":C,"message":M}}, which LiveKit's plugin reads as an error.
+	ErrorShapeEvent
+	// ErrorShapeUntyped is {"error":{"code":C,"message":M}} with no type,
+	// as routes passing ElevenLabs' frames through send errors.
+	ErrorShapeUntyped
+	// ErrorShapeNumeric is {"type":"error","code":N,"message":M}, with the
+	// code a number: the HTTP status LiveKit's plugin reads for SLNG's
+	// code (e.g. 429 for rate_limit_exceeded, 502 for provider_error), and
+	// for a reap's frame 1008, as Gradium sends through SLNG.
+	ErrorShapeNumeric
+	// ErrorShapeNumericNested is {"type":"error","data":{"status_code":N,
+	// "message":M}}, the same numbers in data.status_code.
+	ErrorShapeNumericNested
 )
 
 // errorShapeTable names each error shape (the named profile that shows one
@@ -164,6 +234,39 @@ var errorShapeTable = []struct {
 	ErrorShapeObjectMessage: {"object-message", func(_, msg string) map[string]any {
 		return map[string]any{"type": "error", "error": map[string]any{"message": msg}}
 	}},
+	ErrorShapeEvent: {"event", func(code, msg string) map[string]any {
+		return map[string]any{"type": "event", "data": map[string]any{"event": "failed", "code": code, "message": msg}}
+	}},
+	ErrorShapeUntyped: {"untyped", func(code, msg string) map[string]any {
+		return map[string]any{"error": map[string]any{"code": code, "message": msg}}
+	}},
+	ErrorShapeNumeric: {"numeric", func(code, msg string) map[string]any {
+		return map[string]any{"type": "error", "code": numericStatus(code), "message": msg}
+	}},
+	ErrorShapeNumericNested: {"numeric-nested", func(code, msg string) map[string]any {
+		return map[string]any{"type": "error", "data": map[string]any{"status_code": numericStatus(code), "message": msg}}
+	}},
+}
+
+// numericStatuses are the numbers ErrorShapeNumeric sends for SLNG's
+// codes: the HTTP statuses of LiveKit's plugin (gateway_adapter.py), and
+// 1008 for the frames before a reap, which LiveKit maps to 408 but Gradium
+// sends as the close code.
+var numericStatuses = map[string]int{
+	"auth_error": 401, "config_error": 400, "invalid_request": 400, "payload_too_large": 413,
+	"rate_limit": 429, "rate_limit_exceeded": 429, "not_ready": 503, "backpressure": 503,
+	"stt_metering_unavailable": 503, "translation_error": 500, "provider_error": 502, "backend_error": 502,
+	"backend_connection_failed": 502, "pronunciation_not_found": 400,
+	"idle_timeout_exceeded": 1008, "max_connection_duration_exceeded": 1008,
+}
+
+// numericStatus is the number ErrorShapeNumeric sends for code: 500 for a
+// code it does not know.
+func numericStatus(code string) int {
+	if n, ok := numericStatuses[code]; ok {
+		return n
+	}
+	return 500
 }
 
 // String names the shape.

@@ -19,6 +19,36 @@ type sttState struct {
 	lastPartial int
 }
 
+// loseFinalize reports whether a finalize on a session of model goes
+// unanswered: one of the first lost the simulator gets for the model, or
+// any with lost negative (Profile.LostFinalizes).
+func (s *Server) loseFinalize(model string, lost int) bool {
+	if lost >= 0 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.lostFinalizes == nil {
+			s.lostFinalizes = map[string]int{}
+		}
+		if s.lostFinalizes[model] >= lost {
+			return false
+		}
+		s.lostFinalizes[model]++
+	}
+	return true
+}
+
+// utteranceEnds reports whether an utterance's final is followed by
+// `utterance_end` (Profile.UtteranceEnd).
+func (ss *session) utteranceEnds(st *sttState) bool {
+	switch ss.profile.UtteranceEnd {
+	case UtteranceEndNever:
+		return false
+	case UtteranceEndAlways:
+		return true
+	}
+	return st.cfg.EnableVAD
+}
+
 // serveSTT runs an STT session in this goroutine: audio in, transcripts out.
 func (ss *session) serveSTT(cfg initConfig) {
 	dec, err := newDecoder(cfg.Encoding, cfg.SampleRate)
@@ -32,6 +62,7 @@ func (ss *session) serveSTT(cfg initConfig) {
 	} else if cfg.EnablePartialTranscript != nil {
 		st.partials = *cfg.EnablePartialTranscript
 	}
+	st.partials = st.partials || ss.profile.PartialsAlways
 	for {
 		typ, data, err := ss.read()
 		if err != nil {
@@ -65,6 +96,9 @@ func (ss *session) serveSTT(cfg initConfig) {
 				return
 			}
 		case "finalize":
+			if ss.srv.loseFinalize(ss.info.Model, ss.profile.LostFinalizes) {
+				continue
+			}
 			if !ss.final(st, true, st.dec.seconds(st.dec.pos)) {
 				return
 			}
@@ -92,7 +126,7 @@ func (ss *session) hear(st *sttState, audio []byte) bool {
 	st.dec.write(audio, func(ev decoded) {
 		if ok {
 			ok = ss.sendFinal(st, string(ev.text), ev.start, ev.end, false)
-			if ok && st.cfg.EnableVAD {
+			if ok && ss.utteranceEnds(st) {
 				ok = ss.writeJSON(map[string]any{"type": "utterance_end", "last_word_end": round3(ev.end)})
 			}
 		}

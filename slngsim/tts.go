@@ -149,10 +149,10 @@ type speaker struct {
 	frame      []byte
 	turns      int
 	dictionary string // the init config's pronunciation dictionary, "" for none
+	// sinceFlush counts the texts spoken since the last flush
+	// (Profile.SpeakOnText).
+	sinceFlush int
 }
-
-// turnFailure is the error frame of a turn that fails mid-turn.
-type turnFailure struct{ code, message string }
 
 // speak executes queued commands in order and synthesizes turns.
 func (ss *session) speak(cfg initConfig, cmds <-chan ttsCmd, gen *atomic.Int64) {
@@ -179,12 +179,36 @@ func (ss *session) speak(cfg initConfig, cmds <-chan ttsCmd, gen *atomic.Int64) 
 			if sp.pendingFail == nil {
 				sp.pendingFail = rules.textFailure(c.text, c.pronunciation)
 			}
+			if ss.profile.SpeakOnText {
+				// Spoken at once, as a turn of its own; the flush gets
+				// the end messages alone.
+				sp.sinceFlush++
+				fail := sp.pendingFail
+				if fail == nil {
+					fail = rules.turnFailure(c.text, sp.dictionary)
+				}
+				sp.pending.Reset()
+				sp.pendingFail = nil
+				if !ss.turn(sp, c.text, fail, c.gen, gen, false) {
+					return
+				}
+			}
 			if !c.flush {
 				continue
 			}
 			fallthrough
 		case "flush":
 			if stale {
+				continue
+			}
+			if ss.profile.SpeakOnText && sp.sinceFlush > 0 {
+				sp.sinceFlush = 0
+				if sp.failed != nil {
+					continue // the text's error frame was the answer
+				}
+				if !ss.endTurn(sp, "", 0, nil, true) {
+					return
+				}
 				continue
 			}
 			if sp.pending.Len() == 0 {
@@ -203,19 +227,20 @@ func (ss *session) speak(cfg initConfig, cmds <-chan ttsCmd, gen *atomic.Int64) 
 			}
 			sp.pending.Reset()
 			sp.pendingFail = nil
-			if !ss.turn(sp, text, fail, c.gen, gen) {
+			if !ss.turn(sp, text, fail, c.gen, gen, true) {
 				return
 			}
 		case "clear":
 			sp.pending.Reset()
 			sp.pendingFail = nil
-			if !ss.writeJSON(map[string]any{"type": "cleared"}) {
+			sp.sinceFlush = 0
+			if !ss.answerClear(sp) {
 				return
 			}
-			ss.record(func(i *SessionInfo) { i.ClearsAnswered++ })
 		case "cancel":
 			sp.pending.Reset()
 			sp.pendingFail = nil
+			sp.sinceFlush = 0
 		case "close":
 			ss.closeWith(websocket.StatusNormalClosure, "")
 			return
@@ -278,8 +303,9 @@ func dictionaryName(raw json.RawMessage) string {
 // turn speaks one turn in the session's profile; false means the session
 // is over. It stops early, silently, when gen moves past turnGen (clear,
 // cancel or close arrived). A turn with a failure stops at its error frame
-// and never ends.
-func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int64, gen *atomic.Int64) bool {
+// and never ends. final says that the turn is the caller's (a flush), not
+// one text of it (Profile.SpeakOnText): only those are counted.
+func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int64, gen *atomic.Int64, final bool) bool {
 	opts, p := ss.srv.opts, ss.profile
 	sp.turns++
 	if sp.failed != nil {
@@ -305,6 +331,17 @@ func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int
 	if fail != nil {
 		failAt = p.MidTurnError.AfterChunks * chunkBytes
 	}
+	dropAt := -1 // the offset at which the connection is lost
+	if d := p.MidTurnDrop; d.Marker != "" && strings.Contains(text, d.Marker) {
+		dropAt = max(d.AfterChunks, 1) * chunkBytes
+	}
+	// Audio sent as audio; with LastAudioInEnd, the last chunk goes in the
+	// end-of-turn message.
+	body, last := audio, []byte(nil)
+	if p.LastAudioInEnd && p.TurnEnd != TurnEndClose && fail == nil && len(audio) > 0 {
+		cut := (len(audio) - 1) / chunkBytes * chunkBytes
+		body, last = audio[:cut], audio[cut:]
+	}
 	start := time.Now()
 	var pace *time.Timer
 	if opts.Realtime {
@@ -312,14 +349,18 @@ func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int
 		defer pace.Stop()
 	}
 	var stamped []byte
-	for off := 0; off < len(audio); off += chunkBytes {
+	for off := 0; off < len(body); off += chunkBytes {
 		if gen.Load() != turnGen {
 			return true // aborted: no segment_end, flushed or audio_end
 		}
 		if off == failAt {
 			return ss.failTurn(sp, fail)
 		}
-		chunk := audio[off:min(off+chunkBytes, len(audio))]
+		if off == dropAt {
+			ss.drop()
+			return false
+		}
+		chunk := body[off:min(off+chunkBytes, len(body))]
 		if opts.BenchStamp && len(chunk) >= 8 {
 			stamped = append(stamped[:0], chunk...)
 			binary.BigEndian.PutUint64(stamped, uint64(time.Now().UnixNano()))
@@ -356,60 +397,8 @@ func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int
 	if fail != nil {
 		return ss.failTurn(sp, fail)
 	}
-	return ss.endTurn(sp, segID, AudioDuration(len(audio), sp.cfg.Encoding, sp.cfg.SampleRate))
+	if last != nil {
+		ss.record(func(i *SessionInfo) { i.AudioBytesSent += int64(len(last)) })
+	}
+	return ss.endTurn(sp, segID, AudioDuration(len(audio), sp.cfg.Encoding, sp.cfg.SampleRate), last, final)
 }
-
-// endTurn sends what follows a turn's last audio in the session's profile;
-// false means the session is over.
-func (ss *session) endTurn(sp *speaker, segID string, dur float64) bool {
-	p := ss.profile
-	// ElevenLabs' last message of a generation follows its audio at once.
-	if p.IsFinalFrame && !ss.writeJSON(json.RawMessage(isFinalFrame)) {
-		return false
-	}
-	// A route that ends its turns by closing closes right after the audio,
-	// so nothing, not even segment_end, comes between.
-	if p.Segments && p.TurnEnd != TurnEndClose && !ss.writeJSON(map[string]any{"type": "segment_end", "segment_id": segID}) {
-		return false
-	}
-	flushed := map[string]any{"type": p.FlushedType}
-	if p.FlushedType == "Flushed" {
-		flushed["sequence_id"] = sp.turns // as Deepgram's own Flushed does
-	}
-	audioEnd := map[string]any{"type": "audio_end", "duration": dur}
-	var ends []map[string]any
-	switch p.TurnEnd {
-	case TurnEndBoth:
-		ends = []map[string]any{flushed, audioEnd}
-	case TurnEndFlushed:
-		ends = []map[string]any{flushed}
-	case TurnEndAudioEnd:
-		ends = []map[string]any{audioEnd}
-	}
-	// Counted before the turn's end goes out, so that a client that has
-	// seen it finds the turn counted.
-	ss.srv.stats.turns.Add(1)
-	ss.record(func(i *SessionInfo) { i.TurnsCompleted++ })
-	for _, m := range ends {
-		if !ss.writeJSON(m) {
-			return false
-		}
-	}
-	if p.TurnEnd == TurnEndClose || p.CloseAfterTurn {
-		ss.closeWith(websocket.StatusNormalClosure, "turn complete")
-		return false
-	}
-	return true
-}
-
-// failTurn sends a turn's mid-turn error frame and leaves the turn
-// unfinished; later turns on the socket get the same frame.
-func (ss *session) failTurn(sp *speaker, f *turnFailure) bool {
-	sp.failed = f
-	ss.record(func(i *SessionInfo) { i.TurnsFailed++ })
-	return ss.sendError(f.code, f.message)
-}
-
-// isFinalFrame is the last message of an ElevenLabs generation, which its
-// routes pass through: no audio, no type.
-const isFinalFrame = `{"audio":null,"isFinal":true}`

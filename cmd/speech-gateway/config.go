@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/speech-gateway/speech-gateway/callers"
+	"github.com/speech-gateway/speech-gateway/catalog"
 	"github.com/speech-gateway/speech-gateway/fleet"
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/service"
@@ -30,12 +31,13 @@ type config struct {
 	client  slngclient.Options // APIKey: the gateway's key, never logged
 	callers callers.Options
 	fleet   fleetConfig
+	catalog catalogConfig
 
 	prewarmTTS []*speechv1.SynthesisConfig
 	prewarmSTT []*speechv1.RecognitionConfig
-	// legacyRegion is the deprecated --slng-region, which sets
-	// client.RegionOverride, with a warning at start-up.
-	legacyRegion string
+	// legacyWorldPart is the deprecated --slng-world-part, which sets
+	// client.Region, with a warning at start-up.
+	legacyWorldPart string
 	// warnings are said once the logger exists: old names that were read.
 	warnings []string
 }
@@ -97,6 +99,13 @@ type fleetConfig struct {
 	sessionBudget int // negative or 0: none
 }
 
+// catalogConfig is the model catalog: the file that replaces the built-in
+// one (empty: the built-in one), and how it is watched.
+type catalogConfig struct {
+	file string
+	opts catalog.Options
+}
+
 // defaultConfig is the configuration with every setting at its default:
 // the packages' own (their DefaultOptions) and the binary's.
 func defaultConfig() *config {
@@ -107,6 +116,7 @@ func defaultConfig() *config {
 		client:  slngclient.DefaultOptions(),
 		callers: callers.DefaultOptions(),
 		fleet:   fleetConfig{opts: fleet.DefaultOptions(), redis: fleet.Redis{Mode: fleet.DefaultRedisMode}},
+		catalog: catalogConfig{opts: catalog.DefaultOptions()},
 	}
 }
 
@@ -185,6 +195,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	if !c.serve.dev { // the key first: it is what a new user misses first
+		key, err := readKey(c.client.APIKey, c.serve.keyFile)
+		if err != nil {
+			return nil, err
+		}
+		c.client.APIKey = key
+	}
 	if err := c.check(); err != nil {
 		return nil, err
 	}
@@ -202,13 +219,6 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		if c.fleet.redis.Password = strings.TrimSpace(string(b)); c.fleet.redis.Password == "" {
 			return nil, fmt.Errorf("--redis-password-file %s is empty", c.fleet.passwordFile)
 		}
-	}
-	if !c.serve.dev {
-		key, err := readKey(c.client.APIKey, c.serve.keyFile)
-		if err != nil {
-			return nil, err
-		}
-		c.client.APIKey = key
 	}
 	return c, nil
 }
@@ -242,11 +252,8 @@ func (c *config) check() error {
 	if s.memProfileRate != defaultServing().memProfileRate && s.debugListen == "" {
 		return errors.New("--debug-mem-profile-rate needs --debug-listen")
 	}
-	if c.legacyRegion != "" {
-		if c.client.RegionOverride != "" && c.client.RegionOverride != c.legacyRegion {
-			return errors.New("--slng-region is a deprecated name of --slng-region-override: set one of them")
-		}
-		c.client.RegionOverride = c.legacyRegion
+	if err := c.checkRegion(); err != nil {
+		return err
 	}
 	if c.fleet.opts.LeaseTTL < 300*time.Millisecond {
 		return errors.New("--fleet-lease-ttl must be at least 300ms")
@@ -255,6 +262,34 @@ func (c *config) check() error {
 		return fmt.Errorf("--redis-mode: %w", err)
 	}
 	return checkTLS(c)
+}
+
+// checkRegion checks the region, from --slng-region or its deprecated
+// name --slng-world-part, which refuses the world parts it once meant.
+// Outside --dev, a region or a base URL is required: there is no default.
+func (c *config) checkRegion() error {
+	region, legacy := envName("slng-region"), envName("slng-world-part")
+	c.client.Region = strings.ToLower(c.client.Region)
+	if c.legacyWorldPart = strings.ToLower(c.legacyWorldPart); c.legacyWorldPart != "" {
+		if err := slngclient.CheckRegion(c.legacyWorldPart); err != nil {
+			return fmt.Errorf("--slng-world-part (%s), a deprecated name of --slng-region (%s): %w", legacy, region, err)
+		}
+		if c.client.Region != "" && c.client.Region != c.legacyWorldPart {
+			return errors.New("--slng-world-part is a deprecated name of --slng-region: set one of them")
+		}
+		c.client.Region = c.legacyWorldPart
+	}
+	if c.client.Region != "" {
+		if err := slngclient.CheckRegion(c.client.Region); err != nil {
+			return fmt.Errorf("--slng-region (%s): %w", region, err)
+		}
+	}
+	if !c.serve.dev && c.client.Region == "" && c.client.BaseURL == "" {
+		return fmt.Errorf("no SLNG region: set --slng-region (%s) to one of %s, or --slng-base-url; "+
+			"SLNG routes no request between regions, and not every model runs in every region",
+			region, strings.Join(slngclient.KnownRegions, ", "))
+	}
+	return nil
 }
 
 // checkTLS refuses TLS settings that cannot work together: a certificate

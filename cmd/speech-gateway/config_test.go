@@ -209,11 +209,11 @@ func TestOldEnvironmentNames(t *testing.T) {
 
 	// The key and its file by their old names, and the warning in the
 	// start-up logs.
-	path := t.TempDir() + "/key"
+	path, region := t.TempDir()+"/key", envName("slng-region")
 	if err := os.WriteFile(path, []byte("sk_old_name\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, env := range []map[string]string{{"SLNG_API_KEY": "sk_old_name"}, {"SLNG_API_KEY_FILE": path}} {
+	for _, env := range []map[string]string{{"SLNG_API_KEY": "sk_old_name", region: "us-east"}, {"SLNG_API_KEY_FILE": path, region: "us-east"}} {
 		c, err := parseConfig(nil, envFrom(env), io.Discard)
 		if err != nil || c.client.APIKey != "sk_old_name" {
 			t.Errorf("%v: %v", env, err)

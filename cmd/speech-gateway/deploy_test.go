@@ -263,19 +263,17 @@ func TestScaledObjectScalesOnStreams(t *testing.T) {
 }
 
 // TestIstioSettingsFitTheGateway: the Istio component lets the gateway out
-// to the regional SLNG host it dials for any world part, and its sidecar's
-// stream idle timeout is above the gateway's own --caller-idle-timeout, so
-// that an idle caller gets the gateway's described error, not a reset.
+// to the SLNG host it dials for every known region and for the manifest's
+// own, and its sidecar's stream idle timeout is above the gateway's own
+// --caller-idle-timeout, so that an idle caller gets the gateway's
+// described error, not a reset.
 func TestIstioSettingsFitTheGateway(t *testing.T) {
 	t.Parallel()
-	c, err := parseConfig(nil, envFrom(map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k"}), io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
 	se := manifest(t, istioEgressFile, "ServiceEntry")
 	dr := manifest(t, istioEgressFile, "DestinationRule")
-	for _, part := range []string{c.client.WorldPart, "eu", "ap", "us-east", "eu-north"} {
-		client, err := slngclient.New(slngclient.Options{WorldPart: part})
+	manifestRegion := containerEnv(t, "SPEECH_GATEWAY_SLNG_REGION")
+	for _, region := range append([]string{manifestRegion}, slngclient.KnownRegions...) {
+		client, err := slngclient.New(slngclient.Options{Region: region})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -294,6 +292,10 @@ func TestIstioSettingsFitTheGateway(t *testing.T) {
 		t.Errorf("the ServiceEntry's port is %v, want 443", got)
 	}
 
+	c, err := parseConfig(nil, envFrom(map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k", "SPEECH_GATEWAY_SLNG_REGION": manifestRegion}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ef := manifest(t, istioStreamsFile, "EnvoyFilter")
 	patch := list(ef, "spec", "configPatches")
 	v, _ := field(patch, "0", "patch", "value", "typed_config", "stream_idle_timeout").(string)

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/speech-gateway/speech-gateway/catalog"
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
@@ -42,4 +43,35 @@ func startSimulator(cfg *config, log *zap.Logger) (io.Closer, error) {
 	cfg.client.APIKey = key
 	log.Info("dev mode: using the embedded SLNG simulator", zap.String("url", sim.URL()), zap.String("profile", cfg.serve.devProfile))
 	return sim, nil
+}
+
+// devCatalog is the catalog of --dev: the models of c, which the simulator
+// serves under any id with the profile that profileName gives it, as it
+// plays them. The lists the gateway checks (voices, encodings, sample
+// rates) stay SLNG's, so that dev mode refuses what SLNG would; what the
+// routes send is the simulator's: partial transcripts when asked for (or
+// always), utterance_end where the model's profile sends any, and no
+// alignment with synthesized audio.
+func devCatalog(c *catalog.Catalog, profileName string) (*catalog.Catalog, error) {
+	profile, err := slngsim.ProfileFunc(profileName)
+	if err != nil {
+		return nil, fmt.Errorf("--dev-profile: %w", err)
+	}
+	yes, no := true, false
+	return c.Map(func(m catalog.Model) catalog.Model {
+		m.Source = "slngsim, the embedded SLNG simulator, serving this model as its route profile says (docs/simulator.md); " +
+			"the voices, encodings and sample rates are SLNG's: " + m.Source
+		m.Regions, m.RegionsComplete = nil, false
+		switch m.Kind {
+		case catalog.STT:
+			ends := &no
+			if profile(m.Model).UtteranceEnd != slngsim.UtteranceEndNever {
+				ends = &yes
+			}
+			m.Sends = catalog.Sends{Partials: &yes, UtteranceEnd: ends}
+		case catalog.TTS:
+			m.Sends = catalog.Sends{Timings: &no}
+		}
+		return m
+	})
 }

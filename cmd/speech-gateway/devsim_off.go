@@ -7,6 +7,8 @@ import (
 	"io"
 
 	"go.uber.org/zap"
+
+	"github.com/speech-gateway/speech-gateway/catalog"
 )
 
 // errNoSimulator is --dev in a build without the embedded simulator.
@@ -16,5 +18,10 @@ var errNoSimulator = errors.New("--dev: the embedded SLNG simulator is not built
 // startSimulator refuses --dev: this build (the production image's) leaves
 // the simulator out.
 func startSimulator(*config, *zap.Logger) (io.Closer, error) {
+	return nil, errNoSimulator
+}
+
+// devCatalog is never reached: --dev fails first.
+func devCatalog(*catalog.Catalog, string) (*catalog.Catalog, error) {
 	return nil, errNoSimulator
 }

@@ -107,12 +107,16 @@ func TestFleet(t *testing.T) {
 		if s := sumMetric(t, scrapeMetrics(ctx, t, gws[0].admin), "speech_gateway_usage_upstream_session_seconds_total", map[string]string{"caller": "meter"}); s <= 0 {
 			t.Errorf("no upstream session seconds metered")
 		}
-		// Both replicas see each other.
-		for _, g := range gws {
-			if n := sumMetric(t, scrapeMetrics(ctx, t, g.admin), "speech_gateway_fleet_replicas", nil); n != 2 {
-				t.Errorf("%s sees %v replicas, want 2", g.name, n)
+		// Both replicas see each other, each from its first heartbeat
+		// after the other's.
+		poll.Wait(t, ctx, "both replicas to see each other", func() bool {
+			for _, g := range gws {
+				if sumMetric(t, scrapeMetrics(ctx, t, g.admin), "speech_gateway_fleet_replicas", nil) != 2 {
+					return false
+				}
 			}
-		}
+			return true
+		})
 
 		// Redis stops: both replicas fall back and keep serving, with a
 		// metric and a readiness detail; then Redis is back, and so are the

@@ -47,7 +47,8 @@ type gateway struct {
 }
 
 // healthServices are the names the gRPC health service answers for.
-var healthServices = []string{"", speechv1.TextToSpeechService_ServiceDesc.ServiceName, speechv1.SpeechToTextService_ServiceDesc.ServiceName}
+var healthServices = []string{"", speechv1.TextToSpeechService_ServiceDesc.ServiceName, speechv1.SpeechToTextService_ServiceDesc.ServiceName,
+	speechv1.CatalogService_ServiceDesc.ServiceName}
 
 // newGateway wires the gateway that cfg describes. ctx bounds only what
 // start-up does (a first Redis round trip); the gateway runs until close.
@@ -107,6 +108,11 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 	}
 	g.onClose(fl.Close)
 	g.onClose(gate.Close)
+	models, err := setupCatalog(cfg, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	g.onClose(models.Close)
 	if s := cfg.serve; s.tlsCertFile != "" {
 		st, err := newServerTLS(s.tlsCertFile, s.tlsKeyFile, s.tlsClientCAFile, log, reg)
 		if err != nil {
@@ -138,7 +144,7 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 		}, log, reg))
 	}
 	sc := cfg.service
-	sc.TracerProvider, sc.Callers = tracer, gate
+	sc.TracerProvider, sc.Callers, sc.Catalog, sc.Region = tracer, gate, models.Current, client.Region()
 	g.srv, err = service.New(service.PoolUpstream(pool), log, service.NewMetrics(reg), sc)
 	if err != nil {
 		return nil, err
@@ -174,9 +180,9 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 func (g *gateway) onClose(fn func()) { g.closers = append(g.closers, fn) }
 
 // close releases what newGateway started, last first: the key watcher,
-// the pool, the TLS files' watcher, the callers' gate, the fleet, the
-// simulator, tracing. Call it once, after serve has returned (or instead
-// of serve).
+// the pool, the TLS files' watcher, the catalog's watcher, the callers'
+// gate, the fleet, the simulator, tracing. Call it once, after serve has
+// returned (or instead of serve).
 func (g *gateway) close() {
 	for i := len(g.closers) - 1; i >= 0; i-- {
 		g.closers[i]()
@@ -194,10 +200,16 @@ func newSLNGClient(cfg *config, log *zap.Logger) (*slngclient.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("slng client: %w", err)
 	}
-	if cfg.legacyRegion != "" {
-		log.Warn("--slng-region (" + envName("slng-region") + ") is deprecated: use --slng-region-override (" + envName("slng-region-override") + ")")
+	if cfg.legacyWorldPart != "" {
+		log.Warn("--slng-world-part (" + envName("slng-world-part") + ") is deprecated: use --slng-region (" + envName("slng-region") + ")")
 	}
-	fields := []zap.Field{zap.String("slng_host", client.Host())}
+	if r := cfg.client.Region; r != "" && cfg.client.BaseURL == "" && !slngclient.IsKnownRegion(r) {
+		// Regions are added: an unknown one is used as it is.
+		log.Warn("the SLNG region is not one SLNG's region page lists; if nothing connects, check it "+
+			"(hosts take a prefix such as us-east, not a region id such as us-east-1)",
+			zap.String("slng_region", r), zap.Strings("known_regions", slngclient.KnownRegions))
+	}
+	fields := []zap.Field{zap.String("slng_host", client.Host()), zap.String("slng_region", client.Region())}
 	if o := cfg.client.RegionOverride; o != "" {
 		fields = append(fields, zap.String("slng_region_override", o))
 	}

@@ -28,6 +28,7 @@ import (
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/internal/slngtest"
+	"github.com/speech-gateway/speech-gateway/slngclient"
 	"github.com/speech-gateway/speech-gateway/slngpool"
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
@@ -230,9 +231,9 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{[]string{"--dev", "--http2-stream-window", "4294967296"}, nil},
 		{[]string{"--dev"}, map[string]string{"ADMIN_PPROF": "true"}}, // retired: DEBUG_ADDR
 		{[]string{"--dev", "--slng-world-part", "eu.example.com/x"}, nil},
+		{[]string{"--dev", "--slng-region", "na"}, nil},
 		{[]string{"--dev", "--dev-profile", "kindest"}, nil},
 		{[]string{"--dev", "--slng-region-override", "eu north"}, nil},
-		{[]string{"--dev", "--slng-region", "eu-north-1", "--slng-region-override", "ap-south-1"}, nil},
 		{[]string{"--dev", "--dial-rate", "NaN"}, nil},
 		{[]string{"--dev"}, map[string]string{"SPEECH_GATEWAY_POOL_BACKGROUND_DIAL_RATE": "often"}},
 		{[]string{"--dev", "--pool-background-dial-rate", "NaN"}, nil},
@@ -589,7 +590,6 @@ func TestUploadLargerThanWindows(t *testing.T) {
 
 func TestParseHostConfig(t *testing.T) {
 	t.Parallel()
-	key := map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k"}
 	with := func(m map[string]string) map[string]string {
 		out := map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k"}
 		for k, v := range m {
@@ -597,47 +597,118 @@ func TestParseHostConfig(t *testing.T) {
 		}
 		return out
 	}
+	region := []string{"--slng-region", "us-east"}
 	for _, tc := range []struct {
-		name                                    string
-		args                                    []string
-		env                                     map[string]string
-		baseURL, worldPart, region, worldPartOv string
-		legacy                                  bool
+		name                                  string
+		args                                  []string
+		env                                   map[string]string
+		baseURL, region, override, wpOverride string
+		legacy                                bool
 	}{
-		{"defaults: the na regional host, no overrides", nil, key, "", "na", "", "", false},
-		{"world part from the environment", nil, with(map[string]string{"SPEECH_GATEWAY_SLNG_WORLD_PART": "eu"}), "", "eu", "", "", false},
-		{"base URL", []string{"--slng-base-url", "wss://api.slng.ai"}, key, "wss://api.slng.ai", "na", "", "", false},
-		{"overrides", []string{"--slng-region-override", "eu-north-1", "--slng-world-part-override", "eu"}, key, "", "na", "eu-north-1", "eu", false},
-		{"overrides from the environment", nil, with(map[string]string{"SPEECH_GATEWAY_SLNG_REGION_OVERRIDE": "eu-north-1", "SPEECH_GATEWAY_SLNG_WORLD_PART_OVERRIDE": "eu"}), "", "na", "eu-north-1", "eu", false},
-		{"deprecated --slng-region", []string{"--slng-region", "eu-north-1"}, key, "", "na", "eu-north-1", "", true},
-		{"deprecated SLNG_REGION", nil, with(map[string]string{"SPEECH_GATEWAY_SLNG_REGION": "eu-north-1"}), "", "na", "eu-north-1", "", true},
-		{"both names, the same value", []string{"--slng-region", "x", "--slng-region-override", "x"}, key, "", "na", "x", "", true},
+		{"a region, no overrides", region, with(nil), "", "us-east", "", "", false},
+		{"region from the environment", nil, with(map[string]string{"SPEECH_GATEWAY_SLNG_REGION": "EU-North"}), "", "eu-north", "", "", false},
+		{"region from its old name", nil, with(map[string]string{"SLNG_REGION": "us-west"}), "", "us-west", "", "", false},
+		{"an unknown region is taken", []string{"--slng-region", "mars-1"}, with(nil), "", "mars-1", "", "", false},
+		{"base URL alone", []string{"--slng-base-url", "wss://us-west.api.slng.ai"}, with(nil), "wss://us-west.api.slng.ai", "", "", "", false},
+		{"overrides", append(region, "--slng-region-override", "eu-north-1", "--slng-world-part-override", "eu"), with(nil), "", "us-east", "eu-north-1", "eu", false},
+		{"overrides from the environment", region, with(map[string]string{"SPEECH_GATEWAY_SLNG_REGION_OVERRIDE": "eu-north-1", "SPEECH_GATEWAY_SLNG_WORLD_PART_OVERRIDE": "eu"}), "", "us-east", "eu-north-1", "eu", false},
+		{"deprecated --slng-world-part naming a region", []string{"--slng-world-part", "eu-west"}, with(nil), "", "eu-west", "", "", true},
+		{"deprecated SLNG_WORLD_PART naming a region", nil, with(map[string]string{"SLNG_WORLD_PART": "gb"}), "", "gb", "", "", true},
+		{"both names, the same value", []string{"--slng-world-part", "jp", "--slng-region", "jp"}, with(nil), "", "jp", "", "", true},
+		{"--dev needs no region", []string{"--dev"}, nil, "", "", "", "", false},
 	} {
 		c, err := parseConfig(tc.args, envFrom(tc.env), io.Discard)
 		if err != nil {
 			t.Errorf("%s: %v", tc.name, err)
 			continue
 		}
-		if c.client.BaseURL != tc.baseURL || c.client.WorldPart != tc.worldPart || c.client.RegionOverride != tc.region ||
-			c.client.WorldPartOverride != tc.worldPartOv || (c.legacyRegion != "") != tc.legacy {
-			t.Errorf("%s: parsed base %q world part %q overrides %q %q legacy %q", tc.name,
-				c.client.BaseURL, c.client.WorldPart, c.client.RegionOverride, c.client.WorldPartOverride, c.legacyRegion)
+		if c.client.BaseURL != tc.baseURL || c.client.Region != tc.region || c.client.RegionOverride != tc.override ||
+			c.client.WorldPartOverride != tc.wpOverride || (c.legacyWorldPart != "") != tc.legacy {
+			t.Errorf("%s: parsed base %q region %q overrides %q %q legacy %q", tc.name,
+				c.client.BaseURL, c.client.Region, c.client.RegionOverride, c.client.WorldPartOverride, c.legacyWorldPart)
+		}
+	}
+	// SLNG_REGION, the region's name before SPEECH_GATEWAY_SLNG_REGION, is
+	// read with a warning; it no longer names --slng-region-override.
+	c, err := parseConfig(nil, envFrom(with(map[string]string{"SLNG_REGION": "us-west"})), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := "SLNG_REGION is read for this release only: rename it SPEECH_GATEWAY_SLNG_REGION"; c.client.RegionOverride != "" ||
+		!strings.Contains(strings.Join(c.warnings, "\n"), w) {
+		t.Errorf("SLNG_REGION: override %q, warnings %q; want no override and %q", c.client.RegionOverride, c.warnings, w)
+	}
+}
+
+// TestRegionRefusals: outside --dev, a gateway with neither a region nor a
+// base URL refuses to start and lists the regions; a world part named as
+// a region is refused with why.
+func TestRegionRefusals(t *testing.T) {
+	t.Parallel()
+	key := map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k"}
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want []string
+	}{
+		{nil, key, []string{"no SLNG region", "us-east", "eu-north", "--slng-region (SPEECH_GATEWAY_SLNG_REGION)"}},
+		{[]string{"--slng-region", "na"}, key, []string{`"na" is a world part`, "X-World-Part-Override", "us-east"}},
+		{nil, map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k", "SPEECH_GATEWAY_SLNG_REGION": "EU"}, []string{`"eu" is a world part`}},
+		{nil, map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k", "SLNG_REGION": "ap"}, []string{`"ap" is a world part`}},
+		{[]string{"--slng-world-part", "ap"}, key, []string{"--slng-world-part (SPEECH_GATEWAY_SLNG_WORLD_PART)", `"ap" is a world part`}},
+		{nil, map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k", "SLNG_WORLD_PART": "na"}, []string{`"na" is a world part`}},
+		{[]string{"--slng-world-part", "us-east", "--slng-region", "us-west"}, key, []string{"set one of them"}},
+		{[]string{"--slng-region", "us-east.evil.com"}, key, []string{"not a host prefix"}},
+	} {
+		_, err := parseConfig(tc.args, envFrom(tc.env), io.Discard)
+		if err == nil {
+			t.Errorf("parseConfig(%v, %v) succeeded", tc.args, tc.env)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("parseConfig(%v, %v) = %v, want it to say %q", tc.args, tc.env, err, w)
+			}
 		}
 	}
 }
 
 // TestRunLogsRegionalHost: with no base URL, the gateway uses and names the
-// regional host of its world part (nothing dials it until a stream comes).
+// host of its region (nothing dials it until a stream comes), and warns of
+// a region SLNG's region page does not list and of the deprecated name.
 func TestRunLogsRegionalHost(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, []string{"--slng-world-part", "eu", "--slng-region", "eu-north-1"}, map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "sk_SENTINEL"})
+	g := startGateway(t, []string{"--slng-world-part", "us-east-1", "--slng-region-override", "eu-north-1"}, map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "sk_SENTINEL"})
 	if err := g.stop(t); err != nil {
 		t.Fatal(err)
 	}
 	logs := g.logs.String()
-	for _, want := range []string{`"slng_host":"wss://eu.api.slng.ai"`, `"slng_region_override":"eu-north-1"`, "--slng-region (SPEECH_GATEWAY_SLNG_REGION) is deprecated"} {
+	for _, want := range []string{`"slng_host":"wss://us-east-1.api.slng.ai"`, `"slng_region":"us-east-1"`, `"slng_region_override":"eu-north-1"`,
+		"--slng-world-part (SPEECH_GATEWAY_SLNG_WORLD_PART) is deprecated", "not one SLNG's region page lists"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("the start-up logs lack %s:\n%s", want, logs)
 		}
+	}
+}
+
+// TestManifestRegion: the shipped Deployment names a region the gateway
+// starts with, one SLNG's region page lists, by the names the gateway reads
+// now: no world part, and no old variable name.
+func TestManifestRegion(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k"}
+	for _, e := range list(gatewayContainer(t), "env") {
+		name, _ := field(e, "name").(string)
+		if v, ok := field(e, "value").(string); ok && strings.Contains(name, "SLNG_") && name != "SPEECH_GATEWAY_SLNG_API_KEY_FILE" {
+			env[name] = v // the key file is the Secret's mount
+		}
+	}
+	c, err := parseConfig(nil, envFrom(env), io.Discard)
+	if err != nil {
+		t.Fatalf("the manifest's settings: %v", err)
+	}
+	if !slngclient.IsKnownRegion(c.client.Region) || c.legacyWorldPart != "" || len(c.warnings) > 0 {
+		t.Errorf("the manifest's region is %q (deprecated name %q, warnings %q), want one SLNG lists by its name now",
+			c.client.Region, c.legacyWorldPart, c.warnings)
 	}
 }

@@ -1,6 +1,14 @@
 package main
 
-import speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+import (
+	"strings"
+
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngclient"
+)
+
+// knownRegions are the regions SLNG lists, as -h and the README show them.
+var knownRegions = "`" + strings.Join(slngclient.KnownRegions, "`, `") + "`"
 
 // setting is one line of the gateway's configuration: a flag, the
 // environment variable behind it, and the field of config it sets. -h and
@@ -59,18 +67,18 @@ var settings = []setting{
 		usage: "a file holding the SLNG key (a mounted Secret), in place of `SPEECH_GATEWAY_SLNG_API_KEY`, re-read every `--key-reload-interval`"},
 	{name: "key-reload-interval", old: "KEY_RELOAD_INTERVAL", field: func(c *config) any { return &c.serve.keyReload }, off: "never",
 		usage: "re-read `--slng-api-key-file` this often: a changed key (a rotated Secret) serves new sessions, standbys holding the old key are retired, streams in flight keep their sessions"},
+	{name: "slng-region", old: "SLNG_REGION", field: func(c *config) any { return &c.client.Region },
+		usage: "the SLNG region, whose host `wss://{region}.api.slng.ai` the gateway dials: " + knownRegions + "; required without `--dev` unless `--slng-base-url` is set (there is no default: SLNG routes no request between regions, and not every model runs in every region); `na`, `eu` and `ap` are refused (world parts, not hosts), a prefix SLNG does not list is used with a warning"},
+	{name: "slng-world-part", old: "SLNG_WORLD_PART", field: func(c *config) any { return &c.legacyWorldPart },
+		usage: "deprecated name of `--slng-region`; `na`, `eu` and `ap` are refused: they are world parts, not hosts"},
 	{name: "slng-base-url", old: "SLNG_BASE_URL", field: func(c *config) any { return &c.client.BaseURL },
-		usage: "SLNG endpoint, e.g. `wss://eu.api.slng.ai`; empty uses the regional host of `--slng-world-part`. The host in use is logged at start-up (`slng_host`)"},
-	{name: "slng-world-part", old: "SLNG_WORLD_PART", field: func(c *config) any { return &c.client.WorldPart },
-		usage: "with no `--slng-base-url`, the regional host `wss://{world part}.api.slng.ai`: `na`, `eu` or `ap` (SLNG's current clients say the global `api.slng.ai` is retired for speech)"},
+		usage: "SLNG endpoint, e.g. `wss://us-east.api.slng.ai`, in place of the host of `--slng-region`. The host in use is logged at start-up (`slng_host`)"},
 	{name: "slng-routes", old: "SLNG_ROUTES", field: func(c *config) any { return &c.client.Routes },
 		usage: "`bridge` (`/v1/bridges/unmute/{tts,stt}/{model}`) or `direct` (`/v1/{tts,stt}/{model}`)"},
 	{name: "slng-region-override", old: "SLNG_REGION_OVERRIDE", field: func(c *config) any { return &c.client.RegionOverride },
 		usage: "send `X-Region-Override`, e.g. `eu-north-1`; not sent unless set (retired for speech by SLNG's current clients)"},
 	{name: "slng-world-part-override", old: "SLNG_WORLD_PART_OVERRIDE", field: func(c *config) any { return &c.client.WorldPartOverride },
 		usage: "send `X-World-Part-Override` (`na`, `eu` or `ap`); not sent unless set"},
-	{name: "slng-region", old: "SLNG_REGION", field: func(c *config) any { return &c.legacyRegion },
-		usage: "deprecated name of `--slng-region-override`"},
 	{name: "slng-handshake-timeout", old: "SLNG_HANDSHAKE_TIMEOUT", field: func(c *config) any { return &c.client.HandshakeTimeout },
 		usage: "bound on each SLNG WebSocket handshake (TCP, TLS, HTTP upgrade): an upstream that takes the connection and never answers fails the dial as SLNG being unwell, which counts against the breaker, instead of holding streams to their deadlines"},
 	{name: "slng-token-in-query", old: "SLNG_TOKEN_IN_QUERY", field: func(c *config) any { return &c.client.TokenInQuery },
@@ -83,6 +91,10 @@ var settings = []setting{
 		usage: "model for Transcribe streams that name none"},
 	{name: "models", old: "MODEL_ALLOWLIST", field: func(c *config) any { return &c.service.ModelAllowlist },
 		usage: "comma-separated models callers may name; empty allows any well-formed name"},
+	{name: "catalog-file", old: "CATALOG_FILE", field: func(c *config) any { return &c.catalog.file },
+		usage: "YAML file of the models and voices `CatalogService` lists, against which streams' voices, encodings and sample rates are checked before any SLNG dial; empty uses the built-in catalog of SLNG's documented models (with `--dev`, as the simulator plays them) ([operations](docs/operations.md#the-model-catalog))"},
+	{name: "catalog-reload-interval", old: "CATALOG_RELOAD_INTERVAL", field: func(c *config) any { return &c.catalog.opts.Reload }, off: "never",
+		usage: "re-read `--catalog-file` this often and put a changed file that parses in force"},
 	{name: "max-text-bytes", old: "MAX_TEXT_BYTES", field: func(c *config) any { return &c.service.MaxTextBytes },
 		usage: "largest text in one request"},
 	{name: "max-audio-chunk-bytes", old: "MAX_AUDIO_CHUNK_BYTES", field: func(c *config) any { return &c.service.MaxAudioChunkBytes },
@@ -117,6 +129,10 @@ var settings = []setting{
 		usage: "move a stream to a new upstream session past this age, before SLNG's 30-minute limit: Transcribe at the first final, Synthesize between turns"},
 	{name: "turn-timeout", old: "TURN_TIMEOUT", field: func(c *config) any { return &c.service.TurnTimeout }, off: "off",
 		usage: "end a Synthesize turn that makes no progress this long after its flush with `turn_failed`, and speak the turns behind it on a new upstream session"},
+	{name: "clear-timeout", old: "CLEAR_TIMEOUT", field: func(c *config) any { return &c.service.ClearTimeout }, off: "wait for `--turn-timeout`",
+		usage: "wait this long for SLNG to answer a Synthesize `clear`, then send the caller `cleared` anyway and move to a new upstream session"},
+	{name: "finalize-timeout", old: "FINALIZE_TIMEOUT", field: func(c *config) any { return &c.service.FinalizeTimeout }, off: "off",
+		usage: "wait this long for the final that answers a Transcribe `finalize`, then replay the audio no final covers to a new upstream session once, then warn the caller (`finalize_timeout`)"},
 	{name: "shutdown-delay", old: "SHUTDOWN_DELAY", field: func(c *config) any { return &c.serve.shutdownDelay }, off: "none",
 		usage: "on SIGTERM, report not-ready this long before draining"},
 	{name: "shutdown-timeout", old: "SHUTDOWN_TIMEOUT", field: func(c *config) any { return &c.service.DrainGrace },

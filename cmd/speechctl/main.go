@@ -2,6 +2,8 @@
 //
 //	speechctl synthesize --text "Hello." --out hello.wav
 //	speechctl transcribe hello.wav
+//	speechctl models
+//	speechctl voices deepgram/aura:2
 //	speechctl health
 //
 // Every subcommand takes --addr (default localhost:50051), TLS settings
@@ -44,6 +46,8 @@ const usage = `Usage: speechctl <command> [flags]
 Commands:
   synthesize   speak text: --text, --file or stdin; --out FILE (WAV for linear16)
   transcribe   transcribe a WAV file (16-bit PCM, mu-law or A-law, mono)
+  models       list the models you may use, and what each offers (--kind tts|stt)
+  voices       list a text-to-speech model's voices: voices MODEL [--language en]
   health       check the gateway's health
   version      print speechctl's version, revision and Go version (also --version)
 
@@ -63,6 +67,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return synthesize(ctx, args[1:], stdin, stdout, stderr)
 	case "transcribe":
 		return transcribe(ctx, args[1:], stdout, stderr)
+	case "models":
+		return models(ctx, args[1:], stdout, stderr)
+	case "voices":
+		return voices(ctx, args[1:], stdout, stderr)
 	case "health":
 		return health(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":

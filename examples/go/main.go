@@ -1,6 +1,7 @@
-// Command go-example calls speech-gateway with the generated Go stubs: a
-// bidi Synthesize session of two turns, a Transcribe of that audio, and an
-// error decoded from its google.rpc details.
+// Command go-example calls speech-gateway with the generated Go stubs: the
+// catalog of the models and voices it may use, a bidi Synthesize session
+// of two turns, a Transcribe of that audio, and an error decoded from its
+// google.rpc details.
 //
 // It is a module of its own that depends on the API module
 // (github.com/speech-gateway/speech-gateway/gen) only, as a caller's would;
@@ -63,6 +64,10 @@ func run(addr string) error {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+
+	if err := listCatalog(ctx, speechv1.NewCatalogServiceClient(conn)); err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
 
 	turns := []string{"Hello from Go.", "A second turn on the same stream."}
 	format := &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: 16000}
@@ -177,4 +182,36 @@ func transcribe(ctx context.Context, c speechv1.SpeechToTextServiceClient, forma
 			finals = append(finals, f.GetText())
 		}
 	}
+}
+
+// listCatalog prints the text-to-speech models the gateway lets this
+// caller use, and the English voices of its default one.
+func listCatalog(ctx context.Context, c speechv1.CatalogServiceClient) error {
+	resp, err := c.ListModels(ctx, &speechv1.ListModelsRequest{Kind: speechv1.ModelKind_MODEL_KIND_TTS})
+	if err != nil {
+		return err
+	}
+	var def *speechv1.ModelInfo
+	for _, m := range resp.GetModels() {
+		if m.GetGatewayDefault() {
+			def = m
+		}
+	}
+	if def == nil {
+		return fmt.Errorf("no default among %d models", len(resp.GetModels()))
+	}
+	fmt.Printf("%d text-to-speech models; the default is %s, with %d voices\n", len(resp.GetModels()), def.GetModel(), len(def.GetVoices()))
+	voices, err := c.ListVoices(ctx, &speechv1.ListVoicesRequest{Model: def.GetModel(), Language: "en"})
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for _, v := range voices.GetVoices() {
+		ids = append(ids, v.GetVoiceId())
+	}
+	fmt.Printf("%d English voices (complete: %v), e.g. %s\n", len(ids), voices.GetComplete(), ids[0])
+	if !slices.Contains(ids, def.GetDefaultVoice()) {
+		return fmt.Errorf("the default voice %q is not among %q", def.GetDefaultVoice(), ids)
+	}
+	return nil
 }

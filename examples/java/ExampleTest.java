@@ -4,6 +4,13 @@ import static org.junit.jupiter.api.Assertions.fail;
 
 import ai.slng.speech.v1.AudioEncoding;
 import ai.slng.speech.v1.AudioFormat;
+import ai.slng.speech.v1.CatalogServiceGrpc;
+import ai.slng.speech.v1.ListModelsRequest;
+import ai.slng.speech.v1.ListModelsResponse;
+import ai.slng.speech.v1.ListVoicesRequest;
+import ai.slng.speech.v1.ListVoicesResponse;
+import ai.slng.speech.v1.ModelInfo;
+import ai.slng.speech.v1.ModelKind;
 import ai.slng.speech.v1.RecognitionConfig;
 import ai.slng.speech.v1.SpeechToTextServiceGrpc;
 import ai.slng.speech.v1.SynthesisConfig;
@@ -15,6 +22,7 @@ import ai.slng.speech.v1.TextToSpeechServiceGrpc;
 import ai.slng.speech.v1.TranscribeRequest;
 import ai.slng.speech.v1.TranscribeResponse;
 import ai.slng.speech.v1.TurnFailed;
+import ai.slng.speech.v1.Voice;
 import com.google.protobuf.Any;
 import com.google.protobuf.ByteString;
 import com.google.rpc.BadRequest;
@@ -37,8 +45,9 @@ import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /**
- * Calls speech-gateway from Java: a bidi Synthesize session, a Transcribe of
- * its audio, and an error decoded from its google.rpc details. The gateway's
+ * Calls speech-gateway from Java: the catalog of the models and voices it may
+ * use, a bidi Synthesize session, a Transcribe of its audio, and an error
+ * decoded from its google.rpc details. The gateway's
  * address comes from SPEECH_GATEWAY_ADDR. It compiles against the
  * speech-gateway-api jar, and the com.google.rpc classes of the
  * speech-gateway-googleapis-rpc jar (docs/clients.md).
@@ -75,6 +84,27 @@ class ExampleTest {
   @AfterAll
   static void close() throws InterruptedException {
     channel.shutdown().awaitTermination(5, TimeUnit.SECONDS);
+  }
+
+  @Test
+  void catalog() {
+    // The text-to-speech models this caller may use, and the English voices
+    // of the gateway's default one.
+    CatalogServiceGrpc.CatalogServiceBlockingStub stub =
+        CatalogServiceGrpc.newBlockingStub(channel).withDeadlineAfter(10, TimeUnit.SECONDS);
+    ListModelsResponse models =
+        stub.listModels(ListModelsRequest.newBuilder().setKind(ModelKind.MODEL_KIND_TTS).build());
+    ModelInfo def = models.getModelsList().stream().filter(ModelInfo::getGatewayDefault).findFirst().orElseThrow();
+    System.out.println(models.getModelsCount() + " text-to-speech models; the default is " + def.getModel()
+        + ", with " + def.getVoicesCount() + " voices");
+    ListVoicesResponse voices =
+        stub.listVoices(ListVoicesRequest.newBuilder().setModel(def.getModel()).setLanguage("en").build());
+    List<String> ids = new ArrayList<>();
+    for (Voice v : voices.getVoicesList()) {
+      ids.add(v.getVoiceId());
+    }
+    System.out.println(ids.size() + " English voices (complete: " + voices.getComplete() + "), e.g. " + ids.get(0));
+    assertTrue(ids.contains(def.getDefaultVoice()), def.getDefaultVoice() + " in " + ids);
   }
 
   @Test

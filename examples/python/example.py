@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Calls speech-gateway from Python: a bidi Synthesize session, a Transcribe
-of the audio it produced, and an error decoded from its google.rpc details.
+"""Calls speech-gateway from Python: the catalog of the models and voices it
+may use, a bidi Synthesize session, a Transcribe of the audio it produced,
+and an error decoded from its google.rpc details.
 
     python3 example.py localhost:50051
 
@@ -14,7 +15,8 @@ import sys
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from slng.speech.v1 import audio_pb2, stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
+from slng.speech.v1 import (audio_pb2, catalog_pb2, catalog_pb2_grpc, stt_pb2, stt_pb2_grpc, tts_pb2,
+                            tts_pb2_grpc)
 
 # Match the server's keepalive enforcement (pings no more often than every
 # 10 s) and retry only UNAVAILABLE, only for calls that produced nothing yet:
@@ -42,6 +44,19 @@ CHANNEL_OPTIONS = [
 
 RATE = 16000
 TURNS = ["Hello from Python.", "A second turn on the same stream."]
+
+
+def list_catalog(channel):
+    """The text-to-speech models this caller may use, and the English
+    voices of the gateway's default one."""
+    stub = catalog_pb2_grpc.CatalogServiceStub(channel)
+    models = stub.ListModels(catalog_pb2.ListModelsRequest(kind=catalog_pb2.MODEL_KIND_TTS), timeout=10).models
+    default = next(m for m in models if m.gateway_default)
+    print(len(models), "text-to-speech models; the default is", default.model, "with", len(default.voices), "voices")
+    voices = stub.ListVoices(catalog_pb2.ListVoicesRequest(model=default.model, language="en"), timeout=10)
+    ids = [v.voice_id for v in voices.voices]
+    print(len(ids), "English voices (complete:", str(voices.complete) + "), e.g.", ids[0])
+    assert default.default_voice in ids, (default.default_voice, ids)
 
 
 def synthesize(channel):
@@ -111,6 +126,7 @@ def error_details(err):
 def main():
     addr = sys.argv[1] if len(sys.argv) > 1 else "localhost:50051"
     with grpc.insecure_channel(addr, options=CHANNEL_OPTIONS) as channel:
+        list_catalog(channel)
         turns = synthesize(channel)
         assert len(turns) == len(TURNS), "one audio stream per turn"
         finals = transcribe(channel, b"".join(turns))

@@ -184,14 +184,17 @@ type RecognitionConfig struct {
 	// model expects. Empty means the model's default.
 	Language string `protobuf:"bytes,2,opt,name=language,proto3" json:"language,omitempty"`
 	// The format of the audio you send. Unset means 16000 Hz LINEAR16. SLNG's
-	// recognition models accept LINEAR16, MP3 and OPUS; MULAW and ALAW are
-	// passed through for models that accept them.
+	// recognition bridge accepts LINEAR16, MP3 and OPUS; MULAW and ALAW
+	// (telephony, 8000 Hz is fine) are decoded by the gateway and sent to
+	// SLNG as LINEAR16 at the same rate.
 	Format *AudioFormat `protobuf:"bytes,3,opt,name=format,proto3" json:"format,omitempty"`
 	// Send partial (interim) transcripts while speech is in progress. Off by
-	// default.
+	// default; with it off, the gateway drops the partials that some models
+	// send anyway.
 	EnablePartials bool `protobuf:"varint,4,opt,name=enable_partials,json=enablePartials,proto3" json:"enable_partials,omitempty"`
-	// Enable voice activity detection and endpointing, so that the model can
-	// report `utterance_end`. Off by default.
+	// Passed to SLNG as enable_vad, where no model implements it today: it
+	// changes nothing. `utterance_end` comes only from models that send it
+	// (e.g. Soniox), whatever this says. Off by default.
 	EnableVad bool `protobuf:"varint,5,opt,name=enable_vad,json=enableVad,proto3" json:"enable_vad,omitempty"`
 	// Label words with speakers (WordInfo.speaker). Off by default.
 	EnableDiarization bool `protobuf:"varint,6,opt,name=enable_diarization,json=enableDiarization,proto3" json:"enable_diarization,omitempty"`
@@ -441,7 +444,8 @@ type TranscribeResponse_Started struct {
 
 type TranscribeResponse_PartialTranscript struct {
 	// An interim transcript of speech in progress; a later partial or final
-	// replaces it. Only with enable_partials.
+	// replaces it. Only with enable_partials, and only from models that
+	// send partials.
 	PartialTranscript *Transcript `protobuf:"bytes,2,opt,name=partial_transcript,json=partialTranscript,proto3,oneof"`
 }
 
@@ -452,8 +456,9 @@ type TranscribeResponse_FinalTranscript struct {
 }
 
 type TranscribeResponse_UtteranceEnd struct {
-	// The model detected the end of an utterance. Only with enable_vad, and
-	// only from models that report endpoints.
+	// The model detected the end of an utterance. Only from models that
+	// report endpoints (e.g. Soniox); never from Deepgram Nova. enable_vad
+	// does not change it.
 	UtteranceEnd *UtteranceEnd `protobuf:"bytes,4,opt,name=utterance_end,json=utteranceEnd,proto3,oneof"`
 }
 
