@@ -277,6 +277,10 @@ monitoring-check: ## promtool check and unit-test the alert rules; the Prometheu
 	cd deploy/monitoring && $(PROMTOOL) test rules alerts.test.yaml
 	go test -count=1 -run '^(TestPrometheusRuleMatchesRules|TestServiceMonitorSelectsTheService|TestMonitoringUsesDocumentedMetrics)$$' ./cmd/speech-gateway/
 
+.PHONY: docs
+docs: ## Rewrite the settings tables of README.md and docs/operations.md from cmd/speech-gateway/settings.go and the packages' defaults.
+	go test -count=1 -run '^TestGeneratedDocs$$' ./cmd/speech-gateway/ -update
+
 .PHONY: bench bench-quick
 bench: build bench-conversion ## Measure the gateway against the floor (a bare relay) and a direct client, each relay pinned alone on CPU 0 (several minutes); writes bench/results.json; and the audio conversion per 20 ms chunk.
 	$(BIN)/speechbench --pin --gateway $(BIN)/speech-gateway --floor $(BIN)/speechfloor --sim $(BIN)/slngsim --out bench/results.json

@@ -341,6 +341,27 @@ func TestGateQuotas(t *testing.T) {
 	}
 }
 
+// TestNegativeDefaultQuotaIsNone: a negative default quota is no limit,
+// as 0 is, and gives no reason to refuse a caller's own identity.
+func TestNegativeDefaultQuotaIsNone(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	if d := DefaultOptions(); d.Identity != DefaultIdentity || d.MetricLabels != 100 || d.Defaults != (Limits{}) {
+		t.Errorf("DefaultOptions() = %+v", d)
+	}
+	g, _ := newGate(t, localFleet(t), Options{Defaults: Limits{MaxStreams: -1, CharactersPerMinute: -1, AudioSecondsPerMinute: -5}})
+	for i := range 5 {
+		s, err := g.Admit(ctx, "alice", "Synthesize")
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		if err := s.Charge(ctx, 1<<20); err != nil {
+			t.Fatalf("stream %d's text: %v", i, err)
+		}
+		defer s.End(Usage{Characters: 1 << 20, SynthesizedSeconds: 3600})
+	}
+}
+
 func TestGateLabelsAreBounded(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
@@ -450,12 +471,12 @@ func TestPolicyReload(t *testing.T) {
 		t.Fatal("the first policy is not in force")
 	}
 	write("callers:\n  - id: b\n")
-	waitFor(t, ctx, func() bool { return testutil.ToFloat64(m.reloads.WithLabelValues("ok")) == 1 })
+	poll.Wait(t, ctx, "the reload", func() bool { return testutil.ToFloat64(m.reloads.WithLabelValues("ok")) == 1 })
 	if allowed("a") || !allowed("b") {
 		t.Fatal("the new policy is not in force")
 	}
 	write("callers:\n  - idd: a\n")
-	waitFor(t, ctx, func() bool { return testutil.ToFloat64(m.reloads.WithLabelValues("error")) == 1 })
+	poll.Wait(t, ctx, "the failed reload", func() bool { return testutil.ToFloat64(m.reloads.WithLabelValues("error")) == 1 })
 	if !allowed("b") {
 		t.Fatal("an invalid policy replaced the one in force")
 	}
@@ -467,13 +488,6 @@ func TestPolicyReload(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
-	t.Helper()
-	if poll.Until(ctx, 5*time.Millisecond, cond) != nil {
-		t.Fatal("condition not met within the deadline")
-	}
-}
-
 // TestQuotasAcrossReplicas: two gateways' gates sharing one Redis share
 // each caller's quotas.
 func TestQuotasAcrossReplicas(t *testing.T) {
@@ -482,7 +496,7 @@ func TestQuotasAcrossReplicas(t *testing.T) {
 	srv := redistest.Start(t)
 	gates := make([]*Gate, 2)
 	for i := range gates {
-		f, err := fleet.Connect(ctx, fleet.Redis{URL: srv.URL()}, fleet.Options{LeaseTTL: 600 * time.Millisecond, Linger: -1, Logger: zaptest.NewLogger(t)})
+		f, err := fleet.Connect(ctx, fleet.Redis{URL: srv.URL()}, fleet.Options{LeaseTTL: 600 * time.Millisecond, Linger: -1, OpTimeout: 5 * time.Second, StartBudget: 5 * time.Second, Logger: zaptest.NewLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -503,7 +517,7 @@ func TestQuotasAcrossReplicas(t *testing.T) {
 	a.End(Usage{Characters: 80})
 	// The other replica sees the 80 characters within a heartbeat, and
 	// refuses 30 more.
-	waitFor(t, ctx, func() bool {
+	poll.Wait(t, ctx, "the other replica to see the 80 characters", func() bool {
 		used, _ := gates[1].chars.Value(ctx, "alice")
 		return used == 80
 	})

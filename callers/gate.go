@@ -36,7 +36,8 @@ type Options struct {
 	// PolicyReload is how often the policy file is checked for changes.
 	// Default 5 s.
 	PolicyReload time.Duration
-	// Defaults are the quotas of callers the policy does not override.
+	// Defaults are the quotas of callers the policy does not override;
+	// 0 or a negative value is no limit.
 	Defaults Limits
 	// MetricLabels bounds the callers with a metric label of their own
 	// (beyond the ones the policy names), given to callers as they are
@@ -46,6 +47,33 @@ type Options struct {
 	Logger *zap.Logger
 	// Metrics may be nil.
 	Metrics *Metrics
+}
+
+// DefaultOptions are the options New uses for a zero Options: every knob
+// at its documented default.
+func DefaultOptions() Options { return Options{}.withDefaults() }
+
+func (o Options) withDefaults() Options {
+	if o.Identity == "" {
+		o.Identity = DefaultIdentity
+	}
+	if o.PolicyReload <= 0 {
+		o.PolicyReload = 5 * time.Second
+	}
+	if o.MetricLabels <= 0 {
+		o.MetricLabels = 100
+	}
+	// A negative default quota is none, as 0 is.
+	o.Defaults.MaxStreams = max(o.Defaults.MaxStreams, 0)
+	o.Defaults.CharactersPerMinute = max(o.Defaults.CharactersPerMinute, 0)
+	o.Defaults.AudioSecondsPerMinute = max(o.Defaults.AudioSecondsPerMinute, 0)
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	return o
 }
 
 // Gate identifies the caller of each stream, applies the access policy
@@ -75,25 +103,8 @@ func New(f *fleet.Fleet, opts Options) (*Gate, error) {
 	if f == nil {
 		return nil, errors.New("callers: a fleet is required")
 	}
-	if opts.Identity == "" {
-		opts.Identity = DefaultIdentity
-	}
-	if opts.PolicyReload <= 0 {
-		opts.PolicyReload = 5 * time.Second
-	}
-	if opts.MetricLabels <= 0 {
-		opts.MetricLabels = 100
-	}
-	if opts.Logger == nil {
-		opts.Logger = zap.NewNop()
-	}
-	if opts.Metrics == nil {
-		opts.Metrics = NewMetrics(nil)
-	}
+	opts = opts.withDefaults()
 	d := opts.Defaults
-	if d.MaxStreams < 0 || d.CharactersPerMinute < 0 || d.AudioSecondsPerMinute < 0 {
-		return nil, errors.New("callers: a negative default quota")
-	}
 	sources, err := parseSources(opts.Identity)
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/speech-gateway/speech-gateway/internal/poll"
@@ -217,6 +218,28 @@ func TestWatch(t *testing.T) {
 	}
 	if l.Current().Lookup("a/second:1") == nil {
 		t.Error("an invalid file replaced the catalog in force")
+	}
+}
+
+// TestWatchNeverRereads: by default the file is checked every 5 s; with a
+// negative Reload it is read once and never again: no watcher runs. Not
+// parallel, so that goleak sees only this test's goroutines.
+func TestWatchNeverRereads(t *testing.T) {
+	if got := DefaultOptions().Reload; got != 5*time.Second {
+		t.Errorf("DefaultOptions().Reload = %v, want 5s", got)
+	}
+	path := filepath.Join(t.TempDir(), "catalog.yaml")
+	if err := os.WriteFile(path, []byte("models:\n  - model: a/first:1\n    kind: stt\n    source: test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Watch(path, Options{Reload: -1, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	goleak.VerifyNone(t) // a watcher would be a goroutine of l's until Close
+	if l.Current().Lookup("a/first:1") == nil {
+		t.Error("the file is not in force")
 	}
 }
 

@@ -52,6 +52,10 @@ type Options struct {
 	Metrics *Metrics
 }
 
+// DefaultOptions are the options Watch and Static use for a zero Options:
+// every knob at its documented default.
+func DefaultOptions() Options { return Options{}.withDefaults() }
+
 func (o Options) withDefaults() Options {
 	if o.Reload == 0 {
 		o.Reload = 5 * time.Second

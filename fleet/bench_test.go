@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -41,4 +42,37 @@ func BenchmarkStreamStart(b *testing.B) {
 	slices.Sort(took)
 	b.ReportMetric(float64(took[len(took)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(took[len(took)*99/100].Microseconds()), "p99-µs")
+}
+
+// BenchmarkHeartbeatWithManyCallers is one heartbeat flushing the counts of
+// 65536 callers (the most a Counter tracks) to a real Redis on loopback, in
+// round trips of maxBatch; it reports the mean round trip of the slowest
+// heartbeat, which the default OpTimeout (250 ms) must cover for the
+// replica to stay shared.
+//
+//	go test -run '^$' -bench BenchmarkHeartbeatWithManyCallers ./fleet/
+func BenchmarkHeartbeatWithManyCallers(b *testing.B) {
+	srv := redistest.Start(b)
+	f, err := Connect(b.Context(), Redis{URL: srv.URL()}, Options{OpTimeout: 10 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	c := f.Counter("characters", time.Hour)
+	trips := (maxCounterEntries + maxBatch - 1) / maxBatch
+	var slowest time.Duration
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		for i := range maxCounterEntries {
+			c.Add("caller-"+strconv.Itoa(i), 1)
+		}
+		b.StartTimer()
+		start := time.Now()
+		if err := f.heartbeat(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+		slowest = max(slowest, time.Since(start)/time.Duration(trips))
+	}
+	b.ReportMetric(float64(slowest.Microseconds())/1000, "ms/round-trip")
 }

@@ -78,6 +78,10 @@ type Options struct {
 	Metrics *Metrics
 }
 
+// DefaultOptions are the options a Fleet uses for a zero Options: every
+// knob at its documented default.
+func DefaultOptions() Options { return Options{}.withDefaults() }
+
 func (o Options) withDefaults() Options {
 	if o.Prefix == "" || strings.ContainsAny(o.Prefix, "{}") {
 		// No braces: the keys' Cluster hash tags are the Fleet's own.

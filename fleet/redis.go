@@ -25,12 +25,25 @@ type Redis struct {
 	//   - Mode "cluster": seed nodes, redis://[user:password@]host:port
 	//     [?addr=host:port...].
 	URL string
-	// Mode is "single" (the default), "sentinel" or "cluster".
+	// Mode is "single" (DefaultRedisMode), "sentinel" or "cluster".
 	Mode string
 	// Password, when set, authenticates with Redis (the primary, or every
 	// node of a Cluster) in place of one in URL: read from a mounted
 	// Secret, it need not be in a URL.
 	Password string
+}
+
+// DefaultRedisMode is the Mode of a Redis that names none: one server.
+const DefaultRedisMode = "single"
+
+// CheckMode reports a Mode that is not single, sentinel or cluster ("" is
+// DefaultRedisMode), before any connection is tried.
+func (r Redis) CheckMode() error {
+	switch r.Mode {
+	case "", DefaultRedisMode, "sentinel", "cluster":
+		return nil
+	}
+	return fmt.Errorf("fleet: redis mode %q is not single, sentinel or cluster", r.Mode)
 }
 
 // MinVersion is the oldest Redis the scripts run on: they use ZADD with
@@ -50,8 +63,11 @@ func (r Redis) client(timeout time.Duration) (redis.UniversalClient, string, err
 		return fmt.Errorf("fleet: the redis url is not %s", want)
 	}
 	maint := &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	if err := r.CheckMode(); err != nil {
+		return nil, "", err
+	}
 	switch r.Mode {
-	case "", "single":
+	case "", DefaultRedisMode:
 		o, err := redis.ParseURL(r.URL)
 		if err != nil {
 			return nil, "", bad("redis://[user:password@]host:port/db or rediss://…")
@@ -73,7 +89,7 @@ func (r Redis) client(timeout time.Duration) (redis.UniversalClient, string, err
 			o.Password = r.Password
 		}
 		return redis.NewFailoverClient(o), o.MasterName + " at " + strings.Join(o.SentinelAddrs, ","), nil
-	case "cluster":
+	default: // cluster
 		o, err := redis.ParseClusterURL(r.URL)
 		if err != nil {
 			return nil, "", bad("redis://[user:password@]host:port[?addr=host:port…] (or rediss://…)")
@@ -85,7 +101,6 @@ func (r Redis) client(timeout time.Duration) (redis.UniversalClient, string, err
 		}
 		return redis.NewClusterClient(o), "cluster " + strings.Join(o.Addrs, ","), nil
 	}
-	return nil, "", fmt.Errorf("fleet: redis mode %q is not single, sentinel or cluster", r.Mode)
 }
 
 // String names r for logs: the mode and URL without its password.
@@ -96,7 +111,7 @@ func (r Redis) String() string {
 			u = scheme + "://…@" + rest[at+1:]
 		}
 	}
-	return cmp.Or(r.Mode, "single") + " " + u
+	return cmp.Or(r.Mode, DefaultRedisMode) + " " + u
 }
 
 // scripts are every script the Fleet runs, loaded into Redis (every node

@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 	"github.com/speech-gateway/speech-gateway/internal/redistest"
 )
 
@@ -23,7 +25,9 @@ func share2(t *testing.T, r Redis) {
 	ctx := testContext(t)
 	var fs [2]*Fleet
 	for i := range fs {
-		f, err := Connect(ctx, r, Options{LeaseTTL: 900 * time.Millisecond, Linger: -1, Logger: zaptest.NewLogger(t)})
+		// A Redis slower than the default OpTimeout on a busy machine
+		// would put a replica in fallback: this is about sharing.
+		f, err := Connect(ctx, r, Options{LeaseTTL: 900 * time.Millisecond, Linger: -1, OpTimeout: 5 * time.Second, StartBudget: 5 * time.Second, Logger: zaptest.NewLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +59,7 @@ func share2(t *testing.T, r Redis) {
 			t.Fatalf("heartbeat: %v", err)
 		}
 	}
-	eventually(t, ctx, "both counts on both replicas", func() bool {
+	poll.Wait(t, ctx, "both counts on both replicas", func() bool {
 		v, _ := fs[0].Counter("characters", time.Minute).Value(ctx, "team-a")
 		w, _ := fs[1].Counter("characters", time.Minute).Value(ctx, "team-a")
 		return v == 12 && w == 12
@@ -120,7 +124,7 @@ func TestConnectWhileRedisIsDown(t *testing.T) {
 		t.Fatalf("beyond 4/2 in fallback: %v, want ErrFull", err)
 	}
 	srv.Restart()
-	eventually(t, ctx, "shared once Redis is up", func() bool { return f.Status().Mode == ModeShared })
+	poll.Wait(t, ctx, "shared once Redis is up", func() bool { return f.Status().Mode == ModeShared })
 	if n := inspect(t, srv).ZCard(ctx, "speech-gateway:sem:upstream:k").Val(); n != 2 {
 		t.Fatalf("redis holds %d leases, want the 2 taken in fallback", n)
 	}
@@ -130,15 +134,17 @@ func TestConnectWhileRedisIsDown(t *testing.T) {
 }
 
 // TestHeartbeatWithManyCallers: a heartbeat that flushes 65536 callers'
-// counts (the most a Counter tracks) goes through within the default
-// OpTimeout per round trip, so the replica stays shared, and every count
-// reaches Redis.
+// counts (the most a Counter tracks) goes through, in batches, so the
+// replica stays shared, and every count reaches Redis. Whether each round
+// trip fits the default OpTimeout is a question of speed, which
+// BenchmarkHeartbeatWithManyCallers measures: here each may take 10 s, so
+// that a busy machine does not fail the test.
 func TestHeartbeatWithManyCallers(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	f, err := Connect(ctx, Redis{URL: srv.URL()}, Options{Logger: zaptest.NewLogger(t)})
+	f, err := Connect(ctx, Redis{URL: srv.URL()}, Options{OpTimeout: 10 * time.Second, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,32 +162,37 @@ func TestHeartbeatWithManyCallers(t *testing.T) {
 	if st := f.Status(); st.Mode != ModeShared {
 		t.Fatalf("status %+v, want shared", st)
 	}
+	// The replica's own heartbeat may have taken some counts to Redis
+	// just before this one, and be sending them still.
 	w, _ := c.current(time.Now())
 	rc := inspect(t, srv)
 	for _, i := range []int{0, callers / 2, callers - 1} {
-		if v, err := rc.Get(ctx, c.rkey("caller-"+strconv.Itoa(i), w)).Int(); err != nil || v != 1 {
-			t.Fatalf("caller-%d in redis: %v, %v; want 1", i, v, err)
-		}
+		poll.Wait(t, ctx, fmt.Sprintf("caller-%d's count in redis", i), func() bool {
+			v, err := rc.Get(ctx, c.rkey("caller-"+strconv.Itoa(i), w)).Int()
+			return err == nil && v == 1
+		})
 	}
 }
 
-// TestSlowRedisAtStreamStart: behind a Redis that answers in 200 ms, a
-// stream's checks take the local share after StartBudget instead of
-// waiting, are counted, and leave the fleet shared; the heartbeat, with
+// TestSlowRedisAtStreamStart: behind a Redis that answers in a second, a
+// stream's checks take the local share after StartBudget (50 ms) instead
+// of waiting, are counted, and leave the fleet shared; the heartbeat, with
 // its own bound, keeps Redis up to date, the lease taken locally included.
+// A second is twenty budgets: however busy the machine, the answer comes
+// after the budget has run out.
 func TestSlowRedisAtStreamStart(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	proxy := startLossyProxy(t, srv.Addr())
 	ctx := testContext(t)
 	reg := prometheus.NewRegistry()
-	f, err := Connect(ctx, Redis{URL: "redis://" + proxy.addr()}, Options{OpTimeout: 2 * time.Second, StartBudget: 50 * time.Millisecond,
+	f, err := Connect(ctx, Redis{URL: "redis://" + proxy.addr()}, Options{OpTimeout: 5 * time.Second, StartBudget: 50 * time.Millisecond,
 		LeaseTTL: 3 * time.Second, Metrics: NewMetrics(reg), Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	proxy.delay.Store(int64(200 * time.Millisecond))
+	proxy.delay.Store(int64(time.Second))
 	start := time.Now()
 	if _, err := f.Semaphore("caller_streams").Acquire(ctx, "team-a", 1, 0); err != nil {
 		t.Fatalf("acquire behind a slow redis: %v", err)
@@ -191,7 +202,7 @@ func TestSlowRedisAtStreamStart(t *testing.T) {
 	if v, _ := f.Counter("characters", time.Minute).Value(ctx, "team-a"); v != 0 {
 		t.Fatalf("count = %d, want 0", v)
 	}
-	t.Logf("behind a Redis 200 ms away: acquire took %v, read %v", acquired, time.Since(start))
+	t.Logf("behind a Redis a second away: acquire took %v, read %v", acquired, time.Since(start))
 	for _, op := range []string{"acquire", "read"} {
 		if got := testutil.ToFloat64(f.m.slow.WithLabelValues(op)); got != 1 {
 			t.Errorf("redis_slow{%s} = %v, want 1", op, got)
@@ -205,6 +216,18 @@ func TestSlowRedisAtStreamStart(t *testing.T) {
 	}
 	if n := inspect(t, srv).ZCard(ctx, "speech-gateway:sem:caller_streams:team-a").Val(); n != 1 {
 		t.Fatalf("redis holds %d leases of team-a, want the 1 granted locally", n)
+	}
+}
+
+func TestCheckMode(t *testing.T) {
+	t.Parallel()
+	for mode, ok := range map[string]bool{"": true, DefaultRedisMode: true, "sentinel": true, "cluster": true, "ring": false, "Single": false} {
+		if err := (Redis{Mode: mode}).CheckMode(); (err == nil) != ok {
+			t.Errorf("CheckMode(%q) = %v", mode, err)
+		}
+	}
+	if _, _, err := (Redis{URL: "redis://127.0.0.1:1", Mode: "ring"}).client(time.Second); err == nil {
+		t.Error("a client for mode ring")
 	}
 }
 

@@ -87,7 +87,7 @@ if buildah run "$ctr" -- /speech-gateway --dev --listen 127.0.0.1:0 --admin-list
 fi
 grep -q 'simulator is not built into this binary' "$work/dev.log" || fail "--dev in the production image: $(cat "$work/dev.log")"
 echo "image: --dev in the production image: $(grep -o 'the embedded SLNG simulator is not built into this binary' "$work/dev.log")"
-buildah config --env SLNG_API_KEY="$key" "$ctr"
+buildah config --env SPEECH_GATEWAY_SLNG_API_KEY="$key" "$ctr"
 buildah run "$ctr" -- /speech-gateway --slng-base-url ws://127.0.0.1:8797 \
 	--listen 127.0.0.1:50097 --admin-listen 127.0.0.1:9197 --log-format json 2>"$work/run.log" &
 pids+=($!)

@@ -5,10 +5,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 )
@@ -46,8 +48,8 @@ func TestCodecRoundTrip(t *testing.T) {
 		if err := c.Unmarshal(data, back); err != nil {
 			t.Fatal(err)
 		}
-		if !proto.Equal(back, m) {
-			t.Fatalf("round trip changed %v into %v", m, back)
+		if diff := cmp.Diff(m, back, protocmp.Transform()); diff != "" {
+			t.Fatalf("round trip changed %T (-want +got):\n%s", m, diff)
 		}
 		data.Free()
 	}

@@ -138,6 +138,10 @@ type Config struct {
 // key when Config.AllowCallerKey is set.
 const CallerKeyHeader = "x-slng-api-key"
 
+// DefaultConfig is the Config New uses for a zero Config: every knob at
+// its documented default.
+func DefaultConfig() Config { return Config{}.withDefaults() }
+
 func (c Config) withDefaults() Config {
 	if c.DefaultTTSModel == "" {
 		c.DefaultTTSModel = "deepgram/aura:2"

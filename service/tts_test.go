@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 	"github.com/speech-gateway/speech-gateway/slngpool"
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
@@ -576,15 +577,12 @@ func TestDrain(t *testing.T) {
 	wantStatus(t, err, codes.Unavailable, ReasonServerDraining)
 }
 
+// waitFor waits, for up to 10 s, until cond holds (poll.Wait).
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	poll.Wait(t, ctx, what, cond)
 }
 
 // BenchmarkSynthesizeChunk measures one 20 ms chunk of 24 kHz LINEAR16

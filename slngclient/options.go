@@ -26,6 +26,31 @@ const (
 	RoutesDirect
 )
 
+// routeNames are the Routes' names in text: configuration, flags, logs.
+var routeNames = [...]string{RoutesBridge: "bridge", RoutesDirect: "direct"}
+
+// String is the name of r: bridge or direct.
+func (r Routes) String() string {
+	if int(r) < 0 || int(r) >= len(routeNames) {
+		return fmt.Sprintf("Routes(%d)", int(r))
+	}
+	return routeNames[r]
+}
+
+// MarshalText is r's name, as String.
+func (r Routes) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText sets r from its name, bridge or direct.
+func (r *Routes) UnmarshalText(b []byte) error {
+	for i, name := range routeNames {
+		if string(b) == name {
+			*r = Routes(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("routes must be bridge or direct, not %q", b)
+}
+
 // Options configure a Client. The zero value of every field is its
 // documented default.
 type Options struct {
@@ -188,30 +213,7 @@ func New(opts Options) (*Client, error) {
 		return nil, fmt.Errorf("slngclient: BaseURL scheme %q is not ws or wss", u.Scheme)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
-	if opts.HandshakeTimeout <= 0 {
-		opts.HandshakeTimeout = 10 * time.Second
-	}
-	if opts.ReadyTimeout <= 0 {
-		opts.ReadyTimeout = 5 * time.Second
-	}
-	if opts.TTSKeepalive == 0 {
-		opts.TTSKeepalive = 20 * time.Second
-	}
-	if opts.STTKeepalive == 0 {
-		opts.STTKeepalive = 5 * time.Second
-	}
-	if opts.PingInterval == 0 {
-		opts.PingInterval = 15 * time.Second
-	}
-	if opts.PingTimeout <= 0 {
-		opts.PingTimeout = 10 * time.Second
-	}
-	if opts.ReadLimit <= 0 {
-		opts.ReadLimit = 4 << 20
-	}
-	if opts.HTTPClient == nil {
-		opts.HTTPClient = http.DefaultClient
-	}
+	opts = opts.withDefaults()
 	log := opts.Logger
 	if log == nil {
 		log = zap.NewNop()
@@ -219,6 +221,39 @@ func New(opts Options) (*Client, error) {
 	c := &Client{opts: opts, base: u, log: log.Named("slngclient")}
 	c.SetAPIKey(opts.APIKey)
 	return c, nil
+}
+
+// DefaultOptions are the options New uses for a zero Options: every knob
+// at its documented default. BaseURL and Region stay empty: there is no
+// default region, and New refuses options with neither.
+func DefaultOptions() Options { return Options{}.withDefaults() }
+
+func (o Options) withDefaults() Options {
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 10 * time.Second
+	}
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = 5 * time.Second
+	}
+	if o.TTSKeepalive == 0 {
+		o.TTSKeepalive = 20 * time.Second
+	}
+	if o.STTKeepalive == 0 {
+		o.STTKeepalive = 5 * time.Second
+	}
+	if o.PingInterval == 0 {
+		o.PingInterval = 15 * time.Second
+	}
+	if o.PingTimeout <= 0 {
+		o.PingTimeout = 10 * time.Second
+	}
+	if o.ReadLimit <= 0 {
+		o.ReadLimit = 4 << 20
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = http.DefaultClient
+	}
+	return o
 }
 
 // Host is the base URL the Client dials, e.g. "wss://us-east.api.slng.ai":

@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/speech-gateway/speech-gateway/slngclient"
 )
@@ -93,5 +94,26 @@ func TestHeaders(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestRoutesText(t *testing.T) {
+	t.Parallel()
+	for _, r := range []slngclient.Routes{slngclient.RoutesBridge, slngclient.RoutesDirect} {
+		b, err := r.MarshalText()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back slngclient.Routes
+		if err := back.UnmarshalText(b); err != nil || back != r {
+			t.Errorf("%s read back as %v, %v", b, back, err)
+		}
+	}
+	var r slngclient.Routes
+	if err := r.UnmarshalText([]byte("sideways")); err == nil {
+		t.Error("UnmarshalText(sideways) succeeded")
+	}
+	if d := slngclient.DefaultOptions(); d.Routes != slngclient.RoutesBridge || d.Region != "" || d.HandshakeTimeout != 10*time.Second || d.BaseURL != "" {
+		t.Errorf("DefaultOptions() = %+v", d)
 	}
 }

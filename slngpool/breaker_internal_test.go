@@ -1,6 +1,7 @@
 package slngpool
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 	"go.uber.org/zap"
 
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 )
 
@@ -21,13 +23,10 @@ func TestReportOKLeavesHalfOpenAlone(t *testing.T) {
 	if st := b.cb.State(); st != gobreaker.StateOpen {
 		t.Fatalf("state %v after a failure, want open", st)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for b.cb.State() != gobreaker.StateHalfOpen {
-		if time.Now().After(deadline) {
-			t.Fatal("the breaker never became half-open")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	// gobreaker's open timeout runs on the real clock.
+	poll.Wait(t, ctx, "the breaker half-open", func() bool { return b.cb.State() == gobreaker.StateHalfOpen })
 	b.reportOK() // a session dialled before the outage, retired now
 	if st := b.cb.State(); st != gobreaker.StateHalfOpen {
 		t.Fatalf("state %v after an old session's success, want half-open", st)

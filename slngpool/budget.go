@@ -40,7 +40,7 @@ func (p *Pool) takeBudget(ctx context.Context, k poolKey, until time.Time) error
 	}
 	// Only a standby of the same credential frees a session of its budget.
 	p.evictOldest(func(o poolKey) bool { return o.cred == k.cred })
-	err := b.Acquire(ctx, k.cred, max(time.Until(until), 0))
+	err := b.Acquire(ctx, k.cred, max(until.Sub(p.now()), 0)) // the Budget waits in real time
 	switch {
 	case err == nil:
 		return nil

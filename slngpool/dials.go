@@ -179,7 +179,7 @@ func (p *Pool) refill() time.Time {
 	if p.opts.DisableWarm {
 		return time.Time{}
 	}
-	now := time.Now()
+	now := p.now()
 	var wakeAt time.Time
 	soon := func(t time.Time) {
 		if wakeAt.IsZero() || t.Before(wakeAt) {
@@ -326,7 +326,7 @@ func (p *Pool) dialStandby(k poolKey, pur Purpose, dial dialFunc, probe *keyPaus
 			p.br.outcome(k, br, done, err, false)
 		}
 	}
-	now := time.Now()
+	now := p.now()
 	p.mu.Lock()
 	p.doneDialingLocked(k)
 	if probe != nil {

@@ -2,7 +2,6 @@ package slngpool
 
 import (
 	"sync"
-	"time"
 
 	"github.com/speech-gateway/speech-gateway/slngclient"
 )
@@ -50,7 +49,7 @@ func (p *Pool) release(l *lease, err error, reusable bool) {
 	if l.proving {
 		p.settleProof(l.key, l.s)
 	}
-	now := time.Now()
+	now := p.now()
 	if err == nil && isDone(l.s) {
 		// A caller that replaced a failed session may release it as if
 		// it had ended well; how it ended is known here.

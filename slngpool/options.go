@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/speech-gateway/speech-gateway/internal/clock"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 )
 
@@ -103,7 +104,17 @@ type Options struct {
 	Logger *zap.Logger
 	// Metrics may be nil.
 	Metrics *Metrics
+	// Clock is the pool's time: its back-offs, pauses, ages, learned
+	// lifetimes and the waits for capacity and dial tokens. Default the
+	// real clock; tests move a fake one. Dial durations, deadlines of the
+	// callers' contexts and the breakers' open timeout (gobreaker's own)
+	// are real time whatever it is.
+	Clock clock.Clock
 }
+
+// DefaultOptions are the options New uses for a zero Options: every knob
+// at its documented default.
+func DefaultOptions() Options { return Options{}.withDefaults() }
 
 func (o Options) withDefaults() Options {
 	def := func(v *int, d int) {
@@ -149,6 +160,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real()
 	}
 	return o
 }

@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -101,6 +102,10 @@ type Pool struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	kick   chan struct{}
+	// passes counts the maintenance passes begun and ended, so that a test
+	// can wait for a pass that began after it moved the clock
+	// (export_test.go).
+	passesBegun, passesEnded atomic.Uint64
 
 	mu      sync.Mutex
 	closed  bool
@@ -295,7 +300,7 @@ func (p *Pool) acquire(ctx context.Context, k poolKey, req Request, dial dialFun
 		}
 	}
 	// One AcquireTimeout bounds all the waits of an acquire together.
-	until := time.Now().Add(p.opts.AcquireTimeout)
+	until := p.now().Add(p.opts.AcquireTimeout)
 	if err := p.takeSlot(ctx, until); err != nil {
 		if errors.Is(err, ErrExhausted) {
 			p.m.acquires.WithLabelValues(k.kind, "exhausted").Inc()
@@ -373,9 +378,9 @@ func (p *Pool) dialRetrying(ctx context.Context, k poolKey, br *breaker, purpose
 		}
 		p.log.Debug("retrying slng dial", zap.String("model", k.model), zap.Int("attempt", attempt),
 			zap.Duration("after", sleep), zap.Error(err))
-		t := time.NewTimer(sleep)
+		t := p.opts.Clock.NewTimer(sleep)
 		select {
-		case <-t.C:
+		case <-t.C():
 		case <-ctx.Done():
 			t.Stop()
 			return nil, err
@@ -390,29 +395,30 @@ func (p *Pool) dialToken(ctx context.Context, until time.Time) error {
 	if p.all == nil {
 		return nil
 	}
-	r := p.all.Reserve()
-	d := r.Delay()
+	now := p.now()
+	r := p.all.ReserveN(now, 1)
+	d := r.DelayFrom(now)
 	if d == 0 {
 		return nil
 	}
-	limit := time.Until(until)
+	limit := until.Sub(now)
 	if dl, ok := ctx.Deadline(); ok {
 		limit = min(limit, time.Until(dl))
 	}
 	if d > limit {
-		r.Cancel()
+		r.CancelAt(now)
 		return ErrDialRate
 	}
-	t := time.NewTimer(d)
+	t := p.opts.Clock.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-t.C():
 		return nil
 	case <-ctx.Done():
-		r.Cancel()
+		r.CancelAt(p.now())
 		return ctx.Err()
 	case <-p.ctx.Done():
-		r.Cancel()
+		r.CancelAt(p.now())
 		return ErrClosed
 	}
 }
@@ -445,12 +451,12 @@ func (p *Pool) takeSlot(ctx context.Context, until time.Time) error {
 		default:
 		}
 	}
-	t := time.NewTimer(time.Until(until))
+	t := p.opts.Clock.NewTimer(until.Sub(p.now()))
 	defer t.Stop()
 	select {
 	case p.slots <- struct{}{}:
 		return nil
-	case <-t.C:
+	case <-t.C():
 		return ErrExhausted
 	case <-ctx.Done():
 		return ctx.Err()
@@ -458,6 +464,9 @@ func (p *Pool) takeSlot(ctx context.Context, until time.Time) error {
 		return ErrClosed
 	}
 }
+
+// now is the time on the pool's clock.
+func (p *Pool) now() time.Time { return p.opts.Clock.Now() }
 
 // Close stops the pool: standby sessions are closed, background dials
 // cancelled and waited for. Leases still out stay valid; releasing them

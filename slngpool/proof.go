@@ -37,12 +37,12 @@ type lent struct {
 // lendProving arms the proof of life of s, a standby of k being lent, when
 // it needs one, and reports whether it does.
 func (p *Pool) lendProving(k poolKey, s session) bool {
-	if p.opts.CheckoutPingTimeout <= 0 || time.Since(s.Heard()) <= p.opts.HeardWithin {
+	if p.opts.CheckoutPingTimeout <= 0 || p.now().Sub(s.Heard()) <= p.opts.HeardWithin {
 		return false
 	}
 	s.ProveLife(p.opts.CheckoutPingTimeout)
 	p.mu.Lock()
-	p.proving[k] = append(p.proving[k], lent{s: s, at: time.Now()})
+	p.proving[k] = append(p.proving[k], lent{s: s, at: p.now()})
 	p.mu.Unlock()
 	return true
 }
@@ -86,7 +86,7 @@ func (p *Pool) settleProof(k poolKey, s session) {
 		p.mu.Unlock()
 		return
 	}
-	p.failedLocked(k, s.Err(), time.Now(), false)
+	p.failedLocked(k, s.Err(), p.now(), false)
 	var suspects []*idleSession
 	for _, is := range p.idle[k] {
 		if is.s.Heard().Before(lentAt) {

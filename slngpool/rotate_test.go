@@ -5,6 +5,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 	"github.com/speech-gateway/speech-gateway/internal/slngtest"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 	"github.com/speech-gateway/speech-gateway/slngpool"
@@ -46,7 +47,7 @@ func TestKeyChanged(t *testing.T) {
 	speak(t, inUse, "still speaking")
 	inUse.Release(nil, true)
 	// A new standby, with the new key, replaces the old one.
-	waitFor(t, "a standby with the new key", func() bool {
+	poll.Wait(t, ctx, "a standby with the new key", func() bool {
 		for _, s := range sim.Sessions() {
 			if s.KeyID == slngsim.KeyID(newKey) && s.Open {
 				return p.IdleCount() == 1
@@ -63,9 +64,9 @@ func TestKeyChanged(t *testing.T) {
 	}
 	speak(t, l, "with the new key")
 	l.Release(nil, false)
-	// The pool has closed them; the simulator sees each close a moment
-	// later.
-	waitFor(t, "every session with the old key closed", func() bool {
+	// The simulator sees a close when its handler reads it, a little
+	// after the pool closed the socket.
+	poll.Wait(t, ctx, "every session with the old key closed", func() bool {
 		for _, s := range sim.Sessions() {
 			if s.KeyID == slngsim.KeyID(oldKey) && s.Open {
 				return false

@@ -124,7 +124,7 @@ const (
 // on its own after the caller has gone (a clean session of it may still
 // be kept for the caller's next stream, which is no dial).
 func (p *Pool) noteUse(k poolKey, dial dialFunc, res useResult, err error) {
-	now := time.Now()
+	now := p.now()
 	p.mu.Lock()
 	r := p.routes[k]
 	wake := false
@@ -165,7 +165,7 @@ func (p *Pool) noteUse(k poolKey, dial dialFunc, res useResult, err error) {
 func (p *Pool) succeededLocked(k poolKey) {
 	if r := p.routes[k]; r != nil {
 		r.fails, r.next, r.stopped, r.rejected, r.proven = 0, time.Time{}, false, "", true
-		p.updateStateLocked(k, r, time.Now())
+		p.updateStateLocked(k, r, p.now())
 	}
 	if kp := p.pauses[k.cred]; kp != nil {
 		kp.level = 0 // a pause SLNG asked for still runs its time
@@ -254,12 +254,12 @@ func deathCause(err error) string {
 // failed its proof of life after it was lent is settleProof's.)
 func (p *Pool) standbyDied(is *idleSession, err error) {
 	k := is.key
-	life := time.Since(is.since)
+	life := p.now().Sub(is.since)
 	cause := deathCause(err)
 	p.discard(is.s, k, "spoiled")
 	p.m.deaths.WithLabelValues(k.kind, cause).Inc()
 	p.m.lifetime.WithLabelValues(k.kind).Observe(life.Seconds())
-	now := time.Now()
+	now := is.since.Add(life)
 	learned, known := false, false
 	p.mu.Lock()
 	if r := p.routes[k]; r != nil && slngclient.Reaped(err) && life >= minLearnedLife {

@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/speech-gateway/speech-gateway/internal/poll"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 	"github.com/speech-gateway/speech-gateway/slngpool"
 	"github.com/speech-gateway/speech-gateway/slngsim"
@@ -80,18 +81,20 @@ var budgetCases = []budgetCase{
 	{name: "http 429", fault: "handshake:429"},
 	{name: "http 503", fault: "handshake:503"},
 	{name: "drop after ready", fault: "drop@ready"},
-	{name: "idle drop after init", sim: slngsim.Options{TTSTextTimeout: 5 * time.Second}},
+	// A route that drops idle sessions is idleDropRoute's, in real time:
+	// the simulator's idle timeout does not run on the pool's fake clock.
 }
 
 // TestDialBudget: for each way the simulator can turn sessions away, one
-// caller stream per configuration, then 30 s of silence. The simulator must
-// see at most 5 sessions per configuration in the first 5 s and 15 in the
-// 30 s, with 1 and with 20 configurations failing at once, and a later
-// caller must still get a clear answer quickly. Alongside, idleDropRoute
-// measures a busy and a quiet route that drop idle sessions. Every
-// scenario runs at once, so the test takes about 30 s; with -v it prints
-// the figures. It is in the package's last file so that go test starts it
-// first among the parallel tests, and the others run beside it.
+// caller stream per configuration, then 30 s of silence on the pool's
+// clock, which the test moves. The simulator must see at most 5 sessions
+// per configuration in the first 5 s and 15 in the 30 s, with 1 and with
+// 20 configurations failing at once, and a later caller must still get a
+// clear answer within 5 s. Alongside, idleDropRoute measures a busy and a
+// quiet route that drop idle sessions, over 25 s of real time. Every
+// scenario runs at once; with -v it prints the figures. It is in the
+// package's last file so that go test starts it first among the parallel
+// tests, and the others run beside it.
 func TestDialBudget(t *testing.T) {
 	t.Parallel()
 	type scenario struct {
@@ -142,7 +145,8 @@ type budgetResult struct {
 	laterTook                    time.Duration
 }
 
-// runBudget runs one scenario; it may run in a goroutine of t's test.
+// runBudget runs one scenario, its time on a fake clock; it may run in a
+// goroutine of t's test.
 func runBudget(t *testing.T, bc budgetCase, configs int) (res budgetResult) {
 	counter := &sessionCounter{n: map[string]int{}}
 	simOpts := bc.sim
@@ -166,7 +170,8 @@ func runBudget(t *testing.T, bc budgetCase, configs int) (res budgetResult) {
 	if err != nil {
 		return budgetResult{err: err}
 	}
-	p, err := slngpool.New(c, slngpool.Options{Logger: zaptest.NewLogger(t)})
+	clk := fakeClock()
+	p, err := slngpool.New(c, slngpool.Options{Logger: zaptest.NewLogger(t), Clock: clk})
 	if err != nil {
 		return budgetResult{err: err}
 	}
@@ -178,36 +183,68 @@ func runBudget(t *testing.T, bc budgetCase, configs int) (res budgetResult) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	start := time.Now()
-	var wg sync.WaitGroup
-	for _, m := range models {
-		wg.Go(func() {
-			cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
-			defer ccancel()
-			_ = callerTurn(cctx, p, m)
-		})
+	// step moves the clock d on, and waits until the pool has acted on it
+	// and its background dials are done.
+	step := func(d time.Duration) error {
+		clk.Advance(d)
+		if err := slngpool.Settle(ctx, p); err != nil {
+			return err
+		}
+		return poll.Until(ctx, time.Millisecond, func() bool { return slngpool.InFlight(p) == 0 })
 	}
-	wg.Wait()
-	at := func(d time.Duration) map[string]int {
-		t := time.NewTimer(time.Until(start.Add(d)))
-		defer t.Stop()
-		<-t.C
-		return counter.snapshot()
+	// callers runs the callers of models while the clock moves on, 10 ms
+	// at a time, for their retries' back-offs.
+	callers := func(models ...string) (last error) {
+		var wg sync.WaitGroup
+		errs := make([]error, len(models))
+		for i, m := range models {
+			wg.Go(func() {
+				cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+				defer ccancel()
+				errs[i] = callerTurn(cctx, p, m)
+			})
+		}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		for {
+			select {
+			case <-done:
+				return errs[len(errs)-1]
+			default:
+			}
+			if err := step(10 * time.Millisecond); err != nil {
+				<-done
+				return err
+			}
+		}
 	}
-	in5 := at(5 * time.Second)
-	in30 := at(30 * time.Second)
+	start := clk.Now()
+	callers(models...)
+	at := func(d time.Duration) (map[string]int, error) {
+		for clk.Now().Before(start.Add(d)) {
+			if err := step(100 * time.Millisecond); err != nil {
+				return nil, err
+			}
+		}
+		return counter.snapshot(), nil
+	}
+	in5, err := at(5 * time.Second)
+	if err != nil {
+		return budgetResult{err: err}
+	}
+	in30, err := at(30 * time.Second)
+	if err != nil {
+		return budgetResult{err: err}
+	}
 	for _, m := range models {
 		res.total5 += in5[m]
 		res.total30 += in30[m]
 		res.max5 = max(res.max5, in5[m])
 		res.max30 = max(res.max30, in30[m])
 	}
-
-	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer lcancel()
-	lstart := time.Now()
-	res.later = callerTurn(lctx, p, models[0])
-	res.laterTook = time.Since(lstart)
+	lstart := clk.Now()
+	res.later = callers(models[0])
+	res.laterTook = clk.Now().Sub(lstart)
 	return res
 }
 
@@ -285,7 +322,7 @@ func idleDropRoute(t *testing.T, busy bool) {
 				if time.Now().Add(gap).After(end) {
 					return
 				}
-				quiet(gap)
+				pace(gap)
 				var wait time.Duration // SynthesizeText: the text comes with the call
 				if rng.IntN(2) == 0 {
 					wait = time.Duration(rng.Int64N(int64(think)))
@@ -347,6 +384,14 @@ func idleDropRoute(t *testing.T, busy bool) {
 	}
 }
 
+// pace waits d of real time: the schedule of idleDropRoute's callers,
+// against the simulator's idle timeout, which is real time too.
+func pace(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	<-t.C
+}
+
 // idleCall is what one caller of idleDropRoute saw.
 type idleCall struct {
 	warm bool          // a standby served it
@@ -369,7 +414,7 @@ func idleDropCall(ctx context.Context, p *slngpool.Pool, model string, wait time
 	}
 	c.warm = l.Warm
 	if d := time.Until(textAt); d > 0 {
-		quiet(d)
+		pace(d)
 	}
 	start := textAt
 	for attempt := 0; ; attempt++ {

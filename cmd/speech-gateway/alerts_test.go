@@ -81,9 +81,9 @@ func TestAlertsEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	ruleNames := alertNames(t, rules)
+	bin := buildGatewayBinary(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	bin := buildGatewayBinary(ctx, t)
 
 	scenarios := alertScenarios()
 	// Every alert has a scenario that fires it, or is named here with why
@@ -131,6 +131,10 @@ func TestAlertsEndToEnd(t *testing.T) {
 		targets[sc.name] = gateways[i].admin
 	}
 	prom := startPrometheus(ctx, t, promBin, rules, targets)
+	// Every gateway scraped before any fault begins: on a busy machine
+	// Prometheus takes seconds to start, and a short-lived condition (the
+	// draining one) would come and go unseen.
+	prom.waitFor(ctx, t, fmt.Sprintf("count(up == 1) == %d", len(scenarios)))
 	start := time.Now()
 
 	// Every fault at once, each until its alerts fire: the scenarios are
@@ -673,9 +677,13 @@ var gatewayBinary struct {
 // version and revision set at link time, once for the test binary. It
 // builds with -race when the test does: the packages are then already
 // compiled, and the gateway's races are caught too.
-func buildGatewayBinary(ctx context.Context, t *testing.T) string {
+func buildGatewayBinary(t *testing.T) string {
 	t.Helper()
 	gatewayBinary.once.Do(func() {
+		// Its own bound, apart from the tests' time budgets: the build
+		// takes a minute or more on a busy machine.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
 		start := time.Now()
 		gatewayBinary.path, gatewayBinary.err = goBuild(ctx)
 		t.Logf("built %s in %v", gatewayBinary.path, time.Since(start).Round(time.Millisecond))
@@ -784,7 +792,7 @@ func startGatewayProc(ctx context.Context, t *testing.T, bin, name, key string, 
 	t.Helper()
 	args = append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"}, args...)
 	cmd := exec.Command(bin, args...)
-	cmd.Env = []string{"SLNG_API_KEY=" + key}
+	cmd.Env = []string{"SPEECH_GATEWAY_SLNG_API_KEY=" + key}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Errorf("%s: %v", name, err)

@@ -10,16 +10,14 @@ import (
 )
 
 // setupCatalog is the model catalog in force: --catalog-file, re-read when
-// it changes; else, with --dev, the built-in catalog as the simulator
+// it changes (checked every --catalog-reload-interval; negative: never);
+// else, with --dev, the built-in catalog as the simulator
 // plays it (devCatalog); else the built-in catalog. The caller closes it.
 func setupCatalog(cfg *config, log *zap.Logger, reg prom.Registerer) (*catalog.Live, error) {
-	opts := catalog.Options{Logger: log, Metrics: catalog.NewMetrics(reg)}
-	if cfg.catalogFile != "" {
-		opts.Reload = cfg.catalogReload
-		if opts.Reload == 0 {
-			opts.Reload = -1 // never
-		}
-		live, err := catalog.Watch(cfg.catalogFile, opts)
+	opts := cfg.catalog.opts
+	opts.Logger, opts.Metrics = log, catalog.NewMetrics(reg)
+	if cfg.catalog.file != "" {
+		live, err := catalog.Watch(cfg.catalog.file, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -31,8 +29,8 @@ func setupCatalog(cfg *config, log *zap.Logger, reg prom.Registerer) (*catalog.L
 	}
 	c, err := catalog.Default()
 	source := "built in"
-	if err == nil && cfg.dev {
-		c, err = devCatalog(c, cfg.devProfile)
+	if err == nil && cfg.serve.dev {
+		c, err = devCatalog(c, cfg.serve.devProfile)
 		source = "built in, as the simulator plays it"
 	}
 	if err == nil {
@@ -48,11 +46,11 @@ func setupCatalog(cfg *config, log *zap.Logger, reg prom.Registerer) (*catalog.L
 // checkDefaultVoice refuses a default voice that the catalog says the
 // default model lacks: every stream that names neither would fail.
 func checkDefaultVoice(cfg *config, c *catalog.Catalog) error {
-	m := c.Lookup(cfg.defaultTTSModel)
+	m := c.Lookup(cfg.service.DefaultTTSModel)
 	if m == nil {
 		return nil
 	}
-	for _, p := range m.Check(catalog.Request{Voice: cfg.defaultVoice}) {
+	for _, p := range m.Check(catalog.Request{Voice: cfg.service.DefaultVoice}) {
 		if p.Field == catalog.FieldVoice {
 			return fmt.Errorf("--default-voice: %s", p.Message)
 		}

@@ -90,7 +90,8 @@ func TestListenOpensWhatIsConfigured(t *testing.T) {
 }
 
 // TestRetiredProfilingVariables: a manifest that still asks for profiles on
-// the admin port stops the start-up with a message naming DEBUG_ADDR; one
+// the admin port stops the start-up with a message naming
+// SPEECH_GATEWAY_DEBUG_LISTEN; one
 // that asked for none starts.
 func TestRetiredProfilingVariables(t *testing.T) {
 	t.Parallel()
@@ -104,8 +105,8 @@ func TestRetiredProfilingVariables(t *testing.T) {
 		{map[string]string{"ADMIN_PPROF": "false", "ADMIN_MEM_PROFILE_RATE": "0"}, false},
 	} {
 		_, err := parseConfig([]string{"--dev"}, envFrom(tc.env), io.Discard)
-		if tc.fail && (err == nil || !strings.Contains(err.Error(), "DEBUG_ADDR")) {
-			t.Errorf("env %v: %v, want an error naming DEBUG_ADDR", tc.env, err)
+		if tc.fail && (err == nil || !strings.Contains(err.Error(), "SPEECH_GATEWAY_DEBUG_LISTEN")) {
+			t.Errorf("env %v: %v, want an error naming SPEECH_GATEWAY_DEBUG_LISTEN", tc.env, err)
 		}
 		if !tc.fail && err != nil {
 			t.Errorf("env %v: %v", tc.env, err)

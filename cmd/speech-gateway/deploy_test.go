@@ -225,7 +225,7 @@ func TestNetworkPolicyMatchesPorts(t *testing.T) {
 
 // TestScaledObjectScalesOnStreams: the KEDA component scales on the
 // gateway's documented active-streams gauge, at a target per replica below
-// MAX_STREAMS, beside the base HPA's CPU target and replica bounds.
+// --max-streams, beside the base HPA's CPU target and replica bounds.
 func TestScaledObjectScalesOnStreams(t *testing.T) {
 	t.Parallel()
 	so := manifest(t, scaledObjectFile, "ScaledObject")
@@ -235,7 +235,7 @@ func TestScaledObjectScalesOnStreams(t *testing.T) {
 			t.Errorf("ScaledObject %s = %v, want the HPA's %s %v", k[0], a, k[1], b)
 		}
 	}
-	maxStreams, err := strconv.Atoi(containerEnv(t, "MAX_STREAMS"))
+	maxStreams, err := strconv.Atoi(containerEnv(t, "SPEECH_GATEWAY_MAX_STREAMS"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,20 +257,22 @@ func TestScaledObjectScalesOnStreams(t *testing.T) {
 	}
 	threshold, err := strconv.Atoi(field(streams, "metadata", "threshold").(string))
 	if err != nil || threshold <= 0 || threshold >= maxStreams || field(streams, "metricType") != "AverageValue" {
-		t.Errorf("streams per replica: threshold %d (%v), metric type %v; want an AverageValue below MAX_STREAMS %d",
+		t.Errorf("streams per replica: threshold %d (%v), metric type %v; want an AverageValue below --max-streams %d",
 			threshold, err, field(streams, "metricType"), maxStreams)
 	}
 }
 
 // TestIstioSettingsFitTheGateway: the Istio component lets the gateway out
-// to the SLNG host it dials for every known region, and its sidecar's
-// stream idle timeout is above the gateway's own CALLER_IDLE_TIMEOUT, so
-// that an idle caller gets the gateway's described error, not a reset.
+// to the SLNG host it dials for every known region and for the manifest's
+// own, and its sidecar's stream idle timeout is above the gateway's own
+// --caller-idle-timeout, so that an idle caller gets the gateway's
+// described error, not a reset.
 func TestIstioSettingsFitTheGateway(t *testing.T) {
 	t.Parallel()
 	se := manifest(t, istioEgressFile, "ServiceEntry")
 	dr := manifest(t, istioEgressFile, "DestinationRule")
-	for _, region := range slngclient.KnownRegions {
+	manifestRegion := containerEnv(t, "SPEECH_GATEWAY_SLNG_REGION")
+	for _, region := range append([]string{manifestRegion}, slngclient.KnownRegions...) {
 		client, err := slngclient.New(slngclient.Options{Region: region})
 		if err != nil {
 			t.Fatal(err)
@@ -290,7 +292,7 @@ func TestIstioSettingsFitTheGateway(t *testing.T) {
 		t.Errorf("the ServiceEntry's port is %v, want 443", got)
 	}
 
-	c, err := parseConfig(nil, envFrom(map[string]string{"SLNG_API_KEY": "k", "SLNG_REGION": "us-east"}), io.Discard)
+	c, err := parseConfig(nil, envFrom(map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k", "SPEECH_GATEWAY_SLNG_REGION": manifestRegion}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,8 +300,8 @@ func TestIstioSettingsFitTheGateway(t *testing.T) {
 	patch := list(ef, "spec", "configPatches")
 	v, _ := field(patch, "0", "patch", "value", "typed_config", "stream_idle_timeout").(string)
 	idle, err := time.ParseDuration(v)
-	if err != nil || idle <= c.callerIdleTimeout {
-		t.Errorf("the sidecar's stream_idle_timeout is %q (%v), want above CALLER_IDLE_TIMEOUT %v", v, err, c.callerIdleTimeout)
+	if err != nil || idle <= c.service.CallerIdleTimeout {
+		t.Errorf("the sidecar's stream_idle_timeout is %q (%v), want above --caller-idle-timeout %v", v, err, c.service.CallerIdleTimeout)
 	}
 	if got := field(patch, "0", "match", "listener", "portNumber"); got != float64(containerPort(t, "grpc")) {
 		t.Errorf("the EnvoyFilter patches port %v, want the gateway's gRPC port", got)

@@ -25,23 +25,23 @@ func startSimulator(cfg *config, log *zap.Logger) (io.Closer, error) {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	key := "dev_" + hex.EncodeToString(b[:])
-	profile, err := slngsim.ProfileFunc(cfg.devProfile)
+	profile, err := slngsim.ProfileFunc(cfg.serve.devProfile)
 	if err != nil {
 		return nil, fmt.Errorf("--dev-profile: %w", err)
 	}
 	sim, err := slngsim.Start(slngsim.Options{
 		Addr:       "127.0.0.1:0",
 		APIKey:     key,
-		Realtime:   cfg.devRealtime,
+		Realtime:   cfg.serve.devRealtime,
 		ProfileFor: profile,
 		Logger:     log.Named("slngsim"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start simulator: %w", err)
 	}
-	cfg.baseURL = sim.URL()
-	cfg.apiKey = key
-	log.Info("dev mode: using the embedded SLNG simulator", zap.String("url", sim.URL()), zap.String("profile", cfg.devProfile))
+	cfg.client.BaseURL = sim.URL()
+	cfg.client.APIKey = key
+	log.Info("dev mode: using the embedded SLNG simulator", zap.String("url", sim.URL()), zap.String("profile", cfg.serve.devProfile))
 	return sim, nil
 }
 

@@ -19,38 +19,21 @@ import (
 // else per process) and the callers' gate on top of them. The caller
 // closes both, the gate first.
 func setupFleet(ctx context.Context, cfg *config, log *zap.Logger, reg prom.Registerer) (*fleet.Fleet, *callers.Gate, error) {
-	opts := fleet.Options{
-		LeaseTTL:         cfg.fleetLeaseTTL,
-		OpTimeout:        cfg.redisTimeout,
-		StartBudget:      cfg.redisStartBudget,
-		FallbackReplicas: cfg.fallbackReplicas,
-		Logger:           log,
-		Metrics:          fleet.NewMetrics(reg),
-	}
+	opts := cfg.fleet.opts
+	opts.Logger, opts.Metrics = log, fleet.NewMetrics(reg)
 	var f *fleet.Fleet
-	if cfg.redisURL == "" {
+	if cfg.fleet.redis.URL == "" {
 		f = fleet.New(opts)
 	} else {
 		redisLog.Do(func() { redis.SetLogger(redisLogger{log.Named("redis")}) })
 		var err error
-		r := fleet.Redis{URL: cfg.redisURL, Mode: cfg.redisMode, Password: cfg.redisPassword}
-		if f, err = fleet.Connect(ctx, r, opts); err != nil {
+		if f, err = fleet.Connect(ctx, cfg.fleet.redis, opts); err != nil {
 			return nil, nil, err
 		}
 	}
-	gate, err := callers.New(f, callers.Options{
-		Identity:              cfg.callerIdentity,
-		TrustAssertedIdentity: cfg.trustAsserted,
-		PolicyFile:            cfg.accessPolicy,
-		Defaults: callers.Limits{
-			MaxStreams:            cfg.callerMaxStreams,
-			CharactersPerMinute:   cfg.callerCharsPerMin,
-			AudioSecondsPerMinute: cfg.callerAudioPerMin,
-		},
-		MetricLabels: cfg.callerMetricLabels,
-		Logger:       log,
-		Metrics:      callers.NewMetrics(reg),
-	})
+	co := cfg.callers
+	co.Logger, co.Metrics = log, callers.NewMetrics(reg)
+	gate, err := callers.New(f, co)
 	if errors.Is(err, callers.ErrAssertedIdentity) {
 		err = fmt.Errorf("%w: any caller could claim any id; behind a mesh use its identity (--caller-identity xfcc:By=..., or l5d), "+
 			"or accept it with --trust-asserted-caller-identity (docs/operations.md, \"Caller identity\")", err)
@@ -75,11 +58,11 @@ func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
 	l.log.Warn(fmt.Sprintf(format, v...))
 }
 
-// poolBudget is the pool's session budget per SLNG key: nil (none) with
-// --upstream-session-budget 0.
-func poolBudget(f *fleet.Fleet, cfg *config) slngpool.Budget {
-	if cfg.upstreamBudget <= 0 {
+// poolBudget is the pool's session budget per SLNG key, n sessions: nil
+// (none) for n negative or 0.
+func poolBudget(f *fleet.Fleet, n int) slngpool.Budget {
+	if n <= 0 {
 		return nil // never a typed nil in the interface
 	}
-	return f.Budget(cfg.upstreamBudget)
+	return f.Budget(n)
 }

@@ -62,6 +62,9 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 		}
 	}()
 	log.Info("starting", versionFields(g.info)...)
+	for _, w := range cfg.warnings {
+		log.Warn(w)
+	}
 
 	var tracer trace.TracerProvider // nil: no spans
 	var serverOpts []grpc.ServerOption
@@ -84,7 +87,7 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 		log.Info("tracing to OpenTelemetry", tr.fields...)
 	}
 
-	if cfg.dev {
+	if cfg.serve.dev {
 		sim, err := startSimulator(cfg, log)
 		if err != nil {
 			return nil, err
@@ -110,78 +113,39 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 		return nil, err
 	}
 	g.onClose(models.Close)
-	if cfg.tlsCertFile != "" {
-		st, err := newServerTLS(cfg.tlsCertFile, cfg.tlsKeyFile, cfg.tlsClientCAFile, log, reg)
+	if s := cfg.serve; s.tlsCertFile != "" {
+		st, err := newServerTLS(s.tlsCertFile, s.tlsKeyFile, s.tlsClientCAFile, log, reg)
 		if err != nil {
 			return nil, err
 		}
 		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(st.config())))
-		if cfg.tlsReload > 0 {
-			g.onClose(st.file.Start(cfg.tlsReload))
+		if s.tlsReload > 0 {
+			g.onClose(st.file.Start(s.tlsReload))
 		}
 		g.tls = "on"
 		if st.mutual() {
 			g.tls = "mutual"
 		}
 	}
-	pool, err := slngpool.New(client, slngpool.Options{
-		DisableWarm:         !cfg.poolWarm,
-		MaxSessions:         cfg.poolMaxSessions,
-		MaxIdle:             cfg.poolMaxIdle,
-		MaxIdlePerKey:       cfg.poolMaxIdlePerKey,
-		MaxIdleAge:          cfg.poolMaxIdleAge,
-		RecentTTL:           cfg.poolRecentTTL,
-		AcquireTimeout:      cfg.poolAcquireTimeout,
-		CheckoutPingTimeout: cfg.poolCheckoutPing,
-		DialAttempts:        cfg.dialAttempts,
-		DialRate:            cfg.dialRate,
-		BackgroundDialRate:  cfg.poolBackgroundRate,
-		BreakerFailures:     cfg.breakerFailures,
-		BreakerOpenTimeout:  cfg.breakerOpenTimeout,
-		Budget:              poolBudget(fl, cfg),
-		Logger:              log,
-		Metrics:             slngpool.NewMetrics(reg),
-	})
+	po := cfg.pool
+	po.Budget, po.Logger, po.Metrics = poolBudget(fl, cfg.fleet.sessionBudget), log, slngpool.NewMetrics(reg)
+	pool, err := slngpool.New(client, po)
 	if err != nil {
 		return nil, fmt.Errorf("slng pool: %w", err)
 	}
 	// Closed after the gRPC server has stopped: serve returns only then.
 	g.onClose(pool.Close)
-	if cfg.keyFile != "" && cfg.keyReload > 0 {
+	if s := cfg.serve; s.keyFile != "" && s.keyReload > 0 {
 		// A rotated Secret: new sessions use the new key; the pool drops
 		// standbys of the old one; streams in flight keep their sessions.
-		g.onClose(startKeyWatcher(cfg.keyFile, cfg.keyReload, cfg.apiKey, func(key string) {
+		g.onClose(startKeyWatcher(s.keyFile, s.keyReload, cfg.client.APIKey, func(key string) {
 			client.SetAPIKey(key)
 			pool.KeyChanged()
 		}, log, reg))
 	}
-	g.srv, err = service.New(service.PoolUpstream(pool), log, service.NewMetrics(reg), service.Config{
-		DefaultTTSModel:       cfg.defaultTTSModel,
-		DefaultVoice:          cfg.defaultVoice,
-		DefaultSTTModel:       cfg.defaultSTTModel,
-		ModelAllowlist:        cfg.models,
-		MaxTextBytes:          cfg.maxTextBytes,
-		MaxAudioChunkBytes:    cfg.maxAudioChunkBytes,
-		MaxStreamDuration:     cfg.maxStreamDuration,
-		FinalsTimeout:         cfg.finalsTimeout,
-		MaxStreams:            cfg.maxStreams,
-		AllowCallerKey:        cfg.allowCallerKey,
-		TracerProvider:        tracer,
-		CallerIdleTimeout:     cfg.callerIdleTimeout,
-		TranscribeReplayBytes: cfg.replayBytes,
-		MaxUpstreamSessionAge: cfg.maxUpstreamAge,
-		TurnTimeout:           cfg.turnTimeout,
-		FirstMessageTimeout:   cfg.firstMessageTimeout,
-		CallerStallTimeout:    cfg.stallTimeout,
-		StreamBufferBytes:     cfg.streamBuffer,
-		BufferBytes:           cfg.totalBuffer,
-		ClearTimeout:          cfg.clearTimeout,
-		FinalizeTimeout:       cfg.finalizeTimeout,
-		Region:                client.Region(),
-		DrainGrace:            cfg.shutdownTimeout,
-		Callers:               gate,
-		Catalog:               models.Current,
-	})
+	sc := cfg.service
+	sc.TracerProvider, sc.Callers, sc.Catalog, sc.Region = tracer, gate, models.Current, client.Region()
+	g.srv, err = service.New(service.PoolUpstream(pool), log, service.NewMetrics(reg), sc)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +172,7 @@ func newGateway(ctx context.Context, cfg *config, log *zap.Logger, getenv func(s
 	}
 	g.serving.Store(true)
 	g.admin = adminHandler(reg, g.serving, rejectedDetail(pool.Rejected), fleetDetail(fl))
-	registerOpsMetrics(reg, g.info, cfg.maxStreams, g.serving)
+	registerOpsMetrics(reg, g.info, cfg.service.MaxStreams, g.serving)
 	return g, nil
 }
 
@@ -230,39 +194,27 @@ func (g *gateway) close() {
 // host it talks to: the first thing to check when nothing works, since
 // some regional names are reported not to resolve.
 func newSLNGClient(cfg *config, log *zap.Logger) (*slngclient.Client, error) {
-	routes := slngclient.RoutesBridge
-	if cfg.routes == "direct" {
-		routes = slngclient.RoutesDirect
-	}
-	client, err := slngclient.New(slngclient.Options{
-		BaseURL:           cfg.baseURL,
-		Region:            cfg.region,
-		APIKey:            cfg.apiKey,
-		TokenInQuery:      cfg.tokenInQuery,
-		HandshakeTimeout:  cfg.handshakeTimeout,
-		Routes:            routes,
-		RegionOverride:    cfg.regionOverride,
-		WorldPartOverride: cfg.worldPartOverride,
-		Logger:            log,
-	})
+	opts := cfg.client
+	opts.Logger = log
+	client, err := slngclient.New(opts)
 	if err != nil {
 		return nil, fmt.Errorf("slng client: %w", err)
 	}
-	if cfg.legacyWorldPart {
-		log.Warn("--slng-world-part (SLNG_WORLD_PART) is deprecated: use --slng-region (SLNG_REGION)")
+	if cfg.legacyWorldPart != "" {
+		log.Warn("--slng-world-part (" + envName("slng-world-part") + ") is deprecated: use --slng-region (" + envName("slng-region") + ")")
 	}
-	if r := cfg.region; r != "" && cfg.baseURL == "" && !slngclient.IsKnownRegion(r) {
+	if r := cfg.client.Region; r != "" && cfg.client.BaseURL == "" && !slngclient.IsKnownRegion(r) {
 		// Regions are added: an unknown one is used as it is.
 		log.Warn("the SLNG region is not one SLNG's region page lists; if nothing connects, check it "+
 			"(hosts take a prefix such as us-east, not a region id such as us-east-1)",
 			zap.String("slng_region", r), zap.Strings("known_regions", slngclient.KnownRegions))
 	}
 	fields := []zap.Field{zap.String("slng_host", client.Host()), zap.String("slng_region", client.Region())}
-	if cfg.regionOverride != "" {
-		fields = append(fields, zap.String("slng_region_override", cfg.regionOverride))
+	if o := cfg.client.RegionOverride; o != "" {
+		fields = append(fields, zap.String("slng_region_override", o))
 	}
-	if cfg.worldPartOverride != "" {
-		fields = append(fields, zap.String("slng_world_part_override", cfg.worldPartOverride))
+	if o := cfg.client.WorldPartOverride; o != "" {
+		fields = append(fields, zap.String("slng_world_part_override", o))
 	}
 	log.Info("slng upstream", fields...)
 	return client, nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"math"
 	"runtime/debug"
 	"time"
 
@@ -31,7 +32,7 @@ func newGRPCServer(cfg *config, log *zap.Logger, metrics *rpcmetrics.Metrics, ca
 	// The access-log line carries the stream's session_id (and trace_id,
 	// span_id with tracing on), under the same names as the service's lines.
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContext(service.LogFields)}
-	maxStream := cfg.maxStreamDuration
+	maxStream := cfg.service.MaxStreamDuration
 	if maxStream <= 0 {
 		maxStream = 24 * time.Hour
 	}
@@ -60,26 +61,35 @@ func newGRPCServer(cfg *config, log *zap.Logger, metrics *rpcmetrics.Metrics, ca
 			MaxConnectionAge:      30 * time.Minute,
 			MaxConnectionAgeGrace: maxStream,
 		}),
-		grpc.MaxConcurrentStreams(uint32(cfg.maxStreamsPerConn)),
+		grpc.MaxConcurrentStreams(maxConcurrentStreams(cfg.serve.maxStreamsPerConn)),
 		// Larger than any valid request, so that oversized text and audio
 		// get a BadRequest naming the field rather than a transport error.
-		grpc.MaxRecvMsgSize(max(cfg.maxTextBytes, cfg.maxAudioChunkBytes) + 64<<10),
+		grpc.MaxRecvMsgSize(max(cfg.service.MaxTextBytes, cfg.service.MaxAudioChunkBytes) + 64<<10),
 		grpc.MaxSendMsgSize(4 << 20),
 		// grpc-go accepts 16 MiB of metadata per stream by default and
 		// keeps it for the stream's life: a few hundred such streams would
 		// take the heap past a pod's memory limit. Past this bound the
 		// transport resets the stream (FRAME_SIZE_ERROR) while decoding, and
 		// the header fields beyond it are never stored.
-		grpc.MaxHeaderListSize(uint32(cfg.maxHeaderListSize)),
+		grpc.MaxHeaderListSize(uint32(cfg.serve.maxHeaderListSize)),
 		grpc.ForceServerCodecV2(service.Codec()),
 	}
-	if cfg.streamWindow > 0 {
+	if cfg.serve.streamWindow > 0 {
 		// Fixed windows bound what callers can have in flight per stream and
 		// per connection, and turn off grpc-go's bandwidth-delay estimation,
 		// whose pings cost a write for every few audio chunks received. A
 		// real-time stream needs 32 KB/s; the default 256 KiB per stream
 		// carries that over any round trip shorter than 8 s.
-		opts = append(opts, grpc.InitialWindowSize(int32(cfg.streamWindow)), grpc.InitialConnWindowSize(int32(cfg.connWindow)))
+		opts = append(opts, grpc.InitialWindowSize(int32(cfg.serve.streamWindow)), grpc.InitialConnWindowSize(int32(cfg.serve.connWindow)))
 	}
 	return grpc.NewServer(append(opts, extra...)...)
+}
+
+// maxConcurrentStreams is --max-streams-per-conn for grpc-go: negative is
+// no limit, as grpc-go's own default.
+func maxConcurrentStreams(n int) uint32 {
+	if n < 0 {
+		return math.MaxUint32
+	}
+	return uint32(n)
 }

@@ -73,8 +73,8 @@ func TestRunRotatesKey(t *testing.T) {
 	sim := slngtest.NewServer(t, slngsim.Options{APIKey: oldKey})
 	// No standbys: SLNG sees the streams' sessions and nothing else.
 	g := startGateway(t, []string{"--key-reload-interval", "50ms", "--pool-warm=false"}, map[string]string{
-		"SLNG_API_KEY_FILE": path,
-		"SLNG_BASE_URL":     sim.URL(),
+		"SPEECH_GATEWAY_SLNG_API_KEY_FILE": path,
+		"SPEECH_GATEWAY_SLNG_BASE_URL":     sim.URL(),
 	})
 	tts := speechv1.NewTextToSpeechServiceClient(g.dial(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

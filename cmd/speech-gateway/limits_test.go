@@ -146,14 +146,18 @@ func TestLargeMetadataRefusedAtTransport(t *testing.T) {
 	before := heapInUse()
 	const streams = 30
 	for i := range streams {
+		// Each its own deadline: on a busy machine, thirty of them take
+		// more than one test's.
+		sctx, scancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer scancel()
 		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", tcp.Addr().String())
+		c, err := d.DialContext(sctx, "tcp", tcp.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
 		werr := sendHeaders(c, extra)
-		how, err := refusal(ctx, c)
+		how, err := refusal(sctx, c)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,7 +186,7 @@ func TestHungUpstreamOpensBreaker(t *testing.T) {
 	t.Parallel()
 	url, accepted := slngtest.BlackHole(t)
 	g := startGateway(t, []string{"--slng-base-url", url, "--slng-handshake-timeout", "100ms", "--breaker-failures", "2",
-		"--dial-attempts", "1", "--pool-warm=false"}, map[string]string{"SLNG_API_KEY": "k"})
+		"--dial-attempts", "1", "--pool-warm=false"}, map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k"})
 	conn := g.dial(t)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
@@ -204,7 +208,7 @@ func TestServesWhileRedisIsDown(t *testing.T) {
 	t.Parallel()
 	rds := redistest.Start(t)
 	rds.Stop()
-	g := startGateway(t, []string{"--dev", "--redis-url", rds.URL(), "--redis-timeout", "100ms", "--fleet-lease-ttl", "900ms",
+	g := startGateway(t, []string{"--dev", "--redis-url", rds.URL(), "--redis-timeout", "5s", "--fleet-lease-ttl", "900ms",
 		"--caller-max-streams", "2", "--caller-identity", "peer"}, nil)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()

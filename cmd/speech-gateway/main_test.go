@@ -4,19 +4,18 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	prom "github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
@@ -25,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/internal/slngtest"
@@ -139,7 +139,7 @@ func startGatewayOn(t *testing.T, grpcLis net.Listener, args []string, env map[s
 		g.grpcLis = bufconn.Listen(1 << 20)
 		lis.grpc = g.grpcLis
 	}
-	if cfg.debugListen != "" {
+	if cfg.serve.debugListen != "" {
 		g.debugLis = bufconn.Listen(64 << 10)
 		lis.debug = g.debugLis
 	}
@@ -217,32 +217,36 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		env  map[string]string
 	}{
 		{[]string{"--dev", "--slng-routes", "sideways"}, nil},
-		{[]string{"--dev"}, map[string]string{"MAX_STREAMS": "many"}},
+		{[]string{"--dev"}, map[string]string{"SPEECH_GATEWAY_MAX_STREAMS": "many"}},
 		{[]string{"--dev", "--log-level", "loud"}, nil},
-		{nil, map[string]string{"SLNG_API_KEY": "k", "SLNG_API_KEY_FILE": "/dev/null"}},
+		{nil, map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k", "SPEECH_GATEWAY_SLNG_API_KEY_FILE": "/dev/null"}},
 		{[]string{"--dev", "--default-tts-model", "not a model"}, nil},
 		{[]string{"--dev", "--prewarm-tts", `{"model": 5}`}, nil},
-		{[]string{"--dev"}, map[string]string{"PREWARM_STT": `[{"format": {"sampleRateHz": 1}}]`}},
-		{[]string{"--dev"}, map[string]string{"POOL_WARM": "sometimes"}},
+		{[]string{"--dev"}, map[string]string{"SPEECH_GATEWAY_PREWARM_STT": `[{"format": {"sampleRateHz": 1}}]`}},
+		{[]string{"--dev"}, map[string]string{"SPEECH_GATEWAY_POOL_WARM": "sometimes"}},
 		{[]string{"--dev", "--debug-mem-profile-rate", "1"}, nil}, // without --debug-listen
 		{[]string{"--dev", "--http2-stream-window", "1000"}, nil},
-		{[]string{"--dev", "--http2-conn-window", "0"}, nil},
+		{[]string{"--dev", "--http2-conn-window", "-1"}, nil}, // the stream window is fixed
+		{[]string{"--dev", "--pool-max-sessions", "-1"}, nil}, // a limit that cannot be off
 		{[]string{"--dev", "--http2-stream-window", "4294967296"}, nil},
-		{[]string{"--dev", "--debug-listen", "127.0.0.1:0", "--debug-mem-profile-rate", "-1"}, nil},
 		{[]string{"--dev"}, map[string]string{"ADMIN_PPROF": "true"}}, // retired: DEBUG_ADDR
 		{[]string{"--dev", "--slng-world-part", "eu.example.com/x"}, nil},
 		{[]string{"--dev", "--slng-region", "na"}, nil},
 		{[]string{"--dev", "--dev-profile", "kindest"}, nil},
 		{[]string{"--dev", "--slng-region-override", "eu north"}, nil},
-
-		{[]string{"--dev", "--dial-rate", "0"}, nil},
-		{[]string{"--dev"}, map[string]string{"POOL_BACKGROUND_DIAL_RATE": "often"}},
+		{[]string{"--dev", "--dial-rate", "NaN"}, nil},
+		{[]string{"--dev"}, map[string]string{"SPEECH_GATEWAY_POOL_BACKGROUND_DIAL_RATE": "often"}},
 		{[]string{"--dev", "--pool-background-dial-rate", "NaN"}, nil},
 		{[]string{"--dev", "--max-header-list-size", "1024"}, nil},
-		{[]string{"--dev", "--slng-handshake-timeout", "0s"}, nil},
-		{[]string{"--dev"}, map[string]string{"MAX_HEADER_LIST_SIZE": "33554432"}},
+		{[]string{"--dev", "--slng-handshake-timeout", "-1s"}, nil},
+		{[]string{"--dev", "--redis-mode", "ring"}, nil},
+		{[]string{"--dev", "unexpected"}, nil},
+		{[]string{"--dev"}, map[string]string{"SPEECH_GATEWAY_MAX_HEADER_LIST_SIZE": "33554432"}},
 	} {
-		err := run(context.Background(), append(tc.args, "--listen", "127.0.0.1:0", "--admin-listen", ""), envFrom(tc.env), io.Discard)
+		// A configuration accepted by mistake serves until the deadline.
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		err := run(ctx, append(tc.args, "--listen", "127.0.0.1:0", "--admin-listen", ""), envFrom(tc.env), io.Discard)
+		cancel()
 		if err == nil {
 			t.Errorf("run(%v, %v) succeeded", tc.args, tc.env)
 		}
@@ -252,18 +256,27 @@ func TestRunRejectsBadConfig(t *testing.T) {
 func TestParsePoolConfig(t *testing.T) {
 	t.Parallel()
 	c, err := parseConfig([]string{"--dev", "--pool-max-sessions", "7", "--dial-rate", "-1"}, envFrom(map[string]string{
-		"POOL_WARM":                 "false",
-		"POOL_BACKGROUND_DIAL_RATE": "0.5",
-		"PREWARM_TTS":               `[{"model": "deepgram/aura:2", "voice": "aura-2-thalia-en"}, {"format": {"encoding": "AUDIO_ENCODING_MULAW", "sampleRateHz": 8000}}]`,
-		"PREWARM_STT":               `{"model": "deepgram/nova:3", "enablePartials": true}`,
+		"SPEECH_GATEWAY_POOL_WARM":                 "false",
+		"SPEECH_GATEWAY_POOL_BACKGROUND_DIAL_RATE": "0.5",
+		"SPEECH_GATEWAY_PREWARM_TTS":               `[{"model": "deepgram/aura:2", "voice": "aura-2-thalia-en"}, {"format": {"encoding": "AUDIO_ENCODING_MULAW", "sampleRateHz": 8000}}]`,
+		"SPEECH_GATEWAY_PREWARM_STT":               `{"model": "deepgram/nova:3", "enablePartials": true}`,
 	}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.poolWarm || c.poolMaxSessions != 7 || c.dialRate != -1 || c.poolBackgroundRate != 0.5 || len(c.prewarmTTS) != 2 || len(c.prewarmSTT) != 1 ||
-		c.prewarmTTS[0].GetVoice() != "aura-2-thalia-en" || c.prewarmTTS[1].GetFormat().GetSampleRateHz() != 8000 ||
-		!c.prewarmSTT[0].GetEnablePartials() {
-		t.Fatalf("parsed %+v", c)
+	if !c.pool.DisableWarm || c.pool.MaxSessions != 7 || c.pool.DialRate != -1 || c.pool.BackgroundDialRate != 0.5 {
+		t.Errorf("parsed warm off %v, max sessions %d, dial rates %v and %v", c.pool.DisableWarm, c.pool.MaxSessions, c.pool.DialRate, c.pool.BackgroundDialRate)
+	}
+	wantTTS := []*speechv1.SynthesisConfig{
+		{Model: "deepgram/aura:2", Voice: "aura-2-thalia-en"},
+		{Format: &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, SampleRateHz: 8000}},
+	}
+	if diff := cmp.Diff(wantTTS, c.prewarmTTS, protocmp.Transform()); diff != "" {
+		t.Errorf("prewarm TTS (-want +got):\n%s", diff)
+	}
+	wantSTT := []*speechv1.RecognitionConfig{{Model: "deepgram/nova:3", EnablePartials: true}}
+	if diff := cmp.Diff(wantSTT, c.prewarmSTT, protocmp.Transform()); diff != "" {
+		t.Errorf("prewarm STT (-want +got):\n%s", diff)
 	}
 }
 
@@ -292,8 +305,8 @@ func TestRunServesWithKeyAndNeverLogsIt(t *testing.T) {
 	const key = "sk_live_SENTINEL_9f8e7d6c5b4a"
 	sim := slngtest.NewServer(t, slngsim.Options{APIKey: key})
 	g := startGateway(t, []string{"--log-level", "debug"}, map[string]string{
-		"SLNG_API_KEY":  key,
-		"SLNG_BASE_URL": sim.URL(),
+		"SPEECH_GATEWAY_SLNG_API_KEY":  key,
+		"SPEECH_GATEWAY_SLNG_BASE_URL": sim.URL(),
 	})
 	conn := g.dial(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -415,8 +428,8 @@ func TestReadyzListsRefusedPrewarm(t *testing.T) {
 		return slngsim.MustFaults("*=error:config_error@init,fatal,close=1008")["*"]
 	}})
 	g := startGateway(t, []string{"--prewarm-tts", `[{"model": "acme/unknown:1"}, {}]`}, map[string]string{
-		"SLNG_API_KEY":  key,
-		"SLNG_BASE_URL": sim.URL(),
+		"SPEECH_GATEWAY_SLNG_API_KEY":  key,
+		"SPEECH_GATEWAY_SLNG_BASE_URL": sim.URL(),
 	})
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -513,15 +526,16 @@ func TestParseWindows(t *testing.T) {
 		stream, connection int
 	}{
 		{[]string{"--dev"}, 256 << 10, 4 << 20},
-		{[]string{"--dev", "--http2-stream-window", "0", "--http2-conn-window", "0"}, 0, 0},
+		{[]string{"--dev", "--http2-stream-window", "0", "--http2-conn-window", "0"}, 256 << 10, 4 << 20},
+		{[]string{"--dev", "--http2-stream-window", "-1", "--http2-conn-window", "-1"}, -1, -1},
 		{[]string{"--dev", "--http2-stream-window", "65536", "--http2-conn-window", "1048576"}, 64 << 10, 1 << 20},
 	} {
 		c, err := parseConfig(tc.args, envFrom(nil), io.Discard)
 		if err != nil {
 			t.Fatalf("%v: %v", tc.args, err)
 		}
-		if c.streamWindow != tc.stream || c.connWindow != tc.connection {
-			t.Errorf("%v: windows %d and %d, want %d and %d", tc.args, c.streamWindow, c.connWindow, tc.stream, tc.connection)
+		if c.serve.streamWindow != tc.stream || c.serve.connWindow != tc.connection {
+			t.Errorf("%v: windows %d and %d, want %d and %d", tc.args, c.serve.streamWindow, c.serve.connWindow, tc.stream, tc.connection)
 		}
 	}
 }
@@ -577,7 +591,7 @@ func TestUploadLargerThanWindows(t *testing.T) {
 func TestParseHostConfig(t *testing.T) {
 	t.Parallel()
 	with := func(m map[string]string) map[string]string {
-		out := map[string]string{"SLNG_API_KEY": "k"}
+		out := map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k"}
 		for k, v := range m {
 			out[k] = v
 		}
@@ -592,11 +606,12 @@ func TestParseHostConfig(t *testing.T) {
 		legacy                                bool
 	}{
 		{"a region, no overrides", region, with(nil), "", "us-east", "", "", false},
-		{"region from the environment", nil, with(map[string]string{"SLNG_REGION": "EU-North"}), "", "eu-north", "", "", false},
+		{"region from the environment", nil, with(map[string]string{"SPEECH_GATEWAY_SLNG_REGION": "EU-North"}), "", "eu-north", "", "", false},
+		{"region from its old name", nil, with(map[string]string{"SLNG_REGION": "us-west"}), "", "us-west", "", "", false},
 		{"an unknown region is taken", []string{"--slng-region", "mars-1"}, with(nil), "", "mars-1", "", "", false},
 		{"base URL alone", []string{"--slng-base-url", "wss://us-west.api.slng.ai"}, with(nil), "wss://us-west.api.slng.ai", "", "", "", false},
 		{"overrides", append(region, "--slng-region-override", "eu-north-1", "--slng-world-part-override", "eu"), with(nil), "", "us-east", "eu-north-1", "eu", false},
-		{"overrides from the environment", region, with(map[string]string{"SLNG_REGION_OVERRIDE": "eu-north-1", "SLNG_WORLD_PART_OVERRIDE": "eu"}), "", "us-east", "eu-north-1", "eu", false},
+		{"overrides from the environment", region, with(map[string]string{"SPEECH_GATEWAY_SLNG_REGION_OVERRIDE": "eu-north-1", "SPEECH_GATEWAY_SLNG_WORLD_PART_OVERRIDE": "eu"}), "", "us-east", "eu-north-1", "eu", false},
 		{"deprecated --slng-world-part naming a region", []string{"--slng-world-part", "eu-west"}, with(nil), "", "eu-west", "", "", true},
 		{"deprecated SLNG_WORLD_PART naming a region", nil, with(map[string]string{"SLNG_WORLD_PART": "gb"}), "", "gb", "", "", true},
 		{"both names, the same value", []string{"--slng-world-part", "jp", "--slng-region", "jp"}, with(nil), "", "jp", "", "", true},
@@ -607,11 +622,21 @@ func TestParseHostConfig(t *testing.T) {
 			t.Errorf("%s: %v", tc.name, err)
 			continue
 		}
-		if c.baseURL != tc.baseURL || c.region != tc.region || c.regionOverride != tc.override ||
-			c.worldPartOverride != tc.wpOverride || c.legacyWorldPart != tc.legacy {
-			t.Errorf("%s: parsed base %q region %q overrides %q %q legacy %v", tc.name,
-				c.baseURL, c.region, c.regionOverride, c.worldPartOverride, c.legacyWorldPart)
+		if c.client.BaseURL != tc.baseURL || c.client.Region != tc.region || c.client.RegionOverride != tc.override ||
+			c.client.WorldPartOverride != tc.wpOverride || (c.legacyWorldPart != "") != tc.legacy {
+			t.Errorf("%s: parsed base %q region %q overrides %q %q legacy %q", tc.name,
+				c.client.BaseURL, c.client.Region, c.client.RegionOverride, c.client.WorldPartOverride, c.legacyWorldPart)
 		}
+	}
+	// SLNG_REGION, the region's name before SPEECH_GATEWAY_SLNG_REGION, is
+	// read with a warning; it no longer names --slng-region-override.
+	c, err := parseConfig(nil, envFrom(with(map[string]string{"SLNG_REGION": "us-west"})), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := "SLNG_REGION is read for this release only: rename it SPEECH_GATEWAY_SLNG_REGION"; c.client.RegionOverride != "" ||
+		!strings.Contains(strings.Join(c.warnings, "\n"), w) {
+		t.Errorf("SLNG_REGION: override %q, warnings %q; want no override and %q", c.client.RegionOverride, c.warnings, w)
 	}
 }
 
@@ -620,17 +645,18 @@ func TestParseHostConfig(t *testing.T) {
 // a region is refused with why.
 func TestRegionRefusals(t *testing.T) {
 	t.Parallel()
-	key := map[string]string{"SLNG_API_KEY": "k"}
+	key := map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k"}
 	for _, tc := range []struct {
 		args []string
 		env  map[string]string
 		want []string
 	}{
-		{nil, key, []string{"no SLNG region", "us-east", "eu-north", "--slng-region"}},
+		{nil, key, []string{"no SLNG region", "us-east", "eu-north", "--slng-region (SPEECH_GATEWAY_SLNG_REGION)"}},
 		{[]string{"--slng-region", "na"}, key, []string{`"na" is a world part`, "X-World-Part-Override", "us-east"}},
-		{nil, map[string]string{"SLNG_API_KEY": "k", "SLNG_REGION": "EU"}, []string{`"eu" is a world part`}},
-		{[]string{"--slng-world-part", "ap"}, key, []string{"--slng-world-part (SLNG_WORLD_PART)", `"ap" is a world part`}},
-		{nil, map[string]string{"SLNG_API_KEY": "k", "SLNG_WORLD_PART": "na"}, []string{`"na" is a world part`}},
+		{nil, map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k", "SPEECH_GATEWAY_SLNG_REGION": "EU"}, []string{`"eu" is a world part`}},
+		{nil, map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k", "SLNG_REGION": "ap"}, []string{`"ap" is a world part`}},
+		{[]string{"--slng-world-part", "ap"}, key, []string{"--slng-world-part (SPEECH_GATEWAY_SLNG_WORLD_PART)", `"ap" is a world part`}},
+		{nil, map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k", "SLNG_WORLD_PART": "na"}, []string{`"na" is a world part`}},
 		{[]string{"--slng-world-part", "us-east", "--slng-region", "us-west"}, key, []string{"set one of them"}},
 		{[]string{"--slng-region", "us-east.evil.com"}, key, []string{"not a host prefix"}},
 	} {
@@ -652,72 +678,37 @@ func TestRegionRefusals(t *testing.T) {
 // a region SLNG's region page does not list and of the deprecated name.
 func TestRunLogsRegionalHost(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t, []string{"--slng-world-part", "us-east-1", "--slng-region-override", "eu-north-1"}, map[string]string{"SLNG_API_KEY": "sk_SENTINEL"})
+	g := startGateway(t, []string{"--slng-world-part", "us-east-1", "--slng-region-override", "eu-north-1"}, map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "sk_SENTINEL"})
 	if err := g.stop(t); err != nil {
 		t.Fatal(err)
 	}
 	logs := g.logs.String()
 	for _, want := range []string{`"slng_host":"wss://us-east-1.api.slng.ai"`, `"slng_region":"us-east-1"`, `"slng_region_override":"eu-north-1"`,
-		"--slng-world-part (SLNG_WORLD_PART) is deprecated", "not one SLNG's region page lists"} {
+		"--slng-world-part (SPEECH_GATEWAY_SLNG_WORLD_PART) is deprecated", "not one SLNG's region page lists"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("the start-up logs lack %s:\n%s", want, logs)
 		}
 	}
 }
 
-// TestReadmeListsEveryFlag keeps the README's configuration table and the
-// flags in step.
-func TestReadmeListsEveryFlag(t *testing.T) {
-	t.Parallel()
-	var usage bytes.Buffer
-	if _, err := parseConfig([]string{"--help"}, envFrom(nil), &usage); !errors.Is(err, flag.ErrHelp) {
-		t.Fatalf("--help: %v", err)
-	}
-	flags := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`).FindAllStringSubmatch(usage.String(), -1) {
-		flags[m[1]] = true
-	}
-	readme := readFile(t, "../../README.md")
-	documented := map[string]bool{}
-	for _, m := range regexp.MustCompile("(?m)^\\| `--([a-z0-9-]+)`").FindAllStringSubmatch(string(readme), -1) {
-		documented[m[1]] = true
-	}
-	if len(flags) == 0 {
-		t.Fatal("no flags in the usage text")
-	}
-	for f := range flags {
-		if !documented[f] {
-			t.Errorf("--%s is not in the README's table", f)
-		}
-	}
-	for f := range documented {
-		if !flags[f] {
-			t.Errorf("the README documents --%s, which does not exist", f)
-		}
-	}
-}
-
 // TestManifestRegion: the shipped Deployment names a region the gateway
-// starts with, one SLNG's region page lists, and no world part.
+// starts with, one SLNG's region page lists, by the names the gateway reads
+// now: no world part, and no old variable name.
 func TestManifestRegion(t *testing.T) {
 	t.Parallel()
-	env := map[string]string{"SLNG_API_KEY": "k"}
-	lines := strings.Split(string(readFile(t, "../../deploy/kubernetes/deployment.yaml")), "\n")
-	for i, l := range lines {
-		name, ok := strings.CutPrefix(strings.TrimSpace(l), "- name: SLNG_")
-		if !ok || i+1 == len(lines) {
-			continue
-		}
-		if v, ok := strings.CutPrefix(strings.TrimSpace(lines[i+1]), "value: "); ok {
-			env["SLNG_"+name] = strings.Trim(v, `"`)
+	env := map[string]string{"SPEECH_GATEWAY_SLNG_API_KEY": "k"}
+	for _, e := range list(gatewayContainer(t), "env") {
+		name, _ := field(e, "name").(string)
+		if v, ok := field(e, "value").(string); ok && strings.Contains(name, "SLNG_") && name != "SPEECH_GATEWAY_SLNG_API_KEY_FILE" {
+			env[name] = v // the key file is the Secret's mount
 		}
 	}
-	delete(env, "SLNG_API_KEY_FILE") // the Secret's mount
 	c, err := parseConfig(nil, envFrom(env), io.Discard)
 	if err != nil {
 		t.Fatalf("the manifest's settings: %v", err)
 	}
-	if !slngclient.IsKnownRegion(c.region) || c.legacyWorldPart {
-		t.Errorf("the manifest's region is %q (legacy name %v), want one SLNG lists", c.region, c.legacyWorldPart)
+	if !slngclient.IsKnownRegion(c.client.Region) || c.legacyWorldPart != "" || len(c.warnings) > 0 {
+		t.Errorf("the manifest's region is %q (deprecated name %q, warnings %q), want one SLNG lists by its name now",
+			c.client.Region, c.legacyWorldPart, c.warnings)
 	}
 }

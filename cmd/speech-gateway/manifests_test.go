@@ -51,8 +51,8 @@ func TestShippedIdentitySettings(t *testing.T) {
 	t.Parallel()
 	const dir = "../../deploy/kubernetes/components/"
 	for _, c := range []string{"access-policy", "istio"} {
-		identity := manifestEnv(t, dir+c+"/gateway.yaml", "CALLER_IDENTITY")
-		if trust := manifestEnv(t, dir+c+"/gateway.yaml", "TRUST_ASSERTED_CALLER_IDENTITY"); trust != "false" {
+		identity := manifestEnv(t, dir+c+"/gateway.yaml", "SPEECH_GATEWAY_CALLER_IDENTITY")
+		if trust := manifestEnv(t, dir+c+"/gateway.yaml", "SPEECH_GATEWAY_TRUST_ASSERTED_CALLER_IDENTITY"); trust != "false" {
 			t.Errorf("%s: TRUST_ASSERTED_CALLER_IDENTITY = %q, want false", c, trust)
 		}
 		f := fleet.New(fleet.Options{})
@@ -178,7 +178,7 @@ func TestShippedRedis(t *testing.T) {
 	if secret != "speech-gateway-redis/password" {
 		t.Errorf("REDIS_PASSWORD from %q, want the Secret speech-gateway-redis/password", secret)
 	}
-	if f := manifestEnv(t, dir+"gateway.yaml", "REDIS_PASSWORD_FILE"); !strings.HasPrefix(f, "/var/run/secrets/redis/") {
+	if f := manifestEnv(t, dir+"gateway.yaml", "SPEECH_GATEWAY_REDIS_PASSWORD_FILE"); !strings.HasPrefix(f, "/var/run/secrets/redis/") {
 		t.Errorf("the gateway reads the password from %q, not the mounted Secret", f)
 	}
 }

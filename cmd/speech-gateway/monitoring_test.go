@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-var updateMonitoring = flag.Bool("update", false, "rewrite deploy/monitoring/prometheusrule.yaml from alerts.rules.yaml")
+var update = flag.Bool("update", false, "rewrite the generated files from their sources: deploy/monitoring/prometheusrule.yaml, and the settings tables of README.md and docs/operations.md")
 
 const (
 	prometheusRuleFile = "../../deploy/monitoring/prometheusrule.yaml"
@@ -56,7 +56,7 @@ func TestPrometheusRuleMatchesRules(t *testing.T) {
 	if want == "" {
 		t.Fatalf("%s has no top-level groups:", rulesFile)
 	}
-	if *updateMonitoring {
+	if *update {
 		if err := os.WriteFile(prometheusRuleFile, []byte(want), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -23,9 +23,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	if cfg.debugListen != "" && cfg.memProfileRate > 0 {
-		// Once, before the gateway allocates anything worth profiling.
-		runtime.MemProfileRate = cfg.memProfileRate
+	if cfg.serve.debugListen != "" && cfg.serve.memProfileRate != runtime.MemProfileRate {
+		// Once, before the gateway allocates anything worth profiling;
+		// negative: no memory profile.
+		runtime.MemProfileRate = max(cfg.serve.memProfileRate, 0)
 	}
 	g, err := newGateway(ctx, cfg, log, getenv)
 	if err != nil {
@@ -54,9 +55,9 @@ func listen(cfg *config) (listeners, error) {
 		}
 		return l
 	}
-	lis.grpc = open(cfg.listen, false)
-	lis.admin = open(cfg.adminListen, true)
-	lis.debug = open(cfg.debugListen, true)
+	lis.grpc = open(cfg.serve.listen, false)
+	lis.admin = open(cfg.serve.adminListen, true)
+	lis.debug = open(cfg.serve.debugListen, true)
 	if err != nil {
 		lis.close()
 		return listeners{}, err
@@ -67,12 +68,12 @@ func listen(cfg *config) (listeners, error) {
 // newLogger is the logger --log-level and --log-format ask for, writing
 // to stderr.
 func newLogger(cfg *config, stderr io.Writer) (*zap.Logger, error) {
-	level, err := zapcore.ParseLevel(cfg.logLevel)
+	level, err := zapcore.ParseLevel(cfg.serve.logLevel)
 	if err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)
 	}
 	var enc zapcore.Encoder
-	switch cfg.logFormat {
+	switch cfg.serve.logFormat {
 	case "json":
 		ec := zap.NewProductionEncoderConfig()
 		ec.EncodeTime = zapcore.ISO8601TimeEncoder
@@ -82,7 +83,7 @@ func newLogger(cfg *config, stderr io.Writer) (*zap.Logger, error) {
 		ec.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
 		enc = zapcore.NewConsoleEncoder(ec)
 	default:
-		return nil, fmt.Errorf("--log-format must be json or console, not %q", cfg.logFormat)
+		return nil, fmt.Errorf("--log-format must be json or console, not %q", cfg.serve.logFormat)
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(stderr)), level)
 	return zap.New(core, zap.AddCaller()), nil

@@ -63,7 +63,7 @@ func (g *gateway) serve(ctx context.Context, lis listeners) error {
 		defer stop()
 	}
 	g.log.Info("serving", zap.String("grpc", addr(lis.grpc)), zap.String("admin", addr(lis.admin)), zap.String("debug", addr(lis.debug)), zap.String("tls", g.tls),
-		zap.Bool("dev", g.cfg.dev), zap.String("slng_routes", g.cfg.routes), zap.String("version", g.info.Version))
+		zap.Bool("dev", g.cfg.serve.dev), zap.Stringer("slng_routes", g.cfg.client.Routes), zap.String("version", g.info.Version))
 
 	var serveErr error
 	select {
@@ -78,8 +78,8 @@ func (g *gateway) serve(ctx context.Context, lis listeners) error {
 	for _, name := range healthServices {
 		g.health.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
 	}
-	if g.cfg.shutdownDelay > 0 {
-		sleep(g.cfg.shutdownDelay)
+	if g.cfg.serve.shutdownDelay > 0 {
+		sleep(g.cfg.serve.shutdownDelay)
 	}
 	g.srv.Drain()
 	stopped := make(chan struct{})
@@ -87,7 +87,7 @@ func (g *gateway) serve(ctx context.Context, lis listeners) error {
 		g.grpc.GracefulStop()
 		close(stopped)
 	}()
-	timer := time.NewTimer(g.cfg.shutdownTimeout)
+	timer := time.NewTimer(g.cfg.service.DrainGrace)
 	select {
 	case <-stopped:
 		timer.Stop()

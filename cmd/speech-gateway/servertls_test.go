@@ -267,9 +267,9 @@ func TestParseConfigTLS(t *testing.T) {
 		}
 	}
 	c, err := parseConfig([]string{"--dev"}, envFrom(map[string]string{
-		"TLS_CERT_FILE": "c", "TLS_KEY_FILE": "k", "TLS_CLIENT_CA_FILE": "ca", "TLS_RELOAD_INTERVAL": "1m", "CALLER_IDENTITY": "tls",
+		"SPEECH_GATEWAY_TLS_CERT_FILE": "c", "SPEECH_GATEWAY_TLS_KEY_FILE": "k", "SPEECH_GATEWAY_TLS_CLIENT_CA_FILE": "ca", "SPEECH_GATEWAY_TLS_RELOAD_INTERVAL": "1m", "SPEECH_GATEWAY_CALLER_IDENTITY": "tls",
 	}), io.Discard)
-	if err != nil || c.tlsCertFile != "c" || c.tlsKeyFile != "k" || c.tlsClientCAFile != "ca" || c.tlsReload != time.Minute {
+	if s := c.serve; err != nil || s.tlsCertFile != "c" || s.tlsKeyFile != "k" || s.tlsClientCAFile != "ca" || s.tlsReload != time.Minute {
 		t.Errorf("from the environment: %+v, %v", c, err)
 	}
 }

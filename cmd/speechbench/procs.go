@@ -95,7 +95,7 @@ func startGateway(ctx context.Context, cpu int, bin, simURL string, args ...stri
 	all := append([]string{"--listen", "127.0.0.1:0", "--slng-base-url", simURL,
 		"--log-format", "json", "--log-level", "info", "--max-streams-per-conn", "10000"}, args...)
 	cmd := exec.CommandContext(ctx, bin, all...)
-	cmd.Env = append(os.Environ(), "SLNG_API_KEY=bench-key")
+	cmd.Env = append(os.Environ(), "SPEECH_GATEWAY_SLNG_API_KEY=bench-key")
 	p, errPipe, err := launch(cmd, cmd.StderrPipe, cpu, "speech-gateway "+strings.Join(args, " "))
 	if err != nil {
 		return nil, err

@@ -44,3 +44,19 @@ func Until(ctx context.Context, interval time.Duration, cond func() bool) error 
 	}
 	return ctx.Err()
 }
+
+// T is what Wait needs of a test; *testing.T and *testing.B have it.
+type T interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
+// Wait is Until for tests, the one wait of theirs for a condition that
+// nothing announces: it checks cond at once and then every 5 ms, and fails
+// t, naming what it waited for, when ctx ends first.
+func Wait(t T, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
+	if err := Until(ctx, 5*time.Millisecond, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}

@@ -2,6 +2,7 @@ package poll
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -63,5 +64,34 @@ func TestUntil(t *testing.T) {
 	defer cancelShort()
 	if err := Until(short, time.Millisecond, func() bool { return false }); err != context.DeadlineExceeded {
 		t.Fatalf("Until of a condition that never holds = %v, want context.DeadlineExceeded", err)
+	}
+}
+
+// fakeT records what Wait reports.
+type fakeT struct{ failed string }
+
+func (*fakeT) Helper() {}
+func (f *fakeT) Fatalf(format string, args ...any) {
+	f.failed = fmt.Sprintf(format, args...)
+}
+
+func TestWait(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var ft fakeT
+	calls := 0
+	Wait(&ft, ctx, "the third call", func() bool {
+		calls++
+		return calls == 3
+	})
+	if ft.failed != "" || calls != 3 {
+		t.Fatalf("Wait failed %q after %d calls", ft.failed, calls)
+	}
+	ended, cancelEnded := context.WithCancel(ctx)
+	cancelEnded()
+	Wait(&ft, ended, "nothing", func() bool { return false })
+	if want := "waiting for nothing: context canceled"; ft.failed != want {
+		t.Fatalf("Wait failed %q, want %q", ft.failed, want)
 	}
 }

@@ -168,8 +168,15 @@ func (s *Server) start() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	switch err := redisping.Wait(ctx, s.addrLocked(), done); {
-	case err == nil:
+	case err == nil && s.answersAsLocked(ctx, cmd.Process.Pid):
 		return nil
+	case err == nil:
+		// Another test process's server took the port first: ours fails
+		// to bind and exits, and the PING was that server's answer.
+		_ = cmd.Process.Kill()
+		<-done
+		s.cmd = nil
+		return fmt.Errorf("port %d answers for another redis-server", s.port)
 	case errors.Is(err, redisping.ErrExited):
 		s.cmd = nil
 		return fmt.Errorf("redis-server exited at start-up: %s", strings.TrimSpace(logs.String()))
@@ -179,6 +186,15 @@ func (s *Server) start() error {
 		s.cmd = nil
 		return fmt.Errorf("redis-server did not answer PING within 10 s")
 	}
+}
+
+// answersAsLocked reports whether the server on s.port is process pid:
+// INFO's process_id, asked with s's password.
+func (s *Server) answersAsLocked(ctx context.Context, pid int) bool {
+	c := redis.NewClient(&redis.Options{Addr: s.addrLocked(), Password: s.opts.Password, MaxRetries: -1, DisableIdentity: true})
+	defer c.Close()
+	info, err := c.Info(ctx, "server").Result()
+	return err == nil && strings.Contains(info, "\r\nprocess_id:"+strconv.Itoa(pid)+"\r\n")
 }
 
 // syncBuilder collects redis-server's output, written by exec's copying
