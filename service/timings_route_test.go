@@ -79,7 +79,11 @@ func collectTimings(t *testing.T, resps []*speechv1.SynthesizeResponse) map[uint
 
 // wantTimings checks a turn's timings against its text and audio: the
 // characters are the text, each following the last, from 0 to the end
-// of the audio (their durations add up to it within one sample), and the
+// of the audio (their durations add up to it within one sample: at 24 kHz
+// the simulator's characters and frames fall on whole milliseconds, so the
+// route's millisecond times are exact and the gateway, which places each
+// frame by its exact byte count, must add no error; a drift of even one
+// sample per frame would show), and the
 // words are the text's words, each from its first character's start to
 // its last one's end.
 func wantTimings(t *testing.T, tt *turnTimes, text string) {
@@ -103,7 +107,8 @@ func wantTimings(t *testing.T, tt *turnTimes, text string) {
 	if chars.String() != text {
 		t.Fatalf("timed characters %q, want %q", chars.String(), text)
 	}
-	audio := time.Duration(len(tt.audio)/2) * oneSample
+	audio := time.Duration(len(tt.audio)/2) * time.Second / 24000
+	t.Logf("%q: character durations add up to %v, the audio lasts %v", text, sum, audio)
 	if d := sum - audio; d > oneSample || d < -oneSample || next != sum {
 		t.Fatalf("character durations add up to %v, end at %v; the audio lasts %v", sum, next, audio)
 	}
