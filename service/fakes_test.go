@@ -284,6 +284,7 @@ func (s *fakeTTS) Text(_ context.Context, text string, flush bool) error {
 func (s *fakeTTS) Flush(context.Context) error { return s.record("flush") }
 func (s *fakeTTS) Clear(context.Context) error { return s.record("clear") }
 func (s *fakeTTS) Reusable() bool              { return !s.notReusable && !s.isClosed() && s.Err() == nil }
+func (s *fakeTTS) SetAlignment(bool)           {}
 
 func (s *fakeTTS) sentList() []string {
 	s.mu.Lock()

@@ -239,6 +239,9 @@ type Server struct {
 	// stream's caller reader and sender, which grpc-go releases from a
 	// blocked Recv or Send only when the handler returns.
 	pumps sync.WaitGroup
+	// timedRoutes are the models whose routes were seen sending alignment
+	// (timings.go).
+	timedRoutes timedRoutes
 }
 
 // New returns a Server. logger may be nil (no logs) and metrics may be nil

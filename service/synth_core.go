@@ -144,6 +144,7 @@ func (c *synthCore) onFirst(req *speechv1.SynthesizeRequest, now time.Time) {
 		return
 	}
 	c.book = newTurnBook(clockOf(c.cfg.Format))
+	c.book.tm = streamTimings{on: c.cfg.GetEnableTimings(), speed: c.cfg.GetSpeed()}
 	c.phase = phaseOpening
 	c.dial(slngpool.PurposeCaller)
 }
@@ -230,6 +231,7 @@ func (c *synthCore) onAcquired(l *upstreamLease[TTSSession], now time.Time) {
 			Limits:            c.srv.limits(),
 			WarmSession:       l.Warm,
 			CallerId:          c.usage.caller,
+			RouteTimings:      c.routeTimings(),
 		}}})
 		return
 	}

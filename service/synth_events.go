@@ -25,6 +25,9 @@ func (c *synthCore) onUpstream(ev slngclient.TTSEvent, now time.Time) {
 		ev.Err = slngclient.NewErrorFrame("unknown", "")
 	}
 	out, res := c.book.event(ev)
+	if ev.Kind == slngclient.TTSAlignment {
+		c.srv.timedRoutes.saw(c.cfg.Model)
+	}
 	if res.warning {
 		c.state.markDirty()
 	}

@@ -40,6 +40,11 @@ func (w *ttsWriter) run(ctx context.Context) {
 			lease, err := acquireLease(ctx, s, "tts", c.usage, c.ep, func(ctx context.Context) (Lease[TTSSession], error) {
 				return s.upstream.AcquireTTS(ctx, AcquireRequest{Endpoint: c.ep, Purpose: cmd.purpose}, c.ttsCfg)
 			})
+			if lease != nil {
+				// Before any text: a session another stream used keeps
+				// what that one asked.
+				lease.Session.SetAlignment(c.cfg.GetEnableTimings())
+			}
 			report(ctx, w.results, ttsResult{lease: lease, err: err}, lease)
 		case cmdCharge:
 			if err := w.c.usage.charge(ctx, cmd.text); err != nil {

@@ -591,14 +591,20 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 // and the client's decoding. Everything runs in this process, so the
 // figures are the sum of all of it; compare them between changes.
 func BenchmarkSynthesizeChunk(b *testing.B) {
-	h := newHarness(b, slngsim.Options{}, Config{})
+	benchmarkChunks(b, slngsim.Options{}, &speechv1.SynthesisConfig{})
+}
+
+// benchmarkChunks is BenchmarkSynthesizeChunk on a simulator with simOpts
+// and a stream configured with cfg (24 kHz LINEAR16 by default).
+func benchmarkChunks(b *testing.B, simOpts slngsim.Options, cfg *speechv1.SynthesisConfig) {
+	h := newHarness(b, simOpts, Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stream, err := h.tts.Synthesize(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := stream.Send(&speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Config{Config: &speechv1.SynthesisConfig{}}}); err != nil {
+	if err := stream.Send(&speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Config{Config: cfg}}); err != nil {
 		b.Fatal(err)
 	}
 	turn := &speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Text{

@@ -37,6 +37,7 @@ type turn struct {
 	spokenPieces int
 	spoken       int
 	spokenBytes  uint64
+	tm           turnTimings // timings.go
 }
 
 type clearReq struct {
@@ -114,6 +115,7 @@ type turnBook struct {
 	// strayWarned is set once the caller has been warned of audio outside
 	// any turn, until a turn makes progress again: one warning per burst.
 	strayWarned bool
+	tm          streamTimings // timings.go
 
 	out []synthOut
 }
@@ -229,7 +231,7 @@ func (b *turnBook) clear(cancel, upstreamOpen bool, now time.Time) []synthOut {
 	req := clearReq{cancel: cancel, delivered: &speechv1.TurnDelivery{}, at: now}
 	if cur := b.inProgress(); cur != nil {
 		req.turnID = cur.id
-		req.delivered = b.delivery(cur)
+		req.delivered = b.cutDelivery(cur)
 	}
 	b.pending = nil
 	b.open = nil
@@ -318,6 +320,7 @@ func (b *turnBook) event(ev slngclient.TTSEvent) ([]synthOut, turnResult) {
 		}
 		res.audio = len(ev.Audio)
 		b.releaseHeld()
+		first := b.seq + 1
 		for audio := ev.Audio; len(audio) > 0; {
 			n := min(len(audio), maxChunk)
 			if n < len(audio) && b.clock.ok() {
@@ -329,6 +332,9 @@ func (b *turnBook) event(ev slngclient.TTSEvent) ([]synthOut, turnResult) {
 			b.out = append(b.out, synthOut{audio: audio[:n], seq: b.seq, turn: t.id})
 			audio = audio[n:]
 		}
+		t.tm.noteAudio(t.bytes-uint64(res.audio), first, b.seq)
+	case slngclient.TTSAlignment:
+		b.timings(t, ev.Alignment)
 	case slngclient.TTSSegmentStart:
 		if t != nil {
 			b.held = &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_SegmentStart{
@@ -355,6 +361,7 @@ func (b *turnBook) event(ev slngclient.TTSEvent) ([]synthOut, turnResult) {
 			res.violation = "end_outside_turn"
 			return b.out, res
 		}
+		b.lastWord(t)
 		b.end(t, ev.Duration)
 		res.ended = t
 	}
@@ -394,7 +401,7 @@ func (b *turnBook) fail(t *turn, cause error) []synthOut {
 		Code:      int32(row.code),
 		Reason:    row.reason,
 		Message:   row.message,
-		Delivered: b.delivery(t),
+		Delivered: b.cutDelivery(t),
 	}
 	if ue, ok := slngclient.AsUpstreamError(cause); ok {
 		tf.UpstreamCode = truncate(ue.Code, 64)

@@ -61,6 +61,9 @@ type TTSSession interface {
 	Events() <-chan slngclient.TTSEvent
 	// Reusable reports that the session may serve another stream as it is.
 	Reusable() bool
+	// SetAlignment says whether the session yields the route's alignment
+	// (slngclient.TTSAlignment events); off, it is skipped unread.
+	SetAlignment(on bool)
 }
 
 // STTSession is an SLNG speech-to-text session, as a Transcribe stream

@@ -39,6 +39,9 @@ type frame struct {
 	sequence int64
 	msg      *serverMsg
 	err      *UpstreamError // msg is an error frame
+	// align is where the frame's alignment is, if it has any: parsed only
+	// for a TTS consumer that asked (TTSSession.SetAlignment).
+	align alignRaw
 }
 
 // slot is one of the reader's two buffers: the consumer may still use the

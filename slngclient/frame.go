@@ -49,6 +49,11 @@ type serverMsg struct {
 	// IsFinal ends an ElevenLabs generation in frames without a type,
 	// which some routes pass through (see normalizeType).
 	IsFinal json.RawMessage `json:"isFinal"`
+	// The alignment objects ElevenLabs frames carry beside their audio
+	// (alignment.go); copied only when present.
+	Alignment                json.RawMessage `json:"alignment"`
+	NormalizedAlignment      json.RawMessage `json:"normalizedAlignment"`
+	NormalizedAlignmentSnake json.RawMessage `json:"normalized_alignment"`
 }
 
 type wireWord struct {
@@ -91,10 +96,10 @@ var errNoAudioPayload = errors.New("audio message without a string payload")
 // audio first. Frames are then audio alone (msg nil), a message alone, or
 // such an end with its audio.
 func decodeFrame(b []byte, dst []byte) (frame, error) {
-	if payload, seq, ok := scanAudio(b); ok {
+	if payload, seq, align, ok := scanAudio(b); ok {
 		// An undecodable payload takes the full decode, which marks it.
 		if audio, err := decodeBase64(payload, dst); err == nil && len(audio) > 0 {
-			return frame{audio: audio, sequence: seq}, nil
+			return frame{audio: audio, sequence: seq, align: align}, nil
 		}
 	}
 	return decodeJSON(b, dst)
@@ -124,7 +129,10 @@ func decodeJSON(b []byte, dst []byte) (frame, error) {
 		// places JSON audio has it (LiveKit plays it before the end).
 		payload, _ = audioPayload(&msg)
 	}
-	f := frame{msg: &msg}
+	f := frame{msg: &msg, align: alignRaw{text: rawOrNil(msg.Alignment), normalized: rawOrNil(msg.NormalizedAlignment)}}
+	if f.align.normalized == nil {
+		f.align.normalized = rawOrNil(msg.NormalizedAlignmentSnake)
+	}
 	if msg.Type == "error" {
 		f.err = errorFrame(&msg)
 	}

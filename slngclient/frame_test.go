@@ -176,7 +176,7 @@ func TestScanAudio(t *testing.T) {
 		{`{"audio":"` + b64 + `","isFinal":null}`, 0, true},
 		{`{"audio":"` + b64 + `","error":null}`, 0, false},
 	} {
-		payload, seq, fast := scanAudio([]byte(tc.in))
+		payload, seq, _, fast := scanAudio([]byte(tc.in))
 		if fast != tc.fast || (fast && (string(payload) != b64 || seq != tc.seq)) {
 			t.Errorf("scanAudio(%s) = %q, %d, %v; want fast %v seq %d", tc.in, payload, seq, fast, tc.fast, tc.seq)
 		}
@@ -277,8 +277,10 @@ func TestTranscriptOf(t *testing.T) {
 // message, counted as unknown), that error codes and messages stay valid
 // UTF-8 within their bounds, that transcript times are never negative, and
 // that the hand-written audio_chunk scanner agrees with encoding/json on
-// every valid JSON object it accepts. The seeds in testdata cover every
-// audio, end-of-turn, error and transcript shape SLNG's clients meet.
+// every valid JSON object it accepts, the alignment included, which is
+// never negative nor longer than its frame. The seeds in testdata cover
+// every audio, end-of-turn, error, transcript and alignment shape SLNG's
+// clients meet.
 func FuzzDecodeFrame(f *testing.F) {
 	for _, seed := range []string{
 		`{"type":"audio_chunk","data":"AAECAw==","sequence":1}`,
@@ -295,6 +297,9 @@ func FuzzDecodeFrame(f *testing.F) {
 		`{"type":"chunk","audio":"AAECAw=="}`,
 		`{"audio":"AAECAw==","isFinal":false}`,
 		`{"audio":null,"isFinal":true}`,
+		`{"audio":"AAECAw==","isFinal":false,"normalizedAlignment":{"chars":["H","i"],"charStartTimesMs":[0,3],"charsDurationsMs":[3,4]},` +
+			`"alignment":{"chars":["H","i"],"charStartTimesMs":[0,3],"charsDurationsMs":[3,4]}}`,
+		`{"audio":"AAECAw==","alignment":null,"normalized_alignment":{"chars":["\u00e9"],"char_start_times_ms":[0.5],"char_durations_ms":[1e2]}}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -308,6 +313,17 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 		if d.msg == nil && len(d.audio) == 0 {
 			t.Fatalf("%q decoded to empty audio", b)
+		}
+		align := readAlignment(d.align)
+		if align != nil {
+			if len(align.Chars) > len(b) {
+				t.Fatalf("%d aligned characters from a %d-byte frame", len(align.Chars), len(b))
+			}
+			for _, ch := range align.Chars {
+				if ch.Start < 0 || ch.Duration < 0 || !utf8.ValidString(ch.Text) {
+					t.Fatalf("aligned character %+v from %q", ch, b)
+				}
+			}
 		}
 		if d.msg != nil {
 			if d.audio != nil {
@@ -324,13 +340,17 @@ func FuzzDecodeFrame(f *testing.F) {
 			}
 			return
 		}
-		if _, _, fast := scanAudio(b); !fast || !json.Valid(b) {
+		if _, _, _, fast := scanAudio(b); !fast || !json.Valid(b) {
 			return
 		}
-		// The full decode alone must decode the same audio and sequence.
+		// The full decode alone must decode the same audio, sequence and
+		// alignment.
 		want, err := decodeJSON(b, nil)
 		if err != nil || want.msg != nil || !bytes.Equal(want.audio, d.audio) || want.sequence != d.sequence {
 			t.Fatalf("scanner decoded %x seq %d from %q, encoding/json %x seq %d msg %v (%v)", d.audio, d.sequence, b, want.audio, want.sequence, want.msg, err)
+		}
+		if wantAlign := readAlignment(want.align); !reflect.DeepEqual(wantAlign, align) {
+			t.Fatalf("scanner read the alignment %+v from %q, encoding/json %+v", align, b, wantAlign)
 		}
 	})
 }

@@ -32,11 +32,13 @@ type frame struct {
 // script is what a scripted server does with one session after reading its
 // init: send frames, then close with code (0: leave the socket open until
 // the client closes it). ready sends `ready` before the frames;
-// awaitFrame waits for one message from the client before the close.
+// awaitFirst waits for one message from the client before the frames,
+// awaitFrame for one before the close.
 type script struct {
 	ready      bool
 	frames     []frame
 	code       websocket.StatusCode
+	awaitFirst bool
 	awaitFrame bool
 }
 
@@ -56,6 +58,11 @@ func scripted(t *testing.T, s script, opts slngclient.Options) *slngclient.Clien
 		}
 		if s.ready {
 			if c.Write(ctx, websocket.MessageText, []byte(`{"type":"ready","session_id":"sess_scripted"}`)) != nil {
+				return
+			}
+		}
+		if s.awaitFirst {
+			if _, _, err := c.Read(ctx); err != nil {
 				return
 			}
 		}

@@ -26,11 +26,15 @@ const (
 // other letter case ("Data" is data to encoding/json) or twice (the last
 // wins there), a known key's value of an unexpected kind or with escapes,
 // a type that is not JSON audio or not ASCII, a sequence that is not an
-// integer, or no payload. Other keys may hold any value, which is skipped
-// (ElevenLabs frames carry alignment objects).
-func scanAudio(b []byte) (payload []byte, seq int64, ok bool) {
+// integer, or no payload. Other keys may hold any value, which is skipped;
+// ElevenLabs' alignment objects (alignKeys) are only located, in align,
+// for a consumer that asks for them to parse, and the same rules send
+// those keys in other letter case or twice to the full decode.
+func scanAudio(b []byte) (payload []byte, seq int64, align alignRaw, ok bool) {
 	var typ, data, nested, audio []byte
 	var seen [len(audioKeys)]bool
+	var aligns [len(alignKeys)][]byte
+	var alignSeen [len(alignKeys)]bool
 	end, ok := eachMember(b, 0, func(key, val []byte) bool {
 		k := knownKey(key, audioKeys[:])
 		if k < 0 {
@@ -42,6 +46,15 @@ func scanAudio(b []byte) (payload []byte, seq int64, ok bool) {
 				return string(val) == "false" || string(val) == "null"
 			case 1:
 				return false
+			}
+			if a := knownKey(key, alignKeys[:]); a >= 0 {
+				if alignSeen[a] || string(key) != alignKeys[a] {
+					return false
+				}
+				alignSeen[a] = true
+				if string(val) != "null" {
+					aligns[a] = val
+				}
 			}
 			return true
 		}
@@ -70,13 +83,13 @@ func scanAudio(b []byte) (payload []byte, seq int64, ok bool) {
 		return good
 	})
 	if !ok || skipSpace(b, end) != len(b) {
-		return nil, 0, false
+		return nil, 0, align, false
 	}
 	switch {
 	case len(typ) == 0:
 		payload = audio // ElevenLabs pass-through: only audio counts
 	case !isAudioType(typ):
-		return nil, 0, false
+		return nil, 0, align, false
 	case data != nil:
 		payload = data
 	case nested != nil:
@@ -84,7 +97,11 @@ func scanAudio(b []byte) (payload []byte, seq int64, ok bool) {
 	default:
 		payload = audio
 	}
-	return payload, seq, len(payload) > 0
+	align = alignRaw{text: aligns[0], normalized: aligns[1]}
+	if align.normalized == nil {
+		align.normalized = aligns[2]
+	}
+	return payload, seq, align, len(payload) > 0
 }
 
 // isAudioType reports an ASCII type that, lower-cased, is in audioTypes.

@@ -2,6 +2,7 @@ package slngclient
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -65,6 +66,12 @@ const (
 	// close after the audio: ByClose), as routes that speak each text at
 	// once do. The turn is not over: its flush ends it.
 	TTSTextSpoken
+	// TTSAlignment is the route's timing of the characters spoken in a
+	// frame's audio (Alignment), yielded right after that audio's
+	// TTSAudio, or alone for a frame that carried no audio; only when the
+	// consumer asked for it (SetAlignment), and never for the frames of a
+	// discarded turn or audio that could not be decoded.
+	TTSAlignment
 )
 
 // TTSEvent is one event of a TTS session.
@@ -92,6 +99,8 @@ type TTSEvent struct {
 	// protocol.
 	Unflushed bool
 	Err       *UpstreamError // TTSWarning
+	// Alignment is the event's own (TTSAlignment).
+	Alignment *Alignment
 }
 
 // TTSSession is an open TTS session. Receive its events with Recv, or from
@@ -103,6 +112,8 @@ type TTSSession struct {
 	session
 	turns  *ttsTurns
 	events chan TTSEvent
+	// alignment: the consumer wants TTSAlignment events (SetAlignment).
+	alignment atomic.Bool
 }
 
 // DialTTS opens a TTS session: handshake, init, and the wait for ready. ctx
@@ -176,6 +187,14 @@ func (s *TTSSession) Clear(ctx context.Context) error {
 	s.turns.clear()
 	return s.cn.write(ctx, websocket.MessageText, msgClear)
 }
+
+// SetAlignment says whether the session reads the alignment routes send
+// with their audio and yields it as TTSAlignment events. Off by default,
+// when the alignment is skipped unread, at no cost. It takes effect from
+// the next frame read, and may be called at any time, concurrently with
+// anything: a consumer that takes a session someone else used says what
+// it wants.
+func (s *TTSSession) SetAlignment(on bool) { s.alignment.Store(on) }
 
 // Reusable reports whether the session may serve another caller as it is:
 // open, every flushed turn ended, no text waiting for a flush, no clear

@@ -131,9 +131,10 @@ func (t *ttsTurns) quiescent() bool {
 	return len(t.queue) == 0 && len(t.clears) == 0 && t.open.texts == 0 && !t.failed
 }
 
-// next decides what f means: up to two events to yield (a frame may carry
-// a turn's last audio and its end), in evs[:n].
-func (t *ttsTurns) next(f frame) (evs [2]TTSEvent, n int) {
+// next decides what f means: up to three events to yield (a frame may
+// carry a turn's last audio, its alignment al, nil when not asked for, and
+// the turn's end), in evs[:n].
+func (t *ttsTurns) next(f frame, al *Alignment) (evs [3]TTSEvent, n int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if f.audio != nil && len(t.clears) == 0 {
@@ -144,6 +145,11 @@ func (t *ttsTurns) next(f frame) (evs [2]TTSEvent, n int) {
 		}
 		t.audio = true
 		evs[n] = TTSEvent{Kind: TTSAudio, Audio: f.audio, Sequence: f.sequence}
+		n++
+	}
+	if al != nil && len(t.clears) == 0 && (f.msg == nil || !f.msg.undecodable) {
+		al.AfterAudio = f.audio != nil
+		evs[n] = TTSEvent{Kind: TTSAlignment, Alignment: al}
 		n++
 	}
 	if f.msg == nil {
@@ -295,7 +301,11 @@ func (t *ttsTurns) learn(s endStyle) {
 
 // deliver is the TTS session's sink: see sink.
 func (s *TTSSession) deliver(f frame) (handed, ok bool) {
-	evs, n := s.turns.next(f)
+	var al *Alignment
+	if (f.align.text != nil || f.align.normalized != nil) && s.alignment.Load() {
+		al = readAlignment(f.align)
+	}
+	evs, n := s.turns.next(f, al)
 	for _, ev := range evs[:n] {
 		if !give(s.cn, s.events, ev) {
 			return false, s.cn.ctx.Err() == nil

@@ -101,7 +101,7 @@ func TestTTSTurns(t *testing.T) {
 						f.err = NewErrorFrame("provider_error", "")
 					}
 				}
-				evs, n := tr.next(f)
+				evs, n := tr.next(f, nil)
 				for _, ev := range evs[:n] {
 					got.WriteString(code(ev))
 				}
@@ -158,9 +158,9 @@ func TestEndStylesLearnt(t *testing.T) {
 	first.flush() // nothing to flush: no text
 	first.sentText()
 	first.flush()
-	first.next(frame{audio: []byte{1}})
-	first.next(frame{msg: &serverMsg{Type: "flushed"}})
-	first.next(frame{msg: &serverMsg{Type: "audio_end"}})
+	first.next(frame{audio: []byte{1}}, nil)
+	first.next(frame{msg: &serverMsg{Type: "flushed"}}, nil)
+	first.next(frame{msg: &serverMsg{Type: "audio_end"}}, nil)
 	if got := newTTSTurns(styles, "m", &unknown).style; got != styleBoth {
 		t.Fatalf("next session's style = %v, want styleBoth", got)
 	}

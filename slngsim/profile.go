@@ -140,6 +140,11 @@ type Profile struct {
 	RefuseBYOK bool
 }
 
+// SendsAlignment reports whether the profile's TTS routes send, with their
+// audio, when each character is heard: ElevenLabs' frames do
+// (AudioShapeElevenLabs; alignment.go).
+func (p Profile) SendsAlignment() bool { return p.AudioShape == AudioShapeElevenLabs }
+
 // MidTurnError makes turns fail in the middle, as SLNG routes do on a
 // socket they keep open: after AfterChunks audio chunks of the turn, an
 // error frame arrives and the turn never ends (no segment_end, flushed,

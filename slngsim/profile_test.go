@@ -495,7 +495,11 @@ func TestAudioShapesCarryTheSameBytes(t *testing.T) {
 					AudioShapeChunk:        `{"type":"chunk","data":"` + b64 + `"}`,
 					AudioShapeNested:       `{"type":"audio_chunk","data":{"audio":"` + b64 + `"}}`,
 					AudioShapeAudioField:   `{"type":"audio","audio":"` + b64 + `"}`,
-					AudioShapeElevenLabs:   `{"audio":"` + b64 + `","isFinal":false}`,
+					// With when its first character, "F", is heard (24 ms a
+					// character at 8 kHz).
+					AudioShapeElevenLabs: `{"audio":"` + b64 + `","isFinal":false,` +
+						`"normalizedAlignment":{"chars":["F"],"charStartTimesMs":[0],"charsDurationsMs":[24]},` +
+						`"alignment":{"chars":["F"],"charStartTimesMs":[0],"charsDurationsMs":[24]}}`,
 				}[shape]
 				if string(first.raw) != want {
 					t.Fatalf("first frame %s, want %s", first.raw, want)

@@ -152,6 +152,10 @@ type speaker struct {
 	// sinceFlush counts the texts spoken since the last flush
 	// (Profile.SpeakOnText).
 	sinceFlush int
+	// lastAlign is the alignment of the audio LastAudioInEnd holds back
+	// for the end of the turn, on routes that send alignment; nil for
+	// none.
+	lastAlign *alignedEnd
 }
 
 // speak executes queued commands in order and synthesizes turns.
@@ -342,6 +346,10 @@ func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int
 		cut := (len(audio) - 1) / chunkBytes * chunkBytes
 		body, last = audio[:cut], audio[cut:]
 	}
+	var align *aligner // ElevenLabs' frames tell when each character is heard
+	if p.SendsAlignment() {
+		align = newAligner(text, sp.cfg.Encoding, sp.cfg.SampleRate)
+	}
 	start := time.Now()
 	var pace *time.Timer
 	if opts.Realtime {
@@ -370,6 +378,10 @@ func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int
 		typ, b := websocket.MessageBinary, chunk
 		if p.AudioShape != AudioShapeBinary {
 			sp.frame = appendAudioFrame(sp.frame[:0], p.AudioShape, chunk, sp.chunks)
+			if align != nil {
+				// The alignment goes before the frame's closing brace.
+				sp.frame = append(align.appendFields(sp.frame[:len(sp.frame)-1], off, len(chunk)), '}')
+			}
 			typ, b = websocket.MessageText, sp.frame
 		}
 		if err := ss.ws.Write(ss.ctx, typ, b); err != nil || ss.closing.Load() {
@@ -399,6 +411,9 @@ func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int
 	}
 	if last != nil {
 		ss.record(func(i *SessionInfo) { i.AudioBytesSent += int64(len(last)) })
+		if align != nil {
+			sp.lastAlign = align.end(len(body), len(last))
+		}
 	}
 	return ss.endTurn(sp, segID, AudioDuration(len(audio), sp.cfg.Encoding, sp.cfg.SampleRate), last, final)
 }

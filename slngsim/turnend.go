@@ -101,6 +101,10 @@ func (ss *session) endMessages(sp *speaker, dur float64, last []byte) []map[stri
 	if last != nil && len(ends) > 0 {
 		b64 := base64.StdEncoding.EncodeToString(last)
 		first := ends[0]
+		if a := sp.lastAlign; a != nil {
+			first["normalizedAlignment"], first["alignment"] = a.normalized, a.text
+			sp.lastAlign = nil
+		}
 		switch {
 		case p.TurnEnd == TurnEndIsFinal || sp.turns%3 == 2:
 			first["audio"] = b64

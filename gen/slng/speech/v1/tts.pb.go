@@ -23,6 +23,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// SpokenSource says how TurnDelivery.spoken_characters was found.
+type SpokenSource int32
+
+const (
+	// Not measured: a turn that ended normally, or one whose delivered audio
+	// has no known duration (MP3, Opus) and no timings.
+	SpokenSource_SPOKEN_SOURCE_UNSPECIFIED SpokenSource = 0
+	// From the route's timings of the delivered audio: exact to the
+	// character, as the route aligned it.
+	SpokenSource_SPOKEN_SOURCE_TIMINGS SpokenSource = 1
+	// Estimated from the duration of the delivered audio (see
+	// TurnDelivery.spoken_characters).
+	SpokenSource_SPOKEN_SOURCE_ESTIMATED SpokenSource = 2
+)
+
+// Enum value maps for SpokenSource.
+var (
+	SpokenSource_name = map[int32]string{
+		0: "SPOKEN_SOURCE_UNSPECIFIED",
+		1: "SPOKEN_SOURCE_TIMINGS",
+		2: "SPOKEN_SOURCE_ESTIMATED",
+	}
+	SpokenSource_value = map[string]int32{
+		"SPOKEN_SOURCE_UNSPECIFIED": 0,
+		"SPOKEN_SOURCE_TIMINGS":     1,
+		"SPOKEN_SOURCE_ESTIMATED":   2,
+	}
+)
+
+func (x SpokenSource) Enum() *SpokenSource {
+	p := new(SpokenSource)
+	*p = x
+	return p
+}
+
+func (x SpokenSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SpokenSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_slng_speech_v1_tts_proto_enumTypes[0].Descriptor()
+}
+
+func (SpokenSource) Type() protoreflect.EnumType {
+	return &file_slng_speech_v1_tts_proto_enumTypes[0]
+}
+
+func (x SpokenSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SpokenSource.Descriptor instead.
+func (SpokenSource) EnumDescriptor() ([]byte, []int) {
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{0}
+}
+
 // SynthesizeRequest is one message from the caller on a Synthesize stream.
 type SynthesizeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -192,7 +248,14 @@ type SynthesisConfig struct {
 	// Model-specific options, passed through unchanged into SLNG's init
 	// config (for example {"cfg_scale": 2}). They cannot override encoding,
 	// sample rate, language or speed, which have their own fields.
-	ModelOptions  *structpb.Struct `protobuf:"bytes,6,opt,name=model_options,json=modelOptions,proto3" json:"model_options,omitempty"`
+	ModelOptions *structpb.Struct `protobuf:"bytes,6,opt,name=model_options,json=modelOptions,proto3" json:"model_options,omitempty"`
+	// When true, the gateway relays the route's alignment of the spoken text
+	// with the audio as `timings` messages, and `cleared`, `cancelled` and
+	// `turn_failed` measure how much of a turn was spoken from it. Routes
+	// that send no alignment send no timings (SynthesisStarted.route_timings
+	// says which routes do). False by default: the gateway then does not read
+	// the alignment at all.
+	EnableTimings bool `protobuf:"varint,7,opt,name=enable_timings,json=enableTimings,proto3" json:"enable_timings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -267,6 +330,13 @@ func (x *SynthesisConfig) GetModelOptions() *structpb.Struct {
 		return x.ModelOptions
 	}
 	return nil
+}
+
+func (x *SynthesisConfig) GetEnableTimings() bool {
+	if x != nil {
+		return x.EnableTimings
+	}
+	return false
 }
 
 // TextInput carries text for the current turn.
@@ -513,6 +583,7 @@ type SynthesizeResponse struct {
 	//	*SynthesizeResponse_Reconnected
 	//	*SynthesizeResponse_Draining
 	//	*SynthesizeResponse_TurnFailed
+	//	*SynthesizeResponse_Timings
 	Response      isSynthesizeResponse_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -663,6 +734,15 @@ func (x *SynthesizeResponse) GetTurnFailed() *TurnFailed {
 	return nil
 }
 
+func (x *SynthesizeResponse) GetTimings() *Timings {
+	if x != nil {
+		if x, ok := x.Response.(*SynthesizeResponse_Timings); ok {
+			return x.Timings
+		}
+	}
+	return nil
+}
+
 type isSynthesizeResponse_Response interface {
 	isSynthesizeResponse_Response()
 }
@@ -728,6 +808,13 @@ type SynthesizeResponse_TurnFailed struct {
 	TurnFailed *TurnFailed `protobuf:"bytes,12,opt,name=turn_failed,json=turnFailed,proto3,oneof"`
 }
 
+type SynthesizeResponse_Timings struct {
+	// When the characters and words of a turn are heard in its audio
+	// (SynthesisConfig.enable_timings, on routes that send alignment). Each
+	// comes right after the audio it describes.
+	Timings *Timings `protobuf:"bytes,13,opt,name=timings,proto3,oneof"`
+}
+
 func (*SynthesizeResponse_Started) isSynthesizeResponse_Response() {}
 
 func (*SynthesizeResponse_Audio) isSynthesizeResponse_Response() {}
@@ -751,6 +838,188 @@ func (*SynthesizeResponse_Reconnected) isSynthesizeResponse_Response() {}
 func (*SynthesizeResponse_Draining) isSynthesizeResponse_Response() {}
 
 func (*SynthesizeResponse_TurnFailed) isSynthesizeResponse_Response() {}
+
+func (*SynthesizeResponse_Timings) isSynthesizeResponse_Response() {}
+
+// Timings says when characters of a turn's text are heard in its audio, as
+// the route aligned them. A Timings message follows the AudioChunk it
+// describes (last_sequence) and comes before the next one, so that a player
+// may show each character or word as its audio plays. Over a turn, the
+// characters of its Timings messages are the turn's text as the route spoke
+// it, in order, each once; the words are the same text cut at white space,
+// each once, as soon as its last character is known (the turn's last word
+// just before `flushed`). A turn cleared, cancelled or failed gets no more
+// timings.
+type Timings struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The turn, as in AudioChunk.turn_id.
+	TurnId uint64 `protobuf:"varint,1,opt,name=turn_id,json=turnId,proto3" json:"turn_id,omitempty"`
+	// The characters the route aligned with the audio of chunk last_sequence,
+	// in the order they are spoken. Empty in the message that ends a turn
+	// with its last word.
+	Characters []*TimedText `protobuf:"bytes,2,rep,name=characters,proto3" json:"characters,omitempty"`
+	// The words these characters complete: runs of characters without white
+	// space, punctuation included ("Hello," is one word), timed from the
+	// start of their first character to the end of their last. A word whose
+	// characters came in several messages comes in the message of its last.
+	Words []*TimedText `protobuf:"bytes,3,rep,name=words,proto3" json:"words,omitempty"`
+	// The AudioChunk sequences of the audio these timings describe: from the
+	// chunk that carried the alignment of the first character or word here
+	// (first_sequence) to the one this message follows (last_sequence). Both
+	// are 0 for an alignment the route sent with no audio.
+	FirstSequence uint64 `protobuf:"varint,4,opt,name=first_sequence,json=firstSequence,proto3" json:"first_sequence,omitempty"`
+	// See first_sequence.
+	LastSequence uint64 `protobuf:"varint,5,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
+	// True when the route aligned its normalized text (numbers and
+	// abbreviations spelt out, as the model read them) rather than the
+	// caller's: characters may then differ from the text sent. The gateway
+	// relays the alignment of the caller's own text whenever the route sends
+	// it.
+	Normalized    bool `protobuf:"varint,6,opt,name=normalized,proto3" json:"normalized,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Timings) Reset() {
+	*x = Timings{}
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Timings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Timings) ProtoMessage() {}
+
+func (x *Timings) ProtoReflect() protoreflect.Message {
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Timings.ProtoReflect.Descriptor instead.
+func (*Timings) Descriptor() ([]byte, []int) {
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Timings) GetTurnId() uint64 {
+	if x != nil {
+		return x.TurnId
+	}
+	return 0
+}
+
+func (x *Timings) GetCharacters() []*TimedText {
+	if x != nil {
+		return x.Characters
+	}
+	return nil
+}
+
+func (x *Timings) GetWords() []*TimedText {
+	if x != nil {
+		return x.Words
+	}
+	return nil
+}
+
+func (x *Timings) GetFirstSequence() uint64 {
+	if x != nil {
+		return x.FirstSequence
+	}
+	return 0
+}
+
+func (x *Timings) GetLastSequence() uint64 {
+	if x != nil {
+		return x.LastSequence
+	}
+	return 0
+}
+
+func (x *Timings) GetNormalized() bool {
+	if x != nil {
+		return x.Normalized
+	}
+	return false
+}
+
+// TimedText is a character or a word of a turn's text and when it is heard.
+type TimedText struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The character (one Unicode code point, rarely more, as the route
+	// groups them) or the word, UTF-8.
+	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	// When it starts, from the start of the turn's first audio: the first
+	// AudioChunk of the turn starts at 0, and the turn's audio plays
+	// continuously (a player that pauses must add its pauses). Routes report
+	// milliseconds.
+	Start *durationpb.Duration `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
+	// How long it is heard. A character's start plus duration is the next
+	// one's start, save for pauses the route leaves out.
+	Duration      *durationpb.Duration `protobuf:"bytes,3,opt,name=duration,proto3" json:"duration,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TimedText) Reset() {
+	*x = TimedText{}
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TimedText) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TimedText) ProtoMessage() {}
+
+func (x *TimedText) ProtoReflect() protoreflect.Message {
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TimedText.ProtoReflect.Descriptor instead.
+func (*TimedText) Descriptor() ([]byte, []int) {
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TimedText) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *TimedText) GetStart() *durationpb.Duration {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *TimedText) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
 
 // TurnFailed ends a turn that the upstream could not finish: SLNG answered
 // it with an error frame and never finished it, or nothing of it arrived
@@ -779,7 +1048,7 @@ type TurnFailed struct {
 
 func (x *TurnFailed) Reset() {
 	*x = TurnFailed{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[8]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +1060,7 @@ func (x *TurnFailed) String() string {
 func (*TurnFailed) ProtoMessage() {}
 
 func (x *TurnFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[8]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +1073,7 @@ func (x *TurnFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TurnFailed.ProtoReflect.Descriptor instead.
 func (*TurnFailed) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{8}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TurnFailed) GetTurnId() uint64 {
@@ -873,14 +1142,21 @@ type SynthesisStarted struct {
 	// gateway is configured with that has one (the mesh's client identity,
 	// e.g. a SPIFFE id; the x-caller-id metadata; the peer address), or
 	// "unknown". Empty when the gateway does not identify callers.
-	CallerId      string `protobuf:"bytes,7,opt,name=caller_id,json=callerId,proto3" json:"caller_id,omitempty"`
+	CallerId string `protobuf:"bytes,7,opt,name=caller_id,json=callerId,proto3" json:"caller_id,omitempty"`
+	// Whether the model's route sends alignment of the spoken text with the
+	// audio, and so whether `timings` will come with enable_timings:
+	// SENT_YES when the gateway's model catalog says so
+	// (CatalogService.ListModels, ModelSends.timings) or the gateway has seen
+	// the model's route send it, SENT_NO when the catalog says it does not,
+	// SENT_UNSPECIFIED when neither knows.
+	RouteTimings  Sent `protobuf:"varint,8,opt,name=route_timings,json=routeTimings,proto3,enum=slng.speech.v1.Sent" json:"route_timings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SynthesisStarted) Reset() {
 	*x = SynthesisStarted{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[9]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +1168,7 @@ func (x *SynthesisStarted) String() string {
 func (*SynthesisStarted) ProtoMessage() {}
 
 func (x *SynthesisStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[9]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +1181,7 @@ func (x *SynthesisStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynthesisStarted.ProtoReflect.Descriptor instead.
 func (*SynthesisStarted) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{9}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SynthesisStarted) GetSessionId() string {
@@ -957,6 +1233,13 @@ func (x *SynthesisStarted) GetCallerId() string {
 	return ""
 }
 
+func (x *SynthesisStarted) GetRouteTimings() Sent {
+	if x != nil {
+		return x.RouteTimings
+	}
+	return Sent_SENT_UNSPECIFIED
+}
+
 // AudioChunk is a piece of synthesized audio in the configured format.
 type AudioChunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -976,7 +1259,7 @@ type AudioChunk struct {
 
 func (x *AudioChunk) Reset() {
 	*x = AudioChunk{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[10]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +1271,7 @@ func (x *AudioChunk) String() string {
 func (*AudioChunk) ProtoMessage() {}
 
 func (x *AudioChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[10]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +1284,7 @@ func (x *AudioChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AudioChunk.ProtoReflect.Descriptor instead.
 func (*AudioChunk) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{10}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AudioChunk) GetData() []byte {
@@ -1039,7 +1322,7 @@ type SegmentStart struct {
 
 func (x *SegmentStart) Reset() {
 	*x = SegmentStart{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[11]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1334,7 @@ func (x *SegmentStart) String() string {
 func (*SegmentStart) ProtoMessage() {}
 
 func (x *SegmentStart) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[11]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1347,7 @@ func (x *SegmentStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentStart.ProtoReflect.Descriptor instead.
 func (*SegmentStart) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{11}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SegmentStart) GetSegmentId() string {
@@ -1094,7 +1377,7 @@ type SegmentEnd struct {
 
 func (x *SegmentEnd) Reset() {
 	*x = SegmentEnd{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[12]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1106,7 +1389,7 @@ func (x *SegmentEnd) String() string {
 func (*SegmentEnd) ProtoMessage() {}
 
 func (x *SegmentEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[12]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1119,7 +1402,7 @@ func (x *SegmentEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentEnd.ProtoReflect.Descriptor instead.
 func (*SegmentEnd) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{12}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SegmentEnd) GetSegmentId() string {
@@ -1147,7 +1430,7 @@ type Flushed struct {
 
 func (x *Flushed) Reset() {
 	*x = Flushed{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[13]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1442,7 @@ func (x *Flushed) String() string {
 func (*Flushed) ProtoMessage() {}
 
 func (x *Flushed) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[13]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1455,7 @@ func (x *Flushed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Flushed.ProtoReflect.Descriptor instead.
 func (*Flushed) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{13}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Flushed) GetTurnId() uint64 {
@@ -1199,7 +1482,7 @@ type AudioEnd struct {
 
 func (x *AudioEnd) Reset() {
 	*x = AudioEnd{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[14]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1494,7 @@ func (x *AudioEnd) String() string {
 func (*AudioEnd) ProtoMessage() {}
 
 func (x *AudioEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[14]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1507,7 @@ func (x *AudioEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AudioEnd.ProtoReflect.Descriptor instead.
 func (*AudioEnd) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{14}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AudioEnd) GetTurnId() uint64 {
@@ -1262,7 +1545,7 @@ type Cleared struct {
 
 func (x *Cleared) Reset() {
 	*x = Cleared{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[15]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1557,7 @@ func (x *Cleared) String() string {
 func (*Cleared) ProtoMessage() {}
 
 func (x *Cleared) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[15]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1570,7 @@ func (x *Cleared) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cleared.ProtoReflect.Descriptor instead.
 func (*Cleared) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{15}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Cleared) GetTurnId() uint64 {
@@ -1318,7 +1601,7 @@ type Cancelled struct {
 
 func (x *Cancelled) Reset() {
 	*x = Cancelled{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[16]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1613,7 @@ func (x *Cancelled) String() string {
 func (*Cancelled) ProtoMessage() {}
 
 func (x *Cancelled) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[16]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1626,7 @@ func (x *Cancelled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancelled.ProtoReflect.Descriptor instead.
 func (*Cancelled) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{16}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Cancelled) GetTurnId() uint64 {
@@ -1369,14 +1652,33 @@ type TurnDelivery struct {
 	// Bytes of audio delivered.
 	AudioBytes uint64 `protobuf:"varint,2,opt,name=audio_bytes,json=audioBytes,proto3" json:"audio_bytes,omitempty"`
 	// The sequence of the last AudioChunk delivered for the turn; 0 if none.
-	LastSequence  uint64 `protobuf:"varint,3,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
+	LastSequence uint64 `protobuf:"varint,3,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
+	// How much of the turn's text had been spoken in the delivered audio: set
+	// in `cleared`, `cancelled` and `turn_failed` (in `audio_end` the whole
+	// text was spoken, and these stay unset). spoken_characters counts
+	// Unicode code points of the turn's text, as the caller sent it;
+	// spoken_text is those characters, a prefix of the turn's text.
+	//
+	// With SynthesisConfig.enable_timings, on a route that sends alignment,
+	// they are measured (SPOKEN_SOURCE_TIMINGS): the characters whose audio
+	// was delivered in full. Otherwise they are estimated
+	// (SPOKEN_SOURCE_ESTIMATED) from the delivered audio's duration at 15
+	// characters a second (about 150 words a minute) times
+	// SynthesisConfig.speed, capped at the turn's text: a guess, which voices
+	// and languages make wrong both ways. For compressed encodings (MP3,
+	// Opus) without timings nothing is known (SPOKEN_SOURCE_UNSPECIFIED, 0).
+	SpokenCharacters uint32 `protobuf:"varint,4,opt,name=spoken_characters,json=spokenCharacters,proto3" json:"spoken_characters,omitempty"`
+	// See spoken_characters.
+	SpokenText string `protobuf:"bytes,5,opt,name=spoken_text,json=spokenText,proto3" json:"spoken_text,omitempty"`
+	// How spoken_characters was found.
+	SpokenSource  SpokenSource `protobuf:"varint,6,opt,name=spoken_source,json=spokenSource,proto3,enum=slng.speech.v1.SpokenSource" json:"spoken_source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TurnDelivery) Reset() {
 	*x = TurnDelivery{}
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[17]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1388,7 +1690,7 @@ func (x *TurnDelivery) String() string {
 func (*TurnDelivery) ProtoMessage() {}
 
 func (x *TurnDelivery) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_tts_proto_msgTypes[17]
+	mi := &file_slng_speech_v1_tts_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1401,7 +1703,7 @@ func (x *TurnDelivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TurnDelivery.ProtoReflect.Descriptor instead.
 func (*TurnDelivery) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{17}
+	return file_slng_speech_v1_tts_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TurnDelivery) GetAudioDuration() *durationpb.Duration {
@@ -1425,25 +1727,47 @@ func (x *TurnDelivery) GetLastSequence() uint64 {
 	return 0
 }
 
+func (x *TurnDelivery) GetSpokenCharacters() uint32 {
+	if x != nil {
+		return x.SpokenCharacters
+	}
+	return 0
+}
+
+func (x *TurnDelivery) GetSpokenText() string {
+	if x != nil {
+		return x.SpokenText
+	}
+	return ""
+}
+
+func (x *TurnDelivery) GetSpokenSource() SpokenSource {
+	if x != nil {
+		return x.SpokenSource
+	}
+	return SpokenSource_SPOKEN_SOURCE_UNSPECIFIED
+}
+
 var File_slng_speech_v1_tts_proto protoreflect.FileDescriptor
 
 const file_slng_speech_v1_tts_proto_rawDesc = "" +
 	"\n" +
-	"\x18slng/speech/v1/tts.proto\x12\x0eslng.speech.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1aslng/speech/v1/audio.proto\"\x9a\x02\n" +
+	"\x18slng/speech/v1/tts.proto\x12\x0eslng.speech.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1aslng/speech/v1/audio.proto\x1a\x1cslng/speech/v1/catalog.proto\"\x9a\x02\n" +
 	"\x11SynthesizeRequest\x129\n" +
 	"\x06config\x18\x01 \x01(\v2\x1f.slng.speech.v1.SynthesisConfigH\x00R\x06config\x12/\n" +
 	"\x04text\x18\x02 \x01(\v2\x19.slng.speech.v1.TextInputH\x00R\x04text\x12-\n" +
 	"\x05flush\x18\x03 \x01(\v2\x15.slng.speech.v1.FlushH\x00R\x05flush\x12-\n" +
 	"\x05clear\x18\x04 \x01(\v2\x15.slng.speech.v1.ClearH\x00R\x05clear\x120\n" +
 	"\x06cancel\x18\x05 \x01(\v2\x16.slng.speech.v1.CancelH\x00R\x06cancelB\t\n" +
-	"\arequest\"\xe2\x01\n" +
+	"\arequest\"\x89\x02\n" +
 	"\x0fSynthesisConfig\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x14\n" +
 	"\x05voice\x18\x02 \x01(\tR\x05voice\x123\n" +
 	"\x06format\x18\x03 \x01(\v2\x1b.slng.speech.v1.AudioFormatR\x06format\x12\x1a\n" +
 	"\blanguage\x18\x04 \x01(\tR\blanguage\x12\x14\n" +
 	"\x05speed\x18\x05 \x01(\x01R\x05speed\x12<\n" +
-	"\rmodel_options\x18\x06 \x01(\v2\x17.google.protobuf.StructR\fmodelOptions\"5\n" +
+	"\rmodel_options\x18\x06 \x01(\v2\x17.google.protobuf.StructR\fmodelOptions\x12%\n" +
+	"\x0eenable_timings\x18\a \x01(\bR\renableTimings\"5\n" +
 	"\tTextInput\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x14\n" +
 	"\x05flush\x18\x02 \x01(\bR\x05flush\"\a\n" +
@@ -1452,7 +1776,7 @@ const file_slng_speech_v1_tts_proto_rawDesc = "" +
 	"\x06Cancel\"d\n" +
 	"\x15SynthesizeTextRequest\x127\n" +
 	"\x06config\x18\x01 \x01(\v2\x1f.slng.speech.v1.SynthesisConfigR\x06config\x12\x12\n" +
-	"\x04text\x18\x02 \x01(\tR\x04text\"\xef\x05\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\"\xa4\x06\n" +
 	"\x12SynthesizeResponse\x12<\n" +
 	"\astarted\x18\x01 \x01(\v2 .slng.speech.v1.SynthesisStartedH\x00R\astarted\x122\n" +
 	"\x05audio\x18\x02 \x01(\v2\x1a.slng.speech.v1.AudioChunkH\x00R\x05audio\x12C\n" +
@@ -1468,9 +1792,25 @@ const file_slng_speech_v1_tts_proto_rawDesc = "" +
 	" \x01(\v2#.slng.speech.v1.UpstreamReconnectedH\x00R\vreconnected\x12<\n" +
 	"\bdraining\x18\v \x01(\v2\x1e.slng.speech.v1.ServerDrainingH\x00R\bdraining\x12=\n" +
 	"\vturn_failed\x18\f \x01(\v2\x1a.slng.speech.v1.TurnFailedH\x00R\n" +
-	"turnFailedB\n" +
+	"turnFailed\x123\n" +
+	"\atimings\x18\r \x01(\v2\x17.slng.speech.v1.TimingsH\x00R\atimingsB\n" +
 	"\n" +
-	"\bresponse\"\xcc\x01\n" +
+	"\bresponse\"\xfa\x01\n" +
+	"\aTimings\x12\x17\n" +
+	"\aturn_id\x18\x01 \x01(\x04R\x06turnId\x129\n" +
+	"\n" +
+	"characters\x18\x02 \x03(\v2\x19.slng.speech.v1.TimedTextR\n" +
+	"characters\x12/\n" +
+	"\x05words\x18\x03 \x03(\v2\x19.slng.speech.v1.TimedTextR\x05words\x12%\n" +
+	"\x0efirst_sequence\x18\x04 \x01(\x04R\rfirstSequence\x12#\n" +
+	"\rlast_sequence\x18\x05 \x01(\x04R\flastSequence\x12\x1e\n" +
+	"\n" +
+	"normalized\x18\x06 \x01(\bR\n" +
+	"normalized\"\x87\x01\n" +
+	"\tTimedText\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12/\n" +
+	"\x05start\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05start\x125\n" +
+	"\bduration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xcc\x01\n" +
 	"\n" +
 	"TurnFailed\x12\x17\n" +
 	"\aturn_id\x18\x01 \x01(\x04R\x06turnId\x12\x12\n" +
@@ -1478,7 +1818,7 @@ const file_slng_speech_v1_tts_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12#\n" +
 	"\rupstream_code\x18\x05 \x01(\tR\fupstreamCode\x12:\n" +
-	"\tdelivered\x18\x06 \x01(\v2\x1c.slng.speech.v1.TurnDeliveryR\tdelivered\"\xc0\x02\n" +
+	"\tdelivered\x18\x06 \x01(\v2\x1c.slng.speech.v1.TurnDeliveryR\tdelivered\"\xfb\x02\n" +
 	"\x10SynthesisStarted\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12.\n" +
@@ -1487,7 +1827,8 @@ const file_slng_speech_v1_tts_proto_rawDesc = "" +
 	"\x06config\x18\x04 \x01(\v2\x1f.slng.speech.v1.SynthesisConfigR\x06config\x12!\n" +
 	"\fwarm_session\x18\x05 \x01(\bR\vwarmSession\x124\n" +
 	"\x06limits\x18\x06 \x01(\v2\x1c.slng.speech.v1.StreamLimitsR\x06limits\x12\x1b\n" +
-	"\tcaller_id\x18\a \x01(\tR\bcallerId\"U\n" +
+	"\tcaller_id\x18\a \x01(\tR\bcallerId\x129\n" +
+	"\rroute_timings\x18\b \x01(\x0e2\x14.slng.speech.v1.SentR\frouteTimings\"U\n" +
 	"\n" +
 	"AudioChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1a\n" +
@@ -1513,12 +1854,20 @@ const file_slng_speech_v1_tts_proto_rawDesc = "" +
 	"\tdelivered\x18\x02 \x01(\v2\x1c.slng.speech.v1.TurnDeliveryR\tdelivered\"`\n" +
 	"\tCancelled\x12\x17\n" +
 	"\aturn_id\x18\x01 \x01(\x04R\x06turnId\x12:\n" +
-	"\tdelivered\x18\x02 \x01(\v2\x1c.slng.speech.v1.TurnDeliveryR\tdelivered\"\x96\x01\n" +
+	"\tdelivered\x18\x02 \x01(\v2\x1c.slng.speech.v1.TurnDeliveryR\tdelivered\"\xa7\x02\n" +
 	"\fTurnDelivery\x12@\n" +
 	"\x0eaudio_duration\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\raudioDuration\x12\x1f\n" +
 	"\vaudio_bytes\x18\x02 \x01(\x04R\n" +
 	"audioBytes\x12#\n" +
-	"\rlast_sequence\x18\x03 \x01(\x04R\flastSequence2\xcd\x01\n" +
+	"\rlast_sequence\x18\x03 \x01(\x04R\flastSequence\x12+\n" +
+	"\x11spoken_characters\x18\x04 \x01(\rR\x10spokenCharacters\x12\x1f\n" +
+	"\vspoken_text\x18\x05 \x01(\tR\n" +
+	"spokenText\x12A\n" +
+	"\rspoken_source\x18\x06 \x01(\x0e2\x1c.slng.speech.v1.SpokenSourceR\fspokenSource*e\n" +
+	"\fSpokenSource\x12\x1d\n" +
+	"\x19SPOKEN_SOURCE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15SPOKEN_SOURCE_TIMINGS\x10\x01\x12\x1b\n" +
+	"\x17SPOKEN_SOURCE_ESTIMATED\x10\x022\xcd\x01\n" +
 	"\x13TextToSpeechService\x12W\n" +
 	"\n" +
 	"Synthesize\x12!.slng.speech.v1.SynthesizeRequest\x1a\".slng.speech.v1.SynthesizeResponse(\x010\x01\x12]\n" +
@@ -1537,72 +1886,84 @@ func file_slng_speech_v1_tts_proto_rawDescGZIP() []byte {
 	return file_slng_speech_v1_tts_proto_rawDescData
 }
 
-var file_slng_speech_v1_tts_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_slng_speech_v1_tts_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_slng_speech_v1_tts_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_slng_speech_v1_tts_proto_goTypes = []any{
-	(*SynthesizeRequest)(nil),     // 0: slng.speech.v1.SynthesizeRequest
-	(*SynthesisConfig)(nil),       // 1: slng.speech.v1.SynthesisConfig
-	(*TextInput)(nil),             // 2: slng.speech.v1.TextInput
-	(*Flush)(nil),                 // 3: slng.speech.v1.Flush
-	(*Clear)(nil),                 // 4: slng.speech.v1.Clear
-	(*Cancel)(nil),                // 5: slng.speech.v1.Cancel
-	(*SynthesizeTextRequest)(nil), // 6: slng.speech.v1.SynthesizeTextRequest
-	(*SynthesizeResponse)(nil),    // 7: slng.speech.v1.SynthesizeResponse
-	(*TurnFailed)(nil),            // 8: slng.speech.v1.TurnFailed
-	(*SynthesisStarted)(nil),      // 9: slng.speech.v1.SynthesisStarted
-	(*AudioChunk)(nil),            // 10: slng.speech.v1.AudioChunk
-	(*SegmentStart)(nil),          // 11: slng.speech.v1.SegmentStart
-	(*SegmentEnd)(nil),            // 12: slng.speech.v1.SegmentEnd
-	(*Flushed)(nil),               // 13: slng.speech.v1.Flushed
-	(*AudioEnd)(nil),              // 14: slng.speech.v1.AudioEnd
-	(*Cleared)(nil),               // 15: slng.speech.v1.Cleared
-	(*Cancelled)(nil),             // 16: slng.speech.v1.Cancelled
-	(*TurnDelivery)(nil),          // 17: slng.speech.v1.TurnDelivery
-	(*AudioFormat)(nil),           // 18: slng.speech.v1.AudioFormat
-	(*structpb.Struct)(nil),       // 19: google.protobuf.Struct
-	(*Warning)(nil),               // 20: slng.speech.v1.Warning
-	(*UpstreamReconnected)(nil),   // 21: slng.speech.v1.UpstreamReconnected
-	(*ServerDraining)(nil),        // 22: slng.speech.v1.ServerDraining
-	(*StreamLimits)(nil),          // 23: slng.speech.v1.StreamLimits
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(SpokenSource)(0),             // 0: slng.speech.v1.SpokenSource
+	(*SynthesizeRequest)(nil),     // 1: slng.speech.v1.SynthesizeRequest
+	(*SynthesisConfig)(nil),       // 2: slng.speech.v1.SynthesisConfig
+	(*TextInput)(nil),             // 3: slng.speech.v1.TextInput
+	(*Flush)(nil),                 // 4: slng.speech.v1.Flush
+	(*Clear)(nil),                 // 5: slng.speech.v1.Clear
+	(*Cancel)(nil),                // 6: slng.speech.v1.Cancel
+	(*SynthesizeTextRequest)(nil), // 7: slng.speech.v1.SynthesizeTextRequest
+	(*SynthesizeResponse)(nil),    // 8: slng.speech.v1.SynthesizeResponse
+	(*Timings)(nil),               // 9: slng.speech.v1.Timings
+	(*TimedText)(nil),             // 10: slng.speech.v1.TimedText
+	(*TurnFailed)(nil),            // 11: slng.speech.v1.TurnFailed
+	(*SynthesisStarted)(nil),      // 12: slng.speech.v1.SynthesisStarted
+	(*AudioChunk)(nil),            // 13: slng.speech.v1.AudioChunk
+	(*SegmentStart)(nil),          // 14: slng.speech.v1.SegmentStart
+	(*SegmentEnd)(nil),            // 15: slng.speech.v1.SegmentEnd
+	(*Flushed)(nil),               // 16: slng.speech.v1.Flushed
+	(*AudioEnd)(nil),              // 17: slng.speech.v1.AudioEnd
+	(*Cleared)(nil),               // 18: slng.speech.v1.Cleared
+	(*Cancelled)(nil),             // 19: slng.speech.v1.Cancelled
+	(*TurnDelivery)(nil),          // 20: slng.speech.v1.TurnDelivery
+	(*AudioFormat)(nil),           // 21: slng.speech.v1.AudioFormat
+	(*structpb.Struct)(nil),       // 22: google.protobuf.Struct
+	(*Warning)(nil),               // 23: slng.speech.v1.Warning
+	(*UpstreamReconnected)(nil),   // 24: slng.speech.v1.UpstreamReconnected
+	(*ServerDraining)(nil),        // 25: slng.speech.v1.ServerDraining
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
+	(*StreamLimits)(nil),          // 27: slng.speech.v1.StreamLimits
+	(Sent)(0),                     // 28: slng.speech.v1.Sent
 }
 var file_slng_speech_v1_tts_proto_depIdxs = []int32{
-	1,  // 0: slng.speech.v1.SynthesizeRequest.config:type_name -> slng.speech.v1.SynthesisConfig
-	2,  // 1: slng.speech.v1.SynthesizeRequest.text:type_name -> slng.speech.v1.TextInput
-	3,  // 2: slng.speech.v1.SynthesizeRequest.flush:type_name -> slng.speech.v1.Flush
-	4,  // 3: slng.speech.v1.SynthesizeRequest.clear:type_name -> slng.speech.v1.Clear
-	5,  // 4: slng.speech.v1.SynthesizeRequest.cancel:type_name -> slng.speech.v1.Cancel
-	18, // 5: slng.speech.v1.SynthesisConfig.format:type_name -> slng.speech.v1.AudioFormat
-	19, // 6: slng.speech.v1.SynthesisConfig.model_options:type_name -> google.protobuf.Struct
-	1,  // 7: slng.speech.v1.SynthesizeTextRequest.config:type_name -> slng.speech.v1.SynthesisConfig
-	9,  // 8: slng.speech.v1.SynthesizeResponse.started:type_name -> slng.speech.v1.SynthesisStarted
-	10, // 9: slng.speech.v1.SynthesizeResponse.audio:type_name -> slng.speech.v1.AudioChunk
-	11, // 10: slng.speech.v1.SynthesizeResponse.segment_start:type_name -> slng.speech.v1.SegmentStart
-	12, // 11: slng.speech.v1.SynthesizeResponse.segment_end:type_name -> slng.speech.v1.SegmentEnd
-	13, // 12: slng.speech.v1.SynthesizeResponse.flushed:type_name -> slng.speech.v1.Flushed
-	15, // 13: slng.speech.v1.SynthesizeResponse.cleared:type_name -> slng.speech.v1.Cleared
-	14, // 14: slng.speech.v1.SynthesizeResponse.audio_end:type_name -> slng.speech.v1.AudioEnd
-	20, // 15: slng.speech.v1.SynthesizeResponse.warning:type_name -> slng.speech.v1.Warning
-	16, // 16: slng.speech.v1.SynthesizeResponse.cancelled:type_name -> slng.speech.v1.Cancelled
-	21, // 17: slng.speech.v1.SynthesizeResponse.reconnected:type_name -> slng.speech.v1.UpstreamReconnected
-	22, // 18: slng.speech.v1.SynthesizeResponse.draining:type_name -> slng.speech.v1.ServerDraining
-	8,  // 19: slng.speech.v1.SynthesizeResponse.turn_failed:type_name -> slng.speech.v1.TurnFailed
-	17, // 20: slng.speech.v1.TurnFailed.delivered:type_name -> slng.speech.v1.TurnDelivery
-	1,  // 21: slng.speech.v1.SynthesisStarted.config:type_name -> slng.speech.v1.SynthesisConfig
-	23, // 22: slng.speech.v1.SynthesisStarted.limits:type_name -> slng.speech.v1.StreamLimits
-	24, // 23: slng.speech.v1.AudioEnd.duration:type_name -> google.protobuf.Duration
-	17, // 24: slng.speech.v1.AudioEnd.delivered:type_name -> slng.speech.v1.TurnDelivery
-	17, // 25: slng.speech.v1.Cleared.delivered:type_name -> slng.speech.v1.TurnDelivery
-	17, // 26: slng.speech.v1.Cancelled.delivered:type_name -> slng.speech.v1.TurnDelivery
-	24, // 27: slng.speech.v1.TurnDelivery.audio_duration:type_name -> google.protobuf.Duration
-	0,  // 28: slng.speech.v1.TextToSpeechService.Synthesize:input_type -> slng.speech.v1.SynthesizeRequest
-	6,  // 29: slng.speech.v1.TextToSpeechService.SynthesizeText:input_type -> slng.speech.v1.SynthesizeTextRequest
-	7,  // 30: slng.speech.v1.TextToSpeechService.Synthesize:output_type -> slng.speech.v1.SynthesizeResponse
-	7,  // 31: slng.speech.v1.TextToSpeechService.SynthesizeText:output_type -> slng.speech.v1.SynthesizeResponse
-	30, // [30:32] is the sub-list for method output_type
-	28, // [28:30] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	2,  // 0: slng.speech.v1.SynthesizeRequest.config:type_name -> slng.speech.v1.SynthesisConfig
+	3,  // 1: slng.speech.v1.SynthesizeRequest.text:type_name -> slng.speech.v1.TextInput
+	4,  // 2: slng.speech.v1.SynthesizeRequest.flush:type_name -> slng.speech.v1.Flush
+	5,  // 3: slng.speech.v1.SynthesizeRequest.clear:type_name -> slng.speech.v1.Clear
+	6,  // 4: slng.speech.v1.SynthesizeRequest.cancel:type_name -> slng.speech.v1.Cancel
+	21, // 5: slng.speech.v1.SynthesisConfig.format:type_name -> slng.speech.v1.AudioFormat
+	22, // 6: slng.speech.v1.SynthesisConfig.model_options:type_name -> google.protobuf.Struct
+	2,  // 7: slng.speech.v1.SynthesizeTextRequest.config:type_name -> slng.speech.v1.SynthesisConfig
+	12, // 8: slng.speech.v1.SynthesizeResponse.started:type_name -> slng.speech.v1.SynthesisStarted
+	13, // 9: slng.speech.v1.SynthesizeResponse.audio:type_name -> slng.speech.v1.AudioChunk
+	14, // 10: slng.speech.v1.SynthesizeResponse.segment_start:type_name -> slng.speech.v1.SegmentStart
+	15, // 11: slng.speech.v1.SynthesizeResponse.segment_end:type_name -> slng.speech.v1.SegmentEnd
+	16, // 12: slng.speech.v1.SynthesizeResponse.flushed:type_name -> slng.speech.v1.Flushed
+	18, // 13: slng.speech.v1.SynthesizeResponse.cleared:type_name -> slng.speech.v1.Cleared
+	17, // 14: slng.speech.v1.SynthesizeResponse.audio_end:type_name -> slng.speech.v1.AudioEnd
+	23, // 15: slng.speech.v1.SynthesizeResponse.warning:type_name -> slng.speech.v1.Warning
+	19, // 16: slng.speech.v1.SynthesizeResponse.cancelled:type_name -> slng.speech.v1.Cancelled
+	24, // 17: slng.speech.v1.SynthesizeResponse.reconnected:type_name -> slng.speech.v1.UpstreamReconnected
+	25, // 18: slng.speech.v1.SynthesizeResponse.draining:type_name -> slng.speech.v1.ServerDraining
+	11, // 19: slng.speech.v1.SynthesizeResponse.turn_failed:type_name -> slng.speech.v1.TurnFailed
+	9,  // 20: slng.speech.v1.SynthesizeResponse.timings:type_name -> slng.speech.v1.Timings
+	10, // 21: slng.speech.v1.Timings.characters:type_name -> slng.speech.v1.TimedText
+	10, // 22: slng.speech.v1.Timings.words:type_name -> slng.speech.v1.TimedText
+	26, // 23: slng.speech.v1.TimedText.start:type_name -> google.protobuf.Duration
+	26, // 24: slng.speech.v1.TimedText.duration:type_name -> google.protobuf.Duration
+	20, // 25: slng.speech.v1.TurnFailed.delivered:type_name -> slng.speech.v1.TurnDelivery
+	2,  // 26: slng.speech.v1.SynthesisStarted.config:type_name -> slng.speech.v1.SynthesisConfig
+	27, // 27: slng.speech.v1.SynthesisStarted.limits:type_name -> slng.speech.v1.StreamLimits
+	28, // 28: slng.speech.v1.SynthesisStarted.route_timings:type_name -> slng.speech.v1.Sent
+	26, // 29: slng.speech.v1.AudioEnd.duration:type_name -> google.protobuf.Duration
+	20, // 30: slng.speech.v1.AudioEnd.delivered:type_name -> slng.speech.v1.TurnDelivery
+	20, // 31: slng.speech.v1.Cleared.delivered:type_name -> slng.speech.v1.TurnDelivery
+	20, // 32: slng.speech.v1.Cancelled.delivered:type_name -> slng.speech.v1.TurnDelivery
+	26, // 33: slng.speech.v1.TurnDelivery.audio_duration:type_name -> google.protobuf.Duration
+	0,  // 34: slng.speech.v1.TurnDelivery.spoken_source:type_name -> slng.speech.v1.SpokenSource
+	1,  // 35: slng.speech.v1.TextToSpeechService.Synthesize:input_type -> slng.speech.v1.SynthesizeRequest
+	7,  // 36: slng.speech.v1.TextToSpeechService.SynthesizeText:input_type -> slng.speech.v1.SynthesizeTextRequest
+	8,  // 37: slng.speech.v1.TextToSpeechService.Synthesize:output_type -> slng.speech.v1.SynthesizeResponse
+	8,  // 38: slng.speech.v1.TextToSpeechService.SynthesizeText:output_type -> slng.speech.v1.SynthesizeResponse
+	37, // [37:39] is the sub-list for method output_type
+	35, // [35:37] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_slng_speech_v1_tts_proto_init() }
@@ -1611,6 +1972,7 @@ func file_slng_speech_v1_tts_proto_init() {
 		return
 	}
 	file_slng_speech_v1_audio_proto_init()
+	file_slng_speech_v1_catalog_proto_init()
 	file_slng_speech_v1_tts_proto_msgTypes[0].OneofWrappers = []any{
 		(*SynthesizeRequest_Config)(nil),
 		(*SynthesizeRequest_Text)(nil),
@@ -1631,19 +1993,21 @@ func file_slng_speech_v1_tts_proto_init() {
 		(*SynthesizeResponse_Reconnected)(nil),
 		(*SynthesizeResponse_Draining)(nil),
 		(*SynthesizeResponse_TurnFailed)(nil),
+		(*SynthesizeResponse_Timings)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slng_speech_v1_tts_proto_rawDesc), len(file_slng_speech_v1_tts_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   18,
+			NumEnums:      1,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_slng_speech_v1_tts_proto_goTypes,
 		DependencyIndexes: file_slng_speech_v1_tts_proto_depIdxs,
+		EnumInfos:         file_slng_speech_v1_tts_proto_enumTypes,
 		MessageInfos:      file_slng_speech_v1_tts_proto_msgTypes,
 	}.Build()
 	File_slng_speech_v1_tts_proto = out.File
