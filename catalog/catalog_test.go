@@ -80,6 +80,8 @@ func TestParseRefuses(t *testing.T) {
 		{"stt voices", "models:\n  - model: a/b:c\n    kind: stt\n    source: s\n    voices: [{id: v}]\n", "no voices"},
 		{"tts partials", "models:\n" + ok + "    sends: {partials: true}\n", "speech-to-text models only"},
 		{"voice twice", "models:\n" + ok + "    voices: [{id: v}, {id: V}]\n", `voice "V" listed twice`},
+		{"no models", "models:\n", "lists no models"},
+		{"empty", "models: []\n", "lists no models"},
 		{"default voice", "models:\n" + ok + "    voices: [{id: v}]\n    voices_complete: true\n    default_voice: w\n", "not among its voices"},
 	}
 	for _, tt := range tests {

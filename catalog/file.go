@@ -34,12 +34,17 @@ type file struct {
 
 // Parse reads a catalog file. Unknown fields are errors, so that a typo
 // does not silently leave a list open or a check off; so are lists said
-// to be complete that are empty, unknown encodings, sample rates outside
+// to be complete that are empty, a file that lists no models, unknown encodings, sample rates outside
 // 8000-48000 Hz, a model listed twice, and a model with no source.
 func Parse(b []byte) (*Catalog, error) {
 	var f file
 	if err := yaml.UnmarshalStrict(b, &f); err != nil {
 		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	if len(f.Models) == 0 {
+		// A catalog refuses every model it does not list; one that lists
+		// none is a mistake, or a file read while it was being written.
+		return nil, errors.New("catalog: lists no models")
 	}
 	if err := validate(f.Models); err != nil {
 		return nil, err

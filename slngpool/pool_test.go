@@ -457,9 +457,13 @@ func TestBlackHoleOpensBreaker(t *testing.T) {
 		t.Fatalf("after 3 hung handshakes: err = %v, want *CircuitOpenError", err)
 	}
 	// The black hole counts a connection once it accepts it, which may
-	// come a little after the dial's TCP handshake (the kernel's backlog).
-	_ = poll.Until(ctx, time.Millisecond, func() bool { return accepted() >= 3 })
-	if n := accepted(); n != 3 {
-		t.Fatalf("connections to the black hole = %d, want 3", n)
+	// come a little after the dial's TCP handshake (the kernel's backlog),
+	// and on a busy machine a dial's 100 ms may run out before its TCP
+	// connect was even made: what matters is that nothing more comes.
+	wait, cancelWait := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelWait()
+	_ = poll.Until(wait, time.Millisecond, func() bool { return accepted() >= 3 })
+	if n := accepted(); n < 1 || n > 3 {
+		t.Fatalf("connections to the black hole = %d, want 1 to 3", n)
 	}
 }

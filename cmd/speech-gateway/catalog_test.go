@@ -124,15 +124,20 @@ func metricLine(page, name string) string {
 func TestRunReloadsCatalogFile(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "catalog.yaml")
-	write := func(voices string) {
+	// Written whole and renamed, as a ConfigMap is: a reader never sees
+	// half a file.
+	writeFile := func(content string) {
 		t.Helper()
-		content := "models:\n  - model: acme/tts:1\n    kind: tts\n    source: the operator\n    voices: [" + voices + "]\n    voices_complete: true\n"
 		if err := os.WriteFile(path+".tmp", []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.Rename(path+".tmp", path); err != nil {
 			t.Fatal(err)
 		}
+	}
+	write := func(voices string) {
+		t.Helper()
+		writeFile("models:\n  - model: acme/tts:1\n    kind: tts\n    source: the operator\n    voices: [" + voices + "]\n    voices_complete: true\n")
 	}
 	write("{id: first}")
 	g := startGateway(t, []string{"--dev", "--catalog-file", path, "--catalog-reload-interval", "10ms"}, nil)
@@ -160,9 +165,7 @@ func TestRunReloadsCatalogFile(t *testing.T) {
 	if poll.Until(ctx, 10*time.Millisecond, func() bool { return voices() == "first,second" }) != nil {
 		t.Fatal("the changed file was not put in force")
 	}
-	if err := os.WriteFile(path, []byte("models: [{model: acme/tts:1}]\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeFile("models: [{model: acme/tts:1}]\n")
 	if poll.Until(ctx, 10*time.Millisecond, func() bool {
 		_, page := g.get(t, g.adminLis, "/metrics")
 		return strings.Contains(page, `speech_gateway_catalog_reloads_total{result="error"} 1`)
