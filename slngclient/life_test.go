@@ -167,7 +167,9 @@ func TestProveLifeCountsFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.CloseNow()
-	const within = 50 * time.Millisecond
+	// Long enough for the audio to come on a busy machine: the proof
+	// counts any frame that arrives within it.
+	const within = 300 * time.Millisecond
 	s.ProveLife(within)
 	if err := s.Text(ctx, "Audio, no pong.", false); err != nil {
 		t.Fatal(err)
@@ -176,7 +178,7 @@ func TestProveLifeCountsFrames(t *testing.T) {
 		t.Fatalf("Recv = %v, %v; want the audio", ev, err)
 	}
 	// Waits out the proof's bound; no goroutine is synchronized by it.
-	time.Sleep(4 * within)
+	time.Sleep(2 * within)
 	if s.LifeUnproven() || s.Err() != nil || s.Stats().PingsSent != 1 {
 		t.Fatalf("LifeUnproven %v, Err %v, %d pings; want a live session after one unanswered ping", s.LifeUnproven(), s.Err(), s.Stats().PingsSent)
 	}
