@@ -182,6 +182,8 @@ type SynthesisConfig struct {
 	// model's own default.
 	Voice string `protobuf:"bytes,2,opt,name=voice,proto3" json:"voice,omitempty"`
 	// The audio format of the returned audio. Unset means 24000 Hz LINEAR16.
+	// Always mono (channels 0 or 1). The gateway converts LINEAR16, MULAW
+	// and ALAW from what the model produces when needed (see AudioFormat).
 	Format *AudioFormat `protobuf:"bytes,3,opt,name=format,proto3" json:"format,omitempty"`
 	// Language as an ISO 639-1 code ("en") or BCP-47 tag ("hi-IN") as the model
 	// expects. Empty means the model's default.
@@ -873,7 +875,18 @@ type SynthesisStarted struct {
 	// gateway is configured with that has one (the mesh's client identity,
 	// e.g. a SPIFFE id; the x-caller-id metadata; the peer address), or
 	// "unknown". Empty when the gateway does not identify callers.
-	CallerId      string `protobuf:"bytes,7,opt,name=caller_id,json=callerId,proto3" json:"caller_id,omitempty"`
+	CallerId string `protobuf:"bytes,7,opt,name=caller_id,json=callerId,proto3" json:"caller_id,omitempty"`
+	// The format SLNG is asked to produce: config.format, unless the model
+	// catalog says the model cannot produce it, when it is a format the
+	// model produces (LINEAR16 at the nearest sample rate at or above the
+	// one asked for, where there is one) and the gateway converts it.
+	UpstreamFormat *AudioFormat `protobuf:"bytes,9,opt,name=upstream_format,json=upstreamFormat,proto3" json:"upstream_format,omitempty"`
+	// How the gateway converts SLNG's audio into config.format, in order
+	// (e.g. RESAMPLE from 24000 to 8000 Hz, then ENCODE to MULAW); empty
+	// when SLNG produces config.format itself. Each turn's audio is
+	// converted whole: the audio of a turn ends with its last converted
+	// sample, and nothing of a cleared or failed turn reaches the next.
+	Conversions   []*AudioConversion `protobuf:"bytes,10,rep,name=conversions,proto3" json:"conversions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -955,6 +968,20 @@ func (x *SynthesisStarted) GetCallerId() string {
 		return x.CallerId
 	}
 	return ""
+}
+
+func (x *SynthesisStarted) GetUpstreamFormat() *AudioFormat {
+	if x != nil {
+		return x.UpstreamFormat
+	}
+	return nil
+}
+
+func (x *SynthesisStarted) GetConversions() []*AudioConversion {
+	if x != nil {
+		return x.Conversions
+	}
+	return nil
 }
 
 // AudioChunk is a piece of synthesized audio in the configured format.
@@ -1478,7 +1505,7 @@ const file_slng_speech_v1_tts_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12#\n" +
 	"\rupstream_code\x18\x05 \x01(\tR\fupstreamCode\x12:\n" +
-	"\tdelivered\x18\x06 \x01(\v2\x1c.slng.speech.v1.TurnDeliveryR\tdelivered\"\xc0\x02\n" +
+	"\tdelivered\x18\x06 \x01(\v2\x1c.slng.speech.v1.TurnDeliveryR\tdelivered\"\xc9\x03\n" +
 	"\x10SynthesisStarted\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12.\n" +
@@ -1487,7 +1514,10 @@ const file_slng_speech_v1_tts_proto_rawDesc = "" +
 	"\x06config\x18\x04 \x01(\v2\x1f.slng.speech.v1.SynthesisConfigR\x06config\x12!\n" +
 	"\fwarm_session\x18\x05 \x01(\bR\vwarmSession\x124\n" +
 	"\x06limits\x18\x06 \x01(\v2\x1c.slng.speech.v1.StreamLimitsR\x06limits\x12\x1b\n" +
-	"\tcaller_id\x18\a \x01(\tR\bcallerId\"U\n" +
+	"\tcaller_id\x18\a \x01(\tR\bcallerId\x12D\n" +
+	"\x0fupstream_format\x18\t \x01(\v2\x1b.slng.speech.v1.AudioFormatR\x0eupstreamFormat\x12A\n" +
+	"\vconversions\x18\n" +
+	" \x03(\v2\x1f.slng.speech.v1.AudioConversionR\vconversions\"U\n" +
 	"\n" +
 	"AudioChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1a\n" +
@@ -1563,7 +1593,8 @@ var file_slng_speech_v1_tts_proto_goTypes = []any{
 	(*UpstreamReconnected)(nil),   // 21: slng.speech.v1.UpstreamReconnected
 	(*ServerDraining)(nil),        // 22: slng.speech.v1.ServerDraining
 	(*StreamLimits)(nil),          // 23: slng.speech.v1.StreamLimits
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*AudioConversion)(nil),       // 24: slng.speech.v1.AudioConversion
+	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
 }
 var file_slng_speech_v1_tts_proto_depIdxs = []int32{
 	1,  // 0: slng.speech.v1.SynthesizeRequest.config:type_name -> slng.speech.v1.SynthesisConfig
@@ -1589,20 +1620,22 @@ var file_slng_speech_v1_tts_proto_depIdxs = []int32{
 	17, // 20: slng.speech.v1.TurnFailed.delivered:type_name -> slng.speech.v1.TurnDelivery
 	1,  // 21: slng.speech.v1.SynthesisStarted.config:type_name -> slng.speech.v1.SynthesisConfig
 	23, // 22: slng.speech.v1.SynthesisStarted.limits:type_name -> slng.speech.v1.StreamLimits
-	24, // 23: slng.speech.v1.AudioEnd.duration:type_name -> google.protobuf.Duration
-	17, // 24: slng.speech.v1.AudioEnd.delivered:type_name -> slng.speech.v1.TurnDelivery
-	17, // 25: slng.speech.v1.Cleared.delivered:type_name -> slng.speech.v1.TurnDelivery
-	17, // 26: slng.speech.v1.Cancelled.delivered:type_name -> slng.speech.v1.TurnDelivery
-	24, // 27: slng.speech.v1.TurnDelivery.audio_duration:type_name -> google.protobuf.Duration
-	0,  // 28: slng.speech.v1.TextToSpeechService.Synthesize:input_type -> slng.speech.v1.SynthesizeRequest
-	6,  // 29: slng.speech.v1.TextToSpeechService.SynthesizeText:input_type -> slng.speech.v1.SynthesizeTextRequest
-	7,  // 30: slng.speech.v1.TextToSpeechService.Synthesize:output_type -> slng.speech.v1.SynthesizeResponse
-	7,  // 31: slng.speech.v1.TextToSpeechService.SynthesizeText:output_type -> slng.speech.v1.SynthesizeResponse
-	30, // [30:32] is the sub-list for method output_type
-	28, // [28:30] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	18, // 23: slng.speech.v1.SynthesisStarted.upstream_format:type_name -> slng.speech.v1.AudioFormat
+	24, // 24: slng.speech.v1.SynthesisStarted.conversions:type_name -> slng.speech.v1.AudioConversion
+	25, // 25: slng.speech.v1.AudioEnd.duration:type_name -> google.protobuf.Duration
+	17, // 26: slng.speech.v1.AudioEnd.delivered:type_name -> slng.speech.v1.TurnDelivery
+	17, // 27: slng.speech.v1.Cleared.delivered:type_name -> slng.speech.v1.TurnDelivery
+	17, // 28: slng.speech.v1.Cancelled.delivered:type_name -> slng.speech.v1.TurnDelivery
+	25, // 29: slng.speech.v1.TurnDelivery.audio_duration:type_name -> google.protobuf.Duration
+	0,  // 30: slng.speech.v1.TextToSpeechService.Synthesize:input_type -> slng.speech.v1.SynthesizeRequest
+	6,  // 31: slng.speech.v1.TextToSpeechService.SynthesizeText:input_type -> slng.speech.v1.SynthesizeTextRequest
+	7,  // 32: slng.speech.v1.TextToSpeechService.Synthesize:output_type -> slng.speech.v1.SynthesizeResponse
+	7,  // 33: slng.speech.v1.TextToSpeechService.SynthesizeText:output_type -> slng.speech.v1.SynthesizeResponse
+	32, // [32:34] is the sub-list for method output_type
+	30, // [30:32] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_slng_speech_v1_tts_proto_init() }
