@@ -604,3 +604,33 @@ func TestTranscribeConversionFlushes(t *testing.T) {
 		t.Errorf("transcribed audio %v, want the caller's %v", got, want)
 	}
 }
+
+// TestRefusesWhatItCannotConvert: channels the gateway cannot mix (of a
+// compressed encoding, or more than pcmconv.MaxChannels) fail with
+// INVALID_ARGUMENT before any SLNG dial.
+func TestRefusesWhatItCannotConvert(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, slngsim.Options{}, Config{Catalog: convCatalog(t)})
+	ctx := testContext(t)
+	opus := format(speechv1.AudioEncoding_AUDIO_ENCODING_OPUS, 16000)
+	opus.Channels = 2
+	many := format(linear16, 16000)
+	many.Channels = pcmconv.MaxChannels + 1
+	tests := []struct {
+		format *speechv1.AudioFormat
+		want   string
+	}{
+		{opus, "config.format.channels: the gateway mixes channels of LINEAR16, MULAW and ALAW audio"},
+		{many, "config.format.channels: 9 channels: 0 (mono) or 1 to 8"},
+	}
+	for _, tt := range tests {
+		_, err := h.transcribe(t, ctx, &speechv1.RecognitionConfig{Model: listen16Model, Format: tt.format}, []byte{1, 2, 3, 4}, 4)
+		st := wantStatus(t, err, codes.InvalidArgument, ReasonInvalidRequest)
+		if got := badRequest(st); len(got) != 1 || !strings.HasPrefix(got[0], tt.want) {
+			t.Errorf("%v: violations = %q, want %q", tt.format, got, tt.want)
+		}
+	}
+	if n := h.sim.Stats().Connections; n != 0 {
+		t.Errorf("SLNG saw %d connections", n)
+	}
+}
