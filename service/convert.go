@@ -148,7 +148,6 @@ func (a *audioConv) reset() {
 	}
 }
 
-
 // ttsConv converts a Synthesize stream's audio, turn by turn: the
 // converter's state belongs to one turn's audio from one session (owner,
 // sess). Audio of another turn, or from another session (a replacement
