@@ -285,15 +285,19 @@ docs: ## Rewrite the settings tables of README.md and docs/operations.md from cm
 bench: build bench-conversion ## Measure the gateway against the floor (a bare relay) and a direct client, each relay pinned alone on CPU 0 (several minutes); writes bench/results.json; and the audio conversion per 20 ms chunk.
 	$(BIN)/speechbench --pin --gateway $(BIN)/speech-gateway --floor $(BIN)/speechfloor --sim $(BIN)/slngsim --out bench/results.json
 
-# Audio conversion (internal/pcmconv): the cost of resampling and
-# downmixing one 20 ms chunk, six runs of each for benchstat.
+# Audio conversion: the cost of resampling and downmixing one 20 ms chunk
+# (internal/pcmconv), and of a stream's whole conversion of one as the
+# service does it (24 kHz LINEAR16 to 8 kHz mu-law; 44.1 kHz stereo to
+# 16 kHz mono), six runs of each for benchstat.
 .PHONY: bench-conversion
-bench-conversion: ## The cost of converting one 20 ms chunk (resampling per rate pair, stereo to mono); writes bench/conversion.txt.
-	go test -run '^$$' -bench . -benchmem -count 6 ./internal/pcmconv/ | tee bench/conversion.txt
+bench-conversion: ## The cost of converting one 20 ms chunk (resampling per rate pair, stereo to mono, the service's conversions); writes bench/conversion.txt.
+	{ go test -run '^$$' -bench . -benchmem -count 6 ./internal/pcmconv/ && \
+	  go test -run '^$$' -bench '^BenchmarkConvert20ms$$' -benchmem -count 6 ./service/; } | tee bench/conversion.txt
 
 bench-quick: build ## A reduced benchmark run that proves the harness works (asserts nothing about speed).
 	$(BIN)/speechbench --quick --pin --gateway $(BIN)/speech-gateway --floor $(BIN)/speechfloor --sim $(BIN)/slngsim --out $(BIN)/bench-quick.json
 	go test -run '^$$' -bench . -benchtime 10x ./internal/pcmconv/
+	go test -run '^$$' -bench '^BenchmarkConvert20ms$$' -benchtime 10x ./service/
 
 .PHONY: ci
 ci: lint check-generate test smoke bench-quick ## Everything CI runs.

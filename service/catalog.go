@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/speech-gateway/speech-gateway/catalog"
@@ -105,39 +106,117 @@ func (s *Server) catalogStatus(ctx context.Context, err error) error {
 }
 
 // checkCatalog adds a violation for each value of a stream's config that
-// the catalog says model does not offer (catalog.Model.Check), so that the
-// stream fails before any SLNG dial rather than on SLNG's error. f is the
-// config's format before defaults; rate is the default sample rate. A
-// model outside the catalog is not checked.
-func (s *Server) checkCatalog(v *violations, model, voice string, f *speechv1.AudioFormat, rate int32) {
+// the catalog says model does not offer (catalog.Model.Check) and the
+// gateway cannot convert, so that the stream fails before any SLNG dial
+// rather than on SLNG's error, and returns the format SLNG is asked for
+// (upstreamFormat), which is what the catalog judges. f is the config's
+// format, defaults filled in. A model outside the catalog is not checked.
+func (s *Server) checkCatalog(v *violations, model, voice string, f *speechv1.AudioFormat, stt bool) *speechv1.AudioFormat {
+	up := s.upstreamFormat(model, f, stt)
 	m := s.catalog().Lookup(model)
 	if m == nil {
-		return
-	}
-	enc := f.GetEncoding()
-	if enc == speechv1.AudioEncoding_AUDIO_ENCODING_UNSPECIFIED {
-		enc = speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16
-	}
-	if r := f.GetSampleRateHz(); r != 0 {
-		rate = r
+		return up
 	}
 	fields := map[catalog.Field]string{
 		catalog.FieldVoice:      "config.voice",
 		catalog.FieldEncoding:   "config.format.encoding",
 		catalog.FieldSampleRate: "config.format.sample_rate_hz",
 	}
-	for _, p := range m.Check(catalog.Request{Voice: voice, Encoding: encodingNames[enc], SampleRate: int(rate)}) {
+	for _, p := range m.Check(catalog.Request{Voice: voice, Encoding: encodingNames[up.Encoding], SampleRate: int(up.SampleRateHz)}) {
 		msg := p.Message
-		if p.Field == catalog.FieldEncoding {
+		switch p.Field {
+		case catalog.FieldEncoding:
 			// In the API's names, which the caller sent.
 			offered := make([]string, 0, len(m.Encodings))
 			for _, e := range m.Encodings {
 				offered = append(offered, encodingsByName[e].String())
 			}
-			msg = fmt.Sprintf("model %s does not take %s; it takes %s", m.Model, enc, strings.Join(offered, ", "))
+			msg = fmt.Sprintf("model %s does not take %s; it takes %s", m.Model, up.Encoding, strings.Join(offered, ", "))
+		case catalog.FieldSampleRate:
+			if !convertible(up.Encoding) {
+				msg += fmt.Sprintf(" (the gateway resamples LINEAR16, MULAW and ALAW, not %s)", up.Encoding)
+			}
 		}
 		v.add(fields[p.Field], "%s", msg)
 	}
+	return up
+}
+
+// upstreamFormat is the format SLNG is asked to produce (Synthesize) or
+// take (Transcribe, stt) for a stream whose audio is in f, defaults filled
+// in: f itself, mono, but where the gateway converts it.
+//
+// Transcribe's G.711 always goes up as LINEAR16, which SLNG's STT bridge
+// takes (and G.711 it does not). Beyond that, a model in the catalog
+// whose complete lists lack f's encoding or rate gets, when the gateway
+// can convert f's encoding (LINEAR16, MULAW, ALAW), LINEAR16 if it offers
+// it (a G.711 encoding otherwise, the one asked for first), at the
+// nearest rate it offers at or above f's (else the nearest below), so
+// that nothing of the band asked for is lost where it can be kept. A
+// compressed encoding is never converted: the catalog check refuses it.
+// A model outside the catalog gets f, and SLNG decides.
+func (s *Server) upstreamFormat(model string, f *speechv1.AudioFormat, stt bool) *speechv1.AudioFormat {
+	linear16 := speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16
+	up := &speechv1.AudioFormat{Encoding: f.GetEncoding(), SampleRateHz: f.GetSampleRateHz(), Channels: 1}
+	if stt && g711Laws[up.Encoding] != 0 {
+		up.Encoding = linear16
+	}
+	m := s.catalog().Lookup(model)
+	if m == nil || !convertible(up.Encoding) {
+		return up
+	}
+	offers := func(enc speechv1.AudioEncoding) bool {
+		return !m.EncodingsComplete || slices.Contains(m.Encodings, encodingNames[enc])
+	}
+	rateOK := !m.SampleRatesComplete || slices.Contains(m.SampleRates, int(up.SampleRateHz))
+	if offers(up.Encoding) && rateOK {
+		return up
+	}
+	// Converting anyway: from (or to) LINEAR16, which adds no G.711
+	// quantization of its own, else a G.711 law, the one asked for first;
+	// an encoding the catalog lists before one it merely does not rule
+	// out.
+	candidates := []speechv1.AudioEncoding{linear16}
+	if !stt {
+		candidates = append(candidates, up.Encoding, speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, speechv1.AudioEncoding_AUDIO_ENCODING_ALAW)
+	}
+	enc, found := speechv1.AudioEncoding_AUDIO_ENCODING_UNSPECIFIED, false
+	for _, listed := range []bool{true, false} {
+		for _, e := range candidates {
+			if !found && (slices.Contains(m.Encodings, encodingNames[e]) || (!listed && offers(e))) {
+				enc, found = e, true
+			}
+		}
+	}
+	if !found {
+		return up // nothing to convert from: refused
+	}
+	up.Encoding = enc
+	if !rateOK {
+		up.SampleRateHz = int32(nearestRate(m.SampleRates, int(up.SampleRateHz)))
+	}
+	return up
+}
+
+// nearestRate is the rate of rates nearest to rate at or above it, else
+// the highest; rate itself when rates is empty.
+func nearestRate(rates []int, rate int) int {
+	above, below := 0, 0
+	for _, r := range rates {
+		switch {
+		case r >= rate && (above == 0 || r < above):
+			above = r
+		case r < rate && r > below:
+			below = r
+		}
+	}
+	switch {
+	case above != 0:
+		return above
+	case below != 0:
+		return below
+	}
+	return rate
 }
 
 // modelInfo is the API's view of m on this gateway.

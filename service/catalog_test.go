@@ -64,18 +64,20 @@ func TestCatalogRefusesBeforeDialling(t *testing.T) {
 			_, err := b.stream.Recv()
 			return err
 		}, []string{`config.voice: model deepgram/aura:2 has no voice "aura-2-thalai-en": did you mean "aura-2-thalia-en"? (CatalogService.ListVoices lists its voices)`}},
-		{"a voice of another model and a rate no model offers", func() error {
+		{"a voice of another model, and MP3 at a rate no model offers", func() error {
 			_, err := h.synthesizeText(t, ctx, &speechv1.SynthesizeTextRequest{Text: "Hello.",
-				Config: &speechv1.SynthesisConfig{Model: "slng/deepgram/aura:2-es", Voice: "aura-2-thalia-en", Format: linear(11025)}})
+				Config: &speechv1.SynthesisConfig{Model: "slng/deepgram/aura:2-es", Voice: "aura-2-thalia-en",
+					Format: &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MP3, SampleRateHz: 11025}}})
 			return err
 		}, []string{`config.voice: model slng/deepgram/aura:2-es has no voice "aura-2-thalia-en" (CatalogService.ListVoices lists its voices)`,
-			"config.format.sample_rate_hz: model slng/deepgram/aura:2-es offers no 11025 Hz; it offers 8000, 16000, 22050, 24000, 32000, 44100, 48000 Hz"}},
-		{"mu-law at a rate the STT bridge does not take", func() error {
+			"config.format.sample_rate_hz: model slng/deepgram/aura:2-es offers no 11025 Hz; it offers 8000, 16000, 22050, 24000, 32000, 44100, 48000 Hz " +
+				"(the gateway resamples LINEAR16, MULAW and ALAW, not AUDIO_ENCODING_MP3)"}},
+		{"Opus at a rate the STT bridge does not take", func() error {
 			_, err := h.transcribe(t, ctx, &speechv1.RecognitionConfig{Model: "deepgram/nova:3",
-				Format: &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, SampleRateHz: 11025}}, []byte{1, 2, 3}, 3)
+				Format: &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_OPUS, SampleRateHz: 11025}}, []byte{1, 2, 3}, 3)
 			return err
 		}, []string{"config.format.sample_rate_hz: model deepgram/nova:3 offers no 11025 Hz; " +
-			"it offers 8000, 16000, 22050, 24000, 32000, 44100, 48000 Hz"}},
+			"it offers 8000, 16000, 22050, 24000, 32000, 44100, 48000 Hz (the gateway resamples LINEAR16, MULAW and ALAW, not AUDIO_ENCODING_OPUS)"}},
 	}
 	for _, tt := range refused {
 		st := wantStatus(t, tt.call(), codes.InvalidArgument, ReasonInvalidRequest)
@@ -95,6 +97,8 @@ func TestCatalogRefusesBeforeDialling(t *testing.T) {
 	served := []*speechv1.SynthesizeTextRequest{
 		// The catalogued model with a voice it has, in another case.
 		{Text: "Hello.", Config: &speechv1.SynthesisConfig{Model: "deepgram/aura:2", Voice: "Aura-2-Luna-EN", Format: linear(16000)}},
+		// A rate the model does not produce: resampled from one it does.
+		{Text: "Hello.", Config: &speechv1.SynthesisConfig{Model: "slng/deepgram/aura:2-es", Format: linear(11025)}},
 		// A model the catalog does not know: SLNG decides.
 		{Text: "Hello.", Config: &speechv1.SynthesisConfig{Model: "acme/unlisted:1", Voice: "anyone", Format: linear(11025)}},
 		// No model: the gateway's default and its default voice.
@@ -106,13 +110,16 @@ func TestCatalogRefusesBeforeDialling(t *testing.T) {
 		}
 	}
 	// The STT bridge takes no G.711, but the gateway decodes it into the
-	// linear16 that goes up: the catalog is asked about that.
-	if _, err := h.transcribe(t, ctx, &speechv1.RecognitionConfig{Model: "deepgram/nova:3",
-		Format: &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, SampleRateHz: 8000}}, []byte{1, 2, 3}, 3); err != nil {
-		t.Errorf("Transcribe in MULAW = %v, want it served", err)
+	// linear16 that goes up, and resamples a rate the model does not
+	// take: the catalog is asked about what goes up.
+	for _, rate := range []int32{8000, 11025} {
+		if _, err := h.transcribe(t, ctx, &speechv1.RecognitionConfig{Model: "deepgram/nova:3",
+			Format: &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, SampleRateHz: rate}}, []byte{1, 2, 3}, 3); err != nil {
+			t.Errorf("Transcribe in MULAW at %d Hz = %v, want it served", rate, err)
+		}
 	}
-	if n := len(h.sim.Sessions()); n != len(served)+1 {
-		t.Errorf("SLNG saw %d sessions, want %d", n, len(served)+1)
+	if n := len(h.sim.Sessions()); n != len(served)+2 {
+		t.Errorf("SLNG saw %d sessions, want %d", n, len(served)+2)
 	}
 }
 

@@ -32,10 +32,11 @@ type sttCore struct {
 
 	cfg    *speechv1.RecognitionConfig
 	sttCfg slngclient.STTConfig
-	// g711 decodes the caller's telephony audio into the linear16 SLNG
-	// gets; nil for the encodings SLNG takes as they are. clock counts
-	// the audio as it goes upstream.
-	g711  *g711
+	// up is the format SLNG takes, and conv converts the caller's audio
+	// into it (nil when SLNG takes it as it is). clock counts the audio as
+	// it goes upstream.
+	up    *speechv1.AudioFormat
+	conv  *sttConv
 	clock pcmClock
 
 	lease *upstreamLease[STTSession]
@@ -164,11 +165,7 @@ func (c *sttCore) onFirst(in sttIn, now time.Time) {
 		c.fail(err)
 		return
 	}
-	up := c.cfg.Format
-	if c.g711 != nil {
-		up = &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: up.SampleRateHz}
-	}
-	if c.clock = clockOf(up); c.clock.ok() {
+	if c.clock = clockOf(c.up); c.clock.ok() {
 		c.replay.max = c.srv.cfg.TranscribeReplayBytes
 	}
 	c.phase = phaseOpening
@@ -199,11 +196,19 @@ func (c *sttCore) onCaller(in sttIn, now time.Time) {
 	}
 }
 
-// audio keeps the caller's audio for a replay and sends it.
+// audio converts the caller's audio into what SLNG takes, and sends it.
 func (c *sttCore) audio(audio []byte) {
 	c.srv.metrics.recognizedBytes.Add(float64(len(audio)))
-	if c.g711 != nil {
-		audio = c.g711.decode(audio)
+	if c.conv != nil {
+		audio = c.conv.up(audio)
+	}
+	c.send(audio)
+}
+
+// send keeps audio as SLNG takes it for a replay, and sends it.
+func (c *sttCore) send(audio []byte) {
+	if len(audio) == 0 {
+		return // the resampler held it all: an empty frame would end SLNG's audio
 	}
 	c.replay.add(audio)
 	c.sent += int64(len(audio))
@@ -218,6 +223,7 @@ func (c *sttCore) audio(audio []byte) {
 // finalize asks for the pending speech as a final now; the first final
 // that follows answers it, covering the audio sent up to here.
 func (c *sttCore) finalize(now time.Time) {
+	c.flushConv()
 	c.finalizes = append(c.finalizes, c.sent)
 	if c.finalizeAt.IsZero() {
 		c.finalizeAt = now
@@ -248,6 +254,7 @@ func (c *sttCore) endAudio(now time.Time) {
 	if c.closing {
 		return
 	}
+	c.flushConv()
 	c.closing, c.closedAt = true, now
 	if c.finalizeAt.IsZero() {
 		c.finalizeAt = now
@@ -309,6 +316,8 @@ func (c *sttCore) onAcquired(l *upstreamLease[STTSession], now time.Time) {
 			UpstreamSessionId: sess.ID(),
 			UpstreamRequestId: sess.RequestID(),
 			Config:            c.cfg,
+			UpstreamFormat:    c.up,
+			Conversions:       c.conv.conversions(),
 			Limits:            c.srv.limits(),
 			WarmSession:       l.Warm,
 			CallerId:          c.usage.caller,
@@ -407,27 +416,26 @@ func (c *sttCore) configure(cfg *speechv1.RecognitionConfig) error {
 	}
 	opts := eff.GetModelOptions().AsMap()
 	checkOptions(&v, "config.model_options", opts, reservedSTTOptions)
-	// The catalog is SLNG's: it is asked about what goes up, which for
-	// G.711 is the linear16 the gateway decodes it into.
-	upFormat := eff.Format
-	if g711For(eff.Format.GetEncoding()) != nil {
-		upFormat = &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: eff.Format.GetSampleRateHz()}
+	eff.Format = formatWithDefaults(eff.Format, defaultSTTSampleRate)
+	if eff.Format.GetChannels() > 1 && !convertible(eff.Format.GetEncoding()) {
+		v.add("config.format.channels", "the gateway mixes channels of LINEAR16, MULAW and ALAW audio: %s must be mono", eff.Format.GetEncoding())
 	}
-	s.checkCatalog(&v, eff.Model, "", upFormat, defaultSTTSampleRate)
+	// The catalog is SLNG's: it is asked about what goes up (for G.711,
+	// the LINEAR16 the gateway decodes it into).
+	up := s.checkCatalog(&v, eff.Model, "", eff.Format, true)
 	if err := v.err(); err != nil {
 		return err
 	}
-	eff.Format = formatWithDefaults(eff.Format, defaultSTTSampleRate)
-	c.cfg = eff
-	c.ep = slngclient.Endpoint{Model: eff.Model}
-	enc := encodingNames[eff.Format.Encoding]
-	if c.g711 = g711For(eff.Format.Encoding); c.g711 != nil {
-		enc = "linear16" // decoded here: SLNG's STT bridge takes no G.711
+	conv, err := newSTTConv(eff.Format, up)
+	if err != nil {
+		return err
 	}
+	c.cfg, c.up, c.conv = eff, up, conv
+	c.ep = slngclient.Endpoint{Model: eff.Model}
 	c.sttCfg = slngclient.STTConfig{
 		Language:             eff.Language,
-		Encoding:             enc,
-		SampleRate:           int(eff.Format.SampleRateHz),
+		Encoding:             encodingNames[up.Encoding],
+		SampleRate:           int(up.SampleRateHz),
 		EnablePartials:       eff.EnablePartials,
 		EnableVAD:            eff.EnableVad,
 		EnableDiarization:    eff.EnableDiarization,
@@ -442,6 +450,9 @@ func (c *sttCore) configure(cfg *speechv1.RecognitionConfig) error {
 // transcribedAudio is the audio the caller sent, for uncompressed
 // encodings; 0 for compressed ones.
 func (c *sttCore) transcribedAudio() time.Duration {
+	if c.conv != nil {
+		return c.conv.clock.duration(c.conv.received)
+	}
 	if !c.clock.ok() {
 		return 0
 	}

@@ -33,6 +33,10 @@ type synthCore struct {
 	cfg    *speechv1.SynthesisConfig
 	ttsCfg slngclient.TTSConfig
 	book   *turnBook
+	// up is the format SLNG produces, and conv converts it into cfg's
+	// (nil when they agree).
+	up   *speechv1.AudioFormat
+	conv *ttsConv
 
 	state synthState
 	// lease is the session in use, nil while there is none: a session
@@ -228,6 +232,8 @@ func (c *synthCore) onAcquired(l *upstreamLease[TTSSession], now time.Time) {
 			UpstreamSessionId: sess.ID(),
 			UpstreamRequestId: sess.RequestID(),
 			Config:            c.cfg,
+			UpstreamFormat:    c.up,
+			Conversions:       c.conv.conversions(),
 			Limits:            c.srv.limits(),
 			WarmSession:       l.Warm,
 			CallerId:          c.usage.caller,
@@ -352,22 +358,28 @@ func (c *synthCore) configure(cfg *speechv1.SynthesisConfig) error {
 	}
 	s.checkModel(&v, "config.model", eff.Model)
 	checkFormat(&v, "config.format", eff.Format)
+	if eff.Format.GetChannels() > 1 {
+		v.add("config.format.channels", "synthesized audio is mono: channels must be 0 or 1")
+	}
 	if sp := eff.Speed; sp != 0 && (sp < minSpeed || sp > maxSpeed) {
 		v.add("config.speed", "%g is outside %g-%g", sp, minSpeed, maxSpeed)
 	}
 	opts := eff.GetModelOptions().AsMap()
 	checkOptions(&v, "config.model_options", opts, reservedTTSOptions)
-	s.checkCatalog(&v, eff.Model, eff.Voice, eff.Format, defaultTTSSampleRate)
+	eff.Format = formatWithDefaults(eff.Format, defaultTTSSampleRate)
+	up := s.checkCatalog(&v, eff.Model, eff.Voice, eff.Format, false)
 	if err := v.err(); err != nil {
 		return err
 	}
-	eff.Format = formatWithDefaults(eff.Format, defaultTTSSampleRate)
+	if err := c.convertFrom(up, eff.Format); err != nil {
+		return err
+	}
 	c.cfg = eff
 	c.ep = slngclient.Endpoint{Model: eff.Model}
 	c.ttsCfg = slngclient.TTSConfig{
 		Voice:      eff.Voice,
-		Encoding:   encodingNames[eff.Format.Encoding],
-		SampleRate: int(eff.Format.SampleRateHz),
+		Encoding:   encodingNames[up.Encoding],
+		SampleRate: int(up.SampleRateHz),
 		Language:   eff.Language,
 		Speed:      eff.Speed,
 		Extra:      opts,

@@ -20,6 +20,15 @@ import (
 // valid until the loop takes the next event: the loop copies what out
 // holds before that.
 func (c *synthCore) onUpstream(ev slngclient.TTSEvent, now time.Time) {
+	if c.conv != nil {
+		c.convertEvent(ev, now) // convert.go: relay, in the caller's format
+		return
+	}
+	c.relay(ev, now)
+}
+
+// relay handles one event whose audio is in the caller's format.
+func (c *synthCore) relay(ev slngclient.TTSEvent, now time.Time) {
 	if ev.Kind == slngclient.TTSWarning && ev.Err == nil {
 		// Never a nil *UpstreamError inside an error interface.
 		ev.Err = slngclient.NewErrorFrame("unknown", "")

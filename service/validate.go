@@ -8,6 +8,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/internal/pcmconv"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 )
 
@@ -94,6 +95,9 @@ func checkFormat(v *violations, field string, f *speechv1.AudioFormat) {
 	}
 	if r := f.GetSampleRateHz(); r != 0 && (r < minSampleRate || r > maxSampleRate) {
 		v.add(field+".sample_rate_hz", "%d Hz is outside %d-%d", r, minSampleRate, maxSampleRate)
+	}
+	if ch := f.GetChannels(); ch < 0 || ch > pcmconv.MaxChannels {
+		v.add(field+".channels", "%d channels: 0 (mono) or 1 to %d", ch, pcmconv.MaxChannels)
 	}
 }
 

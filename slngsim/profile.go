@@ -56,6 +56,15 @@ type Profile struct {
 	LastAudioInEnd bool
 	// ClearAnswer is how `clear` is answered. Default ClearCleared.
 	ClearAnswer ClearAnswer
+	// Produces, when its Encoding is set, is the only audio the TTS route
+	// produces, whatever encoding and sample rate `init` asks for: a
+	// route whose provider makes one format. SLNG documents no formats per
+	// model, and its clients show routes doing other than asked (LiveKit
+	// always sends the encoding because "some SLNG models default to MP3
+	// unless explicitly requested"); sending the format regardless, rather
+	// than refusing, is the harder case, since nothing in the session says
+	// so.
+	Produces AudioFormat
 	// MidTurnDrop loses the connection (no close frame) in the middle of
 	// some turns' audio; the zero value loses none.
 	MidTurnDrop MidTurnDrop
@@ -144,6 +153,13 @@ type Profile struct {
 // audio, when each character is heard: ElevenLabs' frames do
 // (AudioShapeElevenLabs; alignment.go).
 func (p Profile) SendsAlignment() bool { return p.AudioShape == AudioShapeElevenLabs }
+
+// AudioFormat is an encoding ("linear16", "mulaw", "alaw", or the
+// stand-ins "mp3" and "opus") and a sample rate in Hz.
+type AudioFormat struct {
+	Encoding   string
+	SampleRate int
+}
 
 // MidTurnError makes turns fail in the middle, as SLNG routes do on a
 // socket they keep open: after AfterChunks audio chunks of the turn, an
@@ -243,6 +259,7 @@ func namedProfiles() []namedProfile {
 		{"speak-on-text", func(p *Profile) { p.TurnEnd, p.SpeakOnText, p.Segments = TurnEndAudioEnd, true, false }},
 		{"clear-answers-end", func(p *Profile) { p.ClearAnswer = ClearEnd }},
 		{"clear-unanswered", func(p *Profile) { p.ClearAnswer = ClearNothing }},
+		{"pcm24k-only", func(p *Profile) { p.Produces = AudioFormat{Encoding: "linear16", SampleRate: 24000} }},
 		{"voice-refused", func(p *Profile) { p.RefusedVoice = "refused-voice" }},
 		{"not-deployed", func(p *Profile) { p.NotDeployed = true }},
 		{"partials-always", func(p *Profile) { p.PartialsAlways = true }},
@@ -403,6 +420,9 @@ func (p Profile) validate() error {
 		!known(finalShapeNames, p.FinalShape) || !known(errorShapeTable, p.ErrorShape) ||
 		!known(clearAnswerNames, p.ClearAnswer) || !known(utteranceEndNames, p.UtteranceEnd) {
 		return fmt.Errorf("slngsim: profile %q: unknown TurnEnd, AudioShape, FinalShape, ErrorShape, ClearAnswer or UtteranceEnd", p.Name)
+	}
+	if f := p.Produces; f.Encoding != "" && (bytesPerSample(f.Encoding) == 0 || f.SampleRate < 8000 || f.SampleRate > 48000) {
+		return fmt.Errorf("slngsim: profile %q: Produces %q at %d Hz: an encoding the simulator speaks, at 8000 to 48000 Hz", p.Name, f.Encoding, f.SampleRate)
 	}
 	if p.MidTurnError.MaxChars < 0 || p.MidTurnError.AfterChunks < 0 || p.MidTurnDrop.AfterChunks < 0 || p.ReapAfter < 0 {
 		return fmt.Errorf("slngsim: profile %q: negative MaxChars, AfterChunks or ReapAfter", p.Name)

@@ -308,6 +308,7 @@ func TestProfiles(t *testing.T) {
 		"speak-on-text":               {"audio audio_end audio_end sentinel", richFinal, richPartial},
 		"clear-answers-end":           rich,
 		"clear-unanswered":            rich,
+		"pcm24k-only":                 rich,
 		"voice-refused":               rich,
 		"partials-always":             rich,
 		"utterance-end-never":         rich,
@@ -880,6 +881,37 @@ func TestProfileSelection(t *testing.T) {
 		if err != nil || p.withDefaults().validate() != nil {
 			t.Errorf("profile %q: %v", name, err)
 		}
+	}
+}
+
+// TestProducesOneFormat: a route with Produces set sends that format
+// whatever init asks for, and init's own format otherwise.
+func TestProducesOneFormat(t *testing.T) {
+	t.Parallel()
+	p, err := ProfileByName("pcm24k-only")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startSim(t, Options{ProfileFor: func(model string) Profile {
+		if model == "acme/fixed:1" {
+			return p
+		}
+		return ProfileRich()
+	}})
+	const text = "One format."
+	init := `{"type":"init","config":{"encoding":"mulaw","sample_rate":8000}}`
+	_, frames, _ := ttsTurn(t, s, "acme/fixed:1", init, text)
+	if got, want := audioIn(t, frames), Synthesize(text, "linear16", 24000); !bytes.Equal(got, want) {
+		t.Errorf("pcm24k-only asked for 8 kHz mu-law: %d bytes, want the %d bytes of 24 kHz linear16", len(got), len(want))
+	}
+	_, frames, _ = ttsTurn(t, s, "acme/asked:1", init, text)
+	if got, want := audioIn(t, frames), Synthesize(text, "mulaw", 8000); !bytes.Equal(got, want) {
+		t.Errorf("rich asked for 8 kHz mu-law: %d bytes, want the %d bytes of mu-law", len(got), len(want))
+	}
+	bad := p
+	bad.Produces.SampleRate = 96000
+	if bad.withDefaults().validate() == nil {
+		t.Error("a profile producing 96 kHz is valid")
 	}
 }
 

@@ -160,6 +160,10 @@ type speaker struct {
 
 // speak executes queued commands in order and synthesizes turns.
 func (ss *session) speak(cfg initConfig, cmds <-chan ttsCmd, gen *atomic.Int64) {
+	if f := ss.profile.Produces; f.Encoding != "" {
+		// The route's one format, whatever init asked for.
+		cfg.Encoding, cfg.SampleRate = f.Encoding, f.SampleRate
+	}
 	sp := &speaker{cfg: cfg, dictionary: dictionaryName(cfg.Pronunciation)}
 	rules := ss.profile.MidTurnError
 	for {

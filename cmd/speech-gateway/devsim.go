@@ -48,8 +48,9 @@ func startSimulator(cfg *config, log *zap.Logger) (io.Closer, error) {
 // devCatalog is the catalog of --dev: the models of c, which the simulator
 // serves under any id with the profile that profileName gives it, as it
 // plays them. The lists the gateway checks (voices, encodings, sample
-// rates) stay SLNG's, so that dev mode refuses what SLNG would; what the
-// routes send is the simulator's: partial transcripts when asked for (or
+// rates) stay SLNG's, so that dev mode refuses what SLNG would, but for a
+// TTS route the profile makes produce one format (Profile.Produces), whose
+// lists say just that; what the routes send is the simulator's: partial transcripts when asked for (or
 // always), utterance_end where the model's profile sends any, and no
 // alignment with synthesized audio.
 func devCatalog(c *catalog.Catalog, profileName string) (*catalog.Catalog, error) {
@@ -71,6 +72,12 @@ func devCatalog(c *catalog.Catalog, profileName string) (*catalog.Catalog, error
 			m.Sends = catalog.Sends{Partials: &yes, UtteranceEnd: ends}
 		case catalog.TTS:
 			m.Sends = catalog.Sends{Timings: &no}
+		}
+		if f := profile(m.Model).Produces; m.Kind == catalog.TTS && f.Encoding != "" {
+			// A route of one format (pcm24k-only): the gateway asks for
+			// it and converts it into what callers ask for.
+			m.Encodings, m.EncodingsComplete = []string{f.Encoding}, true
+			m.SampleRates, m.SampleRatesComplete = []int{f.SampleRate}, true
 		}
 		return m
 	})

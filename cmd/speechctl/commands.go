@@ -103,7 +103,8 @@ func synthesize(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		switch {
 		case m.GetStarted() != nil:
 			s := m.GetStarted()
-			fmt.Fprintf(stderr, "synthesizing with %s%s (session %s)\n", s.GetConfig().GetModel(), asCaller(s.GetCallerId()), s.GetSessionId())
+			fmt.Fprintf(stderr, "synthesizing with %s%s (session %s)%s\n", s.GetConfig().GetModel(), asCaller(s.GetCallerId()), s.GetSessionId(),
+				conversions(s.GetConversions()))
 		case m.GetAudio() != nil:
 			if n == 0 {
 				fmt.Fprintf(stderr, "first audio after %s\n", time.Since(start).Round(time.Millisecond))
@@ -169,12 +170,13 @@ func transcribe(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	cfg := &speechv1.RecognitionConfig{Model: *model, Language: *language, EnablePartials: *partials,
-		Format: &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding(speechv1.AudioEncoding_value[encName]), SampleRateHz: int32(format.sampleRate)}}
+		Format: &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding(speechv1.AudioEncoding_value[encName]), SampleRateHz: int32(format.sampleRate),
+			Channels: int32(format.channels)}}
 	if err := stream.Send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Config{Config: cfg}}); err != nil {
 		return err
 	}
 	// 100 ms chunks.
-	bytesPerSecond := int(format.sampleRate) * int(format.bits) / 8
+	bytesPerSecond := int(format.sampleRate) * int(format.bits) / 8 * int(format.channels)
 	chunk := max(bytesPerSecond/10, 1)
 	sendErr := make(chan error, 1)
 	go func() {
@@ -220,7 +222,8 @@ func transcribe(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		switch {
 		case m.GetStarted() != nil:
 			s := m.GetStarted()
-			fmt.Fprintf(stderr, "transcribing with %s%s (session %s)\n", s.GetConfig().GetModel(), asCaller(s.GetCallerId()), s.GetSessionId())
+			fmt.Fprintf(stderr, "transcribing with %s%s (session %s)%s\n", s.GetConfig().GetModel(), asCaller(s.GetCallerId()), s.GetSessionId(),
+				conversions(s.GetConversions()))
 		case m.GetPartialTranscript() != nil:
 			if tty {
 				fmt.Fprintf(stderr, "\r\033[K… %s", m.GetPartialTranscript().GetText())
@@ -321,4 +324,29 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// conversions says how the gateway converts the stream's audio, "" when it
+// does not: e.g. ", converted: resample 24000 Hz to 8000 Hz, encode
+// LINEAR16 to MULAW".
+func conversions(steps []*speechv1.AudioConversion) string {
+	if len(steps) == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(steps))
+	for _, s := range steps {
+		from, to := s.GetFrom(), s.GetTo()
+		var what string
+		switch s.GetKind() {
+		case speechv1.AudioConversion_KIND_RESAMPLE:
+			what = fmt.Sprintf("resample %d Hz to %d Hz", from.GetSampleRateHz(), to.GetSampleRateHz())
+		case speechv1.AudioConversion_KIND_DOWNMIX:
+			what = fmt.Sprintf("mix %d channels to %d", from.GetChannels(), to.GetChannels())
+		default:
+			what = fmt.Sprintf("%s %s to %s", strings.ToLower(strings.TrimPrefix(s.GetKind().String(), "KIND_")),
+				strings.TrimPrefix(from.GetEncoding().String(), "AUDIO_ENCODING_"), strings.TrimPrefix(to.GetEncoding().String(), "AUDIO_ENCODING_"))
+		}
+		parts = append(parts, what)
+	}
+	return ", converted: " + strings.Join(parts, ", ")
 }

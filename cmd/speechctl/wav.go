@@ -70,11 +70,15 @@ func parseWAV(r io.Reader) (wavFormat, io.Reader, error) {
 	}
 }
 
+// maxChannels is the most channels the gateway mixes to mono.
+const maxChannels = 8
+
 // encoding maps a WAV format to the gateway's audio encoding name, or
-// explains why speechctl cannot send it.
+// explains why speechctl cannot send it. The gateway mixes the channels
+// of a file of several to mono.
 func (f wavFormat) encoding() (string, error) {
-	if f.channels != 1 {
-		return "", fmt.Errorf("the WAV file has %d channels; the gateway takes mono", f.channels)
+	if f.channels < 1 || f.channels > maxChannels {
+		return "", fmt.Errorf("the WAV file has %d channels; the gateway takes 1 to %d", f.channels, maxChannels)
 	}
 	switch {
 	case f.format == 1 && f.bits == 16:

@@ -38,14 +38,17 @@ func TestParseWAV(t *testing.T) {
 			t.Fatalf("%s: data %v rate %d enc %q %v", name, got, f.sampleRate, enc, err)
 		}
 	}
-	stereo := wavFile(t, nil, data, 8000)
-	binary.LittleEndian.PutUint16(stereo[22:], 2)
-	f, _, err := parseWAV(bytes.NewReader(stereo))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.encoding(); err == nil {
-		t.Fatal("stereo accepted")
+	// The gateway mixes up to 8 channels to mono.
+	for channels, ok := range map[uint16]bool{2: true, 8: true, 9: false, 0: false} {
+		file := wavFile(t, nil, data, 8000)
+		binary.LittleEndian.PutUint16(file[22:], channels)
+		f, _, err := parseWAV(bytes.NewReader(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.encoding(); (err == nil) != ok {
+			t.Errorf("%d channels: %v", channels, err)
+		}
 	}
 	for name, bad := range map[string][]byte{
 		"empty":     nil,

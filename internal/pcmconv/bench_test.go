@@ -57,3 +57,32 @@ func toneChunk(rate int) []byte {
 	}
 	return appendLinear16(nil, out)
 }
+
+// BenchmarkG711_20ms measures G.711 encoding and decoding of one 20 ms
+// chunk at 8 kHz, each law.
+func BenchmarkG711_20ms(b *testing.B) {
+	pcm := toneChunk(8000)
+	for _, law := range []Law{MuLaw, ALaw} {
+		codes := law.Encode(nil, pcm)
+		b.Run("encode-"+law.String(), func(b *testing.B) {
+			dst := law.Encode(nil, pcm)
+			b.SetBytes(int64(len(pcm)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				dst = law.Encode(dst[:0], pcm)
+			}
+			b.ReportMetric(float64(20*1e6)/(float64(b.Elapsed().Nanoseconds())/float64(b.N)), "x_realtime")
+		})
+		b.Run("decode-"+law.String(), func(b *testing.B) {
+			dst := law.Decode(nil, codes)
+			b.SetBytes(int64(len(codes)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				dst = law.Decode(dst[:0], codes)
+			}
+			b.ReportMetric(float64(20*1e6)/(float64(b.Elapsed().Nanoseconds())/float64(b.N)), "x_realtime")
+		})
+	}
+}

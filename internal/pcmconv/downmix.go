@@ -51,6 +51,9 @@ func (d *Downmixer) Downmix(dst, src []byte) []byte {
 // Pending is how many bytes of an incomplete frame the Downmixer holds.
 func (d *Downmixer) Pending() int { return d.n }
 
+// Reset drops the incomplete frame held, to start another stream.
+func (d *Downmixer) Reset() { d.n = 0 }
+
 // mix appends the mean of one frame's samples.
 func (d *Downmixer) mix(dst, frame []byte) []byte {
 	var sum int32

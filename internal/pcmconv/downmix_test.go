@@ -47,6 +47,11 @@ func TestDownmix(t *testing.T) {
 	if got := d.Downmix(nil, le(10, 20, 30)); !bytes.Equal(got, le(15)) || d.Pending() != 2 {
 		t.Errorf("a frame and a half: %v, pending %d", got, d.Pending())
 	}
+	// Reset drops the half frame: the next stream starts on a frame.
+	d.Reset()
+	if got := d.Downmix(nil, le(40, 60)); !bytes.Equal(got, le(50)) || d.Pending() != 0 {
+		t.Errorf("after Reset: %v, pending %d", got, d.Pending())
+	}
 	for _, n := range []int{0, MaxChannels + 1} {
 		if _, err := NewDownmixer(n); err == nil {
 			t.Errorf("NewDownmixer(%d) succeeded", n)

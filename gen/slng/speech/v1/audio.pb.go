@@ -24,14 +24,18 @@ const (
 
 // AudioEncoding names how audio bytes are coded on the wire, in both directions.
 //
-// Every encoding is mono. The gateway never adds or expects a container header:
-// audio bytes are exactly what the codec produces, chunk after chunk.
+// Synthesized audio is always mono. Audio sent to Transcribe is mono unless
+// AudioFormat.channels says otherwise: LINEAR16, MULAW and ALAW may then
+// carry interleaved channels (one sample of each channel in turn), which
+// the gateway mixes to mono. The gateway never adds or expects a container
+// header: audio bytes are exactly what the codec produces, chunk after
+// chunk.
 type AudioEncoding int32
 
 const (
 	// Not set. The gateway treats it as AUDIO_ENCODING_LINEAR16.
 	AudioEncoding_AUDIO_ENCODING_UNSPECIFIED AudioEncoding = 0
-	// Headerless little-endian signed 16-bit PCM, mono (often called s16le or
+	// Headerless little-endian signed 16-bit PCM (often called s16le or
 	// "raw PCM"). There is no WAV/RIFF header: to play it, state the format
 	// yourself, e.g. `ffplay -f s16le -ar 24000 -ac 1 out.pcm`, or write a WAV
 	// header in front of it.
@@ -93,7 +97,77 @@ func (AudioEncoding) EnumDescriptor() ([]byte, []int) {
 	return file_slng_speech_v1_audio_proto_rawDescGZIP(), []int{0}
 }
 
-// AudioFormat is the encoding and sample rate of a stream's audio.
+// What a step does.
+type AudioConversion_Kind int32
+
+const (
+	// Not set.
+	AudioConversion_KIND_UNSPECIFIED AudioConversion_Kind = 0
+	// G.711 (MULAW or ALAW) decoded to LINEAR16, sample by sample.
+	AudioConversion_KIND_DECODE AudioConversion_Kind = 1
+	// Channels mixed to mono: each sample the mean of the channels'.
+	AudioConversion_KIND_DOWNMIX AudioConversion_Kind = 2
+	// The sample rate changed by a band-limited resampler.
+	AudioConversion_KIND_RESAMPLE AudioConversion_Kind = 3
+	// LINEAR16 encoded to G.711 (MULAW or ALAW), sample by sample.
+	AudioConversion_KIND_ENCODE AudioConversion_Kind = 4
+)
+
+// Enum value maps for AudioConversion_Kind.
+var (
+	AudioConversion_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_DECODE",
+		2: "KIND_DOWNMIX",
+		3: "KIND_RESAMPLE",
+		4: "KIND_ENCODE",
+	}
+	AudioConversion_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"KIND_DECODE":      1,
+		"KIND_DOWNMIX":     2,
+		"KIND_RESAMPLE":    3,
+		"KIND_ENCODE":      4,
+	}
+)
+
+func (x AudioConversion_Kind) Enum() *AudioConversion_Kind {
+	p := new(AudioConversion_Kind)
+	*p = x
+	return p
+}
+
+func (x AudioConversion_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AudioConversion_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_slng_speech_v1_audio_proto_enumTypes[1].Descriptor()
+}
+
+func (AudioConversion_Kind) Type() protoreflect.EnumType {
+	return &file_slng_speech_v1_audio_proto_enumTypes[1]
+}
+
+func (x AudioConversion_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AudioConversion_Kind.Descriptor instead.
+func (AudioConversion_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_slng_speech_v1_audio_proto_rawDescGZIP(), []int{1, 0}
+}
+
+// AudioFormat is the encoding, sample rate and channels of a stream's
+// audio.
+//
+// When the SLNG model cannot produce (Synthesize) or take (Transcribe) the
+// format asked for, and the model catalog says so, the gateway converts
+// LINEAR16, MULAW and ALAW audio: it resamples (a band-limited resampler,
+// any rate from 8000 to 48000 Hz), encodes and decodes G.711, and mixes
+// channels to mono. `started` reports the format SLNG uses and each
+// conversion. MP3 and OPUS are never converted: a model that does not
+// offer them at the rate asked is refused.
 type AudioFormat struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The codec. Unspecified means AUDIO_ENCODING_LINEAR16.
@@ -101,7 +175,13 @@ type AudioFormat struct {
 	// Samples per second, 8000 to 48000 inclusive. 0 means the default:
 	// 24000 for synthesis, 16000 for recognition. Common values are 8000,
 	// 16000, 22050, 24000, 32000, 44100 and 48000.
-	SampleRateHz  int32 `protobuf:"varint,2,opt,name=sample_rate_hz,json=sampleRateHz,proto3" json:"sample_rate_hz,omitempty"`
+	SampleRateHz int32 `protobuf:"varint,2,opt,name=sample_rate_hz,json=sampleRateHz,proto3" json:"sample_rate_hz,omitempty"`
+	// Interleaved channels, 1 to 8; 0 means 1. Transcribe only: the gateway
+	// mixes LINEAR16, MULAW or ALAW audio of several channels to mono (each
+	// sample the mean of the channels') before SLNG hears it. Synthesize
+	// always returns mono, and refuses a config asking for more than one
+	// channel with INVALID_ARGUMENT.
+	Channels      int32 `protobuf:"varint,3,opt,name=channels,proto3" json:"channels,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -150,6 +230,77 @@ func (x *AudioFormat) GetSampleRateHz() int32 {
 	return 0
 }
 
+func (x *AudioFormat) GetChannels() int32 {
+	if x != nil {
+		return x.Channels
+	}
+	return 0
+}
+
+// AudioConversion is one step by which the gateway converts a stream's
+// audio between the caller's format and the format SLNG produces or takes,
+// in the order the audio goes through them.
+type AudioConversion struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  AudioConversion_Kind   `protobuf:"varint,1,opt,name=kind,proto3,enum=slng.speech.v1.AudioConversion_Kind" json:"kind,omitempty"`
+	// The audio's format before the step, and after it.
+	From          *AudioFormat `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	To            *AudioFormat `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AudioConversion) Reset() {
+	*x = AudioConversion{}
+	mi := &file_slng_speech_v1_audio_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AudioConversion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AudioConversion) ProtoMessage() {}
+
+func (x *AudioConversion) ProtoReflect() protoreflect.Message {
+	mi := &file_slng_speech_v1_audio_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AudioConversion.ProtoReflect.Descriptor instead.
+func (*AudioConversion) Descriptor() ([]byte, []int) {
+	return file_slng_speech_v1_audio_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AudioConversion) GetKind() AudioConversion_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return AudioConversion_KIND_UNSPECIFIED
+}
+
+func (x *AudioConversion) GetFrom() *AudioFormat {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *AudioConversion) GetTo() *AudioFormat {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
 // Warning reports a non-fatal upstream error: the stream goes on.
 //
 // Example: SLNG's `pronunciation_not_found` when a pronunciation dictionary
@@ -168,7 +319,7 @@ type Warning struct {
 
 func (x *Warning) Reset() {
 	*x = Warning{}
-	mi := &file_slng_speech_v1_audio_proto_msgTypes[1]
+	mi := &file_slng_speech_v1_audio_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -180,7 +331,7 @@ func (x *Warning) String() string {
 func (*Warning) ProtoMessage() {}
 
 func (x *Warning) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_audio_proto_msgTypes[1]
+	mi := &file_slng_speech_v1_audio_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -193,7 +344,7 @@ func (x *Warning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Warning.ProtoReflect.Descriptor instead.
 func (*Warning) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_audio_proto_rawDescGZIP(), []int{1}
+	return file_slng_speech_v1_audio_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Warning) GetCode() string {
@@ -230,7 +381,7 @@ type StreamLimits struct {
 
 func (x *StreamLimits) Reset() {
 	*x = StreamLimits{}
-	mi := &file_slng_speech_v1_audio_proto_msgTypes[2]
+	mi := &file_slng_speech_v1_audio_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -242,7 +393,7 @@ func (x *StreamLimits) String() string {
 func (*StreamLimits) ProtoMessage() {}
 
 func (x *StreamLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_audio_proto_msgTypes[2]
+	mi := &file_slng_speech_v1_audio_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -255,7 +406,7 @@ func (x *StreamLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamLimits.ProtoReflect.Descriptor instead.
 func (*StreamLimits) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_audio_proto_rawDescGZIP(), []int{2}
+	return file_slng_speech_v1_audio_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StreamLimits) GetMaxTextBytes() int32 {
@@ -319,7 +470,7 @@ type UpstreamReconnected struct {
 
 func (x *UpstreamReconnected) Reset() {
 	*x = UpstreamReconnected{}
-	mi := &file_slng_speech_v1_audio_proto_msgTypes[3]
+	mi := &file_slng_speech_v1_audio_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +482,7 @@ func (x *UpstreamReconnected) String() string {
 func (*UpstreamReconnected) ProtoMessage() {}
 
 func (x *UpstreamReconnected) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_audio_proto_msgTypes[3]
+	mi := &file_slng_speech_v1_audio_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +495,7 @@ func (x *UpstreamReconnected) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamReconnected.ProtoReflect.Descriptor instead.
 func (*UpstreamReconnected) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_audio_proto_rawDescGZIP(), []int{3}
+	return file_slng_speech_v1_audio_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *UpstreamReconnected) GetReason() string {
@@ -412,7 +563,7 @@ type ServerDraining struct {
 
 func (x *ServerDraining) Reset() {
 	*x = ServerDraining{}
-	mi := &file_slng_speech_v1_audio_proto_msgTypes[4]
+	mi := &file_slng_speech_v1_audio_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -424,7 +575,7 @@ func (x *ServerDraining) String() string {
 func (*ServerDraining) ProtoMessage() {}
 
 func (x *ServerDraining) ProtoReflect() protoreflect.Message {
-	mi := &file_slng_speech_v1_audio_proto_msgTypes[4]
+	mi := &file_slng_speech_v1_audio_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -437,7 +588,7 @@ func (x *ServerDraining) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerDraining.ProtoReflect.Descriptor instead.
 func (*ServerDraining) Descriptor() ([]byte, []int) {
-	return file_slng_speech_v1_audio_proto_rawDescGZIP(), []int{4}
+	return file_slng_speech_v1_audio_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ServerDraining) GetGrace() *durationpb.Duration {
@@ -451,10 +602,21 @@ var File_slng_speech_v1_audio_proto protoreflect.FileDescriptor
 
 const file_slng_speech_v1_audio_proto_rawDesc = "" +
 	"\n" +
-	"\x1aslng/speech/v1/audio.proto\x12\x0eslng.speech.v1\x1a\x1egoogle/protobuf/duration.proto\"n\n" +
+	"\x1aslng/speech/v1/audio.proto\x12\x0eslng.speech.v1\x1a\x1egoogle/protobuf/duration.proto\"\x8a\x01\n" +
 	"\vAudioFormat\x129\n" +
 	"\bencoding\x18\x01 \x01(\x0e2\x1d.slng.speech.v1.AudioEncodingR\bencoding\x12$\n" +
-	"\x0esample_rate_hz\x18\x02 \x01(\x05R\fsampleRateHz\"7\n" +
+	"\x0esample_rate_hz\x18\x02 \x01(\x05R\fsampleRateHz\x12\x1a\n" +
+	"\bchannels\x18\x03 \x01(\x05R\bchannels\"\x8e\x02\n" +
+	"\x0fAudioConversion\x128\n" +
+	"\x04kind\x18\x01 \x01(\x0e2$.slng.speech.v1.AudioConversion.KindR\x04kind\x12/\n" +
+	"\x04from\x18\x02 \x01(\v2\x1b.slng.speech.v1.AudioFormatR\x04from\x12+\n" +
+	"\x02to\x18\x03 \x01(\v2\x1b.slng.speech.v1.AudioFormatR\x02to\"c\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vKIND_DECODE\x10\x01\x12\x10\n" +
+	"\fKIND_DOWNMIX\x10\x02\x12\x11\n" +
+	"\rKIND_RESAMPLE\x10\x03\x12\x0f\n" +
+	"\vKIND_ENCODE\x10\x04\"7\n" +
 	"\aWarning\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\xf0\x01\n" +
@@ -495,29 +657,34 @@ func file_slng_speech_v1_audio_proto_rawDescGZIP() []byte {
 	return file_slng_speech_v1_audio_proto_rawDescData
 }
 
-var file_slng_speech_v1_audio_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_slng_speech_v1_audio_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_slng_speech_v1_audio_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_slng_speech_v1_audio_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_slng_speech_v1_audio_proto_goTypes = []any{
 	(AudioEncoding)(0),          // 0: slng.speech.v1.AudioEncoding
-	(*AudioFormat)(nil),         // 1: slng.speech.v1.AudioFormat
-	(*Warning)(nil),             // 2: slng.speech.v1.Warning
-	(*StreamLimits)(nil),        // 3: slng.speech.v1.StreamLimits
-	(*UpstreamReconnected)(nil), // 4: slng.speech.v1.UpstreamReconnected
-	(*ServerDraining)(nil),      // 5: slng.speech.v1.ServerDraining
-	(*durationpb.Duration)(nil), // 6: google.protobuf.Duration
+	(AudioConversion_Kind)(0),   // 1: slng.speech.v1.AudioConversion.Kind
+	(*AudioFormat)(nil),         // 2: slng.speech.v1.AudioFormat
+	(*AudioConversion)(nil),     // 3: slng.speech.v1.AudioConversion
+	(*Warning)(nil),             // 4: slng.speech.v1.Warning
+	(*StreamLimits)(nil),        // 5: slng.speech.v1.StreamLimits
+	(*UpstreamReconnected)(nil), // 6: slng.speech.v1.UpstreamReconnected
+	(*ServerDraining)(nil),      // 7: slng.speech.v1.ServerDraining
+	(*durationpb.Duration)(nil), // 8: google.protobuf.Duration
 }
 var file_slng_speech_v1_audio_proto_depIdxs = []int32{
 	0, // 0: slng.speech.v1.AudioFormat.encoding:type_name -> slng.speech.v1.AudioEncoding
-	6, // 1: slng.speech.v1.StreamLimits.max_stream_duration:type_name -> google.protobuf.Duration
-	6, // 2: slng.speech.v1.StreamLimits.idle_timeout:type_name -> google.protobuf.Duration
-	6, // 3: slng.speech.v1.UpstreamReconnected.audio_replayed:type_name -> google.protobuf.Duration
-	6, // 4: slng.speech.v1.UpstreamReconnected.gap:type_name -> google.protobuf.Duration
-	6, // 5: slng.speech.v1.ServerDraining.grace:type_name -> google.protobuf.Duration
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	1, // 1: slng.speech.v1.AudioConversion.kind:type_name -> slng.speech.v1.AudioConversion.Kind
+	2, // 2: slng.speech.v1.AudioConversion.from:type_name -> slng.speech.v1.AudioFormat
+	2, // 3: slng.speech.v1.AudioConversion.to:type_name -> slng.speech.v1.AudioFormat
+	8, // 4: slng.speech.v1.StreamLimits.max_stream_duration:type_name -> google.protobuf.Duration
+	8, // 5: slng.speech.v1.StreamLimits.idle_timeout:type_name -> google.protobuf.Duration
+	8, // 6: slng.speech.v1.UpstreamReconnected.audio_replayed:type_name -> google.protobuf.Duration
+	8, // 7: slng.speech.v1.UpstreamReconnected.gap:type_name -> google.protobuf.Duration
+	8, // 8: slng.speech.v1.ServerDraining.grace:type_name -> google.protobuf.Duration
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_slng_speech_v1_audio_proto_init() }
@@ -530,8 +697,8 @@ func file_slng_speech_v1_audio_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slng_speech_v1_audio_proto_rawDesc), len(file_slng_speech_v1_audio_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   5,
+			NumEnums:      2,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

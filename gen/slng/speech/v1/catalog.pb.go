@@ -401,8 +401,10 @@ func (x *ModelSends) GetTimings() Sent {
 // ModelInfo is what the catalog knows about one model.
 //
 // Each list comes with a `_complete` flag. True: the model offers nothing
-// outside the list, and the gateway refuses a config asking for anything
-// else (voices, encodings and sample rates) before dialling SLNG. False:
+// outside the list, and the gateway refuses a config asking for another
+// voice before dialling SLNG; another encoding or sample rate is converted
+// from (Synthesize) or to (Transcribe) one the model offers where the
+// gateway can (LINEAR16, MULAW and ALAW), and refused otherwise. False:
 // the list is what the catalog's sources document, possibly nothing, and
 // other values go to SLNG, which decides.
 type ModelInfo struct {
@@ -420,11 +422,12 @@ type ModelInfo struct {
 	// checks no region.
 	Regions         []string `protobuf:"bytes,4,rep,name=regions,proto3" json:"regions,omitempty"`
 	RegionsComplete bool     `protobuf:"varint,5,opt,name=regions_complete,json=regionsComplete,proto3" json:"regions_complete,omitempty"`
-	// Audio encodings: of the returned audio (text to speech), or of the
-	// audio sent (speech to text).
+	// Audio encodings SLNG's route produces (text to speech) or takes
+	// (speech to text); callers may ask for others the gateway converts.
 	Encodings         []AudioEncoding `protobuf:"varint,6,rep,packed,name=encodings,proto3,enum=slng.speech.v1.AudioEncoding" json:"encodings,omitempty"`
 	EncodingsComplete bool            `protobuf:"varint,7,opt,name=encodings_complete,json=encodingsComplete,proto3" json:"encodings_complete,omitempty"`
-	// Sample rates in Hz.
+	// Sample rates in Hz that SLNG's route produces or takes; the gateway
+	// resamples LINEAR16, MULAW and ALAW audio to and from others.
 	SampleRatesHz       []int32 `protobuf:"varint,8,rep,packed,name=sample_rates_hz,json=sampleRatesHz,proto3" json:"sample_rates_hz,omitempty"`
 	SampleRatesComplete bool    `protobuf:"varint,9,opt,name=sample_rates_complete,json=sampleRatesComplete,proto3" json:"sample_rates_complete,omitempty"`
 	// Languages, as ISO 639-1 codes or BCP-47 tags. Informational: the

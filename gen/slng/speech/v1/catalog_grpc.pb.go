@@ -37,9 +37,11 @@ const (
 // and its model allowlist apply as they do to streams. A model outside the
 // catalog may still work (the gateway passes it to SLNG unchecked); a
 // model in it is checked: a Synthesize or Transcribe config that asks it
-// for a voice, encoding or sample rate it does not offer fails with
-// INVALID_ARGUMENT and google.rpc.BadRequest before any SLNG session is
-// opened.
+// for a voice it does not offer, or for audio it neither offers nor can
+// be converted to (the gateway converts the sample rate of LINEAR16,
+// MULAW and ALAW audio, and between those encodings; see AudioFormat),
+// fails with INVALID_ARGUMENT and google.rpc.BadRequest before any SLNG
+// session is opened.
 type CatalogServiceClient interface {
 	// ListModels lists the catalogued models the caller may use, ordered by
 	// model id.
@@ -93,9 +95,11 @@ func (c *catalogServiceClient) ListVoices(ctx context.Context, in *ListVoicesReq
 // and its model allowlist apply as they do to streams. A model outside the
 // catalog may still work (the gateway passes it to SLNG unchecked); a
 // model in it is checked: a Synthesize or Transcribe config that asks it
-// for a voice, encoding or sample rate it does not offer fails with
-// INVALID_ARGUMENT and google.rpc.BadRequest before any SLNG session is
-// opened.
+// for a voice it does not offer, or for audio it neither offers nor can
+// be converted to (the gateway converts the sample rate of LINEAR16,
+// MULAW and ALAW audio, and between those encodings; see AudioFormat),
+// fails with INVALID_ARGUMENT and google.rpc.BadRequest before any SLNG
+// session is opened.
 type CatalogServiceServer interface {
 	// ListModels lists the catalogued models the caller may use, ordered by
 	// model id.

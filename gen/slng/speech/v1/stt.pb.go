@@ -183,10 +183,14 @@ type RecognitionConfig struct {
 	// Language as an ISO 639-1 code ("en") or BCP-47 tag ("hi-IN") as the
 	// model expects. Empty means the model's default.
 	Language string `protobuf:"bytes,2,opt,name=language,proto3" json:"language,omitempty"`
-	// The format of the audio you send. Unset means 16000 Hz LINEAR16. SLNG's
-	// recognition bridge accepts LINEAR16, MP3 and OPUS; MULAW and ALAW
-	// (telephony, 8000 Hz is fine) are decoded by the gateway and sent to
-	// SLNG as LINEAR16 at the same rate.
+	// The format of the audio you send. Unset means 16000 Hz LINEAR16, mono.
+	// SLNG's recognition bridge accepts LINEAR16, MP3 and OPUS; MULAW and
+	// ALAW (telephony, 8000 Hz is fine) are decoded by the gateway and sent
+	// to SLNG as LINEAR16. LINEAR16, MULAW and ALAW may have several
+	// channels (format.channels), mixed to mono by the gateway, and any rate
+	// from 8000 to 48000 Hz: a rate the model catalog says the model does
+	// not take is resampled to the nearest one it takes at or above it
+	// (else the nearest). `started` reports what SLNG gets.
 	Format *AudioFormat `protobuf:"bytes,3,opt,name=format,proto3" json:"format,omitempty"`
 	// Send partial (interim) transcripts while speech is in progress. Off by
 	// default; with it off, the gateway drops the partials that some models
@@ -510,7 +514,16 @@ type RecognitionStarted struct {
 	// The limits in force for this stream.
 	Limits *StreamLimits `protobuf:"bytes,6,opt,name=limits,proto3" json:"limits,omitempty"`
 	// Who the gateway takes the caller to be (see SynthesisStarted.caller_id).
-	CallerId      string `protobuf:"bytes,7,opt,name=caller_id,json=callerId,proto3" json:"caller_id,omitempty"`
+	CallerId string `protobuf:"bytes,7,opt,name=caller_id,json=callerId,proto3" json:"caller_id,omitempty"`
+	// The format SLNG gets: config.format, unless the gateway converts it
+	// (always mono, and LINEAR16 for MULAW and ALAW).
+	UpstreamFormat *AudioFormat `protobuf:"bytes,8,opt,name=upstream_format,json=upstreamFormat,proto3" json:"upstream_format,omitempty"`
+	// How the gateway converts the caller's audio into upstream_format, in
+	// order (e.g. DOWNMIX from 2 channels to 1, then RESAMPLE from 44100 to
+	// 16000 Hz); empty when SLNG takes config.format itself. The audio is
+	// converted as it arrives, before the gateway keeps it to replay to a
+	// new session; transcript offsets stay counted in the caller's audio.
+	Conversions   []*AudioConversion `protobuf:"bytes,9,rep,name=conversions,proto3" json:"conversions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -592,6 +605,20 @@ func (x *RecognitionStarted) GetCallerId() string {
 		return x.CallerId
 	}
 	return ""
+}
+
+func (x *RecognitionStarted) GetUpstreamFormat() *AudioFormat {
+	if x != nil {
+		return x.UpstreamFormat
+	}
+	return nil
+}
+
+func (x *RecognitionStarted) GetConversions() []*AudioConversion {
+	if x != nil {
+		return x.Conversions
+	}
+	return nil
 }
 
 // Transcript is a partial or final transcript of a stretch of speech.
@@ -897,7 +924,7 @@ const file_slng_speech_v1_stt_proto_rawDesc = "" +
 	"\vreconnected\x18\x06 \x01(\v2#.slng.speech.v1.UpstreamReconnectedH\x00R\vreconnected\x12<\n" +
 	"\bdraining\x18\a \x01(\v2\x1e.slng.speech.v1.ServerDrainingH\x00R\bdrainingB\n" +
 	"\n" +
-	"\bresponse\"\xc4\x02\n" +
+	"\bresponse\"\xcd\x03\n" +
 	"\x12RecognitionStarted\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12.\n" +
@@ -906,7 +933,9 @@ const file_slng_speech_v1_stt_proto_rawDesc = "" +
 	"\x06config\x18\x04 \x01(\v2!.slng.speech.v1.RecognitionConfigR\x06config\x12!\n" +
 	"\fwarm_session\x18\x05 \x01(\bR\vwarmSession\x124\n" +
 	"\x06limits\x18\x06 \x01(\v2\x1c.slng.speech.v1.StreamLimitsR\x06limits\x12\x1b\n" +
-	"\tcaller_id\x18\a \x01(\tR\bcallerId\"\x8d\x03\n" +
+	"\tcaller_id\x18\a \x01(\tR\bcallerId\x12D\n" +
+	"\x0fupstream_format\x18\b \x01(\v2\x1b.slng.speech.v1.AudioFormatR\x0eupstreamFormat\x12A\n" +
+	"\vconversions\x18\t \x03(\v2\x1f.slng.speech.v1.AudioConversionR\vconversions\"\x8d\x03\n" +
 	"\n" +
 	"Transcript\x12\x12\n" +
 	"\x04text\x18\x01 \x01(\tR\x04text\x12\x1e\n" +
@@ -966,7 +995,8 @@ var file_slng_speech_v1_stt_proto_goTypes = []any{
 	(*UpstreamReconnected)(nil), // 11: slng.speech.v1.UpstreamReconnected
 	(*ServerDraining)(nil),      // 12: slng.speech.v1.ServerDraining
 	(*StreamLimits)(nil),        // 13: slng.speech.v1.StreamLimits
-	(*durationpb.Duration)(nil), // 14: google.protobuf.Duration
+	(*AudioConversion)(nil),     // 14: slng.speech.v1.AudioConversion
+	(*durationpb.Duration)(nil), // 15: google.protobuf.Duration
 }
 var file_slng_speech_v1_stt_proto_depIdxs = []int32{
 	2,  // 0: slng.speech.v1.TranscribeRequest.config:type_name -> slng.speech.v1.RecognitionConfig
@@ -982,20 +1012,22 @@ var file_slng_speech_v1_stt_proto_depIdxs = []int32{
 	12, // 10: slng.speech.v1.TranscribeResponse.draining:type_name -> slng.speech.v1.ServerDraining
 	2,  // 11: slng.speech.v1.RecognitionStarted.config:type_name -> slng.speech.v1.RecognitionConfig
 	13, // 12: slng.speech.v1.RecognitionStarted.limits:type_name -> slng.speech.v1.StreamLimits
-	14, // 13: slng.speech.v1.Transcript.start_offset:type_name -> google.protobuf.Duration
-	14, // 14: slng.speech.v1.Transcript.end_offset:type_name -> google.protobuf.Duration
-	14, // 15: slng.speech.v1.Transcript.duration:type_name -> google.protobuf.Duration
-	6,  // 16: slng.speech.v1.Transcript.words:type_name -> slng.speech.v1.WordInfo
-	14, // 17: slng.speech.v1.WordInfo.start_offset:type_name -> google.protobuf.Duration
-	14, // 18: slng.speech.v1.WordInfo.end_offset:type_name -> google.protobuf.Duration
-	14, // 19: slng.speech.v1.UtteranceEnd.last_word_end:type_name -> google.protobuf.Duration
-	0,  // 20: slng.speech.v1.SpeechToTextService.Transcribe:input_type -> slng.speech.v1.TranscribeRequest
-	3,  // 21: slng.speech.v1.SpeechToTextService.Transcribe:output_type -> slng.speech.v1.TranscribeResponse
-	21, // [21:22] is the sub-list for method output_type
-	20, // [20:21] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	8,  // 13: slng.speech.v1.RecognitionStarted.upstream_format:type_name -> slng.speech.v1.AudioFormat
+	14, // 14: slng.speech.v1.RecognitionStarted.conversions:type_name -> slng.speech.v1.AudioConversion
+	15, // 15: slng.speech.v1.Transcript.start_offset:type_name -> google.protobuf.Duration
+	15, // 16: slng.speech.v1.Transcript.end_offset:type_name -> google.protobuf.Duration
+	15, // 17: slng.speech.v1.Transcript.duration:type_name -> google.protobuf.Duration
+	6,  // 18: slng.speech.v1.Transcript.words:type_name -> slng.speech.v1.WordInfo
+	15, // 19: slng.speech.v1.WordInfo.start_offset:type_name -> google.protobuf.Duration
+	15, // 20: slng.speech.v1.WordInfo.end_offset:type_name -> google.protobuf.Duration
+	15, // 21: slng.speech.v1.UtteranceEnd.last_word_end:type_name -> google.protobuf.Duration
+	0,  // 22: slng.speech.v1.SpeechToTextService.Transcribe:input_type -> slng.speech.v1.TranscribeRequest
+	3,  // 23: slng.speech.v1.SpeechToTextService.Transcribe:output_type -> slng.speech.v1.TranscribeResponse
+	23, // [23:24] is the sub-list for method output_type
+	22, // [22:23] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_slng_speech_v1_stt_proto_init() }

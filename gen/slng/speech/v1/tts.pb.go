@@ -238,6 +238,8 @@ type SynthesisConfig struct {
 	// model's own default.
 	Voice string `protobuf:"bytes,2,opt,name=voice,proto3" json:"voice,omitempty"`
 	// The audio format of the returned audio. Unset means 24000 Hz LINEAR16.
+	// Always mono (channels 0 or 1). The gateway converts LINEAR16, MULAW
+	// and ALAW from what the model produces when needed (see AudioFormat).
 	Format *AudioFormat `protobuf:"bytes,3,opt,name=format,proto3" json:"format,omitempty"`
 	// Language as an ISO 639-1 code ("en") or BCP-47 tag ("hi-IN") as the model
 	// expects. Empty means the model's default.
@@ -1149,7 +1151,18 @@ type SynthesisStarted struct {
 	// (CatalogService.ListModels, ModelSends.timings) or the gateway has seen
 	// the model's route send it, SENT_NO when the catalog says it does not,
 	// SENT_UNSPECIFIED when neither knows.
-	RouteTimings  Sent `protobuf:"varint,8,opt,name=route_timings,json=routeTimings,proto3,enum=slng.speech.v1.Sent" json:"route_timings,omitempty"`
+	RouteTimings Sent `protobuf:"varint,8,opt,name=route_timings,json=routeTimings,proto3,enum=slng.speech.v1.Sent" json:"route_timings,omitempty"`
+	// The format SLNG is asked to produce: config.format, unless the model
+	// catalog says the model cannot produce it, when it is a format the
+	// model produces (LINEAR16 at the nearest sample rate at or above the
+	// one asked for, where there is one) and the gateway converts it.
+	UpstreamFormat *AudioFormat `protobuf:"bytes,9,opt,name=upstream_format,json=upstreamFormat,proto3" json:"upstream_format,omitempty"`
+	// How the gateway converts SLNG's audio into config.format, in order
+	// (e.g. RESAMPLE from 24000 to 8000 Hz, then ENCODE to MULAW); empty
+	// when SLNG produces config.format itself. Each turn's audio is
+	// converted whole: the audio of a turn ends with its last converted
+	// sample, and nothing of a cleared or failed turn reaches the next.
+	Conversions   []*AudioConversion `protobuf:"bytes,10,rep,name=conversions,proto3" json:"conversions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1238,6 +1251,20 @@ func (x *SynthesisStarted) GetRouteTimings() Sent {
 		return x.RouteTimings
 	}
 	return Sent_SENT_UNSPECIFIED
+}
+
+func (x *SynthesisStarted) GetUpstreamFormat() *AudioFormat {
+	if x != nil {
+		return x.UpstreamFormat
+	}
+	return nil
+}
+
+func (x *SynthesisStarted) GetConversions() []*AudioConversion {
+	if x != nil {
+		return x.Conversions
+	}
+	return nil
 }
 
 // AudioChunk is a piece of synthesized audio in the configured format.
@@ -1818,7 +1845,7 @@ const file_slng_speech_v1_tts_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12#\n" +
 	"\rupstream_code\x18\x05 \x01(\tR\fupstreamCode\x12:\n" +
-	"\tdelivered\x18\x06 \x01(\v2\x1c.slng.speech.v1.TurnDeliveryR\tdelivered\"\xfb\x02\n" +
+	"\tdelivered\x18\x06 \x01(\v2\x1c.slng.speech.v1.TurnDeliveryR\tdelivered\"\x84\x04\n" +
 	"\x10SynthesisStarted\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12.\n" +
@@ -1828,7 +1855,10 @@ const file_slng_speech_v1_tts_proto_rawDesc = "" +
 	"\fwarm_session\x18\x05 \x01(\bR\vwarmSession\x124\n" +
 	"\x06limits\x18\x06 \x01(\v2\x1c.slng.speech.v1.StreamLimitsR\x06limits\x12\x1b\n" +
 	"\tcaller_id\x18\a \x01(\tR\bcallerId\x129\n" +
-	"\rroute_timings\x18\b \x01(\x0e2\x14.slng.speech.v1.SentR\frouteTimings\"U\n" +
+	"\rroute_timings\x18\b \x01(\x0e2\x14.slng.speech.v1.SentR\frouteTimings\x12D\n" +
+	"\x0fupstream_format\x18\t \x01(\v2\x1b.slng.speech.v1.AudioFormatR\x0eupstreamFormat\x12A\n" +
+	"\vconversions\x18\n" +
+	" \x03(\v2\x1f.slng.speech.v1.AudioConversionR\vconversions\"U\n" +
 	"\n" +
 	"AudioChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1a\n" +
@@ -1918,6 +1948,7 @@ var file_slng_speech_v1_tts_proto_goTypes = []any{
 	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
 	(*StreamLimits)(nil),          // 27: slng.speech.v1.StreamLimits
 	(Sent)(0),                     // 28: slng.speech.v1.Sent
+	(*AudioConversion)(nil),       // 29: slng.speech.v1.AudioConversion
 }
 var file_slng_speech_v1_tts_proto_depIdxs = []int32{
 	2,  // 0: slng.speech.v1.SynthesizeRequest.config:type_name -> slng.speech.v1.SynthesisConfig
@@ -1949,21 +1980,23 @@ var file_slng_speech_v1_tts_proto_depIdxs = []int32{
 	2,  // 26: slng.speech.v1.SynthesisStarted.config:type_name -> slng.speech.v1.SynthesisConfig
 	27, // 27: slng.speech.v1.SynthesisStarted.limits:type_name -> slng.speech.v1.StreamLimits
 	28, // 28: slng.speech.v1.SynthesisStarted.route_timings:type_name -> slng.speech.v1.Sent
-	26, // 29: slng.speech.v1.AudioEnd.duration:type_name -> google.protobuf.Duration
-	20, // 30: slng.speech.v1.AudioEnd.delivered:type_name -> slng.speech.v1.TurnDelivery
-	20, // 31: slng.speech.v1.Cleared.delivered:type_name -> slng.speech.v1.TurnDelivery
-	20, // 32: slng.speech.v1.Cancelled.delivered:type_name -> slng.speech.v1.TurnDelivery
-	26, // 33: slng.speech.v1.TurnDelivery.audio_duration:type_name -> google.protobuf.Duration
-	0,  // 34: slng.speech.v1.TurnDelivery.spoken_source:type_name -> slng.speech.v1.SpokenSource
-	1,  // 35: slng.speech.v1.TextToSpeechService.Synthesize:input_type -> slng.speech.v1.SynthesizeRequest
-	7,  // 36: slng.speech.v1.TextToSpeechService.SynthesizeText:input_type -> slng.speech.v1.SynthesizeTextRequest
-	8,  // 37: slng.speech.v1.TextToSpeechService.Synthesize:output_type -> slng.speech.v1.SynthesizeResponse
-	8,  // 38: slng.speech.v1.TextToSpeechService.SynthesizeText:output_type -> slng.speech.v1.SynthesizeResponse
-	37, // [37:39] is the sub-list for method output_type
-	35, // [35:37] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	21, // 29: slng.speech.v1.SynthesisStarted.upstream_format:type_name -> slng.speech.v1.AudioFormat
+	29, // 30: slng.speech.v1.SynthesisStarted.conversions:type_name -> slng.speech.v1.AudioConversion
+	26, // 31: slng.speech.v1.AudioEnd.duration:type_name -> google.protobuf.Duration
+	20, // 32: slng.speech.v1.AudioEnd.delivered:type_name -> slng.speech.v1.TurnDelivery
+	20, // 33: slng.speech.v1.Cleared.delivered:type_name -> slng.speech.v1.TurnDelivery
+	20, // 34: slng.speech.v1.Cancelled.delivered:type_name -> slng.speech.v1.TurnDelivery
+	26, // 35: slng.speech.v1.TurnDelivery.audio_duration:type_name -> google.protobuf.Duration
+	0,  // 36: slng.speech.v1.TurnDelivery.spoken_source:type_name -> slng.speech.v1.SpokenSource
+	1,  // 37: slng.speech.v1.TextToSpeechService.Synthesize:input_type -> slng.speech.v1.SynthesizeRequest
+	7,  // 38: slng.speech.v1.TextToSpeechService.SynthesizeText:input_type -> slng.speech.v1.SynthesizeTextRequest
+	8,  // 39: slng.speech.v1.TextToSpeechService.Synthesize:output_type -> slng.speech.v1.SynthesizeResponse
+	8,  // 40: slng.speech.v1.TextToSpeechService.SynthesizeText:output_type -> slng.speech.v1.SynthesizeResponse
+	39, // [39:41] is the sub-list for method output_type
+	37, // [37:39] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_slng_speech_v1_tts_proto_init() }
