@@ -642,6 +642,69 @@ func TestDeadPeer(t *testing.T) {
 	}
 }
 
+// TestFramesProveLifeWithoutPongs: a server that never answers pings but
+// keeps sending frames is alive (its pong may wait behind them, as after
+// a backlog); once it sends nothing, the next unanswered ping ends the
+// session with KindTimeout.
+func TestFramesProveLifeWithoutPongs(t *testing.T) {
+	t.Parallel()
+	quiet, stop := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+			OnPingReceived: func(context.Context, []byte) bool { return false }, // no pong, ever
+		})
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		_, _, _ = c.Read(r.Context()) // init
+		_ = c.Write(r.Context(), websocket.MessageText, []byte(`{"type":"ready","session_id":"sess_busy"}`))
+		go func() { _, _, _ = c.Read(r.Context()) }() // reads pings until the end
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quiet:
+				<-stop
+				return
+			case <-tick.C:
+				if c.Write(r.Context(), websocket.MessageBinary, []byte{1, 2}) != nil {
+					return
+				}
+			}
+		}
+	}))
+	defer srv.Close()
+	defer close(stop)
+	c, err := slngclient.New(slngclient.Options{BaseURL: "ws" + strings.TrimPrefix(srv.URL, "http"), PingInterval: 20 * time.Millisecond, PingTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.DialTTS(testCtx(t), aura, slngclient.TTSConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.CloseNow()
+	ctx := testCtx(t)
+	// Many pings go unanswered while the frames come: the session lives.
+	for s.Stats().PingsSent < 10 {
+		if ev, err := s.Recv(ctx); err != nil || ev.Kind != slngclient.TTSAudio {
+			t.Fatalf("Recv = %v, %v with frames still coming, after %d pings", ev, err, s.Stats().PingsSent)
+		}
+	}
+	close(quiet)
+	for {
+		_, err := s.Recv(ctx)
+		if err == nil {
+			continue
+		}
+		if ue, ok := slngclient.AsUpstreamError(err); !ok || ue.Kind != slngclient.KindTimeout {
+			t.Fatalf("err = %v once the frames stopped, want KindTimeout", err)
+		}
+		return
+	}
+}
+
 func TestRoutesAndHeaders(t *testing.T) {
 	t.Parallel()
 	sim, c := setup(t, slngsim.Options{}, slngclient.Options{Routes: slngclient.RoutesDirect, RegionOverride: "eu-north-1", WorldPartOverride: "eu", ProviderKey: "pk_SENTINEL"})

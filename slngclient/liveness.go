@@ -41,7 +41,7 @@ func (cn *conn) liveness(keepalive, pingEvery, pingTimeout time.Duration) {
 		}
 		if pingEvery > 0 && now.Sub(lastPing) >= pingEvery {
 			lastPing = now
-			held := cn.heldFor(now)
+			held, frames := cn.heldFor(now), cn.framesIn.Load()
 			pctx, cancel := context.WithTimeout(cn.ctx, pingTimeout)
 			err := cn.ping(pctx)
 			cancel()
@@ -49,6 +49,13 @@ func (cn *conn) liveness(keepalive, pingEvery, pingTimeout time.Duration) {
 				// The consumer held the reader back meanwhile, so the
 				// pong may be waiting unread behind its frames: that
 				// proves nothing about SLNG. The next ping tries again.
+				continue
+			}
+			if err != nil && cn.ctx.Err() == nil && cn.framesIn.Load() != frames {
+				// Frames came while the pong did not: SLNG is there, and
+				// the pong waits behind what it sent before it (a
+				// backlog the reader is still working through after a
+				// hold, say). The next ping tries again.
 				continue
 			}
 			if err != nil {
