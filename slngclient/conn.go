@@ -148,11 +148,14 @@ func (cn *conn) write(ctx context.Context, typ websocket.MessageType, b []byte) 
 // send is write without the check that the session is open: close sends
 // `close` after marking the session closed.
 func (cn *conn) send(ctx context.Context, typ websocket.MessageType, b []byte) error {
+	// Counted before the write: SLNG's answer may be read before the
+	// write returns, and it proves life as much as a pong.
+	frames := cn.framesIn.Load()
 	err := cn.ws.Write(ctx, typ, b)
 	if err == nil {
 		cn.lastSend.Store(time.Now().UnixNano())
 		if cn.life.armed.Load() != 0 {
-			cn.startProof()
+			cn.startProof(frames)
 		}
 		return nil
 	}

@@ -60,14 +60,14 @@ func (s *session) LifeUnproven() bool { return s.cn.life.failed.Load() }
 func (s *session) Heard() time.Time { return time.Unix(0, s.cn.life.heard.Load()) }
 
 // startProof starts the proof armed by ProveLife, if any, after a message
-// went out. send calls it after every successful write.
-func (cn *conn) startProof() {
+// went out; framesAt frames had arrived before it was written. send calls
+// it after every successful write.
+func (cn *conn) startProof(framesAt int64) {
 	within := time.Duration(cn.life.armed.Swap(0))
 	if within <= 0 {
 		return
 	}
 	deadline := time.Now().Add(within)
-	framesAt := cn.framesIn.Load()
 	cn.life.mu.Lock()
 	defer cn.life.mu.Unlock()
 	if cn.life.closed {
