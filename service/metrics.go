@@ -101,7 +101,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		finalsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "speech_gateway_stt_finals_dropped_total",
 			Help: "Final transcripts not delivered, by reason (duplicate: already delivered from the session before a reconnect; " +
-				"no_audio: a final for audio never sent).",
+				"fragment: a new session's first final, from audio before a final it repeats, delivered already; no_audio: a final for audio never sent).",
 		}, []string{"reason"}),
 		finalsEstimated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "speech_gateway_stt_finals_estimated_total",

@@ -69,6 +69,16 @@ type sttCore struct {
 	// audio again, and dedupe, set at a reconnect, expects them back in
 	// order, to be dropped rather than delivered twice.
 	unproven, dedupe []string
+	// fragmentCheck: the new session's first final with text is still to
+	// come, and dedupe expects finals back. That final may be a fragment
+	// of audio already delivered (a replay that starts inside an
+	// utterance, as where finals prove less than they seem: sttCore.cover),
+	// which no text matches. It is held until the next final tells: one
+	// that repeats a delivered final means the held one came from audio
+	// before it, delivered already, and it is dropped; anything else
+	// releases it (see translate, releaseHeld).
+	fragmentCheck, holdNext bool
+	held                    *speechv1.TranscribeResponse
 	// closing: the caller half-closed, or the server drains; the upstream
 	// was (or, once a session is there, will be) told no more audio comes.
 	closing, draining bool
@@ -343,6 +353,7 @@ func (c *sttCore) onAcquired(l *upstreamLease[STTSession], now time.Time) {
 		c.finalizeWait = now // the new session hears them again
 	}
 	c.dedupe = append(c.dedupe[:0], c.unproven...)
+	c.fragmentCheck = len(c.dedupe) > 0
 	c.replayTo(sess)
 	if r == nil {
 		return

@@ -190,6 +190,32 @@ func TestSTTCore(t *testing.T) {
 			step{"acquired s2", "reconnected:200ms replay:s2:6400"},
 			step{"final one", ""},
 			step{"final two", "final:two"})},
+		{"a replay inside an utterance: the fragment before a repeat is dropped", append(open,
+			step{"audio 3200", "audio:s1:3200"},
+			step{"final one", "final:one"},
+			step{"final two", "final:two"},
+			step{"audio 3200", "audio:s1:3200"},
+			step{"lost", "acquire:rollover"},
+			step{"acquired s2", "reconnected:200ms replay:s2:6400"},
+			step{"final dh", ""},
+			step{"final two", ""},
+			step{"final three", "final:three"})},
+		{"a replay's first final that repeats nothing is held for the next, then delivered", append(open,
+			step{"audio 3200", "audio:s1:3200"},
+			step{"final one", "final:one"},
+			step{"audio 3200", "audio:s1:3200"},
+			step{"lost", "acquire:rollover"},
+			step{"acquired s2", "reconnected:200ms replay:s2:6400"},
+			step{"final new", ""},
+			step{"final next", "final:new final:next"})},
+		{"a final held is delivered when its session ends", append(open,
+			step{"audio 3200", "audio:s1:3200"},
+			step{"final one", "final:one"},
+			step{"half-close", "close:s1"},
+			step{"lost", "acquire:rollover"},
+			step{"acquired s2", "reconnected:100ms replay:s2:3200+close"},
+			step{"final new", ""},
+			step{"closed", "final:new done:OK"})},
 		{"a duration covers that much after what is covered", append(open,
 			step{"audio 3200", "audio:s1:3200"},
 			step{"final one dur=50", "final:one"},
@@ -283,6 +309,24 @@ func losesNothing(t *testing.T, seed uint64) {
 	finals := map[string][2]int{}     // a final's text: the stream range it covers
 	next := 0
 	cuts := 0
+	// collect marks what the finals delivered cover, whenever the core
+	// delivers them (a final it held comes out at a session's end);
+	// arrived: one just came from SLNG, and the core counts losses from
+	// there.
+	collect := func(arrived bool) {
+		for _, resp := range c.out {
+			if f := resp.GetFinalTranscript(); f != nil {
+				rg := finals[f.GetText()]
+				for i := rg[0]; i < rg[1]; i++ {
+					covered[i] = true
+				}
+				if arrived {
+					cuts = 0
+				}
+			}
+		}
+		c.out = c.out[:0]
+	}
 	emitFinal := func(upTo int, fromFinalize bool) {
 		from := sess.last
 		sess.last = upTo
@@ -316,16 +360,7 @@ func losesNothing(t *testing.T, seed uint64) {
 			ev.Transcript.FromFinalize = false // the bridge has no such field: any final answers
 		}
 		c.onUpstream(ev, r.now)
-		for _, resp := range c.out {
-			if f := resp.GetFinalTranscript(); f != nil {
-				rg := finals[f.GetText()]
-				for i := rg[0]; i < rg[1]; i++ {
-					covered[i] = true
-				}
-				cuts = 0 // a final delivered: the core counts losses from here
-			}
-		}
-		c.out = c.out[:0]
+		collect(true)
 	}
 	// carry out what the core asked, as the writer and SLNG would; a cut
 	// may fall in the middle of a replay.
@@ -369,6 +404,7 @@ func losesNothing(t *testing.T, seed uint64) {
 						cuts++
 						c.cmds = nil // the writer's later commands were for this session
 						c.onUpstreamEnd(errFakeLost, r.now)
+						collect(false)
 						carry()
 						return
 					}
@@ -428,6 +464,7 @@ func losesNothing(t *testing.T, seed uint64) {
 			} else {
 				c.onUpstreamEnd(errFakeLost, r.now)
 			}
+			collect(false)
 		}
 		carry()
 	}
@@ -441,6 +478,7 @@ func losesNothing(t *testing.T, seed uint64) {
 		if sess.ended {
 			emitFinal(len(sess.heard), false)
 			c.onUpstreamEnd(io.EOF, r.now)
+			collect(false)
 		}
 		carry()
 	}

@@ -37,6 +37,7 @@ func (c *sttCore) onUpstream(ev slngclient.STTEvent, now time.Time) {
 
 // onUpstreamEnd handles the end of the session being read.
 func (c *sttCore) onUpstreamEnd(err error, now time.Time) {
+	c.releaseHeld()
 	eof := errors.Is(err, io.EOF)
 	switch {
 	case eof && c.draining:
@@ -116,6 +117,9 @@ func (c *sttCore) warnUntranscribed() {
 func (c *sttCore) translate(ev slngclient.STTEvent, now time.Time) *speechv1.TranscribeResponse {
 	switch ev.Kind {
 	case slngclient.STTPartial:
+		if c.held != nil {
+			return nil // never ahead of the final held
+		}
 		if !c.cfg.EnablePartials {
 			// Some routes send partials whatever init says (Sarvam
 			// Saaras): the caller turned them off.
@@ -129,6 +133,11 @@ func (c *sttCore) translate(ev slngclient.STTEvent, now time.Time) *speechv1.Tra
 		return &speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_PartialTranscript{PartialTranscript: t}}
 	case slngclient.STTFinal:
 		t, drop := c.transcript(ev.Transcript, true, now)
+		if t == nil && drop == "duplicate" && c.held != nil {
+			// The held final came from audio before one delivered.
+			c.held = nil
+			c.srv.metrics.finalsDropped.WithLabelValues("fragment").Inc()
+		}
 		if t == nil {
 			c.srv.metrics.finalsDropped.WithLabelValues(drop).Inc()
 			if drop == "no_audio" {
@@ -141,7 +150,13 @@ func (c *sttCore) translate(ev slngclient.STTEvent, now time.Time) *speechv1.Tra
 		if t.GetOffsetsEstimated() {
 			c.srv.metrics.finalsEstimated.Inc()
 		}
-		return &speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_FinalTranscript{FinalTranscript: t}}
+		c.releaseHeld()
+		resp := &speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_FinalTranscript{FinalTranscript: t}}
+		if c.holdNext {
+			c.holdNext, c.held = false, resp
+			return nil
+		}
+		return resp
 	case slngclient.STTUtteranceEnd:
 		return &speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_UtteranceEnd{
 			UtteranceEnd: &speechv1.UtteranceEnd{LastWordEnd: durationOrNil(ev.LastWordEnd)}}}
@@ -203,7 +218,11 @@ func (c *sttCore) transcript(t slngclient.Transcript, final bool, now time.Time)
 		return nil, "duplicate" // already delivered, from the session before a reconnect
 	}
 	if final && !timed && c.heardAgain(t.Text) {
+		c.fragmentCheck = false
 		return nil, "duplicate"
+	}
+	if final && !timed && t.Text != "" && c.fragmentCheck {
+		c.fragmentCheck, c.holdNext = false, true
 	}
 	out = &speechv1.Transcript{
 		Text:             t.Text,
@@ -244,7 +263,7 @@ func (c *sttCore) transcript(t slngclient.Transcript, final bool, now time.Time)
 		c.failures = 0
 	}
 	c.cover(t, timed, end, answers, now)
-	if t.Text != "" {
+	if t.Text != "" && !c.holdNext {
 		c.dedupe = c.dedupe[:0] // past what the new session hears again
 	}
 	if fromFinalize && !c.finalizeAt.IsZero() {
@@ -295,6 +314,15 @@ func (c *sttCore) cover(t slngclient.Transcript, timed bool, end time.Duration, 
 	}
 }
 
+// releaseHeld delivers the final held as a possible fragment (see
+// sttCore.fragmentCheck): what came next does not show it was one.
+func (c *sttCore) releaseHeld() {
+	if c.held != nil {
+		c.emit(c.held)
+		c.held = nil
+	}
+}
+
 // heardAgain reports an untimed final of a new session that repeats one of
 // the finals it hears again (see sttCore.unproven), whole or its end (a
 // replay that starts within an utterance), and takes it and those before
@@ -314,6 +342,11 @@ func (c *sttCore) heardAgain(text string) bool {
 
 // onTick checks the stream's timers at now.
 func (c *sttCore) onTick(now time.Time) {
+	defer func() {
+		if c.done {
+			c.releaseHeld()
+		}
+	}()
 	switch {
 	case c.timedOut(now):
 	case !c.finalsAt().After(now):
