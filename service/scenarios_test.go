@@ -36,10 +36,12 @@ func pause(d time.Duration) {
 // counts and shows.
 var breakerPool = slngpool.Options{DisableWarm: true, DialAttempts: 1, BreakerFailures: 5}
 
-// fastPings find a dead upstream within half a second, so that a gateway
+// fastPings find a dead upstream within about a second, so that a gateway
 // that stopped reading SLNG for its caller's sake would take SLNG for dead
-// long before its caller reads again.
-var fastPings = slngclient.Options{PingInterval: 100 * time.Millisecond, PingTimeout: 300 * time.Millisecond}
+// long before its caller reads again (2 s in these tests). Not shorter:
+// the simulator runs in the test's process, and a busy machine can stop
+// that process for a few hundred milliseconds, pongs with it.
+var fastPings = slngclient.Options{PingInterval: 100 * time.Millisecond, PingTimeout: time.Second}
 
 // TestPausedCallersAreNotSLNGFailing: five callers that read `started`,
 // then nothing for two seconds (many ping timeouts), then the rest, all get
