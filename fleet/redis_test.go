@@ -52,16 +52,19 @@ func share2(t *testing.T, r Redis) {
 	if _, err := b.Acquire(ctx, "team-a", 2, 0); err != nil {
 		t.Fatalf("after a release on the other replica: %v", err)
 	}
-	fs[0].Counter("characters", time.Minute).Add("team-a", 5)
-	fs[1].Counter("characters", time.Minute).Add("team-a", 7)
+	// A day's window: one of a minute ends within the test's time now
+	// and then, and the counts are then in the window before.
+	const window = 24 * time.Hour
+	fs[0].Counter("characters", window).Add("team-a", 5)
+	fs[1].Counter("characters", window).Add("team-a", 7)
 	for _, f := range fs {
 		if err := f.heartbeat(ctx); err != nil {
 			t.Fatalf("heartbeat: %v", err)
 		}
 	}
 	poll.Wait(t, ctx, "both counts on both replicas", func() bool {
-		v, _ := fs[0].Counter("characters", time.Minute).Value(ctx, "team-a")
-		w, _ := fs[1].Counter("characters", time.Minute).Value(ctx, "team-a")
+		v, _ := fs[0].Counter("characters", window).Value(ctx, "team-a")
+		w, _ := fs[1].Counter("characters", window).Value(ctx, "team-a")
 		return v == 12 && w == 12
 	})
 }
