@@ -29,7 +29,10 @@ func hold(d time.Duration) {
 // survives and the turn arrives whole.
 func TestConsumerHoldsTheReader(t *testing.T) {
 	t.Parallel()
-	_, c := setup(t, slngsim.Options{}, slngclient.Options{PingInterval: 30 * time.Millisecond, PingTimeout: 30 * time.Millisecond})
+	// Pings every 30 ms, each given 250 ms (not less: a busy machine may
+	// stop the test's process, the simulator's pongs with it), and a hold
+	// four times that.
+	_, c := setup(t, slngsim.Options{}, slngclient.Options{PingInterval: 30 * time.Millisecond, PingTimeout: 250 * time.Millisecond})
 	ctx := testCtx(t)
 	s, err := c.DialTTS(ctx, aura, slngclient.TTSConfig{Voice: "aura-2-thalia-en", Encoding: "linear16", SampleRate: 24000})
 	if err != nil {
@@ -46,7 +49,7 @@ func TestConsumerHoldsTheReader(t *testing.T) {
 	}
 	audio := bytes.Clone(ev.Audio)
 	pings := s.Stats().PingsSent
-	hold(600 * time.Millisecond)
+	hold(time.Second)
 	if s.Stats().PingsSent == pings {
 		t.Fatal("no ping went out while the consumer held the reader")
 	}
