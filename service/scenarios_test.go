@@ -103,7 +103,7 @@ func TestPausedCallersAreNotSLNGFailing(t *testing.T) {
 // turn, however long SLNG's side waits for it.
 func TestReaderAtTwiceRealTime(t *testing.T) {
 	t.Parallel()
-	h := newHarnessClient(t, slngsim.Options{}, slngclient.Options{PingInterval: 200 * time.Millisecond, PingTimeout: 200 * time.Millisecond},
+	h := newHarnessClient(t, slngsim.Options{}, fastPings,
 		Config{StreamBufferBytes: 256 << 10}, breakerPool, sentinelLogger(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
