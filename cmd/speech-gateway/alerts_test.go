@@ -164,7 +164,7 @@ func TestAlertsEndToEnd(t *testing.T) {
 				prom.waitFor(ctx, t, fmt.Sprintf(`sum(speech_gateway_streams_total{job=%q,code="OK"}) >= 30`, sc.name))
 				return
 			}
-			prom.waitForAlerts(ctx, t, sc.name, sc.want)
+			prom.waitForAlerts(ctx, t, sc.name, sc.want, start)
 		})
 	}
 	if t.Failed() {
@@ -1048,8 +1048,9 @@ func (p *promServer) waitFor(ctx context.Context, t *testing.T, expr string) {
 }
 
 // waitForAlerts polls the alerts API until every alert in want is pending
-// or firing for job.
-func (p *promServer) waitForAlerts(ctx context.Context, t *testing.T, job string, want []string) {
+// or firing for job, or was since since: a scenario whose gateway ends
+// (draining) may be looked at after its alert went.
+func (p *promServer) waitForAlerts(ctx context.Context, t *testing.T, job string, want []string, since time.Time) {
 	t.Helper()
 	var active map[string]string
 	p.poll(ctx, t, fmt.Sprintf("alerts %v for job %s (active: %v)", want, job, &active), func() bool {
@@ -1066,6 +1067,11 @@ func (p *promServer) waitForAlerts(ctx context.Context, t *testing.T, job string
 		for _, a := range data.Alerts {
 			if a.Labels["job"] == job {
 				active[a.Labels["alertname"]] = a.State
+			}
+		}
+		for _, a := range p.alertHistory(ctx, t, time.Since(since)+time.Minute)[job] {
+			if active[a] == "" {
+				active[a] = "seen"
 			}
 		}
 		for _, a := range want {
