@@ -89,17 +89,16 @@ func runStream[M, E, R, Resp, C any](ctx context.Context, s *Server, core stream
 
 	l := &streamLoop[M, E, R, Resp, C]{s: s, core: core, ob: ob, cmds: cmds, results: results}
 	l.run(ctx, in)
-	if keep := settle(); keep {
-		// The session goes back to the pool: the writer's last write is
-		// on the wire, but its goroutine may not have returned from it,
-		// and coder/websocket closes a connection whose write's context
-		// ends. So the writer finishes before its context does.
-		cmds.close()
-		<-written
+	if keep := settle(); !keep {
+		cancel() // ends a write blocked on a session that is not kept
 	}
-	cancel()
+	// A kept session goes back to the pool: the writer's last write is on
+	// the wire, but its goroutine may not have returned from it, and
+	// coder/websocket closes a connection whose write's context ends. So
+	// the writer finishes before its context does.
 	cmds.close()
 	<-written
+	cancel()
 }
 
 // maxWriterQueue bounds the commands waiting for the upstream writer: the

@@ -276,15 +276,9 @@ func (c *sttCore) transcript(t slngclient.Transcript, final bool, now time.Time)
 // cover moves the covered offset as far as final t proves, and trims the
 // replay buffer there.
 func (c *sttCore) cover(t slngclient.Transcript, timed bool, end time.Duration, answers bool, now time.Time) {
-	if answers {
-		c.finalizeWait, c.finalizeRetried = time.Time{}, false
-		if len(c.finalizes) > 1 {
-			c.finalizeWait = now // the next one's wait starts now, at the latest
-		}
-	}
 	if !c.clock.ok() {
 		if answers {
-			c.finalizes = c.finalizes[1:]
+			c.finalizeDone(now)
 		}
 		return
 	}
@@ -298,7 +292,7 @@ func (c *sttCore) cover(t slngclient.Transcript, timed bool, end time.Duration, 
 	switch {
 	case answers:
 		to = max(to, c.finalizes[0])
-		c.finalizes = c.finalizes[1:]
+		c.finalizeDone(now)
 		if len(c.finalizes) > 0 {
 			c.finalizeAt = time.Time{} // the next one counts from its own time: unknown, so not measured
 		}
@@ -383,16 +377,22 @@ func (c *sttCore) finalizeTimedOut(now time.Time) {
 		c.reconnect(errFinalizeUnanswered, now)
 		return
 	}
-	c.finalizes = c.finalizes[1:]
-	c.finalizeWait, c.finalizeRetried = time.Time{}, false
-	if len(c.finalizes) > 0 {
-		c.finalizeWait = now
-	}
+	c.finalizeDone(now)
 	c.emit(&speechv1.TranscribeResponse{Response: &speechv1.TranscribeResponse_Warning{Warning: &speechv1.Warning{
 		Code: "finalize_timeout",
 		Message: fmt.Sprintf("no final transcript answered the finalize within %s; the speech before it "+
 			"will come in a later final, if the upstream sends one", c.srv.cfg.FinalizeTimeout),
 	}}})
+}
+
+// finalizeDone takes the oldest finalize off, answered or given up on; the
+// wait for the next one, if any, starts now at the latest.
+func (c *sttCore) finalizeDone(now time.Time) {
+	c.finalizes = c.finalizes[1:]
+	c.finalizeWait, c.finalizeRetried = time.Time{}, false
+	if len(c.finalizes) > 0 {
+		c.finalizeWait = now
+	}
 }
 
 // finalsAt is when the wait for the last finals after the half-close ends.
