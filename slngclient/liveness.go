@@ -45,17 +45,13 @@ func (cn *conn) liveness(keepalive, pingEvery, pingTimeout time.Duration) {
 			pctx, cancel := context.WithTimeout(cn.ctx, pingTimeout)
 			err := cn.ping(pctx)
 			cancel()
-			if err != nil && cn.ctx.Err() == nil && cn.heldFor(time.Now())-held > heldPingGrace {
+			if err != nil && cn.ctx.Err() == nil && (cn.heldFor(time.Now())-held > heldPingGrace || cn.framesIn.Load() != frames) {
 				// The consumer held the reader back meanwhile, so the
-				// pong may be waiting unread behind its frames: that
-				// proves nothing about SLNG. The next ping tries again.
-				continue
-			}
-			if err != nil && cn.ctx.Err() == nil && cn.framesIn.Load() != frames {
-				// Frames came while the pong did not: SLNG is there, and
-				// the pong waits behind what it sent before it (a
-				// backlog the reader is still working through after a
-				// hold, say). The next ping tries again.
+				// pong may be waiting unread behind its frames; or frames
+				// came while the pong did not, so SLNG is there and the
+				// pong waits behind what it sent before (a backlog the
+				// reader is still working through after a hold, say).
+				// Neither proves SLNG silent: the next ping tries again.
 				continue
 			}
 			if err != nil {
