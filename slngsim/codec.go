@@ -6,6 +6,8 @@ import (
 	"math"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/speech-gateway/speech-gateway/internal/pcmconv"
 )
 
 // The simulator's audio is a modem, so that speech is checkable: Synthesize
@@ -82,9 +84,9 @@ func Synthesize(text string, enc string, sampleRate int) []byte {
 func appendSample(out []byte, s int16, enc string) []byte {
 	switch enc {
 	case "mulaw":
-		return append(out, linearToMulaw(s))
+		return append(out, pcmconv.MuLaw.EncodeSample(s))
 	case "alaw":
-		return append(out, linearToAlaw(s))
+		return append(out, pcmconv.ALaw.EncodeSample(s))
 	}
 	return append(out, byte(s), byte(uint16(s)>>8))
 }
@@ -219,9 +221,9 @@ func (d *decoder) write(b []byte, emit func(decoded)) {
 
 func (d *decoder) expand(b byte) int16 {
 	if d.enc == "alaw" {
-		return alawToLinear(b)
+		return pcmconv.ALaw.DecodeSample(b)
 	}
-	return mulawToLinear(b)
+	return pcmconv.MuLaw.DecodeSample(b)
 }
 
 // symbol classifies one full block: cycles = (sign changes + 1) / 2.
@@ -266,75 +268,4 @@ func (d *decoder) endUtterance(emit func(decoded), endSymbol int64) {
 	}
 	emit(decoded{text: d.pending, final: true, start: d.seconds(d.uttStart), end: d.seconds(endSymbol)})
 	d.pending = d.pending[:0]
-}
-
-// G.711 companding (ITU-T G.711), the classic segment tables in code form.
-
-const mulawBias = 0x84
-
-func linearToMulaw(s int16) byte {
-	v := int(s)
-	sign := 0
-	if v < 0 {
-		v, sign = -v, 0x80
-	}
-	if v > 32635 {
-		v = 32635
-	}
-	v += mulawBias
-	exp := 7
-	for mask := 0x4000; v&mask == 0 && exp > 0; mask >>= 1 {
-		exp--
-	}
-	mant := (v >> (exp + 3)) & 0x0f
-	return ^byte(sign | exp<<4 | mant)
-}
-
-func mulawToLinear(u byte) int16 {
-	u = ^u
-	sign, exp, mant := int(u&0x80), int(u>>4)&0x07, int(u&0x0f)
-	v := ((mant << 3) + mulawBias) << exp
-	v -= mulawBias
-	if sign != 0 {
-		return int16(-v)
-	}
-	return int16(v)
-}
-
-func linearToAlaw(s int16) byte {
-	v := int(s)
-	sign := 0x80
-	if v < 0 {
-		v, sign = -v-1, 0
-	}
-	if v > 32767 {
-		v = 32767
-	}
-	var out int
-	if v < 256 {
-		out = v >> 4
-	} else {
-		exp := 1
-		for t := v >> 8; t > 1 && exp < 7; t >>= 1 {
-			exp++
-		}
-		out = exp<<4 | (v>>(exp+3))&0x0f
-	}
-	return byte((out | sign) ^ 0x55)
-}
-
-func alawToLinear(a byte) int16 {
-	a ^= 0x55
-	sign := a & 0x80
-	exp, mant := int(a>>4)&0x07, int(a&0x0f)
-	var v int
-	if exp == 0 {
-		v = mant<<4 + 8
-	} else {
-		v = (mant<<4 + 0x108) << (exp - 1)
-	}
-	if sign == 0 {
-		return int16(-v)
-	}
-	return int16(v)
 }

@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/speech-gateway/speech-gateway/internal/pcmconv"
 )
 
 func longText(n int) string {
@@ -77,8 +79,8 @@ func TestG711(t *testing.T) {
 	t.Parallel()
 	for _, s := range []int16{0, 1, -1, 100, -100, 1000, -1000, 8000, -8000, 32767, -32768} {
 		for name, rt := range map[string]func(int16) int16{
-			"mulaw": func(s int16) int16 { return mulawToLinear(linearToMulaw(s)) },
-			"alaw":  func(s int16) int16 { return alawToLinear(linearToAlaw(s)) },
+			"mulaw": func(s int16) int16 { return pcmconv.MuLaw.DecodeSample(pcmconv.MuLaw.EncodeSample(s)) },
+			"alaw":  func(s int16) int16 { return pcmconv.ALaw.DecodeSample(pcmconv.ALaw.EncodeSample(s)) },
 		} {
 			got := rt(s)
 			diff := int(got) - int(s)
