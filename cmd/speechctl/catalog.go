@@ -31,13 +31,11 @@ func models(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stderr, "speechctl models: --kind is tts or stt, and no argument follows")
 		return errUsage
 	}
-	conn, err := cf.dial()
+	conn, ctx, done, err := cf.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := cf.callContext(ctx)
-	defer cancel()
+	defer done()
 	resp, err := speechv1.NewCatalogServiceClient(conn).ListModels(ctx, &speechv1.ListModelsRequest{Kind: k})
 	if err != nil {
 		return err
@@ -120,13 +118,11 @@ func voices(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stderr, "speechctl voices: name one model, e.g. speechctl voices deepgram/aura:2 (speechctl models lists them)")
 		return errUsage
 	}
-	conn, err := cf.dial()
+	conn, ctx, done, err := cf.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := cf.callContext(ctx)
-	defer cancel()
+	defer done()
 	resp, err := speechv1.NewCatalogServiceClient(conn).ListVoices(ctx, &speechv1.ListVoicesRequest{Model: model, Language: *language})
 	if err != nil {
 		return err

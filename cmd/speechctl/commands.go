@@ -63,13 +63,11 @@ func synthesize(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		}
 		*text = strings.TrimSpace(string(b))
 	}
-	conn, err := cf.dial()
+	conn, ctx, done, err := cf.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := cf.callContext(ctx)
-	defer cancel()
+	defer done()
 	stream, err := speechv1.NewTextToSpeechServiceClient(conn).SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{
 		Text: *text,
 		Config: &speechv1.SynthesisConfig{Model: *model, Voice: *voice,
@@ -158,13 +156,11 @@ func transcribe(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	conn, err := cf.dial()
+	conn, ctx, done, err := cf.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := cf.callContext(ctx)
-	defer cancel()
+	defer done()
 	stream, err := speechv1.NewSpeechToTextServiceClient(conn).Transcribe(ctx)
 	if err != nil {
 		return err
@@ -252,13 +248,11 @@ func health(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
-	conn, err := cf.dial()
+	conn, ctx, done, err := cf.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := cf.callContext(ctx)
-	defer cancel()
+	defer done()
 	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: *service})
 	if err != nil {
 		return err

@@ -91,6 +91,17 @@ func (c *connFlags) dial() (*grpc.ClientConn, error) {
 	return grpc.NewClient(c.addr, opts...)
 }
 
+// connect dials the gateway and gives the context of one call (see
+// callContext); done closes both.
+func (c *connFlags) connect(ctx context.Context) (*grpc.ClientConn, context.Context, func(), error) {
+	conn, err := c.dial()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := c.callContext(ctx)
+	return conn, ctx, func() { cancel(); conn.Close() }, nil
+}
+
 // callContext is ctx with --timeout and --caller-id applied; the caller
 // must call cancel.
 func (c *connFlags) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
