@@ -4,7 +4,6 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,15 +49,6 @@ func Parse(b []byte) (*Catalog, error) {
 		return nil, err
 	}
 	return newCatalog(f.Models), nil
-}
-
-// Load reads a catalog file from path.
-func Load(path string) (*Catalog, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("catalog: %w", err)
-	}
-	return Parse(b)
 }
 
 //go:embed slng.yaml

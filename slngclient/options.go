@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -145,14 +146,7 @@ var KnownRegions = []string{"us-east", "us-west", "eu-north", "eu-west", "au", "
 var worldParts = map[string]bool{"na": true, "eu": true, "ap": true}
 
 // IsKnownRegion reports whether region is one of KnownRegions.
-func IsKnownRegion(region string) bool {
-	for _, r := range KnownRegions {
-		if r == region {
-			return true
-		}
-	}
-	return false
-}
+func IsKnownRegion(region string) bool { return slices.Contains(KnownRegions, region) }
 
 // CheckRegion reports a region that cannot name a host: not a DNS label,
 // or a world part.
