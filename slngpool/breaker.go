@@ -192,23 +192,12 @@ func (bs *breakers) config(k poolKey, create bool) *breaker {
 			}
 		}
 	}
-	b := &breaker{model: k.model, region: k.region, timeout: bs.opts.BreakerOpenTimeout, config: true}
-	failures := uint32(bs.opts.BreakerFailures)
-	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:        k.model,
-		MaxRequests: 1,
-		Timeout:     bs.opts.BreakerOpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
-		IsExcluded:  func(err error) bool { return errors.Is(err, errUndecided) },
-		OnStateChange: func(_ string, from, to gobreaker.State) {
-			if to == gobreaker.StateOpen {
-				b.openedAt.Store(time.Now().UnixNano())
-			}
+	b := bs.newBreaker(k.model, k.region, true, func(err error) bool { return errors.Is(err, errUndecided) },
+		func(from, to gobreaker.State) {
 			bs.log.Info("slng circuit breaker of one configuration changed state",
 				zap.String("kind", k.kind), zap.String("model", k.model), zap.String("region", k.region),
 				zap.Stringer("from", from), zap.Stringer("to", to))
-		},
-	})
+		})
 	bs.cm[k] = b
 	return b
 }
@@ -242,6 +231,28 @@ func (bs *breakers) outcome(k poolKey, br *breaker, done func(error), err error,
 	done(err)
 }
 
+// newBreaker is a breaker of model in region (of one configuration of it
+// when config) that opens after BreakerFailures failures in a row not
+// excluded, and reports each change to changed.
+func (bs *breakers) newBreaker(model, region string, config bool, excluded func(error) bool, changed func(from, to gobreaker.State)) *breaker {
+	b := &breaker{model: model, region: region, timeout: bs.opts.BreakerOpenTimeout, config: config}
+	failures := uint32(bs.opts.BreakerFailures)
+	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        model,
+		MaxRequests: 1,
+		Timeout:     bs.opts.BreakerOpenTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
+		IsExcluded:  excluded,
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			if to == gobreaker.StateOpen {
+				b.openedAt.Store(time.Now().UnixNano())
+			}
+			changed(from, to)
+		},
+	})
+	return b
+}
+
 func (bs *breakers) get(model, region string) *breaker {
 	k := model + "\x00" + region
 	bs.mu.Lock()
@@ -257,24 +268,13 @@ func (bs *breakers) get(model, region string) *breaker {
 			}
 		}
 	}
-	b := &breaker{model: model, region: region, timeout: bs.opts.BreakerOpenTimeout}
-	failures := uint32(bs.opts.BreakerFailures)
-	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:        model,
-		MaxRequests: 1,
-		Timeout:     bs.opts.BreakerOpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
-		IsExcluded:  func(err error) bool { return err != nil && !counted(err) },
-		OnStateChange: func(_ string, from, to gobreaker.State) {
-			if to == gobreaker.StateOpen {
-				b.openedAt.Store(time.Now().UnixNano())
-			}
+	b := bs.newBreaker(model, region, false, func(err error) bool { return err != nil && !counted(err) },
+		func(from, to gobreaker.State) {
 			bs.log.Warn("slng circuit breaker changed state",
 				zap.String("model", model), zap.String("region", region),
 				zap.Stringer("from", from), zap.Stringer("to", to))
 			bs.metrics.breakerState(model, region, to)
-		},
-	})
+		})
 	bs.m[k] = b
 	bs.metrics.breakerState(model, region, gobreaker.StateClosed)
 	return b
