@@ -33,6 +33,9 @@ type synthCore struct {
 	cfg    *speechv1.SynthesisConfig
 	ttsCfg slngclient.TTSConfig
 	book   *turnBook
+	// sawTimings: the route sent alignment on this stream, and the
+	// server's record of timed routes has it.
+	sawTimings bool
 	// up is the format SLNG produces, and conv converts it into cfg's
 	// (nil when they agree).
 	up   *speechv1.AudioFormat

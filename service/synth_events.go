@@ -34,7 +34,8 @@ func (c *synthCore) relay(ev slngclient.TTSEvent, now time.Time) {
 		ev.Err = slngclient.NewErrorFrame("unknown", "")
 	}
 	out, res := c.book.event(ev)
-	if ev.Kind == slngclient.TTSAlignment {
+	if ev.Kind == slngclient.TTSAlignment && !c.sawTimings {
+		c.sawTimings = true // once a stream: the record is the server's, behind a lock
 		c.srv.timedRoutes.saw(c.cfg.Model)
 	}
 	if res.warning {

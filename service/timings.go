@@ -105,7 +105,7 @@ func (b *turnBook) timings(t *turn, al *slngclient.Alignment) {
 		return
 	}
 	tt := &t.tm
-	msg := &speechv1.Timings{TurnId: t.id, Normalized: al.Normalized}
+	msg := &speechv1.Timings{TurnId: t.id, Normalized: al.Normalized, Characters: make([]*speechv1.TimedText, 0, len(al.Chars))}
 	var first, last uint64 // the frame's chunks; 0 for an alignment alone
 	if al.AfterAudio {
 		first, last = tt.frameFirst, tt.frameLast
@@ -282,11 +282,8 @@ func (c *synthCore) routeTimings() speechv1.Sent {
 	if c.srv.timedRoutes.has(c.cfg.Model) {
 		return speechv1.Sent_SENT_YES
 	}
-	if m := c.srv.catalog().Lookup(c.cfg.Model); m != nil && m.Sends.Timings != nil {
-		if *m.Sends.Timings {
-			return speechv1.Sent_SENT_YES
-		}
-		return speechv1.Sent_SENT_NO
+	if m := c.srv.catalog().Lookup(c.cfg.Model); m != nil {
+		return sent(m.Sends.Timings)
 	}
 	return speechv1.Sent_SENT_UNSPECIFIED
 }
