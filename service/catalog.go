@@ -79,7 +79,7 @@ func (s *Server) visibleModels(ctx context.Context) []*catalog.Model {
 	caller := s.callerOf(ctx)
 	var out []*catalog.Model
 	for _, m := range s.catalog().Models() {
-		if len(s.cfg.ModelAllowlist) > 0 && !s.allowed[m.Model] {
+		if !s.modelEnabled(m.Model) {
 			continue
 		}
 		if s.cfg.Callers != nil && !anyRPCAllowed(s.cfg.Callers, caller, kindRPCs[m.Kind], m.Model) {

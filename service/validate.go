@@ -79,9 +79,15 @@ func (s *Server) checkModel(v *violations, field, model string) {
 		v.add(field, "%q is not a model variant like \"provider/model:variant\"", truncate(model, 140))
 		return
 	}
-	if len(s.cfg.ModelAllowlist) > 0 && !s.allowed[model] {
+	if !s.modelEnabled(model) {
 		v.add(field, "model %q is not enabled on this gateway", model)
 	}
+}
+
+// modelEnabled reports whether --models lets model be used (every model
+// when it is empty).
+func (s *Server) modelEnabled(model string) bool {
+	return len(s.cfg.ModelAllowlist) == 0 || s.allowed[model]
 }
 
 func checkFormat(v *violations, field string, f *speechv1.AudioFormat) {
