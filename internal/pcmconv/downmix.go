@@ -40,6 +40,12 @@ func (d *Downmixer) Downmix(dst, src []byte) []byte {
 		dst = d.mix(dst, d.partial[:frame])
 		d.n = 0
 	}
+	if d.channels == 1 {
+		// A copy of the whole samples: the mean of one is itself.
+		whole := len(src) &^ 1
+		dst = append(dst, src[:whole]...)
+		src = src[whole:]
+	}
 	for len(src) >= frame {
 		dst = d.mix(dst, src[:frame])
 		src = src[frame:]
