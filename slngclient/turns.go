@@ -308,7 +308,9 @@ func (s *TTSSession) deliver(f frame) (handed, ok bool) {
 	evs, n := s.turns.next(f, al)
 	for _, ev := range evs[:n] {
 		if !give(s.cn, s.events, ev) {
-			return false, s.cn.ctx.Err() == nil
+			// Being closed: what was handed before still holds the
+			// frame's slot.
+			return handed, s.cn.ctx.Err() == nil
 		}
 		handed = true
 	}
