@@ -13,7 +13,7 @@ import (
 // reaches a new session before newer text. It decides nothing: it reports
 // what it acquired, and the writes that failed, to the loop.
 type ttsWriter struct {
-	c    *synthCore // read-only here: ep, ttsCfg and usage, set before the first acquire
+	c    *synthCore // read-only here: ep, ttsCfg, cfg and usage, set before the first acquire
 	cmds *mailbox[ttsCmd]
 	// results is unbuffered: a session acquired after the loop stopped
 	// taking results is given back by the writer itself.
