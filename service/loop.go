@@ -71,7 +71,7 @@ func runStream[M, E, R, Resp, C any](ctx context.Context, s *Server, core stream
 	in := make(chan callerMsg[M], callerQueue)
 	readCaller(s, recv, in, stop)
 
-	ob := newOutbox(s.cfg.StreamBufferBytes, &s.metrics.buffered, s.cfg.BufferBytes, recycle)
+	ob := newOutbox(s.cfg.Clock, s.cfg.StreamBufferBytes, &s.metrics.buffered, s.cfg.BufferBytes, recycle)
 	s.pumps.Add(1)
 	go func() {
 		defer s.pumps.Done()
@@ -109,13 +109,14 @@ const maxWriterQueue = 8
 // empty.
 func (l *streamLoop[M, E, R, Resp, C]) run(ctx context.Context, in <-chan callerMsg[M]) {
 	s, c := l.s, l.core
-	timer := time.NewTimer(time.Hour)
+	clk := s.cfg.Clock
+	timer := clk.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
 	var armed time.Time
 	drain := s.drainCtx.Done()
 	for {
-		now := time.Now()
+		now := clk.Now()
 		l.carry(now)
 		done, drainOut := c.ended()
 		if done && (!drainOut || l.emptied()) {
@@ -151,20 +152,20 @@ func (l *streamLoop[M, E, R, Resp, C]) run(ctx context.Context, in <-chan caller
 		}
 		select {
 		case ev, ok := <-upCh:
-			l.upstream(src, ev, ok, time.Now())
+			l.upstream(src, ev, ok, clk.Now())
 		case m := <-callerCh:
-			c.onCallerMsg(m, time.Now())
+			c.onCallerMsg(m, clk.Now())
 		case <-space:
 		case r := <-l.results:
-			c.onResult(r, time.Now())
+			c.onResult(r, clk.Now())
 		case <-l.ob.notify:
-			l.outboxChanged(time.Now())
-		case <-timer.C:
+			l.outboxChanged(clk.Now())
+		case <-timer.C():
 			armed = time.Time{}
-			l.tick(time.Now())
+			l.tick(clk.Now())
 		case <-drain:
 			drain = nil
-			c.onDrain(time.Now())
+			c.onDrain(clk.Now())
 		case <-ctx.Done():
 			c.abort(context.Cause(ctx))
 		}

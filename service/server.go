@@ -22,6 +22,7 @@ import (
 
 	"github.com/speech-gateway/speech-gateway/catalog"
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/internal/clock"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 	"github.com/speech-gateway/speech-gateway/slngpool"
 )
@@ -120,6 +121,10 @@ type Config struct {
 	// TracerProvider records a span per upstream SLNG session; nil records
 	// nothing. The gRPC server's own spans come from its stats handler.
 	TracerProvider trace.TracerProvider
+	// Clock times every stream's timers (first message, idle, duration,
+	// a stalled caller, unanswered clears and finalizes); nil is the real
+	// clock. Tests pass a fake one to run minutes of timers in no time.
+	Clock clock.Clock
 	// AllowCallerKey lets callers send their own SLNG key in the
 	// x-slng-api-key request metadata. Off by default: such a request is
 	// then refused, rather than silently served with the gateway's key.
@@ -260,6 +265,9 @@ func New(upstream Upstream, logger *zap.Logger, metrics *Metrics, cfg Config) (*
 	tp := cfg.TracerProvider
 	if tp == nil {
 		tp = noop.NewTracerProvider()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real()
 	}
 	s := &Server{
 		tracer:   tp.Tracer(tracerName),

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/speech-gateway/speech-gateway/internal/clock"
 )
 
 // The plumbing every stream shares. A stream is one loop goroutine (the
@@ -183,6 +185,7 @@ func (m *mailbox[T]) close() {
 // more slowly than SLNG speaks waits here, while the session's reader
 // keeps reading SLNG.
 type outbox[R any] struct {
+	clock clock.Clock // for how long a send has lasted
 	mu    sync.Mutex
 	items []outItem[R]
 	head  int
@@ -228,8 +231,8 @@ const maxKeptQueue = 256
 
 // newOutbox returns an outbox bounded to limit bytes, and to max bytes
 // across the gateway as counted in total (0: no such bound).
-func newOutbox[R any](limit int, total *atomic.Int64, max int64, recycle func(R) bool) *outbox[R] {
-	return &outbox[R]{wake: make(chan struct{}, 1), notify: make(chan struct{}, 1),
+func newOutbox[R any](clk clock.Clock, limit int, total *atomic.Int64, max int64, recycle func(R) bool) *outbox[R] {
+	return &outbox[R]{clock: clk, wake: make(chan struct{}, 1), notify: make(chan struct{}, 1),
 		limit: limit, total: total, max: max, recycle: recycle}
 }
 
@@ -337,7 +340,7 @@ func (o *outbox[R]) send(send func(R) error) {
 		o.sending = true
 		o.mu.Unlock()
 
-		o.sendingSince.Store(time.Now().UnixNano())
+		o.sendingSince.Store(o.clock.Now().UnixNano())
 		err := send(it.r)
 		o.sendingSince.Store(0)
 

@@ -17,7 +17,7 @@ func (s *Server) Transcribe(stream speechv1.SpeechToTextService_TranscribeServer
 		return err
 	}
 	defer st.release()
-	c := newSTTCore(s, st.log, st.meta, st.usage, st.callerKey, time.Now())
+	c := newSTTCore(s, st.log, st.meta, st.usage, st.callerKey, s.cfg.Clock.Now())
 	err = s.runSTT(ctx, c, stream)
 	err = s.finish(ctx, rpc, err, c.meta, st.log)
 	st.usage.end(st.log, c.meta.model, 0, c.transcribedAudio(), err)

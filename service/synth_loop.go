@@ -50,7 +50,7 @@ func (s *Server) synthesize(ctx context.Context, rpc string, recv func() (*speec
 		return err
 	}
 	defer st.release()
-	c := newSynthCore(s, st.log, st.meta, st.usage, st.callerKey, rpc == "SynthesizeText", time.Now())
+	c := newSynthCore(s, st.log, st.meta, st.usage, st.callerKey, rpc == "SynthesizeText", s.cfg.Clock.Now())
 	err = s.runSynth(ctx, c, recv, send)
 	err = s.finish(ctx, rpc, err, c.meta, st.log)
 	st.usage.end(st.log, c.meta.model, c.synthesizedAudio(), 0, err)
