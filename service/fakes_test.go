@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -17,17 +18,30 @@ import (
 )
 
 // fakeUpstream lends in-memory sessions, in the order the test queued
-// them, so that stream logic can be tested without sockets. Every session
-// it lent is closed when the test ends.
+// them, so that stream logic can be tested without sockets. A test may
+// queue an error instead of a session: that acquire fails with it, as the
+// pool's does (a refused key, an open breaker). Every acquire's request and
+// configuration is recorded, and every session it lent is closed when the
+// test ends.
 type fakeUpstream struct {
-	stt  chan *fakeSTT
-	tts  chan *fakeTTS
+	stt  chan any // *fakeSTT or error
+	tts  chan any // *fakeTTS or error
 	mu   sync.Mutex
 	lent []interface{ CloseNow() }
+	// Under mu: what each acquire asked for, in order.
+	ttsAsked []fakeAsk[slngclient.TTSConfig]
+	sttAsked []fakeAsk[slngclient.STTConfig]
+}
+
+// fakeAsk is one acquire: the stream's request and the session's
+// configuration.
+type fakeAsk[C any] struct {
+	Req AcquireRequest
+	Cfg C
 }
 
 func newFakeUpstream(t testing.TB) *fakeUpstream {
-	u := &fakeUpstream{stt: make(chan *fakeSTT, 8), tts: make(chan *fakeTTS, 8)}
+	u := &fakeUpstream{stt: make(chan any, 64), tts: make(chan any, 64)}
 	t.Cleanup(func() {
 		u.mu.Lock()
 		defer u.mu.Unlock()
@@ -44,9 +58,23 @@ func (u *fakeUpstream) lend(s interface{ CloseNow() }) {
 	u.mu.Unlock()
 }
 
-func (u *fakeUpstream) AcquireSTT(ctx context.Context, _ AcquireRequest, _ slngclient.STTConfig) (Lease[STTSession], error) {
+// asked returns the acquires so far.
+func (u *fakeUpstream) asked() (tts []fakeAsk[slngclient.TTSConfig], stt []fakeAsk[slngclient.STTConfig]) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.ttsAsked), slices.Clone(u.sttAsked)
+}
+
+func (u *fakeUpstream) AcquireSTT(ctx context.Context, req AcquireRequest, cfg slngclient.STTConfig) (Lease[STTSession], error) {
+	u.mu.Lock()
+	u.sttAsked = append(u.sttAsked, fakeAsk[slngclient.STTConfig]{req, cfg})
+	u.mu.Unlock()
 	select {
-	case s := <-u.stt:
+	case v := <-u.stt:
+		if err, ok := v.(error); ok {
+			return Lease[STTSession]{}, err
+		}
+		s := v.(*fakeSTT)
 		u.lend(s)
 		s.start()
 		return Lease[STTSession]{Session: s, Release: s.release}, nil
@@ -55,9 +83,16 @@ func (u *fakeUpstream) AcquireSTT(ctx context.Context, _ AcquireRequest, _ slngc
 	}
 }
 
-func (u *fakeUpstream) AcquireTTS(ctx context.Context, _ AcquireRequest, _ slngclient.TTSConfig) (Lease[TTSSession], error) {
+func (u *fakeUpstream) AcquireTTS(ctx context.Context, req AcquireRequest, cfg slngclient.TTSConfig) (Lease[TTSSession], error) {
+	u.mu.Lock()
+	u.ttsAsked = append(u.ttsAsked, fakeAsk[slngclient.TTSConfig]{req, cfg})
+	u.mu.Unlock()
 	select {
-	case s := <-u.tts:
+	case v := <-u.tts:
+		if err, ok := v.(error); ok {
+			return Lease[TTSSession]{}, err
+		}
+		s := v.(*fakeTTS)
 		u.lend(s)
 		s.start()
 		return Lease[TTSSession]{Session: s, Release: s.release}, nil
@@ -295,14 +330,22 @@ func (s *fakeTTS) sentList() []string {
 // newFakeHarness serves a gateway whose upstream lends the given sessions,
 // in order.
 func newFakeHarness(t *testing.T, tts []*fakeTTS, stt []*fakeSTT) *harness {
-	up := newFakeUpstream(t)
+	h, up := newFakeGateway(t, Config{})
 	for _, s := range tts {
 		up.tts <- s
 	}
 	for _, s := range stt {
 		up.stt <- s
 	}
-	return serveGateway(t, up, Config{}, prometheus.NewRegistry(), sentinelLogger(t))
+	return h
+}
+
+// newFakeGateway serves a gateway with cfg on an in-memory upstream that
+// the test queues sessions (or errors) on as it goes. With a fake
+// cfg.Clock, every stream timer waits for the test to advance it.
+func newFakeGateway(t *testing.T, cfg Config) (*harness, *fakeUpstream) {
+	up := newFakeUpstream(t)
+	return serveGateway(t, up, cfg, prometheus.NewRegistry(), sentinelLogger(t)), up
 }
 
 func pcm(n int, b byte) []byte { return bytes.Repeat([]byte{b}, n) }
