@@ -1,12 +1,16 @@
 package service
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 
+	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/internal/clock"
+	"github.com/speech-gateway/speech-gateway/slngclient"
 )
 
 // Stream timers on a fake clock: each fires exactly at its setting, not a
@@ -20,6 +24,15 @@ func advanceTo(t *testing.T, clk *clock.Fake, d time.Duration) {
 		t.Fatalf("no stream timer armed: %v", err)
 	}
 	clk.Advance(d)
+}
+
+// settled waits until no response waits for the caller. A send to the
+// caller that is under way when the fake clock jumps looks as if it had
+// lasted the whole jump: a test that advances the clock past the stall
+// timeout while the caller reads waits for this first.
+func settled(t *testing.T, h *harness) {
+	t.Helper()
+	waitFor(t, func() bool { return h.counter(t, "speech_gateway_caller_buffered_bytes", nil) == 0 }, "the caller to have every response")
 }
 
 // TestFirstMessageTimeoutOnTheClock: a stream that sends no config ends at
@@ -39,4 +52,94 @@ func TestFirstMessageTimeoutOnTheClock(t *testing.T) {
 	clk.Advance(time.Millisecond)
 	_, err = stream.Recv()
 	wantStatus(t, err, codes.OutOfRange, ReasonFirstMessageTimeout)
+}
+
+// TestCallerStallOnTheClock: a caller that stops reading while its turn's
+// audio waits is let go exactly at the stall timeout: its SLNG session is
+// released, not kept, and the caller hears CALLER_STALLED after the audio
+// that had reached it.
+func TestCallerStallOnTheClock(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	const stall = 30 * time.Second
+	h, up := newFakeGateway(t, Config{Clock: clk, CallerStallTimeout: stall, StreamBufferBytes: 256 << 10})
+	sess := newFakeTTS("one")
+	up.tts <- sess
+	ctx := testContext(t)
+	stream, err := h.tts.SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{Text: "A long answer."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := stream.Recv(); err != nil || r.GetStarted() == nil {
+		t.Fatalf("want started, got %v, %v", r, err)
+	}
+	waitFor(t, func() bool { return len(sess.sentList()) == 2 }, "the text and its flush")
+	// 4 MiB: more than gRPC's windows and the stream's bound hold, so the
+	// gateway's send to the caller blocks and the stream stops reading SLNG.
+	const total = 4 << 20
+	for range total / (64 << 10) {
+		sess.send(slngclient.TTSEvent{Kind: slngclient.TTSAudio, Audio: pcm(64<<10, 7)})
+	}
+	sess.send(slngclient.TTSEvent{Kind: slngclient.TTSTurnEnd})
+	waitFor(t, func() bool { return h.counter(t, "speech_gateway_caller_pauses_total", nil) >= 1 }, "the stream to stop reading SLNG")
+
+	advanceTo(t, clk, stall-time.Millisecond)
+	if released, _, _ := sess.releasedWith(); released {
+		t.Fatal("the session was let go before the stall timeout")
+	}
+	clk.Advance(time.Millisecond)
+	waitFor(t, func() bool { released, _, _ := sess.releasedWith(); return released }, "the session's release")
+	if _, reused, err := sess.releasedWith(); reused || !errors.Is(err, errCallerStalled) {
+		t.Fatalf("session released with %v (kept %v), want errCallerStalled and not kept", err, reused)
+	}
+	resps, err := recvAll(t, stream.Recv)
+	wantStatus(t, err, codes.ResourceExhausted, ReasonCallerStalled)
+	if got := len(audioOf(resps)); got == 0 || got >= total {
+		t.Fatalf("the caller read %d bytes of audio after it resumed, want some and not all %d", got, total)
+	}
+	if n := h.counter(t, "speech_gateway_caller_buffered_bytes", nil); n != 0 {
+		t.Fatalf("%v bytes still counted as waiting for the caller", n)
+	}
+}
+
+// TestMaxStreamDurationOnTheClock: a Transcribe stream ends at the
+// maximum duration, even while audio and transcripts flow.
+func TestMaxStreamDurationOnTheClock(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	const limit = time.Hour
+	h, up := newFakeGateway(t, Config{Clock: clk, MaxStreamDuration: limit, CallerIdleTimeout: -1})
+	sess := newFakeSTT("one")
+	up.stt <- sess
+	stream, err := h.stt.Transcribe(testContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(r *speechv1.TranscribeRequest) {
+		t.Helper()
+		if err := stream.Send(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Config{Config: &speechv1.RecognitionConfig{}}})
+	recvResponse(t, stream, "started")
+	for i := range 59 {
+		send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Audio{Audio: pcm(3200, 1)}})
+		waitFor(t, func() bool { return len(sess.received()) == (i+1)*3200 }, "the audio")
+		sess.send(final(fmt.Sprint("minute ", i)))
+		if f := recvResponse(t, stream, "final").GetFinalTranscript(); f.GetText() != fmt.Sprint("minute ", i) {
+			t.Fatalf("want minute %d's final, got %v", i, f)
+		}
+		settled(t, h)
+		advanceTo(t, clk, time.Minute)
+	}
+	settled(t, h)
+	advanceTo(t, clk, time.Minute-time.Millisecond)
+	if released, _, _ := sess.releasedWith(); released {
+		t.Fatal("the stream ended before its maximum duration")
+	}
+	clk.Advance(time.Millisecond)
+	_, err = recvAll(t, stream.Recv)
+	wantStatus(t, err, codes.OutOfRange, ReasonStreamDurationExceeded)
+	waitFor(t, func() bool { released, _, _ := sess.releasedWith(); return released }, "the session's release")
 }
