@@ -3,26 +3,31 @@
 // (PoolUpstream adapts a *slngpool.Pool; upstream.go declares the narrow
 // session interfaces the streams use, which tests fake in memory).
 //
-// Each stream runs three goroutines (pumps.go): the up pump reads the
-// caller; the owner is the only goroutine that writes to, dials and
-// replaces the stream's upstream session, in the order the pumps ask; the
-// down pump relays what SLNG sends to the caller. The first error ends
-// all three. Files follow the seams of a stream:
+// Each stream has one loop goroutine (loop.go) that owns all of its state,
+// kept in a core that decides everything and does no I/O (synthCore,
+// sttCore: events in, responses and commands out), and goroutines that
+// only do I/O (stream.go): the caller's reader, the sender of a bounded
+// outbox, and the upstream writer, the only goroutine that dials, writes
+// to and closes the stream's SLNG sessions, in the order the core asked.
+// Every stream timer lives in the loop, on Config.Clock. Files follow
+// the seams of a stream:
 //
-//   - synthesize.go: a Synthesize or SynthesizeText stream, its state and
-//     the ordered sending of its responses; synthesize_up.go: what the
-//     caller sends (text, flush, clear, half-close) and the turn watchdog;
-//     synthesize_owner.go: the owner's requests; synthesize_down.go: what
-//     SLNG sends, and replacing the session when it ends or fails.
-//     turns.go is the bookkeeping of the turns, a pure type with no I/O.
-//   - transcribe.go: a Transcribe stream and what the caller sends;
-//     transcribe_owner.go: audio going up and the replacement of a
-//     session with replay; transcribe_down.go: transcripts.
-//   - replay.go: the audio kept for a reconnect and audio timing.
+//   - core.go: what both cores share (config, admission, timers);
+//     start.go: a stream's admission and its first message.
+//   - synth_core.go, synth_text.go, synth_events.go, synthstate.go:
+//     Synthesize's decisions (the caller's text, SLNG's events and the
+//     clock); turns.go: the bookkeeping of turns, a pure type;
+//     synth_loop.go and synth_writer.go: its loop and upstream writer;
+//     timings.go: word timings.
+//   - stt_core.go, stt_events.go: Transcribe's decisions; replay.go: the
+//     audio kept for a new session; stt_loop.go, stt_writer.go: its loop
+//     and writer.
+//   - convert.go: audio conversion between the caller's format and SLNG's.
 //   - errors.go: the one table from failures to gRPC statuses.
 //   - validate.go: request validation; callers.go: caller identity, access
-//     and metering hooks; logfields.go, tracing.go, metrics.go: logs,
-//     spans and metrics; codec.go: the gRPC codec.
+//     and metering hooks; catalog.go: CatalogService; logfields.go,
+//     tracing.go, metrics.go: logs, spans and metrics; codec.go: the gRPC
+//     codec.
 //
 // A Server's methods may be called concurrently. Drain asks every stream
 // to finish; Wait joins the goroutines a Server started.

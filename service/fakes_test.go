@@ -294,6 +294,21 @@ type fakeTTS struct {
 	// notReusable makes Reusable false, as a session with a turn in
 	// flight is.
 	notReusable bool
+	// closeHeld, if not nil, holds a graceful Close until it is closed or
+	// the close's context ends: SLNG taking its time to close.
+	closeHeld chan struct{}
+}
+
+// Close is a graceful close: held by closeHeld, if set.
+func (s *fakeTTS) Close(ctx context.Context) error {
+	if s.closeHeld != nil {
+		select {
+		case <-s.closeHeld:
+		case <-ctx.Done():
+		}
+	}
+	s.CloseNow()
+	return nil
 }
 
 func newFakeTTS(id string) *fakeTTS {

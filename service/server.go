@@ -242,7 +242,8 @@ type Server struct {
 	drain    context.CancelFunc
 	// pumps tracks the goroutines that may outlive their handler: a
 	// stream's caller reader and sender, which grpc-go releases from a
-	// blocked Recv or Send only when the handler returns.
+	// blocked Recv or Send only when the handler returns, and the graceful
+	// close of a session a Synthesize stream rolled over from.
 	pumps sync.WaitGroup
 	// timedRoutes are the models whose routes were seen sending alignment
 	// (timings.go).

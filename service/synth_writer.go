@@ -63,10 +63,11 @@ func (w *ttsWriter) run(ctx context.Context) {
 		case cmdClear:
 			w.wrote(ctx, cmd.sess, cmd.sess.Clear(ctx))
 		case cmdClose:
-			closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CloseTimeout)
-			_ = cmd.lease.Session.Close(closeCtx) // best effort: every turn on it is over
-			cancel()
-			cmd.lease.release(nil, false)
+			// Every turn on the old session is over (the commands before
+			// this one were its last), and the turns behind it wait for the
+			// next command: its graceful close, up to CloseTimeout, runs
+			// beside the writer.
+			s.closeBeside(ctx, cmd.lease)
 		}
 	}
 }
@@ -87,4 +88,20 @@ func report[S upstreamSession, R any](ctx context.Context, results chan<- R, r R
 	case <-ctx.Done():
 		dropLease(lease, context.Cause(ctx))
 	}
+}
+
+// closeBeside closes a session the stream has done with gracefully, and
+// gives it back, on a goroutine of its own that Server.Wait joins, so that
+// a slow close delays no write. The stream stops paying for the session
+// now.
+func (s *Server) closeBeside(ctx context.Context, l *upstreamLease[TTSSession]) {
+	l.stopCharging()
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CloseTimeout)
+	s.pumps.Add(1)
+	go func() {
+		defer s.pumps.Done()
+		defer cancel()
+		_ = l.Session.Close(closeCtx) // best effort
+		l.release(nil, false)
+	}()
 }

@@ -27,9 +27,9 @@ type upstreamLease[S upstreamSession] struct {
 	kind    string
 	m       *Metrics
 	// usage is the stream's account, charged with the session's time.
-	usage    *callerUsage
-	start    time.Time
-	released atomic.Bool
+	usage   *callerUsage
+	start   time.Time
+	charged atomic.Bool
 }
 
 // acquireLease gets an upstream session of kind ("tts" or "stt") through
@@ -58,11 +58,16 @@ func acquireLease[S upstreamSession](ctx context.Context, s *Server, kind string
 	return l, nil
 }
 
-// release hands the session back (see Lease.Release) and ends its span.
-func (l *upstreamLease[S]) release(err error, reuse bool) {
-	if l.usage != nil && l.released.CompareAndSwap(false, true) {
+// stopCharging charges the stream's account with the session's time, once.
+func (l *upstreamLease[S]) stopCharging() {
+	if l.usage != nil && l.charged.CompareAndSwap(false, true) {
 		l.usage.sessionNanos.Add(int64(time.Since(l.start)))
 	}
+}
+
+// release hands the session back (see Lease.Release) and ends its span.
+func (l *upstreamLease[S]) release(err error, reuse bool) {
+	l.stopCharging()
 	if n := l.Session.Stats().UnknownTypes - l.unknown; n > 0 {
 		l.m.unknownFrames.WithLabelValues(l.kind).Add(float64(n))
 	}
