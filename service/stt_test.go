@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
@@ -22,7 +24,8 @@ import (
 // TestTranscribeRoundTrip is the Transcribe route's wire check, on the
 // simulator: SLNG's init, partial, final (with words, confidence and
 // language) and utterance-end frames, read by the real client from audio
-// cut anywhere, come out as the caller's responses.
+// cut anywhere, come out as the caller's responses. What the gateway makes
+// of each event is tested on fakes (TestTranscribeResponses).
 func TestTranscribeRoundTrip(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, slngsim.Options{}, Config{})
@@ -75,6 +78,57 @@ func TestTranscribeRoundTrip(t *testing.T) {
 	if prevEnd > total {
 		t.Errorf("last final ends at %v, after the audio (%v)", prevEnd, total)
 	}
+}
+
+// TestTranscribeResponses is TestTranscribeRoundTrip's logic on fakes:
+// `started` carries the effective config (the default model and format
+// filled in) and SLNG's session; partials, utterance ends, warnings and
+// finals come to the caller as SLNG sent them, in stream time.
+func TestTranscribeResponses(t *testing.T) {
+	t.Parallel()
+	sess := newFakeSTT("one")
+	h := newFakeHarness(t, nil, []*fakeSTT{sess})
+	stream, err := h.stt.Transcribe(testContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &sttCall{t: t, stream: stream}
+	c.send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Config{Config: &speechv1.RecognitionConfig{EnablePartials: true}}})
+	format := &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: 16000}
+	started := c.recv("started").GetStarted()
+	if diff := cmp.Diff(&speechv1.RecognitionStarted{
+		UpstreamSessionId: "one", UpstreamRequestId: "req-one",
+		Config:         &speechv1.RecognitionConfig{Model: "deepgram/nova:3", EnablePartials: true, Format: format},
+		UpstreamFormat: &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: 16000, Channels: 1},
+		Limits:         h.srv.limits(),
+	}, started, protocmp.Transform(), protocmp.IgnoreFields(&speechv1.RecognitionStarted{}, "session_id")); diff != "" || started.GetSessionId() == "" {
+		t.Fatalf("started (-want +got):\n%s", diff)
+	}
+	audio := pcmMs(500, 'r')
+	c.audio(audio)
+	sess.heard(t, audio)
+	word := slngclient.Word{Word: "one", Start: 100 * time.Millisecond, End: 300 * time.Millisecond, Confidence: 0.5}
+	sess.send(slngclient.STTEvent{Kind: slngclient.STTPartial, Transcript: slngclient.Transcript{
+		Text: "One", Start: 100 * time.Millisecond, HasStart: true, Duration: 200 * time.Millisecond, HasDuration: true}})
+	sess.send(slngclient.STTEvent{Kind: slngclient.STTUtteranceEnd, LastWordEnd: 300 * time.Millisecond})
+	sess.send(slngclient.STTEvent{Kind: slngclient.STTWarning, Err: slngclient.NewErrorFrame("translation_error", "a provider hiccup")})
+	sess.send(slngclient.STTEvent{Kind: slngclient.STTFinal, Transcript: slngclient.Transcript{
+		Text: "One.", Confidence: 0.75, Language: "en", Words: []slngclient.Word{word}}})
+	partial := wantTranscript("One", 100*time.Millisecond, 300*time.Millisecond, false)
+	final := wantTranscript("One.", 100*time.Millisecond, 300*time.Millisecond, false)
+	final.Confidence, final.Language = 0.75, "en"
+	final.Words = []*speechv1.WordInfo{{Word: "one", PunctuatedWord: "one", StartOffset: durationpb.New(100 * time.Millisecond),
+		EndOffset: durationpb.New(300 * time.Millisecond), Confidence: 0.5, Speaker: -1}}
+	rest, err := c.rest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantResponses(t, rest, []*speechv1.TranscribeResponse{
+		{Response: &speechv1.TranscribeResponse_PartialTranscript{PartialTranscript: partial}},
+		{Response: &speechv1.TranscribeResponse_UtteranceEnd{UtteranceEnd: &speechv1.UtteranceEnd{LastWordEnd: durationpb.New(300 * time.Millisecond)}}},
+		{Response: &speechv1.TranscribeResponse_Warning{Warning: &speechv1.Warning{Code: "translation_error", Message: "a provider hiccup"}}},
+		finalResp(final),
+	})
 }
 
 // TestTranscribeEncodings stays on the simulator: its point is that the
