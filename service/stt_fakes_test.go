@@ -23,7 +23,8 @@ func newTestClock() *clock.Fake { return clock.NewFake(time.Unix(1_000_000, 0)) 
 // onlyTimersSet disables every stream timer cfg leaves at its default, so
 // that the timer a test sets is the only one a stream's loop arms: a
 // clk.WaitArmed(ctx, 1) then returns exactly when the loop waits for it,
-// and advanceTo moves the clock to it and no further.
+// and advanceTo moves the clock to it and no further. (FinalsTimeout has
+// no off: it is armed only after the caller's half-close.)
 func onlyTimersSet(cfg Config) Config {
 	for _, d := range []*time.Duration{&cfg.MaxStreamDuration, &cfg.CallerIdleTimeout, &cfg.CallerStallTimeout,
 		&cfg.FirstMessageTimeout, &cfg.TurnTimeout, &cfg.ClearTimeout, &cfg.FinalizeTimeout} {
