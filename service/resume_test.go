@@ -2,15 +2,19 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
+	"github.com/speech-gateway/speech-gateway/slngclient"
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
@@ -27,33 +31,11 @@ func speech(n int) ([]byte, []string) {
 	return audio, texts
 }
 
-// transcribePaced sends audio in 100 ms chunks, every interval (0: as fast
-// as the stream takes it), then half-closes and returns every response.
-func (h *harness) transcribePaced(t *testing.T, ctx context.Context, cfg *speechv1.RecognitionConfig, audio []byte, interval time.Duration) ([]*speechv1.TranscribeResponse, error) {
+// transcribeAll sends audio in 100 ms chunks as fast as the stream takes
+// them, then half-closes and returns every response.
+func (h *harness) transcribeAll(t *testing.T, ctx context.Context, cfg *speechv1.RecognitionConfig, audio []byte) ([]*speechv1.TranscribeResponse, error) {
 	t.Helper()
-	stream, err := h.stt.Transcribe(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := stream.Send(sttConfig(cfg)); err != nil {
-		return nil, err
-	}
-	next := time.Now()
-	for len(audio) > 0 {
-		n := min(3200, len(audio))
-		if err := stream.Send(sttAudioReq(audio[:n])); err != nil {
-			break // the status comes from Recv
-		}
-		audio = audio[n:]
-		if interval > 0 {
-			next = next.Add(interval)
-			time.Sleep(time.Until(next))
-		}
-	}
-	if err := stream.CloseSend(); err != nil {
-		return nil, err
-	}
-	return recvAll(t, stream.Recv)
+	return h.transcribe(t, ctx, cfg, audio, 3200)
 }
 
 // checkFinals requires the finals to be exactly texts, in order, with
@@ -84,118 +66,245 @@ func checkFinals(t *testing.T, resps []*speechv1.TranscribeResponse, texts []str
 	return reconnects
 }
 
-// TestTranscribeSurvivesDrops: 60 s of speech, the upstream connection cut
-// three times; the finals are exactly those of a run without faults.
+// TestTranscribeSurvivesADropOnTheWire is the wire check of a reconnect,
+// on the simulator: the real client reports a connection cut in the
+// middle of speech as a loss the stream survives, the pool dials a new
+// one, and SLNG's offsets on it, which count from its own first audio
+// byte, give exactly the finals of a run without the cut. The replay's
+// logic is tested on fakes (TestTranscribeSurvivesDrops).
+func TestTranscribeSurvivesADropOnTheWire(t *testing.T) {
+	t.Parallel()
+	audio, texts := speech(6)
+	h := newHarness(t, slngsim.Options{Script: onFirstConnection("*=drop@chunks:30")}, Config{})
+	resps, err := h.transcribeAll(t, testContext(t), &speechv1.RecognitionConfig{}, audio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcs := checkFinals(t, resps, texts)
+	if len(rcs) != 1 || rcs[0].GetReason() != "connection_lost" || rcs[0].GetAudioReplayed().AsDuration() <= 0 {
+		t.Fatalf("reconnect events %v, want one connection_lost with audio replayed", rcs)
+	}
+	if n := len(h.sim.Sessions()); n != 2 {
+		t.Errorf("%d upstream sessions, want 2", n)
+	}
+}
+
+// TestTranscribeSurvivesDrops: three sessions lost in turn; each new one
+// hears again exactly the audio no final covers, before newer audio; the
+// caller hears of each loss, and gets every final once, in order: timed
+// finals trim what is heard again, and an untimed final the next session
+// repeats is dropped.
 func TestTranscribeSurvivesDrops(t *testing.T) {
 	t.Parallel()
-	audio, texts := speech(125)
-	if d := time.Duration(len(audio)) * time.Second / 32000; d < 60*time.Second {
-		t.Fatalf("only %s of speech", d)
+	s := []*fakeSTT{newFakeSTT("one"), newFakeSTT("two"), newFakeSTT("three"), newFakeSTT("four")}
+	s[3].endOnEnd = false
+	h := newFakeHarness(t, nil, s)
+	c := startSTT(t, h, &speechv1.RecognitionConfig{})
+	a, b, cc, d := pcmMs(100, 'a'), pcmMs(100, 'b'), pcmMs(100, 'c'), pcmMs(100, 'd')
+	cat := func(parts ...[]byte) []byte { return slices.Concat(parts...) }
+	var resps []*speechv1.TranscribeResponse
+	recv := func(what string) *speechv1.TranscribeResponse {
+		r := c.recv(what)
+		resps = append(resps, r)
+		return r
 	}
-	ctx := testContext(t)
+	wantReconnect := func(prev, next string) {
+		t.Helper()
+		r := recv("reconnected").GetReconnected()
+		if r.GetReason() != "connection_lost" || r.GetPreviousUpstreamSessionId() != prev || r.GetUpstreamSessionId() != next ||
+			r.GetAudioReplayed().AsDuration() != 100*time.Millisecond || r.GetGap() == nil {
+			t.Fatalf("reconnected %v, want %s to %s with 100 ms replayed", r, prev, next)
+		}
+	}
 
-	clean := newHarness(t, slngsim.Options{}, Config{})
-	resps, err := clean.transcribePaced(t, ctx, &speechv1.RecognitionConfig{}, audio, 0)
+	// One hears a and b, and a final covers a: b is heard again.
+	c.audio(a)
+	c.audio(b)
+	s[0].heard(t, cat(a, b))
+	s[0].send(timedFinal("A.", 0, 100*time.Millisecond))
+	recv("final A")
+	s[0].end(errFakeLost)
+	wantReconnect("one", "two")
+	// Two hears b again, then c; its final covers b, in its own time.
+	c.audio(cc)
+	s[1].heard(t, cat(b, cc))
+	s[1].send(timedFinal("B.", 0, 100*time.Millisecond))
+	recv("final B")
+	s[1].end(errFakeLost)
+	wantReconnect("two", "three")
+	// Three hears c again; its untimed final proves nothing, so c is heard
+	// again by four, whose repeat of that final is dropped.
+	s[2].heard(t, cc)
+	s[2].send(final("C."))
+	recv("final C")
+	s[2].end(errFakeLost)
+	wantReconnect("three", "four")
+	c.audio(d)
+	s[3].heard(t, cat(cc, d))
+	s[3].send(final("C."))
+	s[3].send(final("D."))
+	recv("final D")
+	c.closeSend()
+	s[3].wrote(t, "close")
+	s[3].end(io.EOF)
+	rest, err := recvAll(t, c.stream.Recv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkFinals(t, resps, texts)
-
-	// The first three connections are cut after 40, 75 and 130 audio
-	// frames (replayed frames count too).
-	cutAt := map[int64]string{1: "drop@chunks:40", 2: "drop@chunks:75", 3: "drop@chunks:130"}
-	h := newHarness(t, slngsim.Options{Script: func(ci slngsim.ConnInfo) slngsim.Fault {
-		spec, ok := cutAt[ci.Seq]
-		if !ok {
-			return slngsim.Fault{}
-		}
-		_, f, err := slngsim.ParseFault("*=" + spec)
-		if err != nil {
-			panic(err)
-		}
-		return f
-	}}, Config{})
-	resps, err = h.transcribePaced(t, ctx, &speechv1.RecognitionConfig{}, audio, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rcs := checkFinals(t, resps, texts)
-	if len(rcs) != 3 {
+	resps = append(resps, rest...)
+	if rcs := checkFinals(t, resps, []string{"A.", "B.", "C.", "D."}); len(rcs) != 3 {
 		t.Fatalf("%d reconnect events, want 3", len(rcs))
 	}
-	for _, rc := range rcs {
-		if rc.GetReason() != "connection_lost" || rc.GetPreviousUpstreamSessionId() == "" ||
-			rc.GetUpstreamSessionId() == rc.GetPreviousUpstreamSessionId() || rc.GetGap() == nil {
-			t.Errorf("reconnect event %v", rc)
+	if v := testutil.ToFloat64(h.metrics.finalsDropped.WithLabelValues("duplicate")); v != 1 {
+		t.Errorf("duplicate finals dropped = %v, want 1", v)
+	}
+	for _, sess := range s[:3] {
+		if released, _, err := sess.releasedWith(); !released || !errors.Is(err, errFakeLost) {
+			t.Errorf("session %s released %v with %v, want its loss", sess.id, released, err)
 		}
 	}
 }
 
-// TestTranscribeOutlivesMaxConnectionDuration: SLNG ends every connection
-// after 2 s; a 10 s real-time stream loses nothing.
+// errMaxDuration is how the client reports SLNG's end of a connection at
+// its maximum duration: an error frame, then a 1008 close.
+var errMaxDuration = &slngclient.UpstreamError{Kind: slngclient.KindErrorFrame, Code: "max_connection_duration_exceeded",
+	Message: "maximum connection duration reached", CloseCode: 1008, Retryable: true}
+
+// TestTranscribeOutlivesMaxConnectionDuration: SLNG ends session after
+// session at its maximum connection duration; the stream moves on to a
+// new one each time, the audio no final covers heard again, and loses
+// nothing.
 func TestTranscribeOutlivesMaxConnectionDuration(t *testing.T) {
 	t.Parallel()
-	audio, want := speech(21)
-	if d := time.Duration(len(audio)) * time.Second / 32000; d < 10*time.Second {
-		t.Fatalf("only %s of speech", d)
+	const n = 5
+	var s []*fakeSTT
+	for i := range n {
+		s = append(s, newFakeSTT(fmt.Sprint("s", i)))
 	}
-	h := newHarness(t, slngsim.Options{MaxConnectionDuration: 2 * time.Second}, Config{})
-	resps, err := h.transcribePaced(t, testContext(t), &speechv1.RecognitionConfig{}, audio, 100*time.Millisecond)
+	s[n-1].endOnEnd = false
+	h := newFakeHarness(t, nil, s)
+	c := startSTT(t, h, &speechv1.RecognitionConfig{})
+	var chunks [][]byte
+	var texts []string
+	var resps []*speechv1.TranscribeResponse
+	for i := range n - 1 {
+		chunks = append(chunks, pcmMs(100, byte('a'+i)))
+		texts = append(texts, fmt.Sprintf("Sentence %d.", i+1))
+		c.audio(chunks[i])
+		if i == 0 {
+			s[0].heard(t, chunks[0])
+		} else {
+			// The session hears the chunk before again, and finalizes it.
+			s[i].heard(t, slices.Concat(chunks[i-1], chunks[i]))
+			s[i].send(timedFinal(texts[i-1], 0, 100*time.Millisecond))
+			resps = append(resps, c.recv("final"))
+		}
+		s[i].end(errMaxDuration)
+		resps = append(resps, c.recv("reconnected"))
+	}
+	c.closeSend()
+	s[n-1].heard(t, chunks[n-2])
+	s[n-1].wrote(t, "close")
+	s[n-1].send(timedFinal(texts[n-2], 0, 100*time.Millisecond))
+	s[n-1].end(io.EOF)
+	rest, err := recvAll(t, c.stream.Recv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rcs := checkFinals(t, resps, want)
-	if len(rcs) < 3 {
-		t.Fatalf("%d reconnects in 10 s with a 2 s maximum duration", len(rcs))
+	rcs := checkFinals(t, append(resps, rest...), texts)
+	if len(rcs) != n-1 {
+		t.Fatalf("%d reconnects, want %d", len(rcs), n-1)
 	}
 	for _, rc := range rcs {
-		if rc.GetReason() != "max_connection_duration_exceeded" {
-			t.Errorf("reconnect reason %q", rc.GetReason())
+		if rc.GetReason() != "max_connection_duration_exceeded" || rc.GetAudioReplayed().AsDuration() != 100*time.Millisecond {
+			t.Errorf("reconnect %v", rc)
 		}
 	}
 }
 
-// TestTranscribeRollsOver: past MaxUpstreamSessionAge, the gateway moves
-// to a new session at a final transcript, before SLNG would cut it.
+// TestTranscribeRollsOver: once a session is MaxUpstreamSessionAge old, on
+// the clock, the stream moves to a new one at the next final, not before,
+// before SLNG would cut it; the new one hears again the audio after that
+// final.
 func TestTranscribeRollsOver(t *testing.T) {
 	t.Parallel()
-	audio, texts := speech(12)
-	h := newHarness(t, slngsim.Options{}, Config{MaxUpstreamSessionAge: 300 * time.Millisecond})
-	resps, err := h.transcribePaced(t, testContext(t), &speechv1.RecognitionConfig{}, audio, 25*time.Millisecond)
+	clk := newTestClock()
+	const age = 5 * time.Minute
+	one, two := newFakeSTT("one"), newFakeSTT("two")
+	one.readyAt = clk.Now()
+	h, up := newFakeGateway(t, onlyTimersSet(Config{Clock: clk, MaxUpstreamSessionAge: age}))
+	up.stt <- one
+	c := startSTT(t, h, &speechv1.RecognitionConfig{})
+	a, b, cc, d := pcmMs(100, 'a'), pcmMs(100, 'b'), pcmMs(100, 'c'), pcmMs(100, 'd')
+	var resps []*speechv1.TranscribeResponse
+	recv := func(what string) { resps = append(resps, c.recv(what)) }
+
+	c.audio(a)
+	one.heard(t, a)
+	one.send(timedFinal("A.", 0, 100*time.Millisecond))
+	recv("final A")
+	clk.Advance(age) // as old as allowed, not older
+	c.audio(b)
+	one.heard(t, slices.Concat(a, b))
+	one.send(timedFinal("B.", 100*time.Millisecond, 100*time.Millisecond))
+	recv("final B")
+	clk.Advance(time.Millisecond)
+	two.readyAt = clk.Now()
+	up.stt <- two
+	c.audio(cc)
+	c.audio(d)
+	one.heard(t, slices.Concat(a, b, cc, d))
+	one.send(timedFinal("C.", 200*time.Millisecond, 100*time.Millisecond))
+	recv("final C")
+	c.want(reconnectedResp(&speechv1.UpstreamReconnected{Reason: "rollover", PreviousUpstreamSessionId: "one",
+		UpstreamSessionId: "two", AudioReplayed: durationpb.New(100 * time.Millisecond), Gap: durationpb.New(0)}))
+	two.heard(t, d)
+	two.send(timedFinal("D.", 0, 100*time.Millisecond))
+	recv("final D")
+	rest, err := c.rest()
 	if err != nil {
 		t.Fatal(err)
 	}
-	rcs := checkFinals(t, resps, texts)
-	if len(rcs) == 0 {
-		t.Fatal("no rollover")
+	checkFinals(t, append(resps, rest...), []string{"A.", "B.", "C.", "D."})
+	if _, stt := up.asked(); len(stt) != 2 {
+		t.Errorf("%d upstream sessions, want 2 for one rollover", len(stt))
 	}
-	for _, rc := range rcs {
-		if rc.GetReason() != "rollover" {
-			t.Errorf("reconnect reason %q", rc.GetReason())
-		}
+	if released, reused, err := one.releasedWith(); !released || reused || err != nil || !one.isClosed() {
+		t.Errorf("the old session: released %v, reused %v, with %v, closed %v; want closed and given back without error",
+			released, reused, err, one.isClosed())
 	}
-	if n := len(h.sim.Sessions()); n != len(rcs)+1 {
-		t.Errorf("%d upstream sessions for %d rollovers", n, len(rcs))
+	if got := h.counter(t, "speech_gateway_upstream_reconnects_total", map[string]string{"reason": "rollover"}); got != 1 {
+		t.Errorf("rollovers counted: %v, want 1", got)
 	}
 }
 
 // TestTranscribeReplayOverflow: when more audio than the replay buffer
-// holds followed the last final, a lost upstream cannot be recovered: the
+// holds followed the last final, a lost session cannot be replaced: the
 // stream ends with UNAVAILABLE and says where the last final ended.
 func TestTranscribeReplayOverflow(t *testing.T) {
 	t.Parallel()
-	first := slngsim.Synthesize("Short first.", "linear16", 16000)
-	long := slngsim.Synthesize(strings.Repeat("A very long utterance without an end. ", 4), "linear16", 16000)
-	audio := append(append([]byte(nil), first...), long...)
-	h := newHarness(t, slngsim.Options{Faults: slngsim.MustFaults("*=drop@chunks:15")}, Config{TranscribeReplayBytes: 16000})
-	resps, err := h.transcribePaced(t, testContext(t), &speechv1.RecognitionConfig{}, audio, 0)
+	sess := newFakeSTT("one")
+	h, up := newFakeGateway(t, Config{TranscribeReplayBytes: 16000})
+	up.stt <- sess
+	c := startSTT(t, h, &speechv1.RecognitionConfig{})
+	first := pcmMs(300, 'a')
+	c.audio(first)
+	sess.heard(t, first)
+	sess.send(timedFinal("Short first.", 0, 300*time.Millisecond))
+	c.want(finalResp(wantTranscript("Short first.", 0, 300*time.Millisecond, false)))
+	long := pcmMs(700, 'b') // 22,400 bytes after the final
+	for chunk := range slices.Chunk(long, 3200) {
+		c.audio(chunk)
+	}
+	sess.heard(t, slices.Concat(first, long))
+	sess.end(errFakeLost)
+	_, err := c.stream.Recv()
 	st := wantStatus(t, err, codes.Unavailable, ReasonUpstreamUnavailable)
 	info, _ := details(st)
-	firstEnd := time.Duration(len(first)-2*96) * time.Second / 32000 // the final ends where the silent symbol starts
-	if got := info.GetMetadata()["last_final_end_offset_ms"]; got != fmt.Sprint(firstEnd.Milliseconds()) {
-		t.Fatalf("last_final_end_offset_ms = %q, want %d (metadata %v)", got, firstEnd.Milliseconds(), info.GetMetadata())
+	if got := info.GetMetadata()["last_final_end_offset_ms"]; got != "300" {
+		t.Fatalf("last_final_end_offset_ms = %q, want 300 (metadata %v)", got, info.GetMetadata())
 	}
-	if finalText(resps) != "Short first." {
-		t.Fatalf("finals before the failure: %q", finalText(resps))
+	if _, stt := up.asked(); len(stt) != 1 {
+		t.Errorf("%d acquires, want none after the loss", len(stt))
 	}
 }
