@@ -147,7 +147,7 @@ func (l *streamLoop[M, E, R, Resp, C]) run(ctx context.Context, in <-chan caller
 			}
 		}
 		if next := minTime(c.nextCheck(), l.stallCheck()); next != never && (armed.IsZero() || next.Before(armed)) {
-			timer.Reset(next.Sub(now))
+			timer.ResetAt(next)
 			armed = next
 		}
 		select {

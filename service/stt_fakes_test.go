@@ -22,7 +22,7 @@ func newTestClock() *clock.Fake { return clock.NewFake(time.Unix(1_000_000, 0)) 
 
 // onlyTimersSet disables every stream timer cfg leaves at its default, so
 // that the timer a test sets is the only one a stream's loop arms: a
-// clk.WaitArmed(ctx, 1) then returns exactly when the loop waits for it,
+// the loop then waits only on the timer the test is about,
 // and advanceTo moves the clock to it and no further. (FinalsTimeout has
 // no off: it is armed only after the caller's half-close.)
 func onlyTimersSet(cfg Config) Config {
@@ -39,7 +39,7 @@ func onlyTimersSet(cfg Config) Config {
 // timer, checks that the timer has not fired, and then moves it onto d.
 func advanceExactly(t *testing.T, clk *clock.Fake, d time.Duration) {
 	t.Helper()
-	advanceTo(t, clk, d-time.Millisecond)
+	advanceJustShort(t, clk, d)
 	if clk.Armed() != 1 {
 		t.Fatalf("the timer fired before %s", d)
 	}

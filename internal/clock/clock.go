@@ -30,6 +30,10 @@ type Timer interface {
 	// is delivered.
 	Stop() bool
 	Reset(d time.Duration) bool
+	// ResetAt is Reset to fire at the time at. A deadline computed from
+	// an earlier Now stays that deadline, however far the time moved
+	// since: on a fake clock a test may move it at any moment.
+	ResetAt(at time.Time) bool
 }
 
 // Real is the system's clock.
@@ -45,6 +49,7 @@ type realTimer struct{ t *time.Timer }
 func (r realTimer) C() <-chan time.Time        { return r.t.C }
 func (r realTimer) Stop() bool                 { return r.t.Stop() }
 func (r realTimer) Reset(d time.Duration) bool { return r.t.Reset(d) }
+func (r realTimer) ResetAt(at time.Time) bool  { return r.t.Reset(time.Until(at)) }
 
 // Fake is a clock whose time moves only by Advance.
 type Fake struct {
@@ -100,6 +105,34 @@ func (f *Fake) WaitArmed(ctx context.Context, n int) error {
 		armed, changed := len(f.armed), f.changed
 		f.mu.Unlock()
 		if armed >= n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// WaitDue blocks until a timer is armed to fire within d of the fake
+// time, or ctx ends (its error). A component with one timer that it moves
+// earlier when a nearer deadline comes (a loop over several deadlines)
+// has a timer armed all along; WaitArmed cannot tell that it took the
+// nearer deadline yet, WaitDue can.
+func (f *Fake) WaitDue(ctx context.Context, d time.Duration) error {
+	for {
+		f.mu.Lock()
+		due := false
+		for _, t := range f.armed {
+			if !t.at.After(f.now.Add(d)) {
+				due = true
+				break
+			}
+		}
+		changed := f.changed
+		f.mu.Unlock()
+		if due {
 			return nil
 		}
 		select {
@@ -166,8 +199,18 @@ func (t *fakeTimer) stopLocked() bool {
 func (t *fakeTimer) Reset(d time.Duration) bool {
 	t.f.mu.Lock()
 	defer t.f.mu.Unlock()
+	return t.resetLocked(t.f.now.Add(d))
+}
+
+func (t *fakeTimer) ResetAt(at time.Time) bool {
+	t.f.mu.Lock()
+	defer t.f.mu.Unlock()
+	return t.resetLocked(at)
+}
+
+func (t *fakeTimer) resetLocked(at time.Time) bool {
 	active := t.stopLocked()
-	t.at = t.f.now.Add(d)
+	t.at = at
 	t.f.armed = append(t.f.armed, t)
 	t.f.changedLocked()
 	t.f.fireLocked()

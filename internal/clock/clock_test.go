@@ -61,6 +61,56 @@ func TestFake(t *testing.T) {
 	}
 }
 
+// TestWaitDue: a timer moved to an earlier deadline is seen by WaitDue,
+// where WaitArmed is already satisfied by the later one.
+func TestWaitDue(t *testing.T) {
+	t.Parallel()
+	f := NewFake(time.Unix(0, 0))
+	timer := f.NewTimer(time.Hour)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := f.WaitDue(ctx, time.Hour); err != nil {
+		t.Fatalf("WaitDue(an hour): %v", err)
+	}
+	short, cancelShort := context.WithCancel(ctx)
+	cancelShort()
+	if err := f.WaitDue(short, time.Second); err == nil {
+		t.Fatal("WaitDue(a second) returned nil with a timer an hour away")
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- f.WaitDue(ctx, time.Second) }()
+	timer.Reset(time.Second)
+	if err := <-waited; err != nil {
+		t.Fatalf("WaitDue after the timer moved to a second: %v", err)
+	}
+}
+
+// TestResetAt: a deadline stays where it was set, wherever the time has
+// moved since it was computed.
+func TestResetAt(t *testing.T) {
+	t.Parallel()
+	start := time.Unix(0, 0)
+	f := NewFake(start)
+	timer := f.NewTimer(time.Hour)
+	deadline := f.Now().Add(time.Minute)
+	f.Advance(30 * time.Second) // between the reading of Now and the reset
+	timer.ResetAt(deadline)
+	f.Advance(30*time.Second - time.Nanosecond)
+	select {
+	case <-timer.C():
+		t.Fatal("fired before its deadline")
+	default:
+	}
+	f.Advance(time.Nanosecond)
+	if got := <-timer.C(); !got.Equal(deadline) {
+		t.Fatalf("fired at %v, want %v", got, deadline)
+	}
+	timer.ResetAt(start) // a deadline passed fires at once
+	if got := <-timer.C(); !got.Equal(deadline) {
+		t.Fatalf("a past deadline fired at %v, want now (%v)", got, deadline)
+	}
+}
+
 func TestReal(t *testing.T) {
 	t.Parallel()
 	r := Real()
@@ -74,5 +124,10 @@ func TestReal(t *testing.T) {
 	}
 	if r.Now().Before(before) {
 		t.Fatal("Now went back")
+	}
+	at := r.Now().Add(time.Millisecond)
+	tm.ResetAt(at)
+	if got := <-tm.C(); got.Before(at) {
+		t.Fatalf("ResetAt fired at %v, before %v", got, at)
 	}
 }
