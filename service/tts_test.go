@@ -14,7 +14,6 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
@@ -606,50 +605,90 @@ func TestSynthesizeWarningBetweenTurns(t *testing.T) {
 	}
 }
 
+// synthFailure is how SLNG fails a session, as the client reports it:
+// a refused handshake fails the acquire; otherwise the session yields the
+// error frame, if any, as a warning, then ends with end.
+type synthFailure struct {
+	acquire, frame, end *slngclient.UpstreamError
+}
+
+// synthClassified sets Retryable as the client's constructors do.
+func synthClassified(ue *slngclient.UpstreamError) *slngclient.UpstreamError {
+	ue.Retryable = ue.Class().Retryable
+	return ue
+}
+
+func synthRefusedHandshake(status int) synthFailure {
+	return synthFailure{acquire: synthClassified(&slngclient.UpstreamError{Kind: slngclient.KindHandshake, HTTPStatus: status})}
+}
+
+// synthFatalFrame is an error frame with the close that follows it.
+func synthFatalFrame(code string, closeCode int) synthFailure {
+	frame := slngclient.NewErrorFrame(code, "injected "+code)
+	end := *frame
+	end.CloseCode = closeCode
+	return synthFailure{frame: frame, end: synthClassified(&end)}
+}
+
+func synthClosedWith(ue *slngclient.UpstreamError) synthFailure {
+	return synthFailure{end: synthClassified(ue)}
+}
+
 // TestUpstreamErrorTable drives each row of docs/errors.md that comes from
-// SLNG through the simulator, on SynthesizeText and Transcribe.
+// SLNG through a stream, on SynthesizeText and Transcribe: a session
+// failing as the client reports each failure ends the stream with the
+// row's status, naming the model and the stream. (That the client reports
+// SLNG's handshakes, error frames and closes so is slngclient's
+// TestHandshakeRejections, TestErrorCodes, TestCloseCodes, TestReaps and
+// TestConnectionLossIsNotEOF; toStatus alone is TestToStatusTable.)
+//
+// The Synthesize session fails once its turn went up. An error frame
+// that may pass sends the turn, none of whose audio came, to a new session
+// once; a close with no frame, to new sessions until maxReconnects.
 func TestUpstreamErrorTable(t *testing.T) {
 	t.Parallel()
 	rows := []struct {
-		fault  string
+		name   string
+		fail   synthFailure
 		code   codes.Code
 		reason string
 	}{
-		{"handshake:401", codes.Internal, ReasonUpstreamAuthFailed},
-		{"handshake:403", codes.Internal, ReasonUpstreamAuthFailed},
-		{"handshake:400", codes.InvalidArgument, ReasonUpstreamConfigRejected},
-		{"handshake:404", codes.NotFound, ReasonUpstreamModelNotFound},
-		{"handshake:429", codes.ResourceExhausted, ReasonUpstreamRateLimited},
-		{"handshake:503", codes.Unavailable, ReasonUpstreamUnavailable},
-		{"handshake:500", codes.Unavailable, ReasonUpstreamUnavailable},
-		{"error:auth_error@ready,fatal,close=1008", codes.Internal, ReasonUpstreamAuthFailed},
-		{"error:config_error@ready,fatal,close=1008", codes.InvalidArgument, ReasonUpstreamConfigRejected},
-		{"error:invalid_request@ready,fatal,close=1008", codes.InvalidArgument, ReasonUpstreamRequestRejected},
-		{"error:payload_too_large@ready,fatal,close=1008", codes.InvalidArgument, ReasonUpstreamRequestRejected},
-		{"error:rate_limit@ready,fatal,close=1008", codes.ResourceExhausted, ReasonUpstreamRateLimited},
-		{"error:rate_limit_exceeded@ready,fatal,close=1008", codes.ResourceExhausted, ReasonUpstreamRateLimited},
-		{"error:provider_error@ready,fatal", codes.Unavailable, ReasonUpstreamUnavailable},
-		{"error:backend_connection_failed@ready,fatal", codes.Unavailable, ReasonUpstreamUnavailable},
-		{"error:backend_error@ready,fatal", codes.Unavailable, ReasonUpstreamUnavailable},
-		{"error:not_ready@ready,fatal", codes.Unavailable, ReasonUpstreamUnavailable},
-		{"error:backpressure@ready,fatal", codes.Unavailable, ReasonUpstreamUnavailable},
-		{"error:stt_metering_unavailable@ready,fatal", codes.Unavailable, ReasonUpstreamUnavailable},
-		{"error:translation_error@ready,fatal", codes.Unavailable, ReasonUpstreamUnavailable},
-		{"error:idle_timeout_exceeded@ready,fatal,close=1008", codes.Unavailable, ReasonUpstreamSessionExpired},
-		{"error:max_connection_duration_exceeded@ready,fatal,close=1008", codes.Unavailable, ReasonUpstreamSessionExpired},
-		{"error:brand_new_error@ready,fatal", codes.Unknown, ReasonUpstreamUnknownError},
-		{"close:1008@ready", codes.Unavailable, ReasonUpstreamSessionExpired},
-		{"close:1011@ready", codes.Unavailable, ReasonUpstreamSessionExpired},
-		{"close:1012@ready", codes.Unavailable, ReasonUpstreamSessionExpired},
-		{"drop@ready", codes.Unavailable, ReasonUpstreamUnavailable},
-		{"oversized@ready", codes.Unavailable, ReasonUpstreamProtocolError},
+		{"handshake:401", synthRefusedHandshake(401), codes.Internal, ReasonUpstreamAuthFailed},
+		{"handshake:403", synthRefusedHandshake(403), codes.Internal, ReasonUpstreamAuthFailed},
+		{"handshake:400", synthRefusedHandshake(400), codes.InvalidArgument, ReasonUpstreamConfigRejected},
+		{"handshake:404", synthRefusedHandshake(404), codes.NotFound, ReasonUpstreamModelNotFound},
+		{"handshake:429", synthRefusedHandshake(429), codes.ResourceExhausted, ReasonUpstreamRateLimited},
+		{"handshake:503", synthRefusedHandshake(503), codes.Unavailable, ReasonUpstreamUnavailable},
+		{"handshake:500", synthRefusedHandshake(500), codes.Unavailable, ReasonUpstreamUnavailable},
+		{"auth_error", synthFatalFrame("auth_error", 1008), codes.Internal, ReasonUpstreamAuthFailed},
+		{"config_error", synthFatalFrame("config_error", 1008), codes.InvalidArgument, ReasonUpstreamConfigRejected},
+		{"invalid_request", synthFatalFrame("invalid_request", 1008), codes.InvalidArgument, ReasonUpstreamRequestRejected},
+		{"payload_too_large", synthFatalFrame("payload_too_large", 1008), codes.InvalidArgument, ReasonUpstreamRequestRejected},
+		{"rate_limit", synthFatalFrame("rate_limit", 1008), codes.ResourceExhausted, ReasonUpstreamRateLimited},
+		{"rate_limit_exceeded", synthFatalFrame("rate_limit_exceeded", 1008), codes.ResourceExhausted, ReasonUpstreamRateLimited},
+		{"provider_error", synthFatalFrame("provider_error", 1011), codes.Unavailable, ReasonUpstreamUnavailable},
+		{"backend_connection_failed", synthFatalFrame("backend_connection_failed", 1011), codes.Unavailable, ReasonUpstreamUnavailable},
+		{"backend_error", synthFatalFrame("backend_error", 1011), codes.Unavailable, ReasonUpstreamUnavailable},
+		{"not_ready", synthFatalFrame("not_ready", 1011), codes.Unavailable, ReasonUpstreamUnavailable},
+		{"backpressure", synthFatalFrame("backpressure", 1011), codes.Unavailable, ReasonUpstreamUnavailable},
+		{"stt_metering_unavailable", synthFatalFrame("stt_metering_unavailable", 1011), codes.Unavailable, ReasonUpstreamUnavailable},
+		{"translation_error", synthFatalFrame("translation_error", 1011), codes.Unavailable, ReasonUpstreamUnavailable},
+		{"idle_timeout_exceeded", synthFatalFrame("idle_timeout_exceeded", 1008), codes.Unavailable, ReasonUpstreamSessionExpired},
+		{"max_connection_duration_exceeded", synthFatalFrame("max_connection_duration_exceeded", 1008), codes.Unavailable, ReasonUpstreamSessionExpired},
+		{"brand_new_error", synthFatalFrame("brand_new_error", 1011), codes.Unknown, ReasonUpstreamUnknownError},
+		{"close:1008", synthClosedWith(&slngclient.UpstreamError{Kind: slngclient.KindClose, CloseCode: 1008}), codes.Unavailable, ReasonUpstreamSessionExpired},
+		// A bare 1011 on a session with no audio in flight: a reap.
+		{"close:1011", synthClosedWith(&slngclient.UpstreamError{Kind: slngclient.KindClose, CloseCode: 1011}), codes.Unavailable, ReasonUpstreamSessionExpired},
+		{"close:1012", synthClosedWith(&slngclient.UpstreamError{Kind: slngclient.KindClose, CloseCode: 1012}), codes.Unavailable, ReasonUpstreamSessionExpired},
+		{"drop", synthClosedWith(&slngclient.UpstreamError{Kind: slngclient.KindTransport, CloseCode: 1006, Message: "connection lost"}), codes.Unavailable, ReasonUpstreamUnavailable},
+		{"oversized", synthClosedWith(&slngclient.UpstreamError{Kind: slngclient.KindProtocol, Message: "frame over the read limit"}), codes.Unavailable, ReasonUpstreamProtocolError},
 	}
 	for _, row := range rows {
-		t.Run(row.fault, func(t *testing.T) {
+		t.Run(row.name, func(t *testing.T) {
 			t.Parallel()
-			h := newHarness(t, slngsim.Options{Faults: slngsim.MustFaults("*=" + row.fault)}, Config{})
+			h, up := newFakeGateway(t, Config{Clock: clock.NewFake(time.Unix(1_000_000, 0))})
 			ctx := testContext(t)
-			_, err := h.synthesizeText(t, ctx, &speechv1.SynthesizeTextRequest{Text: "Hello."})
+			err, lent := synthesizeFailing(t, h, up, row.fail)
 			st := wantStatus(t, err, row.code, row.reason)
 			info, _ := details(st)
 			if info.GetMetadata()["model"] != "deepgram/aura:2" || info.GetMetadata()["session_id"] == "" {
@@ -658,20 +697,81 @@ func TestUpstreamErrorTable(t *testing.T) {
 			if strings.Contains(st.Message(), testKey) || strings.Contains(st.String(), testKey) {
 				t.Fatal("the key leaked into the status")
 			}
-			_, err = h.transcribe(t, ctx, &speechv1.RecognitionConfig{}, slngsim.Synthesize("Hi.", "linear16", 16000), 3200)
-			if row.fault == "close:1011@ready" {
-				// A bare 1011 is a reap only while no audio is in flight
-				// (slngclient/codes.go): whether the first audio went out
-				// before the close came is a race, and both are UNAVAILABLE.
-				st, _ := status.FromError(err)
-				if info, _ := details(st); st.Code() != codes.Unavailable ||
-					(info.GetReason() != ReasonUpstreamSessionExpired && info.GetReason() != ReasonUpstreamUnavailable) {
-					t.Fatalf("status %v, reason %q", st, info.GetReason())
-				}
-				return
+			wantLent := 0
+			switch f := row.fail; {
+			case f.acquire != nil:
+			case f.frame != nil && f.frame.Retryable:
+				wantLent = 2
+			case f.frame == nil && f.end.Retryable:
+				wantLent = maxReconnects + 1
+			default:
+				wantLent = 1
 			}
+			if lent != wantLent {
+				t.Errorf("the stream used %d sessions, want %d", lent, wantLent)
+			}
+
+			// Transcribe: every session fails as soon as it is lent.
+			if row.fail.acquire != nil {
+				up.stt <- row.fail.acquire
+			} else {
+				for i := range maxReconnects + 1 {
+					s := newFakeSTT(fmt.Sprint("stt-", i+1))
+					if row.fail.frame != nil {
+						s.send(slngclient.STTEvent{Kind: slngclient.STTWarning, Err: row.fail.frame})
+					}
+					s.end(row.fail.end)
+					up.stt <- s
+				}
+			}
+			_, err = h.transcribe(t, ctx, &speechv1.RecognitionConfig{}, pcm(16000, 1), 3200)
 			wantStatus(t, err, row.code, row.reason)
 		})
+	}
+}
+
+// synthesizeFailing runs SynthesizeText("Hello.") on sessions that each
+// fail as f says once the turn went up to them, and returns how the stream
+// ended and how many sessions it was lent.
+func synthesizeFailing(t *testing.T, h *harness, up *fakeUpstream, f synthFailure) (error, int) {
+	t.Helper()
+	stream, err := h.tts.SynthesizeText(testContext(t), &speechv1.SynthesizeTextRequest{Text: "Hello."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		_, err := recvAll(t, stream.Recv)
+		ended <- err
+	}()
+	if f.acquire != nil {
+		up.tts <- f.acquire
+		return <-ended, 0
+	}
+	for lent := 0; ; lent++ {
+		if lent > 2*maxReconnects {
+			t.Fatalf("the stream took %d sessions and goes on asking", lent)
+		}
+		s := newFakeTTS(fmt.Sprint("tts-", lent+1))
+		up.tts <- s
+		var err error
+		done := false
+		waitFor(t, func() bool {
+			select {
+			case err = <-ended:
+				done = true
+				return true
+			default:
+				return slices.Contains(s.sentList(), "flush")
+			}
+		}, "the turn on session "+s.id+", or the stream's end")
+		if done {
+			return err, lent
+		}
+		if f.frame != nil {
+			s.send(slngclient.TTSEvent{Kind: slngclient.TTSWarning, Err: f.frame})
+		}
+		s.end(f.end)
 	}
 }
 
