@@ -3,6 +3,7 @@ package service
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -828,61 +829,127 @@ func TestSynthesizeIgnoresUnknownAndMalformedFrames(t *testing.T) {
 	}
 }
 
+// TestSynthesizeCallerCancelClosesUpstream: a caller that goes in the
+// middle of a turn ends the stream CANCELLED, and its session is closed at
+// once, never reused.
 func TestSynthesizeCallerCancelClosesUpstream(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, slngsim.Options{Realtime: true}, Config{})
+	h, up := newFakeGateway(t, Config{})
+	s := newFakeTTS("one")
+	up.tts <- s
 	ctx, cancel := context.WithCancel(testContext(t))
 	b := h.synthesize(t, ctx, nil)
-	b.send(ttsText(strings.Repeat("Interrupted by the caller. ", 20), true))
+	b.recv("started")
+	text := strings.Repeat("Interrupted by the caller. ", 20)
+	b.send(ttsText(text, true))
+	synthWantSent(t, s, "text:"+text, "flush")
+	s.send(synthAudioEvent(pcm(960, 1)))
 	b.until(func(m *speechv1.SynthesizeResponse) bool { return m.GetAudio() != nil })
 	cancel()
 	_, err := recvAll(t, b.stream.Recv)
 	wantStatus(t, err, codes.Canceled, "")
-	waitFor(t, func() bool { return h.sim.Stats().Active == 0 }, "the upstream session to close")
+	waitFor(t, s.isClosed, "the upstream session to close")
+	if reused, relErr := synthReleased(t, s); reused || !errors.Is(relErr, context.Canceled) {
+		t.Errorf("session given back with reuse %v, err %v; want it dropped for the cancel", reused, relErr)
+	}
 }
 
+// TestSynthesizeDeadline: a caller's deadline that passes in the middle of
+// a turn ends the stream DEADLINE_EXCEEDED, and its session is closed at
+// once, never reused. The deadline is the caller's, on the real clock (the
+// gateway sees it as its own deadline or as the caller's cancel, whichever
+// of the two gRPC delivers first).
 func TestSynthesizeDeadline(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, slngsim.Options{Realtime: true}, Config{})
+	h, up := newFakeGateway(t, Config{})
+	s := newFakeTTS("one")
+	up.tts <- s
 	ctx, cancel := context.WithTimeout(testContext(t), 300*time.Millisecond)
 	defer cancel()
-	_, err := h.synthesizeText(t, ctx, &speechv1.SynthesizeTextRequest{Text: strings.Repeat("Too slow. ", 40)})
+	text := strings.Repeat("Too slow. ", 40)
+	stream, err := h.tts.SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{Text: text})
+	if err != nil {
+		t.Fatal(err)
+	}
+	synthWantSent(t, s, "text:"+text, "flush")
+	s.send(synthAudioEvent(pcm(960, 1)))
+	_, err = recvAll(t, stream.Recv)
 	wantStatus(t, err, codes.DeadlineExceeded, "")
-	waitFor(t, func() bool { return h.sim.Stats().Active == 0 }, "the upstream session to close")
+	waitFor(t, s.isClosed, "the upstream session to close")
+	if reused, relErr := synthReleased(t, s); reused || relErr == nil {
+		t.Errorf("session given back with reuse %v, err %v; want it dropped", reused, relErr)
+	}
 }
 
 func TestStreamLimits(t *testing.T) {
 	t.Parallel()
 	t.Run("max stream duration", func(t *testing.T) {
 		t.Parallel()
-		h := newHarness(t, slngsim.Options{Realtime: true}, Config{MaxStreamDuration: 200 * time.Millisecond})
-		_, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: strings.Repeat("Long. ", 50)})
+		// The stream's only timer is its maximum duration.
+		clk := clock.NewFake(time.Unix(1_000_000, 0))
+		h, up := newFakeGateway(t, synthOnClock(clk, Config{MaxStreamDuration: time.Minute}))
+		s := newFakeTTS("one")
+		up.tts <- s
+		text := strings.Repeat("Long. ", 50)
+		stream, err := h.tts.SynthesizeText(testContext(t), &speechv1.SynthesizeTextRequest{Text: text})
+		if err != nil {
+			t.Fatal(err)
+		}
+		synthWantSent(t, s, "text:"+text, "flush")
+		s.send(synthAudioEvent(pcm(960, 1)))
+		for _, what := range []string{"started", "audio"} {
+			if _, err := stream.Recv(); err != nil {
+				t.Fatalf("waiting for %s: %v", what, err)
+			}
+		}
+		advanceTo(t, clk, time.Minute-time.Millisecond)
+		if err := clk.WaitArmed(testContext(t), 1); err != nil || clk.Armed() != 1 {
+			t.Fatal("the stream ended before its maximum duration")
+		}
+		clk.Advance(time.Millisecond)
+		_, err = recvAll(t, stream.Recv)
 		wantStatus(t, err, codes.OutOfRange, ReasonStreamDurationExceeded)
+		waitFor(t, s.isClosed, "the upstream session to close")
 	})
 	t.Run("max streams", func(t *testing.T) {
 		t.Parallel()
-		h := newHarness(t, slngsim.Options{Realtime: true}, Config{MaxStreams: 1})
+		h, up := newFakeGateway(t, Config{MaxStreams: 1})
+		up.tts <- newFakeTTS("one")
 		b := h.synthesize(t, testContext(t), nil)
-		b.send(ttsText(strings.Repeat("Holding the only slot. ", 10), true))
-		b.until(func(m *speechv1.SynthesizeResponse) bool { return m.GetAudio() != nil })
+		b.recv("started") // the stream holds the only slot
 		_, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "No room."})
 		wantStatus(t, err, codes.ResourceExhausted, ReasonGatewayOverloaded)
+		if asked, _ := up.asked(); len(asked) != 1 {
+			t.Errorf("%d acquires, want 1: a refused stream asks for no session", len(asked))
+		}
 	})
 }
 
-// TestDrain checks shutdown: a stream mid-turn finishes the turn and then
-// ends with SERVER_DRAINING; an idle one ends at once; new ones are refused.
+// TestDrain checks shutdown: a stream mid-turn hears of the drain, finishes
+// the turn and then ends with SERVER_DRAINING; an idle one ends at once; a
+// Transcribe stream ends its audio and delivers the finals that answer it;
+// new streams are refused.
 func TestDrain(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, slngsim.Options{Realtime: true}, Config{})
+	h, up := newFakeGateway(t, Config{})
 	ctx := testContext(t)
+	busySession, idleSession := newFakeTTS("busy"), newFakeTTS("idle")
+	up.tts <- busySession
 	busy := h.synthesize(t, ctx, nil)
+	busy.recv("started")
 	const text = "This turn completes despite the drain."
 	busy.send(ttsText(text, true))
-	first := busy.until(func(m *speechv1.SynthesizeResponse) bool { return m.GetAudio() != nil })
+	synthWantSent(t, busySession, "text:"+text, "flush")
+	first, second := pcm(960, 1), pcm(960, 2)
+	busySession.send(synthAudioEvent(first))
+	busy.recv("audio")
+	up.tts <- idleSession
 	idle := h.synthesize(t, ctx, nil)
-	idle.until(func(m *speechv1.SynthesizeResponse) bool { return m.GetStarted() != nil })
+	idle.recv("started")
 
+	sttSession := newFakeSTT("stt")
+	sttSession.endOnEnd = false // it ends when the test says
+	up.stt <- sttSession
 	stt, err := h.stt.Transcribe(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -890,34 +957,62 @@ func TestDrain(t *testing.T) {
 	if err := stt.Send(sttConfig(nil)); err != nil {
 		t.Fatal(err)
 	}
-	audio := slngsim.Synthesize("Heard before the drain.", "linear16", 16000)
+	audio := pcm(3200, 1)
 	if err := stt.Send(sttAudioReq(audio)); err != nil {
 		t.Fatal(err)
 	}
 	if m, err := stt.Recv(); err != nil || m.GetStarted() == nil {
 		t.Fatalf("started: %v %v", m, err)
 	}
-	// Wait until the simulator has heard the audio, so the drain has
-	// something to deliver.
-	waitFor(t, func() bool { return h.sim.Stats().STTFinals >= 1 }, "the simulator to transcribe")
+	// The session has heard the audio, so the drain has something to
+	// deliver.
+	waitFor(t, func() bool { return len(sttSession.received()) == len(audio) }, "the STT session to hear the audio")
 
 	h.srv.Drain()
 
+	draining := &speechv1.SynthesizeResponse{Response: &speechv1.SynthesizeResponse_Draining{Draining: &speechv1.ServerDraining{Grace: durationpb.New(25 * time.Second)}}}
+	if d := synthDiff([]*speechv1.SynthesizeResponse{draining}, []*speechv1.SynthesizeResponse{busy.recv("draining")}); d != "" {
+		t.Fatalf("busy stream (-want +got):\n%s", d)
+	}
+	// The turn in progress goes on to its end.
+	busySession.send(synthAudioEvent(second))
+	busySession.send(synthTurnEndEvent())
 	rest, err := recvAll(t, busy.stream.Recv)
 	wantStatus(t, err, codes.Unavailable, ReasonServerDraining)
-	all := append(first, rest...)
-	if got, _ := slngsim.Decode(audioOf(all), "linear16", 24000); got != text {
-		t.Fatalf("the busy turn was cut: %q", got)
+	want := []*speechv1.SynthesizeResponse{
+		synthAudioResp(second, 2, 1),
+		synthFlushedResp(1),
+		synthAudioEndResp(1, &speechv1.TurnDelivery{AudioBytes: 1920, AudioDuration: durationpb.New(40 * time.Millisecond), LastSequence: 2}),
 	}
-	_, err = recvAll(t, idle.stream.Recv)
+	if d := synthDiff(want, rest); d != "" {
+		t.Fatalf("the busy turn after the drain (-want +got):\n%s", d)
+	}
+
+	rest, err = recvAll(t, idle.stream.Recv)
 	wantStatus(t, err, codes.Unavailable, ReasonServerDraining)
+	if d := synthDiff([]*speechv1.SynthesizeResponse{draining}, rest); d != "" {
+		t.Fatalf("idle stream (-want +got):\n%s", d)
+	}
+
+	writes := func() []string {
+		sttSession.mu.Lock()
+		defer sttSession.mu.Unlock()
+		return slices.Clone(sttSession.writes)
+	}
+	waitFor(t, func() bool { return slices.Contains(writes(), "close") }, "the STT stream to end its audio")
+	sttSession.send(final("Heard before the drain."))
+	sttSession.end(io.EOF)
 	finals, err := recvAll(t, stt.Recv)
 	wantStatus(t, err, codes.Unavailable, ReasonServerDraining)
 	if got := finalText(finals); got != "Heard before the drain." {
 		t.Fatalf("finals during drain: %q", got)
 	}
+
 	_, err = h.synthesizeText(t, ctx, &speechv1.SynthesizeTextRequest{Text: "Too late."})
 	wantStatus(t, err, codes.Unavailable, ReasonServerDraining)
+	if tts, _ := up.asked(); len(tts) != 2 {
+		t.Errorf("%d TTS acquires, want 2: a refused stream asks for no session", len(tts))
+	}
 }
 
 // waitFor waits, for up to 10 s, until cond holds (poll.Wait).
@@ -985,14 +1080,36 @@ func benchmarkChunks(b *testing.B, simOpts slngsim.Options, cfg *speechv1.Synthe
 }
 
 // TestSynthesizeTurnTimeout: a turn that stops making progress on a socket
-// that stays open ends with turn_failed after the turn timeout; the next
-// turn is spoken on a new session.
+// that stays open ends with turn_failed exactly one turn timeout after its
+// last progress; the session is given up as failing, and the next turn is
+// spoken on a new one.
 func TestSynthesizeTurnTimeout(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, slngsim.Options{Script: onFirstConnection("*=stall@chunks:3")}, Config{TurnTimeout: 300 * time.Millisecond})
+	const timeout = 15 * time.Second
+	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	// The stream's only timer is the turn timeout.
+	h, up := newFakeGateway(t, synthOnClock(clk, Config{TurnTimeout: timeout}))
+	one, two := newFakeTTS("one"), newFakeTTS("two")
+	up.tts <- one
 	b := h.synthesize(t, testContext(t), nil)
-	b.send(ttsText("This turn gets stuck after three chunks of its audio.", true))
+	b.recv("started")
+	const stuck = "This turn gets stuck after three chunks of its audio."
+	b.send(ttsText(stuck, true))
 	b.send(ttsText("Second turn.", true))
+	synthWantSent(t, one, "text:"+stuck, "flush", "text:Second turn.", "flush")
+	for i := range 3 {
+		one.send(synthAudioEvent(pcm(960, byte(i))))
+		b.recv("audio")
+	}
+	advanceTo(t, clk, timeout-time.Millisecond)
+	if err := clk.WaitArmed(testContext(t), 1); err != nil || clk.Armed() != 1 {
+		t.Fatal("the turn timed out early")
+	}
+	clk.Advance(time.Millisecond)
+	up.tts <- two
+	synthWantSent(t, two, "text:Second turn.", "flush")
+	second := pcm(480, 9)
+	two.speakTurn(second)
 	if err := b.stream.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
@@ -1000,38 +1117,54 @@ func TestSynthesizeTurnTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("stream failed: %v", err)
 	}
-	var failed *speechv1.TurnFailed
-	var rc *speechv1.UpstreamReconnected
-	var second []byte
-	for _, r := range resps {
-		if f := r.GetTurnFailed(); f != nil {
-			failed = f
-		}
-		if r.GetReconnected() != nil {
-			rc = r.GetReconnected()
-		}
-		if a := r.GetAudio(); a != nil && a.GetTurnId() == 2 {
-			second = append(second, a.GetData()...)
-		}
+	want := []*speechv1.SynthesizeResponse{
+		{Response: &speechv1.SynthesizeResponse_TurnFailed{TurnFailed: &speechv1.TurnFailed{
+			TurnId: 1, Code: int32(codes.Unavailable), Reason: ReasonUpstreamTurnTimeout, Message: "upstream made no progress on the turn in time",
+			Delivered: &speechv1.TurnDelivery{AudioBytes: 2880, AudioDuration: durationpb.New(60 * time.Millisecond), LastSequence: 3,
+				SpokenSource: speechv1.SpokenSource_SPOKEN_SOURCE_ESTIMATED},
+		}}},
+		{Response: &speechv1.SynthesizeResponse_Reconnected{Reconnected: &speechv1.UpstreamReconnected{
+			Reason: "turn_timeout", PreviousUpstreamSessionId: "one", UpstreamSessionId: "two", Gap: durationpb.New(0), TurnsReplayed: 1,
+		}}},
+		synthAudioResp(second, 4, 2),
+		synthFlushedResp(2),
+		synthAudioEndResp(2, &speechv1.TurnDelivery{AudioBytes: 480, AudioDuration: durationpb.New(10 * time.Millisecond), LastSequence: 4}),
 	}
-	if failed.GetTurnId() != 1 || failed.GetReason() != ReasonUpstreamTurnTimeout || codes.Code(failed.GetCode()) != codes.Unavailable ||
-		failed.GetDelivered().GetLastSequence() != 3 {
-		t.Fatalf("turn_failed = %v; responses %s", failed, kinds(resps))
-	}
-	if rc.GetReason() != "turn_timeout" || rc.GetTurnsReplayed() != 1 {
-		t.Errorf("reconnected = %v", rc)
-	}
-	if got, err := slngsim.Decode(second, "linear16", 24000); err != nil || got != "Second turn." {
-		t.Errorf("second turn decoded %q, %v", got, err)
+	if d := synthDiff(want, resps); d != "" {
+		t.Fatalf("responses after the stuck turn's audio (-want +got):\n%s", d)
 	}
 	if v := testutil.ToFloat64(h.metrics.turnsFailed.WithLabelValues(ReasonUpstreamTurnTimeout)); v != 1 {
 		t.Errorf("turns failed metric = %v, want 1", v)
 	}
+	// For the pool, a session stuck in a turn is SLNG failing.
+	if reused, relErr := synthReleased(t, one); reused || !errors.Is(relErr, errTurnTimeout) || !one.isClosed() {
+		t.Errorf("the stuck session was given back with reuse %v, err %v (closed %v)", reused, relErr, one.isClosed())
+	}
 
 	// SynthesizeText ends with the status.
-	h2 := newHarness(t, slngsim.Options{Faults: slngsim.MustFaults("*=stall@chunks:3")}, Config{TurnTimeout: 200 * time.Millisecond})
-	_, err = h2.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "Stuck for good."})
-	wantStatus(t, err, codes.Unavailable, ReasonUpstreamTurnTimeout)
+	clk2 := clock.NewFake(time.Unix(1_000_000, 0))
+	h2, up2 := newFakeGateway(t, synthOnClock(clk2, Config{TurnTimeout: timeout}))
+	s := newFakeTTS("three")
+	up2.tts <- s
+	stream, err := h2.tts.SynthesizeText(testContext(t), &speechv1.SynthesizeTextRequest{Text: "Stuck for good."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	synthWantSent(t, s, "text:Stuck for good.", "flush")
+	for i := range 3 {
+		s.send(synthAudioEvent(pcm(960, byte(i))))
+	}
+	for _, what := range []string{"started", "audio 1", "audio 2", "audio 3"} {
+		if _, err := stream.Recv(); err != nil {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+	}
+	advanceTo(t, clk2, timeout)
+	_, err = recvAll(t, stream.Recv)
+	st := wantStatus(t, err, codes.Unavailable, ReasonUpstreamTurnTimeout)
+	if info, _ := details(st); info.GetMetadata()["last_sequence"] != "3" {
+		t.Errorf("metadata %v", info.GetMetadata())
+	}
 }
 
 // TestSynthesizeRollsOverBetweenTurns: past the maximum session age, the
