@@ -59,11 +59,11 @@ func speakInChunks(s *fakeTTS, audio []byte, chunk int) {
 	s.send(slngclient.TTSEvent{Kind: slngclient.TTSTurnEnd})
 }
 
-// fatalFrame is what a session yields when SLNG sends an error frame with
-// code and closes the socket after it (1011), as SLNG's fatal errors do:
-// the frame as a warning event, then the session's end, which carries
-// the same code.
-func fatalFrame(code string) (slngclient.TTSEvent, error) {
+// errorFrameThenClose is what a session yields when SLNG sends an error
+// frame with code and closes the socket after it (1011), as SLNG's fatal
+// errors do: the frame as a warning event, then the session's end, which
+// carries the same code.
+func errorFrameThenClose(code string) (slngclient.TTSEvent, error) {
 	frame := slngclient.NewErrorFrame(code, "injected "+code)
 	end := *frame
 	end.CloseCode, end.CloseReason = 1011, code

@@ -116,7 +116,7 @@ func TestSynthesizeRetriesTurnBeforeAudio(t *testing.T) {
 		t.Fatal(err)
 	}
 	awaitFlushes(t, first, 1)
-	warning, end := fatalFrame("provider_error")
+	warning, end := errorFrameThenClose("provider_error")
 	first.send(warning)
 	first.end(end)
 	awaitFlushes(t, second, 1)
@@ -163,7 +163,7 @@ func TestSynthesizeFailsAfterAudio(t *testing.T) {
 	for i := range 3 {
 		s.send(slngclient.TTSEvent{Kind: slngclient.TTSAudio, Audio: pcm(960, byte(i))})
 	}
-	warning, end := fatalFrame("provider_error")
+	warning, end := errorFrameThenClose("provider_error")
 	s.send(warning)
 	s.end(end)
 	resps, err := recvAll(t, stream.Recv)

@@ -116,7 +116,7 @@ func TestStreamLogsTiedToTraces(t *testing.T) {
 	// The first session fails before any audio, so that the service logs
 	// the replacement.
 	awaitFlushes(t, first, 1)
-	warning, end := fatalFrame("provider_error")
+	warning, end := errorFrameThenClose("provider_error")
 	first.send(warning)
 	first.end(end)
 	awaitFlushes(t, second, 1)
