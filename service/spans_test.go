@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
 	"github.com/speech-gateway/speech-gateway/slngclient"
@@ -132,9 +135,12 @@ func TestSynthesizeRetriesTurnBeforeAudio(t *testing.T) {
 	if got := kinds(resps); got != "started warning reconnected segment_start audio segment_end flushed audio_end" {
 		t.Fatalf("responses: %s", got)
 	}
-	rc := resps[2].GetReconnected()
-	if rc.GetReason() != "provider_error" || rc.GetTurnsReplayed() != 1 || rc.GetPreviousUpstreamSessionId() != "one" || rc.GetUpstreamSessionId() != "two" {
-		t.Fatalf("reconnected = %v", rc)
+	// On the fake clock, no time passes between the failure and the new
+	// session.
+	want := &speechv1.UpstreamReconnected{Reason: "provider_error", PreviousUpstreamSessionId: "one", UpstreamSessionId: "two",
+		Gap: durationpb.New(0), TurnsReplayed: 1}
+	if diff := cmp.Diff(want, resps[2].GetReconnected(), protocmp.Transform()); diff != "" {
+		t.Fatalf("reconnected (-want +got):\n%s", diff)
 	}
 	if got := audioOf(resps); !bytes.Equal(got, audio) {
 		t.Fatalf("the caller got %d bytes of audio, want the second session's %d", len(got), len(audio))
@@ -234,8 +240,8 @@ func TestDrainTwentyStreams(t *testing.T) {
 		return mark, func() { mark(true) }
 	}
 	wantGrace := func(d *speechv1.ServerDraining) error {
-		if got := d.GetGrace().AsDuration(); got != 5*time.Second {
-			return fmt.Errorf("draining notice with grace %v, want 5s", got)
+		if diff := cmp.Diff(&speechv1.ServerDraining{Grace: durationpb.New(5 * time.Second)}, d, protocmp.Transform()); diff != "" {
+			return fmt.Errorf("draining notice (-want +got):\n%s", diff)
 		}
 		return nil
 	}
@@ -416,8 +422,9 @@ func TestCallerIdleTimeout(t *testing.T) {
 
 	b := h.synthesize(t, ctx, nil)
 	started := b.until(func(m *speechv1.SynthesizeResponse) bool { return m.GetStarted() != nil })
-	if got := started[0].GetStarted().GetLimits().GetIdleTimeout().AsDuration(); got != idle {
-		t.Fatalf("limits.idle_timeout = %s", got)
+	wantLimits := &speechv1.StreamLimits{MaxTextBytes: 64 << 10, MaxAudioChunkBytes: 64 << 10, IdleTimeout: durationpb.New(idle)}
+	if diff := cmp.Diff(wantLimits, started[0].GetStarted().GetLimits(), protocmp.Transform()); diff != "" {
+		t.Fatalf("limits (-want +got):\n%s", diff)
 	}
 	b.send(ttsText("A turn that takes longer to speak than the idle timeout.", true))
 	awaitFlushes(t, sess, 1)
