@@ -60,7 +60,7 @@ func TestCallersMetered(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
 	log := zap.New(core)
 	up := newFakeUpstream(t)
-	h := serveGateway(t, up, Config{Callers: gate, Clock: newStreamClock()}, prometheus.NewRegistry(), log,
+	h := serveGateway(t, up, Config{Callers: gate, Clock: newTestClock()}, prometheus.NewRegistry(), log,
 		grpc.ChainStreamInterceptor(StreamInterceptor(gate),
 			logging.StreamServerInterceptor(InterceptorLogger(log.Named("grpc")),
 				logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContext(LogFields))))
@@ -192,7 +192,7 @@ func TestCallerNotAllowed(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	gate := newGate(t, reg, callers.Options{PolicyFile: file})
-	h, up := newFakeGateway(t, Config{Callers: gate, Clock: newStreamClock()})
+	h, up := newFakeGateway(t, Config{Callers: gate, Clock: newTestClock()})
 	for _, tc := range []struct{ caller, model string }{{"billing", ""}, {"intruder", ""}, {"checkout", "deepgram/aura:2"}} {
 		_, err := h.synthesizeText(t, asCaller(ctx, tc.caller), &speechv1.SynthesizeTextRequest{Text: "Not for you."})
 		st := wantStatus(t, err, codes.PermissionDenied, ReasonCallerNotAllowed)
@@ -215,7 +215,7 @@ func TestCallerQuotas(t *testing.T) {
 	t.Parallel()
 	ctx := asCaller(testContext(t), "billing")
 	gate := newGate(t, prometheus.NewRegistry(), callers.Options{Defaults: callers.Limits{MaxStreams: 1, CharactersPerMinute: 20}})
-	h, up := newFakeGateway(t, Config{Callers: gate, Clock: newStreamClock()})
+	h, up := newFakeGateway(t, Config{Callers: gate, Clock: newTestClock()})
 	billing, search := newFakeTTS("billing"), newFakeTTS("search")
 	up.tts <- billing
 
@@ -300,7 +300,7 @@ func TestCallerOnSpan(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	t.Cleanup(func() { _ = tp.Shutdown(t.Context()) })
 	gate := newGate(t, prometheus.NewRegistry(), callers.Options{})
-	h, up := newFakeGateway(t, Config{TracerProvider: tp, Callers: gate, Clock: newStreamClock()})
+	h, up := newFakeGateway(t, Config{TracerProvider: tp, Callers: gate, Clock: newTestClock()})
 	sess := newFakeTTS("one")
 	up.tts <- sess
 	stream, err := h.tts.SynthesizeText(asCaller(testContext(t), "traced-team"), &speechv1.SynthesizeTextRequest{Text: "Traced."})

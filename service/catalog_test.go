@@ -51,7 +51,7 @@ func badRequest(st *status.Status) []string {
 // offers.
 func TestCatalogRefusesBeforeDialling(t *testing.T) {
 	t.Parallel()
-	h, up := newFakeGateway(t, Config{Catalog: builtinCatalog(t), Clock: newStreamClock()})
+	h, up := newFakeGateway(t, Config{Catalog: builtinCatalog(t), Clock: newTestClock()})
 	ctx := testContext(t)
 	linear := func(rate int32) *speechv1.AudioFormat {
 		return &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: rate}
@@ -177,7 +177,7 @@ func TestCatalogFollowsItsSource(t *testing.T) {
 	}
 	var cur atomic.Pointer[catalog.Catalog]
 	cur.Store(parse("{id: old}"))
-	h, up := newFakeGateway(t, Config{Catalog: cur.Load, Clock: newStreamClock()})
+	h, up := newFakeGateway(t, Config{Catalog: cur.Load, Clock: newTestClock()})
 	ctx := testContext(t)
 	req := &speechv1.SynthesizeTextRequest{Text: "Hello.", Config: &speechv1.SynthesisConfig{Model: "acme/tts:1", Voice: "new"}}
 	_, err := h.synthesizeText(t, ctx, req)

@@ -226,7 +226,7 @@ func TestSynthesizeConvertsWhatTheRouteProduces(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			h, up := newFakeGateway(t, Config{Catalog: convCatalog(t), Clock: newStreamClock()})
+			h, up := newFakeGateway(t, Config{Catalog: convCatalog(t), Clock: newTestClock()})
 			sess := newFakeTTS("one")
 			up.tts <- sess
 			ctx := testContext(t)
@@ -314,7 +314,7 @@ func firstDiff(a, b []byte) int {
 // for, whose audio the caller gets as SLNG sent it, unconverted.
 func TestSynthesizeRouteAskedItsFormat(t *testing.T) {
 	t.Parallel()
-	h, up := newFakeGateway(t, Config{Catalog: convCatalog(t), Clock: newStreamClock()})
+	h, up := newFakeGateway(t, Config{Catalog: convCatalog(t), Clock: newTestClock()})
 	ctx := testContext(t)
 	for _, model := range []string{pcm24kModel, "acme/unlisted:1"} {
 		sess := newFakeTTS(model)
@@ -354,7 +354,7 @@ func TestSynthesizeRouteAskedItsFormat(t *testing.T) {
 // are refused before any session is acquired.
 func TestSynthesizeRefusesChannels(t *testing.T) {
 	t.Parallel()
-	h, up := newFakeGateway(t, Config{Clock: newStreamClock()})
+	h, up := newFakeGateway(t, Config{Clock: newTestClock()})
 	f := format(linear16, 24000)
 	f.Channels = 2
 	_, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "Hi.", Config: &speechv1.SynthesisConfig{Format: f}})
@@ -512,7 +512,7 @@ func TestSynthesizeConversionTurnByTurn(t *testing.T) {
 // transcripts' offsets are the caller's time.
 func TestTranscribeConvertsStereo441(t *testing.T) {
 	t.Parallel()
-	h, up := newFakeGateway(t, Config{Catalog: convCatalog(t), Clock: newStreamClock()})
+	h, up := newFakeGateway(t, Config{Catalog: convCatalog(t), Clock: newTestClock()})
 	sess := newFakeSTT("one")
 	sess.endOnEnd = false // SLNG sends the last final after the end of the audio
 	up.stt <- sess
@@ -548,7 +548,7 @@ func TestTranscribeConvertsStereo441(t *testing.T) {
 	if err := stream.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
-	awaitSTTWrite(t, sess, "close")
+	sess.wrote(t, "close")
 	// SLNG's final, which says nothing of where the speech was: the
 	// gateway places it by the audio it sent.
 	sess.send(final(text))
@@ -644,7 +644,7 @@ func TestTranscribeConversionFlushes(t *testing.T) {
 // INVALID_ARGUMENT before any session is acquired.
 func TestRefusesWhatItCannotConvert(t *testing.T) {
 	t.Parallel()
-	h, up := newFakeGateway(t, Config{Catalog: convCatalog(t), Clock: newStreamClock()})
+	h, up := newFakeGateway(t, Config{Catalog: convCatalog(t), Clock: newTestClock()})
 	ctx := testContext(t)
 	opus := format(speechv1.AudioEncoding_AUDIO_ENCODING_OPUS, 16000)
 	opus.Channels = 2

@@ -3,23 +3,16 @@ package service
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/speech-gateway/speech-gateway/internal/clock"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 )
 
 // Helpers for gateway tests on the in-memory fakes (fakes_test.go): what a
 // test playing SLNG's part needs to know of what the gateway wrote, and
 // what SLNG's answers look like as a session yields them.
-
-// newStreamClock is a fake clock for a gateway under test: its stream
-// timers fire only when the test advances it.
-func newStreamClock() *clock.Fake { return clock.NewFake(time.Unix(1_000_000, 0)) }
 
 // textsSentTo returns the texts the gateway wrote to s, in order.
 func textsSentTo(s *fakeTTS) []string {
@@ -68,20 +61,6 @@ func errorFrameThenClose(code string) (slngclient.TTSEvent, error) {
 	end := *frame
 	end.CloseCode, end.CloseReason = 1011, code
 	return slngclient.TTSEvent{Kind: slngclient.TTSWarning, Err: frame}, &end
-}
-
-// sttWritesTo returns what the gateway wrote to s: "audio:N", "finalize",
-// "close".
-func sttWritesTo(s *fakeSTT) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.writes)
-}
-
-// awaitSTTWrite waits until the gateway has written what to s.
-func awaitSTTWrite(t *testing.T, s *fakeSTT, what string) {
-	t.Helper()
-	waitFor(t, func() bool { return slices.Contains(sttWritesTo(s), what) }, fmt.Sprintf("%q on session %s", what, s.id))
 }
 
 // noAcquires fails the test if the gateway asked its upstream for any

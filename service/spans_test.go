@@ -28,7 +28,7 @@ import (
 // caller gets every turn, in order, each with exactly its own audio.
 func TestSynthesizeTwentyTurnsAcrossSessions(t *testing.T) {
 	t.Parallel()
-	h, up := newFakeGateway(t, Config{Clock: newStreamClock()})
+	h, up := newFakeGateway(t, Config{Clock: newTestClock()})
 	sessions := make([]*fakeTTS, 20)
 	for i := range sessions {
 		sessions[i] = newFakeTTS(fmt.Sprint("s", i+1))
@@ -109,7 +109,7 @@ func TestSynthesizeTwentyTurnsAcrossSessions(t *testing.T) {
 // speaks it on a new session and the caller sees success.
 func TestSynthesizeRetriesTurnBeforeAudio(t *testing.T) {
 	t.Parallel()
-	h, up := newFakeGateway(t, Config{Clock: newStreamClock()})
+	h, up := newFakeGateway(t, Config{Clock: newTestClock()})
 	first, second := newFakeTTS("one"), newFakeTTS("two")
 	up.tts <- first
 	up.tts <- second
@@ -158,7 +158,7 @@ func TestSynthesizeRetriesTurnBeforeAudio(t *testing.T) {
 // caller, a failure ends the stream, saying how much of the turn arrived.
 func TestSynthesizeFailsAfterAudio(t *testing.T) {
 	t.Parallel()
-	h, up := newFakeGateway(t, Config{Clock: newStreamClock()})
+	h, up := newFakeGateway(t, Config{Clock: newTestClock()})
 	s := newFakeTTS("one")
 	up.tts <- s
 	stream, err := h.tts.SynthesizeText(testContext(t), &speechv1.SynthesizeTextRequest{Text: "A turn long enough for several chunks of audio."})
@@ -205,7 +205,7 @@ func TestSynthesizeFailsAfterAudio(t *testing.T) {
 // UNAVAILABLE / SERVER_DRAINING at once, without any timer.
 func TestDrainTwentyStreams(t *testing.T) {
 	t.Parallel()
-	h, up := newFakeGateway(t, Config{Clock: newStreamClock(), DrainGrace: 5 * time.Second})
+	h, up := newFakeGateway(t, Config{Clock: newTestClock(), DrainGrace: 5 * time.Second})
 	var synths []*fakeTTS
 	var transcribers []*fakeSTT
 	for i := range 10 {
@@ -370,7 +370,7 @@ func TestDrainTwentyStreams(t *testing.T) {
 	for _, s := range transcribers {
 		// The drain ended SLNG's audio: SLNG finalizes what it heard, and
 		// closes.
-		awaitSTTWrite(t, s, "close")
+		s.wrote(t, "close")
 		s.send(final(tail))
 		s.end(io.EOF)
 	}
@@ -388,7 +388,7 @@ func TestDrainTwentyStreams(t *testing.T) {
 		t.Fatalf("streams took %s to end after the drain, beyond the 5 s grace", took)
 	}
 	for _, s := range transcribers {
-		if got := sttWritesTo(s); !slices.Equal(got, []string{"audio:3200", "audio:320", "close"}) {
+		if got := s.writesOf(); !slices.Equal(got, []string{"audio:3200", "audio:320", "close"}) {
 			t.Errorf("session %s was written %q, want the audio, then its end", s.id, got)
 		}
 	}
@@ -412,10 +412,9 @@ func wantCode(err error, code codes.Code, reason string) string {
 func TestCallerIdleTimeout(t *testing.T) {
 	t.Parallel()
 	const idle = 5 * time.Minute
-	clk := newStreamClock()
+	clk := newTestClock()
 	// The idle timer alone: while a turn is spoken, no timer is armed.
-	h, up := newFakeGateway(t, Config{Clock: clk, CallerIdleTimeout: idle,
-		FirstMessageTimeout: -1, MaxStreamDuration: -1, TurnTimeout: -1, CallerStallTimeout: -1})
+	h, up := newFakeGateway(t, onlyTimersSet(Config{Clock: clk, CallerIdleTimeout: idle}))
 	sess := newFakeTTS("one")
 	up.tts <- sess
 	ctx := testContext(t)
@@ -438,12 +437,8 @@ func TestCallerIdleTimeout(t *testing.T) {
 	if got := kinds(resps); got != "audio flushed audio_end" || !bytes.Equal(audioOf(resps), second) {
 		t.Fatalf("the turn was cut by the idle timeout: %s", got)
 	}
-	// Idle from the end of the turn.
-	advanceTo(t, clk, idle-time.Millisecond)
-	if err := clk.WaitArmed(ctx, 1); err != nil || clk.Armed() != 1 {
-		t.Fatal("the idle timer fired early")
-	}
-	clk.Advance(time.Millisecond)
+	// Idle from the end of the turn, to the millisecond.
+	advanceExactly(t, clk, idle)
 	rest, err := recvAll(t, b.stream.Recv)
 	wantStatus(t, err, codes.OutOfRange, ReasonCallerIdle)
 	if len(rest) != 0 {
@@ -461,11 +456,7 @@ func TestCallerIdleTimeout(t *testing.T) {
 	if resp := recvResponse(t, s, "started"); resp.GetStarted() == nil {
 		t.Fatalf("first response %v", resp)
 	}
-	advanceTo(t, clk, idle-time.Millisecond)
-	if err := clk.WaitArmed(ctx, 1); err != nil || clk.Armed() != 1 {
-		t.Fatal("the idle timer fired early")
-	}
-	clk.Advance(time.Millisecond)
+	advanceExactly(t, clk, idle)
 	_, err = recvAll(t, s.Recv)
 	wantStatus(t, err, codes.OutOfRange, ReasonCallerIdle)
 }
@@ -475,7 +466,7 @@ func TestCallerIdleTimeout(t *testing.T) {
 // first session and maxReconnects more, then UNAVAILABLE.
 func TestSynthesizeUpstreamClosesWithoutSpeaking(t *testing.T) {
 	t.Parallel()
-	h, up := newFakeGateway(t, Config{Clock: newStreamClock()})
+	h, up := newFakeGateway(t, Config{Clock: newTestClock()})
 	var sessions []*fakeTTS
 	for i := range maxReconnects + 2 {
 		sessions = append(sessions, newFakeTTS(fmt.Sprint("s", i+1)))

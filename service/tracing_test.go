@@ -26,7 +26,7 @@ func TestTracing(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	t.Cleanup(func() { _ = tp.Shutdown(t.Context()) })
-	h, up := newFakeGateway(t, Config{TracerProvider: tp, Clock: newStreamClock()})
+	h, up := newFakeGateway(t, Config{TracerProvider: tp, Clock: newTestClock()})
 	sess := newFakeTTS("sess-traced")
 	up.tts <- sess
 	stream, err := h.tts.SynthesizeText(testContext(t), &speechv1.SynthesizeTextRequest{Text: "A traced sentence with several chunks of audio."})
@@ -102,7 +102,7 @@ func TestStreamLogsTiedToTraces(t *testing.T) {
 	core, logs := observer.New(zapcore.DebugLevel)
 	log := zap.New(core)
 	up := newFakeUpstream(t)
-	h := serveGateway(t, up, Config{TracerProvider: tp, Clock: newStreamClock()}, prometheus.NewRegistry(), log,
+	h := serveGateway(t, up, Config{TracerProvider: tp, Clock: newTestClock()}, prometheus.NewRegistry(), log,
 		grpc.ChainStreamInterceptor(StreamInterceptor(nil),
 			logging.StreamServerInterceptor(InterceptorLogger(log.Named("grpc")),
 				logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContext(LogFields))))

@@ -47,7 +47,7 @@ func TestValidation(t *testing.T) {
 	// gateway serves cfg with one session of each kind to lend.
 	gateway := func(t *testing.T) (*harness, *fakeUpstream) {
 		c := cfg
-		c.Clock = newStreamClock()
+		c.Clock = newTestClock()
 		h, up := newFakeGateway(t, c)
 		up.tts <- newFakeTTS("tts")
 		up.stt <- newFakeSTT("stt")
@@ -174,7 +174,7 @@ func TestValidation(t *testing.T) {
 // not model names at all, are refused before any session is acquired.
 func TestHostileModelNames(t *testing.T) {
 	t.Parallel()
-	h, up := newFakeGateway(t, Config{Clock: newStreamClock()})
+	h, up := newFakeGateway(t, Config{Clock: newTestClock()})
 	names := []string{
 		"deepgram/../aura:2", "deepgram/aura:2?token=x", "deepgram/aura:2#frag", "deepgram%2faura:2",
 		"deepgram/%2e%2e/aura", "deepgram/aura 2", "deepgram/aura:2\n", "deepgram/\x00aura", "deepgram/äura:2",
