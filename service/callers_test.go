@@ -2,9 +2,11 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -25,8 +27,6 @@ import (
 	"github.com/speech-gateway/speech-gateway/callers"
 	"github.com/speech-gateway/speech-gateway/fleet"
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
-	"github.com/speech-gateway/speech-gateway/slngpool"
-	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
 // newGate returns a Gate on a local fleet, with its metrics on reg.
@@ -59,7 +59,8 @@ func TestCallersMetered(t *testing.T) {
 	gate := newGate(t, reg, callers.Options{})
 	core, logs := observer.New(zapcore.DebugLevel)
 	log := zap.New(core)
-	h := newHarnessWith(t, slngsim.Options{}, Config{Callers: gate}, slngpool.Options{DisableWarm: true, DialAttempts: 1}, log,
+	up := newFakeUpstream(t)
+	h := serveGateway(t, up, Config{Callers: gate, Clock: newTestClock()}, prometheus.NewRegistry(), log,
 		grpc.ChainStreamInterceptor(StreamInterceptor(gate),
 			logging.StreamServerInterceptor(InterceptorLogger(log.Named("grpc")),
 				logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContext(LogFields))))
@@ -67,8 +68,16 @@ func TestCallersMetered(t *testing.T) {
 	var chars int
 	var ttsBytes int
 	texts := []string{"Grüße aus Köln.", "A second, plainer sentence."}
-	for _, text := range texts {
-		resps, err := h.synthesizeText(t, ctx, &speechv1.SynthesizeTextRequest{Text: text})
+	for i, text := range texts {
+		sess := newFakeTTS(fmt.Sprint("tts", i))
+		up.tts <- sess
+		stream, err := h.tts.SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{Text: text})
+		if err != nil {
+			t.Fatal(err)
+		}
+		awaitFlushes(t, sess, 1)
+		sess.speakTurn(pcm(4800*(i+1), 1))
+		resps, err := recvAll(t, stream.Recv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,9 +85,13 @@ func TestCallersMetered(t *testing.T) {
 			t.Fatalf("started.caller_id = %q", got)
 		}
 		chars += utf8.RuneCountInString(text)
+		if got := len(audioOf(resps)); got != 4800*(i+1) {
+			t.Fatalf("%d bytes of audio, want the %d SLNG sent", got, 4800*(i+1))
+		}
 		ttsBytes += len(audioOf(resps))
 	}
-	audio := slngsim.Synthesize("Transcribe me.", "linear16", 16000)
+	up.stt <- newFakeSTT("stt")
+	audio := pcm(16000, 3)
 	resps, err := h.transcribe(t, ctx, &speechv1.RecognitionConfig{}, audio, 3200)
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +151,7 @@ func TestCallersMetered(t *testing.T) {
 	for _, e := range logs.All() {
 		f := e.ContextMap()
 		if f["grpc.method"] == nil {
-			continue // the pool's and the client's lines are not a stream's
+			continue // lines that are not a stream's
 		}
 		if f["caller"] != "billing" {
 			t.Errorf("%s line %q lacks the caller: %v", e.LoggerName, e.Message, f)
@@ -166,7 +179,7 @@ func TestCallersMetered(t *testing.T) {
 }
 
 // TestCallerNotAllowed: a stream the access policy does not allow ends
-// with PERMISSION_DENIED before anything is dialled: when it starts, if
+// with PERMISSION_DENIED before any session is acquired: when it starts, if
 // the caller may not use the RPC with any model, else once its config
 // names a model the caller may not use.
 func TestCallerNotAllowed(t *testing.T) {
@@ -179,7 +192,7 @@ func TestCallerNotAllowed(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	gate := newGate(t, reg, callers.Options{PolicyFile: file})
-	h := newHarness(t, slngsim.Options{}, Config{Callers: gate})
+	h, up := newFakeGateway(t, Config{Callers: gate, Clock: newTestClock()})
 	for _, tc := range []struct{ caller, model string }{{"billing", ""}, {"intruder", ""}, {"checkout", "deepgram/aura:2"}} {
 		_, err := h.synthesizeText(t, asCaller(ctx, tc.caller), &speechv1.SynthesizeTextRequest{Text: "Not for you."})
 		st := wantStatus(t, err, codes.PermissionDenied, ReasonCallerNotAllowed)
@@ -189,9 +202,7 @@ func TestCallerNotAllowed(t *testing.T) {
 			t.Errorf("details: %v, %v", md, retry)
 		}
 	}
-	if n := h.sim.Stats().Connections; n != 0 {
-		t.Errorf("%d upstream connections for refused streams", n)
-	}
+	noAcquires(t, up)
 	if got := testutil.ToFloat64(h.metrics.streamsTotal.WithLabelValues("SynthesizeText", "PermissionDenied")); got != 3 {
 		t.Errorf("streams_total{PermissionDenied} = %v", got)
 	}
@@ -204,7 +215,9 @@ func TestCallerQuotas(t *testing.T) {
 	t.Parallel()
 	ctx := asCaller(testContext(t), "billing")
 	gate := newGate(t, prometheus.NewRegistry(), callers.Options{Defaults: callers.Limits{MaxStreams: 1, CharactersPerMinute: 20}})
-	h := newHarness(t, slngsim.Options{}, Config{Callers: gate})
+	h, up := newFakeGateway(t, Config{Callers: gate, Clock: newTestClock()})
+	billing, search := newFakeTTS("billing"), newFakeTTS("search")
+	up.tts <- billing
 
 	stream, err := h.tts.Synthesize(ctx)
 	if err != nil {
@@ -240,11 +253,20 @@ func TestCallerQuotas(t *testing.T) {
 		t.Fatalf("QuotaFailure %v, RetryInfo %v", qf, retry)
 	}
 	// Another caller has quotas of its own.
-	if _, err := h.synthesizeText(t, asCaller(testContext(t), "search"), &speechv1.SynthesizeTextRequest{Text: "Mine."}); err != nil {
+	up.tts <- search
+	other, err := h.tts.SynthesizeText(asCaller(testContext(t), "search"), &speechv1.SynthesizeTextRequest{Text: "Mine."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitFlushes(t, search, 1)
+	search.speakTurn(pcm(960, 1))
+	if _, err := recvAll(t, other.Recv); err != nil {
 		t.Fatal(err)
 	}
 
 	send(&speechv1.SynthesizeRequest{Request: &speechv1.SynthesizeRequest_Text{Text: &speechv1.TextInput{Text: "Twelve chars", Flush: true}}})
+	awaitFlushes(t, billing, 1)
+	billing.speakTurn(pcm(960, 1))
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
@@ -263,12 +285,11 @@ func TestCallerQuotas(t *testing.T) {
 		retry <= 0 || retry > time.Minute {
 		t.Fatalf("QuotaFailure %v, RetryInfo %v", qf, retry)
 	}
-	texts := 0
-	for _, s := range h.sim.Sessions() {
-		texts += s.Received["text"]
+	if got := append(textsSentTo(billing), textsSentTo(search)...); !slices.Equal(got, []string{"Twelve chars", "Mine."}) {
+		t.Errorf("SLNG got the texts %q: the text beyond the quota must not go upstream", got)
 	}
-	if texts != 2 {
-		t.Errorf("the simulator got %d texts, want 2: the text beyond the quota must not go upstream", texts)
+	if tts, _ := up.asked(); len(tts) != 2 {
+		t.Errorf("%d sessions acquired, want 2: none for the stream beyond the quota", len(tts))
 	}
 }
 
@@ -279,8 +300,16 @@ func TestCallerOnSpan(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	t.Cleanup(func() { _ = tp.Shutdown(t.Context()) })
 	gate := newGate(t, prometheus.NewRegistry(), callers.Options{})
-	h := newHarness(t, slngsim.Options{}, Config{TracerProvider: tp, Callers: gate})
-	if _, err := h.synthesizeText(t, asCaller(testContext(t), "traced-team"), &speechv1.SynthesizeTextRequest{Text: "Traced."}); err != nil {
+	h, up := newFakeGateway(t, Config{TracerProvider: tp, Callers: gate, Clock: newTestClock()})
+	sess := newFakeTTS("one")
+	up.tts <- sess
+	stream, err := h.tts.SynthesizeText(asCaller(testContext(t), "traced-team"), &speechv1.SynthesizeTextRequest{Text: "Traced."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitFlushes(t, sess, 1)
+	sess.speakTurn(pcm(960, 1))
+	if _, err := recvAll(t, stream.Recv); err != nil {
 		t.Fatal(err)
 	}
 	s := waitServerSpan(t, exp, "slng.speech.v1.TextToSpeechService/SynthesizeText")

@@ -1,6 +1,8 @@
 package service
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,7 +18,6 @@ import (
 	"github.com/speech-gateway/speech-gateway/callers"
 	"github.com/speech-gateway/speech-gateway/catalog"
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
-	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
 // builtinCatalog is the built-in catalog, as Config.Catalog takes it.
@@ -44,12 +45,13 @@ func badRequest(st *status.Status) []string {
 
 // TestCatalogRefusesBeforeDialling: a config asking a catalogued model for
 // a voice, encoding or sample rate it does not offer fails with
-// INVALID_ARGUMENT and a BadRequest naming each field, and SLNG never sees
-// a connection; the same model with what it offers, and a model the
-// catalog does not know, are served.
+// INVALID_ARGUMENT and a BadRequest naming each field, and no session is
+// acquired for it; the same model with what it offers, and a model the
+// catalog does not know, are served, SLNG being asked for what the model
+// offers.
 func TestCatalogRefusesBeforeDialling(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, slngsim.Options{}, Config{Catalog: builtinCatalog(t)})
+	h, up := newFakeGateway(t, Config{Catalog: builtinCatalog(t), Clock: newTestClock()})
 	ctx := testContext(t)
 	linear := func(rate int32) *speechv1.AudioFormat {
 		return &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_LINEAR16, SampleRateHz: rate}
@@ -90,9 +92,7 @@ func TestCatalogRefusesBeforeDialling(t *testing.T) {
 		!strings.Contains(err.Error(), `has no voice "nobody"`) {
 		t.Errorf("Profiles() with a voice the model lacks = %v", err)
 	}
-	if n := h.sim.Stats().Connections; n != 0 {
-		t.Fatalf("SLNG saw %d connections for refused configs, want none", n)
-	}
+	noAcquires(t, up)
 
 	served := []*speechv1.SynthesizeTextRequest{
 		// The catalogued model with a voice it has, in another case.
@@ -104,23 +104,64 @@ func TestCatalogRefusesBeforeDialling(t *testing.T) {
 		// No model: the gateway's default and its default voice.
 		{Text: "Hello."},
 	}
-	for _, req := range served {
-		if _, err := h.synthesizeText(t, ctx, req); err != nil {
+	for i, req := range served {
+		if err := servedByFake(t, ctx, h, up, fmt.Sprint("tts", i), req); err != nil {
 			t.Errorf("SynthesizeText(%v) = %v, want it served", req.GetConfig(), err)
 		}
 	}
 	// The STT bridge takes no G.711, but the gateway decodes it into the
 	// linear16 that goes up, and resamples a rate the model does not
 	// take: the catalog is asked about what goes up.
-	for _, rate := range []int32{8000, 11025} {
+	for i, rate := range []int32{8000, 11025} {
+		up.stt <- newFakeSTT(fmt.Sprint("stt", i))
 		if _, err := h.transcribe(t, ctx, &speechv1.RecognitionConfig{Model: "deepgram/nova:3",
 			Format: &speechv1.AudioFormat{Encoding: speechv1.AudioEncoding_AUDIO_ENCODING_MULAW, SampleRateHz: rate}}, []byte{1, 2, 3}, 3); err != nil {
 			t.Errorf("Transcribe in MULAW at %d Hz = %v, want it served", rate, err)
 		}
 	}
-	if n := len(h.sim.Sessions()); n != len(served)+2 {
-		t.Errorf("SLNG saw %d sessions, want %d", n, len(served)+2)
+	tts, stt := up.asked()
+	var asked []string
+	for _, a := range tts {
+		asked = append(asked, fmt.Sprintf("%s %q %s %d", a.Req.Endpoint.Model, a.Cfg.Voice, a.Cfg.Encoding, a.Cfg.SampleRate))
 	}
+	for _, a := range stt {
+		asked = append(asked, fmt.Sprintf("%s %s %d", a.Req.Endpoint.Model, a.Cfg.Encoding, a.Cfg.SampleRate))
+	}
+	want := []string{
+		`deepgram/aura:2 "Aura-2-Luna-EN" linear16 16000`,
+		`slng/deepgram/aura:2-es "" linear16 16000`,
+		`acme/unlisted:1 "anyone" linear16 11025`,
+		`deepgram/aura:2 "aura-2-thalia-en" linear16 24000`,
+		"deepgram/nova:3 linear16 8000",
+		"deepgram/nova:3 linear16 16000",
+	}
+	if !slices.Equal(asked, want) {
+		t.Errorf("SLNG was asked for\n%s\nwant\n%s", strings.Join(asked, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// servedByFake runs a SynthesizeText whose session, queued on up as id,
+// speaks its turn.
+func servedByFake(t *testing.T, ctx context.Context, h *harness, up *fakeUpstream, id string, req *speechv1.SynthesizeTextRequest) error {
+	t.Helper()
+	sess := newFakeTTS(id)
+	up.tts <- sess
+	stream, err := h.tts.SynthesizeText(ctx, req)
+	if err != nil {
+		return err
+	}
+	// The stream's first response: started, or its refusal.
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	if first.GetStarted() == nil {
+		t.Fatalf("first response %v", first)
+	}
+	awaitFlushes(t, sess, 1)
+	sess.speakTurn(pcm(960, 1))
+	_, err = recvAll(t, stream.Recv)
+	return err
 }
 
 // TestCatalogFollowsItsSource: the checks use the catalog in force when
@@ -136,13 +177,14 @@ func TestCatalogFollowsItsSource(t *testing.T) {
 	}
 	var cur atomic.Pointer[catalog.Catalog]
 	cur.Store(parse("{id: old}"))
-	h := newHarness(t, slngsim.Options{}, Config{Catalog: cur.Load})
+	h, up := newFakeGateway(t, Config{Catalog: cur.Load, Clock: newTestClock()})
 	ctx := testContext(t)
 	req := &speechv1.SynthesizeTextRequest{Text: "Hello.", Config: &speechv1.SynthesisConfig{Model: "acme/tts:1", Voice: "new"}}
 	_, err := h.synthesizeText(t, ctx, req)
 	wantStatus(t, err, codes.InvalidArgument, ReasonInvalidRequest)
+	noAcquires(t, up)
 	cur.Store(parse("{id: old}, {id: new}"))
-	if _, err := h.synthesizeText(t, ctx, req); err != nil {
+	if err := servedByFake(t, ctx, h, up, "one", req); err != nil {
 		t.Fatalf("after the catalog changed: %v", err)
 	}
 }
@@ -164,7 +206,8 @@ func catalogHarness(t *testing.T, cfg Config) *harness {
 	}
 	cfg.Callers = newGate(t, prometheus.NewRegistry(), callers.Options{Identity: "metadata", PolicyFile: policy})
 	cfg.Catalog = builtinCatalog(t)
-	return newHarness(t, slngsim.Options{}, cfg)
+	h, _ := newFakeGateway(t, cfg)
+	return h
 }
 
 // TestListModels: a caller sees the catalogued models it may use, with
@@ -270,7 +313,7 @@ func TestListVoices(t *testing.T) {
 	}
 	// Without a policy, every caller sees every model, and the voices of
 	// all TTS models are not all complete.
-	h = newHarness(t, slngsim.Options{}, Config{Catalog: builtinCatalog(t)})
+	h, _ = newFakeGateway(t, Config{Catalog: builtinCatalog(t)})
 	resp, err := h.catalog.ListVoices(testContext(t), &speechv1.ListVoicesRequest{})
 	if err != nil || resp.GetComplete() || len(resp.GetVoices()) < 91+41+17+8 {
 		t.Errorf("every voice: %d voices, complete %v, %v", len(resp.GetVoices()), resp.GetComplete(), err)

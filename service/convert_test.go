@@ -2,7 +2,7 @@ package service
 
 import (
 	"bytes"
-	"encoding/json"
+	"io"
 	"math"
 	"slices"
 	"strconv"
@@ -21,9 +21,9 @@ import (
 	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
-// The models of the conversion tests: a TTS route that produces only
-// 24 kHz LINEAR16 (the simulator's pcm24k-only profile), and an STT model
-// that takes only LINEAR16 at 8 or 16 kHz.
+// The models of the conversion tests: a TTS model whose route produces
+// only 24 kHz LINEAR16 (as the catalog says), and an STT model that takes
+// only LINEAR16 at 8 or 16 kHz.
 const (
 	pcm24kModel   = "acme/pcm24k:1"
 	listen16Model = "acme/listen16k:1"
@@ -51,20 +51,6 @@ func convCatalog(t testing.TB) func() *catalog.Catalog {
 		t.Fatal(err)
 	}
 	return func() *catalog.Catalog { return c }
-}
-
-// pcm24kOnly is the simulator's profile for pcm24kModel, rich elsewhere.
-func pcm24kOnly(t testing.TB) func(string) slngsim.Profile {
-	p, err := slngsim.ProfileByName("pcm24k-only")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return func(model string) slngsim.Profile {
-		if model == pcm24kModel {
-			return p
-		}
-		return slngsim.ProfileRich()
-	}
 }
 
 func format(enc speechv1.AudioEncoding, rate int32) *speechv1.AudioFormat {
@@ -218,13 +204,12 @@ func interleave(l, r []byte) []byte {
 
 // TestSynthesizeConvertsWhatTheRouteProduces: an 8 kHz mu-law (or A-law,
 // or 16 kHz LINEAR16) Synthesize of a model whose route produces only
-// 24 kHz LINEAR16, whatever init asks (the catalog says so), gets exactly
-// the encoding of the resampled audio SLNG sent, turn by turn; SLNG is
-// asked for 24 kHz LINEAR16; `started` says so; sequences, deliveries and
+// 24 kHz LINEAR16 (the catalog says so): SLNG is asked for 24 kHz
+// LINEAR16, `started` says so, and the caller gets, turn by turn, exactly
+// the conversion of the audio SLNG sent; sequences, deliveries and
 // durations count the caller's audio.
 func TestSynthesizeConvertsWhatTheRouteProduces(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, slngsim.Options{ProfileFor: pcm24kOnly(t)}, Config{Catalog: convCatalog(t)})
 	texts := []string{"The first turn.", "And a second one, a little longer than the first."}
 	tests := []struct {
 		name   string
@@ -241,10 +226,19 @@ func TestSynthesizeConvertsWhatTheRouteProduces(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			h, up := newFakeGateway(t, Config{Catalog: convCatalog(t), Clock: newTestClock()})
+			sess := newFakeTTS("one")
+			up.tts <- sess
 			ctx := testContext(t)
 			b := h.synthesize(t, ctx, &speechv1.SynthesisConfig{Model: pcm24kModel, Format: tt.format})
 			for _, text := range texts {
 				b.send(ttsText(text, true))
+			}
+			awaitFlushes(t, sess, len(texts))
+			// What the route produces: 24 kHz LINEAR16, in frames of an
+			// odd size.
+			for _, text := range texts {
+				speakInChunks(sess, slngsim.Synthesize(text, "linear16", 24000), 777)
 			}
 			if err := b.stream.CloseSend(); err != nil {
 				t.Fatal(err)
@@ -252,6 +246,9 @@ func TestSynthesizeConvertsWhatTheRouteProduces(t *testing.T) {
 			resps, err := recvAll(t, b.stream.Recv)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tts, _ := up.asked(); len(tts) != 1 || tts[0].Cfg.Encoding != "linear16" || tts[0].Cfg.SampleRate != 24000 {
+				t.Errorf("SLNG was asked for %+v, want 24 kHz LINEAR16", tts)
 			}
 			started := resps[0].GetStarted()
 			if up := started.GetUpstreamFormat(); up.GetEncoding() != linear16 || up.GetSampleRateHz() != 24000 || up.GetChannels() != 1 {
@@ -268,6 +265,7 @@ func TestSynthesizeConvertsWhatTheRouteProduces(t *testing.T) {
 			rate := int(tt.format.GetSampleRateHz())
 			perTurn := map[uint64][]byte{}
 			var seq uint64
+			ends := 0
 			for _, r := range resps {
 				if a := r.GetAudio(); a != nil {
 					if seq++; a.GetSequence() != seq {
@@ -276,6 +274,7 @@ func TestSynthesizeConvertsWhatTheRouteProduces(t *testing.T) {
 					perTurn[a.GetTurnId()] = append(perTurn[a.GetTurnId()], a.GetData()...)
 				}
 				if e := r.GetAudioEnd(); e != nil {
+					ends++
 					d := e.GetDelivered()
 					n := uint64(len(perTurn[e.GetTurnId()]))
 					bps := uint64(2)
@@ -286,6 +285,9 @@ func TestSynthesizeConvertsWhatTheRouteProduces(t *testing.T) {
 						t.Errorf("turn %d delivered %v, want %d bytes of %d Hz", e.GetTurnId(), d, n, rate)
 					}
 				}
+			}
+			if ends != len(texts) {
+				t.Errorf("%d audio_end for %d turns", ends, len(texts))
 			}
 			for i, text := range texts {
 				want := resampled(t, slngsim.Synthesize(text, "linear16", 24000), 24000, rate, tt.law)
@@ -307,49 +309,52 @@ func firstDiff(a, b []byte) int {
 	return min(len(a), len(b))
 }
 
-// TestSynthesizeRouteAskedItsFormat: SLNG's init asks the route for what
-// it produces, and a model outside the catalog gets what the caller asked
-// for, unconverted.
+// TestSynthesizeRouteAskedItsFormat: SLNG is asked for what the route
+// produces, and a model outside the catalog for what the caller asked
+// for, whose audio the caller gets as SLNG sent it, unconverted.
 func TestSynthesizeRouteAskedItsFormat(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, slngsim.Options{}, Config{Catalog: convCatalog(t)})
+	h, up := newFakeGateway(t, Config{Catalog: convCatalog(t), Clock: newTestClock()})
 	ctx := testContext(t)
 	for _, model := range []string{pcm24kModel, "acme/unlisted:1"} {
-		resps, err := h.synthesizeText(t, ctx, &speechv1.SynthesizeTextRequest{Text: "Hi.",
+		sess := newFakeTTS(model)
+		up.tts <- sess
+		stream, err := h.tts.SynthesizeText(ctx, &speechv1.SynthesizeTextRequest{Text: "Hi.",
 			Config: &speechv1.SynthesisConfig{Model: model, Format: format(mulaw, 8000)}})
 		if err != nil {
 			t.Fatal(err)
 		}
+		awaitFlushes(t, sess, 1)
+		produced := slngsim.Synthesize("Hi.", "linear16", 24000)
 		if model != pcm24kModel {
-			if got, want := audioOf(resps), slngsim.Synthesize("Hi.", "mulaw", 8000); !bytes.Equal(got, want) ||
-				resps[0].GetStarted().GetConversions() != nil {
+			produced = slngsim.Synthesize("Hi.", "mulaw", 8000)
+		}
+		speakInChunks(sess, produced, 777)
+		resps, err := recvAll(t, stream.Recv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if model != pcm24kModel {
+			if got := audioOf(resps); !bytes.Equal(got, produced) || resps[0].GetStarted().GetConversions() != nil {
 				t.Errorf("%s: %d bytes and conversions %v, want SLNG's mu-law as it is", model, len(got), resps[0].GetStarted().GetConversions())
 			}
 		}
 	}
-	var inits []string
-	for _, s := range h.sim.Sessions() {
-		var init struct {
-			Config struct {
-				Encoding   string `json:"encoding"`
-				SampleRate int    `json:"sample_rate"`
-			} `json:"config"`
-		}
-		if err := json.Unmarshal(s.Init, &init); err != nil {
-			t.Fatal(err)
-		}
-		inits = append(inits, s.Model+" "+init.Config.Encoding+" "+strconv.Itoa(init.Config.SampleRate))
+	tts, _ := up.asked()
+	var asked []string
+	for _, a := range tts {
+		asked = append(asked, a.Req.Endpoint.Model+" "+a.Cfg.Encoding+" "+strconv.Itoa(a.Cfg.SampleRate))
 	}
-	slices.Sort(inits)
-	if want := []string{pcm24kModel + " linear16 24000", "acme/unlisted:1 mulaw 8000"}; !slices.Equal(inits, want) {
-		t.Errorf("SLNG's inits asked for %q, want %q", inits, want)
+	if want := []string{pcm24kModel + " linear16 24000", "acme/unlisted:1 mulaw 8000"}; !slices.Equal(asked, want) {
+		t.Errorf("SLNG was asked for %q, want %q", asked, want)
 	}
 }
 
-// TestSynthesizeRefusesChannels: synthesized audio is mono.
+// TestSynthesizeRefusesChannels: synthesized audio is mono; more channels
+// are refused before any session is acquired.
 func TestSynthesizeRefusesChannels(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, slngsim.Options{}, Config{})
+	h, up := newFakeGateway(t, Config{Clock: newTestClock()})
 	f := format(linear16, 24000)
 	f.Channels = 2
 	_, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "Hi.", Config: &speechv1.SynthesisConfig{Format: f}})
@@ -357,9 +362,7 @@ func TestSynthesizeRefusesChannels(t *testing.T) {
 	if got := badRequest(st); len(got) != 1 || !strings.HasPrefix(got[0], "config.format.channels: synthesized audio is mono") {
 		t.Errorf("violations = %q", got)
 	}
-	if n := h.sim.Stats().Connections; n != 0 {
-		t.Errorf("SLNG saw %d connections", n)
-	}
+	noAcquires(t, up)
 }
 
 // convRig drives a Synthesize core whose SLNG audio is converted, and
@@ -503,12 +506,16 @@ func TestSynthesizeConversionTurnByTurn(t *testing.T) {
 
 // TestTranscribeConvertsStereo441: 44.1 kHz stereo sent to a model that
 // takes 8 or 16 kHz is mixed to mono and resampled to 16 kHz before SLNG
-// hears it (the simulator's recognizer decodes its own speech back to the
-// text, as it would the 16 kHz original); `started` says so, SLNG's init
-// asks for 16 kHz, and the transcripts' offsets are the caller's time.
+// hears it: SLNG is asked for 16 kHz and hears the whole of the caller's
+// audio, as speech still (the simulator's recognizer decodes it back to
+// the text, as it would the 16 kHz original); `started` says so; and the
+// transcripts' offsets are the caller's time.
 func TestTranscribeConvertsStereo441(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, slngsim.Options{}, Config{Catalog: convCatalog(t)})
+	h, up := newFakeGateway(t, Config{Catalog: convCatalog(t), Clock: newTestClock()})
+	sess := newFakeSTT("one")
+	sess.endOnEnd = false // SLNG sends the last final after the end of the audio
+	up.stt <- sess
 	const text = "Stereo at forty-four point one."
 	// The simulator's speech at 16 kHz, as a 44.1 kHz recording of it:
 	// the left and right channels differ by a hum, which the mix cancels.
@@ -522,7 +529,31 @@ func TestTranscribeConvertsStereo441(t *testing.T) {
 	}
 	in := format(linear16, 44100)
 	in.Channels = 2
-	resps, err := h.transcribe(t, testContext(t), &speechv1.RecognitionConfig{Model: listen16Model, Format: in}, interleave(left, right), 3529)
+	stream, err := h.stt.Transcribe(testContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(r *speechv1.TranscribeRequest) {
+		t.Helper()
+		if err := stream.Send(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(sttConfig(&speechv1.RecognitionConfig{Model: listen16Model, Format: in}))
+	for audio := interleave(left, right); len(audio) > 0; {
+		n := min(3529, len(audio))
+		send(sttAudioReq(audio[:n]))
+		audio = audio[n:]
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	sess.wrote(t, "close")
+	// SLNG's final, which says nothing of where the speech was: the
+	// gateway places it by the audio it sent.
+	sess.send(final(text))
+	sess.end(io.EOF)
+	resps, err := recvAll(t, stream.Recv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,23 +573,26 @@ func TestTranscribeConvertsStereo441(t *testing.T) {
 	if got := started.GetConversions(); len(got) != 2 || !proto.Equal(got[0], wantSteps[0]) || !proto.Equal(got[1], wantSteps[1]) {
 		t.Errorf("conversions = %v", got)
 	}
-	// The simulator's final ends where the utterance's last symbol does:
-	// 96 samples a symbol, two a byte of text, at 16 kHz.
+	if _, stt := up.asked(); len(stt) != 1 || stt[0].Cfg.Encoding != "linear16" || stt[0].Cfg.SampleRate != 16000 {
+		t.Errorf("SLNG was asked for %+v, want 16 kHz LINEAR16", stt)
+	}
+	// SLNG heard the whole of the caller's audio at 16 kHz, and heard the
+	// speech in it.
+	heard := sess.received()
+	if got, want := len(heard), (len(speech)/2*16000+44100-1)/44100*2; got != want {
+		t.Errorf("SLNG heard %d bytes, want %d", got, want)
+	}
+	if got, err := slngsim.Decode(heard, "linear16", 16000); err != nil || got != text {
+		t.Errorf("SLNG heard %q (%v), want the speech", got, err)
+	}
+	// The final ends where the caller's audio did, in the caller's time.
+	callerEnd := time.Duration(len(speech)/2) * time.Second / 44100
 	for _, r := range resps {
 		if f := r.GetFinalTranscript(); f != nil && f.GetText() == text {
-			wantEnd := time.Duration(2*len(text)*96) * time.Second / 16000
-			if d := f.GetEndOffset().AsDuration() - wantEnd; d < -time.Millisecond || d > time.Millisecond || f.GetStartOffset().AsDuration() > time.Millisecond {
-				t.Errorf("final from %v to %v, want from 0 to %v", f.GetStartOffset().AsDuration(), f.GetEndOffset().AsDuration(), wantEnd)
+			if d := f.GetEndOffset().AsDuration() - callerEnd; d < -time.Millisecond || d > time.Millisecond || f.GetStartOffset().AsDuration() != 0 {
+				t.Errorf("final from %v to %v, want from 0 to %v", f.GetStartOffset().AsDuration(), f.GetEndOffset().AsDuration(), callerEnd)
 			}
 		}
-	}
-	sess := h.sim.Sessions()
-	if len(sess) != 1 || !strings.Contains(string(sess[0].Init), `"sample_rate":16000`) {
-		t.Errorf("SLNG's init: %s", sess[0].Init)
-	}
-	// SLNG heard the whole of the caller's audio at 16 kHz.
-	if got, want := sess[0].AudioBytesHeard, int64((len(speech)/2*16000+44100-1)/44100*2); got != want {
-		t.Errorf("SLNG heard %d bytes, want %d", got, want)
 	}
 }
 
@@ -607,10 +641,10 @@ func TestTranscribeConversionFlushes(t *testing.T) {
 
 // TestRefusesWhatItCannotConvert: channels the gateway cannot mix (of a
 // compressed encoding, or more than pcmconv.MaxChannels) fail with
-// INVALID_ARGUMENT before any SLNG dial.
+// INVALID_ARGUMENT before any session is acquired.
 func TestRefusesWhatItCannotConvert(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, slngsim.Options{}, Config{Catalog: convCatalog(t)})
+	h, up := newFakeGateway(t, Config{Catalog: convCatalog(t), Clock: newTestClock()})
 	ctx := testContext(t)
 	opus := format(speechv1.AudioEncoding_AUDIO_ENCODING_OPUS, 16000)
 	opus.Channels = 2
@@ -630,7 +664,5 @@ func TestRefusesWhatItCannotConvert(t *testing.T) {
 			t.Errorf("%v: violations = %q, want %q", tt.format, got, tt.want)
 		}
 	}
-	if n := h.sim.Stats().Connections; n != 0 {
-		t.Errorf("SLNG saw %d connections", n)
-	}
+	noAcquires(t, up)
 }

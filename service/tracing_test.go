@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -14,22 +15,38 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
-	"github.com/speech-gateway/speech-gateway/slngpool"
-	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
 // TestTracing: a stream gets a server span from the gRPC stats handler and,
-// inside it, one span for its upstream session with the model, the pool
-// hit and SLNG's session id; no span carries an event per audio message.
+// inside it, one span for its upstream session with the model, whether a
+// standby served it and SLNG's session id; no span carries an event per
+// audio message.
 func TestTracing(t *testing.T) {
 	t.Parallel()
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	t.Cleanup(func() { _ = tp.Shutdown(t.Context()) })
-	h := newHarness(t, slngsim.Options{}, Config{TracerProvider: tp})
-	resps, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "A traced sentence with several chunks of audio."})
+	h, up := newFakeGateway(t, Config{TracerProvider: tp, Clock: newTestClock()})
+	sess := newFakeTTS("sess-traced")
+	up.tts <- sess
+	stream, err := h.tts.SynthesizeText(testContext(t), &speechv1.SynthesizeTextRequest{Text: "A traced sentence with several chunks of audio."})
 	if err != nil {
 		t.Fatal(err)
+	}
+	awaitFlushes(t, sess, 1)
+	speakInChunks(sess, pcm(20*960, 1), 960) // 20 chunks
+	resps, err := recvAll(t, stream.Recv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	audio := 0
+	for _, r := range resps {
+		if r.GetAudio() != nil {
+			audio++
+		}
+	}
+	if audio != 20 {
+		t.Fatalf("%d audio messages, want the 20 SLNG sent", audio)
 	}
 	h.srv.Wait()
 	// The server span ends at the RPC's end event, which may come just
@@ -66,7 +83,8 @@ func TestTracing(t *testing.T) {
 	}
 	started := resps[0].GetStarted()
 	if attrs["slng.model"].AsString() != "deepgram/aura:2" || attrs["slng.kind"].AsString() != "tts" ||
-		attrs["slng.session_id"].AsString() != started.GetUpstreamSessionId() || attrs["slng.pool.warm"].AsBool() {
+		attrs["slng.session_id"].AsString() != "sess-traced" || started.GetUpstreamSessionId() != "sess-traced" ||
+		attrs["slng.pool.warm"].AsBool() {
 		t.Fatalf("session span attributes: %v", session.Attributes)
 	}
 }
@@ -83,14 +101,27 @@ func TestStreamLogsTiedToTraces(t *testing.T) {
 	t.Cleanup(func() { _ = tp.Shutdown(t.Context()) })
 	core, logs := observer.New(zapcore.DebugLevel)
 	log := zap.New(core)
-	// The first session fails before any audio, so that the service logs
-	// the replacement.
-	h := newHarnessWith(t, slngsim.Options{Script: onFirstConnection("*=error:provider_error@first-audio,fatal")},
-		Config{TracerProvider: tp}, slngpool.Options{DisableWarm: true, DialAttempts: 1}, log,
+	up := newFakeUpstream(t)
+	h := serveGateway(t, up, Config{TracerProvider: tp, Clock: newTestClock()}, prometheus.NewRegistry(), log,
 		grpc.ChainStreamInterceptor(StreamInterceptor(nil),
 			logging.StreamServerInterceptor(InterceptorLogger(log.Named("grpc")),
 				logging.WithLogOnEvents(logging.FinishCall), logging.WithFieldsFromContext(LogFields))))
-	resps, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: "Logged."})
+	first, second := newFakeTTS("one"), newFakeTTS("two")
+	up.tts <- first
+	up.tts <- second
+	stream, err := h.tts.SynthesizeText(testContext(t), &speechv1.SynthesizeTextRequest{Text: "Logged."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first session fails before any audio, so that the service logs
+	// the replacement.
+	awaitFlushes(t, first, 1)
+	warning, end := errorFrameThenClose("provider_error")
+	first.send(warning)
+	first.end(end)
+	awaitFlushes(t, second, 1)
+	second.speakTurn(pcm(960, 1))
+	resps, err := recvAll(t, stream.Recv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,24 +143,27 @@ func TestStreamLogsTiedToTraces(t *testing.T) {
 		"grpc.method":  "SynthesizeText",
 	}
 	var access, service int
+	replaced := false
 	for _, e := range logs.All() {
 		fields := e.ContextMap()
 		if fields["grpc.method"] != "SynthesizeText" {
-			continue // the pool's and the client's lines are not the stream's
+			continue // lines that are not the stream's
 		}
 		if e.LoggerName == "grpc" {
 			access++
 		} else {
 			service++
 		}
+		replaced = replaced || e.Message == "upstream session replaced"
 		for k, v := range want {
 			if fields[k] != v {
 				t.Errorf("%s line %q: %s = %v, want %q", e.LoggerName, e.Message, k, fields[k], v)
 			}
 		}
 	}
-	if access != 1 || service == 0 {
-		t.Fatalf("%d access-log lines and %d service lines for the stream, want 1 and some", access, service)
+	if access != 1 || service == 0 || !replaced {
+		t.Fatalf("%d access-log lines and %d service lines for the stream (the replacement logged: %v), want 1 and some, the replacement's among them",
+			access, service, replaced)
 	}
 }
 

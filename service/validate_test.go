@@ -9,7 +9,6 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
-	"github.com/speech-gateway/speech-gateway/slngsim"
 )
 
 func ttsConfig(c *speechv1.SynthesisConfig) *speechv1.SynthesizeRequest {
@@ -30,19 +29,30 @@ func sttAudioReq(b []byte) *speechv1.TranscribeRequest {
 
 // TestValidation drives every invalid request of docs/errors.md through
 // the real gateway and checks INVALID_ARGUMENT, INVALID_REQUEST and the
-// BadRequest field.
+// BadRequest field. A request refused at its first message never acquires
+// a session; one whose config is valid acquires one, and is refused at
+// the message after.
 func TestValidation(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, slngsim.Options{}, Config{
+	cfg := Config{
 		MaxTextBytes:       100,
 		MaxAudioChunkBytes: 100,
 		ModelAllowlist:     []string{"deepgram/aura:2", "cartesia/sonic:3"},
-	})
+	}
 	opts, err := structpb.NewStruct(map[string]any{"sample_rate": 8000})
 	if err != nil {
 		t.Fatal(err)
 	}
 	long := strings.Repeat("a", 101)
+	// gateway serves cfg with one session of each kind to lend.
+	gateway := func(t *testing.T) (*harness, *fakeUpstream) {
+		c := cfg
+		c.Clock = newTestClock()
+		h, up := newFakeGateway(t, c)
+		up.tts <- newFakeTTS("tts")
+		up.stt <- newFakeSTT("stt")
+		return h, up
+	}
 
 	ttsCases := []struct {
 		name  string
@@ -67,6 +77,7 @@ func TestValidation(t *testing.T) {
 	for _, tc := range ttsCases {
 		t.Run("Synthesize/"+tc.name, func(t *testing.T) {
 			t.Parallel()
+			h, up := gateway(t)
 			ctx := testContext(t)
 			stream, err := h.tts.Synthesize(ctx)
 			if err != nil {
@@ -83,22 +94,34 @@ func TestValidation(t *testing.T) {
 			if f := fieldViolations(st); !slices.Contains(f, tc.field) {
 				t.Fatalf("fields = %v, want %s", f, tc.field)
 			}
+			want := 0
+			if len(tc.reqs) > 1 && isTTSConfig(tc.reqs[0]) {
+				want = 1
+			}
+			if tts, stt := up.asked(); len(tts) != want || len(stt) != 0 {
+				t.Fatalf("%d TTS and %d STT sessions acquired, want %d and none", len(tts), len(stt), want)
+			}
 		})
 	}
 
-	t.Run("SynthesizeText/empty", func(t *testing.T) {
-		t.Parallel()
-		_, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{})
-		st := wantStatus(t, err, codes.InvalidArgument, ReasonInvalidRequest)
-		if f := fieldViolations(st); !slices.Equal(f, []string{"text"}) {
-			t.Fatalf("fields = %v", f)
-		}
-	})
-	t.Run("SynthesizeText/oversized", func(t *testing.T) {
-		t.Parallel()
-		_, err := h.synthesizeText(t, testContext(t), &speechv1.SynthesizeTextRequest{Text: long})
-		wantStatus(t, err, codes.InvalidArgument, ReasonInvalidRequest)
-	})
+	for _, tc := range []struct {
+		name string
+		req  *speechv1.SynthesizeTextRequest
+	}{
+		{"empty", &speechv1.SynthesizeTextRequest{}},
+		{"oversized", &speechv1.SynthesizeTextRequest{Text: long}},
+	} {
+		t.Run("SynthesizeText/"+tc.name, func(t *testing.T) {
+			t.Parallel()
+			h, up := gateway(t)
+			_, err := h.synthesizeText(t, testContext(t), tc.req)
+			st := wantStatus(t, err, codes.InvalidArgument, ReasonInvalidRequest)
+			if f := fieldViolations(st); !slices.Equal(f, []string{"text"}) {
+				t.Fatalf("fields = %v", f)
+			}
+			noAcquires(t, up)
+		})
+	}
 
 	sttCases := []struct {
 		name  string
@@ -119,6 +142,7 @@ func TestValidation(t *testing.T) {
 	for _, tc := range sttCases {
 		t.Run("Transcribe/"+tc.name, func(t *testing.T) {
 			t.Parallel()
+			h, up := gateway(t)
 			ctx := testContext(t)
 			stream, err := h.stt.Transcribe(ctx)
 			if err != nil {
@@ -135,15 +159,22 @@ func TestValidation(t *testing.T) {
 			if f := fieldViolations(st); !slices.Contains(f, tc.field) {
 				t.Fatalf("fields = %v, want %s", f, tc.field)
 			}
+			want := 0
+			if len(tc.reqs) > 1 && isSTTConfig(tc.reqs[0]) {
+				want = 1
+			}
+			if tts, stt := up.asked(); len(tts) != 0 || len(stt) != want {
+				t.Fatalf("%d TTS and %d STT sessions acquired, want none and %d", len(tts), len(stt), want)
+			}
 		})
 	}
 }
 
 // TestHostileModelNames: names that could change the upstream URL, or are
-// not model names at all, are refused before any dial.
+// not model names at all, are refused before any session is acquired.
 func TestHostileModelNames(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, slngsim.Options{}, Config{})
+	h, up := newFakeGateway(t, Config{Clock: newTestClock()})
 	names := []string{
 		"deepgram/../aura:2", "deepgram/aura:2?token=x", "deepgram/aura:2#frag", "deepgram%2faura:2",
 		"deepgram/%2e%2e/aura", "deepgram/aura 2", "deepgram/aura:2\n", "deepgram/\x00aura", "deepgram/äura:2",
@@ -171,7 +202,15 @@ func TestHostileModelNames(t *testing.T) {
 		_, err = recvAll(t, s.Recv)
 		wantStatus(t, err, codes.InvalidArgument, ReasonInvalidRequest)
 	}
-	if n := len(h.sim.Sessions()); n != 0 || h.sim.Stats().Rejected != 0 {
-		t.Fatalf("the simulator saw %d sessions and %d rejected handshakes", n, h.sim.Stats().Rejected)
-	}
+	noAcquires(t, up)
+}
+
+func isTTSConfig(r *speechv1.SynthesizeRequest) bool {
+	_, ok := r.GetRequest().(*speechv1.SynthesizeRequest_Config)
+	return ok
+}
+
+func isSTTConfig(r *speechv1.TranscribeRequest) bool {
+	_, ok := r.GetRequest().(*speechv1.TranscribeRequest_Config)
+	return ok
 }
