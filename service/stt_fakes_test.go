@@ -10,41 +10,11 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
-	"github.com/speech-gateway/speech-gateway/internal/clock"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 )
 
 // Transcribe streams on the in-memory fakes: helpers for the tests of
 // stt_test.go, resume_test.go and second_reading_test.go.
-
-// newTestClock is a fake clock for a gateway's stream timers.
-func newTestClock() *clock.Fake { return clock.NewFake(time.Unix(1_000_000, 0)) }
-
-// onlyTimersSet disables every stream timer cfg leaves at its default, so
-// that the timer a test sets is the only one a stream's loop arms: a
-// the loop then waits only on the timer the test is about,
-// and advanceTo moves the clock to it and no further. (FinalsTimeout has
-// no off: it is armed only after the caller's half-close.)
-func onlyTimersSet(cfg Config) Config {
-	for _, d := range []*time.Duration{&cfg.MaxStreamDuration, &cfg.CallerIdleTimeout, &cfg.CallerStallTimeout,
-		&cfg.FirstMessageTimeout, &cfg.TurnTimeout, &cfg.ClearTimeout, &cfg.FinalizeTimeout} {
-		if *d == 0 {
-			*d = -1
-		}
-	}
-	return cfg
-}
-
-// advanceExactly advances clk to just before d from when the loop armed its
-// timer, checks that the timer has not fired, and then moves it onto d.
-func advanceExactly(t *testing.T, clk *clock.Fake, d time.Duration) {
-	t.Helper()
-	advanceJustShort(t, clk, d)
-	if clk.Armed() != 1 {
-		t.Fatalf("the timer fired before %s", d)
-	}
-	clk.Advance(time.Millisecond)
-}
 
 // pcmMs is n milliseconds of 16 kHz LINEAR16 audio, every byte b.
 func pcmMs(n int, b byte) []byte { return pcm(32*n, b) }

@@ -38,6 +38,34 @@ func advanceJustShort(t *testing.T, clk *clock.Fake, d time.Duration) {
 	clk.Advance(d - time.Millisecond)
 }
 
+// newTestClock is a fake clock for a gateway's stream timers.
+func newTestClock() *clock.Fake { return clock.NewFake(time.Unix(1_000_000, 0)) }
+
+// onlyTimersSet turns off every stream timer cfg leaves at its default, so
+// that the loop waits only on the timers the test is about and
+// advanceExactly can tell one did not fire early. (FinalsTimeout has no
+// off: it is armed only after the caller's half-close.)
+func onlyTimersSet(cfg Config) Config {
+	for _, d := range []*time.Duration{&cfg.MaxStreamDuration, &cfg.CallerIdleTimeout, &cfg.CallerStallTimeout,
+		&cfg.FirstMessageTimeout, &cfg.TurnTimeout, &cfg.ClearTimeout, &cfg.FinalizeTimeout} {
+		if *d == 0 {
+			*d = -1
+		}
+	}
+	return cfg
+}
+
+// advanceExactly advances clk to just before d from when the loop armed its
+// timer, checks that the timer has not fired, and then moves it onto d.
+func advanceExactly(t *testing.T, clk *clock.Fake, d time.Duration) {
+	t.Helper()
+	advanceJustShort(t, clk, d)
+	if clk.Armed() != 1 {
+		t.Fatalf("the timer fired before %s", d)
+	}
+	clk.Advance(time.Millisecond)
+}
+
 // settled waits until no response waits for the caller. A send to the
 // caller that is under way when the fake clock jumps looks as if it had
 // lasted the whole jump: a test that advances the clock past the stall
@@ -51,7 +79,7 @@ func settled(t *testing.T, h *harness) {
 // the first-message timeout, not before.
 func TestFirstMessageTimeoutOnTheClock(t *testing.T) {
 	t.Parallel()
-	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	clk := newTestClock()
 	h, _ := newFakeGateway(t, Config{Clock: clk, FirstMessageTimeout: 10 * time.Second})
 	stream, err := h.stt.Transcribe(testContext(t))
 	if err != nil {
@@ -72,7 +100,7 @@ func TestFirstMessageTimeoutOnTheClock(t *testing.T) {
 // that had reached it.
 func TestCallerStallOnTheClock(t *testing.T) {
 	t.Parallel()
-	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	clk := newTestClock()
 	const stall = 30 * time.Second
 	h, up := newFakeGateway(t, Config{Clock: clk, CallerStallTimeout: stall, StreamBufferBytes: 256 << 10})
 	sess := newFakeTTS("one")
@@ -130,7 +158,7 @@ func TestCallerStallOnTheClock(t *testing.T) {
 // maximum duration, even while audio and transcripts flow.
 func TestMaxStreamDurationOnTheClock(t *testing.T) {
 	t.Parallel()
-	clk := clock.NewFake(time.Unix(1_000_000, 0))
+	clk := newTestClock()
 	const limit = time.Hour
 	h, up := newFakeGateway(t, Config{Clock: clk, MaxStreamDuration: limit, CallerIdleTimeout: -1})
 	sess := newFakeSTT("one")

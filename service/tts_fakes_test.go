@@ -3,31 +3,15 @@ package service
 import (
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	speechv1 "github.com/speech-gateway/speech-gateway/gen/slng/speech/v1"
-	"github.com/speech-gateway/speech-gateway/internal/clock"
 	"github.com/speech-gateway/speech-gateway/slngclient"
 )
 
 // Helpers for the Synthesize tests on in-memory fakes (tts_test.go).
-
-// synthOnClock is cfg on clk with every stream timer that cfg does not set
-// turned off: the stream then arms no timer but the ones the test set, so
-// that clk.WaitArmed(ctx, 1) says the stream waits on one of those.
-func synthOnClock(clk *clock.Fake, cfg Config) Config {
-	cfg.Clock = clk
-	for _, d := range []*time.Duration{&cfg.MaxStreamDuration, &cfg.CallerIdleTimeout, &cfg.FirstMessageTimeout,
-		&cfg.CallerStallTimeout, &cfg.TurnTimeout, &cfg.ClearTimeout} {
-		if *d == 0 {
-			*d = -1
-		}
-	}
-	return cfg
-}
 
 // synthSentUntil waits until the gateway has written n things to s, and
 // returns what it wrote.

@@ -887,7 +887,7 @@ func TestStreamLimits(t *testing.T) {
 		t.Parallel()
 		// The stream's only timer is its maximum duration.
 		clk := clock.NewFake(time.Unix(1_000_000, 0))
-		h, up := newFakeGateway(t, synthOnClock(clk, Config{MaxStreamDuration: time.Minute}))
+		h, up := newFakeGateway(t, onlyTimersSet(Config{Clock: clk, MaxStreamDuration: time.Minute}))
 		s := newFakeTTS("one")
 		up.tts <- s
 		text := strings.Repeat("Long. ", 50)
@@ -902,7 +902,7 @@ func TestStreamLimits(t *testing.T) {
 				t.Fatalf("waiting for %s: %v", what, err)
 			}
 		}
-		advanceTo(t, clk, time.Minute-time.Millisecond)
+		advanceJustShort(t, clk, time.Minute)
 		if err := clk.WaitArmed(testContext(t), 1); err != nil || clk.Armed() != 1 {
 			t.Fatal("the stream ended before its maximum duration")
 		}
@@ -1088,7 +1088,7 @@ func TestSynthesizeTurnTimeout(t *testing.T) {
 	const timeout = 15 * time.Second
 	clk := clock.NewFake(time.Unix(1_000_000, 0))
 	// The stream's only timer is the turn timeout.
-	h, up := newFakeGateway(t, synthOnClock(clk, Config{TurnTimeout: timeout}))
+	h, up := newFakeGateway(t, onlyTimersSet(Config{Clock: clk, TurnTimeout: timeout}))
 	one, two := newFakeTTS("one"), newFakeTTS("two")
 	up.tts <- one
 	b := h.synthesize(t, testContext(t), nil)
@@ -1101,7 +1101,7 @@ func TestSynthesizeTurnTimeout(t *testing.T) {
 		one.send(synthAudioEvent(pcm(960, byte(i))))
 		b.recv("audio")
 	}
-	advanceTo(t, clk, timeout-time.Millisecond)
+	advanceJustShort(t, clk, timeout)
 	if err := clk.WaitArmed(testContext(t), 1); err != nil || clk.Armed() != 1 {
 		t.Fatal("the turn timed out early")
 	}
@@ -1143,7 +1143,7 @@ func TestSynthesizeTurnTimeout(t *testing.T) {
 
 	// SynthesizeText ends with the status.
 	clk2 := clock.NewFake(time.Unix(1_000_000, 0))
-	h2, up2 := newFakeGateway(t, synthOnClock(clk2, Config{TurnTimeout: timeout}))
+	h2, up2 := newFakeGateway(t, onlyTimersSet(Config{Clock: clk2, TurnTimeout: timeout}))
 	s := newFakeTTS("three")
 	up2.tts <- s
 	stream, err := h2.tts.SynthesizeText(testContext(t), &speechv1.SynthesizeTextRequest{Text: "Stuck for good."})
