@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -220,6 +221,48 @@ func TestWatch(t *testing.T) {
 	}
 	if l.Current().Lookup("a/second:1") == nil {
 		t.Error("an invalid file replaced the catalog in force")
+	}
+}
+
+// TestWatchChecks: a catalog Options.Check refuses is not put in force,
+// at start or on a reload, which is counted as an error.
+func TestWatchChecks(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "catalog.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(path+".tmp", []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".tmp", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entry := func(id string) string { return "  - model: " + id + "\n    kind: stt\n    source: test\n" }
+	needs := func(c *Catalog) error {
+		if c.Lookup("a/needed:1") == nil {
+			return errors.New("a/needed:1 is missing")
+		}
+		return nil
+	}
+	write("models:\n" + entry("a/other:1"))
+	if _, err := Watch(path, Options{Check: needs, Logger: zaptest.NewLogger(t)}); err == nil || !strings.Contains(err.Error(), "a/needed:1 is missing") {
+		t.Fatalf("Watch of a file Check refuses = %v", err)
+	}
+	write("models:\n" + entry("a/needed:1"))
+	m := NewMetrics(nil)
+	l, err := Watch(path, Options{Reload: 5 * time.Millisecond, Check: needs, Logger: zaptest.NewLogger(t), Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	write("models:\n" + entry("a/other:1"))
+	if poll.Until(ctx, 5*time.Millisecond, func() bool { return testutil.ToFloat64(m.reloads.WithLabelValues("error")) == 1 }) != nil {
+		t.Fatal("the refused file was not counted")
+	}
+	if l.Current().Lookup("a/needed:1") == nil || l.Current().Lookup("a/other:1") != nil {
+		t.Error("a refused file replaced the catalog in force")
 	}
 }
 

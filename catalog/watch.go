@@ -50,6 +50,11 @@ type Options struct {
 	Logger *zap.Logger
 	// Metrics may be nil.
 	Metrics *Metrics
+	// Check, if set, must accept a catalog before it is in force: Watch
+	// fails on the file as it is, and a changed file it refuses leaves
+	// the previous catalog, as one that does not parse does. It says what
+	// else the catalog must agree with (the gateway's default voice).
+	Check func(*Catalog) error
 }
 
 // DefaultOptions are the options Watch and Static use for a zero Options:
@@ -72,10 +77,11 @@ func (o Options) withDefaults() Options {
 // Live is the catalog in force: a file re-read when it changes (Watch), or
 // a fixed catalog (Static). Close stops the file's watcher.
 type Live struct {
-	cur  atomic.Pointer[Catalog]
-	m    *Metrics
-	log  *zap.Logger
-	stop func()
+	cur   atomic.Pointer[Catalog]
+	m     *Metrics
+	log   *zap.Logger
+	check func(*Catalog) error // nil: none
+	stop  func()
 }
 
 // Watch reads the catalog file at path and checks it every opts.Reload: a
@@ -88,11 +94,11 @@ func Watch(path string, opts Options) (*Live, error) {
 	if err != nil {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
-	c, err := Parse(b)
+	l := &Live{m: opts.Metrics, log: opts.Logger.Named("catalog"), check: opts.Check}
+	c, err := l.parse(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	l := &Live{m: opts.Metrics, log: opts.Logger.Named("catalog")}
 	l.set(c)
 	l.log.Info("catalog", zap.String("file", path), zap.Int("models", c.Len()))
 	l.stop = func() {}
@@ -121,9 +127,18 @@ func (l *Live) set(c *Catalog) {
 	l.m.models.Set(float64(c.Len()))
 }
 
+// parse parses a file's content and has the catalog checked.
+func (l *Live) parse(content []byte) (*Catalog, error) {
+	c, err := Parse(content)
+	if err == nil && l.check != nil {
+		err = l.check(c)
+	}
+	return c, err
+}
+
 // reload puts a changed file in force, if it parses.
 func (l *Live) reload(content []byte) error {
-	c, err := Parse(content)
+	c, err := l.parse(content)
 	if err != nil {
 		return err
 	}

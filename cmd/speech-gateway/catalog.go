@@ -16,16 +16,11 @@ import (
 func setupCatalog(cfg *config, log *zap.Logger, reg prom.Registerer) (*catalog.Live, error) {
 	opts := cfg.catalog.opts
 	opts.Logger, opts.Metrics = log, catalog.NewMetrics(reg)
+	// At start-up and at every reload: a catalog without the default
+	// voice would fail every stream that names none.
+	opts.Check = func(c *catalog.Catalog) error { return checkDefaultVoice(cfg, c) }
 	if cfg.catalog.file != "" {
-		live, err := catalog.Watch(cfg.catalog.file, opts)
-		if err != nil {
-			return nil, err
-		}
-		if err := checkDefaultVoice(cfg, live.Current()); err != nil {
-			live.Close()
-			return nil, err
-		}
-		return live, nil
+		return catalog.Watch(cfg.catalog.file, opts)
 	}
 	c, err := catalog.Default()
 	source := "built in"

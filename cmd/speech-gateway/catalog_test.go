@@ -119,8 +119,8 @@ func metricLine(page, name string) string {
 
 // TestRunReloadsCatalogFile: --catalog-file replaces the built-in catalog,
 // and a change to it is in force at the next check, counted; a file that
-// does not parse keeps the previous one and is counted too; a gateway
-// given one refuses to start.
+// does not parse, or lacks the default voice, keeps the previous one and
+// is counted too; a gateway given one refuses to start.
 func TestRunReloadsCatalogFile(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "catalog.yaml")
@@ -175,6 +175,18 @@ func TestRunReloadsCatalogFile(t *testing.T) {
 	if got := voices(); got != "first,second" {
 		t.Errorf("voices = %q after an invalid file, want the previous catalog's", got)
 	}
+	// A file that parses but lacks the default voice would fail every
+	// stream that names none: refused as the invalid one was.
+	writeFile("models:\n  - model: deepgram/aura:2\n    kind: tts\n    source: the operator\n    voices: [{id: aura-2-nobody-en}]\n    voices_complete: true\n")
+	if poll.Until(ctx, 10*time.Millisecond, func() bool {
+		_, page := g.get(t, g.adminLis, "/metrics")
+		return strings.Contains(page, `speech_gateway_catalog_reloads_total{result="error"} 2`)
+	}) != nil {
+		t.Fatal("the file without the default voice was not refused")
+	}
+	if got := voices(); got != "first,second" {
+		t.Errorf("voices = %q after a file without the default voice, want the previous catalog's", got)
+	}
 	_, page := g.get(t, g.adminLis, "/metrics")
 	for _, want := range []string{`speech_gateway_catalog_reloads_total{result="ok"} 1`, "speech_gateway_catalog_models 1"} {
 		if !strings.Contains(page, want) {
@@ -182,8 +194,12 @@ func TestRunReloadsCatalogFile(t *testing.T) {
 		}
 	}
 
-	err := run(ctx, []string{"--dev", "--catalog-file", path, "--listen", "127.0.0.1:0", "--admin-listen", ""}, envFrom(nil), &syncBuffer{})
-	if err == nil || !strings.Contains(err.Error(), "no source") {
+	args := []string{"--dev", "--catalog-file", path, "--listen", "127.0.0.1:0", "--admin-listen", ""}
+	if err := run(ctx, args, envFrom(nil), &syncBuffer{}); err == nil || !strings.Contains(err.Error(), "--default-voice") {
+		t.Errorf("run with a catalog file without the default voice = %v, want it refused", err)
+	}
+	writeFile("models: [{model: acme/tts:1}]\n")
+	if err := run(ctx, args, envFrom(nil), &syncBuffer{}); err == nil || !strings.Contains(err.Error(), "no source") {
 		t.Errorf("run with an invalid catalog file = %v, want it refused", err)
 	}
 }
