@@ -51,6 +51,11 @@ func (r conformanceRoute) runs(cell string) bool {
 // provider it knows, plus one it does not.
 func conformanceRoutes(t *testing.T) []conformanceRoute {
 	var routes []conformanceRoute
+	for name := range onlyCells {
+		if _, err := slngsim.ProfileByName(name); err != nil {
+			t.Fatalf("onlyCells: %v", err)
+		}
+	}
 	for _, name := range slngsim.ProfileNames() {
 		if name == "realistic" || name == "not-deployed" {
 			// not-deployed refuses every model: TestModelNotDeployed.
