@@ -48,6 +48,7 @@ func (c *conformanceCase) textsWithPauses(t *testing.T) {
 // route, whether it answers clear with `cleared`, an end of a turn, or
 // nothing.
 func (c *conformanceCase) bargeIn(t *testing.T) {
+	c.skipAudioAfterCleared(t)
 	h := c.realtime()
 	b := h.synthesize(t, testContext(t), c.ttsConfig())
 	b.send(ttsText(strings.Repeat("A long turn that the user interrupts. ", 8), true))
@@ -59,7 +60,99 @@ func (c *conformanceCase) bargeIn(t *testing.T) {
 	if ends[1] != "cleared" {
 		t.Errorf("turn 1 ended with %q, want cleared", ends[1])
 	}
+	wantNothingAfterCleared(t, resps)
 	wantTurn(t, audio, ends, 2, "The answer to the interruption.")
+}
+
+// skipAudioAfterCleared skips a clear's cell on a route that sends audio
+// of the cleared turn after its answer (Profile.AudioAfterCleared): the
+// gateway sends the next turn to the session as soon as it answers, and
+// takes that audio for the next turn's. Known gap: docs/upstream.md.
+func (c *conformanceCase) skipAudioAfterCleared(t *testing.T) {
+	if c.route.profile(c.route.tts).AudioAfterCleared > 0 {
+		t.Skip("known gap: the gateway takes audio that follows a clear's answer for the next turn's")
+	}
+}
+
+// wantNothingAfterCleared requires that the caller gets nothing of a turn
+// after its `cleared`, whatever the route sends of it after its answer
+// (audio after the acknowledgement, slng-real-clients.md).
+func wantNothingAfterCleared(t *testing.T, resps []*speechv1.SynthesizeResponse) {
+	t.Helper()
+	cleared := map[uint64]bool{}
+	for _, r := range resps {
+		if c := r.GetCleared(); c != nil {
+			cleared[c.GetTurnId()] = true
+			continue
+		}
+		var id uint64
+		switch {
+		case r.GetAudio() != nil:
+			id = r.GetAudio().GetTurnId()
+		case r.GetFlushed() != nil:
+			id = r.GetFlushed().GetTurnId()
+		case r.GetAudioEnd() != nil:
+			id = r.GetAudioEnd().GetTurnId()
+		case r.GetTurnFailed() != nil:
+			id = r.GetTurnFailed().GetTurnId()
+		default:
+			continue
+		}
+		if cleared[id] {
+			t.Errorf("turn %d: %s after its cleared", id, kinds([]*speechv1.SynthesizeResponse{r}))
+		}
+	}
+}
+
+// transcribeFinalizeTalkingOn finalizes and goes on speaking at once, as a
+// caller does whose user keeps talking, on routes that answer a finalize
+// late (605 ms on slng/ routes): the finalize's final is the first
+// sentence, from_finalize, and the sentences after it come whole, in
+// order.
+func (c *conformanceCase) transcribeFinalizeTalkingOn(t *testing.T) {
+	ctx := testContext(t)
+	stream, err := c.h.stt.Transcribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(r *speechv1.TranscribeRequest) {
+		if err := stream.Send(r); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+	}
+	send(sttConfig(c.sttConfig()))
+	first := slngsim.Synthesize(conformanceSentences[0], "linear16", 16000)
+	send(sttAudioReq(first[:len(first)-2*96]))
+	send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Finalize{Finalize: &speechv1.Finalize{}}})
+	send(sttAudioReq(spoken(conformanceSentences[1:])))
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	resps, err := recvAll(t, stream.Recv)
+	if err != nil {
+		t.Fatalf("status %v, want OK", err)
+	}
+	want := strings.Join(conformanceSentences, " ")
+	if c.route.profile(c.route.stt).LostFinalizes != 0 {
+		// The finalize is lost: the first sentence runs into the next, as
+		// one utterance, and no final answers the finalize.
+		if got := strings.ReplaceAll(finalText(resps), " ", ""); got != strings.ReplaceAll(want, " ", "") {
+			t.Errorf("finals %q, want %q", finalText(resps), want)
+		}
+		return
+	}
+	if got := finalText(resps); got != want {
+		t.Errorf("finals %q, want %q", got, want)
+	}
+	for _, r := range resps {
+		if f := r.GetFinalTranscript(); f != nil && f.GetText() != "" {
+			if !f.GetFromFinalize() || f.GetText() != conformanceSentences[0] {
+				t.Errorf("the first final is %v, want %q from_finalize", f, conformanceSentences[0])
+			}
+			break
+		}
+	}
+	checkOffsets(t, resps)
 }
 
 // droppedMidTurn loses the session in the middle of a turn's audio, with

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -199,6 +200,119 @@ func TestSTTProfileRules(t *testing.T) {
 			frames, code := readFrames(ctx, t, c, nil)
 			if got := summary(frames, code); got != tc.want {
 				t.Errorf("frames %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestFinalizeLate: a finalize's final comes no sooner than the profile's
+// FinalizeDelay after the finalize was sent, and the audio sent after the
+// finalize is transcribed after it, in order.
+func TestFinalizeLate(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"finalize-late", "rich"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			p, _ := ProfileByName(name)
+			s := startSim(t, Options{Profile: &p})
+			ctx, c := dialSim(t, s, "/v1/bridges/unmute/stt/slng/deepgram/nova:3-en", `{"type":"init","config":{"enable_partials":false}}`)
+			if m, err := readType(ctx, t, c); err != nil || m["type"] != "ready" {
+				t.Fatalf("first message %v, %v; want ready", m, err)
+			}
+			first := Synthesize("Before it.", "linear16", 16000)
+			if err := c.Write(ctx, websocket.MessageBinary, first[:len(first)-2*symbolSamples]); err != nil {
+				t.Fatal(err)
+			}
+			sent := time.Now()
+			// The next utterance follows the finalize at once.
+			send(t, c, `{"type":"finalize"}`)
+			if err := c.Write(ctx, websocket.MessageBinary, Synthesize("After it.", "linear16", 16000)); err != nil {
+				t.Fatal(err)
+			}
+			frames, _ := readFrames(ctx, t, c, func(f wsFrame) bool { return f.msg["type"] == "final_transcript" })
+			waited := time.Since(sent)
+			if got := frames[len(frames)-1].msg["transcript"]; got != "Before it." {
+				t.Errorf("first final %q, want the finalized %q", got, "Before it.")
+			}
+			if waited < p.FinalizeDelay.Min {
+				t.Errorf("final %v after the finalize, want at least %v", waited, p.FinalizeDelay.Min)
+			}
+			if p.FinalizeDelay.Min == 0 && waited > time.Second {
+				t.Errorf("final %v after the finalize on a profile that answers at once", waited)
+			}
+			frames, _ = readFrames(ctx, t, c, func(f wsFrame) bool { return f.msg["type"] == "final_transcript" })
+			if got := frames[len(frames)-1].msg["transcript"]; got != "After it." {
+				t.Errorf("second final %q, want %q", got, "After it.")
+			}
+		})
+	}
+	if p, _ := ProfileByName("finalize-late"); p.FinalizeDelay != Fixed(605*time.Millisecond) {
+		t.Errorf("finalize-late waits %v, want SLNG's measured 605 ms", p.FinalizeDelay)
+	}
+}
+
+// TestClearLate: `clear` is answered no sooner than ClearDelay after it was
+// sent, the turn's audio stopping at once; with AudioAfterCleared, that many
+// more chunks of the cleared turn follow the answer, the turn's next audio.
+func TestClearLate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		profile  string
+		minWait  time.Duration
+		after    int
+		answer   string
+		maxAfter time.Duration // 0: no bound
+	}{
+		{"clear-late", 300 * time.Millisecond, 0, "cleared", 0},
+		{"audio-after-cleared", 0, 3, "cleared", time.Second},
+		{"clear-late-audio-after", 300 * time.Millisecond, 3, "cleared", 0},
+		{"rich", 0, 0, "cleared", time.Second},
+	} {
+		t.Run(tc.profile, func(t *testing.T) {
+			t.Parallel()
+			p, _ := ProfileByName(tc.profile)
+			p.TurnEnd, p.Segments = TurnEndAudioEnd, false
+			s := startSim(t, Options{Profile: &p, Realtime: true})
+			ctx, c := dialSim(t, s, "/v1/bridges/unmute/tts/deepgram/aura:2", `{"type":"init","config":{}}`)
+			if m, err := readType(ctx, t, c); err != nil || m["type"] != "ready" {
+				t.Fatalf("first message %v, %v; want ready", m, err)
+			}
+			text := strings.Repeat("A long turn. ", 20)
+			send(t, c, `{"type":"text","text":"`+text+`","flush":true}`)
+			before, _ := readFrames(ctx, t, c, func(f wsFrame) bool { return f.binary })
+			sent := time.Now()
+			send(t, c, `{"type":"clear"}`, `{"type":"sim_sentinel"}`)
+			frames, _ := readFrames(ctx, t, c, isSentinel)
+			var answeredAt int
+			for i, f := range frames {
+				if f.msg["type"] == tc.answer {
+					answeredAt = i
+				}
+			}
+			waited := time.Since(sent)
+			if waited < tc.minWait {
+				t.Errorf("answer and sentinel %v after the clear, want at least %v", waited, tc.minWait)
+			}
+			if tc.maxAfter > 0 && waited > tc.maxAfter {
+				t.Errorf("answer and sentinel %v after the clear, want at most %v", waited, tc.maxAfter)
+			}
+			after := 0
+			for _, f := range frames[answeredAt+1:] {
+				if f.binary {
+					after++
+				}
+			}
+			if after != tc.after {
+				t.Errorf("%d audio chunks after %s (%s), want %d", after, tc.answer, summary(frames, -1), tc.after)
+			}
+			// All the audio, the chunks after the answer included, is the
+			// turn's, in order.
+			audio := audioIn(t, append(before, frames...))
+			if want := Synthesize(text, "linear16", 24000); !bytes.Equal(audio, want[:min(len(audio), len(want))]) {
+				t.Errorf("the %d bytes of audio are not the turn's first", len(audio))
+			}
+			if got := s.Sessions()[0].ClearedAudioSent; got != tc.after {
+				t.Errorf("ClearedAudioSent = %d, want %d", got, tc.after)
 			}
 		})
 	}

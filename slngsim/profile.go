@@ -2,6 +2,7 @@ package slngsim
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 )
@@ -56,6 +57,17 @@ type Profile struct {
 	LastAudioInEnd bool
 	// ClearAnswer is how `clear` is answered. Default ClearCleared.
 	ClearAnswer ClearAnswer
+	// ClearDelay holds the answer to each `clear` (ClearAnswer) this long
+	// after the clear is taken in turn: `cleared` was measured 300-500 ms
+	// after `clear` (LiveKit). The turn's audio stops at once; the
+	// session speaks nothing else meanwhile. Zero answers at once.
+	ClearDelay Delay
+	// AudioAfterCleared sends up to this many audio chunks of the cleared
+	// turn after the clear's answer (after nothing, with ClearNothing), as
+	// SLNG does at times: LiveKit discards a socket that sends "audio after
+	// the acknowledgement". The chunks are the turn's next audio, in the
+	// profile's AudioShape, without alignment. 0 sends none.
+	AudioAfterCleared int
 	// Produces, when its Encoding is set, is the only audio the TTS route
 	// produces, whatever encoding and sample rate `init` asks for: a
 	// route whose provider makes one format. SLNG documents no formats per
@@ -112,6 +124,13 @@ type Profile struct {
 	// that never sends the final would hang the stream". Negative: every
 	// one.
 	LostFinalizes int
+	// FinalizeDelay holds the final that answers a `finalize` this long:
+	// SLNG measured a median of 605 ms on slng/deepgram/nova:3-en and
+	// 280 ms on deepgram/nova:3. The session hears nothing more until it is
+	// sent, so audio sent after the finalize is transcribed after its
+	// final, in order, as a provider that flushes does. Zero answers at
+	// once.
+	FinalizeDelay Delay
 	// AsyncAPIWords sends Deepgram-shaped `words` in every FinalsAsyncAPI
 	// final with text, asked for or not: the AsyncAPI does not define
 	// them, but LiveKit reads a final's times from words[0].start and
@@ -147,6 +166,21 @@ type Profile struct {
 	// supported for external STT/TTS routes", a handshake that sends
 	// X-Slng-Provider-Key to an SLNG-hosted (`slng/...`) model.
 	RefuseBYOK bool
+}
+
+// Delay is a wait drawn uniformly from Min to Max for each use; a Max
+// below Min waits Min.
+type Delay struct{ Min, Max time.Duration }
+
+// Fixed is a Delay of exactly d.
+func Fixed(d time.Duration) Delay { return Delay{Min: d, Max: d} }
+
+// draw is one wait of the delay.
+func (d Delay) draw() time.Duration {
+	if d.Max <= d.Min {
+		return max(d.Min, 0)
+	}
+	return d.Min + rand.N(d.Max-d.Min+1)
 }
 
 // SendsAlignment reports whether the profile's TTS routes send, with their
@@ -259,6 +293,9 @@ func namedProfiles() []namedProfile {
 		{"speak-on-text", func(p *Profile) { p.TurnEnd, p.SpeakOnText, p.Segments = TurnEndAudioEnd, true, false }},
 		{"clear-answers-end", func(p *Profile) { p.ClearAnswer = ClearEnd }},
 		{"clear-unanswered", func(p *Profile) { p.ClearAnswer = ClearNothing }},
+		{"clear-late", func(p *Profile) { p.ClearDelay = clearDelay }},
+		{"audio-after-cleared", func(p *Profile) { p.AudioAfterCleared = audioAfterCleared }},
+		{"clear-late-audio-after", func(p *Profile) { p.ClearDelay, p.AudioAfterCleared = clearDelay, audioAfterCleared }},
 		{"pcm24k-only", func(p *Profile) { p.Produces = AudioFormat{Encoding: "linear16", SampleRate: 24000} }},
 		{"voice-refused", func(p *Profile) { p.RefusedVoice = "refused-voice" }},
 		{"not-deployed", func(p *Profile) { p.NotDeployed = true }},
@@ -266,6 +303,7 @@ func namedProfiles() []namedProfile {
 		{"utterance-end-never", func(p *Profile) { p.UtteranceEnd = UtteranceEndNever }},
 		{"utterance-end-always", func(p *Profile) { p.UtteranceEnd = UtteranceEndAlways }},
 		{"finalize-lost", func(p *Profile) { p.LostFinalizes = 1 }},
+		{"finalize-late", func(p *Profile) { p.FinalizeDelay = finalizeDelaySLNGHosted }},
 	}...)
 	for _, code := range []int{1008, 1011, 1012, 1001} {
 		list = append(list, namedProfile{fmt.Sprintf("reap-silent-%d", code), func(p *Profile) { p.ReapErrorFrame, p.ReapCode = false, code }})
@@ -281,6 +319,22 @@ func namedProfiles() []namedProfile {
 	}
 	return list
 }
+
+// The measured waits of slng-real-clients.md, and the chunks of a cleared
+// turn the profiles that send them send.
+var (
+	// clearDelay: "`cleared` was measured 300-500 ms after `clear`".
+	clearDelay = Delay{Min: 300 * time.Millisecond, Max: 500 * time.Millisecond}
+	// finalizeDelaySLNGHosted and finalizeDelayExternal: finalize to
+	// final, median 605 ms on slng/deepgram/nova:3-en, 280 ms on
+	// deepgram/nova:3.
+	finalizeDelaySLNGHosted = Fixed(605 * time.Millisecond)
+	finalizeDelayExternal   = Fixed(280 * time.Millisecond)
+	// audioAfterCleared: no client says how much comes; three chunks
+	// (60 ms at the default 20 ms) come well inside the 100 ms of quiet
+	// LiveKit wants after the answer.
+	audioAfterCleared = 3
+)
 
 // ProfileNames lists every name ProfileByName accepts, "rich" first and
 // "realistic" last.
@@ -351,6 +405,10 @@ func ProfileFunc(name string) (func(model string) Profile, error) {
 //     {"audio":null,"isFinal":true} after each turn's audio;
 //   - sarvam: a turn with a text message that holds no letter fails
 //     mid-turn; partial transcripts come even when init turns them off;
+//   - every route answers `clear` 300-500 ms late and then sends three
+//     more chunks of the cleared turn's audio, and answers `finalize`
+//     605 ms late on slng/ routes, 280 ms late elsewhere (the two
+//     routes measured: slng/deepgram/nova:3-en and deepgram/nova:3);
 //   - and on STT, `utterance_end` only from soniox, after every final,
 //     whatever enable_vad says (it does nothing on the bridge).
 func Realistic(model string) Profile {
@@ -366,6 +424,13 @@ func Realistic(model string) Profile {
 		TextTimeout:      5 * time.Second,
 		TextTimeoutClose: 1008,
 		UtteranceEnd:     UtteranceEndNever,
+		// Measured on the bridge, as the least convenient answers.
+		ClearDelay:        clearDelay,
+		AudioAfterCleared: audioAfterCleared,
+		FinalizeDelay:     finalizeDelayExternal,
+	}
+	if strings.HasPrefix(model, "slng/") {
+		p.FinalizeDelay = finalizeDelaySLNGHosted
 	}
 	provider, _, _ := strings.Cut(strings.TrimPrefix(model, "slng/"), "/")
 	switch provider {
@@ -424,8 +489,9 @@ func (p Profile) validate() error {
 	if f := p.Produces; f.Encoding != "" && (bytesPerSample(f.Encoding) == 0 || f.SampleRate < 8000 || f.SampleRate > 48000) {
 		return fmt.Errorf("slngsim: profile %q: Produces %q at %d Hz: an encoding the simulator speaks, at 8000 to 48000 Hz", p.Name, f.Encoding, f.SampleRate)
 	}
-	if p.MidTurnError.MaxChars < 0 || p.MidTurnError.AfterChunks < 0 || p.MidTurnDrop.AfterChunks < 0 || p.ReapAfter < 0 {
-		return fmt.Errorf("slngsim: profile %q: negative MaxChars, AfterChunks or ReapAfter", p.Name)
+	if p.MidTurnError.MaxChars < 0 || p.MidTurnError.AfterChunks < 0 || p.MidTurnDrop.AfterChunks < 0 || p.ReapAfter < 0 ||
+		p.AudioAfterCleared < 0 || p.ClearDelay.Min < 0 || p.FinalizeDelay.Min < 0 {
+		return fmt.Errorf("slngsim: profile %q: negative MaxChars, AfterChunks, ReapAfter, AudioAfterCleared or delay", p.Name)
 	}
 	if p.SpeakOnText && p.TurnEnd == TurnEndClose {
 		return fmt.Errorf("slngsim: profile %q: SpeakOnText needs an end-of-turn message, not a close", p.Name)

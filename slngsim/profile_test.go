@@ -314,6 +314,10 @@ func TestProfiles(t *testing.T) {
 		"utterance-end-never":         rich,
 		"utterance-end-always":        {richTTS, richFinal, richPartial},
 		"finalize-lost":               rich,
+		"clear-late":                  rich,
+		"audio-after-cleared":         rich,
+		"clear-late-audio-after":      rich,
+		"finalize-late":               rich,
 		"realistic":                   {"audio flushed sentinel", asyncFinalNoDu, asyncPartial},
 	}
 	// The STT exchange, where a profile changes it.
@@ -447,6 +451,13 @@ func TestRealisticByModel(t *testing.T) {
 	}
 	if p := Realistic("soniox/tts-rt:v1"); p.TextTimeout != 5*time.Second || p.TextTimeoutClose != 1008 {
 		t.Errorf("soniox text timeout = %v/%d, want pipecat-slng's 5 s", p.TextTimeout, p.TextTimeoutClose)
+	}
+	for m, finalize := range map[string]time.Duration{"slng/deepgram/nova:3-en": 605 * time.Millisecond, "deepgram/nova:3": 280 * time.Millisecond, "x/y": 280 * time.Millisecond} {
+		p := Realistic(m)
+		if p.FinalizeDelay != Fixed(finalize) || p.ClearDelay != (Delay{300 * time.Millisecond, 500 * time.Millisecond}) || p.AudioAfterCleared != 3 {
+			t.Errorf("Realistic(%q): finalize %v, clear %v, %d chunks after cleared; want SLNG's measured %v, 300-500 ms, 3",
+				m, p.FinalizeDelay, p.ClearDelay, p.AudioAfterCleared, finalize)
+		}
 	}
 	if p := Realistic("rime/arcana:v2"); p.MidTurnError.MaxChars != 500 {
 		t.Errorf("rime MaxChars = %d, want 500", p.MidTurnError.MaxChars)

@@ -33,19 +33,22 @@ type SessionInfo struct {
 	// the client sent after init: a TTS `text` or an STT audio frame (in
 	// any form). A client that proves a session alive beside its first
 	// message, not before it, leaves it at 0.
-	PingsBeforeData  int
-	CloseCode        int // the close code the simulator sent, 0 if none (e.g. the client closed first)
-	ProtocolErrors   int // client protocol violations (bare flush, bad JSON, unknown types)
-	Open             bool
-	ConnectedAt      time.Time
-	LastClientFrame  time.Time
-	AudioBytesSent   int64
-	AudioBytesHeard  int64
-	TurnsCompleted   int
-	TurnsFailed      int // turns that got a mid-turn error frame (Profile.MidTurnError)
-	FinalsSent       int
-	KeepalivesHeard  int
-	ClearsAnswered   int
+	PingsBeforeData int
+	CloseCode       int // the close code the simulator sent, 0 if none (e.g. the client closed first)
+	ProtocolErrors  int // client protocol violations (bare flush, bad JSON, unknown types)
+	Open            bool
+	ConnectedAt     time.Time
+	LastClientFrame time.Time
+	AudioBytesSent  int64
+	AudioBytesHeard int64
+	TurnsCompleted  int
+	TurnsFailed     int // turns that got a mid-turn error frame (Profile.MidTurnError)
+	FinalsSent      int
+	KeepalivesHeard int
+	ClearsAnswered  int
+	// ClearedAudioSent counts the audio chunks of cleared turns sent after
+	// the clear's answer (Profile.AudioAfterCleared).
+	ClearedAudioSent int
 	UnknownTypesSent int
 }
 

@@ -99,6 +99,10 @@ func (ss *session) serveSTT(cfg initConfig) {
 			if ss.srv.loseFinalize(ss.info.Model, ss.profile.LostFinalizes) {
 				continue
 			}
+			// A late answer: nothing more is heard until it is sent.
+			if d := ss.profile.FinalizeDelay.draw(); d > 0 && !sleepCtx(ss.ctx, d) {
+				return
+			}
 			if !ss.final(st, true, st.dec.seconds(st.dec.pos)) {
 				return
 			}

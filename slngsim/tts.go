@@ -152,6 +152,9 @@ type speaker struct {
 	// sinceFlush counts the texts spoken since the last flush
 	// (Profile.SpeakOnText).
 	sinceFlush int
+	// abandoned is the audio the turn a clear cut had yet to send, for
+	// Profile.AudioAfterCleared; nil for none.
+	abandoned *abandoned
 	// lastAlign is the alignment of the audio LastAudioInEnd holds back
 	// for the end of the turn, on routes that send alignment; nil for
 	// none.
@@ -246,6 +249,7 @@ func (ss *session) speak(cfg initConfig, cmds <-chan ttsCmd, gen *atomic.Int64) 
 				return
 			}
 		case "cancel":
+			sp.abandoned = nil
 			sp.pending.Reset()
 			sp.pendingFail = nil
 			sp.sinceFlush = 0
@@ -316,6 +320,7 @@ func dictionaryName(raw json.RawMessage) string {
 func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int64, gen *atomic.Int64, final bool) bool {
 	opts, p := ss.srv.opts, ss.profile
 	sp.turns++
+	sp.abandoned = nil
 	if sp.failed != nil {
 		// pipecat-slng: after a mid-turn error the same socket keeps
 		// answering with the same error.
@@ -363,6 +368,9 @@ func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int
 	var stamped []byte
 	for off := 0; off < len(body); off += chunkBytes {
 		if gen.Load() != turnGen {
+			if p.AudioAfterCleared > 0 {
+				sp.abandoned = &abandoned{audio: body[off:], chunkBytes: chunkBytes}
+			}
 			return true // aborted: no segment_end, flushed or audio_end
 		}
 		if off == failAt {

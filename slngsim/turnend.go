@@ -13,9 +13,13 @@ import (
 // answerClear answers a `clear` as the profile says; false means the
 // session is over.
 func (ss *session) answerClear(sp *speaker) bool {
+	rest := sp.abandoned
+	sp.abandoned = nil
+	if d := ss.profile.ClearDelay.draw(); d > 0 && !sleepCtx(ss.ctx, d) {
+		return false
+	}
 	switch ss.profile.ClearAnswer {
 	case ClearNothing:
-		return true
 	case ClearEnd:
 		// The end of the discarded turn, in the route's own words.
 		end := ss.endMessages(sp, 0, nil)
@@ -30,7 +34,42 @@ func (ss *session) answerClear(sp *speaker) bool {
 			return false
 		}
 	}
-	ss.record(func(i *SessionInfo) { i.ClearsAnswered++ })
+	if ss.profile.ClearAnswer != ClearNothing {
+		ss.record(func(i *SessionInfo) { i.ClearsAnswered++ })
+	}
+	// Audio of the cleared turn, after its answer (Profile.AudioAfterCleared).
+	if rest != nil {
+		for n := 0; n < ss.profile.AudioAfterCleared && len(rest.audio) > 0; n++ {
+			chunk := rest.audio[:min(rest.chunkBytes, len(rest.audio))]
+			rest.audio = rest.audio[len(chunk):]
+			if !ss.writeAudio(sp, chunk) {
+				return false
+			}
+			ss.record(func(i *SessionInfo) { i.ClearedAudioSent++ })
+		}
+	}
+	return true
+}
+
+// abandoned is the audio a cleared turn had yet to send.
+type abandoned struct {
+	audio      []byte
+	chunkBytes int
+}
+
+// writeAudio sends one chunk of audio in the profile's shape, without
+// alignment; false means the session is over.
+func (ss *session) writeAudio(sp *speaker, chunk []byte) bool {
+	sp.chunks++
+	typ, b := websocket.MessageBinary, chunk
+	if ss.profile.AudioShape != AudioShapeBinary {
+		sp.frame = appendAudioFrame(sp.frame[:0], ss.profile.AudioShape, chunk, sp.chunks)
+		typ, b = websocket.MessageText, sp.frame
+	}
+	if err := ss.ws.Write(ss.ctx, typ, b); err != nil || ss.closing.Load() {
+		return false
+	}
+	ss.record(func(i *SessionInfo) { i.AudioBytesSent += int64(len(chunk)) })
 	return true
 }
 
