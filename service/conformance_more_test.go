@@ -48,7 +48,6 @@ func (c *conformanceCase) textsWithPauses(t *testing.T) {
 // route, whether it answers clear with `cleared`, an end of a turn, or
 // nothing.
 func (c *conformanceCase) bargeIn(t *testing.T) {
-	c.skipAudioAfterCleared(t)
 	h := c.realtime()
 	b := h.synthesize(t, testContext(t), c.ttsConfig())
 	b.send(ttsText(strings.Repeat("A long turn that the user interrupts. ", 8), true))
@@ -62,16 +61,6 @@ func (c *conformanceCase) bargeIn(t *testing.T) {
 	}
 	wantNothingAfterCleared(t, resps)
 	wantTurn(t, audio, ends, 2, "The answer to the interruption.")
-}
-
-// skipAudioAfterCleared skips a clear's cell on a route that sends audio
-// of the cleared turn after its answer (Profile.AudioAfterCleared): the
-// gateway sends the next turn to the session as soon as it answers, and
-// takes that audio for the next turn's. Known gap: docs/upstream.md.
-func (c *conformanceCase) skipAudioAfterCleared(t *testing.T) {
-	if c.route.profile(c.route.tts).AudioAfterCleared > 0 {
-		t.Skip("known gap: the gateway takes audio that follows a clear's answer for the next turn's")
-	}
 }
 
 // wantNothingAfterCleared requires that the caller gets nothing of a turn

@@ -270,7 +270,6 @@ func (c *conformanceCase) threeTurns(t *testing.T) {
 }
 
 func (c *conformanceCase) clearMidTurn(t *testing.T) {
-	c.skipAudioAfterCleared(t)
 	h := c.realtime()
 	b := h.synthesize(t, testContext(t), c.ttsConfig())
 	b.send(ttsText(strings.Repeat("A long turn that is cleared. ", 10), true))

@@ -96,7 +96,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "speech_gateway_upstream_protocol_violations_total",
 			Help: "Upstream frames that broke the route's own protocol and were dropped with a warning, by kind and violation " +
-				"(audio_outside_turn, end_outside_turn, final_without_audio, undecodable_audio).",
+				"(audio_outside_turn, end_outside_turn, final_without_audio, undecodable_audio, audio_after_cleared).",
 		}, []string{"kind", "violation"}),
 		finalsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "speech_gateway_stt_finals_dropped_total",

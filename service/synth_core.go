@@ -58,6 +58,10 @@ type synthCore struct {
 	// parkedAt is when the caller's text began to wait for SLNG to answer
 	// a clear (see parks), zero while none waits.
 	parkedAt time.Time
+	// quietUntil is when the session that answered a clear has been quiet
+	// long enough to take the turns that waited (see clearQuiet); zero
+	// when no answer is that recent.
+	quietUntil time.Time
 
 	// Timers, checked lazily (beside coreBase's): idleSince is when the
 	// stream last had nothing in progress (zero while something is);

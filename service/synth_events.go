@@ -20,6 +20,9 @@ import (
 // valid until the loop takes the next event: the loop copies what out
 // holds before that.
 func (c *synthCore) onUpstream(ev slngclient.TTSEvent, now time.Time) {
+	if !c.quietUntil.IsZero() && c.strayAfterClear(ev, now) {
+		return
+	}
 	if c.conv != nil {
 		c.convertEvent(ev, now) // convert.go: relay, in the caller's format
 		return
@@ -33,7 +36,12 @@ func (c *synthCore) relay(ev slngclient.TTSEvent, now time.Time) {
 		// Never a nil *UpstreamError inside an error interface.
 		ev.Err = slngclient.NewErrorFrame("unknown", "")
 	}
+	clears := len(c.book.clears)
 	out, res := c.book.event(ev)
+	if ev.Kind == slngclient.TTSCleared && len(c.book.clears) < clears && c.lease != nil {
+		// SLNG answered a clear: the session must now be quiet.
+		c.quietUntil = now.Add(clearQuiet)
+	}
 	if ev.Kind == slngclient.TTSAlignment && !c.sawTimings {
 		c.sawTimings = true // once a stream: the record is the server's, behind a lock
 		c.srv.timedRoutes.saw(c.cfg.Model)
@@ -124,6 +132,40 @@ func (c *synthCore) dropSession(err error) {
 	dropLease(c.lease, err)
 	c.lease = nil
 	c.parkedAt = time.Time{} // what waited goes to the next session
+	c.quietUntil = time.Time{}
+}
+
+// strayAfterClear handles an event of the session that answered a clear
+// less than clearQuiet ago, and reports whether it was handled. Nothing
+// went to the session since its answer (the caller's text waits), so
+// audio or the end of a turn is the discarded turn's, sent after the
+// answer: it is dropped, and the session, which cannot be trusted to have
+// stopped the turn, is retired; the turns that waited go to a new one.
+func (c *synthCore) strayAfterClear(ev slngclient.TTSEvent, now time.Time) bool {
+	if !now.Before(c.quietUntil) || c.lease == nil {
+		c.quietUntil = time.Time{}
+		c.unpark(now)
+		return false
+	}
+	switch ev.Kind {
+	case slngclient.TTSAudio, slngclient.TTSUndecodableAudio, slngclient.TTSTurnEnd, slngclient.TTSSegmentStart,
+		slngclient.TTSSegmentEnd, slngclient.TTSAlignment, slngclient.TTSTextSpoken:
+	default:
+		return false
+	}
+	c.srv.metrics.protocolViolation("tts", "audio_after_cleared")
+	c.log.Info("upstream sent audio of a cleared turn after answering the clear; the session is retired",
+		zap.String("upstream_session_id", c.lease.Session.ID()))
+	c.state.markDirty()
+	c.dropSession(nil)
+	if c.book.idle() && !c.book.openText() {
+		c.state.upstream = upGone
+		c.settle(now)
+		return true
+	}
+	c.replacing = &replacement{prevID: c.meta.upstreamSessionID, failedAt: now}
+	c.dial(slngpool.PurposeRollover)
+	return true
 }
 
 // onUpstreamEnd handles the end of the session being read: err is its
@@ -275,6 +317,9 @@ func (c *synthCore) onTick(now time.Time) {
 		c.finish(errCallerIdle, false)
 	case !c.clearAt().After(now):
 		c.clearTimedOut(now)
+	case !c.quietUntil.IsZero() && !c.quietUntil.After(now):
+		c.quietUntil = time.Time{}
+		c.unpark(now)
 	case c.stuckAt().Before(now) || c.stuckAt().Equal(now):
 		c.replace(errTurnTimeout, now)
 	}
@@ -328,6 +373,9 @@ func (c *synthCore) nextCheck() time.Time {
 	at := c.baseCheck()
 	if c.done {
 		return at
+	}
+	if !c.quietUntil.IsZero() {
+		at = minTime(at, c.quietUntil)
 	}
 	return minTime(at, minTime(c.idleAt(), minTime(c.stuckAt(), c.clearAt())))
 }

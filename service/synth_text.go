@@ -53,6 +53,14 @@ func (c *synthCore) text(text string, flush bool, now time.Time) {
 // LiveKit's SLNG plugin waits 150 ms, then opens a socket of its own.
 const bargeInWait = 150 * time.Millisecond
 
+// clearQuiet is how long the session that answered a clear must then be
+// quiet before the turns that waited go to it. Routes send audio of the
+// discarded turn after their answer at times, and nothing tells it from
+// the next turn's: LiveKit's SLNG plugin wants 100 ms of quiet after the
+// answer, and discards a socket that sends anything else. So does the
+// gateway (see strayAfterClear).
+const clearQuiet = 100 * time.Millisecond
+
 // sendText sends the open turn's text not yet sent, then, with flush, ends
 // the turn.
 func (c *synthCore) sendText(text string, flush bool, now time.Time) {
@@ -134,7 +142,7 @@ func (c *synthCore) clear(cancel bool, now time.Time) {
 // parks reports whether the caller's text must wait for SLNG to answer a
 // clear, and notes when the first text began to wait.
 func (c *synthCore) parks(now time.Time) bool {
-	if len(c.book.clears) == 0 || c.state.upstream == upGone {
+	if (len(c.book.clears) == 0 && c.quietUntil.IsZero()) || c.state.upstream == upGone {
 		return false
 	}
 	if c.parkedAt.IsZero() {
@@ -146,7 +154,7 @@ func (c *synthCore) parks(now time.Time) bool {
 // unpark sends the session the turns that waited for SLNG's answer to a
 // clear, once it came.
 func (c *synthCore) unpark(now time.Time) {
-	if c.parkedAt.IsZero() || len(c.book.clears) > 0 || c.lease == nil {
+	if c.parkedAt.IsZero() || len(c.book.clears) > 0 || !c.quietUntil.IsZero() || c.lease == nil {
 		return
 	}
 	c.parkedAt = time.Time{}
