@@ -463,6 +463,9 @@ func TestSynthesizeConversionTurnByTurn(t *testing.T) {
 	r.audioIn(two[len(two)/2:])
 	r.event(slngclient.TTSEvent{Kind: slngclient.TTSCleared})
 	r.send(ttsText("three", true))
+	// Turn 3's text goes up once the session was quiet after its answer.
+	r.c.onTick(t0.Add(clearQuiet))
+	r.take()
 	r.audioIn(speech("three"))
 	r.event(slngclient.TTSEvent{Kind: slngclient.TTSTurnEnd})
 	if got := r.audio[3]; !bytes.Equal(got, want(speech("three"))) {

@@ -391,9 +391,10 @@ func TestSynthesizeClearAndCancel(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			// A fake clock that never moves: the wait for SLNG's answer
-			// never times out.
-			h, up := newFakeGateway(t, Config{Clock: clock.NewFake(time.Unix(1_000_000, 0))})
+			// A fake clock that moves only past the quiet after SLNG's
+			// answer: the wait for that answer never times out.
+			clk := newTestClock()
+			h, up := newFakeGateway(t, onlyTimersSet(Config{Clock: clk}))
 			s := newFakeTTS("one")
 			up.tts <- s
 			b := h.synthesize(t, testContext(t), nil)
@@ -431,6 +432,9 @@ func TestSynthesizeClearAndCancel(t *testing.T) {
 				}
 			}
 			b.send(ttsText("Next turn.", true))
+			// The next turn waits for the session to be quiet after its
+			// answer; no timer is due but that one.
+			advanceTo(t, clk, clearQuiet)
 			synthWantSent(t, s, "text:"+long, "flush", "clear", "text:Next turn.", "flush")
 			next := pcm(480, 3)
 			s.speakTurn(next)
