@@ -15,6 +15,9 @@ type streamCore[M, E, R, Resp, C any] interface {
 	onCallerMsg(m callerMsg[M], now time.Time)
 	// reading is the session to read SLNG's events from, nil for none.
 	reading() eventSource[E]
+	// midFrame reports that the rest of the SLNG frame whose first events
+	// the core was given is still to come from reading.
+	midFrame() bool
 	onUpstream(ev E, now time.Time)
 	onUpstreamEnd(err error, now time.Time)
 	onResult(r R, now time.Time)
@@ -121,6 +124,20 @@ func (l *streamLoop[M, E, R, Resp, C]) run(ctx context.Context, in <-chan caller
 		done, drainOut := c.ended()
 		if done && (!drainOut || l.emptied()) {
 			return
+		}
+		if !done && c.midFrame() {
+			// The rest of a frame comes before anything else, so that
+			// nothing the caller asks lands between a frame's events (a
+			// clear between audio and its alignment would count the
+			// audio's characters unspoken). slngclient hands it at once.
+			src := c.reading()
+			select {
+			case ev, ok := <-src.Events():
+				l.upstream(src, ev, ok, clk.Now())
+			case <-ctx.Done():
+				c.abort(context.Cause(ctx))
+			}
+			continue
 		}
 		var callerCh <-chan callerMsg[M]
 		var space <-chan struct{}

@@ -72,6 +72,9 @@ func (c *sttCore) onCallerMsg(m callerMsg[sttIn], now time.Time) {
 // reading: a nil session converts to a nil eventSource.
 func (c *sttCore) reading() eventSource[slngclient.STTEvent] { return c.session() }
 
+// midFrame: an STT frame is one event.
+func (c *sttCore) midFrame() bool { return false }
+
 // setPaused: a Transcribe stream has no turn watchdog to hold.
 func (c *sttCore) setPaused(bool, time.Time) {}
 

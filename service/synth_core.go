@@ -58,6 +58,9 @@ type synthCore struct {
 	// parkedAt is when the caller's text began to wait for SLNG to answer
 	// a clear (see parks), zero while none waits.
 	parkedAt time.Time
+	// frameFrom is the session whose frame's first events the core was
+	// just given, with more of that frame to come; nil otherwise.
+	frameFrom TTSSession
 	// quietUntil is when the session that answered a clear has been quiet
 	// long enough to take the turns that waited (see clearQuiet); zero
 	// when no answer is that recent.

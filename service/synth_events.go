@@ -20,6 +20,10 @@ import (
 // valid until the loop takes the next event: the loop copies what out
 // holds before that.
 func (c *synthCore) onUpstream(ev slngclient.TTSEvent, now time.Time) {
+	c.frameFrom = nil
+	if ev.FrameGoesOn {
+		c.frameFrom = c.session()
+	}
 	if !c.quietUntil.IsZero() && c.strayAfterClear(ev, now) {
 		return
 	}

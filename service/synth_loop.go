@@ -93,6 +93,12 @@ func (c *synthCore) onCallerMsg(m callerMsg[*speechv1.SynthesizeRequest], now ti
 // reading: a nil session converts to a nil eventSource.
 func (c *synthCore) reading() eventSource[slngclient.TTSEvent] { return c.session() }
 
+// midFrame: the session that sent a frame's first events is still the
+// one read (an event may have retired it).
+func (c *synthCore) midFrame() bool {
+	return c.frameFrom != nil && c.frameFrom == c.session()
+}
+
 // carry queues the responses, copying audio into responses of the
 // stream's own, and the commands.
 func (c *synthCore) carry(ob *outbox[*speechv1.SynthesizeResponse], cmds *mailbox[ttsCmd]) (pushed, over bool) {

@@ -55,6 +55,7 @@ func TestTTSAlignmentEvents(t *testing.T) {
 					t.Fatal(err)
 				}
 				var kinds []slngclient.TTSEventKind
+				var goesOn []bool // FrameGoesOn of each event
 				var starts [][]time.Duration
 				for {
 					ev, err := s.Recv(ctx)
@@ -62,6 +63,7 @@ func TestTTSAlignmentEvents(t *testing.T) {
 						t.Fatal(err)
 					}
 					kinds = append(kinds, ev.Kind)
+					goesOn = append(goesOn, ev.FrameGoesOn)
 					if ev.Kind == slngclient.TTSAlignment {
 						if !ev.Alignment.AfterAudio || ev.Alignment.Normalized {
 							t.Errorf("alignment %+v: want after its audio, not normalized", ev.Alignment)
@@ -85,6 +87,14 @@ func TestTTSAlignmentEvents(t *testing.T) {
 				}
 				if !slices.Equal(kinds, want) {
 					t.Fatalf("events %v, want %v", kinds, want)
+				}
+				// An audio's alignment is the rest of its frame.
+				wantOn := []bool{false, false, false}
+				if on {
+					wantOn = []bool{true, false, true, false, false}
+				}
+				if !slices.Equal(goesOn, wantOn) {
+					t.Errorf("FrameGoesOn %v, want %v", goesOn, wantOn)
 				}
 				if on && !slices.EqualFunc(starts, tc.starts, slices.Equal) {
 					t.Errorf("starts %v, want %v", starts, tc.starts)

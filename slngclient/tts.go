@@ -101,6 +101,11 @@ type TTSEvent struct {
 	Err       *UpstreamError // TTSWarning
 	// Alignment is the event's own (TTSAlignment).
 	Alignment *Alignment
+	// FrameGoesOn: more events of the same SLNG frame follow at once (an
+	// audio's alignment, the end of the turn it carried). A consumer that
+	// must see a frame whole, as a clear's count of the characters spoken
+	// must, takes them before anything else.
+	FrameGoesOn bool
 }
 
 // TTSSession is an open TTS session. Receive its events with Recv, or from

@@ -306,7 +306,8 @@ func (s *TTSSession) deliver(f frame) (handed, ok bool) {
 		al = readAlignment(f.align)
 	}
 	evs, n := s.turns.next(f, al)
-	for _, ev := range evs[:n] {
+	for i, ev := range evs[:n] {
+		ev.FrameGoesOn = i < n-1
 		if !give(s.cn, s.events, ev) {
 			// Being closed: what was handed before still holds the
 			// frame's slot.
