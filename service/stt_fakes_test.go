@@ -19,9 +19,6 @@ import (
 // pcmMs is n milliseconds of 16 kHz LINEAR16 audio, every byte b.
 func pcmMs(n int, b byte) []byte { return pcm(32*n, b) }
 
-// pcmDur is the length of 16 kHz LINEAR16 audio of n bytes.
-func pcmDur(n int) time.Duration { return time.Duration(n) * time.Second / 32000 }
-
 // timedFinal is a final with a start and a duration, in the session's own
 // time (from its first audio byte), as SLNG's Deepgram routes send.
 func timedFinal(text string, start, d time.Duration) slngclient.STTEvent {

@@ -693,7 +693,7 @@ func TestUpstreamErrorTable(t *testing.T) {
 			t.Parallel()
 			h, up := newFakeGateway(t, Config{Clock: clock.NewFake(time.Unix(1_000_000, 0))})
 			ctx := testContext(t)
-			err, lent := synthesizeFailing(t, h, up, row.fail)
+			lent, err := synthesizeFailing(t, h, up, row.fail)
 			st := wantStatus(t, err, row.code, row.reason)
 			info, _ := details(st)
 			if info.GetMetadata()["model"] != "deepgram/aura:2" || info.GetMetadata()["session_id"] == "" {
@@ -738,7 +738,7 @@ func TestUpstreamErrorTable(t *testing.T) {
 // synthesizeFailing runs SynthesizeText("Hello.") on sessions that each
 // fail as f says once the turn went up to them, and returns how the stream
 // ended and how many sessions it was lent.
-func synthesizeFailing(t *testing.T, h *harness, up *fakeUpstream, f synthFailure) (error, int) {
+func synthesizeFailing(t *testing.T, h *harness, up *fakeUpstream, f synthFailure) (int, error) {
 	t.Helper()
 	stream, err := h.tts.SynthesizeText(testContext(t), &speechv1.SynthesizeTextRequest{Text: "Hello."})
 	if err != nil {
@@ -751,7 +751,7 @@ func synthesizeFailing(t *testing.T, h *harness, up *fakeUpstream, f synthFailur
 	}()
 	if f.acquire != nil {
 		up.tts <- f.acquire
-		return <-ended, 0
+		return 0, <-ended
 	}
 	for lent := 0; ; lent++ {
 		if lent > 2*maxReconnects {
@@ -771,7 +771,7 @@ func synthesizeFailing(t *testing.T, h *harness, up *fakeUpstream, f synthFailur
 			}
 		}, "the turn on session "+s.id+", or the stream's end")
 		if done {
-			return err, lent
+			return lent, err
 		}
 		if f.frame != nil {
 			s.send(slngclient.TTSEvent{Kind: slngclient.TTSWarning, Err: f.frame})
