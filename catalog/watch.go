@@ -85,9 +85,10 @@ type Live struct {
 }
 
 // Watch reads the catalog file at path and checks it every opts.Reload: a
-// changed file that parses is in force at once; one that does not leaves
-// the previous catalog in force, counted and logged. It fails when the
-// file cannot be read or parsed now. The caller must Close the result.
+// changed file that parses and that opts.Check accepts is in force at
+// once; any other leaves the previous catalog in force, counted and
+// logged. It fails when the file cannot be read, parsed or accepted now.
+// The caller must Close the result.
 func Watch(path string, opts Options) (*Live, error) {
 	opts = opts.withDefaults()
 	b, err := os.ReadFile(path)
@@ -136,7 +137,7 @@ func (l *Live) parse(content []byte) (*Catalog, error) {
 	return c, err
 }
 
-// reload puts a changed file in force, if it parses.
+// reload puts a changed file in force, if it parses and is accepted.
 func (l *Live) reload(content []byte) error {
 	c, err := l.parse(content)
 	if err != nil {
@@ -149,7 +150,7 @@ func (l *Live) reload(content []byte) error {
 }
 
 // unusable reports a file that cannot be read, or changed but does not
-// parse.
+// parse or is not accepted.
 func (l *Live) unusable(err error) {
 	l.m.reloads.WithLabelValues("error").Inc()
 	l.log.Error("catalog file unreadable or invalid; the previous catalog stays in force", zap.Error(err))

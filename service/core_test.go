@@ -110,6 +110,13 @@ func (r *synthRig) step(event string) string {
 			r.t.Fatal(err)
 		}
 		r.advance(d)
+	case "later":
+		// Time passes, and the loop's timer has not fired yet.
+		d, err := time.ParseDuration(arg)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		r.now = r.now.Add(d)
 	default:
 		r.t.Fatalf("unknown step %q", event)
 	}
@@ -314,6 +321,27 @@ func TestSynthCore(t *testing.T) {
 			// The cleared turn's: dropped, and the session retired.
 			step{"audio", "acquire:rollover"},
 			step{"acquired s2", "text:s2:Two.+flush"})},
+		{"audio after the quiet, before its timer", nil, append(open,
+			step{"text+flush One.", "text:s1:One. flush:s1"},
+			step{"audio", "audio:1"},
+			step{"clear", "clear:s1"},
+			step{"cleared", "cleared:1"},
+			step{"text+flush Two.", "charge:Two."},
+			step{"later 150ms", ""},
+			step{"audio", "acquire:rollover"},
+			step{"acquired s2", "text:s2:Two.+flush"})},
+		{"a cancel in the quiet, then audio", nil, append(open,
+			step{"text+flush One.", "text:s1:One. flush:s1"},
+			step{"audio", "audio:1"},
+			step{"clear", "clear:s1"},
+			step{"cleared", "cleared:1"},
+			step{"text+flush Two.", "charge:Two."},
+			step{"cancel", "cancelled:2 clear:s1"},
+			// Stray audio retires the session; the clear it was sent
+			// is not waited for.
+			step{"audio", ""},
+			step{"text+flush Three.", "charge:Three. acquire:rollover"},
+			step{"acquired s2", "text:s2:Three.+flush"})},
 		{"drain while idle", nil, append(open,
 			step{"drain", "draining done:SERVER_DRAINING"})},
 		{"drain finishes the turn first", nil, append(open,

@@ -126,6 +126,18 @@ func (m *mailbox[T]) take() (T, bool) {
 	}
 }
 
+// rest empties the mailbox of what was never taken: for its owner, once
+// the mailbox is closed and its taker has returned.
+func (m *mailbox[T]) rest() []T {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []T
+	for v, ok := m.popLocked(); ok; v, ok = m.popLocked() {
+		out = append(out, v)
+	}
+	return out
+}
+
 // tryTake returns the oldest item if there is one.
 func (m *mailbox[T]) tryTake() (T, bool) {
 	m.mu.Lock()

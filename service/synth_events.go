@@ -140,27 +140,34 @@ func (c *synthCore) dropSession(err error) {
 }
 
 // strayAfterClear handles an event of the session that answered a clear
-// less than clearQuiet ago, and reports whether it was handled. Nothing
-// went to the session since its answer (the caller's text waits), so
-// audio or the end of a turn is the discarded turn's, sent after the
-// answer: it is dropped, and the session, which cannot be trusted to have
-// stopped the turn, is retired; the turns that waited go to a new one.
+// while the turns behind it wait for it to be quiet (clearQuiet), and
+// reports whether it was handled. Nothing went to the session since its
+// answer, so audio is the discarded turn's, sent after the answer: it is
+// dropped, and the session, which cannot be trusted to have stopped the
+// turn, is retired; the turns that waited go to a new one. Audio that comes
+// once the quiet is over but before the loop's timer said so is the
+// discarded turn's all the same. Other events (an end of the discarded
+// turn, a warning) go on as usual.
 func (c *synthCore) strayAfterClear(ev slngclient.TTSEvent, now time.Time) bool {
-	if !now.Before(c.quietUntil) || c.lease == nil {
+	switch {
+	case c.lease == nil:
 		c.quietUntil = time.Time{}
 		c.unpark(now)
 		return false
-	}
-	switch ev.Kind {
-	case slngclient.TTSAudio, slngclient.TTSUndecodableAudio, slngclient.TTSTurnEnd, slngclient.TTSSegmentStart,
-		slngclient.TTSSegmentEnd, slngclient.TTSAlignment, slngclient.TTSTextSpoken:
-	default:
+	case ev.Kind != slngclient.TTSAudio && ev.Kind != slngclient.TTSUndecodableAudio && ev.Kind != slngclient.TTSAlignment:
+		if !now.Before(c.quietUntil) {
+			c.quietUntil = time.Time{}
+			c.unpark(now)
+		}
 		return false
 	}
 	c.srv.metrics.protocolViolation("tts", "audio_after_cleared")
 	c.log.Info("upstream sent audio of a cleared turn after answering the clear; the session is retired",
 		zap.String("upstream_session_id", c.lease.Session.ID()))
 	c.state.markDirty()
+	// Clears and cancels asked since the answer will not be answered by
+	// this session: the caller hears of them now, as on any session lost.
+	c.out = append(c.out, c.book.upstreamClosed()...)
 	c.dropSession(nil)
 	if c.book.idle() && !c.book.openText() {
 		c.state.upstream = upGone

@@ -81,6 +81,13 @@ func (s *Server) runSynth(ctx context.Context, c *synthCore, recv func() (*speec
 	if lease := c.lease; lease != nil {
 		lease.release(c.err, keep)
 	}
+	// A session rolled over from that the writer did not get to close
+	// before the stream ended is closed all the same.
+	for _, cmd := range w.cmds.rest() {
+		if cmd.kind == cmdClose {
+			s.closeBeside(ctx, cmd.lease)
+		}
+	}
 	return c.err
 }
 

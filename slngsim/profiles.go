@@ -103,9 +103,9 @@ var (
 	// deepgram/nova:3.
 	finalizeDelaySLNGHosted = Fixed(605 * time.Millisecond)
 	finalizeDelayExternal   = Fixed(280 * time.Millisecond)
-	// audioAfterCleared: no client says how much comes; three chunks
-	// (60 ms at the default 20 ms) come well inside the 100 ms of quiet
-	// LiveKit wants after the answer.
+	// audioAfterCleared: no client says how much comes; up to three chunks
+	// (as many as the cleared turn had left; 60 ms at the default 20 ms)
+	// come well inside the 100 ms of quiet LiveKit wants after the answer.
 	audioAfterCleared = 3
 )
 
@@ -178,8 +178,9 @@ func ProfileFunc(name string) (func(model string) Profile, error) {
 //     {"audio":null,"isFinal":true} after each turn's audio;
 //   - sarvam: a turn with a text message that holds no letter fails
 //     mid-turn; partial transcripts come even when init turns them off;
-//   - every route answers `clear` 300-500 ms late and then sends three
-//     more chunks of the cleared turn's audio, and answers `finalize`
+//   - every route answers `clear` 300-500 ms late and then sends up to
+//     three more chunks of the cleared turn's audio (as many as it had
+//     left), and answers `finalize`
 //     605 ms late on slng/ routes, 280 ms late elsewhere (the two
 //     routes measured: slng/deepgram/nova:3-en and deepgram/nova:3);
 //   - and on STT, `utterance_end` only from soniox, after every final,
