@@ -151,13 +151,11 @@ func (c *synthCore) dropSession(err error) {
 func (c *synthCore) strayAfterClear(ev slngclient.TTSEvent, now time.Time) bool {
 	switch {
 	case c.lease == nil:
-		c.quietUntil = time.Time{}
-		c.unpark(now)
+		c.endQuiet(now)
 		return false
 	case ev.Kind != slngclient.TTSAudio && ev.Kind != slngclient.TTSUndecodableAudio && ev.Kind != slngclient.TTSAlignment:
 		if !now.Before(c.quietUntil) {
-			c.quietUntil = time.Time{}
-			c.unpark(now)
+			c.endQuiet(now)
 		}
 		return false
 	}
@@ -165,18 +163,32 @@ func (c *synthCore) strayAfterClear(ev slngclient.TTSEvent, now time.Time) bool 
 	c.log.Info("upstream sent audio of a cleared turn after answering the clear; the session is retired",
 		zap.String("upstream_session_id", c.lease.Session.ID()))
 	c.state.markDirty()
-	// Clears and cancels asked since the answer will not be answered by
-	// this session: the caller hears of them now, as on any session lost.
+	c.retire(nil, now)
+	return true
+}
+
+// endQuiet ends the wait for quiet after a clear's answer: the turns that
+// waited go to the session.
+func (c *synthCore) endQuiet(now time.Time) {
+	c.quietUntil = time.Time{}
+	c.unpark(now)
+}
+
+// retire gives up on a session that a clear's answer, or its absence,
+// showed cannot be trusted to have stopped the discarded turns: the caller
+// hears of every clear still waiting (this session will answer none), the
+// session is dropped, and the turns sent since go to a new one, none of
+// whose audio has come. cause is the replacement's, nil for none.
+func (c *synthCore) retire(cause error, now time.Time) {
 	c.out = append(c.out, c.book.upstreamClosed()...)
 	c.dropSession(nil)
 	if c.book.idle() && !c.book.openText() {
 		c.state.upstream = upGone
 		c.settle(now)
-		return true
+		return
 	}
-	c.replacing = &replacement{prevID: c.meta.upstreamSessionID, failedAt: now}
+	c.replacing = &replacement{cause: cause, prevID: c.meta.upstreamSessionID, failedAt: now}
 	c.dial(slngpool.PurposeRollover)
-	return true
 }
 
 // onUpstreamEnd handles the end of the session being read: err is its
@@ -306,18 +318,10 @@ func (c *synthCore) rollover(now time.Time) {
 // discarded turns), and turns sent since go to a new one, none of whose
 // audio has come.
 func (c *synthCore) clearTimedOut(now time.Time) {
-	c.out = append(c.out, c.book.upstreamClosed()...)
 	c.srv.metrics.unanswered.WithLabelValues("tts", "clear").Inc()
 	c.log.Info("upstream did not answer a clear in time; the session is retired",
 		zap.Duration("clear_timeout", c.srv.cfg.ClearTimeout), zap.String("upstream_session_id", c.lease.Session.ID()))
-	c.dropSession(nil)
-	if c.book.idle() && !c.book.openText() {
-		c.state.upstream = upGone
-		c.settle(now)
-		return
-	}
-	c.replacing = &replacement{cause: errClearUnanswered, prevID: c.meta.upstreamSessionID, failedAt: now}
-	c.dial(slngpool.PurposeRollover)
+	c.retire(errClearUnanswered, now)
 }
 
 // onTick checks the stream's timers at now.
@@ -329,8 +333,7 @@ func (c *synthCore) onTick(now time.Time) {
 	case !c.clearAt().After(now):
 		c.clearTimedOut(now)
 	case !c.quietUntil.IsZero() && !c.quietUntil.After(now):
-		c.quietUntil = time.Time{}
-		c.unpark(now)
+		c.endQuiet(now)
 	case c.stuckAt().Before(now) || c.stuckAt().Equal(now):
 		c.replace(errTurnTimeout, now)
 	}
