@@ -178,6 +178,21 @@ func TestVoicesFor(t *testing.T) {
 	}
 }
 
+// writeRenamed writes s to path aside and renames it into place, as a
+// ConfigMap update is: a reader never sees half a file.
+func writeRenamed(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path+".tmp", []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// entry is a catalog file's entry for an STT model id.
+func entry(id string) string { return "  - model: " + id + "\n    kind: stt\n    source: test\n" }
+
 // TestWatch: a changed file is in force at once; one that does not parse
 // leaves the previous catalog, and both are counted.
 func TestWatch(t *testing.T) {
@@ -185,16 +200,7 @@ func TestWatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	path := filepath.Join(t.TempDir(), "catalog.yaml")
-	write := func(s string) {
-		// Written aside and renamed, as a ConfigMap update is.
-		if err := os.WriteFile(path+".tmp", []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(path+".tmp", path); err != nil {
-			t.Fatal(err)
-		}
-	}
-	entry := func(id string) string { return "  - model: " + id + "\n    kind: stt\n    source: test\n" }
+	write := func(s string) { writeRenamed(t, path, s) }
 	if _, err := Watch(path, Options{}); err == nil {
 		t.Error("Watch of a missing file succeeded")
 	}
@@ -231,15 +237,7 @@ func TestWatchChecks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	path := filepath.Join(t.TempDir(), "catalog.yaml")
-	write := func(s string) {
-		if err := os.WriteFile(path+".tmp", []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(path+".tmp", path); err != nil {
-			t.Fatal(err)
-		}
-	}
-	entry := func(id string) string { return "  - model: " + id + "\n    kind: stt\n    source: test\n" }
+	write := func(s string) { writeRenamed(t, path, s) }
 	needs := func(c *Catalog) error {
 		if c.Lookup("a/needed:1") == nil {
 			return errors.New("a/needed:1 is missing")
