@@ -99,21 +99,9 @@ func wantNothingAfterCleared(t *testing.T, resps []*speechv1.SynthesizeResponse)
 // sentence, from_finalize, and the sentences after it come whole, in
 // order.
 func (c *conformanceCase) transcribeFinalizeTalkingOn(t *testing.T) {
-	ctx := testContext(t)
-	stream, err := c.h.stt.Transcribe(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	send := func(r *speechv1.TranscribeRequest) {
-		if err := stream.Send(r); err != nil {
-			t.Fatalf("send: %v", err)
-		}
-	}
-	send(sttConfig(c.sttConfig()))
-	first := slngsim.Synthesize(conformanceSentences[0], "linear16", 16000)
-	send(sttAudioReq(first[:len(first)-2*96]))
-	send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Finalize{Finalize: &speechv1.Finalize{}}})
-	send(sttAudioReq(spoken(conformanceSentences[1:])))
+	call := c.finalizeFirstSentence(t)
+	stream := call.stream
+	call.audio(spoken(conformanceSentences[1:]))
 	if err := stream.CloseSend(); err != nil {
 		t.Fatal(err)
 	}

@@ -379,23 +379,20 @@ func (c *conformanceCase) transcribeHalfClose(t *testing.T) {
 	}
 }
 
-func (c *conformanceCase) transcribeFinalize(t *testing.T) {
-	ctx := testContext(t)
-	stream, err := c.h.stt.Transcribe(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	send := func(r *speechv1.TranscribeRequest) {
-		if err := stream.Send(r); err != nil {
-			t.Fatalf("send: %v", err)
-		}
-	}
-	send(sttConfig(c.sttConfig()))
-	// The first sentence without the silence that ends an utterance: only
-	// the finalize makes it final.
+// finalizeFirstSentence starts a Transcribe stream and sends the first
+// sentence without the silence that ends an utterance, then a finalize:
+// only the finalize makes it final.
+func (c *conformanceCase) finalizeFirstSentence(t *testing.T) *sttCall {
+	call := startSTT(t, c.h, c.sttConfig())
 	first := slngsim.Synthesize(conformanceSentences[0], "linear16", 16000)
-	send(sttAudioReq(first[:len(first)-2*96]))
-	send(&speechv1.TranscribeRequest{Request: &speechv1.TranscribeRequest_Finalize{Finalize: &speechv1.Finalize{}}})
+	call.audio(first[:len(first)-2*96])
+	call.finalize()
+	return call
+}
+
+func (c *conformanceCase) transcribeFinalize(t *testing.T) {
+	call := c.finalizeFirstSentence(t)
+	stream := call.stream
 	var resps []*speechv1.TranscribeResponse
 	for {
 		r, err := stream.Recv()
@@ -410,7 +407,7 @@ func (c *conformanceCase) transcribeFinalize(t *testing.T) {
 			break
 		}
 	}
-	send(sttAudioReq(spoken(conformanceSentences[1:2])))
+	call.audio(spoken(conformanceSentences[1:2]))
 	if err := stream.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
