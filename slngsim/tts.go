@@ -386,20 +386,9 @@ func (ss *session) turn(sp *speaker, text string, fail *turnFailure, turnGen int
 			binary.BigEndian.PutUint64(stamped, uint64(time.Now().UnixNano()))
 			chunk = stamped
 		}
-		sp.chunks++
-		typ, b := websocket.MessageBinary, chunk
-		if p.AudioShape != AudioShapeBinary {
-			sp.frame = appendAudioFrame(sp.frame[:0], p.AudioShape, chunk, sp.chunks)
-			if align != nil {
-				// The alignment goes before the frame's closing brace.
-				sp.frame = append(align.appendFields(sp.frame[:len(sp.frame)-1], off, len(chunk)), '}')
-			}
-			typ, b = websocket.MessageText, sp.frame
-		}
-		if err := ss.ws.Write(ss.ctx, typ, b); err != nil || ss.closing.Load() {
+		if !ss.writeAudio(sp, chunk, align, off) {
 			return false
 		}
-		ss.record(func(i *SessionInfo) { i.AudioBytesSent += int64(len(chunk)) })
 		if ss.maybeFault(PointChunks, sp.chunks) {
 			return false
 		}

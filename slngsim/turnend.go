@@ -42,7 +42,7 @@ func (ss *session) answerClear(sp *speaker) bool {
 		for n := 0; n < ss.profile.AudioAfterCleared && len(rest.audio) > 0; n++ {
 			chunk := rest.audio[:min(rest.chunkBytes, len(rest.audio))]
 			rest.audio = rest.audio[len(chunk):]
-			if !ss.writeAudio(sp, chunk) {
+			if !ss.writeAudio(sp, chunk, nil, 0) {
 				return false
 			}
 			ss.record(func(i *SessionInfo) { i.ClearedAudioSent++ })
@@ -57,13 +57,18 @@ type abandoned struct {
 	chunkBytes int
 }
 
-// writeAudio sends one chunk of audio in the profile's shape, without
-// alignment; false means the session is over.
-func (ss *session) writeAudio(sp *speaker, chunk []byte) bool {
+// writeAudio sends one chunk of audio in the profile's shape, with the
+// alignment of the characters heard in it when align is not nil (off is
+// the chunk's offset in the utterance); false means the session is over.
+func (ss *session) writeAudio(sp *speaker, chunk []byte, align *aligner, off int) bool {
 	sp.chunks++
 	typ, b := websocket.MessageBinary, chunk
 	if ss.profile.AudioShape != AudioShapeBinary {
 		sp.frame = appendAudioFrame(sp.frame[:0], ss.profile.AudioShape, chunk, sp.chunks)
+		if align != nil {
+			// The alignment goes before the frame's closing brace.
+			sp.frame = append(align.appendFields(sp.frame[:len(sp.frame)-1], off, len(chunk)), '}')
+		}
 		typ, b = websocket.MessageText, sp.frame
 	}
 	if err := ss.ws.Write(ss.ctx, typ, b); err != nil || ss.closing.Load() {
