@@ -100,19 +100,7 @@ func (f *Fake) Armed() int {
 // error): how a test knows that the code under test waits on the clock
 // again.
 func (f *Fake) WaitArmed(ctx context.Context, n int) error {
-	for {
-		f.mu.Lock()
-		armed, changed := len(f.armed), f.changed
-		f.mu.Unlock()
-		if armed >= n {
-			return nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return f.waitUntil(ctx, func() bool { return len(f.armed) >= n })
 }
 
 // WaitDue blocks until a timer is armed to fire within d of the fake
@@ -121,18 +109,18 @@ func (f *Fake) WaitArmed(ctx context.Context, n int) error {
 // has a timer armed all along; WaitArmed cannot tell that it took the
 // nearer deadline yet, WaitDue can.
 func (f *Fake) WaitDue(ctx context.Context, d time.Duration) error {
+	return f.waitUntil(ctx, func() bool {
+		return slices.ContainsFunc(f.armed, func(t *fakeTimer) bool { return !t.at.After(f.now.Add(d)) })
+	})
+}
+
+// waitUntil blocks until cond, called under f.mu, holds, or ctx ends.
+func (f *Fake) waitUntil(ctx context.Context, cond func() bool) error {
 	for {
 		f.mu.Lock()
-		due := false
-		for _, t := range f.armed {
-			if !t.at.After(f.now.Add(d)) {
-				due = true
-				break
-			}
-		}
-		changed := f.changed
+		ok, changed := cond(), f.changed
 		f.mu.Unlock()
-		if due {
+		if ok {
 			return nil
 		}
 		select {
